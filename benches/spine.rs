@@ -1,0 +1,111 @@
+//! End-to-end benchmark of the scoring spine on librdkafka's mock cluster, plus the
+//! raw ONNX Runtime throughput of the same model measured in the same run.
+//!
+//!     cargo bench --bench spine
+//!     BENCH_EVENTS=300000 BENCH_RATE=50000 BENCH_SECONDS=10 cargo bench --bench spine
+//!
+//! Phases:
+//! 1. raw ORT: rows/s of the demo model at several rows-per-call, one session, one thread;
+//! 2. throughput: a backlog of BENCH_EVENTS events is preloaded, then drained by the
+//!    pipeline (events/s from pipeline start to the last decision);
+//! 3. latency: events offered at BENCH_RATE events/s for BENCH_SECONDS while the pipeline
+//!    runs; poll → every output acknowledged, p50/p99/p99.9.
+
+use std::path::Path;
+use std::time::Instant;
+
+use verdict::config::Config;
+use verdict::decode::{Decoder, LocalSchemas, Vectorizer};
+use verdict::demo::{self, DemoOptions, Generator};
+use verdict::score::{init_runtime, ModelSpec, OnnxScorer};
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn config() -> Config {
+    let mut cfg = Config::default();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    cfg.model.dir = root.join("models/demo");
+    cfg.decode.avro_schemas.insert("1".into(), root.join("schemas/transaction.avsc"));
+    cfg.model.workers = env_u64("BENCH_WORKERS", 2) as usize;
+    cfg.model.chunk_rows = env_u64("BENCH_CHUNK_ROWS", cfg.model.chunk_rows as u64) as usize;
+    cfg.batch.max_events = env_u64("BENCH_BATCH", cfg.batch.max_events as u64) as usize;
+    cfg
+}
+
+fn raw_ort(cfg: &Config) {
+    let env = init_runtime(None).expect("ONNX Runtime (run scripts/fetch-ort.sh)");
+    let spec = ModelSpec::from_config(&cfg.model).unwrap();
+    let decoder = Decoder::new(
+        &cfg.decode,
+        std::sync::Arc::new(LocalSchemas::load(&cfg.decode.avro_schemas).unwrap()),
+        Vectorizer::new(&spec.manifest),
+    );
+    let w = decoder.width();
+    let n = 100_000;
+    let mut rows = vec![0f32; n * w];
+    let mut g = Generator::new(5, 50_000, 0);
+    let mut d = decoder.batch();
+    for r in 0..n {
+        d.decode(Some(&g.next_event().to_json()), &mut rows[r * w..(r + 1) * w]).unwrap();
+    }
+    println!("raw ORT, {} ({} inputs), 1 session, 1 intra-op thread:", spec.manifest.name, w);
+    for chunk in [1usize, 8, 16, 64, 256, 1024] {
+        let mut s = spec.clone();
+        s.chunk_rows = chunk;
+        let (mut scorer, _) = OnnxScorer::load(&s, env).unwrap();
+        let mut out = Vec::with_capacity(n);
+        let rows_used = if chunk == 1 { 20_000 } else { n };
+        scorer.score(&rows[..1024 * w], &mut out).unwrap(); // warm-up
+        out.clear();
+        let t = Instant::now();
+        scorer.score(&rows[..rows_used * w], &mut out).unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        println!("  rows/call {chunk:>5}: {:>10.0} rows/s", rows_used as f64 / secs);
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing else to parse.
+    let cfg = config();
+    raw_ort(&cfg);
+
+    let events = env_u64("BENCH_EVENTS", 300_000);
+    let partitions = env_u64("BENCH_PARTITIONS", 16) as i32;
+    let opts =
+        DemoOptions { events, preload: true, partitions, bad_fraction: 0.0, progress: false, ..DemoOptions::default() };
+    let r = demo::run(cfg.clone(), &opts).expect("pipeline");
+    assert_eq!(r.decided, events, "every event decided");
+    println!(
+        "\nthroughput (preloaded backlog of {events} JSON events, {partitions} partitions, {} workers, batch {}, rows/call {}):\n  {:.0} events/s  ({:.2} s)  [backlog latency p50 {:.1} ms, p99 {:.1} ms]",
+        cfg.model.workers,
+        cfg.batch.max_events,
+        cfg.model.chunk_rows,
+        r.events_per_sec(),
+        r.elapsed.as_secs_f64(),
+        r.latency_us[0] as f64 / 1e3,
+        r.latency_us[1] as f64 / 1e3
+    );
+
+    let rate = env_u64("BENCH_RATE", 50_000);
+    let secs = env_u64("BENCH_SECONDS", 10);
+    let opts = DemoOptions {
+        events: rate * secs,
+        rate,
+        preload: false,
+        partitions,
+        bad_fraction: 0.0,
+        progress: false,
+        ..DemoOptions::default()
+    };
+    let r = demo::run(cfg.clone(), &opts).expect("pipeline");
+    println!(
+        "\nlatency at {rate} events/s offered for {secs} s ({} events, producer in the same process):\n  p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  ({:.0} events/s achieved)",
+        r.decided,
+        r.latency_us[0] as f64 / 1e3,
+        r.latency_us[1] as f64 / 1e3,
+        r.latency_us[2] as f64 / 1e3,
+        r.events_per_sec()
+    );
+}

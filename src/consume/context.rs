@@ -1,0 +1,119 @@
+//! librdkafka callbacks: rebalances (drain, commit, readiness), commit results and
+//! statistics (consumer lag per partition).
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::statistics::Statistics;
+use rdkafka::TopicPartitionList;
+
+use crate::telemetry::Metrics;
+
+/// How long a revoke waits for in-flight batches to be acknowledged before committing.
+const REVOKE_DRAIN: Duration = Duration::from_secs(10);
+
+/// Consumer context shared with librdkafka's callbacks.
+pub struct VerdictContext {
+    metrics: Arc<Metrics>,
+    in_flight: Arc<AtomicUsize>,
+    abort: Mutex<Option<Arc<AtomicBool>>>,
+    revoked: Mutex<Vec<(String, i32)>>,
+}
+
+impl VerdictContext {
+    /// A context reporting into `metrics`; `in_flight` counts unacknowledged batches.
+    pub fn new(metrics: Arc<Metrics>, in_flight: Arc<AtomicUsize>) -> Self {
+        Self { metrics, in_flight, abort: Mutex::new(None), revoked: Mutex::new(Vec::new()) }
+    }
+
+    /// When set, a revoke does not wait for in-flight batches (crash-like teardown).
+    pub fn set_abort_flag(&self, abort: Arc<AtomicBool>) {
+        *self.abort.lock() = Some(abort);
+    }
+
+    /// Partitions revoked since the last call.
+    pub fn take_revoked(&self) -> Vec<(String, i32)> {
+        let mut r = self.revoked.lock();
+        if r.is_empty() {
+            Vec::new()
+        } else {
+            std::mem::take(&mut *r)
+        }
+    }
+
+    fn aborted(&self) -> bool {
+        self.abort.lock().as_ref().is_some_and(|a| a.load(Ordering::SeqCst))
+    }
+}
+
+impl ClientContext for VerdictContext {
+    fn stats(&self, stats: Statistics) {
+        for (topic, t) in &stats.topics {
+            for (partition, p) in &t.partitions {
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    self.metrics
+                        .consumer_lag
+                        .with_label_values(&[topic.as_str(), &partition.to_string()])
+                        .set(p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+fn list(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
+}
+
+impl ConsumerContext for VerdictContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let parts = list(tpl);
+            // Let batches already handed to workers finish, so their offsets are committed
+            // by us rather than re-processed by the next owner.
+            let start = Instant::now();
+            while self.in_flight.load(Ordering::SeqCst) > 0 && start.elapsed() < REVOKE_DRAIN && !self.aborted() {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if !self.aborted() {
+                match consumer.commit_consumer_state(CommitMode::Sync) {
+                    Ok(()) => self.metrics.commits.with_label_values(&["ok"]).inc(),
+                    Err(e) => tracing::debug!(error = %e, "commit on revoke"),
+                }
+            }
+            for (topic, partition) in &parts {
+                let _ = self.metrics.consumer_lag.remove_label_values(&[topic, &partition.to_string()]);
+            }
+            tracing::info!(partitions = ?parts, waited_ms = start.elapsed().as_millis() as u64, "partitions revoked");
+            self.revoked.lock().extend(parts);
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        self.metrics.partitions_assigned.set(assigned as i64);
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                tracing::info!(added = ?list(tpl), assigned, "partitions assigned")
+            }
+            Rebalance::Revoke(_) => tracing::info!(assigned, "revoke complete"),
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => self.metrics.commits.with_label_values(&["ok"]).inc(),
+            Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                self.metrics.commits.with_label_values(&["error"]).inc();
+                tracing::warn!(error = %e, "offset commit failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! Consume stage: a consumer-group member on a dedicated thread that turns messages
+//! into batches (max events or max wait, whichever first) for the workers.
+//!
+//! Offsets are never stored here: `enable.auto.offset.store=false`, and the publish
+//! stage's acker stores each batch's offsets after its outputs are acknowledged.
+//! Stored offsets are committed on an interval (librdkafka auto-commit), on partition
+//! revoke (after in-flight batches drain) and on shutdown.
+//!
+//! Backpressure: when the worker queue is full, the assigned partitions are paused
+//! (fetching stops, nothing is buffered beyond librdkafka's bounded prefetch) and
+//! resumed once the batch is taken.
+
+mod context;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{SendTimeoutError, Sender};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{Headers, Message};
+
+pub use context::VerdictContext;
+
+use crate::config::{BatchConfig, KafkaConfig};
+use crate::envelope::{Batch, Envelope, Origin, RawMessage};
+use crate::publish::OffsetStore;
+use crate::telemetry::Metrics;
+
+/// The consumer type verdict uses.
+pub type KafkaConsumer = BaseConsumer<VerdictContext>;
+
+/// Creates the group consumer and subscribes to the input topics.
+pub fn create_consumer(
+    cfg: &KafkaConfig,
+    stats_interval_ms: u64,
+    metrics: Arc<Metrics>,
+    in_flight: Arc<AtomicUsize>,
+) -> Result<Arc<KafkaConsumer>, rdkafka::error::KafkaError> {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &cfg.brokers)
+        .set("group.id", &cfg.group_id)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", cfg.commit_interval_ms.to_string())
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("statistics.interval.ms", stats_interval_ms.to_string());
+    for (k, v) in &cfg.consumer {
+        cc.set(k, v);
+    }
+    let consumer: KafkaConsumer = cc.create_with_context(VerdictContext::new(metrics, in_flight))?;
+    let topics: Vec<&str> = cfg.input_topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    Ok(Arc::new(consumer))
+}
+
+impl OffsetStore for KafkaConsumer {
+    fn store(&self, topic: &str, partition: i32, offset: i64) {
+        // Fails only when the partition was revoked meanwhile: its new owner re-reads it.
+        if let Err(e) = self.store_offset(topic, partition, offset) {
+            tracing::debug!(topic, partition, offset, error = %e, "offset not stored (partition revoked?)");
+        }
+    }
+}
+
+/// How the consume loop ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Graceful: flush the partial batch; the caller drains and commits.
+    Drain,
+    /// Crash-like: drop the partial batch; nothing more is stored.
+    Abort,
+}
+
+/// Signals shared between the pipeline owner and its threads.
+#[derive(Debug, Default)]
+pub struct Control {
+    /// Stop fetching and drain.
+    pub stop: AtomicBool,
+    /// Stop at once without storing anything further.
+    pub abort: Arc<AtomicBool>,
+}
+
+/// The consume loop: runs on its own thread until `control` says stop.
+pub struct ConsumeLoop {
+    consumer: Arc<KafkaConsumer>,
+    batch_cfg: BatchConfig,
+    tx: Sender<Batch>,
+    metrics: Arc<Metrics>,
+    in_flight: Arc<AtomicUsize>,
+    control: Arc<Control>,
+    topics: Vec<Arc<str>>,
+    next_seq: u64,
+    paused: bool,
+}
+
+impl ConsumeLoop {
+    /// Builds the loop; `in_flight` counts batches dispatched and not yet stored.
+    pub fn new(
+        consumer: Arc<KafkaConsumer>,
+        batch_cfg: BatchConfig,
+        tx: Sender<Batch>,
+        metrics: Arc<Metrics>,
+        in_flight: Arc<AtomicUsize>,
+        control: Arc<Control>,
+    ) -> Self {
+        Self { consumer, batch_cfg, tx, metrics, in_flight, control, topics: Vec::new(), next_seq: 0, paused: false }
+    }
+
+    fn envelope(topics: &mut Vec<Arc<str>>, m: &rdkafka::message::BorrowedMessage<'_>) -> Envelope<RawMessage> {
+        let headers = m
+            .headers()
+            .map(|hs| hs.iter().map(|h| (h.key.to_string(), h.value.unwrap_or(&[]).to_vec())).collect())
+            .unwrap_or_default();
+        Envelope {
+            origin: Origin { topic: intern(topics, m.topic()), partition: m.partition(), offset: m.offset() },
+            received_at: Instant::now(),
+            timestamp_ms: m.timestamp().to_millis(),
+            payload: RawMessage { key: m.key().map(<[u8]>::to_vec), payload: m.payload().map(<[u8]>::to_vec), headers },
+        }
+    }
+
+    /// Polls, batches and dispatches until stopped. Returns how it ended.
+    pub fn run(mut self) -> Exit {
+        let max_wait = Duration::from_millis(self.batch_cfg.max_wait_ms);
+        let mut events: Vec<Envelope<RawMessage>> = Vec::with_capacity(self.batch_cfg.max_events);
+        let mut deadline = Instant::now();
+        loop {
+            if self.control.abort.load(Ordering::SeqCst) {
+                return Exit::Abort;
+            }
+            if self.control.stop.load(Ordering::SeqCst) {
+                if !events.is_empty() {
+                    let batch = std::mem::take(&mut events);
+                    if !self.dispatch(batch, &mut Vec::new()) {
+                        return Exit::Abort;
+                    }
+                }
+                return Exit::Drain;
+            }
+            let timeout = if events.is_empty() {
+                Duration::from_millis(100)
+            } else {
+                deadline.saturating_duration_since(Instant::now())
+            };
+            match self.consumer.poll(timeout) {
+                Some(Ok(m)) => {
+                    if events.is_empty() {
+                        deadline = Instant::now() + max_wait;
+                    }
+                    events.push(Self::envelope(&mut self.topics, &m));
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+                None => {}
+            }
+            self.drop_revoked(&mut events);
+            if events.len() >= self.batch_cfg.max_events || (!events.is_empty() && Instant::now() >= deadline) {
+                let batch = std::mem::replace(&mut events, Vec::with_capacity(self.batch_cfg.max_events));
+                let mut overflow = Vec::new();
+                if !self.dispatch(batch, &mut overflow) {
+                    return Exit::Abort;
+                }
+                if !overflow.is_empty() {
+                    deadline = Instant::now();
+                    events = overflow;
+                }
+            }
+        }
+    }
+
+    /// Messages of partitions revoked while they sat in the partial batch are dropped:
+    /// their offsets were never stored, so the partitions' new owner reads them again.
+    fn drop_revoked(&self, events: &mut Vec<Envelope<RawMessage>>) {
+        let revoked = self.consumer.context().take_revoked();
+        if revoked.is_empty() || events.is_empty() {
+            return;
+        }
+        let set: HashSet<(String, i32)> = revoked.into_iter().collect();
+        events.retain(|e| !set.contains(&(e.origin.topic.to_string(), e.origin.partition)));
+    }
+
+    /// Hands a batch to the workers, pausing the partitions while the queue is full.
+    /// Messages polled meanwhile (already prefetched) go to `overflow`. False if aborted.
+    fn dispatch(&mut self, events: Vec<Envelope<RawMessage>>, overflow: &mut Vec<Envelope<RawMessage>>) -> bool {
+        self.metrics.batch_events.observe(events.len() as f64);
+        self.metrics.count("consume", "received", events.len() as u64);
+        let mut batch = Batch { seq: self.next_seq, events };
+        loop {
+            match self.tx.send_timeout(batch, Duration::from_millis(20)) {
+                Ok(()) => {
+                    // Counted after the send: a revoke (run inside our own poll) then waits only
+                    // for batches the workers can finish. The acker may decrement first; the
+                    // counter wraps and is back in step before this thread polls again.
+                    self.in_flight.fetch_add(1, Ordering::SeqCst);
+                    break;
+                }
+                Err(SendTimeoutError::Timeout(b)) => {
+                    batch = b;
+                    if self.control.abort.load(Ordering::SeqCst) {
+                        return false;
+                    }
+                    self.pause();
+                    // Keep serving rebalances and the poll-interval deadline while paused.
+                    if let Some(Ok(m)) = self.consumer.poll(Duration::ZERO) {
+                        overflow.push(Self::envelope(&mut self.topics, &m));
+                    }
+                }
+                Err(SendTimeoutError::Disconnected(_)) => return false,
+            }
+        }
+        self.next_seq += 1;
+        self.metrics.queue_depth.with_label_values(&["batches"]).set(self.tx.len() as i64);
+        self.resume();
+        true
+    }
+
+    fn pause(&mut self) {
+        if let Ok(assignment) = self.consumer.assignment() {
+            // Re-applied on each wait: a rebalance may have added partitions meanwhile.
+            let _ = self.consumer.pause(&assignment);
+        }
+        if !self.paused {
+            self.paused = true;
+            self.metrics.paused.set(1);
+            tracing::info!("worker queue full; partitions paused");
+        }
+    }
+
+    fn resume(&mut self) {
+        if self.paused {
+            if let Ok(assignment) = self.consumer.assignment() {
+                let _ = self.consumer.resume(&assignment);
+            }
+            self.paused = false;
+            self.metrics.paused.set(0);
+            tracing::info!("worker queue has room; partitions resumed");
+        }
+    }
+}
+
+/// Shares one `Arc<str>` per topic name, so envelopes clone a pointer, not a string.
+fn intern(topics: &mut Vec<Arc<str>>, name: &str) -> Arc<str> {
+    if let Some(t) = topics.iter().find(|t| &***t == name) {
+        return t.clone();
+    }
+    let t: Arc<str> = Arc::from(name);
+    topics.push(t.clone());
+    t
+}
+
+/// Commits stored offsets synchronously (shutdown).
+pub fn commit_stored(consumer: &KafkaConsumer, metrics: &Metrics) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => metrics.commits.with_label_values(&["ok"]).inc(),
+        // Nothing stored since the last commit is not a failure.
+        Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => {
+            metrics.commits.with_label_values(&["error"]).inc();
+            tracing::warn!(error = %e, "final commit failed");
+        }
+    }
+}

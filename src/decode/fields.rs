@@ -1,0 +1,184 @@
+//! Format-neutral field access: one [`Field`] view over JSON and Avro values, found
+//! by a dotted path compiled once ([`FieldPath`]).
+
+use apache_avro::types::Value as AvroValue;
+use serde_json::Value as JsonValue;
+
+/// A dotted path (`payment.card.bin`), split once at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldPath {
+    text: String,
+    parts: Vec<String>,
+    slot: usize,
+}
+
+impl FieldPath {
+    /// Compiles `a.b.c`.
+    pub fn parse(text: &str) -> Self {
+        Self { text: text.to_string(), parts: text.split('.').map(str::to_string).collect(), slot: 0 }
+    }
+
+    /// Assigns the slot this path fills in a single-pass extraction ([`super::json::PathTrie`]).
+    pub fn with_slot(mut self, slot: usize) -> Self {
+        self.slot = slot;
+        self
+    }
+
+    /// Slot index in a single-pass extraction.
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+
+    /// The path's segments.
+    pub fn parts(&self) -> &[String] {
+        &self.parts
+    }
+
+    /// The path as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+/// A field as found in an event, independent of encoding.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Field<'a> {
+    /// No such field.
+    Missing,
+    /// Present and null.
+    Null,
+    /// Floating-point number.
+    Float(f64),
+    /// Integer.
+    Int(i64),
+    /// String (Avro enums too).
+    Str(&'a str),
+    /// Boolean.
+    Bool(bool),
+    /// Anything else (object, array, bytes), named for error messages.
+    Other(&'static str),
+}
+
+impl Field<'_> {
+    /// Name of the type, for error messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Field::Missing => "missing",
+            Field::Null => "null",
+            Field::Float(_) => "float",
+            Field::Int(_) => "integer",
+            Field::Str(_) => "string",
+            Field::Bool(_) => "boolean",
+            Field::Other(t) => t,
+        }
+    }
+}
+
+/// A decoded event whose fields can be looked up by path.
+pub trait Fields {
+    /// The field at `path`, or [`Field::Missing`].
+    fn field(&self, path: &FieldPath) -> Field<'_>;
+}
+
+impl Fields for JsonValue {
+    fn field(&self, path: &FieldPath) -> Field<'_> {
+        let mut cur = self;
+        for part in &path.parts {
+            match cur {
+                JsonValue::Object(map) => match map.get(part) {
+                    Some(v) => cur = v,
+                    None => return Field::Missing,
+                },
+                _ => return Field::Missing,
+            }
+        }
+        json_field(cur)
+    }
+}
+
+fn json_field(v: &JsonValue) -> Field<'_> {
+    match v {
+        JsonValue::Null => Field::Null,
+        JsonValue::Bool(b) => Field::Bool(*b),
+        JsonValue::Number(n) => match n.as_i64() {
+            Some(i) => Field::Int(i),
+            None => Field::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        JsonValue::String(s) => Field::Str(s),
+        JsonValue::Array(_) => Field::Other("array"),
+        JsonValue::Object(_) => Field::Other("object"),
+    }
+}
+
+impl Fields for AvroValue {
+    fn field(&self, path: &FieldPath) -> Field<'_> {
+        let mut cur = unwrap_union(self);
+        for part in &path.parts {
+            let next = match cur {
+                AvroValue::Record(fields) => fields.iter().find(|(n, _)| n == part).map(|(_, v)| v),
+                AvroValue::Map(map) => map.get(part),
+                _ => None,
+            };
+            match next {
+                Some(v) => cur = unwrap_union(v),
+                None => return Field::Missing,
+            }
+        }
+        avro_field(cur)
+    }
+}
+
+fn unwrap_union(v: &AvroValue) -> &AvroValue {
+    match v {
+        AvroValue::Union(_, inner) => unwrap_union(inner),
+        other => other,
+    }
+}
+
+fn avro_field(v: &AvroValue) -> Field<'_> {
+    match v {
+        AvroValue::Null => Field::Null,
+        AvroValue::Boolean(b) => Field::Bool(*b),
+        AvroValue::Int(i) => Field::Int(i64::from(*i)),
+        AvroValue::Long(i) | AvroValue::TimestampMillis(i) => Field::Int(*i),
+        AvroValue::Float(f) => Field::Float(f64::from(*f)),
+        AvroValue::Double(f) => Field::Float(*f),
+        AvroValue::String(s) | AvroValue::Enum(_, s) => Field::Str(s),
+        AvroValue::Record(_) => Field::Other("record"),
+        AvroValue::Map(_) => Field::Other("map"),
+        AvroValue::Array(_) => Field::Other("array"),
+        AvroValue::Bytes(_) | AvroValue::Fixed(..) => Field::Other("bytes"),
+        _ => Field::Other("logical type"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_json_paths_resolve_and_absent_ones_are_missing() {
+        let v: JsonValue = serde_json::json!({"a": {"b": {"c": 2.5}}, "n": null, "i": 7});
+        assert_eq!(v.field(&FieldPath::parse("a.b.c")), Field::Float(2.5));
+        assert_eq!(v.field(&FieldPath::parse("i")), Field::Int(7));
+        assert_eq!(v.field(&FieldPath::parse("n")), Field::Null);
+        assert_eq!(v.field(&FieldPath::parse("a.x")), Field::Missing);
+        assert_eq!(v.field(&FieldPath::parse("i.x")), Field::Missing);
+    }
+
+    #[test]
+    fn avro_unions_are_transparent() {
+        let v = AvroValue::Record(vec![
+            (
+                "device".into(),
+                AvroValue::Union(
+                    1,
+                    Box::new(AvroValue::Record(vec![("type".into(), AvroValue::String("mobile".into()))])),
+                ),
+            ),
+            ("d".into(), AvroValue::Union(0, Box::new(AvroValue::Null))),
+        ]);
+        assert_eq!(v.field(&FieldPath::parse("device.type")), Field::Str("mobile"));
+        assert_eq!(v.field(&FieldPath::parse("d")), Field::Null);
+    }
+}

@@ -1,0 +1,276 @@
+//! Decode stage: raw bytes → identity fields + the model's input row.
+//!
+//! JSON, or Avro in the Confluent wire format (0x00, 4-byte big-endian schema id,
+//! binary datum) with writer schemas from a [`SchemaSource`]. Anything that cannot be
+//! decided becomes a [`DecodeError`] carrying its [`DeadLetterReason`]; nothing panics.
+
+pub mod fields;
+pub mod json;
+pub mod vectorize;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::Schema;
+
+pub use fields::{Field, FieldPath, Fields};
+pub use vectorize::Vectorizer;
+
+use crate::config::{DecodeConfig, PayloadFormat};
+use crate::error::{DeadLetterReason, Policy, StageError};
+
+/// Why one message could not be decoded.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{reason}: {detail}")]
+pub struct DecodeError {
+    /// Dead-letter reason code.
+    pub reason: DeadLetterReason,
+    /// Human-readable detail (names the field or column).
+    pub detail: String,
+}
+
+impl StageError for DecodeError {
+    fn policy(&self) -> Policy {
+        Policy::DeadLetter
+    }
+}
+
+fn err(reason: DeadLetterReason, detail: impl Into<String>) -> DecodeError {
+    DecodeError { reason, detail: detail.into() }
+}
+
+/// Looks up Avro writer schemas by Confluent schema id. A Schema Registry client
+/// (fetch on miss, cache) implements the same trait.
+pub trait SchemaSource: Send + Sync {
+    /// The writer schema registered under `id`, if known.
+    fn schema(&self, id: u32) -> Option<Arc<Schema>>;
+}
+
+/// Schemas read from `.avsc` files at start-up (`decode.avro_schemas`).
+#[derive(Debug, Default)]
+pub struct LocalSchemas {
+    by_id: HashMap<u32, Arc<Schema>>,
+}
+
+impl LocalSchemas {
+    /// Parses each configured file; every failure is reported.
+    pub fn load(map: &std::collections::BTreeMap<String, std::path::PathBuf>) -> Result<Self, String> {
+        let mut by_id = HashMap::new();
+        let mut errors = Vec::new();
+        for (id, path) in map {
+            match (id.parse::<u32>(), parse_schema_file(path)) {
+                (Ok(id), Ok(s)) => {
+                    by_id.insert(id, Arc::new(s));
+                }
+                (Err(_), _) => errors.push(format!("decode.avro_schemas.{id}: not an unsigned integer")),
+                (_, Err(e)) => errors.push(format!("decode.avro_schemas.{id}: {e}")),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Self { by_id })
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    /// Registers a schema (tests, embedded defaults).
+    pub fn insert(&mut self, id: u32, schema: Schema) {
+        self.by_id.insert(id, Arc::new(schema));
+    }
+}
+
+impl SchemaSource for LocalSchemas {
+    fn schema(&self, id: u32) -> Option<Arc<Schema>> {
+        self.by_id.get(&id).cloned()
+    }
+}
+
+/// Parses an `.avsc` file.
+pub fn parse_schema_file(path: &Path) -> Result<Schema, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Schema::parse_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Identity of a decoded event; its model row is written into the batch matrix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedEvent {
+    /// Unique event id.
+    pub event_id: String,
+    /// Entity key (decisions are keyed by it).
+    pub entity_key: String,
+    /// Event time, ms since epoch.
+    pub event_time_ms: i64,
+}
+
+/// Decodes messages of one batch. Built once per worker; cheap to call per message.
+pub struct Decoder {
+    format: PayloadFormat,
+    max_payload: usize,
+    schemas: Arc<dyn SchemaSource>,
+    event_id: FieldPath,
+    entity_key: FieldPath,
+    event_time: FieldPath,
+    vectorizer: Vectorizer,
+    json: json::PathTrie,
+}
+
+impl Decoder {
+    /// Builds a decoder from config and the model's column spec.
+    pub fn new(cfg: &DecodeConfig, schemas: Arc<dyn SchemaSource>, vectorizer: Vectorizer) -> Self {
+        let w = vectorizer.width();
+        let event_id = FieldPath::parse(&cfg.fields.event_id).with_slot(w);
+        let entity_key = FieldPath::parse(&cfg.fields.entity_key).with_slot(w + 1);
+        let event_time = FieldPath::parse(&cfg.fields.event_time).with_slot(w + 2);
+        let json = json::PathTrie::new(vectorizer.paths().chain([&event_id, &entity_key, &event_time]));
+        Self {
+            format: cfg.format,
+            max_payload: cfg.max_payload_bytes,
+            schemas,
+            event_id,
+            entity_key,
+            event_time,
+            vectorizer,
+            json,
+        }
+    }
+
+    /// Width of the model row.
+    pub fn width(&self) -> usize {
+        self.vectorizer.width()
+    }
+
+    /// Starts decoding one batch (caches Avro readers for the batch's schema ids).
+    pub fn batch(&self) -> BatchDecoder<'_> {
+        BatchDecoder { decoder: self, schemas: HashMap::new() }
+    }
+}
+
+/// Decoder state for one batch: resolved Avro schemas are reused across its messages.
+pub struct BatchDecoder<'d> {
+    decoder: &'d Decoder,
+    schemas: HashMap<u32, Option<Arc<Schema>>>,
+}
+
+impl BatchDecoder<'_> {
+    /// Decodes `payload`, writing the model row into `row`.
+    pub fn decode(&mut self, payload: Option<&[u8]>, row: &mut [f32]) -> Result<DecodedEvent, DecodeError> {
+        let d = self.decoder;
+        let bytes = match payload {
+            None | Some([]) => return Err(err(DeadLetterReason::EmptyPayload, "message has no payload")),
+            Some(b) => b,
+        };
+        if bytes.len() > d.max_payload {
+            return Err(err(
+                DeadLetterReason::Oversize,
+                format!("payload is {} bytes, limit is {}", bytes.len(), d.max_payload),
+            ));
+        }
+        let avro = match d.format {
+            PayloadFormat::Avro => true,
+            PayloadFormat::Json => false,
+            PayloadFormat::Auto => bytes[0] == 0,
+        };
+        if avro {
+            let value = self.decode_avro(bytes)?;
+            extract(d, &value, row)
+        } else {
+            if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+                return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                    Ok(_) => err(DeadLetterReason::WrongType, "JSON payload is not an object"),
+                    Err(e) => json_error(bytes, e),
+                });
+            }
+            let fields = d.json.extract(bytes).map_err(|e| json_error(bytes, e))?;
+            extract(d, &fields, row)
+        }
+    }
+
+    fn decode_avro(&mut self, bytes: &[u8]) -> Result<apache_avro::types::Value, DecodeError> {
+        if bytes.len() < 5 || bytes[0] != 0 {
+            return Err(err(DeadLetterReason::BadWireFormat, "expected Confluent header: 0x00 + 4-byte schema id"));
+        }
+        let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+        let source = &self.decoder.schemas;
+        let schema = self
+            .schemas
+            .entry(id)
+            .or_insert_with(|| source.schema(id))
+            .clone()
+            .ok_or_else(|| err(DeadLetterReason::UnknownSchemaId, format!("schema id {id} is not configured")))?;
+        let reader = GenericDatumReader::builder(&schema)
+            .build()
+            .map_err(|e| err(DeadLetterReason::UnknownSchemaId, format!("schema id {id}: {e}")))?;
+        let mut body = &bytes[5..];
+        let value = reader
+            .read_value(&mut body)
+            .map_err(|e| err(DeadLetterReason::Malformed, format!("Avro datum (schema id {id}): {e}")))?;
+        if !body.is_empty() {
+            return Err(err(DeadLetterReason::Malformed, format!("{} trailing bytes after Avro datum", body.len())));
+        }
+        Ok(value)
+    }
+}
+
+/// Classifies a JSON parse error. NaN/Infinity literals and overflowing numbers are not
+/// JSON; they are named for what they are.
+fn json_error(bytes: &[u8], e: serde_json::Error) -> DecodeError {
+    let at = byte_offset(bytes, e.line(), e.column());
+    let rest = &bytes[at.min(bytes.len())..];
+    let non_finite = ["NaN", "Infinity", "-Infinity", "+Infinity"].iter().any(|t| rest.starts_with(t.as_bytes()))
+        || e.to_string().contains("number out of range");
+    if non_finite {
+        err(DeadLetterReason::NonFinite, format!("non-finite number in JSON: {e}"))
+    } else {
+        err(DeadLetterReason::Malformed, format!("invalid JSON: {e}"))
+    }
+}
+
+/// serde_json reports 1-based line and column of the byte *after* the offending one.
+fn byte_offset(bytes: &[u8], line: usize, column: usize) -> usize {
+    let mut start = 0;
+    for _ in 1..line {
+        match bytes[start..].iter().position(|&b| b == b'\n') {
+            Some(p) => start += p + 1,
+            None => break,
+        }
+    }
+    (start + column).saturating_sub(1)
+}
+
+fn extract(d: &Decoder, event: &dyn Fields, row: &mut [f32]) -> Result<DecodedEvent, DecodeError> {
+    let event_id = identity(event.field(&d.event_id), &d.event_id)?;
+    let entity_key = identity(event.field(&d.entity_key), &d.entity_key)?;
+    let event_time_ms = match event.field(&d.event_time) {
+        Field::Int(ms) => ms,
+        Field::Missing | Field::Null => {
+            return Err(err(DeadLetterReason::MissingField, format!("field '{}' is missing", d.event_time.as_str())))
+        }
+        other => {
+            return Err(err(
+                DeadLetterReason::WrongType,
+                format!("field '{}' expected epoch milliseconds, got {}", d.event_time.as_str(), other.type_name()),
+            ))
+        }
+    };
+    d.vectorizer.fill(event, row)?;
+    Ok(DecodedEvent { event_id, entity_key, event_time_ms })
+}
+
+fn identity(f: Field<'_>, path: &FieldPath) -> Result<String, DecodeError> {
+    match f {
+        Field::Str(s) if !s.is_empty() => Ok(s.to_string()),
+        Field::Int(i) => Ok(i.to_string()),
+        Field::Missing | Field::Null | Field::Str(_) => {
+            Err(err(DeadLetterReason::MissingField, format!("field '{}' is missing", path.as_str())))
+        }
+        other => Err(err(
+            DeadLetterReason::WrongType,
+            format!("field '{}' expected string or integer, got {}", path.as_str(), other.type_name()),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,68 @@
+use std::path::Path;
+
+use super::*;
+use crate::config::DecodeConfig;
+use crate::demo::{confluent_frame, Generator};
+
+fn decoder() -> Decoder {
+    let manifest = crate::score::Manifest::load(Path::new("models/demo")).unwrap();
+    let cfg = DecodeConfig::default();
+    let schemas = LocalSchemas::load(&cfg.avro_schemas).unwrap();
+    Decoder::new(&cfg, Arc::new(schemas), Vectorizer::new(&manifest))
+}
+
+#[test]
+fn json_and_avro_encodings_of_an_event_give_identical_rows() {
+    let d = decoder();
+    let schema = parse_schema_file(Path::new("schemas/transaction.avsc")).unwrap();
+    let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&schema).build().unwrap();
+    let mut g = Generator::new(11, 1000, 1_764_000_000_000);
+    let w = d.width();
+    let (mut a, mut b) = (vec![0f32; w], vec![0f32; w]);
+    for _ in 0..500 {
+        let tx = g.next_event();
+        let json = tx.to_json();
+        let avro = confluent_frame(1, &writer.write_value_to_vec(tx.to_avro_value()).unwrap());
+        let ea = d.batch().decode(Some(&json), &mut a).unwrap();
+        let eb = d.batch().decode(Some(&avro), &mut b).unwrap();
+        assert_eq!(ea, eb);
+        assert_eq!(ea.event_id, tx.event_id);
+        assert_eq!(ea.event_time_ms, tx.event_time);
+        let bits = |r: &[f32]| r.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&a), bits(&b));
+    }
+}
+
+fn reason(payload: &[u8]) -> DeadLetterReason {
+    let d = decoder();
+    let mut row = vec![0f32; d.width()];
+    d.batch().decode(Some(payload), &mut row).unwrap_err().reason
+}
+
+#[test]
+fn each_kind_of_bad_input_gets_its_reason() {
+    assert_eq!(reason(b"{\"a\":"), DeadLetterReason::Malformed);
+    assert_eq!(reason(br#"{"event_id":"x","amount":NaN}"#), DeadLetterReason::NonFinite);
+    assert_eq!(reason(br#"{"event_id":"x","amount":-Infinity}"#), DeadLetterReason::NonFinite);
+    assert_eq!(reason(br#"{"event_id":"x","amount":1e999}"#), DeadLetterReason::NonFinite);
+    assert_eq!(reason(br#"{"card_id":"c","event_time":1}"#), DeadLetterReason::MissingField);
+    assert_eq!(reason(br#"{"event_id":"x","card_id":"c","event_time":"yesterday"}"#), DeadLetterReason::WrongType);
+    assert_eq!(reason(b"[1,2]"), DeadLetterReason::WrongType);
+    assert_eq!(reason(&confluent_frame(77, &[0])), DeadLetterReason::UnknownSchemaId);
+    assert_eq!(reason(&[0, 0, 0]), DeadLetterReason::BadWireFormat);
+    assert_eq!(reason(&confluent_frame(1, &[0x08, b'a'])), DeadLetterReason::Malformed);
+    assert_eq!(reason(&vec![b' '; 70_000]), DeadLetterReason::Oversize);
+    assert_eq!(reason(b""), DeadLetterReason::EmptyPayload);
+}
+
+#[test]
+fn missing_model_input_names_the_column() {
+    let d = decoder();
+    let mut row = vec![0f32; d.width()];
+    let e = d
+        .batch()
+        .decode(Some(br#"{"event_id":"x","card_id":"c","event_time":1,"merchant_risk":0.1}"#), &mut row)
+        .unwrap_err();
+    assert_eq!(e.reason, DeadLetterReason::MissingField);
+    assert!(e.detail.contains("'amount'"), "{}", e.detail);
+}

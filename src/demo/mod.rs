@@ -1,0 +1,242 @@
+//! `verdict demo`: the whole pipeline with no servers — the mock cluster in-process,
+//! synthetic transactions, the bundled model — with live progress and a summary.
+//! The end-to-end benchmark drives the same code.
+
+pub mod generator;
+pub mod mock;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use generator::{confluent_frame, Generator, Transaction};
+pub use mock::{MockKafka, ReadMessage};
+
+use crate::config::Config;
+use crate::pipeline::{Pipeline, StartError};
+use crate::telemetry::Metrics;
+
+/// What the demo (or benchmark) runs.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Events to generate.
+    pub events: u64,
+    /// Offered load, events/s; 0 = as fast as the producer goes.
+    pub rate: u64,
+    /// Produce every event before starting the pipeline (throughput of a backlog).
+    pub preload: bool,
+    /// Input partitions.
+    pub partitions: i32,
+    /// Fraction of malformed events mixed in (they go to the dead-letter topic).
+    pub bad_fraction: f64,
+    /// Encode events as Avro (Confluent wire format, schema id 1) instead of JSON.
+    pub avro: bool,
+    /// Print progress every second.
+    pub progress: bool,
+    /// Generator seed.
+    pub seed: u64,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        Self {
+            events: 100_000,
+            rate: 0,
+            preload: false,
+            partitions: 4,
+            bad_fraction: 0.001,
+            avro: false,
+            progress: true,
+            seed: 42,
+        }
+    }
+}
+
+/// Summary of a demo run.
+#[derive(Debug, Clone)]
+pub struct DemoReport {
+    /// Events produced.
+    pub produced: u64,
+    /// Decisions made.
+    pub decided: u64,
+    /// Dead-lettered.
+    pub dead_lettered: u64,
+    /// Approve / review / decline counts.
+    pub actions: [u64; 3],
+    /// From pipeline start (or first produce) to the last decision.
+    pub elapsed: Duration,
+    /// Poll → acknowledged latency quantiles (µs): p50, p99, p99.9.
+    pub latency_us: [u64; 3],
+    /// Execution provider used.
+    pub execution_provider: String,
+}
+
+impl DemoReport {
+    /// Decided + dead-lettered per second.
+    pub fn events_per_sec(&self) -> f64 {
+        (self.decided + self.dead_lettered) as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Topics the demo creates: input, decisions, review, dead letters.
+pub fn create_topics(mock: &MockKafka, cfg: &Config, partitions: i32) {
+    for t in &cfg.kafka.input_topics {
+        mock.create_topic(t, partitions);
+    }
+    mock.create_topic(&cfg.kafka.decisions_topic, partitions);
+    mock.create_topic(&cfg.kafka.review_topic, 1);
+    mock.create_topic(&cfg.kafka.dead_letter_topic, 1);
+}
+
+/// Points `cfg` at the mock cluster.
+///
+/// The mock broker answers an empty fetch only when `fetch.wait.max.ms` runs out (a real
+/// broker answers as soon as data arrives), so it is shortened here; otherwise the
+/// demo would show up to 500 ms of broker-side wait that production does not have.
+pub fn use_mock(cfg: &mut Config, mock: &MockKafka) {
+    cfg.kafka.brokers = mock.bootstrap().to_string();
+    cfg.kafka.consumer.entry("fetch.wait.max.ms".into()).or_insert_with(|| "5".into());
+    for c in [&mut cfg.kafka.consumer, &mut cfg.kafka.producer] {
+        c.entry("socket.nagle.disable".into()).or_insert_with(|| "true".into());
+    }
+}
+
+/// A malformed message of one of several kinds, chosen by `i`.
+pub fn malformed(i: u64) -> Vec<u8> {
+    match i % 5 {
+        0 => b"{not json".to_vec(),
+        1 => br#"{"event_id":"bad-x","card_id":"c","event_time":1,"amount":NaN}"#.to_vec(),
+        2 => br#"{"card_id":"c","event_time":1,"amount":1.0}"#.to_vec(),
+        3 => br#"{"event_id":"bad-y","card_id":"c","event_time":1,"amount":"12.00"}"#.to_vec(),
+        _ => confluent_frame(999, &[2, 0]),
+    }
+}
+
+/// Encodes one generated event as the demo sends it.
+pub fn encode(tx: &Transaction, avro: Option<&apache_avro::writer::datum::GenericDatumWriter<'_>>) -> Vec<u8> {
+    match avro {
+        None => tx.to_json(),
+        Some(w) => confluent_frame(1, &w.write_value_to_vec(tx.to_avro_value()).expect("avro encode")),
+    }
+}
+
+/// Produces `opts.events` events (at `opts.rate` if set) into the first input topic.
+pub fn produce(mock: &MockKafka, topic: &str, opts: &DemoOptions, stop: &AtomicBool) -> u64 {
+    let schema = crate::decode::parse_schema_file(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schemas/transaction.avsc"
+    )))
+    .expect("transaction schema");
+    let writer =
+        opts.avro.then(|| apache_avro::writer::datum::GenericDatumWriter::builder(&schema).build().expect("writer"));
+    let mut gen = Generator::new(opts.seed, 50_000, crate::publish::acker::wall_clock_ms());
+    let bad_every = if opts.bad_fraction > 0.0 { (1.0 / opts.bad_fraction).round() as u64 } else { 0 };
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < opts.events && !stop.load(Ordering::Relaxed) {
+        if opts.rate > 0 {
+            let due = (start.elapsed().as_secs_f64() * opts.rate as f64) as u64;
+            if sent >= due {
+                std::thread::sleep(Duration::from_micros(200));
+                continue;
+            }
+        }
+        let tx = gen.next_event();
+        if bad_every > 0 && sent % bad_every == bad_every - 1 {
+            mock.produce(topic, None, tx.card_id.as_bytes(), &malformed(sent / bad_every));
+        } else {
+            mock.produce(topic, None, tx.card_id.as_bytes(), &encode(&tx, writer.as_ref()));
+        }
+        sent += 1;
+    }
+    mock.flush();
+    sent
+}
+
+/// Runs the demo to completion and returns its summary.
+pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError> {
+    let mock = Arc::new(MockKafka::start(1));
+    use_mock(&mut cfg, &mock);
+    create_topics(&mock, &cfg, opts.partitions);
+    let topic = cfg.kafka.input_topics[0].clone();
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let producer = if opts.preload {
+        produce(&mock, &topic, opts, &stop);
+        None
+    } else {
+        let (m, o, s, t) = (mock.clone(), opts.clone(), stop.clone(), topic.clone());
+        Some(std::thread::spawn(move || produce(&m, &t, &o, &s)))
+    };
+
+    let metrics = Metrics::new();
+    let start = Instant::now();
+    let pipeline = Pipeline::start(&cfg, metrics.clone())?;
+    let ep = pipeline.model().execution_provider.clone();
+    let done = |m: &Metrics| m.counted("decode", "ok") + m.counted("decode", "dead_letter");
+    let mut last = (Instant::now(), 0u64);
+    let mut last_progress = Instant::now();
+    let mut idle_since = Instant::now();
+    let finished_at;
+    let mut all = empty_hist();
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        let n = done(&metrics);
+        if n != last.1 {
+            idle_since = Instant::now();
+        }
+        if opts.progress && last_progress.elapsed() >= Duration::from_secs(1) {
+            let h = metrics.reset_latencies();
+            let rate = (n - last.1) as f64 / last.0.elapsed().as_secs_f64();
+            eprintln!(
+                "{:>6.1}s  decided {:>9}  {:>9.0} ev/s  p50 {:>7.2} ms  p99 {:>7.2} ms  approve {} review {} decline {}  dead-letter {}",
+                start.elapsed().as_secs_f64(),
+                n,
+                rate,
+                h.value_at_quantile(0.5) as f64 / 1e3,
+                h.value_at_quantile(0.99) as f64 / 1e3,
+                metrics.counted("decide", "approve"),
+                metrics.counted("decide", "review"),
+                metrics.counted("decide", "decline"),
+                metrics.counted("decode", "dead_letter"),
+            );
+            all.add(&h).expect("same histogram bounds");
+            last = (Instant::now(), n);
+            last_progress = Instant::now();
+        }
+        if n >= opts.events {
+            finished_at = start.elapsed();
+            break;
+        }
+        if idle_since.elapsed() > Duration::from_secs(30) {
+            tracing::error!(decided = n, expected = opts.events, "demo stalled");
+            finished_at = start.elapsed();
+            break;
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let produced = producer.map(|p| p.join().unwrap_or(0)).unwrap_or(opts.events);
+    pipeline.shutdown(Duration::from_secs(30));
+    if std::env::var_os("VERDICT_DEMO_METRICS").is_some() {
+        eprintln!("{}", metrics.render());
+    }
+    all.add(metrics.reset_latencies()).expect("same histogram bounds");
+    let q = |x: f64| all.value_at_quantile(x);
+    Ok(DemoReport {
+        produced,
+        decided: metrics.counted("decode", "ok"),
+        dead_lettered: metrics.counted("decode", "dead_letter"),
+        actions: [
+            metrics.counted("decide", "approve"),
+            metrics.counted("decide", "review"),
+            metrics.counted("decide", "decline"),
+        ],
+        elapsed: finished_at,
+        latency_us: [q(0.5), q(0.99), q(0.999)],
+        execution_provider: ep,
+    })
+}
+
+fn empty_hist() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
+}

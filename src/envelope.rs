@@ -1,0 +1,63 @@
+//! The envelope every event travels in, from consume to publish.
+//!
+//! Source coordinates (topic, partition, offset) ride along so that only the publish
+//! stage, after the broker acknowledged every output, marks the offset done.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Where a message came from in Kafka.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// Source topic (shared, so cloning is a reference-count bump).
+    pub topic: Arc<str>,
+    /// Source partition.
+    pub partition: i32,
+    /// Source offset.
+    pub offset: i64,
+}
+
+/// One event plus its source coordinates and timing.
+#[derive(Debug, Clone)]
+pub struct Envelope<T> {
+    /// Source topic/partition/offset.
+    pub origin: Origin,
+    /// When verdict polled the message.
+    pub received_at: Instant,
+    /// Kafka message timestamp (ms since epoch), if the broker gave one.
+    pub timestamp_ms: Option<i64>,
+    /// The stage-specific payload.
+    pub payload: T,
+}
+
+impl<T> Envelope<T> {
+    /// Replaces the payload, keeping the coordinates.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Envelope<U> {
+        Envelope {
+            origin: self.origin,
+            received_at: self.received_at,
+            timestamp_ms: self.timestamp_ms,
+            payload: f(self.payload),
+        }
+    }
+}
+
+/// A message as consumed: bytes owned, nothing interpreted yet.
+#[derive(Debug, Clone, Default)]
+pub struct RawMessage {
+    /// Message key.
+    pub key: Option<Vec<u8>>,
+    /// Message payload.
+    pub payload: Option<Vec<u8>>,
+    /// Message headers, copied so a dead-letter record can carry them on.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// A batch handed from the consumer to a worker. `seq` orders acknowledgement.
+#[derive(Debug)]
+pub struct Batch {
+    /// Monotonic sequence number assigned by the consumer.
+    pub seq: u64,
+    /// The events, in consume order.
+    pub events: Vec<Envelope<RawMessage>>,
+}

@@ -1,0 +1,35 @@
+//! verdict: a streaming event-scoring service.
+//!
+//! ```text
+//! Kafka ──▶ consume ──▶ decode ──▶ score ──▶ rules ──▶ publish ──▶ decisions / review / dead-letter
+//!           (batch,     (JSON/Avro, (ONNX      (bands →   (idempotent producer;
+//!            pause on    model row)  Runtime)   action)    offsets stored only
+//!            backpressure)                                 after every ack)
+//! ```
+//!
+//! Module map:
+//! * [`config`]: one tree of settings, layered defaults → file → env, all errors at once.
+//! * [`envelope`]: the envelope that carries source coordinates through the stages.
+//! * [`consume`]: group consumer thread, batching, pause/resume, rebalance handling.
+//! * [`decode`]: JSON / Confluent-Avro decoding and the manifest-driven model row.
+//! * [`score`]: ONNX Runtime loading, manifest checks, one session per worker.
+//! * [`rules`]: threshold bands → [`rules::Decision`].
+//! * [`publish`]: decision / review / dead-letter records and the ordered acker.
+//! * [`worker`]: one batch through decode → score → decide → publish.
+//! * [`pipeline`]: wires the stages with bounded channels; start, shutdown, abort.
+//! * [`telemetry`]: metric names, Prometheus registry, `/metrics` `/healthz` `/readyz`.
+//! * [`error`]: error policies (retry / dead-letter / fatal) and dead-letter reasons.
+//! * [`demo`]: mock cluster, synthetic transactions, the demo and benchmark driver.
+
+pub mod config;
+pub mod consume;
+pub mod decode;
+pub mod demo;
+pub mod envelope;
+pub mod error;
+pub mod pipeline;
+pub mod publish;
+pub mod rules;
+pub mod score;
+pub mod telemetry;
+pub mod worker;

@@ -1,0 +1,189 @@
+//! The `verdict` command line: thin wrappers over the library.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use verdict::config::{self, Config};
+use verdict::demo::{self, DemoOptions, Generator};
+use verdict::pipeline::Pipeline;
+use verdict::telemetry::{self, Metrics};
+
+#[derive(Parser)]
+#[command(name = "verdict", version, about = "Streaming event scoring: Kafka in, ONNX Runtime, decisions out")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service against the configured Kafka cluster.
+    Run {
+        /// TOML config file (layered over the built-in defaults; env VERDICT__SECTION__KEY wins).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Run the whole pipeline in-process (mock Kafka cluster, synthetic transactions, demo model).
+    Demo {
+        /// Optional config file (Kafka settings are replaced by the in-process cluster).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Number of events to generate.
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+        /// Offered load in events/s (0 = as fast as possible).
+        #[arg(long, default_value_t = 50_000)]
+        rate: u64,
+        /// Input partitions.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        /// Fraction of malformed events (they land in the dead-letter topic).
+        #[arg(long, default_value_t = 0.001)]
+        bad_fraction: f64,
+        /// Send events as Confluent-framed Avro instead of JSON.
+        #[arg(long)]
+        avro: bool,
+    },
+    /// Validate a config file; prints every problem and exits non-zero if any.
+    CheckConfig {
+        /// TOML config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Write synthetic transactions as JSON lines (training data with --labels).
+    Generate {
+        /// Number of events.
+        #[arg(long, default_value_t = 100_000)]
+        count: u64,
+        /// Generator seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Include the ground-truth `label` field.
+        #[arg(long)]
+        labels: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => run(config),
+        Command::Demo { config, events, rate, partitions, bad_fraction, avro } => {
+            let cfg = load_or_exit(config.as_deref(), true);
+            telemetry::init_logging(&cfg.telemetry.log_format, "warn");
+            let opts = DemoOptions { events, rate, partitions, bad_fraction, avro, ..DemoOptions::default() };
+            eprintln!(
+                "verdict demo: {events} events at {} over {partitions} partitions, in-process Kafka mock cluster",
+                if rate == 0 { "full speed".to_string() } else { format!("{rate} ev/s") }
+            );
+            let r = demo::run(cfg, &opts)?;
+            println!("\n== summary ==");
+            println!("events produced     {}", r.produced);
+            println!(
+                "decisions           {}  (approve {}, review {}, decline {})",
+                r.decided, r.actions[0], r.actions[1], r.actions[2]
+            );
+            println!("dead-lettered       {}", r.dead_lettered);
+            println!("elapsed             {:.2} s", r.elapsed.as_secs_f64());
+            println!("throughput          {:.0} events/s", r.events_per_sec());
+            println!("latency p50         {:.3} ms", r.latency_us[0] as f64 / 1e3);
+            println!("latency p99         {:.3} ms", r.latency_us[1] as f64 / 1e3);
+            println!("latency p99.9       {:.3} ms", r.latency_us[2] as f64 / 1e3);
+            println!("execution provider  {}", r.execution_provider);
+            Ok(())
+        }
+        Command::CheckConfig { config } => {
+            let cfg = load_or_exit(config.as_deref(), false);
+            println!(
+                "config OK: consuming {:?} from {} as group '{}', model {}",
+                cfg.kafka.input_topics,
+                cfg.kafka.brokers,
+                cfg.kafka.group_id,
+                cfg.model.dir.display()
+            );
+            Ok(())
+        }
+        Command::Generate { count, seed, labels } => {
+            let mut g = Generator::new(seed, 50_000, 1_764_000_000_000);
+            if labels {
+                g = g.with_labels();
+            }
+            let out = std::io::stdout();
+            let mut out = std::io::BufWriter::new(out.lock());
+            for _ in 0..count {
+                out.write_all(&g.next_event().to_json())?;
+                out.write_all(b"\n")?;
+            }
+            out.flush()?;
+            Ok(())
+        }
+    }
+}
+
+/// Loads config or prints every problem and exits 2.
+fn load_or_exit(path: Option<&std::path::Path>, _demo: bool) -> Config {
+    match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{} problem(s) in configuration:", e.0.len());
+            for p in &e.0 {
+                eprintln!("  - {p}");
+            }
+            std::process::exit(2);
+        }
+    }
+}
+
+fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
+    let cfg = load_or_exit(path.as_deref(), false);
+    telemetry::init_logging(&cfg.telemetry.log_format, &cfg.telemetry.log_level);
+    let metrics = Metrics::new();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let pipeline = Pipeline::start(&cfg, metrics.clone()).context("starting pipeline")?;
+    tracing::info!(brokers = %cfg.kafka.brokers, topics = ?cfg.kafka.input_topics, group = %cfg.kafka.group_id, "verdict running");
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    if !cfg.telemetry.listen.is_empty() {
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind(&cfg.telemetry.listen))
+            .with_context(|| format!("binding {}", cfg.telemetry.listen))?;
+        tracing::info!(addr = %listener.local_addr()?, "serving /metrics /healthz /readyz");
+        let (m, s) = (metrics.clone(), shutdown.clone());
+        rt.spawn(async move {
+            if let Err(e) = telemetry::serve(listener, m, async move { s.cancelled().await }).await {
+                tracing::error!(error = %e, "telemetry server failed");
+            }
+        });
+    }
+    rt.block_on(wait_for_signal());
+    tracing::info!("signal received; draining (send again to exit at once)");
+    rt.spawn(async {
+        wait_for_signal().await;
+        eprintln!("second signal: exiting now");
+        std::process::exit(130);
+    });
+    let report = pipeline.shutdown(Duration::from_secs(cfg.shutdown.timeout_s));
+    shutdown.cancel();
+    rt.shutdown_timeout(Duration::from_secs(1));
+    if report.clean {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "shutdown did not finish within {} s; unacknowledged events will be re-processed",
+            cfg.shutdown.timeout_s
+        )
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

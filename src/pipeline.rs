@@ -1,0 +1,266 @@
+//! Wires the stages with bounded channels and owns their threads.
+//!
+//! ```text
+//! consume thread ──batches (bounded)──▶ N workers ──completed (bounded)──▶ acker
+//!   (poll, batch,                       (decode, score,                     (await acks in order,
+//!    pause when full)                    decide, produce)                    store offsets)
+//! ```
+//!
+//! Shutdown order: stop fetching → flush the partial batch → workers drain →
+//! acker awaits every delivery and stores offsets → synchronous commit → close.
+//! [`Pipeline::abort`] (and `Drop`) is the crash-like path: nothing more is stored.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rdkafka::consumer::Consumer;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::consume::{commit_stored, create_consumer, ConsumeLoop, Control, Exit, KafkaConsumer};
+use crate::decode::{Decoder, LocalSchemas, SchemaSource, Vectorizer};
+use crate::error::{Policy, StageError};
+use crate::publish::{Acker, Publisher};
+use crate::rules::ThresholdBands;
+use crate::score::{init_runtime, ModelSpec, OnnxScorer, ScoreError};
+use crate::telemetry::Metrics;
+use crate::worker::{Outputs, Worker};
+
+/// Why the pipeline could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Model, manifest or runtime problem.
+    #[error(transparent)]
+    Score(#[from] ScoreError),
+    /// Avro schemas could not be loaded.
+    #[error("schemas: {0}")]
+    Schemas(String),
+    /// Kafka client creation or subscription failed.
+    #[error("kafka: {0}")]
+    Kafka(String),
+}
+
+impl StageError for StartError {
+    fn policy(&self) -> Policy {
+        Policy::Fatal
+    }
+}
+
+/// What [`Pipeline::shutdown`] achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Everything consumed was delivered and committed within the timeout.
+    pub clean: bool,
+    /// Time taken.
+    pub elapsed: Duration,
+}
+
+/// The serving model as started.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    /// Manifest name.
+    pub name: String,
+    /// Manifest version.
+    pub version: String,
+    /// Execution provider the sessions run on.
+    pub execution_provider: String,
+}
+
+/// A running pipeline.
+pub struct Pipeline {
+    control: Arc<Control>,
+    metrics: Arc<Metrics>,
+    consumer: Option<Arc<KafkaConsumer>>,
+    publisher: Publisher,
+    consume: Option<JoinHandle<Exit>>,
+    workers: Vec<JoinHandle<()>>,
+    acker: Option<JoinHandle<()>>,
+    model: ModelInfo,
+}
+
+/// Loads ORT, the manifest and one validated session per worker.
+pub fn load_scorers(cfg: &Config, metrics: &Metrics) -> Result<(ModelSpec, Vec<OnnxScorer>), ScoreError> {
+    let env = init_runtime(cfg.model.ort_library.as_deref())?;
+    let spec = ModelSpec::from_config(&cfg.model)?;
+    let mut scorers = Vec::with_capacity(cfg.model.workers);
+    for _ in 0..cfg.model.workers {
+        let (scorer, failures) = OnnxScorer::load(&spec, env)?;
+        if scorers.is_empty() {
+            let used = scorer.execution_provider().label();
+            for (ep, why) in &failures {
+                tracing::warn!(requested = ep.label(), used, reason = %why, "execution provider unavailable; falling back");
+                metrics.ep_fallbacks.with_label_values(&[ep.label(), used]).inc();
+            }
+            tracing::info!(model = %spec.manifest.name, version = %spec.manifest.version, execution_provider = used,
+                workers = cfg.model.workers, "model loaded");
+        }
+        scorers.push(scorer);
+    }
+    Ok((spec, scorers))
+}
+
+impl Pipeline {
+    /// Loads the model, connects to Kafka and starts every thread.
+    pub fn start(cfg: &Config, metrics: Arc<Metrics>) -> Result<Self, StartError> {
+        let (spec, scorers) = load_scorers(cfg, &metrics)?;
+        let ep = scorers[0].execution_provider().label().to_string();
+        let schemas: Arc<dyn SchemaSource> =
+            Arc::new(LocalSchemas::load(&cfg.decode.avro_schemas).map_err(StartError::Schemas)?);
+        let publisher = Publisher::new(&cfg.kafka).map_err(|e| StartError::Kafka(e.to_string()))?;
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let control = Arc::new(Control::default());
+        let consumer = create_consumer(&cfg.kafka, cfg.telemetry.stats_interval_ms, metrics.clone(), in_flight.clone())
+            .map_err(|e| StartError::Kafka(e.to_string()))?;
+        consumer.context().set_abort_flag(control.abort.clone());
+
+        let (batch_tx, batch_rx) = crossbeam_channel::bounded(cfg.batch.queue_batches);
+        let (done_tx, done_rx) = crossbeam_channel::bounded(cfg.batch.max_unacked_batches);
+
+        let acker = Acker::new(
+            done_rx,
+            consumer.clone(),
+            publisher.clone(),
+            metrics.clone(),
+            control.abort.clone(),
+            in_flight.clone(),
+        );
+        let acker =
+            std::thread::Builder::new().name("verdict-acker".into()).spawn(move || acker.run()).expect("spawn acker");
+
+        let outputs = Outputs::new(cfg, &spec.manifest.name, &spec.manifest.version);
+        let vectorizer = Vectorizer::new(&spec.manifest);
+        let mut workers = Vec::new();
+        for (i, scorer) in scorers.into_iter().enumerate() {
+            let worker = Worker::new(
+                Decoder::new(&cfg.decode, schemas.clone(), vectorizer.clone()),
+                scorer,
+                ThresholdBands::new(&cfg.decide),
+                publisher.clone(),
+                outputs.clone(),
+                metrics.clone(),
+                control.clone(),
+            );
+            let (rx, tx) = (batch_rx.clone(), done_tx.clone());
+            workers.push(
+                std::thread::Builder::new()
+                    .name(format!("verdict-worker-{i}"))
+                    .spawn(move || worker.run(rx, tx))
+                    .expect("spawn worker"),
+            );
+        }
+        drop((batch_rx, done_tx));
+
+        let consume_loop = ConsumeLoop::new(
+            consumer.clone(),
+            cfg.batch.clone(),
+            batch_tx,
+            metrics.clone(),
+            in_flight,
+            control.clone(),
+        );
+        let consume = std::thread::Builder::new()
+            .name("verdict-consume".into())
+            .spawn(move || consume_loop.run())
+            .expect("spawn consumer");
+
+        metrics.set_model(&spec.manifest.name, &spec.manifest.version, &ep);
+        let model = ModelInfo {
+            name: spec.manifest.name.clone(),
+            version: spec.manifest.version.clone(),
+            execution_provider: ep,
+        };
+        Ok(Self {
+            control,
+            metrics,
+            consumer: Some(consumer),
+            publisher,
+            consume: Some(consume),
+            workers,
+            acker: Some(acker),
+            model,
+        })
+    }
+
+    /// This pipeline's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The serving model.
+    pub fn model(&self) -> &ModelInfo {
+        &self.model
+    }
+
+    /// Graceful stop: drain, deliver, commit. Past `timeout`, aborts what is left
+    /// (those events are re-delivered to the group later: at-least-once).
+    pub fn shutdown(mut self, timeout: Duration) -> ShutdownReport {
+        let start = Instant::now();
+        let deadline = start + timeout;
+        self.control.stop.store(true, Ordering::SeqCst);
+        let mut clean = join_until(self.consume.take(), deadline) == Some(Exit::Drain);
+        for w in std::mem::take(&mut self.workers) {
+            clean &= join_until(Some(w), deadline).is_some();
+        }
+        clean &= join_until(self.acker.take(), deadline).is_some();
+        if !clean {
+            self.control.abort.store(true, Ordering::SeqCst);
+            tracing::warn!("shutdown timed out; undelivered events will be re-processed by the group");
+        }
+        if let Some(consumer) = self.consumer.take() {
+            commit_stored(&consumer, &self.metrics);
+            close(consumer);
+        }
+        self.publisher.flush(Duration::from_secs(5));
+        let report = ShutdownReport { clean, elapsed: start.elapsed() };
+        tracing::info!(clean, elapsed_ms = report.elapsed.as_millis() as u64, "pipeline stopped");
+        report
+    }
+
+    /// Crash-like stop: no more offsets are stored, nothing is flushed or committed
+    /// beyond what librdkafka already had.
+    pub fn abort(mut self) {
+        self.abort_inner();
+    }
+
+    fn abort_inner(&mut self) {
+        self.control.abort.store(true, Ordering::SeqCst);
+        self.control.stop.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        join_until(self.consume.take(), deadline);
+        for w in std::mem::take(&mut self.workers) {
+            join_until(Some(w), deadline);
+        }
+        join_until(self.acker.take(), deadline);
+        if let Some(c) = self.consumer.take() {
+            close(c);
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        if self.consume.is_some() || self.consumer.is_some() {
+            self.abort_inner();
+        }
+    }
+}
+
+/// Drops the last consumer handle: librdkafka's close runs the revoke callback and
+/// leaves the group, so the partitions move to the remaining members at once.
+/// (An explicit `unsubscribe()` first leaves a cooperative rebalance half-done and the
+/// group then waits for this member's session to time out.)
+fn close(consumer: Arc<KafkaConsumer>) {
+    drop(consumer);
+}
+
+fn join_until<T>(handle: Option<JoinHandle<T>>, deadline: Instant) -> Option<T> {
+    let handle = handle?;
+    while !handle.is_finished() {
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    handle.join().ok()
+}

@@ -1,0 +1,321 @@
+//! Score stage: ONNX Runtime in-process, one session per worker thread.
+//!
+//! The runtime library is loaded dynamically ([`init_runtime`]); the path is resolved
+//! here (config → `ORT_DYLIB_PATH` → `.cache/onnxruntime/`) so a missing library is a
+//! clear start-up error instead of a panic inside `ort`. Each session is checked
+//! against the manifest at start-up ([`OnnxScorer::load`]).
+
+pub mod manifest;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::value::{TensorElementType, TensorRef, ValueType};
+
+pub use manifest::Manifest;
+
+use crate::error::{Policy, StageError};
+
+/// Score-stage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ScoreError {
+    /// The ONNX Runtime shared library could not be found or loaded.
+    #[error("ONNX Runtime library: {0}")]
+    Runtime(String),
+    /// `manifest.json` missing or invalid.
+    #[error("model manifest: {0}")]
+    Manifest(String),
+    /// The ONNX graph disagrees with the manifest.
+    #[error("model does not match its manifest: {0}")]
+    Mismatch(String),
+    /// Session creation failed.
+    #[error("loading model: {0}")]
+    Load(String),
+    /// `Session::run` failed on a batch.
+    #[error("inference: {0}")]
+    Inference(String),
+}
+
+impl StageError for ScoreError {
+    fn policy(&self) -> Policy {
+        match self {
+            // A failing run on a loaded, validated model is an engine fault: retrying the
+            // same batch is the only way not to lose it.
+            ScoreError::Inference(_) => Policy::Retry,
+            _ => Policy::Fatal,
+        }
+    }
+}
+
+/// Execution providers verdict can ask ONNX Runtime for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutionProviderKind {
+    /// Default CPU provider.
+    Cpu,
+    /// NVIDIA CUDA.
+    Cuda,
+    /// NVIDIA TensorRT.
+    TensorRt,
+}
+
+impl ExecutionProviderKind {
+    /// Parses `cpu`, `cuda`, `tensorrt`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "cpu" => Some(Self::Cpu),
+            "cuda" => Some(Self::Cuda),
+            "tensorrt" | "trt" => Some(Self::TensorRt),
+            _ => None,
+        }
+    }
+
+    /// Lowercase label used in logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            Self::Cuda => "cuda",
+            Self::TensorRt => "tensorrt",
+        }
+    }
+}
+
+/// The library file name inside the local cache, as fetched by `scripts/fetch-ort.sh`.
+pub const ORT_LIB_NAME: &str = "libonnxruntime.so";
+
+static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
+
+/// Where the runtime library is looked for, in order.
+pub fn library_candidates(configured: Option<&Path>) -> Vec<PathBuf> {
+    let mut c = Vec::new();
+    if let Some(p) = configured {
+        c.push(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
+        c.push(PathBuf::from(p));
+    }
+    if let Some(home) = std::env::var_os("VERDICT_HOME") {
+        c.push(PathBuf::from(home).join(".cache/onnxruntime").join(ORT_LIB_NAME));
+    }
+    c.push(PathBuf::from(".cache/onnxruntime").join(ORT_LIB_NAME));
+    // Next to the crate, so `cargo test` / `cargo bench` find it from any directory.
+    c.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/onnxruntime").join(ORT_LIB_NAME));
+    c
+}
+
+/// Loads ONNX Runtime once per process. Later calls return the first result.
+pub fn init_runtime(configured: Option<&Path>) -> Result<&'static Environment, ScoreError> {
+    let result = ENVIRONMENT.get_or_init(|| {
+        let candidates = library_candidates(configured);
+        let Some(path) = candidates.iter().find(|p| p.is_file()) else {
+            return Err(format!(
+                "not found; looked in {}. Run scripts/fetch-ort.sh, or set model.ort_library / ORT_DYLIB_PATH",
+                candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            ));
+        };
+        let builder = ort::init_from(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let env = builder.with_name("verdict").build().map_err(|e| format!("{}: {e}", path.display()))?;
+        tracing::info!(library = %path.display(), "ONNX Runtime loaded");
+        Ok(env)
+    });
+    result.as_ref().map_err(|e| ScoreError::Runtime(e.clone()))
+}
+
+/// One ONNX Runtime session, validated against its manifest, scoring row-major `f32` batches.
+pub struct OnnxScorer {
+    session: Session,
+    input_name: String,
+    output_name: String,
+    positive_index: usize,
+    width: usize,
+    chunk_rows: usize,
+    execution_provider: ExecutionProviderKind,
+}
+
+/// What is needed to open sessions of one model.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    /// Model directory.
+    pub dir: PathBuf,
+    /// Parsed manifest.
+    pub manifest: Manifest,
+    /// Execution providers in preference order.
+    pub providers: Vec<ExecutionProviderKind>,
+    /// Intra-op threads per session.
+    pub intra_threads: usize,
+    /// Rows per `Session::run`.
+    pub chunk_rows: usize,
+    /// TensorRT engine cache.
+    pub tensorrt_cache_dir: PathBuf,
+}
+
+impl ModelSpec {
+    /// Reads the manifest and resolves the provider preference (config overrides manifest).
+    pub fn from_config(cfg: &crate::config::ModelConfig) -> Result<Self, ScoreError> {
+        let manifest = Manifest::load(&cfg.dir)?;
+        let names = cfg.execution_providers.clone().unwrap_or_else(|| manifest.execution_providers.clone());
+        let mut providers = Vec::new();
+        for n in &names {
+            providers.push(ExecutionProviderKind::parse(n).ok_or_else(|| {
+                ScoreError::Manifest(format!("execution provider '{n}' is not cpu, cuda or tensorrt"))
+            })?);
+        }
+        if !providers.contains(&ExecutionProviderKind::Cpu) {
+            providers.push(ExecutionProviderKind::Cpu);
+        }
+        Ok(Self {
+            dir: cfg.dir.clone(),
+            manifest,
+            providers,
+            intra_threads: cfg.intra_threads,
+            chunk_rows: cfg.chunk_rows,
+            tensorrt_cache_dir: cfg.tensorrt_cache_dir.clone(),
+        })
+    }
+}
+
+/// Builds a session on exactly one provider; `ort` builder errors are not `Send`, so
+/// they stay inside this `ort::Result` function.
+fn build_session(spec: &ModelSpec, env: &Environment, ep: ExecutionProviderKind) -> ort::Result<Session> {
+    let mut builder = Session::builder(env)?.with_intra_threads(spec.intra_threads)?.with_inter_threads(1)?;
+    builder = match ep {
+        ExecutionProviderKind::Cpu => builder,
+        ExecutionProviderKind::Cuda => {
+            builder.with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])?
+        }
+        ExecutionProviderKind::TensorRt => builder.with_execution_providers([ort::ep::TensorRT::default()
+            .with_engine_cache(true)
+            .with_engine_cache_path(spec.tensorrt_cache_dir.display())
+            .build()
+            .error_on_failure()])?,
+    };
+    builder.commit_from_file(spec.manifest.model_path(&spec.dir))
+}
+
+impl OnnxScorer {
+    /// Opens a session on the first provider that works, then checks it against the manifest.
+    /// Returns the scorer and the providers that were tried and failed.
+    pub fn load(
+        spec: &ModelSpec,
+        env: &Environment,
+    ) -> Result<(Self, Vec<(ExecutionProviderKind, String)>), ScoreError> {
+        let path = spec.manifest.model_path(&spec.dir);
+        if !path.is_file() {
+            return Err(ScoreError::Load(format!("{} not found", path.display())));
+        }
+        let mut failures = Vec::new();
+        let mut opened = None;
+        for &ep in &spec.providers {
+            match build_session(spec, env, ep) {
+                Ok(s) => {
+                    opened = Some((s, ep));
+                    break;
+                }
+                Err(e) => failures.push((ep, e.to_string())),
+            }
+        }
+        let Some((session, ep)) = opened else {
+            let all = failures.iter().map(|(ep, e)| format!("{}: {e}", ep.label())).collect::<Vec<_>>().join("; ");
+            return Err(ScoreError::Load(all));
+        };
+        let m = &spec.manifest;
+        check_io(&session, m)?;
+        Ok((
+            Self {
+                session,
+                input_name: m.input_name.clone(),
+                output_name: m.output_name.clone(),
+                positive_index: m.positive_index,
+                width: m.inputs.len(),
+                chunk_rows: spec.chunk_rows.max(1),
+                execution_provider: ep,
+            },
+            failures,
+        ))
+    }
+
+    /// The provider this session runs on.
+    pub fn execution_provider(&self) -> ExecutionProviderKind {
+        self.execution_provider
+    }
+
+    /// Row width the model expects.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Scores `rows` (row-major, `width` columns), appending one probability per row to `out`.
+    pub fn score(&mut self, rows: &[f32], out: &mut Vec<f32>) -> Result<(), ScoreError> {
+        debug_assert_eq!(rows.len() % self.width, 0);
+        for chunk in rows.chunks(self.chunk_rows * self.width) {
+            let n = chunk.len() / self.width;
+            self.run_chunk(chunk, n, out).map_err(|e| ScoreError::Inference(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn run_chunk(&mut self, chunk: &[f32], n: usize, out: &mut Vec<f32>) -> ort::Result<()> {
+        let input = TensorRef::from_array_view(([n, self.width], chunk))?;
+        let outputs = self.session.run(ort::inputs![self.input_name.as_str() => input])?;
+        let (shape, data) = outputs[self.output_name.as_str()].try_extract_tensor::<f32>()?;
+        if shape.len() == 2 && shape[1] > 1 {
+            let cols = shape[1] as usize;
+            out.extend((0..n).map(|r| data[r * cols + self.positive_index]));
+        } else {
+            out.extend_from_slice(&data[..n]);
+        }
+        Ok(())
+    }
+}
+
+/// Start-up check: input/output names, element types and shapes agree with the manifest.
+fn check_io(session: &Session, m: &Manifest) -> Result<(), ScoreError> {
+    let mismatch = |s: String| Err(ScoreError::Mismatch(s));
+    let Some(input) = session.inputs().iter().find(|i| i.name() == m.input_name) else {
+        let names: Vec<_> = session.inputs().iter().map(|i| i.name().to_string()).collect();
+        return mismatch(format!(
+            "manifest input_name '{}' is not a graph input; the graph has {names:?}",
+            m.input_name
+        ));
+    };
+    match input.dtype() {
+        ValueType::Tensor { ty: TensorElementType::Float32, shape, .. } => {
+            if shape.len() != 2 {
+                return mismatch(format!(
+                    "input '{}' has rank {}, expected 2 ([rows, features])",
+                    m.input_name,
+                    shape.len()
+                ));
+            }
+            if shape[1] >= 0 && shape[1] as usize != m.inputs.len() {
+                return mismatch(format!(
+                    "input '{}' takes {} features, the manifest lists {} inputs",
+                    m.input_name,
+                    shape[1],
+                    m.inputs.len()
+                ));
+            }
+        }
+        other => return mismatch(format!("input '{}' is {other:?}, expected a float32 tensor", m.input_name)),
+    }
+    let Some(output) = session.outputs().iter().find(|o| o.name() == m.output_name) else {
+        let names: Vec<_> = session.outputs().iter().map(|o| o.name().to_string()).collect();
+        return mismatch(format!(
+            "manifest output_name '{}' is not a graph output; the graph has {names:?}",
+            m.output_name
+        ));
+    };
+    match output.dtype() {
+        ValueType::Tensor { ty: TensorElementType::Float32, shape, .. } => {
+            if shape.len() == 2 && shape[1] > 1 && m.positive_index >= shape[1] as usize {
+                return mismatch(format!(
+                    "positive_index {} is out of range for output '{}' with {} columns",
+                    m.positive_index, m.output_name, shape[1]
+                ));
+            }
+        }
+        other => return mismatch(format!("output '{}' is {other:?}, expected a float32 tensor", m.output_name)),
+    }
+    Ok(())
+}

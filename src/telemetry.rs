@@ -1,0 +1,311 @@
+//! Metrics, health and logs: the only place metric names live.
+//!
+//! Each pipeline owns one [`Metrics`] (its own Prometheus registry, so several
+//! pipelines in one test process do not mix their counts). The HTTP server
+//! serves `/metrics`, `/healthz` and `/readyz` from it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::error::DeadLetterReason;
+
+/// `verdict_events_total{stage,outcome}`: events leaving each stage, by outcome.
+pub const EVENTS_TOTAL: &str = "verdict_events_total";
+/// `verdict_dead_letters_total{reason}`: events routed to the dead-letter topic.
+pub const DEAD_LETTERS_TOTAL: &str = "verdict_dead_letters_total";
+/// `verdict_stage_seconds{stage}`: wall time per batch in each stage.
+pub const STAGE_SECONDS: &str = "verdict_stage_seconds";
+/// `verdict_batch_events`: events per dispatched batch.
+pub const BATCH_EVENTS: &str = "verdict_batch_events";
+/// `verdict_queue_depth{queue}`: batches waiting in each bounded queue.
+pub const QUEUE_DEPTH: &str = "verdict_queue_depth";
+/// `verdict_consumer_lag{topic,partition}`: messages behind the high watermark.
+pub const CONSUMER_LAG: &str = "verdict_consumer_lag";
+/// `verdict_partitions_assigned`: partitions this instance owns.
+pub const PARTITIONS_ASSIGNED: &str = "verdict_partitions_assigned";
+/// `verdict_model_info{model,version,execution_provider}`: 1 for the serving model.
+pub const MODEL_INFO: &str = "verdict_model_info";
+/// `verdict_execution_provider_fallbacks_total{requested,used}`.
+pub const EP_FALLBACKS: &str = "verdict_execution_provider_fallbacks_total";
+/// `verdict_pipeline_latency_seconds`: poll → every output acknowledged, per event.
+pub const PIPELINE_LATENCY: &str = "verdict_pipeline_latency_seconds";
+/// `verdict_event_latency_seconds`: Kafka message timestamp → decision acknowledged (ms resolution).
+pub const EVENT_LATENCY: &str = "verdict_event_latency_seconds";
+/// `verdict_commits_total{result}`: offset commits.
+pub const COMMITS_TOTAL: &str = "verdict_commits_total";
+/// `verdict_delivery_retries_total`: produce deliveries that failed and were re-sent.
+pub const DELIVERY_RETRIES: &str = "verdict_delivery_retries_total";
+/// `verdict_consumer_paused`: 1 while partitions are paused for backpressure.
+pub const CONSUMER_PAUSED: &str = "verdict_consumer_paused";
+
+/// All metrics of one pipeline, plus the state `/readyz` reports.
+pub struct Metrics {
+    registry: Registry,
+    /// See [`EVENTS_TOTAL`].
+    pub events: IntCounterVec,
+    /// See [`DEAD_LETTERS_TOTAL`].
+    pub dead_letters: IntCounterVec,
+    /// See [`STAGE_SECONDS`].
+    pub stage_seconds: HistogramVec,
+    /// See [`BATCH_EVENTS`].
+    pub batch_events: Histogram,
+    /// See [`QUEUE_DEPTH`].
+    pub queue_depth: IntGaugeVec,
+    /// See [`CONSUMER_LAG`].
+    pub consumer_lag: IntGaugeVec,
+    /// See [`PARTITIONS_ASSIGNED`].
+    pub partitions_assigned: IntGauge,
+    /// See [`MODEL_INFO`].
+    pub model_info: IntGaugeVec,
+    /// See [`EP_FALLBACKS`].
+    pub ep_fallbacks: IntCounterVec,
+    /// See [`PIPELINE_LATENCY`].
+    pub pipeline_latency: Histogram,
+    /// See [`EVENT_LATENCY`].
+    pub event_latency: Histogram,
+    /// See [`COMMITS_TOTAL`].
+    pub commits: IntCounterVec,
+    /// See [`DELIVERY_RETRIES`].
+    pub delivery_retries: IntCounter,
+    /// See [`CONSUMER_PAUSED`].
+    pub paused: IntGauge,
+    /// Exact pipeline-latency distribution in µs, for the demo and benchmark summaries.
+    latency_us: Mutex<hdrhistogram::Histogram<u64>>,
+    model_loaded: AtomicBool,
+    execution_provider: Mutex<String>,
+}
+
+fn latency_buckets() -> Vec<f64> {
+    prometheus::exponential_buckets(0.000_1, 2.0, 18).expect("valid buckets")
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Arc<Self> {
+        let registry = Registry::new();
+        let events =
+            IntCounterVec::new(Opts::new(EVENTS_TOTAL, "Events leaving each stage, by outcome"), &["stage", "outcome"])
+                .unwrap();
+        let dead_letters = IntCounterVec::new(
+            Opts::new(DEAD_LETTERS_TOTAL, "Events sent to the dead-letter topic, by reason"),
+            &["reason"],
+        )
+        .unwrap();
+        let stage_seconds = HistogramVec::new(
+            HistogramOpts::new(STAGE_SECONDS, "Wall time per batch in each stage").buckets(latency_buckets()),
+            &["stage"],
+        )
+        .unwrap();
+        let batch_events = Histogram::with_opts(
+            HistogramOpts::new(BATCH_EVENTS, "Events per batch")
+                .buckets(prometheus::exponential_buckets(1.0, 2.0, 15).unwrap()),
+        )
+        .unwrap();
+        let queue_depth =
+            IntGaugeVec::new(Opts::new(QUEUE_DEPTH, "Batches waiting in each bounded queue"), &["queue"]).unwrap();
+        let consumer_lag =
+            IntGaugeVec::new(Opts::new(CONSUMER_LAG, "Messages behind the high watermark"), &["topic", "partition"])
+                .unwrap();
+        let partitions_assigned = IntGauge::new(PARTITIONS_ASSIGNED, "Partitions assigned to this instance").unwrap();
+        let model_info =
+            IntGaugeVec::new(Opts::new(MODEL_INFO, "The serving model"), &["model", "version", "execution_provider"])
+                .unwrap();
+        let ep_fallbacks = IntCounterVec::new(
+            Opts::new(EP_FALLBACKS, "Sessions that fell back from a preferred execution provider"),
+            &["requested", "used"],
+        )
+        .unwrap();
+        let pipeline_latency = Histogram::with_opts(
+            HistogramOpts::new(PIPELINE_LATENCY, "Poll to every output acknowledged, per event")
+                .buckets(latency_buckets()),
+        )
+        .unwrap();
+        let event_latency = Histogram::with_opts(
+            HistogramOpts::new(EVENT_LATENCY, "Message timestamp to decision acknowledged, per event")
+                .buckets(latency_buckets()),
+        )
+        .unwrap();
+        let commits = IntCounterVec::new(Opts::new(COMMITS_TOTAL, "Offset commits by result"), &["result"]).unwrap();
+        let delivery_retries = IntCounter::new(DELIVERY_RETRIES, "Failed deliveries that were re-sent").unwrap();
+        let paused = IntGauge::new(CONSUMER_PAUSED, "1 while partitions are paused for backpressure").unwrap();
+
+        for c in [&events, &dead_letters, &ep_fallbacks, &commits] {
+            registry.register(Box::new(c.clone())).unwrap();
+        }
+        for g in [&queue_depth, &consumer_lag, &model_info] {
+            registry.register(Box::new(g.clone())).unwrap();
+        }
+        registry.register(Box::new(stage_seconds.clone())).unwrap();
+        for h in [&batch_events, &pipeline_latency, &event_latency] {
+            registry.register(Box::new(h.clone())).unwrap();
+        }
+        registry.register(Box::new(partitions_assigned.clone())).unwrap();
+        registry.register(Box::new(delivery_retries.clone())).unwrap();
+        registry.register(Box::new(paused.clone())).unwrap();
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())).ok();
+        for reason in DeadLetterReason::ALL {
+            dead_letters.with_label_values(&[reason.code()]);
+        }
+        Arc::new(Self {
+            registry,
+            events,
+            dead_letters,
+            stage_seconds,
+            batch_events,
+            queue_depth,
+            consumer_lag,
+            partitions_assigned,
+            model_info,
+            ep_fallbacks,
+            pipeline_latency,
+            event_latency,
+            commits,
+            delivery_retries,
+            paused,
+            latency_us: Mutex::new(hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()),
+            model_loaded: AtomicBool::new(false),
+            execution_provider: Mutex::new(String::new()),
+        })
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding");
+        String::from_utf8(buf).expect("utf-8 exposition")
+    }
+
+    /// Adds `n` to `verdict_events_total{stage,outcome}`.
+    pub fn count(&self, stage: &str, outcome: &str, n: u64) {
+        if n > 0 {
+            self.events.with_label_values(&[stage, outcome]).inc_by(n);
+        }
+    }
+
+    /// Current value of `verdict_events_total{stage,outcome}`.
+    pub fn counted(&self, stage: &str, outcome: &str) -> u64 {
+        self.events.with_label_values(&[stage, outcome]).get()
+    }
+
+    /// Records a batch's pipeline latencies (µs) in the histogram and the exact distribution.
+    pub fn record_latencies(&self, micros: &[u64]) {
+        let mut h = self.latency_us.lock();
+        for &us in micros {
+            self.pipeline_latency.observe(us as f64 / 1e6);
+            h.saturating_record(us.max(1));
+        }
+    }
+
+    /// Exact pipeline-latency quantile in µs (0 when nothing was recorded).
+    pub fn latency_quantile_us(&self, q: f64) -> u64 {
+        self.latency_us.lock().value_at_quantile(q)
+    }
+
+    /// Clears the exact latency distribution (the demo reports per interval).
+    pub fn reset_latencies(&self) -> hdrhistogram::Histogram<u64> {
+        let mut h = self.latency_us.lock();
+        let copy = h.clone();
+        h.reset();
+        copy
+    }
+
+    /// Marks the model as loaded with the execution provider in use.
+    pub fn set_model(&self, name: &str, version: &str, ep: &str) {
+        self.model_info.reset();
+        self.model_info.with_label_values(&[name, version, ep]).set(1);
+        *self.execution_provider.lock() = ep.to_string();
+        self.model_loaded.store(true, Ordering::SeqCst);
+    }
+
+    /// Ready = partitions assigned and model loaded.
+    pub fn ready(&self) -> bool {
+        self.model_loaded.load(Ordering::SeqCst) && self.partitions_assigned.get() > 0
+    }
+
+    /// JSON body for `/readyz`.
+    pub fn readiness(&self) -> serde_json::Value {
+        serde_json::json!({
+            "ready": self.ready(),
+            "model_loaded": self.model_loaded.load(Ordering::SeqCst),
+            "partitions_assigned": self.partitions_assigned.get(),
+            "execution_provider": self.execution_provider.lock().clone(),
+        })
+    }
+}
+
+/// Serves `/metrics`, `/healthz`, `/readyz` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::{http::StatusCode, routing::get, Json, Router};
+    let m1 = metrics.clone();
+    let m2 = metrics;
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let m = m1.clone();
+                async move { ([("content-type", "text/plain; version=0.0.4")], m.render()) }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let m = m2.clone();
+                async move {
+                    let code = if m.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                    (code, Json(m.readiness()))
+                }
+            }),
+        );
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+/// Installs the global `tracing` subscriber (pretty or JSON lines).
+pub fn init_logging(format: &str, level: &str) {
+    use tracing_subscriber::{fmt, EnvFilter};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// Formats a duration as fractional milliseconds for summaries.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_every_dead_letter_reason_even_before_any_occurs() {
+        let m = Metrics::new();
+        let text = m.render();
+        for r in DeadLetterReason::ALL {
+            assert!(text.contains(&format!("{DEAD_LETTERS_TOTAL}{{reason=\"{}\"}} 0", r.code())), "{}", r.code());
+        }
+    }
+
+    #[test]
+    fn ready_only_with_model_and_partitions() {
+        let m = Metrics::new();
+        assert!(!m.ready());
+        m.set_model("m", "1", "cpu");
+        assert!(!m.ready());
+        m.partitions_assigned.set(2);
+        assert!(m.ready());
+        assert_eq!(m.readiness()["execution_provider"], "cpu");
+    }
+}

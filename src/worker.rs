@@ -1,0 +1,262 @@
+//! A worker thread: takes whole batches and runs decode → score → decide → publish
+//! on them, then hands the in-flight deliveries to the acker.
+//!
+//! Each worker owns one ONNX Runtime session and its buffers (rows, scores, encode
+//! buffer), reused across batches, so the hot path does not allocate per event
+//! beyond the decoded identity strings and the produce records.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::config::{Config, DecisionFormat};
+use crate::consume::Control;
+use crate::decode::{DecodeError, DecodedEvent, Decoder};
+use crate::envelope::{Batch, Envelope, Origin, RawMessage};
+use crate::error::{Policy, StageError};
+use crate::publish::{acker::wall_clock_ms, decision_headers, Completed, DecisionRecord, PublishError, Publisher};
+use crate::rules::{Action, ThresholdBands};
+use crate::score::OnnxScorer;
+use crate::telemetry::Metrics;
+
+/// Topics and formats a worker writes.
+#[derive(Clone)]
+pub struct Outputs {
+    decisions: String,
+    review: String,
+    dead_letter: String,
+    format: DecisionFormat,
+    schema_id: u32,
+    model_name: String,
+    model_version: String,
+}
+
+impl Outputs {
+    /// From config and the serving model's identity.
+    pub fn new(cfg: &Config, model_name: &str, model_version: &str) -> Self {
+        Self {
+            decisions: cfg.kafka.decisions_topic.clone(),
+            review: cfg.kafka.review_topic.clone(),
+            dead_letter: cfg.kafka.dead_letter_topic.clone(),
+            format: cfg.publish.format,
+            schema_id: cfg.publish.decision_schema_id,
+            model_name: model_name.to_string(),
+            model_version: model_version.to_string(),
+        }
+    }
+}
+
+/// One worker's state.
+pub struct Worker {
+    /// Decoder for this worker.
+    pub decoder: Decoder,
+    /// This worker's session.
+    pub scorer: OnnxScorer,
+    /// Threshold bands.
+    pub bands: ThresholdBands,
+    /// Producer handle.
+    pub publisher: Publisher,
+    /// Destination topics and formats.
+    pub outputs: Outputs,
+    /// Pipeline metrics.
+    pub metrics: Arc<Metrics>,
+    /// Stop/abort signals.
+    pub control: Arc<Control>,
+    rows: Vec<f32>,
+    scores: Vec<f32>,
+    buf: Vec<u8>,
+}
+
+enum Outcome {
+    Decided(DecodedEvent),
+    Dead(DecodeError),
+}
+
+impl Worker {
+    /// Assembles a worker.
+    pub fn new(
+        decoder: Decoder,
+        scorer: OnnxScorer,
+        bands: ThresholdBands,
+        publisher: Publisher,
+        outputs: Outputs,
+        metrics: Arc<Metrics>,
+        control: Arc<Control>,
+    ) -> Self {
+        Self {
+            decoder,
+            scorer,
+            bands,
+            publisher,
+            outputs,
+            metrics,
+            control,
+            rows: Vec::new(),
+            scores: Vec::new(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Runs until the batch channel closes; aborting drops remaining batches unprocessed.
+    pub fn run(mut self, rx: Receiver<Batch>, done: Sender<Completed>) {
+        while let Ok(batch) = rx.recv() {
+            if self.control.abort.load(Ordering::SeqCst) {
+                continue;
+            }
+            let Some(completed) = self.process(batch) else {
+                continue;
+            };
+            if done.send(completed).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Decodes, scores, decides and sends one batch. None only if aborted mid-way.
+    pub fn process(&mut self, batch: Batch) -> Option<Completed> {
+        let m = self.metrics.clone();
+        let width = self.decoder.width();
+
+        let t = Instant::now();
+        let mut outcomes = Vec::with_capacity(batch.events.len());
+        self.rows.clear();
+        {
+            let mut dec = self.decoder.batch();
+            for ev in &batch.events {
+                let start = self.rows.len();
+                self.rows.resize(start + width, 0.0);
+                match dec.decode(ev.payload.payload.as_deref(), &mut self.rows[start..]) {
+                    Ok(d) => outcomes.push(Outcome::Decided(d)),
+                    Err(e) => {
+                        self.rows.truncate(start);
+                        outcomes.push(Outcome::Dead(e));
+                    }
+                }
+            }
+        }
+        m.stage_seconds.with_label_values(&["decode"]).observe(t.elapsed().as_secs_f64());
+
+        let t = Instant::now();
+        self.scores.clear();
+        let mut backoff = Duration::from_millis(100);
+        while let Err(e) = self.scorer.score(&self.rows, &mut self.scores) {
+            if e.policy() != Policy::Retry || self.control.abort.load(Ordering::SeqCst) {
+                tracing::error!(error = %e, "scoring failed; batch dropped without storing offsets");
+                return None;
+            }
+            tracing::error!(error = %e, "scoring failed; retrying batch");
+            self.scores.clear();
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        m.stage_seconds.with_label_values(&["score"]).observe(t.elapsed().as_secs_f64());
+
+        let t = Instant::now();
+        let mut deliveries = Vec::with_capacity(batch.events.len() + batch.events.len() / 8);
+        let mut received = Vec::with_capacity(batch.events.len());
+        let mut timestamps = Vec::with_capacity(batch.events.len());
+        let mut counts = [0u64; 3];
+        let mut dead = 0u64;
+        let mut scored = self.scores.iter();
+        let decided_at = wall_clock_ms();
+        for (ev, outcome) in batch.events.iter().zip(&outcomes) {
+            received.push(ev.received_at);
+            match outcome {
+                Outcome::Decided(d) => {
+                    let score = *scored.next().expect("one score per decoded row");
+                    let decision = self.bands.decide(score);
+                    counts[decision.action as usize] += 1;
+                    self.buf.clear();
+                    let record = DecisionRecord {
+                        event_id: &d.event_id,
+                        entity_key: &d.entity_key,
+                        decision: &decision,
+                        model_name: &self.outputs.model_name,
+                        model_version: &self.outputs.model_version,
+                        event_time: d.event_time_ms,
+                        decided_at,
+                        latency_us: ev.received_at.elapsed().as_micros() as i64,
+                        degraded: false,
+                        source_topic: &ev.origin.topic,
+                        source_partition: ev.origin.partition,
+                        source_offset: ev.origin.offset,
+                    };
+                    match self.outputs.format {
+                        DecisionFormat::Avro => record.write_avro(self.outputs.schema_id, &mut self.buf),
+                        DecisionFormat::Json => record.write_json(&mut self.buf),
+                    }
+                    let key = d.entity_key.as_bytes();
+                    let headers = || decision_headers(&d.event_id, &self.outputs.model_version);
+                    deliveries.push(self.send(&self.outputs.decisions, key, headers)?);
+                    if decision.action == Action::Review {
+                        deliveries.push(self.send(&self.outputs.review, key, headers)?);
+                    }
+                    if let Some(ts) = ev.timestamp_ms {
+                        timestamps.push(ts);
+                    }
+                }
+                Outcome::Dead(e) => {
+                    dead += 1;
+                    m.dead_letters.with_label_values(&[e.reason.code()]).inc();
+                    deliveries.push(self.send_dead_letter(ev, e)?);
+                }
+            }
+        }
+        m.stage_seconds.with_label_values(&["publish"]).observe(t.elapsed().as_secs_f64());
+        m.count("decode", "ok", (outcomes.len() as u64) - dead);
+        m.count("decode", "dead_letter", dead);
+        for a in [Action::Approve, Action::Review, Action::Decline] {
+            m.count("decide", a.label(), counts[a as usize]);
+        }
+        Some(Completed { seq: batch.seq, offsets: max_offsets(&batch.events), deliveries, received, timestamps })
+    }
+
+    /// Sends the encoded record in `self.buf`, retrying refusals until aborted.
+    fn send(
+        &self,
+        topic: &str,
+        key: &[u8],
+        headers: impl Fn() -> rdkafka::message::OwnedHeaders,
+    ) -> Option<rdkafka::producer::DeliveryFuture> {
+        self.retry(|| self.publisher.send(topic, Some(key), &self.buf, Some(headers())))
+    }
+
+    fn send_dead_letter(
+        &self,
+        ev: &Envelope<RawMessage>,
+        e: &DecodeError,
+    ) -> Option<rdkafka::producer::DeliveryFuture> {
+        self.retry(|| self.publisher.dead_letter(&self.outputs.dead_letter, ev, "decode", e.reason, &e.detail))
+    }
+
+    fn retry<T>(&self, mut f: impl FnMut() -> Result<T, PublishError>) -> Option<T> {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match f() {
+                Ok(v) => return Some(v),
+                Err(e) => {
+                    if e.policy() != Policy::Retry || self.control.abort.load(Ordering::SeqCst) {
+                        return None;
+                    }
+                    tracing::warn!(error = %e, "produce refused; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+}
+
+/// Highest offset per (topic, partition) among `events`.
+pub fn max_offsets(events: &[Envelope<RawMessage>]) -> Vec<Origin> {
+    let mut out: Vec<Origin> = Vec::new();
+    for e in events {
+        match out.iter_mut().find(|o| o.partition == e.origin.partition && o.topic == e.origin.topic) {
+            Some(o) => o.offset = o.offset.max(e.origin.offset),
+            None => out.push(e.origin.clone()),
+        }
+    }
+    out
+}

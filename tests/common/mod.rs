@@ -1,0 +1,132 @@
+//! Shared test harness: the mock cluster, config for it, producing generated events
+//! and reading decisions back.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use apache_avro::types::Value;
+use verdict::config::Config;
+use verdict::demo::{Generator, MockKafka, ReadMessage};
+use verdict::telemetry::Metrics;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Absolute path inside the crate.
+pub fn crate_path(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// A fresh mock cluster with the topics of `cfg`, and a config pointing at it.
+pub fn mock_setup(partitions: i32) -> (MockKafka, Config) {
+    verdict::telemetry::init_logging("pretty", &std::env::var("TEST_LOG").unwrap_or_else(|_| "off".into()));
+    let mock = MockKafka::start(1);
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let mut cfg = Config::default();
+    verdict::demo::use_mock(&mut cfg, &mock);
+    cfg.kafka.group_id = format!("verdict-test-{n}");
+    cfg.kafka.commit_interval_ms = 200;
+    cfg.model.dir = crate_path("models/demo");
+    cfg.decode.avro_schemas.insert("1".into(), crate_path("schemas/transaction.avsc"));
+    cfg.telemetry.stats_interval_ms = 1000;
+    cfg.model.workers = 2;
+    // The mock coordinator holds a re-join of a group whose member just left for up to
+    // twice the session timeout; keep it short so restarts in one test are quick.
+    cfg.kafka.consumer.insert("session.timeout.ms".into(), "6000".into());
+    cfg.kafka.consumer.insert("heartbeat.interval.ms".into(), "500".into());
+    if let Ok(s) = std::env::var("TEST_RDKAFKA_DEBUG") {
+        cfg.kafka.consumer.insert("debug".into(), s);
+    }
+    if let Ok(s) = std::env::var("TEST_ASSIGNOR") {
+        cfg.kafka.consumer.insert("partition.assignment.strategy".into(), s);
+    }
+    verdict::demo::create_topics(&mock, &cfg, partitions);
+    (mock, cfg)
+}
+
+/// Produces `n` generated events as JSON (ids `tx-{first..first+n}`); returns their ids.
+pub fn produce_events(mock: &MockKafka, topic: &str, first: u64, n: u64, seed: u64) -> Vec<String> {
+    let mut g = Generator::new(seed, 20_000, 1_764_000_000_000).with_first_id(first);
+    let mut ids = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let tx = g.next_event();
+        mock.produce(topic, None, tx.card_id.as_bytes(), &tx.to_json());
+        ids.push(tx.event_id);
+    }
+    mock.flush();
+    ids
+}
+
+/// Waits until `f` holds, up to `timeout`; panics with `what` otherwise.
+pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Decided + dead-lettered events so far.
+pub fn handled(m: &Metrics) -> u64 {
+    m.counted("decode", "ok") + m.counted("decode", "dead_letter")
+}
+
+/// A decoded decision record.
+#[derive(Debug, Clone)]
+pub struct DecisionRow {
+    pub event_id: String,
+    pub entity_key: String,
+    pub action: String,
+    pub score: f64,
+    pub model_version: String,
+    pub source_partition: i32,
+    pub source_offset: i64,
+}
+
+/// Decodes Confluent-framed Avro decision records with `schemas/decision.avsc`.
+pub fn decode_decisions(msgs: &[ReadMessage]) -> Vec<DecisionRow> {
+    let schema = verdict::decode::parse_schema_file(&crate_path("schemas/decision.avsc")).unwrap();
+    let reader = apache_avro::reader::datum::GenericDatumReader::builder(&schema).build().unwrap();
+    msgs.iter()
+        .map(|m| {
+            assert_eq!(m.payload[0], 0, "Confluent magic byte");
+            let mut body = &m.payload[5..];
+            let Value::Record(fields) = reader.read_value(&mut body).unwrap() else { panic!("not a record") };
+            let f: HashMap<String, Value> = fields.into_iter().collect();
+            let s = |k: &str| match &f[k] {
+                Value::String(s) => s.clone(),
+                Value::Enum(_, s) => s.clone(),
+                v => panic!("{k}: {v:?}"),
+            };
+            DecisionRow {
+                event_id: s("event_id"),
+                entity_key: s("entity_key"),
+                action: s("action"),
+                score: match f["score"] {
+                    Value::Double(d) => d,
+                    _ => panic!(),
+                },
+                model_version: s("model_version"),
+                source_partition: match f["source_partition"] {
+                    Value::Int(i) => i,
+                    _ => panic!(),
+                },
+                source_offset: match f["source_offset"] {
+                    Value::Long(i) => i,
+                    _ => panic!(),
+                },
+            }
+        })
+        .collect()
+}
+
+/// Counts per event id.
+pub fn id_counts(rows: &[DecisionRow]) -> HashMap<String, u32> {
+    let mut c = HashMap::new();
+    for r in rows {
+        *c.entry(r.event_id.clone()).or_insert(0) += 1;
+    }
+    c
+}

@@ -1,0 +1,127 @@
+//! Start-up checks and the command line: a broken model or config refuses to start
+//! with a message naming the problem.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use verdict::pipeline::{load_scorers, Pipeline};
+use verdict::telemetry::Metrics;
+
+/// Copies the demo model to a temp dir and edits its manifest.
+fn model_with(edit: impl FnOnce(&mut serde_json::Value)) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let src = crate_path("models/demo");
+    std::fs::copy(src.join("model.onnx"), dir.path().join("model.onnx")).unwrap();
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("manifest.json")).unwrap()).unwrap();
+    edit(&mut m);
+    std::fs::write(dir.path().join("manifest.json"), serde_json::to_string_pretty(&m).unwrap()).unwrap();
+    dir
+}
+
+fn start_error(model_dir: &Path) -> String {
+    let (_mock, mut cfg) = mock_setup(1);
+    cfg.model.dir = model_dir.to_path_buf();
+    match Pipeline::start(&cfg, Metrics::new()) {
+        Ok(_) => panic!("pipeline started with a mismatched manifest"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn wrong_input_name_fails_startup_naming_it() {
+    let dir = model_with(|m| m["input_name"] = "features".into());
+    let err = start_error(dir.path());
+    assert!(err.contains("input_name 'features' is not a graph input"), "{err}");
+    assert!(err.contains("\"input\""), "lists the real inputs: {err}");
+}
+
+#[test]
+fn wrong_feature_count_fails_startup_naming_both_counts() {
+    let dir = model_with(|m| {
+        m["inputs"].as_array_mut().unwrap().pop();
+    });
+    let err = start_error(dir.path());
+    assert!(err.contains("takes 9 features, the manifest lists 8 inputs"), "{err}");
+}
+
+#[test]
+fn wrong_output_name_fails_startup_naming_it() {
+    let dir = model_with(|m| m["output_name"] = "proba".into());
+    let err = start_error(dir.path());
+    assert!(err.contains("output_name 'proba'"), "{err}");
+}
+
+#[test]
+fn cuda_preference_without_a_gpu_starts_on_cpu_and_says_so() {
+    let (_mock, mut cfg) = mock_setup(1);
+    cfg.model.execution_providers = Some(vec!["cuda".into(), "cpu".into()]);
+    cfg.model.workers = 1;
+    let metrics = Metrics::new();
+    let (_spec, scorers) = load_scorers(&cfg, &metrics).unwrap();
+    assert_eq!(scorers[0].execution_provider().label(), "cpu");
+    assert_eq!(metrics.ep_fallbacks.with_label_values(&["cuda", "cpu"]).get(), 1);
+}
+
+fn verdict() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_verdict"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+#[test]
+fn check_config_prints_every_problem_and_exits_nonzero() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[kafka]\ncompression = \"brotli\"\n[batch]\nmax_events = 0\n[decide]\nreview_at = 1.5\n")
+        .unwrap();
+    let out = verdict().args(["check-config", "--config"]).arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("3 problem(s)"), "{err}");
+    for path in ["kafka.compression", "batch.max_events", "decide.review_at"] {
+        assert!(err.contains(path), "missing {path} in: {err}");
+    }
+    let ok = verdict().args(["check-config"]).output().unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+}
+
+#[test]
+fn run_refuses_a_bad_config_the_same_way() {
+    let out = verdict()
+        .args(["run"])
+        .env("VERDICT__BATCH__MAX_EVENTS", "0")
+        .env("VERDICT__KAFKA__BOGUS", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("batch.max_events") && err.contains("kafka.bogus: unknown key"), "{err}");
+}
+
+#[test]
+fn demo_with_an_event_count_finishes_and_reports_throughput_and_p99() {
+    let out = verdict().args(["demo", "--events", "20000", "--rate", "0"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("throughput"), "{stdout}");
+    assert!(stdout.contains("latency p99 "), "{stdout}");
+    let decided: u64 = stdout
+        .lines()
+        .find(|l| l.starts_with("decisions"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    let dead: u64 = stdout
+        .lines()
+        .find(|l| l.starts_with("dead-lettered"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(decided + dead, 20_000, "{stdout}");
+    assert_eq!(dead, 20, "one malformed event per thousand");
+}
