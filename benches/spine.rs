@@ -31,6 +31,9 @@ fn config() -> Config {
     cfg.model.workers = env_u64("BENCH_WORKERS", 2) as usize;
     cfg.model.chunk_rows = env_u64("BENCH_CHUNK_ROWS", cfg.model.chunk_rows as u64) as usize;
     cfg.batch.max_events = env_u64("BENCH_BATCH", cfg.batch.max_events as u64) as usize;
+    if let Ok(linger) = std::env::var("BENCH_LINGER_MS") {
+        cfg.kafka.producer.insert("linger.ms".into(), linger);
+    }
     cfg
 }
 

@@ -145,7 +145,10 @@ impl ConsumeLoop {
             let timeout = if events.is_empty() {
                 Duration::from_millis(100)
             } else {
-                deadline.saturating_duration_since(Instant::now())
+                // librdkafka waits in whole milliseconds: round up, or a sub-millisecond
+                // remainder becomes a non-blocking poll and this loop spins.
+                let left = deadline.saturating_duration_since(Instant::now());
+                Duration::from_millis(left.as_micros().div_ceil(1000) as u64)
             };
             match self.consumer.poll(timeout) {
                 Some(Ok(m)) => {
