@@ -25,6 +25,8 @@ pub struct Config {
     pub batch: BatchConfig,
     /// How raw messages are decoded and which fields carry id, key and time.
     pub decode: DecodeConfig,
+    /// Per-entity windows and online features (memory or Redis).
+    pub enrich: crate::enrich::EnrichConfig,
     /// Which model scores events and how many worker threads run it.
     pub model: ModelConfig,
     /// Threshold bands that turn a score into an action.
@@ -225,11 +227,13 @@ pub struct PublishConfig {
     pub format: DecisionFormat,
     /// Schema id written in the Confluent header of Avro decision records.
     pub decision_schema_id: u32,
+    /// Put every model input (name → value) in the decision record, for reviewers and audits.
+    pub include_features: bool,
 }
 
 impl Default for PublishConfig {
     fn default() -> Self {
-        Self { format: DecisionFormat::Avro, decision_schema_id: 100 }
+        Self { format: DecisionFormat::Avro, decision_schema_id: 100, include_features: true }
     }
 }
 
@@ -417,6 +421,7 @@ impl Config {
                 e.push(format!("decode.fields.{name}: must not be empty"));
             }
         }
+        e.extend(self.enrich.validate());
         let m = &self.model;
         if !m.dir.join("manifest.json").exists() {
             e.push(format!("model.dir: {} has no manifest.json", m.dir.display()));

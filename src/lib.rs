@@ -25,6 +25,7 @@ pub mod config;
 pub mod consume;
 pub mod decode;
 pub mod demo;
+pub mod enrich;
 pub mod envelope;
 pub mod error;
 pub mod pipeline;

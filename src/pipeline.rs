@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::consume::{commit_stored, create_consumer, ConsumeLoop, Control, Exit, KafkaConsumer};
 use crate::decode::{Decoder, LocalSchemas, SchemaSource, Vectorizer};
+use crate::enrich::{Enricher, Turnstile};
 use crate::error::{Policy, StageError};
 use crate::publish::{Acker, Publisher};
 use crate::rules::ThresholdBands;
@@ -39,6 +40,9 @@ pub enum StartError {
     /// Kafka client creation or subscription failed.
     #[error("kafka: {0}")]
     Kafka(String),
+    /// The enrich stage could not start (config, or the state store unreachable).
+    #[error("enrich: {0}")]
+    Enrich(String),
 }
 
 impl StageError for StartError {
@@ -128,18 +132,25 @@ impl Pipeline {
         let acker =
             std::thread::Builder::new().name("verdict-acker".into()).spawn(move || acker.run()).expect("spawn acker");
 
-        let outputs = Outputs::new(cfg, &spec.manifest.name, &spec.manifest.version);
-        let vectorizer = Vectorizer::new(&spec.manifest);
+        let enricher = Enricher::new(&cfg.enrich).map_err(|e| StartError::Enrich(e.to_string()))?;
+        let vectorizer = Vectorizer::new(&spec.manifest, enricher.names())
+            .map_err(|e| StartError::Score(ScoreError::Mismatch(e)))?;
+        let entity_paths = enricher.paths();
+        let enricher = (enricher.is_enabled() && vectorizer.has_enriched())
+            .then(|| (Arc::new(Turnstile::new(enricher)), cfg.enrich.on_failure));
+        let outputs = Outputs::new(cfg, &spec.manifest.name, &spec.manifest.version, &vectorizer);
         let mut workers = Vec::new();
         for (i, scorer) in scorers.into_iter().enumerate() {
             let worker = Worker::new(
-                Decoder::new(&cfg.decode, schemas.clone(), vectorizer.clone()),
+                Decoder::new(&cfg.decode, schemas.clone(), vectorizer.clone(), entity_paths.clone()),
                 scorer,
                 ThresholdBands::new(&cfg.decide),
                 publisher.clone(),
                 outputs.clone(),
                 metrics.clone(),
                 control.clone(),
+                enricher.clone(),
+                vectorizer.clone(),
             );
             let (rx, tx) = (batch_rx.clone(), done_tx.clone());
             workers.push(

@@ -44,6 +44,22 @@ pub const COMMITS_TOTAL: &str = "verdict_commits_total";
 pub const DELIVERY_RETRIES: &str = "verdict_delivery_retries_total";
 /// `verdict_consumer_paused`: 1 while partitions are paused for backpressure.
 pub const CONSUMER_PAUSED: &str = "verdict_consumer_paused";
+/// `verdict_enrich_round_trips_total`: round trips to the state store (one per batch).
+pub const ENRICH_ROUND_TRIPS: &str = "verdict_enrich_round_trips_total";
+/// `verdict_enrich_commands_total`: script calls sent (one per entity per batch).
+pub const ENRICH_COMMANDS: &str = "verdict_enrich_commands_total";
+/// `verdict_window_updates_total{result}`: applied, replayed (fenced) or late.
+pub const WINDOW_UPDATES: &str = "verdict_window_updates_total";
+/// `verdict_enrich_failures_total`: batches whose state-store call failed.
+pub const ENRICH_FAILURES: &str = "verdict_enrich_failures_total";
+/// `verdict_degraded_events_total`: events decided with default features (store down).
+pub const DEGRADED_EVENTS: &str = "verdict_degraded_events_total";
+/// `verdict_state_store_up`: 1 when the last state-store call succeeded.
+pub const STATE_STORE_UP: &str = "verdict_state_store_up";
+/// `verdict_feature_cache_total{result}`: online-feature cache hits and misses.
+pub const FEATURE_CACHE: &str = "verdict_feature_cache_total";
+/// `verdict_feature_defaults_total`: model inputs filled with their default.
+pub const FEATURE_DEFAULTS: &str = "verdict_feature_defaults_total";
 
 /// All metrics of one pipeline, plus the state `/readyz` reports.
 pub struct Metrics {
@@ -76,6 +92,22 @@ pub struct Metrics {
     pub delivery_retries: IntCounter,
     /// See [`CONSUMER_PAUSED`].
     pub paused: IntGauge,
+    /// See [`ENRICH_ROUND_TRIPS`].
+    pub enrich_round_trips: IntCounter,
+    /// See [`ENRICH_COMMANDS`].
+    pub enrich_commands: IntCounter,
+    /// See [`WINDOW_UPDATES`].
+    pub window_updates: IntCounterVec,
+    /// See [`ENRICH_FAILURES`].
+    pub enrich_failures: IntCounter,
+    /// See [`DEGRADED_EVENTS`].
+    pub degraded_events: IntCounter,
+    /// See [`STATE_STORE_UP`].
+    pub state_store_up: IntGauge,
+    /// See [`FEATURE_CACHE`].
+    pub feature_cache: IntCounterVec,
+    /// See [`FEATURE_DEFAULTS`].
+    pub feature_defaults: IntCounter,
     /// Exact pipeline-latency distribution in µs, for the demo and benchmark summaries.
     latency_us: Mutex<hdrhistogram::Histogram<u64>>,
     model_loaded: AtomicBool,
@@ -135,6 +167,23 @@ impl Metrics {
         let commits = IntCounterVec::new(Opts::new(COMMITS_TOTAL, "Offset commits by result"), &["result"]).unwrap();
         let delivery_retries = IntCounter::new(DELIVERY_RETRIES, "Failed deliveries that were re-sent").unwrap();
         let paused = IntGauge::new(CONSUMER_PAUSED, "1 while partitions are paused for backpressure").unwrap();
+        let enrich_round_trips = IntCounter::new(ENRICH_ROUND_TRIPS, "Round trips to the state store").unwrap();
+        let enrich_commands = IntCounter::new(ENRICH_COMMANDS, "Script calls sent to the state store").unwrap();
+        let window_updates =
+            IntCounterVec::new(Opts::new(WINDOW_UPDATES, "Window updates by result"), &["result"]).unwrap();
+        let enrich_failures = IntCounter::new(ENRICH_FAILURES, "Batches whose state-store call failed").unwrap();
+        let degraded_events = IntCounter::new(DEGRADED_EVENTS, "Events decided with default features").unwrap();
+        let state_store_up = IntGauge::new(STATE_STORE_UP, "1 when the last state-store call succeeded").unwrap();
+        let feature_cache =
+            IntCounterVec::new(Opts::new(FEATURE_CACHE, "Online-feature cache lookups"), &["result"]).unwrap();
+        let feature_defaults = IntCounter::new(FEATURE_DEFAULTS, "Model inputs filled with their default").unwrap();
+        state_store_up.set(1);
+        for c in [&enrich_round_trips, &enrich_commands, &enrich_failures, &degraded_events, &feature_defaults] {
+            registry.register(Box::new(c.clone())).unwrap();
+        }
+        registry.register(Box::new(window_updates.clone())).unwrap();
+        registry.register(Box::new(feature_cache.clone())).unwrap();
+        registry.register(Box::new(state_store_up.clone())).unwrap();
 
         for c in [&events, &dead_letters, &ep_fallbacks, &commits] {
             registry.register(Box::new(c.clone())).unwrap();
@@ -170,6 +219,14 @@ impl Metrics {
             commits,
             delivery_retries,
             paused,
+            enrich_round_trips,
+            enrich_commands,
+            window_updates,
+            enrich_failures,
+            degraded_events,
+            state_store_up,
+            feature_cache,
+            feature_defaults,
             latency_us: Mutex::new(hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()),
             model_loaded: AtomicBool::new(false),
             execution_provider: Mutex::new(String::new()),
@@ -225,9 +282,9 @@ impl Metrics {
         self.model_loaded.store(true, Ordering::SeqCst);
     }
 
-    /// Ready = partitions assigned and model loaded.
+    /// Ready = partitions assigned, model loaded and the state store reachable.
     pub fn ready(&self) -> bool {
-        self.model_loaded.load(Ordering::SeqCst) && self.partitions_assigned.get() > 0
+        self.model_loaded.load(Ordering::SeqCst) && self.partitions_assigned.get() > 0 && self.state_store_up.get() == 1
     }
 
     /// JSON body for `/readyz`.
@@ -236,6 +293,7 @@ impl Metrics {
             "ready": self.ready(),
             "model_loaded": self.model_loaded.load(Ordering::SeqCst),
             "partitions_assigned": self.partitions_assigned.get(),
+            "state_store_up": self.state_store_up.get() == 1,
             "execution_provider": self.execution_provider.lock().clone(),
         })
     }

@@ -13,7 +13,8 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::{Config, DecisionFormat};
 use crate::consume::Control;
-use crate::decode::{DecodeError, DecodedEvent, Decoder};
+use crate::decode::{DecodeError, DecodedEvent, Decoder, Vectorizer};
+use crate::enrich::{Enricher, FailurePolicy, Request, Turnstile};
 use crate::envelope::{Batch, Envelope, Origin, RawMessage};
 use crate::error::{Policy, StageError};
 use crate::publish::{acker::wall_clock_ms, decision_headers, Completed, DecisionRecord, PublishError, Publisher};
@@ -31,11 +32,13 @@ pub struct Outputs {
     schema_id: u32,
     model_name: String,
     model_version: String,
+    columns: Arc<Vec<String>>,
+    include_features: bool,
 }
 
 impl Outputs {
     /// From config and the serving model's identity.
-    pub fn new(cfg: &Config, model_name: &str, model_version: &str) -> Self {
+    pub fn new(cfg: &Config, model_name: &str, model_version: &str, vectorizer: &Vectorizer) -> Self {
         Self {
             decisions: cfg.kafka.decisions_topic.clone(),
             review: cfg.kafka.review_topic.clone(),
@@ -44,6 +47,8 @@ impl Outputs {
             schema_id: cfg.publish.decision_schema_id,
             model_name: model_name.to_string(),
             model_version: model_version.to_string(),
+            columns: Arc::new(vectorizer.names().map(str::to_string).collect()),
+            include_features: cfg.publish.include_features,
         }
     }
 }
@@ -64,6 +69,11 @@ pub struct Worker {
     pub metrics: Arc<Metrics>,
     /// Stop/abort signals.
     pub control: Arc<Control>,
+    /// Shared enricher, taken in batch order.
+    pub enricher: Option<(Arc<Turnstile<Enricher>>, FailurePolicy)>,
+    /// The manifest's columns (fills enriched ones).
+    pub vectorizer: Vectorizer,
+    enriched: Vec<Option<f64>>,
     rows: Vec<f32>,
     scores: Vec<f32>,
     buf: Vec<u8>,
@@ -84,6 +94,8 @@ impl Worker {
         outputs: Outputs,
         metrics: Arc<Metrics>,
         control: Arc<Control>,
+        enricher: Option<(Arc<Turnstile<Enricher>>, FailurePolicy)>,
+        vectorizer: Vectorizer,
     ) -> Self {
         Self {
             decoder,
@@ -93,6 +105,9 @@ impl Worker {
             outputs,
             metrics,
             control,
+            enricher,
+            vectorizer,
+            enriched: Vec::new(),
             rows: Vec::new(),
             scores: Vec::new(),
             buf: Vec::new(),
@@ -139,6 +154,12 @@ impl Worker {
         m.stage_seconds.with_label_values(&["decode"]).observe(t.elapsed().as_secs_f64());
 
         let t = Instant::now();
+        let (degraded, defaults) = self.enrich(&batch, &outcomes)?;
+        if self.enricher.is_some() {
+            m.stage_seconds.with_label_values(&["enrich"]).observe(t.elapsed().as_secs_f64());
+        }
+
+        let t = Instant::now();
         self.scores.clear();
         let mut backoff = Duration::from_millis(100);
         while let Err(e) = self.scorer.score(&self.rows, &mut self.scores) {
@@ -160,12 +181,21 @@ impl Worker {
         let mut counts = [0u64; 3];
         let mut dead = 0u64;
         let mut scored = self.scores.iter();
+        let mut row_index = 0usize;
+        let width = self.decoder.width();
         let decided_at = wall_clock_ms();
         for (ev, outcome) in batch.events.iter().zip(&outcomes) {
             received.push(ev.received_at);
             match outcome {
                 Outcome::Decided(d) => {
                     let score = *scored.next().expect("one score per decoded row");
+                    let k = row_index;
+                    row_index += 1;
+                    let row = &self.rows[k * width..(k + 1) * width];
+                    let defaults_used: Vec<&str> =
+                        defaults.get(k).map(|d| d.iter().map(|&c| self.outputs.columns[c as usize].as_str()).collect()).unwrap_or_default();
+                    let features: (&[String], &[f32]) =
+                        if self.outputs.include_features { (&self.outputs.columns, row) } else { (&[], &[]) };
                     let decision = self.bands.decide(score);
                     counts[decision.action as usize] += 1;
                     self.buf.clear();
@@ -178,10 +208,12 @@ impl Worker {
                         event_time: d.event_time_ms,
                         decided_at,
                         latency_us: ev.received_at.elapsed().as_micros() as i64,
-                        degraded: false,
+                        degraded,
                         source_topic: &ev.origin.topic,
                         source_partition: ev.origin.partition,
                         source_offset: ev.origin.offset,
+                        defaults_used,
+                        features,
                     };
                     match self.outputs.format {
                         DecisionFormat::Avro => record.write_avro(self.outputs.schema_id, &mut self.buf),
@@ -211,6 +243,92 @@ impl Worker {
             m.count("decide", a.label(), counts[a as usize]);
         }
         Some(Completed { seq: batch.seq, offsets: max_offsets(&batch.events), deliveries, received, timestamps })
+    }
+
+    /// Runs the enrich stage for the decoded events (in batch order across workers) and
+    /// fills their enriched columns. Returns whether the batch is degraded and, per
+    /// decoded row, the columns that took defaults. None if aborted.
+    fn enrich(&mut self, batch: &Batch, outcomes: &[Outcome]) -> Option<(bool, Vec<Vec<u16>>)> {
+        let Some((turnstile, policy)) = self.enricher.clone() else { return Some((false, Vec::new())) };
+        let mut fence_keys: Vec<(&Origin, String)> = Vec::new();
+        for ev in &batch.events {
+            if !fence_keys.iter().any(|(o, _)| o.partition == ev.origin.partition && o.topic == ev.origin.topic) {
+                fence_keys.push((&ev.origin, format!("{}/{}", ev.origin.topic, ev.origin.partition)));
+            }
+        }
+        let reqs: Vec<Request<'_>> = batch
+            .events
+            .iter()
+            .zip(outcomes)
+            .filter_map(|(ev, o)| match o {
+                Outcome::Decided(d) => Some(Request {
+                    fence_key: &fence_keys
+                        .iter()
+                        .find(|(o, _)| o.partition == ev.origin.partition && o.topic == ev.origin.topic)
+                        .expect("fence key for every partition")
+                        .1,
+                    offset: ev.origin.offset,
+                    time_ms: d.event_time_ms,
+                    entities: &d.entities,
+                }),
+                Outcome::Dead(_) => None,
+            })
+            .collect();
+        let m = self.metrics.clone();
+        let abort = &self.control.abort;
+        let out = &mut self.enriched;
+        let degraded = turnstile.run(batch.seq, abort, |enricher| {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match enricher.enrich(&reqs, out) {
+                    Ok(stats) => {
+                        if m.state_store_up.get() == 0 {
+                            tracing::info!("state store reachable again");
+                        }
+                        m.state_store_up.set(1);
+                        m.enrich_round_trips.inc_by(stats.round_trips);
+                        m.enrich_commands.inc_by(stats.commands);
+                        for (result, n) in [("applied", stats.applied), ("replayed", stats.replayed), ("late", stats.late)] {
+                            if n > 0 {
+                                m.window_updates.with_label_values(&[result]).inc_by(n);
+                            }
+                        }
+                        return Some(false);
+                    }
+                    Err(e) => {
+                        m.enrich_failures.inc();
+                        if m.state_store_up.get() == 1 {
+                            tracing::warn!(error = %e, ?policy, "state store unavailable");
+                        }
+                        m.state_store_up.set(0);
+                        match policy {
+                            FailurePolicy::Degraded => {
+                                out.clear();
+                                out.resize(reqs.len() * enricher.names().len(), None);
+                                m.degraded_events.inc_by(reqs.len() as u64);
+                                return Some(true);
+                            }
+                            FailurePolicy::Pause => {
+                                if abort.load(Ordering::SeqCst) {
+                                    return None;
+                                }
+                                std::thread::sleep(backoff);
+                                backoff = (backoff * 2).min(Duration::from_secs(2));
+                            }
+                        }
+                    }
+                }
+            }
+        })??;
+        let names = self.enriched.len() / reqs.len().max(1);
+        let width = self.decoder.width();
+        let mut defaults = vec![Vec::new(); reqs.len()];
+        for (k, d) in defaults.iter_mut().enumerate() {
+            let values = &self.enriched[k * names..(k + 1) * names];
+            self.vectorizer.fill_enriched(values, &mut self.rows[k * width..(k + 1) * width], d);
+            m.feature_defaults.inc_by(d.len() as u64);
+        }
+        Some((degraded, defaults))
     }
 
     /// Sends the encoded record in `self.buf`, retrying refusals until aborted.

@@ -7,10 +7,11 @@ value is rounded to the nearest float32, as Rust's `as f32` does.
 """
 from __future__ import annotations
 
+import json
 import math
+import struct
+import sys
 from typing import Any, Iterable
-
-import numpy as np
 
 _MISSING = object()
 
@@ -75,12 +76,159 @@ def column_value(event: dict, col: dict) -> float:
     raise VectorizeError("wrong_type", f"column '{col['name']}' ({col['source']}) expected {want}, got {_type_name(v)}")
 
 
-def vectorize(event: dict, manifest: dict) -> np.ndarray:
-    """One float32 row for `event`, or VectorizeError."""
-    return np.array([column_value(event, c) for c in manifest["inputs"]], dtype=np.float64).astype(np.float32)
+ENRICHED_PREFIXES = ("window:", "feature:")
 
 
-def vectorize_many(events: Iterable[dict], manifest: dict) -> np.ndarray:
-    rows = [vectorize(e, manifest) for e in events]
+def enriched_value(col: dict, enriched: dict) -> float:
+    v = enriched.get(col["source"])
+    if v is None or not math.isfinite(v):
+        policy = col.get("missing", "reject")
+        if isinstance(policy, dict) and "default" in policy:
+            return float(policy["default"])
+        return float("nan")
+    return float(v)
+
+
+def vectorize(event: dict, manifest: dict, enriched: dict | None = None) -> np.ndarray:
+    """One row (float32 values as Python floats) for `event`, or VectorizeError. `enriched` maps window:/feature:
+    sources to values (from `WindowFeatures`)."""
+    vals = []
+    for c in manifest["inputs"]:
+        if c["source"].startswith(ENRICHED_PREFIXES):
+            vals.append(enriched_value(c, enriched or {}))
+        else:
+            vals.append(column_value(event, c))
+    return [f32(v) for v in vals]
+
+
+def f32(v: float) -> float:
+    """Round to the nearest float32, as Rust's `as f32` does."""
+    return struct.unpack("<f", struct.pack("<f", v))[0]
+
+
+def rows(events: Iterable[dict], manifest: dict, enrich: dict | None = None) -> list[list[float]]:
+    """Rows for events in stream order; `enrich` is verdict's [enrich] config section."""
+    wf = WindowFeatures(enrich) if enrich else None
+    return [vectorize(e, manifest, wf.see(e) if wf else None) for e in events]
+
+
+def vectorize_many(events: Iterable[dict], manifest: dict, enrich: dict | None = None):
+    import numpy as np
     width = len(manifest["inputs"])
-    return np.stack(rows) if rows else np.zeros((0, width), dtype=np.float32)
+    r = rows(events, manifest, enrich)
+    return np.array(r, dtype=np.float32) if r else np.zeros((0, width), dtype=np.float32)
+
+
+AGGS = ("count", "sum", "avg", "min", "max", "distinct")
+
+
+class EntityState:
+    """Mirrors src/enrich/window.rs: buckets of (count, sum, min, max, distinct set)."""
+
+    def __init__(self):
+        self.buckets: dict[int, list] = {}  # start -> [count, sum, min, max, last_of]
+        self.last_bucket: dict[str, int] = {}  # distinct value -> most recent bucket start
+        self.newest: int | None = None
+
+    def aggregates(self, t: int, size: int, bucket: int):
+        c, s, mn, mx, d = 0, 0.0, None, None, 0
+        for start in sorted(self.buckets):
+            if start > t or start + bucket <= t - size:
+                continue
+            b = self.buckets[start]
+            c += b[0]
+            s += b[1]
+            if b[2] is not None:
+                mn = b[2] if mn is None else min(mn, b[2])
+                mx = b[3] if mx is None else max(mx, b[3])
+            d += b[4]
+        return c, s, mn, mx, d
+
+    def apply(self, t: int, value, distinct, bucket: int, retention: int, lateness: int) -> bool:
+        if self.newest is not None and t < self.newest - lateness:
+            return False
+        start = (t // bucket) * bucket
+        b = self.buckets.setdefault(start, [0, 0.0, None, None, 0])
+        b[0] += 1
+        if value is not None:
+            b[1] += value
+            b[2] = value if b[2] is None else min(b[2], value)
+            b[3] = value if b[3] is None else max(b[3], value)
+        if distinct is not None:
+            last = self.last_bucket.get(distinct)
+            if last is None or last < start:
+                if last is not None and last in self.buckets:
+                    self.buckets[last][4] -= 1
+                self.last_bucket[distinct] = start
+                b[4] += 1
+        self.newest = t if self.newest is None else max(self.newest, t)
+        horizon = self.newest - retention
+        dead = [k for k in self.buckets if k + bucket <= horizon]
+        for k in dead:
+            del self.buckets[k]
+        if dead:
+            self.last_bucket = {v: s for v, s in self.last_bucket.items() if s in self.buckets}
+        return True
+
+
+def _num(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v)
+
+
+class WindowFeatures:
+    """Window values each event sees (before itself), exactly as verdict computes them.
+    Online features (`feature:`) are not known offline: they come out missing."""
+
+    def __init__(self, enrich: dict):
+        self.enrich = enrich
+        self.lateness = int(enrich.get("allowed_lateness_s", 60)) * 1000
+        self.states: dict[tuple[str, str], EntityState] = {}
+
+    def see(self, event: dict) -> dict:
+        out = {}
+        t = event.get("event_time")
+        for e in self.enrich.get("entities", []):
+            windows = e.get("windows", [])
+            if not windows:
+                continue
+            ident = lookup(event, e["key"])
+            if ident is _MISSING or ident is None:
+                continue
+            bucket = int(e["bucket_s"]) * 1000
+            sizes = [int(w["size_s"]) * 1000 for w in windows]
+            retention = max(sizes) + self.lateness + bucket
+            st = self.states.setdefault((e["name"], str(ident)), EntityState())
+            for w, size in zip(windows, sizes):
+                c, s, mn, mx, d = st.aggregates(t, size, bucket)
+                prefix = f"window:{e['name']}.{w['name']}."
+                out[prefix + "count"] = float(c)
+                out[prefix + "sum"] = s
+                out[prefix + "avg"] = s / c if c > 0 and mn is not None else None
+                out[prefix + "min"] = mn
+                out[prefix + "max"] = mx
+                out[prefix + "distinct"] = float(d)
+            out[f"window:{e['name']}.since_last_s"] = (
+                None if st.newest is None else max(t - st.newest, 0) / 1000.0)
+            value = _num(lookup(event, e["value_field"])) if e.get("value_field") else None
+            dv = lookup(event, e["distinct_field"]) if e.get("distinct_field") else None
+            dv = str(dv) if isinstance(dv, (str, int)) and not isinstance(dv, bool) else None
+            st.apply(t, value, dv, bucket, retention, self.lateness)
+        return out
+
+
+def main(argv: list[str]) -> None:
+    """python3 features.py MANIFEST.json CONFIG.toml EVENTS.jsonl: one JSON row per event
+    (null for NaN), computed as verdict computes them."""
+    import tomllib
+    manifest = json.load(open(argv[1]))
+    with open(argv[2], "rb") as f:
+        enrich = tomllib.load(f).get("enrich")
+    events = [json.loads(line) for line in open(argv[3]) if line.strip()]
+    for row in rows(events, manifest, enrich):
+        print(json.dumps([None if math.isnan(v) else v for v in row]))
+
+
+if __name__ == "__main__":
+    main(sys.argv)

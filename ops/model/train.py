@@ -16,6 +16,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,18 @@ INPUTS = [
     {"name": "cross_border", "source": "cross_border", "kind": "bool", "missing": {"default": 0.0}},
     {"name": "card_present", "source": "card_present", "kind": "bool", "missing": {"default": 0.0}},
     {"name": "merchant_risk", "source": "merchant_risk", "kind": "number", "missing": "reject"},
+    # Window aggregates of the card, as the enrich stage computes them (before the event).
+    {"name": "card_10m_count", "source": "window:card.10m.count", "kind": "number", "missing": {"default": 0.0}},
+    {"name": "card_10m_distinct_merchants", "source": "window:card.10m.distinct", "kind": "number",
+     "missing": {"default": 0.0}},
+    {"name": "card_1h_sum", "source": "window:card.1h.sum", "kind": "number", "missing": {"default": 0.0}},
+    {"name": "card_24h_count", "source": "window:card.24h.count", "kind": "number", "missing": {"default": 0.0}},
+    {"name": "card_24h_avg", "source": "window:card.24h.avg", "kind": "number", "missing": {"default": -1.0}},
+    {"name": "card_since_last_s", "source": "window:card.since_last_s", "kind": "number",
+     "missing": {"default": -1.0}},
+    # Online feature from Redis; unknown offline, so trained on its default.
+    {"name": "card_chargebacks_90d", "source": "feature:card.chargebacks_90d", "kind": "number",
+     "missing": {"default": 0.0}},
 ]
 
 
@@ -88,7 +101,9 @@ def main() -> None:
 
     events = generate(args.binary, args.rows, args.seed)
     manifest = {"inputs": INPUTS}
-    x = vectorize_many(events, manifest)
+    with open(root / "config/defaults.toml", "rb") as f:
+        enrich = tomllib.load(f)["enrich"]
+    x = vectorize_many(events, manifest, enrich)
     y = np.array([e["label"] for e in events], dtype=np.int64)
     split = int(len(x) * 0.8)
     xtr, ytr, xva, yva = x[:split], y[:split], x[split:], y[split:]

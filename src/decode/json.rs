@@ -15,7 +15,8 @@ use super::fields::{Field, FieldPath, Fields};
 #[derive(Debug, Default, Clone)]
 struct Node {
     children: Vec<(String, usize)>,
-    slot: Option<usize>,
+    /// Every slot this path fills (one path may serve several roles, e.g. entity key and window key).
+    slots: Vec<usize>,
 }
 
 /// The set of paths to extract, as a trie.
@@ -43,7 +44,7 @@ impl PathTrie {
                     }
                 };
             }
-            nodes[cur].slot = Some(path.slot());
+            nodes[cur].slots.push(path.slot());
             slots = slots.max(path.slot() + 1);
         }
         Self { nodes, slots }
@@ -118,8 +119,8 @@ impl<'de> Visitor<'de> for NodeSeed<'_, '_, 'de> {
                     let c = &self.trie.nodes[child];
                     if c.children.is_empty() {
                         let v = map.next_value_seed(ScalarSeed)?;
-                        if let Some(slot) = c.slot {
-                            self.out[slot] = v;
+                        for &slot in &c.slots {
+                            self.out[slot] = v.clone();
                         }
                     } else {
                         map.next_value_seed(NodeSeed { trie: self.trie, node: child, out: &mut *self.out })?;
@@ -230,6 +231,13 @@ mod tests {
             assert_eq!(fast.field(p), full.field(p), "{}", p.as_str());
         }
         assert_eq!(fast.field(&ps[5]), Field::Str("tést"));
+    }
+
+    #[test]
+    fn one_path_can_fill_several_slots() {
+        let ps = vec![FieldPath::parse("id").with_slot(0), FieldPath::parse("id").with_slot(1)];
+        let fields = PathTrie::new(&ps).extract(br#"{"id": "x"}"#).unwrap();
+        assert_eq!((fields.field(&ps[0]), fields.field(&ps[1])), (Field::Str("x"), Field::Str("x")));
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub use fields::{Field, FieldPath, Fields};
 pub use vectorize::Vectorizer;
 
 use crate::config::{DecodeConfig, PayloadFormat};
+use crate::enrich::{EntityInput, EntityPaths};
 use crate::error::{DeadLetterReason, Policy, StageError};
 
 /// Why one message could not be decoded.
@@ -102,6 +103,8 @@ pub struct DecodedEvent {
     pub entity_key: String,
     /// Event time, ms since epoch.
     pub event_time_ms: i64,
+    /// Per configured entity: id, value and distinct fields for the enrich stage.
+    pub entities: Vec<EntityInput>,
 }
 
 /// Decodes messages of one batch. Built once per worker; cheap to call per message.
@@ -113,27 +116,38 @@ pub struct Decoder {
     entity_key: FieldPath,
     event_time: FieldPath,
     vectorizer: Vectorizer,
+    entities: Vec<EntityPaths>,
     json: json::PathTrie,
 }
 
 impl Decoder {
     /// Builds a decoder from config and the model's column spec.
-    pub fn new(cfg: &DecodeConfig, schemas: Arc<dyn SchemaSource>, vectorizer: Vectorizer) -> Self {
+    /// `entities` are the enrich stage's per-entity paths (empty when enrichment is off).
+    pub fn new(cfg: &DecodeConfig, schemas: Arc<dyn SchemaSource>, vectorizer: Vectorizer, entities: Vec<EntityPaths>) -> Self {
         let w = vectorizer.width();
         let event_id = FieldPath::parse(&cfg.fields.event_id).with_slot(w);
         let entity_key = FieldPath::parse(&cfg.fields.entity_key).with_slot(w + 1);
         let event_time = FieldPath::parse(&cfg.fields.event_time).with_slot(w + 2);
-        let json = json::PathTrie::new(vectorizer.paths().chain([&event_id, &entity_key, &event_time]));
-        Self {
-            format: cfg.format,
-            max_payload: cfg.max_payload_bytes,
-            schemas,
-            event_id,
-            entity_key,
-            event_time,
-            vectorizer,
-            json,
+        let mut next = w + 3;
+        let mut slot = |p: FieldPath| {
+            next += 1;
+            p.with_slot(next - 1)
+        };
+        let mut slotted = Vec::with_capacity(entities.len());
+        for e in entities {
+            let key = slot(e.key);
+            let value = e.value.map(&mut slot);
+            let distinct = e.distinct.map(&mut slot);
+            slotted.push(EntityPaths { key, value, distinct });
         }
+        let entities = slotted;
+        let mut paths: Vec<&FieldPath> = vectorizer.paths().chain([&event_id, &entity_key, &event_time]).collect();
+        for e in &entities {
+            paths.push(&e.key);
+            paths.extend(e.value.iter().chain(e.distinct.iter()));
+        }
+        let json = json::PathTrie::new(paths);
+        Self { format: cfg.format, max_payload: cfg.max_payload_bytes, schemas, event_id, entity_key, event_time, vectorizer, entities, json }
     }
 
     /// Width of the model row.
@@ -255,7 +269,29 @@ fn extract(d: &Decoder, event: &dyn Fields, row: &mut [f32]) -> Result<DecodedEv
         }
     };
     d.vectorizer.fill(event, row)?;
-    Ok(DecodedEvent { event_id, entity_key, event_time_ms })
+    let entities = d.entities.iter().map(|p| entity_input(event, p)).collect::<Result<_, _>>()?;
+    Ok(DecodedEvent { event_id, entity_key, event_time_ms, entities })
+}
+
+fn entity_input(event: &dyn Fields, p: &EntityPaths) -> Result<EntityInput, DecodeError> {
+    let id = match event.field(&p.key) {
+        Field::Missing | Field::Null => None,
+        f => Some(identity(f, &p.key)?),
+    };
+    let value = match p.value.as_ref().map(|v| event.field(v)) {
+        Some(Field::Int(i)) => Some(i as f64),
+        Some(Field::Float(f)) if f.is_finite() => Some(f),
+        Some(Field::Float(f)) => {
+            return Err(err(DeadLetterReason::NonFinite, format!("window value field '{}' is {f}", p.value.as_ref().unwrap().as_str())))
+        }
+        _ => None,
+    };
+    let distinct = match p.distinct.as_ref().map(|d| event.field(d)) {
+        Some(Field::Str(s)) => Some(s.to_string()),
+        Some(Field::Int(i)) => Some(i.to_string()),
+        _ => None,
+    };
+    Ok(EntityInput { id, value, distinct })
 }
 
 fn identity(f: Field<'_>, path: &FieldPath) -> Result<String, DecodeError> {

@@ -8,7 +8,8 @@ fn decoder() -> Decoder {
     let manifest = crate::score::Manifest::load(Path::new("models/demo")).unwrap();
     let cfg = DecodeConfig::default();
     let schemas = LocalSchemas::load(&cfg.avro_schemas).unwrap();
-    Decoder::new(&cfg, Arc::new(schemas), Vectorizer::new(&manifest))
+    let enricher = crate::enrich::Enricher::new(&crate::enrich::EnrichConfig::default()).unwrap();
+    Decoder::new(&cfg, Arc::new(schemas), Vectorizer::new(&manifest, enricher.names()).unwrap(), enricher.paths())
 }
 
 #[test]

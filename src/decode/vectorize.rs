@@ -15,7 +15,12 @@ enum Conv {
     Number,
     Bool,
     Lookup { table: HashMap<String, f32>, unknown: f32 },
+    /// Filled by the enrich stage: index into [`crate::enrich::Enricher::names`].
+    Enriched(usize),
 }
+
+/// Prefixes of column sources produced by the enrich stage rather than read from the event.
+pub const ENRICHED_PREFIXES: [&str; 2] = ["window:", "feature:"];
 
 #[derive(Debug, Clone)]
 struct Column {
@@ -33,14 +38,62 @@ pub struct Vectorizer {
 
 impl Vectorizer {
     /// Compiles the manifest's `inputs`.
-    pub fn new(manifest: &Manifest) -> Self {
-        let columns = manifest.inputs.iter().enumerate().map(|(slot, c)| compile(c, slot)).collect();
-        Self { columns }
+    /// `enriched` names the values the enrich stage produces; a column whose source
+    /// names anything else with an enrich prefix is an error naming it.
+    pub fn new(manifest: &Manifest, enriched: &[String]) -> Result<Self, String> {
+        let mut columns = Vec::new();
+        let mut problems = Vec::new();
+        for (slot, c) in manifest.inputs.iter().enumerate() {
+            let mut col = compile(c, slot);
+            if ENRICHED_PREFIXES.iter().any(|p| c.source.starts_with(p)) {
+                match enriched.iter().position(|n| *n == c.source) {
+                    Some(i) => col.conv = Conv::Enriched(i),
+                    None => problems.push(format!(
+                        "column '{}': source '{}' is not produced by the enrich config (it produces {})",
+                        c.name,
+                        c.source,
+                        if enriched.is_empty() { "nothing".to_string() } else { enriched.join(", ") }
+                    )),
+                }
+                if c.missing == MissingPolicy::Reject {
+                    problems.push(format!("column '{}': an enriched column cannot use missing = reject", c.name));
+                }
+            }
+            columns.push(col);
+        }
+        if problems.is_empty() {
+            Ok(Self { columns })
+        } else {
+            Err(problems.join("; "))
+        }
     }
 
-    /// The columns' source paths (slots `0..width`).
+    /// Source paths of the columns read from the event (their slots are their column indices).
     pub fn paths(&self) -> impl Iterator<Item = &FieldPath> {
-        self.columns.iter().map(|c| &c.path)
+        self.columns.iter().filter(|c| !matches!(c.conv, Conv::Enriched(_))).map(|c| &c.path)
+    }
+
+    /// Whether any column comes from the enrich stage.
+    pub fn has_enriched(&self) -> bool {
+        self.columns.iter().any(|c| matches!(c.conv, Conv::Enriched(_)))
+    }
+
+    /// Fills the enriched columns of `row` from `values` (one per enrich output); a missing
+    /// value takes the column's policy and its column index is pushed to `defaults`.
+    pub fn fill_enriched(&self, values: &[Option<f64>], row: &mut [f32], defaults: &mut Vec<u16>) {
+        for (i, (col, slot)) in self.columns.iter().zip(row.iter_mut()).enumerate() {
+            let Conv::Enriched(k) = col.conv else { continue };
+            *slot = match values.get(k).copied().flatten() {
+                Some(v) if v.is_finite() => v as f32,
+                _ => {
+                    defaults.push(i as u16);
+                    match col.missing {
+                        MissingPolicy::Default(x) => x,
+                        MissingPolicy::Nan | MissingPolicy::Reject => f32::NAN,
+                    }
+                }
+            };
+        }
     }
 
     /// Number of columns (the model's row width).
@@ -56,7 +109,10 @@ impl Vectorizer {
     /// Fills `row` (length [`Self::width`]) from `event`.
     pub fn fill(&self, event: &dyn Fields, row: &mut [f32]) -> Result<(), DecodeError> {
         for (col, slot) in self.columns.iter().zip(row.iter_mut()) {
-            *slot = col.value(event.field(&col.path))?;
+            *slot = match col.conv {
+                Conv::Enriched(_) => f32::NAN,
+                _ => col.value(event.field(&col.path))?,
+            };
         }
         Ok(())
     }
@@ -89,7 +145,7 @@ impl Column {
             (Conv::Lookup { table, unknown }, Field::Str(s)) => Ok(*table.get(s).unwrap_or(unknown)),
             (conv, other) => {
                 let want = match conv {
-                    Conv::Number => "number",
+                    Conv::Number | Conv::Enriched(_) => "number",
                     Conv::Bool => "boolean",
                     Conv::Lookup { .. } => "string",
                 };
@@ -124,7 +180,7 @@ mod tests {
 
     #[test]
     fn each_column_kind_and_missing_policy_fills_its_slot() {
-        let v = Vectorizer::new(&manifest());
+        let v = Vectorizer::new(&manifest(), &[]).unwrap();
         let mut row = [0f32; 5];
         v.fill(&json!({"amount": 12.5, "card": {"age_days": 30}, "channel": "atm", "card_present": true}), &mut row)
             .unwrap();
@@ -139,7 +195,7 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_column_and_reason() {
-        let v = Vectorizer::new(&manifest());
+        let v = Vectorizer::new(&manifest(), &[]).unwrap();
         let mut row = [0f32; 5];
         let e = v.fill(&json!({"amount": "12"}), &mut row).unwrap_err();
         assert_eq!(e.reason, DeadLetterReason::WrongType);
@@ -151,7 +207,7 @@ mod tests {
 
     #[test]
     fn f64_rounds_to_nearest_f32() {
-        let v = Vectorizer::new(&manifest());
+        let v = Vectorizer::new(&manifest(), &[]).unwrap();
         let mut row = [0f32; 5];
         v.fill(&json!({"amount": 0.1}), &mut row).unwrap();
         assert_eq!(row[0].to_bits(), 0.1f32.to_bits());

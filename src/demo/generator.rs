@@ -88,6 +88,8 @@ pub struct Generator {
     time_ms: i64,
     burst_left: u32,
     burst_merchant: u64,
+    testing_left: u32,
+    testing_card: u64,
     labels: bool,
 }
 
@@ -103,6 +105,8 @@ impl Generator {
             time_ms: start_ms,
             burst_left: 0,
             burst_merchant: 0,
+            testing_left: 0,
+            testing_card: 0,
             labels: false,
         }
     }
@@ -134,9 +138,23 @@ impl Generator {
         if in_burst {
             self.burst_left -= 1;
         }
-        let card = self.cards.sample(r) as u64;
-        let merchant =
-            if in_burst && r.random_bool(0.3) { self.burst_merchant } else { self.merchants.sample(r) as u64 };
+        if self.testing_left == 0 && r.random_bool(0.002) {
+            // Card testing: a stolen card tried at many merchants in quick succession.
+            self.testing_left = r.random_range(4..12);
+            self.testing_card = r.random_range(1..50_000);
+        }
+        let testing = self.testing_left > 0 && r.random_bool(0.5);
+        if testing {
+            self.testing_left -= 1;
+        }
+        let card = if testing { self.testing_card } else { self.cards.sample(r) as u64 };
+        let merchant = if in_burst && r.random_bool(0.3) {
+            self.burst_merchant
+        } else if testing {
+            r.random_range(1..2000)
+        } else {
+            self.merchants.sample(r) as u64
+        };
         let (category, cat_risk) = CATEGORIES[(merchant % CATEGORIES.len() as u64) as usize];
         let channel = CHANNELS[match r.random_range(0..100) {
             0..=54 => 0,
@@ -164,7 +182,14 @@ impl Generator {
             };
             Device { id: format!("dev-{:06}", (card * 31 + k as u64) % 1_000_000), kind: DEVICE_TYPES[k].to_string() }
         });
-        let amount = (self.amount.sample(r) * if category == "travel" { 4.0 } else { 1.0 } * 100.0).round() / 100.0;
+        let scale = if testing {
+            0.1
+        } else if category == "travel" {
+            4.0
+        } else {
+            1.0
+        };
+        let amount = (self.amount.sample(r) * scale * 100.0).round() / 100.0;
 
         let label = self.labels.then(|| {
             let mut logit = -7.4 + cat_risk;
@@ -189,6 +214,9 @@ impl Generator {
             };
             if in_burst && merchant == self.burst_merchant {
                 logit += 3.0;
+            }
+            if testing {
+                logit += 4.5;
             }
             let p = 1.0 / (1.0 + (-logit).exp());
             u8::from(r.random_bool(p))

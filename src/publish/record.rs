@@ -36,6 +36,20 @@ pub struct DecisionRecord<'a> {
     pub source_partition: i32,
     /// Source offset.
     pub source_offset: i64,
+    /// Names of model inputs that took their default.
+    pub defaults_used: Vec<&'a str>,
+    /// Model inputs: names and the values fed to the model (empty to omit).
+    #[serde(serialize_with = "features_map")]
+    pub features: (&'a [String], &'a [f32]),
+}
+
+fn features_map<S: serde::Serializer>(f: &(&[String], &[f32]), s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(f.0.len().min(f.1.len())))?;
+    for (k, v) in f.0.iter().zip(f.1) {
+        m.serialize_entry(k, v)?;
+    }
+    m.end()
 }
 
 fn zigzag(buf: &mut Vec<u8>, v: i64) {
@@ -90,6 +104,23 @@ impl DecisionRecord<'_> {
         string(buf, self.source_topic);
         zigzag(buf, i64::from(self.source_partition));
         zigzag(buf, self.source_offset);
+        if !self.defaults_used.is_empty() {
+            zigzag(buf, self.defaults_used.len() as i64);
+            for d in &self.defaults_used {
+                string(buf, d);
+            }
+        }
+        zigzag(buf, 0);
+        let (names, values) = self.features;
+        let n = names.len().min(values.len());
+        if n > 0 {
+            zigzag(buf, n as i64);
+            for (k, v) in names.iter().zip(values) {
+                string(buf, k);
+                buf.extend_from_slice(&f64::from(*v).to_le_bytes());
+            }
+        }
+        zigzag(buf, 0);
     }
 
     /// Appends the JSON encoding to `buf`.
@@ -113,6 +144,8 @@ mod tests {
         }
     }
 
+    static NAMES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| vec!["amount".into(), "age".into()]);
+
     fn record(d: &Decision) -> DecisionRecord<'_> {
         DecisionRecord {
             event_id: "tx-1",
@@ -127,6 +160,8 @@ mod tests {
             source_topic: "events",
             source_partition: 3,
             source_offset: 123_456_789,
+            defaults_used: vec!["age"],
+            features: (&NAMES, &[1.5, -1.0]),
         }
     }
 
@@ -151,6 +186,10 @@ mod tests {
         assert_eq!(get("event_time"), Value::TimestampMillis(1_700_000_000_123));
         let Value::Array(hits) = get("rule_hits") else { panic!() };
         assert_eq!(hits.len(), 1);
+        assert_eq!(get("defaults_used"), Value::Array(vec![Value::String("age".into())]));
+        let Value::Map(f) = get("features") else { panic!() };
+        assert_eq!(f["amount"], Value::Double(1.5));
+        assert_eq!(f["age"], Value::Double(-1.0));
     }
 
     #[test]
@@ -162,5 +201,7 @@ mod tests {
         assert_eq!(v["action"], "review");
         assert_eq!(v["rule_hits"][0]["mode"], "monitor");
         assert_eq!(v["source_partition"], 3);
+        assert_eq!(v["features"]["amount"], 1.5);
+        assert_eq!(v["defaults_used"][0], "age");
     }
 }

@@ -130,3 +130,116 @@ pub fn id_counts(rows: &[DecisionRow]) -> HashMap<String, u32> {
     }
     c
 }
+
+/// A redis-server on a free port, killed on drop.
+pub struct RedisServer {
+    child: Option<std::process::Child>,
+    pub port: u16,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut s = Self { child: None, port };
+        s.restart();
+        s
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts the server again on the same port (empty: no persistence).
+    pub fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/test.sh installs it)");
+        self.child = Some(child);
+        wait_for("redis-server to accept connections", Duration::from_secs(10), || {
+            redis::Client::open(self.url()).and_then(|c| c.get_connection()).is_ok()
+        });
+    }
+
+    /// Stops the server (SIGKILL), keeping nothing... unless `keep` — see `pause`.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Freezes the server (SIGSTOP) so clients time out while its data survives.
+    pub fn freeze(&self, frozen: bool) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        std::process::Command::new("kill").args([if frozen { "-STOP" } else { "-CONT" }, &pid]).status().unwrap();
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Config using Redis for enrichment.
+pub fn with_redis(cfg: &mut Config, redis: &RedisServer) {
+    cfg.enrich.backend = verdict::enrich::Backend::Redis;
+    cfg.enrich.redis_url = redis.url();
+    cfg.enrich.timeout_ms = 300;
+}
+
+/// Per-card (count, sum, distinct merchants) from the stored window state.
+pub fn stored_totals(conn: &mut redis::Connection, card: &str) -> (u64, f64, u64) {
+    let script = redis::Script::new(
+        "local raw = redis.call('GET', KEYS[1]); if not raw then return {'0','0','0'} end
+         local st = cmsgpack.unpack(raw); local c, s, d = 0, 0, 0
+         for _, b in ipairs(st.b) do c = c + b[2]; s = s + b[3] end
+         for _ in pairs(st.d) do d = d + 1 end
+         return {tostring(c), string.format('%.17g', s), tostring(d)}",
+    );
+    let r: Vec<String> = script.key(verdict::enrich::redis::window_key("verdict", "card", card)).invoke(conn).unwrap();
+    (r[0].parse().unwrap(), r[1].parse().unwrap(), r[2].parse().unwrap())
+}
+
+/// Reference totals per card from the produced events.
+pub fn reference_totals(events: &[verdict::demo::Transaction]) -> HashMap<String, (u64, f64, std::collections::HashSet<String>)> {
+    let mut m: HashMap<String, (u64, f64, std::collections::HashSet<String>)> = HashMap::new();
+    for e in events {
+        let r = m.entry(e.card_id.clone()).or_default();
+        r.0 += 1;
+        r.1 += e.amount;
+        r.2.insert(e.merchant_id.clone());
+    }
+    m
+}
+
+/// Asserts that Redis holds exactly the reference aggregates for every card.
+pub fn assert_windows_exact(redis: &RedisServer, events: &[verdict::demo::Transaction]) {
+    let mut conn = redis.conn();
+    let reference = reference_totals(events);
+    for (card, (count, sum, distinct)) in &reference {
+        let (c, s, d) = stored_totals(&mut conn, card);
+        assert_eq!(c, *count, "{card}: window count");
+        assert!((s - sum).abs() <= 1e-6 * sum.abs().max(1.0), "{card}: sum {s} vs {sum}");
+        assert_eq!(d, distinct.len() as u64, "{card}: distinct merchants");
+    }
+}
+
+/// Produces generated events and returns them.
+pub fn produce_transactions(mock: &MockKafka, topic: &str, n: u64, seed: u64, partition: Option<i32>) -> Vec<verdict::demo::Transaction> {
+    let mut g = Generator::new(seed, 20_000, 1_764_000_000_000);
+    let mut out = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let tx = g.next_event();
+        mock.produce(topic, partition, tx.card_id.as_bytes(), &tx.to_json());
+        out.push(tx);
+    }
+    mock.flush();
+    out
+}

@@ -1,0 +1,153 @@
+//! Configuration of the enrich stage: which entities, their windows and online features.
+
+use serde::{Deserialize, Serialize};
+
+/// Where window state and online features live.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// No enrichment: models may only use event fields.
+    Off,
+    /// In-process state (demo, single instance): not shared, lost on restart.
+    Memory,
+    /// Redis: shared by every instance, replay-fenced, survives restarts.
+    Redis,
+}
+
+/// What to do while the state store is unreachable.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FailurePolicy {
+    /// Stop taking work and retry with backoff; readiness false; nothing is lost.
+    Pause,
+    /// Score with defaults, mark decisions `degraded=true`, skip window updates.
+    Degraded,
+}
+
+/// The enrich stage.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrichConfig {
+    /// `off`, `memory` or `redis`.
+    pub backend: Backend,
+    /// Redis URL for the `redis` backend.
+    pub redis_url: String,
+    /// `pause` or `degraded`.
+    pub on_failure: FailurePolicy,
+    /// Prefix of every Redis key verdict writes or reads.
+    pub key_prefix: String,
+    /// Events older than the entity's newest event by more than this are counted late and not applied.
+    pub allowed_lateness_s: u64,
+    /// Entries in the online-feature cache in front of Redis (0 disables it).
+    pub cache_capacity: u64,
+    /// How long a cached feature vector is used before Redis is asked again (ms).
+    pub cache_ttl_ms: u64,
+    /// Redis command timeout (ms); past it the batch counts as a Redis failure.
+    pub timeout_ms: u64,
+    /// Entities whose windows and features the model can use.
+    pub entities: Vec<EntityConfig>,
+}
+
+impl Default for EnrichConfig {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Memory,
+            redis_url: "redis://127.0.0.1:6379/".into(),
+            on_failure: FailurePolicy::Pause,
+            key_prefix: "verdict".into(),
+            allowed_lateness_s: 60,
+            cache_capacity: 100_000,
+            cache_ttl_ms: 1_000,
+            timeout_ms: 1_000,
+            entities: vec![EntityConfig::default()],
+        }
+    }
+}
+
+/// One entity type (card, device, merchant...): its key, windows and online features.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EntityConfig {
+    /// Name used in feature names (`window:card.10m.count`, `feature:card.chargebacks_90d`).
+    pub name: String,
+    /// Dotted event path of the entity id.
+    pub key: String,
+    /// Bucket width of this entity's windows (s); window sizes must be multiples of it.
+    pub bucket_s: u64,
+    /// Sliding windows in event time.
+    pub windows: Vec<WindowConfig>,
+    /// Event path summed / averaged / min / max over windows.
+    pub value_field: Option<String>,
+    /// Event path whose distinct values are counted over windows.
+    pub distinct_field: Option<String>,
+    /// Online feature names read from the Redis hash `{prefix}:f:{name}:{id}`.
+    pub features: Vec<String>,
+    /// Features whose `_ts` is older than this (s) count as missing.
+    pub max_feature_age_s: u64,
+}
+
+impl Default for EntityConfig {
+    fn default() -> Self {
+        Self {
+            name: "card".into(),
+            key: "card_id".into(),
+            bucket_s: 60,
+            windows: vec![
+                WindowConfig { name: "10m".into(), size_s: 600 },
+                WindowConfig { name: "1h".into(), size_s: 3600 },
+                WindowConfig { name: "24h".into(), size_s: 86_400 },
+            ],
+            value_field: Some("amount".into()),
+            distinct_field: Some("merchant_id".into()),
+            features: vec!["chargebacks_90d".into(), "avg_amount_30d".into()],
+            max_feature_age_s: 7 * 86_400,
+        }
+    }
+}
+
+/// A sliding window.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    /// Name used in feature names.
+    pub name: String,
+    /// Length in seconds (a multiple of the entity's `bucket_s`).
+    pub size_s: u64,
+}
+
+impl EnrichConfig {
+    /// Every problem, with its path.
+    pub fn validate(&self) -> Vec<String> {
+        let mut e = Vec::new();
+        if self.backend == Backend::Redis && !self.redis_url.starts_with("redis") {
+            e.push(format!("enrich.redis_url: '{}' is not a redis:// URL", self.redis_url));
+        }
+        if self.timeout_ms == 0 {
+            e.push("enrich.timeout_ms: must be > 0".into());
+        }
+        for (i, ent) in self.entities.iter().enumerate() {
+            let p = format!("enrich.entities[{i}]");
+            if ent.name.is_empty() || ent.name.contains(['.', ':', '{', '}']) {
+                e.push(format!("{p}.name: must be non-empty without '.', ':', '{{', '}}'"));
+            }
+            if ent.key.is_empty() {
+                e.push(format!("{p}.key: must not be empty"));
+            }
+            if ent.bucket_s == 0 {
+                e.push(format!("{p}.bucket_s: must be > 0"));
+            }
+            for (j, w) in ent.windows.iter().enumerate() {
+                if w.size_s == 0 || (ent.bucket_s > 0 && w.size_s % ent.bucket_s != 0) {
+                    e.push(format!(
+                        "{p}.windows[{j}].size_s: must be a positive multiple of bucket_s ({})",
+                        ent.bucket_s
+                    ));
+                }
+            }
+            if self.entities[..i].iter().any(|o| o.name == ent.name) {
+                e.push(format!("{p}.name: '{}' is used twice", ent.name));
+            }
+        }
+        e
+    }
+}

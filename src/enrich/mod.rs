@@ -1,0 +1,403 @@
+//! Enrich stage: per-entity sliding-window aggregates and online features.
+//!
+//! The public face is [`Enricher`]. For a batch it groups events by entity (in event
+//! order), and reads-then-applies each group's window updates and reads its online
+//! features in **one round trip per batch** (Redis) or in process (memory backend).
+//! Every value it produces has a name the model manifest can use as a column `source`:
+//!
+//! * `window:{entity}.{window}.{count|sum|avg|min|max|distinct}` — before the event;
+//! * `window:{entity}.since_last_s` — seconds since the entity's previous event;
+//! * `feature:{entity}.{name}` — online feature from Redis (missing or stale → the column's
+//!   missing policy, recorded in the decision's `defaults_used`).
+
+pub mod config;
+pub mod redis;
+pub mod window;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+pub use config::{Backend, EnrichConfig, EntityConfig, FailurePolicy};
+pub use window::{EntityState, Update, WindowSpec};
+
+use crate::decode::FieldPath;
+use crate::error::{Policy, StageError};
+
+/// Enrich-stage failures.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EnrichError {
+    /// Bad configuration (start-up).
+    #[error("enrich config: {0}")]
+    Config(String),
+    /// The state store did not answer.
+    #[error("state store unavailable: {0}")]
+    Unavailable(String),
+    /// The store answered something unexpected.
+    #[error("state store reply: {0}")]
+    Protocol(String),
+}
+
+impl StageError for EnrichError {
+    fn policy(&self) -> Policy {
+        match self {
+            EnrichError::Config(_) => Policy::Fatal,
+            EnrichError::Unavailable(_) | EnrichError::Protocol(_) => Policy::Retry,
+        }
+    }
+}
+
+/// What the decoder extracts per event, per entity.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EntityInput {
+    /// Entity id (None: the event has no such entity; its values are missing).
+    pub id: Option<String>,
+    /// The value field.
+    pub value: Option<f64>,
+    /// The distinct field.
+    pub distinct: Option<String>,
+}
+
+/// One event to enrich.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    /// `topic/partition` of the source.
+    pub fence_key: &'a str,
+    /// Source offset.
+    pub offset: i64,
+    /// Event time (ms).
+    pub time_ms: i64,
+    /// One entry per configured entity.
+    pub entities: &'a [EntityInput],
+}
+
+/// One entity's calls within a batch (for the Redis backend).
+pub struct Group<'a> {
+    /// Entity name.
+    pub entity: &'a str,
+    /// Entity id.
+    pub id: &'a str,
+    /// Window spec of the entity.
+    pub spec: &'a WindowSpec,
+    /// Whether the entity has windows.
+    pub windows: bool,
+    /// Feature names to read.
+    pub features: &'a [String],
+    /// Max feature age (ms).
+    pub max_age_ms: i64,
+    /// Window updates, in event order.
+    pub updates: Vec<Update<'a>>,
+    events: Vec<usize>,
+    entity_idx: usize,
+}
+
+/// Paths the decoder must extract for enrichment, per entity.
+#[derive(Debug, Clone)]
+pub struct EntityPaths {
+    /// Entity id.
+    pub key: FieldPath,
+    /// Value field.
+    pub value: Option<FieldPath>,
+    /// Distinct field.
+    pub distinct: Option<FieldPath>,
+}
+
+struct Entity {
+    cfg: EntityConfig,
+    spec: WindowSpec,
+    /// Index of this entity's first output value.
+    first: usize,
+}
+
+enum Store {
+    Off,
+    Memory(moka::sync::Cache<String, Arc<Mutex<EntityState>>>),
+    Redis(Box<redis::RedisStore>),
+}
+
+/// Per-batch totals the worker turns into metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Round trips to the store.
+    pub round_trips: u64,
+    /// Commands (script calls) sent.
+    pub commands: u64,
+    /// Window updates applied.
+    pub applied: u64,
+    /// Updates skipped as replays (fenced).
+    pub replayed: u64,
+    /// Updates skipped as too late.
+    pub late: u64,
+}
+
+/// Windows and online features of the configured entities.
+pub struct Enricher {
+    entities: Vec<Entity>,
+    names: Vec<String>,
+    store: Store,
+}
+
+const AGGS: [&str; 6] = ["count", "sum", "avg", "min", "max", "distinct"];
+
+impl Enricher {
+    /// Builds the enricher and connects to its store.
+    pub fn new(cfg: &EnrichConfig) -> Result<Self, EnrichError> {
+        let problems = cfg.validate();
+        if !problems.is_empty() {
+            return Err(EnrichError::Config(problems.join("; ")));
+        }
+        let mut names = Vec::new();
+        let mut entities = Vec::new();
+        let entity_cfgs = if cfg.backend == Backend::Off { &[][..] } else { &cfg.entities[..] };
+        for e in entity_cfgs {
+            let first = names.len();
+            for w in &e.windows {
+                for a in AGGS {
+                    names.push(format!("window:{}.{}.{a}", e.name, w.name));
+                }
+            }
+            if !e.windows.is_empty() {
+                names.push(format!("window:{}.since_last_s", e.name));
+            }
+            for f in &e.features {
+                names.push(format!("feature:{}.{f}", e.name));
+            }
+            let spec = WindowSpec {
+                bucket_ms: e.bucket_s as i64 * 1000,
+                sizes_ms: e.windows.iter().map(|w| w.size_s as i64 * 1000).collect(),
+                lateness_ms: cfg.allowed_lateness_s as i64 * 1000,
+            };
+            entities.push(Entity { cfg: e.clone(), spec, first });
+        }
+        let store = match cfg.backend {
+            Backend::Off => Store::Off,
+            Backend::Memory => {
+                let retention = entities.iter().map(|e| e.spec.retention_ms()).max().unwrap_or(0).max(1000);
+                Store::Memory(
+                    moka::sync::Cache::builder()
+                        .max_capacity(1_000_000)
+                        .time_to_idle(Duration::from_millis(retention as u64))
+                        .build(),
+                )
+            }
+            Backend::Redis => Store::Redis(Box::new(redis::RedisStore::connect(
+                &cfg.redis_url,
+                &cfg.key_prefix,
+                Duration::from_millis(cfg.timeout_ms),
+            )?)),
+        };
+        Ok(Self { entities, names, store })
+    }
+
+    /// Names of the values this enricher produces, in output order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Paths the decoder must extract, one entry per entity.
+    pub fn paths(&self) -> Vec<EntityPaths> {
+        self.entities
+            .iter()
+            .map(|e| EntityPaths {
+                key: FieldPath::parse(&e.cfg.key),
+                value: e.cfg.value_field.as_deref().map(FieldPath::parse),
+                distinct: e.cfg.distinct_field.as_deref().map(FieldPath::parse),
+            })
+            .collect()
+    }
+
+    /// Whether there is anything to do.
+    pub fn is_enabled(&self) -> bool {
+        !self.entities.is_empty()
+    }
+
+    /// Enriches a batch: `out` receives `names().len()` values per request (None = missing).
+    pub fn enrich(&mut self, reqs: &[Request<'_>], out: &mut Vec<Option<f64>>) -> Result<BatchStats, EnrichError> {
+        let width = self.names.len();
+        out.clear();
+        out.resize(reqs.len() * width, None);
+        let mut stats = BatchStats::default();
+        if self.entities.is_empty() || reqs.is_empty() {
+            return Ok(stats);
+        }
+        let groups = group(&self.entities, reqs);
+        match &mut self.store {
+            Store::Off => {}
+            Store::Memory(cache) => {
+                for g in &groups {
+                    if !g.windows {
+                        continue;
+                    }
+                    let key = format!("{}:{}", g.entity, g.id);
+                    let state = cache.get_with(key, || Arc::new(Mutex::new(EntityState::default())));
+                    let mut state = state.lock();
+                    for (u, &ev) in g.updates.iter().zip(&g.events) {
+                        let seen = state.apply(g.spec, u);
+                        count(&mut stats, seen.applied, seen.late);
+                        let e = &self.entities[g.entity_idx];
+                        write_seen(&mut out[ev * width + e.first..], &seen.windows, seen.since_last_ms);
+                    }
+                }
+            }
+            Store::Redis(store) => {
+                let replies = store.run(&groups, crate::publish::acker::wall_clock_ms())?;
+                stats.round_trips = 1;
+                stats.commands = groups.len() as u64;
+                if replies.len() != groups.len() {
+                    return Err(EnrichError::Protocol(format!("{} replies for {} calls", replies.len(), groups.len())));
+                }
+                for (g, reply) in groups.iter().zip(&replies) {
+                    let e = &self.entities[g.entity_idx];
+                    parse_reply(g, e, reply, width, out, &mut stats)?;
+                }
+            }
+        }
+        Ok(stats)
+    }
+}
+
+/// Groups a batch's updates by (entity, id), keeping event order within each group.
+fn group<'a>(entities: &'a [Entity], reqs: &'a [Request<'a>]) -> Vec<Group<'a>> {
+    let mut index: HashMap<(usize, &str), usize> = HashMap::new();
+    let mut groups: Vec<Group<'a>> = Vec::new();
+    for (ev, r) in reqs.iter().enumerate() {
+        for (ei, (e, input)) in entities.iter().zip(r.entities).enumerate() {
+            let Some(id) = input.id.as_deref() else { continue };
+            let gi = *index.entry((ei, id)).or_insert_with(|| {
+                groups.push(Group {
+                    entity: &e.cfg.name,
+                    id,
+                    spec: &e.spec,
+                    windows: !e.cfg.windows.is_empty(),
+                    features: &e.cfg.features,
+                    max_age_ms: e.cfg.max_feature_age_s as i64 * 1000,
+                    updates: Vec::new(),
+                    events: Vec::new(),
+                    entity_idx: ei,
+                });
+                groups.len() - 1
+            });
+            let g = &mut groups[gi];
+            g.updates.push(Update {
+                fence_key: r.fence_key,
+                offset: r.offset,
+                time_ms: r.time_ms,
+                value: input.value,
+                distinct: input.distinct.as_deref(),
+            });
+            g.events.push(ev);
+        }
+    }
+    groups
+}
+
+fn count(stats: &mut BatchStats, applied: bool, late: bool) {
+    if applied {
+        stats.applied += 1;
+    } else if late {
+        stats.late += 1;
+    } else {
+        stats.replayed += 1;
+    }
+}
+
+/// Writes one event's window values (6 per window, then since_last) at the entity's offset.
+fn write_seen(slot: &mut [Option<f64>], windows: &[window::WindowAggs], since_last_ms: Option<i64>) {
+    let mut i = 0;
+    for w in windows {
+        slot[i] = Some(w.count as f64);
+        slot[i + 1] = Some(w.sum);
+        slot[i + 2] = w.avg();
+        slot[i + 3] = w.min;
+        slot[i + 4] = w.max;
+        slot[i + 5] = Some(w.distinct as f64);
+        i += 6;
+    }
+    if !windows.is_empty() {
+        slot[i] = since_last_ms.map(|ms| ms as f64 / 1000.0);
+    }
+}
+
+fn parse_reply(
+    g: &Group<'_>,
+    e: &Entity,
+    reply: &[String],
+    width: usize,
+    out: &mut [Option<f64>],
+    stats: &mut BatchStats,
+) -> Result<(), EnrichError> {
+    let nf = g.features.len();
+    let nw = if g.windows { g.spec.sizes_ms.len() } else { 0 };
+    let per_event = 3 + 5 * nw;
+    let expected = nf + if g.windows { per_event * g.events.len() } else { 0 };
+    if reply.len() != expected {
+        return Err(EnrichError::Protocol(format!(
+            "entity {} {}: {} values, expected {expected}",
+            g.entity,
+            g.id,
+            reply.len()
+        )));
+    }
+    let opt = |s: &str| if s.is_empty() { None } else { s.parse::<f64>().ok() };
+    let feature_first = e.first + if g.windows { nw * 6 + 1 } else { 0 };
+    for &ev in &g.events {
+        for (k, v) in reply[..nf].iter().enumerate() {
+            out[ev * width + feature_first + k] = opt(v);
+        }
+    }
+    if !g.windows {
+        return Ok(());
+    }
+    let mut windows = Vec::with_capacity(nw);
+    for (i, &ev) in g.events.iter().enumerate() {
+        let r = &reply[nf + i * per_event..nf + (i + 1) * per_event];
+        count(stats, r[0] == "1", r[1] == "1");
+        let since_last_ms = opt(&r[2]).map(|v| v as i64);
+        windows.clear();
+        for w in 0..nw {
+            let x = &r[3 + 5 * w..3 + 5 * (w + 1)];
+            windows.push(window::WindowAggs {
+                count: opt(&x[0]).unwrap_or(0.0) as u64,
+                sum: opt(&x[1]).unwrap_or(0.0),
+                min: opt(&x[2]),
+                max: opt(&x[3]),
+                distinct: opt(&x[4]).unwrap_or(0.0) as u64,
+            });
+        }
+        write_seen(&mut out[ev * width + e.first..], &windows, since_last_ms);
+    }
+    Ok(())
+}
+
+/// Runs closures in batch-sequence order: window updates must be applied per source
+/// partition in offset order (the replay fence relies on it), while workers decode and
+/// score batches in parallel.
+pub struct Turnstile<T> {
+    state: Mutex<(u64, T)>,
+    turn: parking_lot::Condvar,
+}
+
+impl<T> Turnstile<T> {
+    /// Wraps `inner`; the first batch is sequence 0.
+    pub fn new(inner: T) -> Self {
+        Self { state: Mutex::new((0, inner)), turn: parking_lot::Condvar::new() }
+    }
+
+    /// Waits for batch `seq`'s turn, runs `f`, passes the turn on. None if `abort` was set
+    /// while waiting.
+    pub fn run<R>(&self, seq: u64, abort: &std::sync::atomic::AtomicBool, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        let mut g = self.state.lock();
+        while g.0 != seq {
+            if abort.load(std::sync::atomic::Ordering::SeqCst) {
+                return None;
+            }
+            self.turn.wait_for(&mut g, Duration::from_millis(50));
+        }
+        let r = f(&mut g.1);
+        g.0 += 1;
+        self.turn.notify_all();
+        Some(r)
+    }
+}

@@ -1,0 +1,131 @@
+//! Redis state store: one pipelined round trip per batch, one `EVALSHA` per entity in
+//! it (window update + feature read for that entity, atomically, one cluster slot).
+//!
+//! Key layout (the entity id is the hash tag):
+//! * `{prefix}:w:{entity}:{id}` — window state (msgpack), TTL = longest window + lateness;
+//! * `{prefix}:f:{entity}:{id}` — online features: a hash of `name → number` plus `_ts`
+//!   (ms since epoch of the last update), written by the feature pipeline, read here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+
+use super::{EnrichError, Group};
+
+/// The window script, loaded once per connection (re-loaded on `NOSCRIPT`).
+pub const WINDOW_SCRIPT: &str = include_str!("window.lua");
+
+/// Connection and script of the Redis backend.
+pub struct RedisStore {
+    rt: Arc<tokio::runtime::Runtime>,
+    conn: ConnectionManager,
+    sha: String,
+    prefix: String,
+    timeout: Duration,
+}
+
+/// Window state key of an entity.
+pub fn window_key(prefix: &str, entity: &str, id: &str) -> String {
+    format!("{prefix}:w:{entity}:{{{id}}}")
+}
+
+/// Online-feature key of an entity.
+pub fn feature_key(prefix: &str, entity: &str, id: &str) -> String {
+    format!("{prefix}:f:{entity}:{{{id}}}")
+}
+
+impl RedisStore {
+    /// Connects (with reconnects managed by `ConnectionManager`) and loads the script.
+    pub fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, EnrichError> {
+        let rt = Arc::new(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("verdict-redis")
+                .enable_all()
+                .build()
+                .map_err(|e| EnrichError::Config(format!("redis runtime: {e}")))?,
+        );
+        let client = redis::Client::open(url).map_err(|e| EnrichError::Config(format!("enrich.redis_url: {e}")))?;
+        let cfg = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = rt
+            .block_on(async { tokio::time::timeout(timeout * 3, client.get_connection_manager_with_config(cfg)).await })
+            .map_err(|_| EnrichError::Unavailable(format!("connecting to {url}: timed out")))?
+            .map_err(|e| EnrichError::Unavailable(format!("connecting to {url}: {e}")))?;
+        let mut store = Self { rt, conn, sha: String::new(), prefix: prefix.to_string(), timeout };
+        store.sha = store.load_script()?;
+        Ok(store)
+    }
+
+    fn load_script(&self) -> Result<String, EnrichError> {
+        let mut conn = self.conn.clone();
+        self.rt
+            .block_on(async {
+                redis::cmd("SCRIPT").arg("LOAD").arg(WINDOW_SCRIPT).query_async::<String>(&mut conn).await
+            })
+            .map_err(|e| EnrichError::Unavailable(format!("SCRIPT LOAD: {e}")))
+    }
+
+    /// Runs every group's script call in one pipeline; returns each group's reply.
+    pub fn run(&mut self, groups: &[Group<'_>], now_ms: i64) -> Result<Vec<Vec<String>>, EnrichError> {
+        let mut pipe = redis::pipe();
+        for g in groups {
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(&self.sha)
+                .arg(2)
+                .arg(window_key(&self.prefix, g.entity, g.id))
+                .arg(feature_key(&self.prefix, g.entity, g.id))
+                .arg(now_ms)
+                .arg(g.spec.bucket_ms)
+                .arg(g.spec.lateness_ms)
+                .arg(g.spec.retention_ms())
+                .arg(if g.windows { g.spec.sizes_ms.len() } else { 0 });
+            if g.windows {
+                for s in &g.spec.sizes_ms {
+                    cmd.arg(*s);
+                }
+            }
+            cmd.arg(g.features.len());
+            for f in g.features {
+                cmd.arg(f.as_str());
+            }
+            cmd.arg(g.max_age_ms);
+            if g.windows {
+                cmd.arg(g.updates.len());
+                for u in &g.updates {
+                    cmd.arg(u.fence_key).arg(u.offset).arg(u.time_ms);
+                    match u.value {
+                        Some(v) => cmd.arg(v.to_string()),
+                        None => cmd.arg(""),
+                    };
+                    cmd.arg(u.distinct.unwrap_or(""));
+                }
+            } else {
+                cmd.arg(0);
+            }
+            pipe.add_command(cmd);
+        }
+        for attempt in 0..2 {
+            let mut conn = self.conn.clone();
+            let timeout = self.timeout;
+            let reply = self.rt.block_on(async {
+                tokio::time::timeout(timeout, pipe.query_async::<Vec<Vec<String>>>(&mut conn)).await
+            });
+            match reply {
+                Ok(Ok(r)) => return Ok(r),
+                Ok(Err(e)) if e.code() == Some("NOSCRIPT") && attempt == 0 => {
+                    // Redis restarted or flushed its script cache: load it again (its SHA1
+                    // depends only on its text, so the pipeline is re-sent unchanged).
+                    self.sha = self.load_script()?;
+                }
+                Ok(Err(e)) => return Err(EnrichError::Unavailable(e.to_string())),
+                Err(_) => return Err(EnrichError::Unavailable(format!("no reply within {timeout:?}"))),
+            }
+        }
+        Err(EnrichError::Unavailable("script could not be loaded".into()))
+    }
+}

@@ -1,0 +1,267 @@
+//! Sliding-window state of one entity, in time buckets, with a replay fence.
+//!
+//! Semantics, shared by this in-process implementation, the Redis Lua script
+//! (`window.lua`) and the training code (`ops/model/features.py`):
+//!
+//! * An event at time `t` sees the aggregates **before** it is applied: every bucket
+//!   `[s, s + B)` with `s + B > t - size` and `s <= t`, over events applied so far.
+//! * Then it is applied to bucket `floor(t / B) * B` — unless its source offset is at or
+//!   below the fence of its source partition (a replay: read, never applied twice), or it
+//!   is older than the entity's newest event by more than the allowed lateness (late:
+//!   counted, not applied). Either way the fence advances.
+//! * Sums are added in event order within a bucket and in bucket order across buckets.
+//! * Distinct counts use each value's most recent bucket: a value counts in a window when
+//!   that bucket is in the window (exact for in-order streams; an out-of-order event cannot
+//!   move a value's bucket back).
+//! * Buckets whose end is older than `newest - longest window - lateness` are dropped,
+//!   so memory per entity is bounded by `longest window / B` buckets.
+
+use std::collections::{BTreeMap, HashMap};
+
+/// Bucket width, window sizes and lateness, in milliseconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowSpec {
+    /// Bucket width.
+    pub bucket_ms: i64,
+    /// Window lengths, in the entity's configured order.
+    pub sizes_ms: Vec<i64>,
+    /// Allowed lateness.
+    pub lateness_ms: i64,
+}
+
+impl WindowSpec {
+    /// Longest window plus lateness: how long state must be kept (also the Redis TTL).
+    pub fn retention_ms(&self) -> i64 {
+        self.sizes_ms.iter().copied().max().unwrap_or(0) + self.lateness_ms + self.bucket_ms
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Bucket {
+    count: u64,
+    sum: f64,
+    min: Option<f64>,
+    max: Option<f64>,
+    /// Distinct values whose most recent bucket is this one.
+    last_of: u64,
+}
+
+/// Aggregates of one window as seen by one event.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct WindowAggs {
+    /// Events in the window.
+    pub count: u64,
+    /// Sum of the value field.
+    pub sum: f64,
+    /// Minimum value (None when no event carried one).
+    pub min: Option<f64>,
+    /// Maximum value.
+    pub max: Option<f64>,
+    /// Distinct values of the distinct field.
+    pub distinct: u64,
+}
+
+impl WindowAggs {
+    /// Mean value, None for an empty window.
+    pub fn avg(&self) -> Option<f64> {
+        (self.count > 0 && self.min.is_some()).then(|| self.sum / self.count as f64)
+    }
+}
+
+/// One event's contribution to an entity's windows.
+#[derive(Debug, Clone)]
+pub struct Update<'a> {
+    /// Source `topic/partition`: fences are per source partition.
+    pub fence_key: &'a str,
+    /// Source offset.
+    pub offset: i64,
+    /// Event time (ms).
+    pub time_ms: i64,
+    /// Value summed / min / max (None: counted only).
+    pub value: Option<f64>,
+    /// Value counted for distinctness.
+    pub distinct: Option<&'a str>,
+}
+
+/// What an event saw and what happened to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seen {
+    /// One entry per window, before this event.
+    pub windows: Vec<WindowAggs>,
+    /// Time since the entity's newest applied event (ms), None if it has none.
+    pub since_last_ms: Option<i64>,
+    /// Applied now (false for replays and late events).
+    pub applied: bool,
+    /// Dropped as later than the allowed lateness.
+    pub late: bool,
+}
+
+/// Window state of one entity.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EntityState {
+    buckets: BTreeMap<i64, Bucket>,
+    /// Distinct value → start of the most recent bucket it was seen in.
+    last_bucket: HashMap<String, i64>,
+    fence: HashMap<String, i64>,
+    newest_ms: Option<i64>,
+}
+
+impl EntityState {
+    /// Aggregates at time `t` over the applied events.
+    pub fn aggregates(&self, spec: &WindowSpec, t: i64) -> Vec<WindowAggs> {
+        spec.sizes_ms
+            .iter()
+            .map(|&size| {
+                let mut a = WindowAggs::default();
+                for (_, b) in self.buckets.range(t - size - spec.bucket_ms + 1..=t) {
+                    a.count += b.count;
+                    a.sum += b.sum;
+                    a.min = min_opt(a.min, b.min);
+                    a.max = max_opt(a.max, b.max);
+                    a.distinct += b.last_of;
+                }
+                a
+            })
+            .collect()
+    }
+
+    /// Reads the aggregates before `u`, then applies it unless fenced or late.
+    pub fn apply(&mut self, spec: &WindowSpec, u: &Update<'_>) -> Seen {
+        let windows = self.aggregates(spec, u.time_ms);
+        let since_last_ms = self.newest_ms.map(|n| (u.time_ms - n).max(0));
+        let replay = self.fence.get(u.fence_key).is_some_and(|&f| u.offset <= f);
+        let late = !replay && self.newest_ms.is_some_and(|n| u.time_ms < n - spec.lateness_ms);
+        let applied = !replay && !late;
+        if applied {
+            let start = u.time_ms.div_euclid(spec.bucket_ms) * spec.bucket_ms;
+            let b = self.buckets.entry(start).or_default();
+            b.count += 1;
+            if let Some(v) = u.value {
+                b.sum += v;
+                b.min = min_opt(b.min, Some(v));
+                b.max = max_opt(b.max, Some(v));
+            }
+            if let Some(d) = u.distinct {
+                match self.last_bucket.get_mut(d) {
+                    Some(last) if *last < start => {
+                        if let Some(old) = self.buckets.get_mut(last) {
+                            old.last_of -= 1;
+                        }
+                        *last = start;
+                        self.buckets.get_mut(&start).expect("bucket just created").last_of += 1;
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.last_bucket.insert(d.to_string(), start);
+                        self.buckets.get_mut(&start).expect("bucket just created").last_of += 1;
+                    }
+                }
+            }
+            let newest = self.newest_ms.map_or(u.time_ms, |n| n.max(u.time_ms));
+            self.newest_ms = Some(newest);
+            let horizon = newest - spec.retention_ms();
+            let before = self.buckets.len();
+            self.buckets.retain(|&s, _| s + spec.bucket_ms > horizon);
+            if self.buckets.len() != before {
+                let buckets = &self.buckets;
+                self.last_bucket.retain(|_, s| buckets.contains_key(s));
+            }
+        }
+        if !replay {
+            self.fence.insert(u.fence_key.to_string(), u.offset);
+        }
+        Seen { windows, since_last_ms, applied, late }
+    }
+
+    /// Totals over every retained bucket: (count, sum, distinct) — what tests compare.
+    pub fn totals(&self) -> (u64, f64, u64) {
+        let (mut c, mut s) = (0, 0.0);
+        for b in self.buckets.values() {
+            c += b.count;
+            s += b.sum;
+        }
+        (c, s, self.last_bucket.len() as u64)
+    }
+}
+
+fn min_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> WindowSpec {
+        WindowSpec { bucket_ms: 60_000, sizes_ms: vec![600_000, 3_600_000], lateness_ms: 60_000 }
+    }
+
+    fn up(offset: i64, t: i64, v: f64, d: &str) -> Update<'_> {
+        Update { fence_key: "events/0", offset, time_ms: t, value: Some(v), distinct: Some(d) }
+    }
+
+    #[test]
+    fn each_event_sees_the_window_before_itself() {
+        let mut s = EntityState::default();
+        let a = s.apply(&spec(), &up(0, 1_000, 10.0, "m1"));
+        assert_eq!(a.windows[0].count, 0);
+        assert_eq!(a.since_last_ms, None);
+        let b = s.apply(&spec(), &up(1, 61_000, 5.0, "m2"));
+        assert_eq!((b.windows[0].count, b.windows[0].sum, b.windows[0].distinct), (1, 10.0, 1));
+        assert_eq!(b.since_last_ms, Some(60_000));
+        let c = s.apply(&spec(), &up(2, 62_000, 1.0, "m1"));
+        assert_eq!((c.windows[0].count, c.windows[0].sum, c.windows[0].distinct), (2, 15.0, 2));
+        assert_eq!((c.windows[0].min, c.windows[0].max), (Some(5.0), Some(10.0)));
+        assert_eq!(c.windows[0].avg(), Some(7.5));
+    }
+
+    #[test]
+    fn old_buckets_leave_the_short_window_but_stay_in_the_long_one() {
+        let mut s = EntityState::default();
+        s.apply(&spec(), &up(0, 0, 1.0, "a"));
+        let later = s.apply(&spec(), &up(1, 700_000, 1.0, "a"));
+        assert_eq!(later.windows[0].count, 0, "10m window no longer holds t=0");
+        assert_eq!(later.windows[1].count, 1, "1h window still does");
+    }
+
+    #[test]
+    fn replayed_offsets_are_read_but_never_applied_twice() {
+        let mut s = EntityState::default();
+        for o in 0..5 {
+            s.apply(&spec(), &up(o, o * 1000, 2.0, "m"));
+        }
+        let before = s.clone();
+        for o in 0..5 {
+            let seen = s.apply(&spec(), &up(o, o * 1000, 2.0, "m"));
+            assert!(!seen.applied);
+        }
+        assert_eq!(s, before);
+        assert_eq!(s.totals(), (5, 10.0, 1));
+        // Another partition's offsets are fenced separately.
+        let other = Update { fence_key: "events/1", ..up(0, 6000, 1.0, "n") };
+        assert!(s.apply(&spec(), &other).applied);
+    }
+
+    #[test]
+    fn events_later_than_the_allowed_lateness_are_not_applied() {
+        let mut s = EntityState::default();
+        s.apply(&spec(), &up(0, 1_000_000, 1.0, "a"));
+        let late = s.apply(&spec(), &up(1, 1_000_000 - 61_000, 1.0, "a"));
+        assert!(late.late && !late.applied);
+        let ok = s.apply(&spec(), &up(2, 1_000_000 - 59_000, 1.0, "a"));
+        assert!(ok.applied);
+        assert_eq!(s.totals().0, 2);
+    }
+}

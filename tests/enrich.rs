@@ -1,0 +1,224 @@
+//! Enrichment against a real redis-server (started on a free port) and the mock cluster:
+//! window aggregates exact under crashes, rebalances and outages; one round trip per batch.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use verdict::pipeline::Pipeline;
+use verdict::telemetry::Metrics;
+
+const IDLE: Duration = Duration::from_secs(2);
+
+#[test]
+fn replayed_events_after_a_crash_do_not_double_count_windows() {
+    let redis = RedisServer::start();
+    let (mock, mut cfg) = mock_setup(4);
+    with_redis(&mut cfg, &redis);
+    let events = produce_transactions(&mock, "events", 20_000, 21, None);
+    let m1 = Metrics::new();
+    let first = Pipeline::start(&cfg, m1.clone()).unwrap();
+    wait_for("part of the stream", Duration::from_secs(60), || handled(&m1) >= 6_000);
+    drop(first); // crash: in-flight batches abandoned, their offsets never stored
+    let m2 = Metrics::new();
+    let second = Pipeline::start(&cfg, m2.clone()).unwrap();
+    wait_for("the rest", Duration::from_secs(90), || {
+        let ids = id_counts(&decode_decisions(&mock.read_all("decisions", Duration::from_millis(300))));
+        events.iter().all(|e| ids.contains_key(&e.event_id))
+    });
+    assert!(second.shutdown(Duration::from_secs(30)).clean);
+    assert!(m2.window_updates.with_label_values(&["replayed"]).get() > 0, "the restart replayed some events");
+    assert_windows_exact(&redis, &events);
+}
+
+#[test]
+fn two_instances_one_dropped_mid_stream_keep_windows_exact() {
+    let redis = RedisServer::start();
+    let (mock, mut cfg) = mock_setup(4);
+    with_redis(&mut cfg, &redis);
+    cfg.model.workers = 1;
+    let events = produce_transactions(&mock, "events", 20_000, 22, None);
+    let (ma, mb) = (Metrics::new(), Metrics::new());
+    let a = Pipeline::start(&cfg, ma.clone()).unwrap();
+    let b = Pipeline::start(&cfg, mb.clone()).unwrap();
+    wait_for("both working", Duration::from_secs(60), || handled(&ma) + handled(&mb) >= 5_000);
+    drop(a);
+    wait_for("every event decided", Duration::from_secs(120), || {
+        let ids = id_counts(&decode_decisions(&mock.read_all("decisions", Duration::from_millis(300))));
+        events.iter().all(|e| ids.contains_key(&e.event_id))
+    });
+    assert!(b.shutdown(Duration::from_secs(30)).clean);
+    assert_windows_exact(&redis, &events);
+}
+
+#[test]
+fn redis_outage_under_pause_loses_nothing_and_keeps_windows_exact() {
+    let mut redis = RedisServer::start();
+    let (mock, mut cfg) = mock_setup(4);
+    with_redis(&mut cfg, &redis);
+    let events = produce_transactions(&mock, "events", 10_000, 23, None);
+    let m = Metrics::new();
+    let p = Pipeline::start(&cfg, m.clone()).unwrap();
+    wait_for("some decisions", Duration::from_secs(60), || handled(&m) >= 1_000);
+    redis.freeze(true);
+    wait_for("the outage to be noticed", Duration::from_secs(10), || m.state_store_up.get() == 0);
+    assert!(!m.ready(), "readiness drops while Redis is down");
+    std::thread::sleep(Duration::from_secs(5));
+    let during = handled(&m);
+    redis.freeze(false);
+    wait_for("all decided", Duration::from_secs(60), || handled(&m) >= 10_000);
+    assert!(during < 10_000, "the outage held work back");
+    assert!(p.shutdown(Duration::from_secs(30)).clean);
+    let ids = id_counts(&decode_decisions(&mock.read_all("decisions", IDLE)));
+    assert!(events.iter().all(|e| ids.contains_key(&e.event_id)));
+    assert!(m.enrich_failures.get() > 0);
+    assert_windows_exact(&redis, &events);
+    redis.stop();
+}
+
+#[test]
+fn redis_outage_under_degraded_marks_decisions_degraded() {
+    let redis = RedisServer::start();
+    let (mock, mut cfg) = mock_setup(4);
+    with_redis(&mut cfg, &redis);
+    cfg.enrich.on_failure = verdict::enrich::FailurePolicy::Degraded;
+    cfg.publish.format = verdict::config::DecisionFormat::Json;
+    produce_transactions(&mock, "events", 5_000, 24, None);
+    let m = Metrics::new();
+    let p = Pipeline::start(&cfg, m.clone()).unwrap();
+    redis.freeze(true);
+    wait_for("all decided despite the outage", Duration::from_secs(60), || handled(&m) >= 5_000);
+    redis.freeze(false);
+    assert!(p.shutdown(Duration::from_secs(30)).clean);
+    let decisions: Vec<serde_json::Value> =
+        mock.read_all("decisions", IDLE).iter().map(|d| serde_json::from_slice(&d.payload).unwrap()).collect();
+    assert_eq!(decisions.len(), 5_000);
+    let degraded = decisions.iter().filter(|d| d["degraded"] == true).count();
+    assert!(degraded > 0, "decisions during the outage carry degraded=true");
+    assert_eq!(m.degraded_events.get() as usize, degraded);
+    for d in decisions.iter().filter(|d| d["degraded"] == true) {
+        assert!(d["defaults_used"].as_array().unwrap().iter().any(|c| c == "card_10m_count"), "{d}");
+    }
+}
+
+#[test]
+fn seeded_entities_get_their_features_and_unknown_ones_get_defaults_listed() {
+    let redis = RedisServer::start();
+    let (mock, mut cfg) = mock_setup(1);
+    with_redis(&mut cfg, &redis);
+    cfg.publish.format = verdict::config::DecisionFormat::Json;
+    let events = produce_transactions(&mock, "events", 2_000, 25, Some(0));
+    let mut seeded: Vec<String> = Vec::new();
+    for e in &events {
+        if seeded.len() < 50 && !seeded.contains(&e.card_id) {
+            seeded.push(e.card_id.clone());
+        }
+    }
+    let mut conn = redis.conn();
+    let now = verdict::publish::acker::wall_clock_ms();
+    for (i, card) in seeded.iter().enumerate() {
+        let key = verdict::enrich::redis::feature_key("verdict", "card", card);
+        let _: () = redis::cmd("HSET").arg(&key).arg("chargebacks_90d").arg(i + 1).arg("_ts").arg(now).query(&mut conn).unwrap();
+    }
+    let m = Metrics::new();
+    let p = Pipeline::start(&cfg, m.clone()).unwrap();
+    wait_for("all decided", Duration::from_secs(60), || handled(&m) >= 2_000);
+    assert!(p.shutdown(Duration::from_secs(30)).clean);
+    let decisions: Vec<serde_json::Value> =
+        mock.read_all("decisions", IDLE).iter().map(|d| serde_json::from_slice(&d.payload).unwrap()).collect();
+    for d in &decisions {
+        let card = d["entity_key"].as_str().unwrap();
+        let defaults: Vec<&str> = d["defaults_used"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        match seeded.iter().position(|c| c == card) {
+            Some(i) => {
+                assert_eq!(d["features"]["card_chargebacks_90d"], (i + 1) as f64, "{d}");
+                assert!(!defaults.contains(&"card_chargebacks_90d"), "{d}");
+            }
+            None => {
+                assert_eq!(d["features"]["card_chargebacks_90d"], 0.0);
+                assert!(defaults.contains(&"card_chargebacks_90d"), "{d}");
+            }
+        }
+    }
+}
+
+#[test]
+fn feature_reads_and_window_updates_cost_one_round_trip_per_batch() {
+    let redis = RedisServer::start();
+    let (mock, mut cfg) = mock_setup(4);
+    with_redis(&mut cfg, &redis);
+    produce_transactions(&mock, "events", 10_000, 26, None);
+    let mut conn = redis.conn();
+    let evalsha_calls = |c: &mut redis::Connection| -> u64 {
+        let info: String = redis::cmd("INFO").arg("commandstats").query(c).unwrap();
+        info.lines()
+            .find(|l| l.starts_with("cmdstat_evalsha:"))
+            .and_then(|l| l.split(&[':', '=', ','][..]).nth(2))
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    let before = evalsha_calls(&mut conn);
+    let m = Metrics::new();
+    let p = Pipeline::start(&cfg, m.clone()).unwrap();
+    wait_for("all decided", Duration::from_secs(60), || handled(&m) >= 10_000);
+    assert!(p.shutdown(Duration::from_secs(30)).clean);
+    let batches = m.stage_seconds.with_label_values(&["enrich"]).get_sample_count();
+    let round_trips = m.enrich_round_trips.get();
+    assert_eq!(round_trips, batches, "one round trip per enriched batch");
+    let calls = evalsha_calls(&mut conn) - before;
+    assert_eq!(calls, m.enrich_commands.get(), "Redis saw exactly the script calls verdict sent");
+    assert!(calls < 10_000, "fewer calls than events ({calls}): one per entity per batch, not per event");
+    eprintln!("10000 events: {batches} batches, {round_trips} round trips, {calls} EVALSHA calls");
+}
+
+#[test]
+fn features_fed_to_the_model_equal_the_training_code() {
+    let redis = RedisServer::start();
+    let (mock, mut cfg) = mock_setup(1);
+    with_redis(&mut cfg, &redis);
+    cfg.publish.format = verdict::config::DecisionFormat::Json;
+    let events = produce_transactions(&mock, "events", 3_000, 27, Some(0));
+    let m = Metrics::new();
+    let p = Pipeline::start(&cfg, m.clone()).unwrap();
+    wait_for("all decided", Duration::from_secs(60), || handled(&m) >= 3_000);
+    assert!(p.shutdown(Duration::from_secs(30)).clean);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.jsonl");
+    std::fs::write(&file, events.iter().map(|e| String::from_utf8(e.to_json()).unwrap() + "\n").collect::<String>()).unwrap();
+    let out = std::process::Command::new("python3")
+        .arg(crate_path("ops/model/features.py"))
+        .arg(crate_path("models/demo/manifest.json"))
+        .arg(crate_path("config/defaults.toml"))
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let python: Vec<Vec<Option<f64>>> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(crate_path("models/demo/manifest.json")).unwrap()).unwrap();
+    let names: Vec<&str> = manifest["inputs"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let by_id: std::collections::HashMap<String, serde_json::Value> = mock
+        .read_all("decisions", IDLE)
+        .iter()
+        .map(|d| serde_json::from_slice::<serde_json::Value>(&d.payload).unwrap())
+        .map(|d| (d["event_id"].as_str().unwrap().to_string(), d))
+        .collect();
+    let mut compared = 0;
+    for (e, row) in events.iter().zip(&python) {
+        let d = &by_id[&e.event_id];
+        for (name, want) in names.iter().zip(row) {
+            let got = d["features"][name].as_f64();
+            match (got, want) {
+                // Both are f32 values (JSON prints the f32's shortest form).
+                (Some(g), Some(w)) => {
+                    assert!(((g as f32) - (*w as f32)).abs() <= 1e-6, "{} {name}: service {g}, python {w}", e.event_id)
+                }
+                (g, w) => assert_eq!(g.is_none(), w.is_none(), "{} {name}: {g:?} vs {w:?}", e.event_id),
+            }
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 3_000 * names.len());
+}
