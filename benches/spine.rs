@@ -3,6 +3,8 @@
 //!
 //!     cargo bench --bench spine
 //!     BENCH_EVENTS=300000 BENCH_RATE=50000 BENCH_SECONDS=10 cargo bench --bench spine
+//!     BENCH_ENRICH=redis://127.0.0.1:6379/ cargo bench --bench spine   # windows in Redis
+//!     BENCH_ENRICH=off cargo bench --bench spine                        # no enrichment
 //!
 //! Phases:
 //! 1. raw ORT: rows/s of the demo model at several rows-per-call, one session, one thread;
@@ -31,6 +33,14 @@ fn config() -> Config {
     cfg.model.workers = env_u64("BENCH_WORKERS", 2) as usize;
     cfg.model.chunk_rows = env_u64("BENCH_CHUNK_ROWS", cfg.model.chunk_rows as u64) as usize;
     cfg.batch.max_events = env_u64("BENCH_BATCH", cfg.batch.max_events as u64) as usize;
+    match std::env::var("BENCH_ENRICH").as_deref() {
+        Ok("off") => cfg.enrich.backend = verdict::enrich::Backend::Off,
+        Ok(url) if url.starts_with("redis://") => {
+            cfg.enrich.backend = verdict::enrich::Backend::Redis;
+            cfg.enrich.redis_url = url.to_string();
+        }
+        _ => {}
+    }
     if let Ok(linger) = std::env::var("BENCH_LINGER_MS") {
         cfg.kafka.producer.insert("linger.ms".into(), linger);
     }
@@ -74,6 +84,18 @@ fn raw_ort(cfg: &Config) {
     }
 }
 
+/// Worker time per event by stage (µs), from `verdict_stage_seconds`.
+fn stage_split(r: &demo::DemoReport) -> String {
+    let events = (r.decided + r.dead_lettered).max(1) as f64;
+    let parts: Vec<String> = r
+        .stages
+        .iter()
+        .filter(|(_, _, n)| *n > 0)
+        .map(|(name, secs, _)| format!("{name} {:.2} µs/event", secs * 1e6 / events))
+        .collect();
+    format!("worker time by stage: {}", parts.join(", "))
+}
+
 fn main() {
     // `cargo bench` passes --bench; nothing else to parse.
     let cfg = config();
@@ -85,6 +107,8 @@ fn main() {
         DemoOptions { events, preload: true, partitions, bad_fraction: 0.0, progress: false, ..DemoOptions::default() };
     let r = demo::run(cfg.clone(), &opts).expect("pipeline");
     assert_eq!(r.decided, events, "every event decided");
+    println!("\nenrichment: {:?}", cfg.enrich.backend);
+    println!("{}", stage_split(&r));
     println!(
         "\nthroughput (preloaded backlog of {events} JSON events, {partitions} partitions, {} workers, batch {}, rows/call {}):\n  {:.0} events/s  ({:.2} s)  [backlog latency p50 {:.1} ms, p99 {:.1} ms]",
         cfg.model.workers,

@@ -192,8 +192,10 @@ impl Worker {
                     let k = row_index;
                     row_index += 1;
                     let row = &self.rows[k * width..(k + 1) * width];
-                    let defaults_used: Vec<&str> =
-                        defaults.get(k).map(|d| d.iter().map(|&c| self.outputs.columns[c as usize].as_str()).collect()).unwrap_or_default();
+                    let defaults_used: Vec<&str> = defaults
+                        .get(k)
+                        .map(|d| d.iter().map(|&c| self.outputs.columns[c as usize].as_str()).collect())
+                        .unwrap_or_default();
                     let features: (&[String], &[f32]) =
                         if self.outputs.include_features { (&self.outputs.columns, row) } else { (&[], &[]) };
                     let decision = self.bands.decide(score);
@@ -288,7 +290,14 @@ impl Worker {
                         m.state_store_up.set(1);
                         m.enrich_round_trips.inc_by(stats.round_trips);
                         m.enrich_commands.inc_by(stats.commands);
-                        for (result, n) in [("applied", stats.applied), ("replayed", stats.replayed), ("late", stats.late)] {
+                        for (result, n) in [("hit", stats.cache_hits), ("miss", stats.cache_misses)] {
+                            if n > 0 {
+                                m.feature_cache.with_label_values(&[result]).inc_by(n);
+                            }
+                        }
+                        for (result, n) in
+                            [("applied", stats.applied), ("replayed", stats.replayed), ("late", stats.late)]
+                        {
                             if n > 0 {
                                 m.window_updates.with_label_values(&[result]).inc_by(n);
                             }

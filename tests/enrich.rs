@@ -119,7 +119,14 @@ fn seeded_entities_get_their_features_and_unknown_ones_get_defaults_listed() {
     let now = verdict::publish::acker::wall_clock_ms();
     for (i, card) in seeded.iter().enumerate() {
         let key = verdict::enrich::redis::feature_key("verdict", "card", card);
-        let _: () = redis::cmd("HSET").arg(&key).arg("chargebacks_90d").arg(i + 1).arg("_ts").arg(now).query(&mut conn).unwrap();
+        let _: () = redis::cmd("HSET")
+            .arg(&key)
+            .arg("chargebacks_90d")
+            .arg(i + 1)
+            .arg("_ts")
+            .arg(now)
+            .query(&mut conn)
+            .unwrap();
     }
     let m = Metrics::new();
     let p = Pipeline::start(&cfg, m.clone()).unwrap();
@@ -168,7 +175,10 @@ fn feature_reads_and_window_updates_cost_one_round_trip_per_batch() {
     let calls = evalsha_calls(&mut conn) - before;
     assert_eq!(calls, m.enrich_commands.get(), "Redis saw exactly the script calls verdict sent");
     assert!(calls < 10_000, "fewer calls than events ({calls}): one per entity per batch, not per event");
-    eprintln!("10000 events: {batches} batches, {round_trips} round trips, {calls} EVALSHA calls");
+    let (hits, misses) =
+        (m.feature_cache.with_label_values(&["hit"]).get(), m.feature_cache.with_label_values(&["miss"]).get());
+    assert!(hits > 0 && misses > 0, "the feature cache serves repeat cards: {hits} hits, {misses} misses");
+    eprintln!("10000 events: {batches} batches, {round_trips} round trips, {calls} EVALSHA calls, cache {hits} hits / {misses} misses");
 }
 
 #[test]
@@ -185,7 +195,8 @@ fn features_fed_to_the_model_equal_the_training_code() {
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("events.jsonl");
-    std::fs::write(&file, events.iter().map(|e| String::from_utf8(e.to_json()).unwrap() + "\n").collect::<String>()).unwrap();
+    std::fs::write(&file, events.iter().map(|e| String::from_utf8(e.to_json()).unwrap() + "\n").collect::<String>())
+        .unwrap();
     let out = std::process::Command::new("python3")
         .arg(crate_path("ops/model/features.py"))
         .arg(crate_path("models/demo/manifest.json"))

@@ -41,11 +41,14 @@ fn wrong_input_name_fails_startup_naming_it() {
 
 #[test]
 fn wrong_feature_count_fails_startup_naming_both_counts() {
+    let mut n = 0;
     let dir = model_with(|m| {
-        m["inputs"].as_array_mut().unwrap().pop();
+        let inputs = m["inputs"].as_array_mut().unwrap();
+        n = inputs.len();
+        inputs.remove(0);
     });
     let err = start_error(dir.path());
-    assert!(err.contains("takes 9 features, the manifest lists 8 inputs"), "{err}");
+    assert!(err.contains(&format!("takes {n} features, the manifest lists {} inputs", n - 1)), "{err}");
 }
 
 #[test]
@@ -53,6 +56,13 @@ fn wrong_output_name_fails_startup_naming_it() {
     let dir = model_with(|m| m["output_name"] = "proba".into());
     let err = start_error(dir.path());
     assert!(err.contains("output_name 'proba'"), "{err}");
+}
+
+#[test]
+fn a_column_naming_an_unknown_window_is_rejected_at_start_naming_it() {
+    let dir = model_with(|m| m["inputs"][9]["source"] = "window:card.7d.count".into());
+    let err = start_error(dir.path());
+    assert!(err.contains("source 'window:card.7d.count' is not produced by the enrich config"), "{err}");
 }
 
 #[test]

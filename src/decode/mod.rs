@@ -123,7 +123,12 @@ pub struct Decoder {
 impl Decoder {
     /// Builds a decoder from config and the model's column spec.
     /// `entities` are the enrich stage's per-entity paths (empty when enrichment is off).
-    pub fn new(cfg: &DecodeConfig, schemas: Arc<dyn SchemaSource>, vectorizer: Vectorizer, entities: Vec<EntityPaths>) -> Self {
+    pub fn new(
+        cfg: &DecodeConfig,
+        schemas: Arc<dyn SchemaSource>,
+        vectorizer: Vectorizer,
+        entities: Vec<EntityPaths>,
+    ) -> Self {
         let w = vectorizer.width();
         let event_id = FieldPath::parse(&cfg.fields.event_id).with_slot(w);
         let entity_key = FieldPath::parse(&cfg.fields.entity_key).with_slot(w + 1);
@@ -147,7 +152,17 @@ impl Decoder {
             paths.extend(e.value.iter().chain(e.distinct.iter()));
         }
         let json = json::PathTrie::new(paths);
-        Self { format: cfg.format, max_payload: cfg.max_payload_bytes, schemas, event_id, entity_key, event_time, vectorizer, entities, json }
+        Self {
+            format: cfg.format,
+            max_payload: cfg.max_payload_bytes,
+            schemas,
+            event_id,
+            entity_key,
+            event_time,
+            vectorizer,
+            entities,
+            json,
+        }
     }
 
     /// Width of the model row.
@@ -282,7 +297,10 @@ fn entity_input(event: &dyn Fields, p: &EntityPaths) -> Result<EntityInput, Deco
         Some(Field::Int(i)) => Some(i as f64),
         Some(Field::Float(f)) if f.is_finite() => Some(f),
         Some(Field::Float(f)) => {
-            return Err(err(DeadLetterReason::NonFinite, format!("window value field '{}' is {f}", p.value.as_ref().unwrap().as_str())))
+            return Err(err(
+                DeadLetterReason::NonFinite,
+                format!("window value field '{}' is {f}", p.value.as_ref().unwrap().as_str()),
+            ))
         }
         _ => None,
     };

@@ -14,7 +14,10 @@ use crate::score::manifest::{ColumnKind, InputColumn, Manifest, MissingPolicy};
 enum Conv {
     Number,
     Bool,
-    Lookup { table: HashMap<String, f32>, unknown: f32 },
+    Lookup {
+        table: HashMap<String, f32>,
+        unknown: f32,
+    },
     /// Filled by the enrich stage: index into [`crate::enrich::Enricher::names`].
     Enriched(usize),
 }

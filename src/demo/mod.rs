@@ -69,6 +69,8 @@ pub struct DemoReport {
     pub latency_us: [u64; 3],
     /// Execution provider used.
     pub execution_provider: String,
+    /// Per stage: (name, total seconds, batches).
+    pub stages: Vec<(&'static str, f64, u64)>,
 }
 
 impl DemoReport {
@@ -234,6 +236,13 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
         elapsed: finished_at,
         latency_us: [q(0.5), q(0.99), q(0.999)],
         execution_provider: ep,
+        stages: ["decode", "enrich", "score", "publish"]
+            .into_iter()
+            .map(|st| {
+                let h = metrics.stage_seconds.with_label_values(&[st]);
+                (st, h.get_sample_sum(), h.get_sample_count())
+            })
+            .collect(),
     })
 }
 

@@ -91,6 +91,8 @@ pub struct Group<'a> {
     pub updates: Vec<Update<'a>>,
     events: Vec<usize>,
     entity_idx: usize,
+    /// Online features served from the in-process cache (then `features` is empty).
+    cached: Option<Arc<Vec<Option<f64>>>>,
 }
 
 /// Paths the decoder must extract for enrichment, per entity.
@@ -130,13 +132,20 @@ pub struct BatchStats {
     pub replayed: u64,
     /// Updates skipped as too late.
     pub late: u64,
+    /// Online-feature cache hits.
+    pub cache_hits: u64,
+    /// Online-feature cache misses.
+    pub cache_misses: u64,
 }
+
+type FeatureCache = moka::sync::Cache<(usize, String), Arc<Vec<Option<f64>>>>;
 
 /// Windows and online features of the configured entities.
 pub struct Enricher {
     entities: Vec<Entity>,
     names: Vec<String>,
     store: Store,
+    cache: Option<FeatureCache>,
 }
 
 const AGGS: [&str; 6] = ["count", "sum", "avg", "min", "max", "distinct"];
@@ -188,7 +197,13 @@ impl Enricher {
                 Duration::from_millis(cfg.timeout_ms),
             )?)),
         };
-        Ok(Self { entities, names, store })
+        let cache = (cfg.backend == Backend::Redis && cfg.cache_capacity > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(cfg.cache_capacity)
+                .time_to_live(Duration::from_millis(cfg.cache_ttl_ms.max(1)))
+                .build()
+        });
+        Ok(Self { entities, names, store, cache })
     }
 
     /// Names of the values this enricher produces, in output order.
@@ -242,15 +257,44 @@ impl Enricher {
                 }
             }
             Store::Redis(store) => {
-                let replies = store.run(&groups, crate::publish::acker::wall_clock_ms())?;
-                stats.round_trips = 1;
-                stats.commands = groups.len() as u64;
-                if replies.len() != groups.len() {
-                    return Err(EnrichError::Protocol(format!("{} replies for {} calls", replies.len(), groups.len())));
+                let mut groups = groups;
+                if let Some(cache) = &self.cache {
+                    for g in groups.iter_mut().filter(|g| !g.features.is_empty()) {
+                        match cache.get(&(g.entity_idx, g.id.to_string())) {
+                            Some(v) => {
+                                g.cached = Some(v);
+                                g.features = &[];
+                                stats.cache_hits += 1;
+                            }
+                            None => stats.cache_misses += 1,
+                        }
+                    }
                 }
-                for (g, reply) in groups.iter().zip(&replies) {
-                    let e = &self.entities[g.entity_idx];
-                    parse_reply(g, e, reply, width, out, &mut stats)?;
+                // A group with nothing left to ask Redis is served from the cache alone.
+                let (ask, local): (Vec<_>, Vec<_>) =
+                    groups.into_iter().partition(|g| g.windows || !g.features.is_empty());
+                for g in &local {
+                    write_cached(g, &self.entities[g.entity_idx], width, out);
+                }
+                if !ask.is_empty() {
+                    let replies = store.run(&ask, crate::publish::acker::wall_clock_ms())?;
+                    stats.round_trips = 1;
+                    stats.commands = ask.len() as u64;
+                    if replies.len() != ask.len() {
+                        return Err(EnrichError::Protocol(format!(
+                            "{} replies for {} calls",
+                            replies.len(),
+                            ask.len()
+                        )));
+                    }
+                    for (g, reply) in ask.iter().zip(&replies) {
+                        let e = &self.entities[g.entity_idx];
+                        parse_reply(g, e, reply, width, out, &mut stats)?;
+                        if let (Some(cache), false) = (&self.cache, g.features.is_empty()) {
+                            let values = reply[..g.features.len()].iter().map(|v| v.parse::<f64>().ok()).collect();
+                            cache.insert((g.entity_idx, g.id.to_string()), Arc::new(values));
+                        }
+                    }
                 }
             }
         }
@@ -276,6 +320,7 @@ fn group<'a>(entities: &'a [Entity], reqs: &'a [Request<'a>]) -> Vec<Group<'a>> 
                     updates: Vec::new(),
                     events: Vec::new(),
                     entity_idx: ei,
+                    cached: None,
                 });
                 groups.len() - 1
             });
@@ -320,6 +365,15 @@ fn write_seen(slot: &mut [Option<f64>], windows: &[window::WindowAggs], since_la
     }
 }
 
+/// Writes a group's cached online features for each of its events.
+fn write_cached(g: &Group<'_>, e: &Entity, width: usize, out: &mut [Option<f64>]) {
+    let Some(values) = &g.cached else { return };
+    let first = e.first + if e.cfg.windows.is_empty() { 0 } else { e.cfg.windows.len() * 6 + 1 };
+    for &ev in &g.events {
+        out[ev * width + first..ev * width + first + values.len()].copy_from_slice(values);
+    }
+}
+
 fn parse_reply(
     g: &Group<'_>,
     e: &Entity,
@@ -342,9 +396,13 @@ fn parse_reply(
     }
     let opt = |s: &str| if s.is_empty() { None } else { s.parse::<f64>().ok() };
     let feature_first = e.first + if g.windows { nw * 6 + 1 } else { 0 };
-    for &ev in &g.events {
-        for (k, v) in reply[..nf].iter().enumerate() {
-            out[ev * width + feature_first + k] = opt(v);
+    if g.cached.is_some() {
+        write_cached(g, e, width, out);
+    } else {
+        for &ev in &g.events {
+            for (k, v) in reply[..nf].iter().enumerate() {
+                out[ev * width + feature_first + k] = opt(v);
+            }
         }
     }
     if !g.windows {

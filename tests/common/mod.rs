@@ -208,7 +208,9 @@ pub fn stored_totals(conn: &mut redis::Connection, card: &str) -> (u64, f64, u64
 }
 
 /// Reference totals per card from the produced events.
-pub fn reference_totals(events: &[verdict::demo::Transaction]) -> HashMap<String, (u64, f64, std::collections::HashSet<String>)> {
+pub fn reference_totals(
+    events: &[verdict::demo::Transaction],
+) -> HashMap<String, (u64, f64, std::collections::HashSet<String>)> {
     let mut m: HashMap<String, (u64, f64, std::collections::HashSet<String>)> = HashMap::new();
     for e in events {
         let r = m.entry(e.card_id.clone()).or_default();
@@ -232,7 +234,13 @@ pub fn assert_windows_exact(redis: &RedisServer, events: &[verdict::demo::Transa
 }
 
 /// Produces generated events and returns them.
-pub fn produce_transactions(mock: &MockKafka, topic: &str, n: u64, seed: u64, partition: Option<i32>) -> Vec<verdict::demo::Transaction> {
+pub fn produce_transactions(
+    mock: &MockKafka,
+    topic: &str,
+    n: u64,
+    seed: u64,
+    partition: Option<i32>,
+) -> Vec<verdict::demo::Transaction> {
     let mut g = Generator::new(seed, 20_000, 1_764_000_000_000);
     let mut out = Vec::with_capacity(n as usize);
     for _ in 0..n {
