@@ -44,6 +44,9 @@ pub struct EnrichConfig {
     pub cache_ttl_ms: u64,
     /// Redis command timeout (ms); past it the batch counts as a Redis failure.
     pub timeout_ms: u64,
+    /// Redis Cluster: one script call per entity (one slot each) instead of one per batch.
+    /// Both are one pipelined round trip per batch.
+    pub redis_cluster: bool,
     /// Entities whose windows and features the model can use.
     pub entities: Vec<EntityConfig>,
 }
@@ -59,6 +62,7 @@ impl Default for EnrichConfig {
             cache_capacity: 100_000,
             cache_ttl_ms: 1_000,
             timeout_ms: 1_000,
+            redis_cluster: false,
             entities: vec![EntityConfig::default()],
         }
     }

@@ -146,6 +146,7 @@ pub struct Enricher {
     names: Vec<String>,
     store: Store,
     cache: Option<FeatureCache>,
+    per_group: bool,
 }
 
 const AGGS: [&str; 6] = ["count", "sum", "avg", "min", "max", "distinct"];
@@ -203,7 +204,7 @@ impl Enricher {
                 .time_to_live(Duration::from_millis(cfg.cache_ttl_ms.max(1)))
                 .build()
         });
-        Ok(Self { entities, names, store, cache })
+        Ok(Self { entities, names, store, cache, per_group: cfg.redis_cluster })
     }
 
     /// Names of the values this enricher produces, in output order.
@@ -277,23 +278,21 @@ impl Enricher {
                     write_cached(g, &self.entities[g.entity_idx], width, out);
                 }
                 if !ask.is_empty() {
-                    let replies = store.run(&ask, crate::publish::acker::wall_clock_ms())?;
+                    let reply = store.run(&ask, crate::publish::acker::wall_clock_ms(), self.per_group)?;
                     stats.round_trips = 1;
-                    stats.commands = ask.len() as u64;
-                    if replies.len() != ask.len() {
-                        return Err(EnrichError::Protocol(format!(
-                            "{} replies for {} calls",
-                            replies.len(),
-                            ask.len()
-                        )));
-                    }
-                    for (g, reply) in ask.iter().zip(&replies) {
+                    stats.commands = if self.per_group { ask.len() as u64 } else { 1 };
+                    let mut at = 0;
+                    for g in &ask {
                         let e = &self.entities[g.entity_idx];
-                        parse_reply(g, e, reply, width, out, &mut stats)?;
+                        let used = parse_reply(g, e, &reply[at.min(reply.len())..], width, out, &mut stats)?;
                         if let (Some(cache), false) = (&self.cache, g.features.is_empty()) {
-                            let values = reply[..g.features.len()].iter().map(|v| v.parse::<f64>().ok()).collect();
+                            let values = reply[at..at + g.features.len()].iter().map(|v| v.parse::<f64>().ok()).collect();
                             cache.insert((g.entity_idx, g.id.to_string()), Arc::new(values));
                         }
+                        at += used;
+                    }
+                    if at != reply.len() {
+                        return Err(EnrichError::Protocol(format!("{} values in the reply, {at} expected", reply.len())));
                     }
                 }
             }
@@ -381,12 +380,12 @@ fn parse_reply(
     width: usize,
     out: &mut [Option<f64>],
     stats: &mut BatchStats,
-) -> Result<(), EnrichError> {
+) -> Result<usize, EnrichError> {
     let nf = g.features.len();
     let nw = if g.windows { g.spec.sizes_ms.len() } else { 0 };
     let per_event = 3 + 5 * nw;
     let expected = nf + if g.windows { per_event * g.events.len() } else { 0 };
-    if reply.len() != expected {
+    if reply.len() < expected {
         return Err(EnrichError::Protocol(format!(
             "entity {} {}: {} values, expected {expected}",
             g.entity,
@@ -406,7 +405,7 @@ fn parse_reply(
         }
     }
     if !g.windows {
-        return Ok(());
+        return Ok(expected);
     }
     let mut windows = Vec::with_capacity(nw);
     for (i, &ev) in g.events.iter().enumerate() {
@@ -426,7 +425,7 @@ fn parse_reply(
         }
         write_seen(&mut out[ev * width + e.first..], &windows, since_last_ms);
     }
-    Ok(())
+    Ok(expected)
 }
 
 /// Runs closures in batch-sequence order: window updates must be applied per source

@@ -70,42 +70,21 @@ impl RedisStore {
             .map_err(|e| EnrichError::Unavailable(format!("SCRIPT LOAD: {e}")))
     }
 
-    /// Runs every group's script call in one pipeline; returns each group's reply.
-    pub fn run(&mut self, groups: &[Group<'_>], now_ms: i64) -> Result<Vec<Vec<String>>, EnrichError> {
+    /// Runs the groups' script calls in one pipelined round trip — one call per group
+    /// (`per_group`, Redis Cluster: one slot per call) or one call for the whole batch —
+    /// and returns the replies concatenated in group order.
+    pub fn run(&mut self, groups: &[Group<'_>], now_ms: i64, per_group: bool) -> Result<Vec<String>, EnrichError> {
         let mut pipe = redis::pipe();
-        for g in groups {
+        let chunks: Vec<&[Group<'_>]> = if per_group { groups.chunks(1).collect() } else { vec![groups] };
+        for chunk in &chunks {
             let mut cmd = redis::cmd("EVALSHA");
-            cmd.arg(&self.sha)
-                .arg(2)
-                .arg(window_key(&self.prefix, g.entity, g.id))
-                .arg(feature_key(&self.prefix, g.entity, g.id))
-                .arg(now_ms)
-                .arg(g.spec.bucket_ms)
-                .arg(g.spec.lateness_ms)
-                .arg(g.spec.retention_ms())
-                .arg(if g.windows { g.spec.sizes_ms.len() } else { 0 });
-            if g.windows {
-                for s in &g.spec.sizes_ms {
-                    cmd.arg(*s);
-                }
+            cmd.arg(&self.sha).arg(2 * chunk.len());
+            for g in chunk.iter() {
+                cmd.arg(window_key(&self.prefix, g.entity, g.id)).arg(feature_key(&self.prefix, g.entity, g.id));
             }
-            cmd.arg(g.features.len());
-            for f in g.features {
-                cmd.arg(f.as_str());
-            }
-            cmd.arg(g.max_age_ms);
-            if g.windows {
-                cmd.arg(g.updates.len());
-                for u in &g.updates {
-                    cmd.arg(u.fence_key).arg(u.offset).arg(u.time_ms);
-                    match u.value {
-                        Some(v) => cmd.arg(v.to_string()),
-                        None => cmd.arg(""),
-                    };
-                    cmd.arg(u.distinct.unwrap_or(""));
-                }
-            } else {
-                cmd.arg(0);
+            cmd.arg(now_ms).arg(chunk.len());
+            for g in chunk.iter() {
+                push_group(&mut cmd, g);
             }
             pipe.add_command(cmd);
         }
@@ -116,7 +95,7 @@ impl RedisStore {
                 tokio::time::timeout(timeout, pipe.query_async::<Vec<Vec<String>>>(&mut conn)).await
             });
             match reply {
-                Ok(Ok(r)) => return Ok(r),
+                Ok(Ok(r)) => return Ok(r.into_iter().flatten().collect()),
                 Ok(Err(e)) if e.code() == Some("NOSCRIPT") && attempt == 0 => {
                     // Redis restarted or flushed its script cache: load it again (its SHA1
                     // depends only on its text, so the pipeline is re-sent unchanged).
@@ -127,5 +106,36 @@ impl RedisStore {
             }
         }
         Err(EnrichError::Unavailable("script could not be loaded".into()))
+    }
+}
+
+/// Appends one group's arguments (see the ARGV layout in `window.lua`).
+fn push_group(cmd: &mut redis::Cmd, g: &Group<'_>) {
+    cmd.arg(g.spec.bucket_ms).arg(g.spec.lateness_ms).arg(g.spec.retention_ms());
+    if g.windows {
+        cmd.arg(g.spec.sizes_ms.len());
+        for s in &g.spec.sizes_ms {
+            cmd.arg(*s);
+        }
+    } else {
+        cmd.arg(0);
+    }
+    cmd.arg(g.features.len());
+    for f in g.features {
+        cmd.arg(f.as_str());
+    }
+    cmd.arg(g.max_age_ms);
+    if g.windows {
+        cmd.arg(g.updates.len());
+        for u in &g.updates {
+            cmd.arg(u.fence_key).arg(u.offset).arg(u.time_ms);
+            match u.value {
+                Some(v) => cmd.arg(v.to_string()),
+                None => cmd.arg(""),
+            };
+            cmd.arg(u.distinct.unwrap_or(""));
+        }
+    } else {
+        cmd.arg(0);
     }
 }

@@ -1,18 +1,22 @@
--- verdict: one entity's window update + online-feature read, atomically.
+-- verdict: window updates + online-feature reads for a batch's entity groups, atomically.
 -- Same semantics as src/enrich/window.rs (see its module doc); keep them in step.
 --
--- KEYS[1] window state (msgpack), KEYS[2] online-feature hash. Both carry the entity id
--- as a hash tag, so one call touches one Redis Cluster slot.
--- ARGV: now_ms, bucket_ms, lateness_ms, ttl_ms, nw, size_1..size_nw,
---       nf, feature_1..feature_nf, max_age_ms,
---       ne, then per event: fence_key, offset, time_ms, value|'', distinct|''
--- Returns: nf feature values ('' = missing or stale), then per event:
+-- KEYS: per group, its window state key (msgpack) and its online-feature hash. Every key of
+-- one entity carries the entity id as a hash tag; with enrich.redis_cluster each call holds
+-- one group (one slot), otherwise one call holds the whole batch.
+-- ARGV: now_ms, ng, then per group: bucket_ms, lateness_ms, ttl_ms, nw, size_1..size_nw,
+--       nf, feature_1..feature_nf, max_age_ms, ne, then per event:
+--       fence_key, offset, time_ms, value|'', distinct|''
+-- Returns, per group: nf feature values ('' = missing or stale), then (if nw > 0) per event:
 --          applied, late, since_last|'', and per window count, sum, min|'', max|'', distinct.
 
 local function num(x) return string.format('%.17g', x) end
 
-local a = 1
-local now = tonumber(ARGV[a]); a = a + 1
+local now = tonumber(ARGV[1])
+local ng = tonumber(ARGV[2])
+local out = {}
+
+local function group(wkey, fkey, a)
 local B = tonumber(ARGV[a]); a = a + 1
 local lateness = tonumber(ARGV[a]); a = a + 1
 local ttl = tonumber(ARGV[a]); a = a + 1
@@ -29,13 +33,11 @@ for i = 1, nf do fields[i] = ARGV[a]; a = a + 1 end
 local max_age = tonumber(ARGV[a]); a = a + 1
 local ne = tonumber(ARGV[a]); a = a + 1
 
-local out = {}
-
 if nf > 0 then
   local args = {}
   for i = 1, nf do args[i] = fields[i] end
   args[nf + 1] = '_ts'
-  local vals = redis.call('HMGET', KEYS[2], unpack(args))
+  local vals = redis.call('HMGET', fkey, unpack(args))
   local ts = tonumber(vals[nf + 1])
   local fresh = ts ~= nil and (now - ts) <= max_age
   for i = 1, nf do
@@ -44,11 +46,11 @@ if nf > 0 then
   end
 end
 
-if nw == 0 then return out end
+if nw == 0 then return a end
 
 -- state: b = list of {s, count, sum, has, min, max, last_of} sorted by s;
 -- d = distinct value -> its most recent bucket start; f = fences; n = newest
-local raw = redis.call('GET', KEYS[1])
+local raw = redis.call('GET', wkey)
 local st
 if raw then st = cmsgpack.unpack(raw) else st = {b = {}, d = {}, f = {}, n = false} end
 local dirty = false
@@ -153,6 +155,13 @@ for _ = 1, ne do
 end
 
 if dirty then
-  redis.call('SET', KEYS[1], cmsgpack.pack(st), 'PX', ttl)
+  redis.call('SET', wkey, cmsgpack.pack(st), 'PX', ttl)
+end
+return a
+end
+
+local a = 3
+for g = 1, ng do
+  a = group(KEYS[2 * g - 1], KEYS[2 * g], a)
 end
 return out
