@@ -3,6 +3,7 @@
 //!
 //! Key layout (the entity id is the hash tag):
 //! * `{prefix}:w:{entity}:{id}` — window state (msgpack), TTL = longest window + lateness;
+//! * `{prefix}:d:{entity}:{id}` — distinct values of the windows: value → latest bucket, same TTL;
 //! * `{prefix}:f:{entity}:{id}` — online features: a hash of `name → number` plus `_ts`
 //!   (ms since epoch of the last update), written by the feature pipeline, read here.
 
@@ -28,6 +29,11 @@ pub struct RedisStore {
 /// Window state key of an entity.
 pub fn window_key(prefix: &str, entity: &str, id: &str) -> String {
     format!("{prefix}:w:{entity}:{{{id}}}")
+}
+
+/// Distinct-value hash of an entity's windows (value → start of its latest bucket).
+pub fn distinct_key(prefix: &str, entity: &str, id: &str) -> String {
+    format!("{prefix}:d:{entity}:{{{id}}}")
 }
 
 /// Online-feature key of an entity.
@@ -78,9 +84,11 @@ impl RedisStore {
         let chunks: Vec<&[Group<'_>]> = if per_group { groups.chunks(1).collect() } else { vec![groups] };
         for chunk in &chunks {
             let mut cmd = redis::cmd("EVALSHA");
-            cmd.arg(&self.sha).arg(2 * chunk.len());
+            cmd.arg(&self.sha).arg(3 * chunk.len());
             for g in chunk.iter() {
-                cmd.arg(window_key(&self.prefix, g.entity, g.id)).arg(feature_key(&self.prefix, g.entity, g.id));
+                cmd.arg(window_key(&self.prefix, g.entity, g.id))
+                    .arg(feature_key(&self.prefix, g.entity, g.id))
+                    .arg(distinct_key(&self.prefix, g.entity, g.id));
             }
             cmd.arg(now_ms).arg(chunk.len());
             for g in chunk.iter() {

@@ -1,7 +1,8 @@
 -- verdict: window updates + online-feature reads for a batch's entity groups, atomically.
 -- Same semantics as src/enrich/window.rs (see its module doc); keep them in step.
 --
--- KEYS: per group, its window state key (msgpack) and its online-feature hash. Every key of
+-- KEYS: per group, its window state key (msgpack), its online-feature hash and its
+-- distinct-value hash (value -> start of its most recent bucket). Every key of
 -- one entity carries the entity id as a hash tag; with enrich.redis_cluster each call holds
 -- one group (one slot), otherwise one call holds the whole batch.
 -- ARGV: now_ms, ng, then per group: bucket_ms, lateness_ms, ttl_ms, nw, size_1..size_nw,
@@ -16,7 +17,7 @@ local now = tonumber(ARGV[1])
 local ng = tonumber(ARGV[2])
 local out = {}
 
-local function group(wkey, fkey, a)
+local function group(wkey, fkey, dkey, a)
 local B = tonumber(ARGV[a]); a = a + 1
 local lateness = tonumber(ARGV[a]); a = a + 1
 local ttl = tonumber(ARGV[a]); a = a + 1
@@ -48,11 +49,12 @@ end
 
 if nw == 0 then return a end
 
--- state: b = list of {s, count, sum, has, min, max, last_of} sorted by s;
--- d = distinct value -> its most recent bucket start; f = fences; n = newest
+-- state: b = list of {s, count, sum, has, min, max, last_of} sorted by s; f = fences;
+-- n = newest. Distinct values live in their own hash (dkey), so a card seen at thousands
+-- of merchants does not make every call (de)serialize them all.
 local raw = redis.call('GET', wkey)
 local st
-if raw then st = cmsgpack.unpack(raw) else st = {b = {}, d = {}, f = {}, n = false} end
+if raw then st = cmsgpack.unpack(raw) else st = {b = {}, f = {}, n = false} end
 local dirty = false
 
 local function aggregates(t, size)
@@ -124,15 +126,15 @@ for _ = 1, ne do
       end
     end
     if dv ~= '' then
-      local last = st.d[dv]
+      local last = tonumber(redis.call('HGET', dkey, dv))
       if last == nil then
-        st.d[dv] = start
+        redis.call('HSET', dkey, dv, start)
         b[7] = b[7] + 1
       elseif last < start then
         for _, x in ipairs(st.b) do
           if x[1] == last then x[7] = x[7] - 1; break end
         end
-        st.d[dv] = start
+        redis.call('HSET', dkey, dv, start)
         b[7] = b[7] + 1
       end
     end
@@ -144,8 +146,9 @@ for _ = 1, ne do
       if x[1] + B > horizon then kept[#kept + 1] = x; live[x[1]] = true end
     end
     if #kept ~= #st.b then
-      for v, last in pairs(st.d) do
-        if not live[last] then st.d[v] = nil end
+      local all = redis.call('HGETALL', dkey)
+      for i = 1, #all, 2 do
+        if not live[tonumber(all[i + 1])] then redis.call('HDEL', dkey, all[i]) end
       end
     end
     st.b = kept
@@ -156,12 +159,13 @@ end
 
 if dirty then
   redis.call('SET', wkey, cmsgpack.pack(st), 'PX', ttl)
+  redis.call('PEXPIRE', dkey, ttl)
 end
 return a
 end
 
 local a = 3
 for g = 1, ng do
-  a = group(KEYS[2 * g - 1], KEYS[2 * g], a)
+  a = group(KEYS[3 * g - 2], KEYS[3 * g - 1], KEYS[3 * g], a)
 end
 return out
