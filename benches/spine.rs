@@ -33,6 +33,7 @@ fn config() -> Config {
     cfg.model.workers = env_u64("BENCH_WORKERS", 2) as usize;
     cfg.model.chunk_rows = env_u64("BENCH_CHUNK_ROWS", cfg.model.chunk_rows as u64) as usize;
     cfg.batch.max_events = env_u64("BENCH_BATCH", cfg.batch.max_events as u64) as usize;
+    cfg.batch.queue_batches = env_u64("BENCH_QUEUE", cfg.batch.queue_batches as u64) as usize;
     match std::env::var("BENCH_ENRICH").as_deref() {
         Ok("off") => cfg.enrich.backend = verdict::enrich::Backend::Off,
         Ok(url) if url.starts_with("redis://") => {

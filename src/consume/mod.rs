@@ -6,9 +6,10 @@
 //! Stored offsets are committed on an interval (librdkafka auto-commit), on partition
 //! revoke (after in-flight batches drain) and on shutdown.
 //!
-//! Backpressure: when the worker queue is full, the assigned partitions are paused
-//! (fetching stops, nothing is buffered beyond librdkafka's bounded prefetch) and
-//! resumed once the batch is taken.
+//! Backpressure: when the worker queue is full the consumer waits; if it stays full for
+//! longer than a short grace period, the assigned partitions are paused (fetching stops,
+//! nothing is buffered beyond librdkafka's bounded prefetch) and resumed once the batch
+//! is taken.
 
 mod context;
 
@@ -28,6 +29,9 @@ use crate::config::{BatchConfig, KafkaConfig};
 use crate::envelope::{Batch, Envelope, Origin, RawMessage};
 use crate::publish::OffsetStore;
 use crate::telemetry::Metrics;
+
+/// How long a full worker queue may block the consumer before its partitions are paused.
+const PAUSE_AFTER: Duration = Duration::from_millis(250);
 
 /// The consumer type verdict uses.
 pub type KafkaConsumer = BaseConsumer<VerdictContext>;
@@ -192,8 +196,14 @@ impl ConsumeLoop {
         self.metrics.batch_events.observe(events.len() as f64);
         self.metrics.count("consume", "received", events.len() as u64);
         let mut batch = Batch { seq: self.next_seq, events };
+        // Short waits are ordinary backpressure: block (without polling) instead of pausing.
+        // Pausing purges librdkafka's prefetched messages and resuming re-fetches them, which
+        // measured 3.5x slower when done for every full queue. Pause only when the wait is long
+        // (a Redis outage, say), so rebalances and the poll deadline keep being served.
+        let mut wait = PAUSE_AFTER;
         loop {
-            match self.tx.send_timeout(batch, Duration::from_millis(20)) {
+            let timeout = std::mem::replace(&mut wait, Duration::from_millis(20));
+            match self.tx.send_timeout(batch, timeout) {
                 Ok(()) => {
                     // Counted after the send: a revoke (run inside our own poll) then waits only
                     // for batches the workers can finish. The acker may decrement first; the

@@ -286,13 +286,17 @@ impl Enricher {
                         let e = &self.entities[g.entity_idx];
                         let used = parse_reply(g, e, &reply[at.min(reply.len())..], width, out, &mut stats)?;
                         if let (Some(cache), false) = (&self.cache, g.features.is_empty()) {
-                            let values = reply[at..at + g.features.len()].iter().map(|v| v.parse::<f64>().ok()).collect();
+                            let values =
+                                reply[at..at + g.features.len()].iter().map(|v| v.parse::<f64>().ok()).collect();
                             cache.insert((g.entity_idx, g.id.to_string()), Arc::new(values));
                         }
                         at += used;
                     }
                     if at != reply.len() {
-                        return Err(EnrichError::Protocol(format!("{} values in the reply, {at} expected", reply.len())));
+                        return Err(EnrichError::Protocol(format!(
+                            "{} values in the reply, {at} expected",
+                            reply.len()
+                        )));
                     }
                 }
             }

@@ -59,8 +59,11 @@ local dirty = false
 
 local function aggregates(t, size)
   local c, s, has, mn, mx, d = 0, 0.0, false, 0.0, 0.0, 0
-  for _, b in ipairs(st.b) do
-    if b[1] <= t and b[1] + B > t - size then
+  local bs = st.b
+  for i = 1, #bs do
+    local b = bs[i]
+    if b[1] > t then break end
+    if b[1] + B > t - size then
       c = c + b[2]
       s = s + b[3]
       if b[4] then
@@ -140,18 +143,19 @@ for _ = 1, ne do
     end
     if (not st.n) or t > st.n then st.n = t end
     local horizon = st.n - (longest + lateness + B)
-    local kept = {}
-    local live = {}
-    for _, x in ipairs(st.b) do
-      if x[1] + B > horizon then kept[#kept + 1] = x; live[x[1]] = true end
-    end
-    if #kept ~= #st.b then
+    -- Buckets are sorted: only rebuild when the oldest one has expired.
+    if st.b[1][1] + B <= horizon then
+      local kept = {}
+      local live = {}
+      for _, x in ipairs(st.b) do
+        if x[1] + B > horizon then kept[#kept + 1] = x; live[x[1]] = true end
+      end
       local all = redis.call('HGETALL', dkey)
       for i = 1, #all, 2 do
         if not live[tonumber(all[i + 1])] then redis.call('HDEL', dkey, all[i]) end
       end
+      st.b = kept
     end
-    st.b = kept
   end
   if not replay then st.f[fk] = off end
   dirty = true
