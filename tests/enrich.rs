@@ -67,7 +67,7 @@ fn redis_outage_under_pause_loses_nothing_and_keeps_windows_exact() {
     let mut redis = RedisServer::start();
     let (mock, mut cfg) = mock_setup(4);
     with_redis(&mut cfg, &redis);
-    let events = produce_transactions(&mock, "events", 10_000, 23, None);
+    let events = produce_transactions(&mock, "events", 20_000, 23, None);
     let m = Metrics::new();
     let p = Pipeline::start(&cfg, m.clone()).unwrap();
     wait_for("some decisions", Duration::from_secs(60), || handled(&m) >= 1_000);
@@ -77,8 +77,8 @@ fn redis_outage_under_pause_loses_nothing_and_keeps_windows_exact() {
     std::thread::sleep(Duration::from_secs(5));
     let during = handled(&m);
     redis.freeze(false);
-    wait_for("all decided", Duration::from_secs(60), || handled(&m) >= 10_000);
-    assert!(during < 10_000, "the outage held work back");
+    wait_for("all decided", Duration::from_secs(60), || handled(&m) >= 20_000);
+    assert!(during < 20_000, "the outage held work back");
     assert!(p.shutdown(Duration::from_secs(30)).clean);
     let ids = id_counts(&decode_decisions(&mock.read_all("decisions", IDLE)));
     assert!(events.iter().all(|e| ids.contains_key(&e.event_id)));
