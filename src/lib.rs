@@ -20,6 +20,8 @@
 //! * [`telemetry`]: metric names, Prometheus registry, `/metrics` `/healthz` `/readyz`.
 //! * [`error`]: error policies (retry / dead-letter / fatal) and dead-letter reasons.
 //! * [`demo`]: mock cluster, synthetic transactions, the demo and benchmark driver.
+//! * [`vectorize`]: the rows (and scores) the service would feed the model, for parity checks.
+//! * [`enrich`]: per-entity sliding windows and online features (memory or Redis).
 
 pub mod config;
 pub mod consume;
@@ -33,4 +35,5 @@ pub mod publish;
 pub mod rules;
 pub mod score;
 pub mod telemetry;
+pub mod vectorize;
 pub mod worker;

@@ -54,6 +54,23 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Print the model input rows (and optionally scores) verdict builds for events in a
+    /// JSON-lines file, one JSON object per line: the data scientist's parity tool.
+    /// Windows are computed in process (memory semantics, events in file order).
+    Vectorize {
+        /// Model directory (manifest.json + .onnx).
+        #[arg(long)]
+        model: PathBuf,
+        /// JSON-lines events.
+        #[arg(long)]
+        events: PathBuf,
+        /// Config file (decode field mapping, enrich entities).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Also score each row with ONNX Runtime.
+        #[arg(long)]
+        score: bool,
+    },
     /// Write synthetic transactions as JSON lines (training data with --labels).
     Generate {
         /// Number of events.
@@ -106,6 +123,12 @@ fn main() -> anyhow::Result<()> {
                 cfg.model.dir.display()
             );
             Ok(())
+        }
+        Command::Vectorize { model, events, config, score } => {
+            let mut cfg = load_or_exit(config.as_deref(), false);
+            cfg.model.dir = model;
+            cfg.model.workers = 1;
+            verdict::vectorize::run(&cfg, &events, score, &mut std::io::stdout().lock())
         }
         Command::Generate { count, seed, labels } => {
             let mut g = Generator::new(seed, 50_000, 1_764_000_000_000);
