@@ -1,0 +1,84 @@
+//! The released binary as users run it: `verdict run` as a separate process against the
+//! mock cluster's TCP listener, scraped over HTTP, stopped with SIGTERM.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((code, body))
+}
+
+fn metric(body: &str, series: &str) -> u64 {
+    body.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn run_serves_metrics_and_readiness_and_sigterm_commits_everything() {
+    let (mock, cfg) = mock_setup(4);
+    produce_events(&mock, "events", 0, 5_000, 41);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_verdict"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("run")
+        .env("VERDICT__KAFKA__BROKERS", mock.bootstrap())
+        .env("VERDICT__KAFKA__GROUP_ID", &cfg.kafka.group_id)
+        .env("VERDICT__KAFKA__COMMIT_INTERVAL_MS", "200")
+        .env("VERDICT__TELEMETRY__LISTEN", format!("127.0.0.1:{port}"))
+        .env("VERDICT__TELEMETRY__LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    wait_for("/healthz", Duration::from_secs(30), || http_get(port, "/healthz").is_some_and(|(c, _)| c == 200));
+    wait_for("/readyz 200", Duration::from_secs(60), || http_get(port, "/readyz").is_some_and(|(c, _)| c == 200));
+    let (_, ready) = http_get(port, "/readyz").unwrap();
+    assert!(ready.contains("\"execution_provider\":\"cpu\""), "{ready}");
+    wait_for("5000 decisions in /metrics", Duration::from_secs(60), || {
+        http_get(port, "/metrics")
+            .is_some_and(|(_, b)| metric(&b, "verdict_events_total{outcome=\"ok\",stage=\"decode\"}") >= 5_000)
+    });
+    let (_, metrics) = http_get(port, "/metrics").unwrap();
+    for name in [
+        "verdict_pipeline_latency_seconds_bucket",
+        "verdict_stage_seconds_bucket",
+        "verdict_partitions_assigned 4",
+        "verdict_model_info",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let mut waited = 0;
+    let exit = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(waited < 300, "verdict did not exit within 30 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+        waited += 1;
+    };
+    let mut log = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    assert!(exit.success(), "exit {exit:?}\n{log}");
+    assert!(log.contains("pipeline stopped"), "{log}");
+    let committed = mock.committed(&cfg.kafka.group_id, "events", 4);
+    assert_eq!(committed.iter().sum::<i64>(), 5_000, "committed {committed:?}");
+}
