@@ -250,10 +250,26 @@ fn json_error(bytes: &[u8], e: serde_json::Error) -> DecodeError {
     let non_finite = ["NaN", "Infinity", "-Infinity", "+Infinity"].iter().any(|t| rest.starts_with(t.as_bytes()))
         || e.to_string().contains("number out of range");
     if non_finite {
-        err(DeadLetterReason::NonFinite, format!("non-finite number in JSON: {e}"))
+        let field = key_before(bytes, at).map(|k| format!(" in field '{k}'")).unwrap_or_default();
+        err(DeadLetterReason::NonFinite, format!("non-finite number{field} (not valid JSON): {e}"))
     } else {
         err(DeadLetterReason::Malformed, format!("invalid JSON: {e}"))
     }
+}
+
+/// The object key whose value starts at `at` (`"key": <here>`), for error messages.
+fn key_before(bytes: &[u8], at: usize) -> Option<String> {
+    let head = &bytes[..at.min(bytes.len())];
+    let colon = head.iter().rposition(|b| !b.is_ascii_whitespace())?;
+    if head[colon] != b':' {
+        return None;
+    }
+    let close = head[..colon].iter().rposition(|b| !b.is_ascii_whitespace())?;
+    if head[close] != b'"' {
+        return None;
+    }
+    let open = head[..close].iter().rposition(|&b| b == b'"')?;
+    std::str::from_utf8(&head[open + 1..close]).ok().map(str::to_string)
 }
 
 /// serde_json reports 1-based line and column of the byte *after* the offending one.

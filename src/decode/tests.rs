@@ -67,3 +67,15 @@ fn missing_model_input_names_the_column() {
     assert_eq!(e.reason, DeadLetterReason::MissingField);
     assert!(e.detail.contains("'amount'"), "{}", e.detail);
 }
+
+#[test]
+fn a_nan_literal_names_its_field() {
+    let d = decoder();
+    let mut row = vec![0f32; d.width()];
+    let e = d
+        .batch()
+        .decode(Some(br#"{"event_id":"x","card_id":"c","event_time":1,"amount": NaN}"#), &mut row)
+        .unwrap_err();
+    assert_eq!(e.reason, DeadLetterReason::NonFinite);
+    assert!(e.detail.contains("field 'amount'"), "{}", e.detail);
+}

@@ -48,15 +48,8 @@ pub fn mock_setup(partitions: i32) -> (MockKafka, Config) {
 
 /// Produces `n` generated events as JSON (ids `tx-{first..first+n}`); returns their ids.
 pub fn produce_events(mock: &MockKafka, topic: &str, first: u64, n: u64, seed: u64) -> Vec<String> {
-    let mut g = Generator::new(seed, 20_000, 1_764_000_000_000).with_first_id(first);
-    let mut ids = Vec::with_capacity(n as usize);
-    for _ in 0..n {
-        let tx = g.next_event();
-        mock.produce(topic, None, tx.card_id.as_bytes(), &tx.to_json());
-        ids.push(tx.event_id);
-    }
-    mock.flush();
-    ids
+    let g = Generator::new(seed, 20_000, 1_764_000_000_000).with_first_id(first);
+    produce_from(mock, topic, g, n, None).into_iter().map(|tx| tx.event_id).collect()
 }
 
 /// Waits until `f` holds, up to `timeout`; panics with `what` otherwise.
@@ -245,7 +238,16 @@ pub fn produce_transactions(
     seed: u64,
     partition: Option<i32>,
 ) -> Vec<verdict::demo::Transaction> {
-    let mut g = Generator::new(seed, 20_000, 1_764_000_000_000);
+    produce_from(mock, topic, Generator::new(seed, 20_000, 1_764_000_000_000), n, partition)
+}
+
+fn produce_from(
+    mock: &MockKafka,
+    topic: &str,
+    mut g: Generator,
+    n: u64,
+    partition: Option<i32>,
+) -> Vec<verdict::demo::Transaction> {
     let mut out = Vec::with_capacity(n as usize);
     for _ in 0..n {
         let tx = g.next_event();
