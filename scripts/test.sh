@@ -14,6 +14,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 scripts/fetch-ort.sh
+# The parity tests compare scores with onnxruntime in Python (same version as the library).
+if ! python3 -c "import onnxruntime, numpy" >/dev/null 2>&1; then
+  echo "installing onnxruntime and numpy for Python ..." >&2
+  python3 -m pip install --quiet "onnxruntime==${ORT_VERSION:-1.32.0}" numpy
+fi
 
 echo "validating docker-compose.yml ..." >&2
 docker-compose -f docker-compose.yml config -q

@@ -1,5 +1,6 @@
 //! Training–serving parity: `verdict vectorize` and `ops/model/features.py` build the same
-//! rows, as f32 bits, for events with nulls, unknown categories and nested fields.
+//! rows, as f32 bits, for events with nulls, unknown categories and nested fields, and the
+//! scores equal onnxruntime-in-Python's, as f32 bits.
 
 mod common;
 
@@ -9,7 +10,7 @@ use common::crate_path;
 use verdict::demo::Generator;
 
 #[test]
-fn vectorize_rows_equal_the_python_feature_code_bit_for_bit() {
+fn vectorize_rows_and_scores_equal_the_python_reference_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("events.jsonl");
     let mut g = Generator::new(31, 2_000, 1_764_000_000_000);
@@ -46,19 +47,21 @@ fn vectorize_rows_equal_the_python_feature_code_bit_for_bit() {
         .arg(crate_path("models/demo/manifest.json"))
         .arg(crate_path("config/defaults.toml"))
         .arg(&file)
+        .arg("--score")
         .output()
         .unwrap();
     assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
-    let python: Vec<Vec<Option<f64>>> =
+    let python: Vec<serde_json::Value> =
         String::from_utf8(py.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
 
     assert_eq!(service.len(), 3_000);
     assert_eq!(python.len(), 3_000);
     for (s, p) in service.iter().zip(&python) {
         let row: Vec<Option<f64>> = serde_json::from_value(s["row"].clone()).unwrap();
+        let py_row: Vec<Option<f64>> = serde_json::from_value(p["row"].clone()).unwrap();
         let bits = |r: &[Option<f64>]| r.iter().map(|v| v.map(|x| (x as f32).to_bits())).collect::<Vec<_>>();
-        assert_eq!(bits(&row), bits(p), "line {}", s["line"]);
-        let score = s["score"].as_f64().unwrap();
-        assert!((0.0..=1.0).contains(&score));
+        assert_eq!(bits(&row), bits(&py_row), "line {}", s["line"]);
+        let (ours, theirs) = (s["score"].as_f64().unwrap() as f32, p["score"].as_f64().unwrap() as f32);
+        assert_eq!(ours.to_bits(), theirs.to_bits(), "line {}: score {ours} vs onnxruntime-python {theirs}", s["line"]);
     }
 }

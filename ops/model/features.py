@@ -219,15 +219,31 @@ class WindowFeatures:
 
 
 def main(argv: list[str]) -> None:
-    """python3 features.py MANIFEST.json CONFIG.toml EVENTS.jsonl: one JSON row per event
-    (null for NaN), computed as verdict computes them."""
+    """python3 features.py MANIFEST.json CONFIG.toml EVENTS.jsonl [--score]: one JSON row per
+    event (null for NaN), computed as verdict computes them; with --score, {"row", "score"}
+    where the score comes from onnxruntime (one intra-op thread, like verdict)."""
+    import os
     import tomllib
     manifest = json.load(open(argv[1]))
     with open(argv[2], "rb") as f:
         enrich = tomllib.load(f).get("enrich")
     events = [json.loads(line) for line in open(argv[3]) if line.strip()]
-    for row in rows(events, manifest, enrich):
-        print(json.dumps([None if math.isnan(v) else v for v in row]))
+    out = rows(events, manifest, enrich)
+    scores = None
+    if "--score" in argv:
+        import numpy as np
+        import onnxruntime as ort
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.inter_op_num_threads = 1
+        model = os.path.join(os.path.dirname(argv[1]), manifest["model_file"])
+        sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+        x = np.array(out, dtype=np.float32)
+        probs = sess.run([manifest["output_name"]], {manifest["input_name"]: x})[0]
+        scores = probs[:, manifest.get("positive_index", 1)] if probs.ndim == 2 and probs.shape[1] > 1 else probs.reshape(-1)
+    for i, row in enumerate(out):
+        r = [None if math.isnan(v) else v for v in row]
+        print(json.dumps(r if scores is None else {"row": r, "score": float(scores[i])}))
 
 
 if __name__ == "__main__":
