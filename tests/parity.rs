@@ -11,6 +11,18 @@ use verdict::demo::Generator;
 
 #[test]
 fn vectorize_rows_and_scores_equal_the_python_reference_bit_for_bit() {
+    parity("models/demo");
+}
+
+#[test]
+fn a_model_trained_with_missing_values_scores_nulls_as_nan_and_matches_python() {
+    let rows = parity("models/demo-nan");
+    let nan_rows = rows.iter().filter(|r| r.iter().any(Option::is_none)).count();
+    assert!(nan_rows > 500, "null inputs reach the model as NaN ({nan_rows} rows), none dead-lettered");
+}
+
+/// Runs both sides on the same events; returns verdict's rows (None = NaN).
+fn parity(model: &str) -> Vec<Vec<Option<f64>>> {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("events.jsonl");
     let mut g = Generator::new(31, 2_000, 1_764_000_000_000);
@@ -34,7 +46,7 @@ fn vectorize_rows_and_scores_equal_the_python_reference_bit_for_bit() {
 
     let out = Command::new(env!("CARGO_BIN_EXE_verdict"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["vectorize", "--model", "models/demo", "--score", "--events"])
+        .args(["vectorize", "--model", model, "--score", "--events"])
         .arg(&file)
         .output()
         .unwrap();
@@ -44,7 +56,7 @@ fn vectorize_rows_and_scores_equal_the_python_reference_bit_for_bit() {
 
     let py = Command::new("python3")
         .arg(crate_path("ops/model/features.py"))
-        .arg(crate_path("models/demo/manifest.json"))
+        .arg(crate_path(model).join("manifest.json"))
         .arg(crate_path("config/defaults.toml"))
         .arg(&file)
         .arg("--score")
@@ -54,14 +66,18 @@ fn vectorize_rows_and_scores_equal_the_python_reference_bit_for_bit() {
     let python: Vec<serde_json::Value> =
         String::from_utf8(py.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
 
-    assert_eq!(service.len(), 3_000);
+    assert_eq!(service.len(), 3_000, "every event vectorized, none rejected");
     assert_eq!(python.len(), 3_000);
+    let mut rows = Vec::new();
     for (s, p) in service.iter().zip(&python) {
+        assert!(s.get("error").is_none(), "{s}");
         let row: Vec<Option<f64>> = serde_json::from_value(s["row"].clone()).unwrap();
         let py_row: Vec<Option<f64>> = serde_json::from_value(p["row"].clone()).unwrap();
         let bits = |r: &[Option<f64>]| r.iter().map(|v| v.map(|x| (x as f32).to_bits())).collect::<Vec<_>>();
         assert_eq!(bits(&row), bits(&py_row), "line {}", s["line"]);
         let (ours, theirs) = (s["score"].as_f64().unwrap() as f32, p["score"].as_f64().unwrap() as f32);
         assert_eq!(ours.to_bits(), theirs.to_bits(), "line {}: score {ours} vs onnxruntime-python {theirs}", s["line"]);
+        rows.push(row);
     }
+    rows
 }

@@ -61,6 +61,34 @@ INPUTS = [
 ]
 
 
+def nan_inputs() -> list[dict]:
+    """The same columns, but nullable event fields pass NaN through (for models that route
+    missing values natively, like HistGradientBoosting)."""
+    out = []
+    for c in INPUTS:
+        c = dict(c)
+        if c["source"] in ("card_age_days", "distance_km", "device.type"):
+            c["missing"] = "nan"
+        out.append(c)
+    return out
+
+
+def patch_skl2onnx_bool_attributes() -> None:
+    """skl2onnx 1.20 passes numpy bools in TreeEnsemble's integer attributes (HistGradientBoosting
+    with missing values), which onnx rejects; convert them to ints."""
+    import onnx.helper as helper
+    original = helper.make_attribute
+
+    def make_attribute(key, value, *args, **kwargs):
+        if isinstance(value, np.ndarray) and value.dtype == bool:
+            value = [int(v) for v in value]
+        elif isinstance(value, (list, tuple)) and any(isinstance(v, (bool, np.bool_)) for v in value):
+            value = [int(v) for v in value]
+        return original(key, value, *args, **kwargs)
+
+    helper.make_attribute = make_attribute
+
+
 def generate(binary: str, rows: int, seed: int) -> list[dict]:
     out = subprocess.run([binary, "generate", "--count", str(rows), "--seed", str(seed), "--labels"],
                          check=True, capture_output=True, text=True).stdout
@@ -68,8 +96,8 @@ def generate(binary: str, rows: int, seed: int) -> list[dict]:
 
 
 def feature_baseline(x: np.ndarray, defaults: list[float | None], bins: int = 10) -> dict:
-    """Quantile bin edges and proportions, plus the share of default-filled values."""
-    is_default = np.zeros_like(x, dtype=bool) if defaults is None else (x == defaults)
+    """Quantile bin edges and proportions, plus the share of missing (NaN) or default-filled values."""
+    is_default = np.isnan(x) if defaults is None else (np.isnan(x) | (x == defaults))
     values = x[~is_default]
     edges = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1))) if values.size else np.array([0.0, 1.0])
     counts, _ = np.histogram(values, bins=edges)
@@ -91,16 +119,20 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default=str(root / "models/demo"))
     ap.add_argument("--version", default="1")
+    ap.add_argument("--name", default="demo-fraud-gbdt")
+    ap.add_argument("--nan", action="store_true",
+                    help="HistGradientBoosting trained with missing values; nullable inputs pass NaN")
     args = ap.parse_args()
+    inputs = nan_inputs() if args.nan else INPUTS
 
-    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier
     from sklearn.metrics import roc_auc_score
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
     import onnxruntime as ort
 
     events = generate(args.binary, args.rows, args.seed)
-    manifest = {"inputs": INPUTS}
+    manifest = {"inputs": inputs}
     with open(root / "config/defaults.toml", "rb") as f:
         enrich = tomllib.load(f)["enrich"]
     x = vectorize_many(events, manifest, enrich)
@@ -108,7 +140,13 @@ def main() -> None:
     split = int(len(x) * 0.8)
     xtr, ytr, xva, yva = x[:split], y[:split], x[split:], y[split:]
 
-    model = GradientBoostingClassifier(n_estimators=100, max_depth=3, learning_rate=0.1, subsample=0.5, random_state=0)
+    if args.nan:
+        patch_skl2onnx_bool_attributes()
+        model = HistGradientBoostingClassifier(max_iter=100, max_leaf_nodes=15, learning_rate=0.1, random_state=0)
+        algorithm = "sklearn HistGradientBoostingClassifier(max_iter=100, max_leaf_nodes=15), NaN routed natively"
+    else:
+        model = GradientBoostingClassifier(n_estimators=100, max_depth=3, learning_rate=0.1, subsample=0.5, random_state=0)
+        algorithm = "sklearn GradientBoostingClassifier(n_estimators=100, max_depth=3, subsample=0.5)"
     model.fit(xtr, ytr)
 
     onx = convert_sklearn(
@@ -129,27 +167,27 @@ def main() -> None:
     max_diff = float(np.abs(probs - sk).max())
     auc = float(roc_auc_score(yva, probs))
 
-    defaults = [c["missing"]["default"] if isinstance(c.get("missing"), dict) else None for c in INPUTS]
+    defaults = [c["missing"]["default"] if isinstance(c.get("missing"), dict) else None for c in inputs]
     baseline = {
         "features": {c["name"]: feature_baseline(xtr[:, i], None if defaults[i] is None else defaults[i])
-                     for i, c in enumerate(INPUTS)},
+                     for i, c in enumerate(inputs)},
         "score": {
             "edges": [i / 20 for i in range(21)],
             "proportions": [float(p) for p in np.histogram(probs, bins=20, range=(0, 1))[0] / len(probs)],
         },
     }
     manifest = {
-        "name": "demo-fraud-gbdt",
+        "name": args.name,
         "version": args.version,
         "model_file": "model.onnx",
         "input_name": "input",
         "output_name": "probabilities",
         "positive_index": 1,
         "execution_providers": ["cpu"],
-        "inputs": INPUTS,
+        "inputs": inputs,
         "baseline": baseline,
         "training": {
-            "algorithm": "sklearn GradientBoostingClassifier(n_estimators=100, max_depth=3, subsample=0.5)",
+            "algorithm": algorithm,
             "rows": len(x), "train_rows": split, "seed": args.seed,
             "fraud_rate": float(y.mean()),
             "validation_auc": auc,
