@@ -47,6 +47,10 @@ enum Command {
         /// Send events as Confluent-framed Avro instead of JSON.
         #[arg(long)]
         avro: bool,
+        /// Keep window state and online features in this Redis (e.g. redis://127.0.0.1:6379/)
+        /// instead of in process.
+        #[arg(long)]
+        redis: Option<String>,
     },
     /// Validate a config file; prints every problem and exits non-zero if any.
     CheckConfig {
@@ -89,8 +93,12 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => run(config),
-        Command::Demo { config, events, rate, partitions, bad_fraction, avro } => {
-            let cfg = load_or_exit(config.as_deref(), true);
+        Command::Demo { config, events, rate, partitions, bad_fraction, avro, redis } => {
+            let mut cfg = load_or_exit(config.as_deref(), true);
+            if let Some(url) = redis {
+                cfg.enrich.backend = verdict::enrich::Backend::Redis;
+                cfg.enrich.redis_url = url;
+            }
             telemetry::init_logging(&cfg.telemetry.log_format, "warn");
             let opts = DemoOptions { events, rate, partitions, bad_fraction, avro, ..DemoOptions::default() };
             eprintln!(
