@@ -23,6 +23,8 @@
 //! * [`vectorize`]: the rows (and scores) the service would feed the model, for parity checks.
 //! * [`enrich`]: per-entity sliding windows and online features (memory or Redis).
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod consume;
 pub mod decode;
