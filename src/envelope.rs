@@ -30,18 +30,6 @@ pub struct Envelope<T> {
     pub payload: T,
 }
 
-impl<T> Envelope<T> {
-    /// Replaces the payload, keeping the coordinates.
-    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Envelope<U> {
-        Envelope {
-            origin: self.origin,
-            received_at: self.received_at,
-            timestamp_ms: self.timestamp_ms,
-            payload: f(self.payload),
-        }
-    }
-}
-
 /// A message as consumed: bytes owned, nothing interpreted yet.
 #[derive(Debug, Clone, Default)]
 pub struct RawMessage {

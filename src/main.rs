@@ -94,7 +94,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config } => run(config),
         Command::Demo { config, events, rate, partitions, bad_fraction, avro, redis } => {
-            let mut cfg = load_or_exit(config.as_deref(), true);
+            let mut cfg = load_or_exit(config.as_deref());
             if let Some(url) = redis {
                 cfg.enrich.backend = verdict::enrich::Backend::Redis;
                 cfg.enrich.redis_url = url;
@@ -122,7 +122,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::CheckConfig { config } => {
-            let cfg = load_or_exit(config.as_deref(), false);
+            let cfg = load_or_exit(config.as_deref());
             println!(
                 "config OK: consuming {:?} from {} as group '{}', model {}",
                 cfg.kafka.input_topics,
@@ -133,7 +133,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Vectorize { model, events, config, score } => {
-            let mut cfg = load_or_exit(config.as_deref(), false);
+            let mut cfg = load_or_exit(config.as_deref());
             cfg.model.dir = model;
             cfg.model.workers = 1;
             verdict::vectorize::run(&cfg, &events, score, &mut std::io::stdout().lock())
@@ -156,7 +156,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Loads config or prints every problem and exits 2.
-fn load_or_exit(path: Option<&std::path::Path>, _demo: bool) -> Config {
+fn load_or_exit(path: Option<&std::path::Path>) -> Config {
     match config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -170,7 +170,7 @@ fn load_or_exit(path: Option<&std::path::Path>, _demo: bool) -> Config {
 }
 
 fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
-    let cfg = load_or_exit(path.as_deref(), false);
+    let cfg = load_or_exit(path.as_deref());
     telemetry::init_logging(&cfg.telemetry.log_format, &cfg.telemetry.log_level);
     let metrics = Metrics::new();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
