@@ -11,6 +11,17 @@ use verdict::telemetry::Metrics;
 
 const IDLE: Duration = Duration::from_secs(2);
 
+/// Whether every produced event has a decision on the decisions topic (Avro records).
+fn every_event_decided(mock: &verdict::demo::MockKafka, events: &[verdict::demo::Transaction]) -> bool {
+    let ids = id_counts(&decode_decisions(&mock.read_all("decisions", Duration::from_millis(300))));
+    events.iter().all(|e| ids.contains_key(&e.event_id))
+}
+
+/// Every decision on the decisions topic, for tests that publish JSON records.
+fn json_decisions(mock: &verdict::demo::MockKafka) -> Vec<serde_json::Value> {
+    mock.read_all("decisions", IDLE).iter().map(|d| serde_json::from_slice(&d.payload).unwrap()).collect()
+}
+
 #[test]
 fn replayed_events_after_a_crash_do_not_double_count_windows() {
     crash_and_restart(false);
@@ -33,10 +44,7 @@ fn crash_and_restart(cluster: bool) {
     drop(first); // crash: in-flight batches abandoned, their offsets never stored
     let m2 = Metrics::new();
     let second = Pipeline::start(&cfg, m2.clone()).unwrap();
-    wait_for("the rest", Duration::from_secs(90), || {
-        let ids = id_counts(&decode_decisions(&mock.read_all("decisions", Duration::from_millis(300))));
-        events.iter().all(|e| ids.contains_key(&e.event_id))
-    });
+    wait_for("the rest", Duration::from_secs(90), || every_event_decided(&mock, &events));
     assert!(second.shutdown(Duration::from_secs(30)).clean);
     assert!(m2.window_updates.with_label_values(&["replayed"]).get() > 0, "the restart replayed some events");
     assert_windows_exact(&redis, &events);
@@ -54,10 +62,7 @@ fn two_instances_one_dropped_mid_stream_keep_windows_exact() {
     let b = Pipeline::start(&cfg, mb.clone()).unwrap();
     wait_for("both working", Duration::from_secs(60), || handled(&ma) + handled(&mb) >= 5_000);
     drop(a);
-    wait_for("every event decided", Duration::from_secs(120), || {
-        let ids = id_counts(&decode_decisions(&mock.read_all("decisions", Duration::from_millis(300))));
-        events.iter().all(|e| ids.contains_key(&e.event_id))
-    });
+    wait_for("every event decided", Duration::from_secs(120), || every_event_decided(&mock, &events));
     assert!(b.shutdown(Duration::from_secs(30)).clean);
     assert_windows_exact(&redis, &events);
 }
@@ -101,8 +106,7 @@ fn redis_outage_under_degraded_marks_decisions_degraded() {
     wait_for("all decided despite the outage", Duration::from_secs(60), || handled(&m) >= 5_000);
     redis.freeze(false);
     assert!(p.shutdown(Duration::from_secs(30)).clean);
-    let decisions: Vec<serde_json::Value> =
-        mock.read_all("decisions", IDLE).iter().map(|d| serde_json::from_slice(&d.payload).unwrap()).collect();
+    let decisions = json_decisions(&mock);
     assert_eq!(decisions.len(), 5_000);
     let degraded = decisions.iter().filter(|d| d["degraded"] == true).count();
     assert!(degraded > 0, "decisions during the outage carry degraded=true");
@@ -142,8 +146,7 @@ fn seeded_entities_get_their_features_and_unknown_ones_get_defaults_listed() {
     let p = Pipeline::start(&cfg, m.clone()).unwrap();
     wait_for("all decided", Duration::from_secs(60), || handled(&m) >= 2_000);
     assert!(p.shutdown(Duration::from_secs(30)).clean);
-    let decisions: Vec<serde_json::Value> =
-        mock.read_all("decisions", IDLE).iter().map(|d| serde_json::from_slice(&d.payload).unwrap()).collect();
+    let decisions = json_decisions(&mock);
     for d in &decisions {
         let card = d["entity_key"].as_str().unwrap();
         let defaults: Vec<&str> = d["defaults_used"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
@@ -220,12 +223,8 @@ fn features_fed_to_the_model_equal_the_training_code() {
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(crate_path("models/demo/manifest.json")).unwrap()).unwrap();
     let names: Vec<&str> = manifest["inputs"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-    let by_id: std::collections::HashMap<String, serde_json::Value> = mock
-        .read_all("decisions", IDLE)
-        .iter()
-        .map(|d| serde_json::from_slice::<serde_json::Value>(&d.payload).unwrap())
-        .map(|d| (d["event_id"].as_str().unwrap().to_string(), d))
-        .collect();
+    let by_id: std::collections::HashMap<String, serde_json::Value> =
+        json_decisions(&mock).into_iter().map(|d| (d["event_id"].as_str().unwrap().to_string(), d)).collect();
     let mut compared = 0;
     for (e, row) in events.iter().zip(&python) {
         let d = &by_id[&e.event_id];
