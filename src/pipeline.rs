@@ -165,6 +165,7 @@ impl Pipeline {
         let consume_loop = ConsumeLoop::new(
             consumer.clone(),
             cfg.batch.clone(),
+            Duration::from_millis(cfg.kafka.commit_interval_ms),
             batch_tx,
             metrics.clone(),
             in_flight,

@@ -110,6 +110,14 @@ impl ConsumerContext for VerdictContext {
         match result {
             Ok(()) => self.metrics.commits.with_label_values(&["ok"]).inc(),
             Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            // Refused mid-rebalance: the next interval (or the revoke) commits it.
+            Err(rdkafka::error::KafkaError::ConsumerCommit(
+                rdkafka::types::RDKafkaErrorCode::RebalanceInProgress
+                | rdkafka::types::RDKafkaErrorCode::IllegalGeneration,
+            )) => {
+                self.metrics.commits.with_label_values(&["rebalancing"]).inc();
+                tracing::debug!("offset commit refused during a rebalance; retried at the next interval");
+            }
             Err(e) => {
                 self.metrics.commits.with_label_values(&["error"]).inc();
                 tracing::warn!(error = %e, "offset commit failed");

@@ -3,8 +3,10 @@
 //!
 //! Offsets are never stored here: `enable.auto.offset.store=false`, and the publish
 //! stage's acker stores each batch's offsets after its outputs are acknowledged.
-//! Stored offsets are committed on an interval (librdkafka auto-commit), on partition
-//! revoke (after in-flight batches drain) and on shutdown.
+//! Stored offsets are committed by this loop on an interval, on partition revoke (after
+//! in-flight batches drain) and on shutdown. Not by librdkafka's auto-commit: it skips
+//! every commit while the group rebalances, and a rebalance waiting for a dead member's
+//! session to time out can last many seconds, all of which a crash would then replay.
 //!
 //! Backpressure: when the worker queue is full the consumer waits; if it stays full for
 //! longer than a short grace period, the assigned partitions are paused (fetching stops,
@@ -48,8 +50,7 @@ pub fn create_consumer(
         .set("group.id", &cfg.group_id)
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("enable.auto.offset.store", "false")
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", cfg.commit_interval_ms.to_string())
+        .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         .set("statistics.interval.ms", stats_interval_ms.to_string());
@@ -100,19 +101,50 @@ pub struct ConsumeLoop {
     topics: Vec<Arc<str>>,
     next_seq: u64,
     paused: bool,
+    commit_interval: Duration,
+    last_commit: Instant,
 }
 
 impl ConsumeLoop {
-    /// Builds the loop; `in_flight` counts batches dispatched and not yet stored.
+    /// Builds the loop; `in_flight` counts batches dispatched and not yet stored; stored
+    /// offsets are committed every `commit_interval`.
     pub fn new(
         consumer: Arc<KafkaConsumer>,
         batch_cfg: BatchConfig,
+        commit_interval: Duration,
         tx: Sender<Batch>,
         metrics: Arc<Metrics>,
         in_flight: Arc<AtomicUsize>,
         control: Arc<Control>,
     ) -> Self {
-        Self { consumer, batch_cfg, tx, metrics, in_flight, control, topics: Vec::new(), next_seq: 0, paused: false }
+        Self {
+            consumer,
+            batch_cfg,
+            tx,
+            metrics,
+            in_flight,
+            control,
+            topics: Vec::new(),
+            next_seq: 0,
+            paused: false,
+            commit_interval,
+            last_commit: Instant::now(),
+        }
+    }
+
+    /// Commits the stored offsets (asynchronously; the result arrives in the context's
+    /// commit callback) once per commit interval — rebalancing or not. A broker that
+    /// refuses a commit mid-rebalance gets it again at the next interval.
+    fn commit_tick(&mut self) {
+        if self.last_commit.elapsed() < self.commit_interval {
+            return;
+        }
+        self.last_commit = Instant::now();
+        match self.consumer.commit_consumer_state(CommitMode::Async) {
+            Ok(()) => {}
+            Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => tracing::debug!(error = %e, "interval commit not sent"),
+        }
     }
 
     fn envelope(topics: &mut Vec<Arc<str>>, m: &rdkafka::message::BorrowedMessage<'_>) -> Envelope<RawMessage> {
@@ -164,6 +196,7 @@ impl ConsumeLoop {
                 Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
                 None => {}
             }
+            self.commit_tick();
             self.drop_revoked(&mut events);
             if events.len() >= self.batch_cfg.max_events || (!events.is_empty() && Instant::now() >= deadline) {
                 let batch = std::mem::replace(&mut events, Vec::with_capacity(self.batch_cfg.max_events));
@@ -221,6 +254,7 @@ impl ConsumeLoop {
                     if let Some(Ok(m)) = self.consumer.poll(Duration::ZERO) {
                         overflow.push(Self::envelope(&mut self.topics, &m));
                     }
+                    self.commit_tick();
                 }
                 Err(SendTimeoutError::Disconnected(_)) => return false,
             }

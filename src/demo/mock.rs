@@ -13,16 +13,29 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::Message;
 
-/// An in-process Kafka cluster plus a producer attached to it.
-pub struct MockKafka {
+/// A producer plus read-back helpers for any cluster (the mock one, or a real broker in
+/// the end-to-end tests): what the demo, tests and benchmarks use to feed and inspect topics.
+pub struct KafkaClient {
     producer: BaseProducer,
-    cluster: *mut rd::rd_kafka_mock_cluster_t,
     bootstrap: String,
+}
+
+/// An in-process Kafka cluster plus a [`KafkaClient`] attached to it (through `Deref`).
+pub struct MockKafka {
+    client: KafkaClient,
+    cluster: *mut rd::rd_kafka_mock_cluster_t,
 }
 
 // The raw cluster handle is only used through librdkafka's thread-safe mock API.
 unsafe impl Send for MockKafka {}
 unsafe impl Sync for MockKafka {}
+
+impl std::ops::Deref for MockKafka {
+    type Target = KafkaClient;
+    fn deref(&self) -> &KafkaClient {
+        &self.client
+    }
+}
 
 /// A message read back from a topic.
 #[derive(Debug, Clone)]
@@ -49,13 +62,8 @@ impl ReadMessage {
 impl MockKafka {
     /// Starts a cluster of `brokers` brokers.
     pub fn start(brokers: u32) -> Self {
-        let producer: BaseProducer = ClientConfig::new()
+        let producer: BaseProducer = producer_config()
             .set("test.mock.num.brokers", brokers.to_string())
-            .set("linger.ms", "5")
-            // Each mock partition keeps only ~5 MiB: compressed batches stretch that.
-            .set("compression.type", "lz4")
-            .set("queue.buffering.max.messages", "1000000")
-            .set("batch.num.messages", "10000")
             .create()
             .expect("mock cluster producer");
         let cluster = unsafe { rd::rd_kafka_handle_mock_cluster(producer.client().native_ptr()) };
@@ -63,12 +71,7 @@ impl MockKafka {
         unsafe { rd::rd_kafka_mock_group_initial_rebalance_delay_ms(cluster, 0) };
         let bootstrap =
             unsafe { CStr::from_ptr(rd::rd_kafka_mock_cluster_bootstraps(cluster)) }.to_string_lossy().into_owned();
-        Self { producer, cluster, bootstrap }
-    }
-
-    /// `bootstrap.servers` for clients of this cluster.
-    pub fn bootstrap(&self) -> &str {
-        &self.bootstrap
+        Self { client: KafkaClient { producer, bootstrap }, cluster }
     }
 
     /// Creates a topic.
@@ -76,6 +79,48 @@ impl MockKafka {
         let c = CString::new(name).expect("topic name");
         let err = unsafe { rd::rd_kafka_mock_topic_create(self.cluster, c.as_ptr(), partitions, 1) };
         assert_eq!(err, rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR, "create topic {name}");
+    }
+}
+
+fn producer_config() -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("linger.ms", "5")
+        // Each mock partition keeps only ~5 MiB: compressed batches stretch that.
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("batch.num.messages", "10000");
+    c
+}
+
+impl KafkaClient {
+    /// A client of the cluster at `bootstrap` (a real broker).
+    pub fn connect(bootstrap: &str) -> Self {
+        let producer = producer_config()
+            .set("bootstrap.servers", bootstrap)
+            .set("enable.idempotence", "true")
+            .create()
+            .expect("producer");
+        Self { producer, bootstrap: bootstrap.to_string() }
+    }
+
+    /// `bootstrap.servers` for clients of this cluster.
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// Creates topics through the admin API (a real broker), `(name, partitions)`.
+    pub fn create_topics(&self, topics: &[(&str, i32)]) {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", &self.bootstrap).create().expect("admin client");
+        let new: Vec<NewTopic> = topics.iter().map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1))).collect();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results = futures::executor::block_on(admin.create_topics(&new, &opts)).expect("create topics");
+        for r in results {
+            if let Err((name, e)) = r {
+                assert_eq!(e, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists, "create topic {name}: {e}");
+            }
+        }
     }
 
     /// Produces one message (key, payload) to `partition` (or by key hash when None).
@@ -116,7 +161,7 @@ impl MockKafka {
 
     /// Waits until every produced message is in the cluster.
     pub fn flush(&self) {
-        self.producer.flush(Duration::from_secs(60)).expect("flush to mock cluster");
+        self.producer.flush(Duration::from_secs(60)).expect("flush");
     }
 
     /// Reads every message of `topic` from the beginning until `idle` passes with nothing new.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use generator::{confluent_frame, Generator, Transaction};
-pub use mock::{MockKafka, ReadMessage};
+pub use mock::{KafkaClient, MockKafka, ReadMessage};
 
 use crate::config::Config;
 use crate::pipeline::{Pipeline, StartError};
