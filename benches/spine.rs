@@ -5,6 +5,7 @@
 //!     BENCH_EVENTS=300000 BENCH_RATE=50000 BENCH_SECONDS=10 cargo bench --bench spine
 //!     BENCH_ENRICH=redis://127.0.0.1:6379/ cargo bench --bench spine   # windows in Redis
 //!     BENCH_ENRICH=off cargo bench --bench spine                        # no enrichment
+//!     BENCH_RULES=ops/rules/fraud.toml cargo bench --bench spine        # with business rules
 //!
 //! Phases:
 //! 1. raw ORT: rows/s of the demo model at several rows-per-call, one session, one thread;
@@ -41,6 +42,9 @@ fn config() -> Config {
             cfg.enrich.redis_url = url.to_string();
         }
         _ => {}
+    }
+    if let Ok(rules) = std::env::var("BENCH_RULES") {
+        cfg.rules.file = root.join(rules).to_string_lossy().into_owned();
     }
     if let Ok(linger) = std::env::var("BENCH_LINGER_MS") {
         cfg.kafka.producer.insert("linger.ms".into(), linger);

@@ -31,6 +31,8 @@ pub struct Config {
     pub model: ModelConfig,
     /// Threshold bands that turn a score into an action.
     pub decide: DecideConfig,
+    /// Business rules over the event, features, windows and score; reloaded live.
+    pub rules: RulesConfig,
     /// How decision records are written.
     pub publish: PublishConfig,
     /// Metrics/health HTTP endpoint and logging.
@@ -201,6 +203,26 @@ pub struct DecideConfig {
     pub review_at: f64,
     /// Lowest score that is declined.
     pub decline_at: f64,
+}
+
+/// The rules file and how it is kept current.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Rules file (TOML); empty: threshold bands only.
+    pub file: String,
+    /// How often the file (and its list files) is checked for changes, ms. SIGHUP checks at once.
+    pub reload_interval_ms: u64,
+    /// How often named lists are re-read (files, Redis sets), s.
+    pub list_refresh_s: u64,
+    /// Redis for `redis_set` lists; empty: `enrich.redis_url`.
+    pub redis_url: String,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        Self { file: String::new(), reload_interval_ms: 1000, list_refresh_s: 60, redis_url: String::new() }
+    }
 }
 
 impl Default for DecideConfig {

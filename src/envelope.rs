@@ -48,4 +48,7 @@ pub struct Batch {
     pub seq: u64,
     /// The events, in consume order.
     pub events: Vec<Envelope<RawMessage>>,
+    /// The rules version that decides this batch, stamped at dispatch in `seq` order, so
+    /// versions never go backwards along a partition even with several workers.
+    pub rules: Option<std::sync::Arc<crate::rules::LiveRules>>,
 }

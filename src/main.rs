@@ -75,6 +75,18 @@ enum Command {
         #[arg(long)]
         score: bool,
     },
+    /// Validate a rules file (every problem listed); with --events, print the decision and
+    /// the rules that fired for each event of a JSON-lines sample: the rule author's tool.
+    CheckRules {
+        /// Rules file (TOML).
+        file: PathBuf,
+        /// JSON-lines sample events (decoded, windowed in process and scored as in service).
+        #[arg(long)]
+        events: Option<PathBuf>,
+        /// Config file (decode mapping, enrich entities, model, bands).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Write synthetic transactions as JSON lines (training data with --labels).
     Generate {
         /// Number of events.
@@ -123,6 +135,12 @@ fn main() -> anyhow::Result<()> {
         }
         Command::CheckConfig { config } => {
             let cfg = load_or_exit(config.as_deref());
+            if !cfg.rules.file.is_empty() {
+                let rules = PathBuf::from(&cfg.rules.file);
+                if !verdict::vectorize::check_rules(&cfg, &rules, None, &mut std::io::stdout().lock())? {
+                    std::process::exit(2);
+                }
+            }
             println!(
                 "config OK: consuming {:?} from {} as group '{}', model {}",
                 cfg.kafka.input_topics,
@@ -137,6 +155,14 @@ fn main() -> anyhow::Result<()> {
             cfg.model.dir = model;
             cfg.model.workers = 1;
             verdict::vectorize::run(&cfg, &events, score, &mut std::io::stdout().lock())
+        }
+        Command::CheckRules { file, events, config } => {
+            let cfg = load_or_exit(config.as_deref());
+            let ok = verdict::vectorize::check_rules(&cfg, &file, events.as_deref(), &mut std::io::stdout().lock())?;
+            if !ok {
+                std::process::exit(2);
+            }
+            Ok(())
         }
         Command::Generate { count, seed, labels } => {
             let mut g = Generator::new(seed, 50_000, 1_764_000_000_000);
@@ -190,6 +216,15 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
             }
         });
     }
+    let rules = pipeline.rules().clone();
+    rt.spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: checking the rules file");
+            rules.reload_now();
+        }
+    });
     rt.block_on(wait_for_signal());
     tracing::info!("signal received; draining (send again to exit at once)");
     rt.spawn(async {

@@ -23,7 +23,7 @@ use crate::decode::{Decoder, LocalSchemas, SchemaSource, Vectorizer};
 use crate::enrich::{Enricher, Turnstile};
 use crate::error::{Policy, StageError};
 use crate::publish::{Acker, Publisher};
-use crate::rules::ThresholdBands;
+use crate::rules::{RulesHandle, ThresholdBands};
 use crate::score::{init_runtime, ModelSpec, OnnxScorer, ScoreError};
 use crate::telemetry::Metrics;
 use crate::worker::{Outputs, Worker};
@@ -43,6 +43,9 @@ pub enum StartError {
     /// The enrich stage could not start (config, or the state store unreachable).
     #[error("enrich: {0}")]
     Enrich(String),
+    /// The rules file is invalid: every problem.
+    #[error("rules: {}", .0.join("; "))]
+    Rules(Vec<String>),
 }
 
 impl StageError for StartError {
@@ -81,6 +84,7 @@ pub struct Pipeline {
     workers: Vec<JoinHandle<()>>,
     acker: Option<JoinHandle<()>>,
     model: ModelInfo,
+    rules: Arc<RulesHandle>,
 }
 
 /// Loads ORT, the manifest and one validated session per worker.
@@ -136,9 +140,13 @@ impl Pipeline {
         let vectorizer = Vectorizer::new(&spec.manifest, enricher.names())
             .map_err(|e| StartError::Score(ScoreError::Mismatch(e)))?;
         let entity_paths = enricher.paths();
-        let enricher = (enricher.is_enabled() && vectorizer.has_enriched())
-            .then(|| (Arc::new(Turnstile::new(enricher)), cfg.enrich.on_failure));
-        let outputs = Outputs::new(cfg, &spec.manifest.name, &spec.manifest.version, &vectorizer);
+        let enriched_names = enricher.names().to_vec();
+        let rules = RulesHandle::load(&cfg.rules, &enriched_names, &cfg.enrich.redis_url, metrics.clone())
+            .map_err(StartError::Rules)?;
+        // Windows are maintained whenever entities are configured, used by the model or not:
+        // rules (and later rule versions) read them, and they must be exact when they do.
+        let enricher = enricher.is_enabled().then(|| (Arc::new(Turnstile::new(enricher)), cfg.enrich.on_failure));
+        let outputs = Outputs::new(cfg, &spec.manifest.name, &spec.manifest.version, &vectorizer, &enriched_names);
         let mut workers = Vec::new();
         for (i, scorer) in scorers.into_iter().enumerate() {
             let worker = Worker::new(
@@ -151,6 +159,7 @@ impl Pipeline {
                 control.clone(),
                 enricher.clone(),
                 vectorizer.clone(),
+                rules.clone(),
             );
             let (rx, tx) = (batch_rx.clone(), done_tx.clone());
             workers.push(
@@ -170,11 +179,18 @@ impl Pipeline {
             metrics.clone(),
             in_flight,
             control.clone(),
-        );
+        )
+        .with_rules(rules.clone());
         let consume = std::thread::Builder::new()
             .name("verdict-consume".into())
             .spawn(move || consume_loop.run())
             .expect("spawn consumer");
+        if !cfg.rules.file.is_empty() {
+            let c = control.clone();
+            rules
+                .spawn_watcher(&cfg.rules, move || c.stop.load(Ordering::SeqCst) || c.abort.load(Ordering::SeqCst))
+                .expect("spawn rules watcher");
+        }
 
         metrics.set_model(&spec.manifest.name, &spec.manifest.version, &ep);
         let model = ModelInfo {
@@ -191,7 +207,13 @@ impl Pipeline {
             workers,
             acker: Some(acker),
             model,
+            rules,
         })
+    }
+
+    /// The rules in force (reload on SIGHUP with [`RulesHandle::reload_now`]).
+    pub fn rules(&self) -> &Arc<RulesHandle> {
+        &self.rules
     }
 
     /// This pipeline's metrics.

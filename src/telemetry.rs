@@ -57,6 +57,18 @@ pub const DEGRADED_EVENTS: &str = "verdict_degraded_events_total";
 pub const STATE_STORE_UP: &str = "verdict_state_store_up";
 /// `verdict_feature_cache_total{result}`: online-feature cache hits and misses.
 pub const FEATURE_CACHE: &str = "verdict_feature_cache_total";
+/// `verdict_rule_hits_total{rule,mode}`: rules that fired, enforce or monitor.
+pub const RULE_HITS: &str = "verdict_rule_hits_total";
+/// `verdict_rule_errors_total`: rule conditions that could not be evaluated (absent value, type).
+pub const RULE_ERRORS: &str = "verdict_rule_errors_total";
+/// `verdict_rules_reloads_total{result}`: rules files applied or rejected.
+pub const RULES_RELOADS: &str = "verdict_rules_reloads_total";
+/// `verdict_rules_info{version,rules}`: 1 for the rules version in force.
+pub const RULES_INFO: &str = "verdict_rules_info";
+/// `verdict_rules_list_refreshes_total{result}`: named-list refreshes.
+pub const RULES_LIST_REFRESHES: &str = "verdict_rules_list_refreshes_total";
+/// `verdict_rules_list_entries{list}`: entries in each named list.
+pub const RULES_LIST_SIZE: &str = "verdict_rules_list_entries";
 /// `verdict_feature_defaults_total`: model inputs filled with their default.
 pub const FEATURE_DEFAULTS: &str = "verdict_feature_defaults_total";
 
@@ -107,6 +119,18 @@ pub struct Metrics {
     pub feature_cache: IntCounterVec,
     /// See [`FEATURE_DEFAULTS`].
     pub feature_defaults: IntCounter,
+    /// See [`RULE_HITS`].
+    pub rule_hits: IntCounterVec,
+    /// See [`RULE_ERRORS`].
+    pub rule_errors: IntCounter,
+    /// See [`RULES_RELOADS`].
+    pub rules_reloads: IntCounterVec,
+    /// See [`RULES_INFO`].
+    pub rules_info: IntGaugeVec,
+    /// See [`RULES_LIST_REFRESHES`].
+    pub rules_list_refreshes: IntCounterVec,
+    /// See [`RULES_LIST_SIZE`].
+    pub rules_list_size: IntGaugeVec,
     /// Exact pipeline-latency distribution in µs, for the demo and benchmark summaries.
     latency_us: Mutex<hdrhistogram::Histogram<u64>>,
     model_loaded: AtomicBool,
@@ -176,6 +200,27 @@ impl Metrics {
         let feature_cache =
             IntCounterVec::new(Opts::new(FEATURE_CACHE, "Online-feature cache lookups"), &["result"]).unwrap();
         let feature_defaults = IntCounter::new(FEATURE_DEFAULTS, "Model inputs filled with their default").unwrap();
+        let rule_hits =
+            IntCounterVec::new(Opts::new(RULE_HITS, "Rules that fired, by rule and mode"), &["rule", "mode"]).unwrap();
+        let rule_errors = IntCounter::new(RULE_ERRORS, "Rule conditions that could not be evaluated").unwrap();
+        let rules_reloads =
+            IntCounterVec::new(Opts::new(RULES_RELOADS, "Rules files applied or rejected"), &["result"]).unwrap();
+        let rules_info =
+            IntGaugeVec::new(Opts::new(RULES_INFO, "The rules version in force"), &["version", "rules"]).unwrap();
+        let rules_list_refreshes =
+            IntCounterVec::new(Opts::new(RULES_LIST_REFRESHES, "Named-list refreshes"), &["result"]).unwrap();
+        let rules_list_size =
+            IntGaugeVec::new(Opts::new(RULES_LIST_SIZE, "Entries per named list"), &["list"]).unwrap();
+        registry.register(Box::new(rule_errors.clone())).unwrap();
+        for c in [&rule_hits, &rules_reloads, &rules_list_refreshes] {
+            registry.register(Box::new(c.clone())).unwrap();
+        }
+        for g in [&rules_info, &rules_list_size] {
+            registry.register(Box::new(g.clone())).unwrap();
+        }
+        for r in ["applied", "rejected"] {
+            rules_reloads.with_label_values(&[r]);
+        }
         state_store_up.set(1);
         for c in [&enrich_round_trips, &enrich_commands, &enrich_failures, &degraded_events, &feature_defaults] {
             registry.register(Box::new(c.clone())).unwrap();
@@ -226,6 +271,12 @@ impl Metrics {
             state_store_up,
             feature_cache,
             feature_defaults,
+            rule_hits,
+            rule_errors,
+            rules_reloads,
+            rules_info,
+            rules_list_refreshes,
+            rules_list_size,
             latency_us: Mutex::new(hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()),
             model_loaded: AtomicBool::new(false),
             execution_provider: Mutex::new(String::new()),

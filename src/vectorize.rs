@@ -1,68 +1,215 @@
-//! `verdict vectorize`: the rows (and scores) the service would feed the model for a file
-//! of events, so a data scientist can diff them against their training code.
+//! Offline tools over a JSON-lines file of events, with the service's own decode, window
+//! (in process, file order) and scoring code:
+//!
+//! - `verdict vectorize`: the rows (and scores) the service would feed the model, so a data
+//!   scientist can diff them against their training code;
+//! - `verdict check-rules --events`: the decisions a rules file makes and the rules that fire.
 
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::decode::{Decoder, LocalSchemas, Vectorizer};
+use crate::decode::{DecodeError, DecodedEvent, Decoder, LocalSchemas, Vectorizer};
 use crate::enrich::{Backend, Enricher, Request};
+use crate::rules::expr::Scope;
+use crate::rules::{RuleSet, RulesOutcome, ThresholdBands};
 use crate::score::{init_runtime, ModelSpec, OnnxScorer};
+
+/// Decodes, enriches (memory windows) and optionally scores events one at a time.
+pub struct Offline {
+    enricher: Enricher,
+    vectorizer: Vectorizer,
+    decoder: Decoder,
+    scorer: Option<OnnxScorer>,
+    /// The model row of the last event.
+    pub row: Vec<f32>,
+    /// Enrichment values of the last event, in [`Offline::enriched_names`] order.
+    pub values: Vec<Option<f64>>,
+    scores: Vec<f32>,
+    defaults: Vec<u16>,
+}
+
+impl Offline {
+    /// From config; with `score`, loads ONNX Runtime and the model.
+    pub fn new(cfg: &Config, score: bool) -> anyhow::Result<Self> {
+        let spec = ModelSpec::from_config(&cfg.model)?;
+        let mut enrich_cfg = cfg.enrich.clone();
+        if enrich_cfg.backend == Backend::Redis {
+            // Offline: the same window semantics, in process; online features come out missing.
+            enrich_cfg.backend = Backend::Memory;
+        }
+        let enricher = Enricher::new(&enrich_cfg)?;
+        let vectorizer = Vectorizer::new(&spec.manifest, enricher.names()).map_err(anyhow::Error::msg)?;
+        let schemas = LocalSchemas::load(&cfg.decode.avro_schemas).map_err(anyhow::Error::msg)?;
+        let decoder = Decoder::new(&cfg.decode, Arc::new(schemas), vectorizer.clone(), enricher.paths());
+        let scorer = if score {
+            Some(OnnxScorer::load(&spec, init_runtime(cfg.model.ort_library.as_deref())?)?.0)
+        } else {
+            None
+        };
+        let row = vec![0f32; decoder.width()];
+        Ok(Self {
+            enricher,
+            vectorizer,
+            decoder,
+            scorer,
+            row,
+            values: Vec::new(),
+            scores: Vec::new(),
+            defaults: Vec::new(),
+        })
+    }
+
+    /// Enrichment names (`window:…`, `feature:…`).
+    pub fn enriched_names(&self) -> &[String] {
+        self.enricher.names()
+    }
+
+    /// Event paths to extract for rules.
+    pub fn set_rule_paths(&mut self, paths: &[String]) {
+        self.decoder.set_rule_paths(paths);
+    }
+
+    /// Processes the event on line `n`: its row and values land in `self.row` / `self.values`.
+    /// Returns the decoded event and its score (if scoring).
+    pub fn next(&mut self, n: usize, line: &[u8]) -> anyhow::Result<Result<(DecodedEvent, Option<f32>), DecodeError>> {
+        let d = match self.decoder.batch().decode(Some(line), &mut self.row) {
+            Ok(d) => d,
+            Err(e) => return Ok(Err(e)),
+        };
+        let req = Request { fence_key: "offline/0", offset: n as i64, time_ms: d.event_time_ms, entities: &d.entities };
+        self.enricher.enrich(std::slice::from_ref(&req), &mut self.values)?;
+        self.defaults.clear();
+        self.vectorizer.fill_enriched(&self.values, &mut self.row, &mut self.defaults);
+        let score = match self.scorer.as_mut() {
+            Some(s) => {
+                self.scores.clear();
+                s.score(&self.row, &mut self.scores)?;
+                Some(self.scores[0])
+            }
+            None => None,
+        };
+        Ok(Ok((d, score)))
+    }
+}
+
+fn lines(events: &Path) -> anyhow::Result<impl Iterator<Item = (usize, std::io::Result<String>)>> {
+    let file = std::io::BufReader::new(std::fs::File::open(events)?);
+    Ok(file.lines().enumerate())
+}
 
 /// Reads JSON lines from `events`, writes one JSON object per event to `out`:
 /// `{"line", "event_id", "row": [..] (null = NaN), "score"?}` or `{"line", "error", "reason"}`.
 pub fn run(cfg: &Config, events: &Path, score: bool, out: &mut dyn Write) -> anyhow::Result<()> {
-    let spec = ModelSpec::from_config(&cfg.model)?;
-    let mut enrich_cfg = cfg.enrich.clone();
-    if enrich_cfg.backend == Backend::Redis {
-        // Offline: the same window semantics, in process; online features come out missing.
-        enrich_cfg.backend = Backend::Memory;
-    }
-    let mut enricher = Enricher::new(&enrich_cfg)?;
-    let vectorizer = Vectorizer::new(&spec.manifest, enricher.names()).map_err(anyhow::Error::msg)?;
-    let schemas = LocalSchemas::load(&cfg.decode.avro_schemas).map_err(anyhow::Error::msg)?;
-    let decoder = Decoder::new(&cfg.decode, Arc::new(schemas), vectorizer.clone(), enricher.paths());
-    let mut scorer =
-        if score { Some(OnnxScorer::load(&spec, init_runtime(cfg.model.ort_library.as_deref())?)?.0) } else { None };
-
-    let width = decoder.width();
-    let file = std::io::BufReader::new(std::fs::File::open(events)?);
-    let mut row = vec![0f32; width];
-    let mut values = Vec::new();
-    let mut scores = Vec::new();
-    let mut defaults = Vec::new();
-    for (n, line) in file.lines().enumerate() {
+    let mut off = Offline::new(cfg, score)?;
+    for (n, line) in lines(events)? {
         let line = line?;
         if line.trim().is_empty() {
             continue;
         }
-        let decoded = decoder.batch().decode(Some(line.as_bytes()), &mut row);
-        let d = match decoded {
-            Ok(d) => d,
+        let (d, s) = match off.next(n, line.as_bytes())? {
+            Ok(x) => x,
             Err(e) => {
-                let v = serde_json::json!({"line": n + 1, "error": e.detail, "reason": e.reason.code()});
-                writeln!(out, "{v}")?;
+                writeln!(out, "{}", serde_json::json!({"line": n + 1, "error": e.detail, "reason": e.reason.code()}))?;
                 continue;
             }
         };
-        let req =
-            Request { fence_key: "vectorize/0", offset: n as i64, time_ms: d.event_time_ms, entities: &d.entities };
-        enricher.enrich(std::slice::from_ref(&req), &mut values)?;
-        defaults.clear();
-        vectorizer.fill_enriched(&values, &mut row, &mut defaults);
         let mut obj = serde_json::json!({
             "line": n + 1,
             "event_id": d.event_id,
-            "row": row.iter().map(|x| if x.is_nan() { None } else { Some(*x) }).collect::<Vec<_>>(),
+            "row": off.row.iter().map(|x| if x.is_nan() { None } else { Some(*x) }).collect::<Vec<_>>(),
         });
-        if let Some(s) = scorer.as_mut() {
-            scores.clear();
-            s.score(&row, &mut scores)?;
-            obj["score"] = serde_json::json!(scores[0]);
+        if let Some(s) = s {
+            obj["score"] = serde_json::json!(s);
         }
         writeln!(out, "{obj}")?;
     }
     out.flush()?;
     Ok(())
+}
+
+/// `verdict check-rules`: validates `rules` (every problem listed, Err if any) and, given
+/// `events`, prints one JSON object per event with its decision and the rules that fired,
+/// then a summary of actions and hits per rule.
+pub fn check_rules(cfg: &Config, rules: &Path, events: Option<&Path>, out: &mut dyn Write) -> anyhow::Result<bool> {
+    let mut off = Offline::new(cfg, events.is_some())?;
+    let set = match RuleSet::load(rules, off.enriched_names()) {
+        Ok(s) => s,
+        Err(errors) => {
+            writeln!(out, "{} problem(s) in {}:", errors.len(), rules.display())?;
+            for e in errors {
+                writeln!(out, "  - {e}")?;
+            }
+            return Ok(false);
+        }
+    };
+    writeln!(
+        out,
+        "rules OK: version {}, {} rule(s), lists {:?}, event fields read {:?}",
+        set.version,
+        set.rules.len(),
+        set.names.lists,
+        set.event_paths()
+    )?;
+    let Some(events) = events else { return Ok(true) };
+    let mut lists = set.initial_lists.clone();
+    for (i, (name, spec)) in set.list_specs.iter().enumerate() {
+        if spec.redis_set.is_some() {
+            match crate::rules::live::fetch_list(spec, &cfg.enrich.redis_url) {
+                Ok(Some(l)) => lists[i] = Arc::new(l),
+                _ => writeln!(out, "note: list '{name}' (Redis set) unreachable; treated as empty")?,
+            }
+        }
+    }
+    off.set_rule_paths(set.event_paths());
+    let bands = ThresholdBands::new(&cfg.decide);
+    let mut outcome = RulesOutcome::default();
+    let mut fired = vec![0u64; set.rules.len()];
+    let mut actions = std::collections::BTreeMap::<String, u64>::new();
+    for (n, line) in lines(events)? {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (d, score) = match off.next(n, line.as_bytes())? {
+            Ok((d, s)) => (d, s.unwrap_or(0.0)),
+            Err(e) => {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"line": n + 1, "dead_letter": e.reason.code(), "error": e.detail})
+                )?;
+                *actions.entry("dead_letter".into()).or_default() += 1;
+                continue;
+            }
+        };
+        let band = bands.decide(score);
+        let scope = Scope { score: f64::from(score), fields: &d.fields, enriched: &off.values, lists: &lists };
+        set.decide(band.action, &scope, &mut outcome, &mut fired);
+        let action = outcome.action_name.as_deref().unwrap_or(outcome.action.label()).to_string();
+        *actions.entry(action.clone()).or_default() += 1;
+        let mut obj = serde_json::json!({
+            "line": n + 1,
+            "event_id": d.event_id,
+            "score": score,
+            "band": band.action.label(),
+            "action": action,
+            "reason": outcome.reason.as_deref().unwrap_or(&band.reason),
+            "rules_fired": outcome.hits,
+        });
+        if outcome.errors > 0 {
+            obj["rule_errors"] = serde_json::json!(outcome.errors);
+        }
+        if outcome.action == crate::rules::Action::Review {
+            obj["review_priority"] = serde_json::json!(set.review_priority(&scope));
+        }
+        writeln!(out, "{obj}")?;
+    }
+    writeln!(out, "summary: actions {actions:?}")?;
+    for (r, n) in set.rules.iter().zip(&fired) {
+        writeln!(out, "summary: rule {} ({:?}) fired {n} time(s)", r.id, r.mode)?;
+    }
+    out.flush()?;
+    Ok(true)
 }

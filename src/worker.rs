@@ -17,8 +17,9 @@ use crate::decode::{DecodeError, DecodedEvent, Decoder, Vectorizer};
 use crate::enrich::{Enricher, FailurePolicy, Request, Turnstile};
 use crate::envelope::{Batch, Envelope, Origin, RawMessage};
 use crate::error::{Policy, StageError};
-use crate::publish::{acker::wall_clock_ms, decision_headers, Completed, DecisionRecord, PublishError, Publisher};
-use crate::rules::{Action, ThresholdBands};
+use crate::publish::{acker::wall_clock_ms, decision_headers_with, Completed, DecisionRecord, PublishError, Publisher};
+use crate::rules::expr::Scope;
+use crate::rules::{Action, RuleMode, RuleSet, RulesHandle, RulesOutcome, ThresholdBands};
 use crate::score::OnnxScorer;
 use crate::telemetry::Metrics;
 
@@ -33,12 +34,19 @@ pub struct Outputs {
     model_name: String,
     model_version: String,
     columns: Arc<Vec<String>>,
+    aggregates: Arc<Vec<String>>,
     include_features: bool,
 }
 
 impl Outputs {
-    /// From config and the serving model's identity.
-    pub fn new(cfg: &Config, model_name: &str, model_version: &str, vectorizer: &Vectorizer) -> Self {
+    /// From config, the serving model's identity and the enrichment names.
+    pub fn new(
+        cfg: &Config,
+        model_name: &str,
+        model_version: &str,
+        vectorizer: &Vectorizer,
+        enriched: &[String],
+    ) -> Self {
         Self {
             decisions: cfg.kafka.decisions_topic.clone(),
             review: cfg.kafka.review_topic.clone(),
@@ -48,6 +56,7 @@ impl Outputs {
             model_name: model_name.to_string(),
             model_version: model_version.to_string(),
             columns: Arc::new(vectorizer.names().map(str::to_string).collect()),
+            aggregates: Arc::new(enriched.to_vec()),
             include_features: cfg.publish.include_features,
         }
     }
@@ -73,6 +82,11 @@ pub struct Worker {
     pub enricher: Option<(Arc<Turnstile<Enricher>>, FailurePolicy)>,
     /// The manifest's columns (fills enriched ones).
     pub vectorizer: Vectorizer,
+    /// The rules in force (one snapshot per batch).
+    pub rules: Arc<RulesHandle>,
+    rules_seen: Option<Arc<RuleSet>>,
+    rules_out: RulesOutcome,
+    fired: Vec<u64>,
     enriched: Vec<Option<f64>>,
     rows: Vec<f32>,
     scores: Vec<f32>,
@@ -96,6 +110,7 @@ impl Worker {
         control: Arc<Control>,
         enricher: Option<(Arc<Turnstile<Enricher>>, FailurePolicy)>,
         vectorizer: Vectorizer,
+        rules: Arc<RulesHandle>,
     ) -> Self {
         Self {
             decoder,
@@ -107,6 +122,10 @@ impl Worker {
             control,
             enricher,
             vectorizer,
+            rules,
+            rules_seen: None,
+            rules_out: RulesOutcome::default(),
+            fired: Vec::new(),
             enriched: Vec::new(),
             rows: Vec::new(),
             scores: Vec::new(),
@@ -133,6 +152,14 @@ impl Worker {
     pub fn process(&mut self, batch: Batch) -> Option<Completed> {
         let m = self.metrics.clone();
         let width = self.decoder.width();
+        // One rules version for the whole batch.
+        let live = batch.rules.clone().unwrap_or_else(|| self.rules.current());
+        if !self.rules_seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, &live.set)) {
+            self.decoder.set_rule_paths(live.set.event_paths());
+            self.rules_seen = Some(live.set.clone());
+        }
+        self.fired.clear();
+        self.fired.resize(live.set.rules.len(), 0);
 
         let t = Instant::now();
         let mut outcomes = Vec::with_capacity(batch.events.len());
@@ -184,6 +211,9 @@ impl Worker {
         let mut row_index = 0usize;
         let width = self.decoder.width();
         let decided_at = wall_clock_ms();
+        let n_decided = outcomes.iter().filter(|o| matches!(o, Outcome::Decided(_))).count();
+        let n_enriched = if n_decided == 0 { 0 } else { self.enriched.len() / n_decided };
+        let mut rule_errors = 0u64;
         for (ev, outcome) in batch.events.iter().zip(&outcomes) {
             received.push(ev.received_at);
             match outcome {
@@ -198,9 +228,29 @@ impl Worker {
                         .unwrap_or_default();
                     let features: (&[String], &[f32]) =
                         if self.outputs.include_features { (&self.outputs.columns, row) } else { (&[], &[]) };
-                    let decision = self.bands.decide(score);
+                    let mut decision = self.bands.decide(score);
+                    let enriched = self.enriched.get(k * n_enriched..(k + 1) * n_enriched).unwrap_or(&[]);
+                    let scope = Scope { score: f64::from(score), fields: &d.fields, enriched, lists: &live.lists };
+                    if !live.set.rules.is_empty() {
+                        let out = &mut self.rules_out;
+                        live.set.decide(decision.action, &scope, out, &mut self.fired);
+                        decision.action = out.action;
+                        if let Some(r) = out.reason.take() {
+                            decision.reason = r;
+                        }
+                        decision.action_name = out.action_name.take();
+                        decision.rule_hits = std::mem::take(&mut out.hits);
+                        decision.rule_errors = out.errors;
+                        rule_errors += u64::from(out.errors);
+                    }
+                    decision.rules_version = live.set.version.clone();
+                    if decision.action == Action::Review {
+                        decision.review_priority = Some(live.set.review_priority(&scope));
+                    }
                     counts[decision.action as usize] += 1;
                     self.buf.clear();
+                    let aggregates: (&[String], &[Option<f64>]) =
+                        if self.outputs.include_features { (&self.outputs.aggregates, enriched) } else { (&[], &[]) };
                     let record = DecisionRecord {
                         event_id: &d.event_id,
                         entity_key: &d.entity_key,
@@ -216,15 +266,19 @@ impl Worker {
                         source_offset: ev.origin.offset,
                         defaults_used,
                         features,
+                        aggregates,
                     };
                     match self.outputs.format {
                         DecisionFormat::Avro => record.write_avro(self.outputs.schema_id, &mut self.buf),
                         DecisionFormat::Json => record.write_json(&mut self.buf),
                     }
                     let key = d.entity_key.as_bytes();
-                    let headers = || decision_headers(&d.event_id, &self.outputs.model_version);
+                    let headers = || decision_headers_with(&d.event_id, &self.outputs.model_version, None);
                     deliveries.push(self.send(&self.outputs.decisions, key, headers)?);
                     if decision.action == Action::Review {
+                        let headers = || {
+                            decision_headers_with(&d.event_id, &self.outputs.model_version, decision.review_priority)
+                        };
                         deliveries.push(self.send(&self.outputs.review, key, headers)?);
                     }
                     if let Some(ts) = ev.timestamp_ms {
@@ -244,6 +298,13 @@ impl Worker {
         for a in [Action::Approve, Action::Review, Action::Decline] {
             m.count("decide", a.label(), counts[a as usize]);
         }
+        for (r, &n) in live.set.rules.iter().zip(&self.fired) {
+            if n > 0 {
+                let mode = if r.mode == RuleMode::Enforce { "enforce" } else { "monitor" };
+                m.rule_hits.with_label_values(&[&*r.id, mode]).inc_by(n);
+            }
+        }
+        m.rule_errors.inc_by(rule_errors);
         Some(Completed { seq: batch.seq, offsets: max_offsets(&batch.events), deliveries, received, timestamps })
     }
 

@@ -103,6 +103,7 @@ pub struct ConsumeLoop {
     paused: bool,
     commit_interval: Duration,
     last_commit: Instant,
+    rules: Option<Arc<crate::rules::RulesHandle>>,
 }
 
 impl ConsumeLoop {
@@ -129,7 +130,14 @@ impl ConsumeLoop {
             paused: false,
             commit_interval,
             last_commit: Instant::now(),
+            rules: None,
         }
+    }
+
+    /// Stamps each batch with the rules version in force when it is dispatched.
+    pub fn with_rules(mut self, rules: Arc<crate::rules::RulesHandle>) -> Self {
+        self.rules = Some(rules);
+        self
     }
 
     /// Commits the stored offsets (asynchronously; the result arrives in the context's
@@ -228,7 +236,8 @@ impl ConsumeLoop {
     fn dispatch(&mut self, events: Vec<Envelope<RawMessage>>, overflow: &mut Vec<Envelope<RawMessage>>) -> bool {
         self.metrics.batch_events.observe(events.len() as f64);
         self.metrics.count("consume", "received", events.len() as u64);
-        let mut batch = Batch { seq: self.next_seq, events };
+        let rules = self.rules.as_ref().map(|r| r.current());
+        let mut batch = Batch { seq: self.next_seq, events, rules };
         // Short waits are ordinary backpressure: block (without polling) instead of pausing.
         // Pausing purges librdkafka's prefetched messages and resuming re-fetches them, which
         // measured 3.5x slower when done for every full queue. Pause only when the wait is long

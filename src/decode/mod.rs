@@ -105,6 +105,8 @@ pub struct DecodedEvent {
     pub event_time_ms: i64,
     /// Per configured entity: id, value and distinct fields for the enrich stage.
     pub entities: Vec<EntityInput>,
+    /// The event fields the rules read, in [`Decoder::set_rule_paths`] order.
+    pub fields: Vec<crate::rules::expr::FieldValue>,
 }
 
 /// Decodes messages of one batch. Built once per worker; cheap to call per message.
@@ -117,6 +119,10 @@ pub struct Decoder {
     event_time: FieldPath,
     vectorizer: Vectorizer,
     entities: Vec<EntityPaths>,
+    rule_fields: Vec<FieldPath>,
+    /// Every path but the rules', with its slot (the trie is rebuilt when rules change).
+    base_paths: Vec<FieldPath>,
+    next_slot: usize,
     json: json::PathTrie,
 }
 
@@ -151,7 +157,8 @@ impl Decoder {
             paths.push(&e.key);
             paths.extend(e.value.iter().chain(e.distinct.iter()));
         }
-        let json = json::PathTrie::new(paths);
+        let base_paths: Vec<FieldPath> = paths.into_iter().cloned().collect();
+        let json = json::PathTrie::new(&base_paths);
         Self {
             format: cfg.format,
             max_payload: cfg.max_payload_bytes,
@@ -161,8 +168,18 @@ impl Decoder {
             event_time,
             vectorizer,
             entities,
+            rule_fields: Vec::new(),
+            base_paths,
+            next_slot: next,
             json,
         }
+    }
+
+    /// Sets the event paths the rules read (a new rules version may read others).
+    pub fn set_rule_paths(&mut self, paths: &[String]) {
+        self.rule_fields =
+            paths.iter().enumerate().map(|(i, p)| FieldPath::parse(p).with_slot(self.next_slot + i)).collect();
+        self.json = json::PathTrie::new(self.base_paths.iter().chain(&self.rule_fields));
     }
 
     /// Width of the model row.
@@ -301,7 +318,8 @@ fn extract(d: &Decoder, event: &dyn Fields, row: &mut [f32]) -> Result<DecodedEv
     };
     d.vectorizer.fill(event, row)?;
     let entities = d.entities.iter().map(|p| entity_input(event, p)).collect::<Result<_, _>>()?;
-    Ok(DecodedEvent { event_id, entity_key, event_time_ms, entities })
+    let fields = d.rule_fields.iter().map(|p| crate::rules::set::field_value(event.field(p))).collect();
+    Ok(DecodedEvent { event_id, entity_key, event_time_ms, entities, fields })
 }
 
 fn entity_input(event: &dyn Fields, p: &EntityPaths) -> Result<EntityInput, DecodeError> {

@@ -159,7 +159,23 @@ impl Publisher {
 
 /// Headers of a decision record.
 pub fn decision_headers(event_id: &str, model_version: &str) -> OwnedHeaders {
-    OwnedHeaders::new_with_capacity(2)
+    decision_headers_with(event_id, model_version, None)
+}
+
+/// Headers of a decision record; review copies also carry `verdict.review.priority`.
+pub fn decision_headers_with(event_id: &str, model_version: &str, review_priority: Option<i64>) -> OwnedHeaders {
+    let h = base_headers(event_id, model_version);
+    match review_priority {
+        Some(p) => h.insert(Header { key: REVIEW_PRIORITY, value: Some(&p.to_string()) }),
+        None => h,
+    }
+}
+
+/// Header on review-topic copies: the review-queue priority (higher first).
+pub const REVIEW_PRIORITY: &str = "verdict.review.priority";
+
+fn base_headers(event_id: &str, model_version: &str) -> OwnedHeaders {
+    OwnedHeaders::new_with_capacity(3)
         .insert(Header { key: EVENT_ID, value: Some(event_id) })
         .insert(Header { key: MODEL_VERSION, value: Some(model_version) })
 }

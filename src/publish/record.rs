@@ -41,6 +41,20 @@ pub struct DecisionRecord<'a> {
     /// Model inputs: names and the values fed to the model (empty to omit).
     #[serde(serialize_with = "features_map")]
     pub features: (&'a [String], &'a [f32]),
+    /// Window aggregates and online features: names and values (None = absent, omitted).
+    #[serde(serialize_with = "aggregates_map")]
+    pub aggregates: (&'a [String], &'a [Option<f64>]),
+}
+
+fn aggregates_map<S: serde::Serializer>(f: &(&[String], &[Option<f64>]), s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(None)?;
+    for (k, v) in f.0.iter().zip(f.1) {
+        if let Some(v) = v {
+            m.serialize_entry(k, v)?;
+        }
+    }
+    m.end()
 }
 
 fn features_map<S: serde::Serializer>(f: &(&[String], &[f32]), s: S) -> Result<S::Ok, S::Error> {
@@ -79,6 +93,7 @@ fn rule_hits(buf: &mut Vec<u8>, hits: &[RuleHit]) {
                     crate::rules::RuleMode::Monitor => "monitor",
                 },
             );
+            string(buf, &h.action);
         }
     }
     zigzag(buf, 0);
@@ -92,7 +107,7 @@ impl DecisionRecord<'_> {
         string(buf, self.event_id);
         string(buf, self.entity_key);
         zigzag(buf, self.decision.action.avro_index());
-        string(buf, self.decision.reason);
+        string(buf, &self.decision.reason);
         buf.extend_from_slice(&f64::from(self.decision.score).to_le_bytes());
         string(buf, self.model_name);
         string(buf, self.model_version);
@@ -121,6 +136,34 @@ impl DecisionRecord<'_> {
             }
         }
         zigzag(buf, 0);
+        string(buf, &self.decision.rules_version);
+        match &self.decision.action_name {
+            None => zigzag(buf, 0),
+            Some(a) => {
+                zigzag(buf, 1);
+                string(buf, a);
+            }
+        }
+        match self.decision.review_priority {
+            None => zigzag(buf, 0),
+            Some(p) => {
+                zigzag(buf, 1);
+                zigzag(buf, p);
+            }
+        }
+        zigzag(buf, i64::from(self.decision.rule_errors));
+        let (names, values) = self.aggregates;
+        let present = values.iter().filter(|v| v.is_some()).count();
+        if present > 0 {
+            zigzag(buf, present as i64);
+            for (k, v) in names.iter().zip(values) {
+                if let Some(v) = v {
+                    string(buf, k);
+                    buf.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+        zigzag(buf, 0);
     }
 
     /// Appends the JSON encoding to `buf`.
@@ -138,13 +181,24 @@ mod tests {
     fn decision() -> Decision {
         Decision {
             action: Action::Review,
-            reason: "score_in_review_band",
+            action_name: Some("step_up".into()),
+            reason: "huge_amount".into(),
             score: 0.625,
-            rule_hits: vec![RuleHit { id: "r1".into(), reason: "deny_list".into(), mode: RuleMode::Monitor }],
+            rule_hits: vec![RuleHit {
+                id: "r1".into(),
+                reason: "huge_amount".into(),
+                mode: RuleMode::Enforce,
+                action: "step_up".into(),
+            }],
+            rule_errors: 2,
+            rules_version: "0123456789abcdef".into(),
+            review_priority: Some(-7),
         }
     }
 
     static NAMES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| vec!["amount".into(), "age".into()]);
+    static AGG: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| vec!["window:card.10m.count".into(), "feature:card.cb".into()]);
 
     fn record(d: &Decision) -> DecisionRecord<'_> {
         DecisionRecord {
@@ -162,6 +216,7 @@ mod tests {
             source_offset: 123_456_789,
             defaults_used: vec!["age"],
             features: (&NAMES, &[1.5, -1.0]),
+            aggregates: (&AGG, &[Some(3.0), None]),
         }
     }
 
@@ -190,6 +245,55 @@ mod tests {
         let Value::Map(f) = get("features") else { panic!() };
         assert_eq!(f["amount"], Value::Double(1.5));
         assert_eq!(f["age"], Value::Double(-1.0));
+        assert_eq!(get("rules_version"), Value::String("0123456789abcdef".into()));
+        assert_eq!(get("action_name"), Value::Union(1, Box::new(Value::String("step_up".into()))));
+        assert_eq!(get("review_priority"), Value::Union(1, Box::new(Value::Long(-7))));
+        assert_eq!(get("rule_errors"), Value::Int(2));
+        let Value::Map(a) = get("aggregates") else { panic!() };
+        assert_eq!(a.len(), 1, "absent aggregates are omitted");
+        assert_eq!(a["window:card.10m.count"], Value::Double(3.0));
+        let Value::Record(hit) = &hits[0] else { panic!() };
+        assert_eq!(hit[3], ("action".to_string(), Value::String("step_up".into())));
+    }
+
+    #[test]
+    fn a_consumer_holding_the_previous_schema_reads_new_records() {
+        let d = decision();
+        let mut buf = Vec::new();
+        record(&d).write_avro(100, &mut buf);
+        let writer = crate::decode::parse_schema_file(std::path::Path::new("schemas/decision.avsc")).unwrap();
+        let old = crate::decode::parse_schema_file(std::path::Path::new("tests/data/decision-v1.avsc")).unwrap();
+        let reader =
+            apache_avro::reader::datum::GenericDatumReader::builder(&writer).reader_schema(&old).build().unwrap();
+        let mut body = &buf[5..];
+        let Value::Record(fields) = reader.read_value(&mut body).unwrap() else { panic!("not a record") };
+        assert!(body.is_empty());
+        let names: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(!names.contains(&"rules_version"), "the old reader sees only its own fields");
+        let get = |n: &str| fields.iter().find(|(k, _)| k == n).unwrap().1.clone();
+        assert_eq!(get("event_id"), Value::String("tx-1".into()));
+        assert_eq!(get("action"), Value::Enum(1, "review".into()));
+        let Value::Array(hits) = get("rule_hits") else { panic!() };
+        let Value::Record(hit) = &hits[0] else { panic!() };
+        assert_eq!(hit.len(), 3, "id, reason, mode: the old RuleHit");
+
+        // And the other way: records written with the previous schema read with the new
+        // one, the added fields taking their defaults.
+        let old_bytes = {
+            let mut b = Vec::new();
+            let w = apache_avro::writer::datum::GenericDatumWriter::builder(&old).build().unwrap();
+            let old_reader =
+                apache_avro::reader::datum::GenericDatumReader::builder(&writer).reader_schema(&old).build().unwrap();
+            let v = old_reader.read_value(&mut &buf[5..]).unwrap();
+            w.write_value(&mut b, v).unwrap();
+            b
+        };
+        let new_reader =
+            apache_avro::reader::datum::GenericDatumReader::builder(&old).reader_schema(&writer).build().unwrap();
+        let Value::Record(fields) = new_reader.read_value(&mut &old_bytes[..]).unwrap() else { panic!() };
+        let get = |n: &str| fields.iter().find(|(k, _)| k == n).unwrap().1.clone();
+        assert_eq!(get("rules_version"), Value::String(String::new()));
+        assert_eq!(get("review_priority"), Value::Union(0, Box::new(Value::Null)));
     }
 
     #[test]
@@ -199,7 +303,12 @@ mod tests {
         record(&d).write_json(&mut buf);
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         assert_eq!(v["action"], "review");
-        assert_eq!(v["rule_hits"][0]["mode"], "monitor");
+        assert_eq!(v["rule_hits"][0]["mode"], "enforce");
+        assert_eq!(v["rule_hits"][0]["action"], "step_up");
+        assert_eq!(v["rules_version"], "0123456789abcdef");
+        assert_eq!(v["review_priority"], -7);
+        assert_eq!(v["aggregates"]["window:card.10m.count"], 3.0);
+        assert!(v["aggregates"].get("feature:card.cb").is_none());
         assert_eq!(v["source_partition"], 3);
         assert_eq!(v["features"]["amount"], 1.5);
         assert_eq!(v["defaults_used"][0], "age");

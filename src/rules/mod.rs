@@ -1,9 +1,20 @@
 //! Decide stage: score → action with a reason code.
 //!
-//! Threshold bands are the default decision. [`Decision`] already carries rule hits
-//! so that a rules engine can add or override without changing the record.
+//! Threshold bands are the default decision; a rules file ([`set`]) adds expression rules
+//! over the event, its features and windows, the score and named lists, which can
+//! override the band ([`set`] documents the conflict resolution). Rule sets are reloaded
+//! live ([`live`]); each batch is decided by exactly one version.
+
+pub mod expr;
+pub mod live;
+pub mod set;
+
+use std::sync::Arc;
 
 use serde::Serialize;
+
+pub use live::{LiveRules, RulesHandle};
+pub use set::{RuleSet, RulesOutcome};
 
 use crate::config::DecideConfig;
 
@@ -49,11 +60,13 @@ pub enum RuleMode {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RuleHit {
     /// Rule id.
-    pub id: String,
+    pub id: Arc<str>,
     /// Reason code of the rule.
-    pub reason: String,
+    pub reason: Arc<str>,
     /// Enforce or monitor.
     pub mode: RuleMode,
+    /// The rule's action (approve / review / decline or its custom name).
+    pub action: Arc<str>,
 }
 
 /// The outcome for one event.
@@ -61,19 +74,28 @@ pub struct RuleHit {
 pub struct Decision {
     /// The action taken.
     pub action: Action,
+    /// The deciding rule's custom action name, if it has one (`action` is what it routes as).
+    pub action_name: Option<Arc<str>>,
     /// Reason code of the band or rule that decided.
-    pub reason: &'static str,
+    pub reason: Arc<str>,
     /// Positive-class probability.
     pub score: f32,
-    /// Rules that fired (empty with bands alone).
+    /// Rules that fired, enforce and monitor (empty with bands alone).
     pub rule_hits: Vec<RuleHit>,
+    /// Rules whose condition could not be evaluated for this event (absent value, type).
+    pub rule_errors: u32,
+    /// Content hash of the rules file that decided ("" with bands alone).
+    pub rules_version: Arc<str>,
+    /// Review-queue priority (review decisions only; higher first).
+    pub review_priority: Option<i64>,
 }
 
 /// Score bands: below `review_at` approve, below `decline_at` review, else decline.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ThresholdBands {
     review_at: f32,
     decline_at: f32,
+    reasons: [Arc<str>; 3],
 }
 
 /// Reason code: score below the review threshold.
@@ -86,19 +108,32 @@ pub const REASON_DECLINE: &str = "score_above_decline_threshold";
 impl ThresholdBands {
     /// Bands from config (validated: `review_at <= decline_at`).
     pub fn new(cfg: &DecideConfig) -> Self {
-        Self { review_at: cfg.review_at as f32, decline_at: cfg.decline_at as f32 }
+        Self {
+            review_at: cfg.review_at as f32,
+            decline_at: cfg.decline_at as f32,
+            reasons: [REASON_LOW.into(), REASON_REVIEW.into(), REASON_DECLINE.into()],
+        }
     }
 
     /// The band decision for one score.
     pub fn decide(&self, score: f32) -> Decision {
-        let (action, reason) = if score >= self.decline_at {
-            (Action::Decline, REASON_DECLINE)
+        let action = if score >= self.decline_at {
+            Action::Decline
         } else if score >= self.review_at {
-            (Action::Review, REASON_REVIEW)
+            Action::Review
         } else {
-            (Action::Approve, REASON_LOW)
+            Action::Approve
         };
-        Decision { action, reason, score, rule_hits: Vec::new() }
+        Decision {
+            action,
+            action_name: None,
+            reason: self.reasons[action as usize].clone(),
+            score,
+            rule_hits: Vec::new(),
+            rule_errors: 0,
+            rules_version: Arc::from(""),
+            review_priority: None,
+        }
     }
 }
 
@@ -113,6 +148,6 @@ mod tests {
         assert_eq!(b.decide(0.5).action, Action::Review);
         assert_eq!(b.decide(0.8999).action, Action::Review);
         assert_eq!(b.decide(0.9).action, Action::Decline);
-        assert_eq!(b.decide(0.95).reason, REASON_DECLINE);
+        assert_eq!(&*b.decide(0.95).reason, REASON_DECLINE);
     }
 }

@@ -1,0 +1,196 @@
+//! The rules in force, swapped atomically: a watcher thread re-reads the rules file every
+//! `rules.reload_interval_ms` (or at once on SIGHUP), validates it fully and swaps it in only
+//! if it is valid; named lists are refreshed every `rules.list_refresh_s`. Workers take one
+//! [`LiveRules`] snapshot per batch, so a batch is never decided by two versions.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use parking_lot::RwLock;
+
+use super::set::{read_list, ListSpec, RuleSet};
+use crate::config::RulesConfig;
+use crate::telemetry::Metrics;
+
+/// One rules version plus the current entries of its named lists.
+#[derive(Debug)]
+pub struct LiveRules {
+    /// The rule set.
+    pub set: Arc<RuleSet>,
+    /// Entries per named list, in `set.names.lists` order.
+    pub lists: Vec<Arc<HashSet<String>>>,
+}
+
+/// Shared handle to the rules in force.
+pub struct RulesHandle {
+    current: RwLock<Arc<LiveRules>>,
+    path: Option<PathBuf>,
+    enriched: Vec<String>,
+    redis_url: String,
+    metrics: Arc<Metrics>,
+    /// Content of the last rejected file, so a bad file is reported once, not every interval.
+    rejected: parking_lot::Mutex<Option<Vec<u8>>>,
+    kick: (Sender<()>, Receiver<()>),
+}
+
+impl RulesHandle {
+    /// Loads the configured rules file (or bands only when none); an invalid file fails
+    /// start-up with every problem. `enriched` are the enrichment names rules may use.
+    pub fn load(
+        cfg: &RulesConfig,
+        enriched: &[String],
+        default_redis: &str,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, Vec<String>> {
+        let path = (!cfg.file.is_empty()).then(|| PathBuf::from(&cfg.file));
+        let set = match &path {
+            Some(p) => RuleSet::load(p, enriched)?,
+            None => RuleSet::empty(),
+        };
+        let redis_url = if cfg.redis_url.is_empty() { default_redis.to_string() } else { cfg.redis_url.clone() };
+        let lists = set.initial_lists.clone();
+        let handle = Self {
+            current: RwLock::new(Arc::new(LiveRules { set: Arc::new(set), lists })),
+            path,
+            enriched: enriched.to_vec(),
+            redis_url,
+            metrics,
+            rejected: parking_lot::Mutex::new(None),
+            kick: bounded(1),
+        };
+        handle.refresh_lists();
+        handle.publish_info();
+        Ok(Arc::new(handle))
+    }
+
+    /// The rules in force now (one snapshot per batch).
+    pub fn current(&self) -> Arc<LiveRules> {
+        self.current.read().clone()
+    }
+
+    /// Asks the watcher to check the file now (SIGHUP, admin).
+    pub fn reload_now(&self) {
+        let _ = self.kick.0.try_send(());
+    }
+
+    /// Checks the file; swaps in a changed, valid version. Returns the version in force.
+    pub fn check(&self) -> Arc<str> {
+        let Some(path) = &self.path else { return self.current().set.version.clone() };
+        let text = match std::fs::read(path) {
+            Ok(t) => t,
+            Err(e) => {
+                self.reject(Vec::new(), vec![format!("{}: {e}", path.display())]);
+                return self.current().set.version.clone();
+            }
+        };
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        // Parsing is cheap (a file of rules); its hash covers list files too.
+        match RuleSet::parse(&text, dir, &self.enriched) {
+            Ok(set) => {
+                let now = self.current();
+                if set.version != now.set.version {
+                    tracing::info!(from = %now.set.version, to = %set.version, rules = set.rules.len(), "rules reloaded");
+                    self.metrics.rules_reloads.with_label_values(&["applied"]).inc();
+                    let lists = set.initial_lists.clone();
+                    *self.current.write() = Arc::new(LiveRules { set: Arc::new(set), lists });
+                    self.refresh_lists();
+                    self.publish_info();
+                    *self.rejected.lock() = None;
+                }
+            }
+            Err(errors) => self.reject(text, errors),
+        }
+        self.current().set.version.clone()
+    }
+
+    fn reject(&self, text: Vec<u8>, errors: Vec<String>) {
+        let mut last = self.rejected.lock();
+        if last.as_deref() == Some(&text[..]) {
+            return;
+        }
+        *last = Some(text);
+        self.metrics.rules_reloads.with_label_values(&["rejected"]).inc();
+        let serving = self.current().set.version.clone();
+        for e in &errors {
+            tracing::error!(error = %e, %serving, "rules file rejected; the previous rules keep serving");
+        }
+    }
+
+    /// Re-reads every file and Redis list; a list that fails keeps its previous entries.
+    pub fn refresh_lists(&self) {
+        let live = self.current();
+        if live.set.list_specs.is_empty() {
+            return;
+        }
+        let mut lists = live.lists.clone();
+        for (i, (name, spec)) in live.set.list_specs.iter().enumerate() {
+            match fetch_list(spec, &self.redis_url) {
+                Ok(Some(set)) => {
+                    self.metrics.rules_list_refreshes.with_label_values(&["ok"]).inc();
+                    lists[i] = Arc::new(set);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.metrics.rules_list_refreshes.with_label_values(&["error"]).inc();
+                    tracing::warn!(list = %name, error = %e, "list refresh failed; keeping its previous entries");
+                }
+            }
+            self.metrics.rules_list_size.with_label_values(&[name]).set(lists[i].len() as i64);
+        }
+        let mut cur = self.current.write();
+        // Only if no reload happened meanwhile (the new version refreshes its own lists).
+        if Arc::ptr_eq(&cur.set, &live.set) {
+            *cur = Arc::new(LiveRules { set: live.set.clone(), lists });
+        }
+    }
+
+    fn publish_info(&self) {
+        let live = self.current();
+        self.metrics.rules_info.reset();
+        self.metrics.rules_info.with_label_values(&[&*live.set.version, &live.set.rules.len().to_string()]).set(1);
+    }
+
+    /// Runs the watcher until `stopped()` says so: file checks and list refreshes.
+    pub fn spawn_watcher(
+        self: &Arc<Self>,
+        cfg: &RulesConfig,
+        stopped: impl Fn() -> bool + Send + 'static,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let me = self.clone();
+        let interval = Duration::from_millis(cfg.reload_interval_ms.max(10));
+        let refresh = Duration::from_secs(cfg.list_refresh_s.max(1));
+        std::thread::Builder::new().name("verdict-rules".into()).spawn(move || {
+            let mut last_refresh = Instant::now();
+            while !stopped() {
+                match me.kick.1.recv_timeout(interval) {
+                    Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+                me.check();
+                if last_refresh.elapsed() >= refresh {
+                    last_refresh = Instant::now();
+                    me.refresh_lists();
+                }
+            }
+        })
+    }
+}
+
+/// Current entries of a list: None for inline lists (they never change).
+pub fn fetch_list(spec: &ListSpec, redis_url: &str) -> Result<Option<HashSet<String>>, String> {
+    if let Some(f) = &spec.file {
+        let t = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        return Ok(Some(read_list(&t).collect()));
+    }
+    if let Some(key) = &spec.redis_set {
+        let client = redis::Client::open(redis_url).map_err(|e| e.to_string())?;
+        let mut conn = client.get_connection_with_timeout(Duration::from_secs(2)).map_err(|e| e.to_string())?;
+        let members: HashSet<String> =
+            redis::cmd("SMEMBERS").arg(key).query(&mut conn).map_err(|e| format!("SMEMBERS {key}: {e}"))?;
+        return Ok(Some(members));
+    }
+    Ok(None)
+}
