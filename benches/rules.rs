@@ -42,7 +42,8 @@ fn rules_file() -> String {
         "event.amount * {k}.0 > 5000.0 || score > 0.9{k}",
     ];
     for i in 0..50 {
-        let cond = kinds[i % kinds.len()].replace("{t}", &(200 + 37 * i).to_string()).replace("{k}", &(2 + i % 7).to_string());
+        let cond =
+            kinds[i % kinds.len()].replace("{t}", &(200 + 37 * i).to_string()).replace("{k}", &(2 + i % 7).to_string());
         let action = ["review", "decline", "approve"][i % 3];
         let mode = if i % 5 == 4 { "monitor" } else { "enforce" };
         s.push_str(&format!(

@@ -32,6 +32,14 @@ fn metric(body: &str, series: &str) -> u64 {
 fn run_serves_metrics_and_readiness_and_sigterm_commits_everything() {
     let (mock, cfg) = mock_setup(4);
     produce_events(&mock, "events", 0, 5_000, 41);
+    let rules_dir = tempfile::tempdir().unwrap();
+    let rules = rules_dir.path().join("rules.toml");
+    let rule = |t: u32| {
+        format!(
+            "[[rules]]\nid = \"big\"\ncondition = \"event.amount > {t}.0\"\naction = \"review\"\nreason = \"big\"\n"
+        )
+    };
+    std::fs::write(&rules, rule(1000)).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_verdict"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -41,6 +49,9 @@ fn run_serves_metrics_and_readiness_and_sigterm_commits_everything() {
         .env("VERDICT__KAFKA__COMMIT_INTERVAL_MS", "200")
         .env("VERDICT__TELEMETRY__LISTEN", format!("127.0.0.1:{port}"))
         .env("VERDICT__TELEMETRY__LOG_FORMAT", "json")
+        .env("VERDICT__RULES__FILE", &rules)
+        // Only SIGHUP reloads within this test.
+        .env("VERDICT__RULES__RELOAD_INTERVAL_MS", "600000")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -63,6 +74,15 @@ fn run_serves_metrics_and_readiness_and_sigterm_commits_everything() {
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
+
+    // SIGHUP: the changed rules file is validated and swapped in at once.
+    let reloads = |b: &str| metric(b, "verdict_rules_reloads_total{result=\"applied\"}");
+    assert_eq!(reloads(&metrics), 0);
+    std::fs::write(&rules, rule(2000)).unwrap();
+    assert!(Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap().success());
+    wait_for("the rules reloaded on SIGHUP", Duration::from_secs(10), || {
+        http_get(port, "/metrics").is_some_and(|(_, b)| reloads(&b) == 1)
+    });
 
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());

@@ -223,3 +223,35 @@ reason = "y"
     }
     assert!(text.contains("summary: rule deny-listed-card"), "{text}");
 }
+
+#[test]
+fn redis_lists_refresh_and_keep_their_entries_when_redis_is_down() {
+    let mut redis = RedisServer::start();
+    let mut conn = redis.conn();
+    let _: () = redis::cmd("SADD").arg("verdict:list:vip").arg("card-1").arg("card-2").query(&mut conn).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rules.toml");
+    std::fs::write(
+        &path,
+        "[lists.vip]\nredis_set = \"verdict:list:vip\"\n[[rules]]\nid = \"vip\"\ncondition = \"event.card_id in lists.vip\"\naction = \"approve\"\nreason = \"vip\"\npriority = 100\n",
+    )
+    .unwrap();
+    let cfg = verdict::config::RulesConfig { file: path.to_str().unwrap().into(), ..Default::default() };
+    let m = Metrics::new();
+    let h = verdict::rules::RulesHandle::load(&cfg, &[], &redis.url(), m.clone()).unwrap();
+    let entries = |h: &verdict::rules::RulesHandle| {
+        let mut v: Vec<String> = h.current().lists[0].iter().cloned().collect();
+        v.sort();
+        v
+    };
+    assert_eq!(entries(&h), ["card-1", "card-2"], "loaded at start");
+    let _: () = redis::cmd("SADD").arg("verdict:list:vip").arg("card-3").query(&mut conn).unwrap();
+    let _: () = redis::cmd("SREM").arg("verdict:list:vip").arg("card-1").query(&mut conn).unwrap();
+    h.refresh_lists();
+    assert_eq!(entries(&h), ["card-2", "card-3"], "refreshed");
+    redis.stop();
+    h.refresh_lists();
+    assert_eq!(entries(&h), ["card-2", "card-3"], "kept while Redis is down");
+    assert_eq!(m.rules_list_refreshes.with_label_values(&["error"]).get(), 1);
+    assert!(m.render().contains("verdict_rules_list_entries{list=\"vip\"} 2"));
+}
