@@ -6,6 +6,7 @@
 //!     BENCH_ENRICH=redis://127.0.0.1:6379/ cargo bench --bench spine   # windows in Redis
 //!     BENCH_ENRICH=off cargo bench --bench spine                        # no enrichment
 //!     BENCH_RULES=ops/rules/fraud.toml cargo bench --bench spine        # with business rules
+//!     BENCH_DRIFT=off cargo bench --bench spine                         # no drift statistics
 //!
 //! Phases:
 //! 1. raw ORT: rows/s of the demo model at several rows-per-call, one session, one thread;
@@ -42,6 +43,9 @@ fn config() -> Config {
             cfg.enrich.redis_url = url.to_string();
         }
         _ => {}
+    }
+    if std::env::var("BENCH_DRIFT").as_deref() == Ok("off") {
+        cfg.drift.enabled = false;
     }
     if let Ok(rules) = std::env::var("BENCH_RULES") {
         cfg.rules.file = root.join(rules).to_string_lossy().into_owned();

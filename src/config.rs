@@ -33,6 +33,8 @@ pub struct Config {
     pub decide: DecideConfig,
     /// Business rules over the event, features, windows and score; reloaded live.
     pub rules: RulesConfig,
+    /// Drift statistics against the model's training baseline.
+    pub drift: DriftConfig,
     /// How decision records are written.
     pub publish: PublishConfig,
     /// Metrics/health HTTP endpoint and logging.
@@ -205,6 +207,40 @@ pub struct DecideConfig {
     pub decline_at: f64,
 }
 
+/// Drift statistics: windows, destination, alert thresholds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DriftConfig {
+    /// Compute and publish drift statistics (needs a `baseline` in the model manifest).
+    pub enabled: bool,
+    /// Topic drift records are published to.
+    pub topic: String,
+    /// A window ends after this many seconds...
+    pub window_s: u64,
+    /// ...or this many decided events, whichever comes first.
+    pub window_events: u64,
+    /// PSI above this: warn.
+    pub psi_warn: f64,
+    /// PSI above this: alert.
+    pub psi_alert: f64,
+    /// Instance id in drift records; empty: $HOSTNAME, else the process id.
+    pub instance: String,
+}
+
+impl Default for DriftConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            topic: "drift".into(),
+            window_s: 60,
+            window_events: 50_000,
+            psi_warn: 0.1,
+            psi_alert: 0.25,
+            instance: String::new(),
+        }
+    }
+}
+
 /// The rules file and how it is kept current.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -251,11 +287,13 @@ pub struct PublishConfig {
     pub decision_schema_id: u32,
     /// Put every model input (name → value) in the decision record, for reviewers and audits.
     pub include_features: bool,
+    /// Schema id written in the Confluent header of Avro drift records.
+    pub drift_schema_id: u32,
 }
 
 impl Default for PublishConfig {
     fn default() -> Self {
-        Self { format: DecisionFormat::Avro, decision_schema_id: 100, include_features: true }
+        Self { format: DecisionFormat::Avro, decision_schema_id: 100, include_features: true, drift_schema_id: 101 }
     }
 }
 
@@ -471,6 +509,22 @@ impl Config {
             }
         }
         let in_range = |v: f64| (0.0..=1.0).contains(&v);
+        let dr = &self.drift;
+        if dr.window_s == 0 {
+            e.push("drift.window_s: must be at least 1".into());
+        }
+        if dr.window_events == 0 {
+            e.push("drift.window_events: must be at least 1".into());
+        }
+        if !(dr.psi_warn > 0.0 && dr.psi_warn < dr.psi_alert) {
+            e.push(format!(
+                "drift.psi_warn: must be above 0 and below psi_alert, got {} / {}",
+                dr.psi_warn, dr.psi_alert
+            ));
+        }
+        if dr.enabled && dr.topic.trim().is_empty() {
+            e.push("drift.topic: must not be empty".into());
+        }
         if in_range(d.review_at) && in_range(d.decline_at) && d.review_at > d.decline_at {
             e.push(format!("decide.review_at: {} is above decide.decline_at {}", d.review_at, d.decline_at));
         }

@@ -29,6 +29,7 @@ pub mod config;
 pub mod consume;
 pub mod decode;
 pub mod demo;
+pub mod drift;
 pub mod enrich;
 pub mod envelope;
 pub mod error;

@@ -85,6 +85,7 @@ pub struct Pipeline {
     acker: Option<JoinHandle<()>>,
     model: ModelInfo,
     rules: Arc<RulesHandle>,
+    drift: Option<(JoinHandle<()>, Arc<std::sync::atomic::AtomicBool>)>,
 }
 
 /// Loads ORT, the manifest and one validated session per worker.
@@ -147,9 +148,19 @@ impl Pipeline {
         // rules (and later rule versions) read them, and they must be exact when they do.
         let enricher = enricher.is_enabled().then(|| (Arc::new(Turnstile::new(enricher)), cfg.enrich.on_failure));
         let outputs = Outputs::new(cfg, &spec.manifest.name, &spec.manifest.version, &vectorizer, &enriched_names);
+        let baseline = crate::drift::Baseline::from_manifest(&spec.manifest)
+            .map_err(|e| StartError::Score(ScoreError::Manifest(e)))?;
+        let drift = match baseline {
+            Some(b) if cfg.drift.enabled => Some(Arc::new(crate::drift::DriftMonitor::new(b, scorers.len()))),
+            None if cfg.drift.enabled => {
+                tracing::info!(model = %spec.manifest.name, "no baseline in the manifest; drift statistics off");
+                None
+            }
+            _ => None,
+        };
         let mut workers = Vec::new();
         for (i, scorer) in scorers.into_iter().enumerate() {
-            let worker = Worker::new(
+            let mut worker = Worker::new(
                 Decoder::new(&cfg.decode, schemas.clone(), vectorizer.clone(), entity_paths.clone()),
                 scorer,
                 ThresholdBands::new(&cfg.decide),
@@ -161,6 +172,7 @@ impl Pipeline {
                 vectorizer.clone(),
                 rules.clone(),
             );
+            worker.drift = drift.as_ref().map(|d| d.recorder(i));
             let (rx, tx) = (batch_rx.clone(), done_tx.clone());
             workers.push(
                 std::thread::Builder::new()
@@ -192,6 +204,27 @@ impl Pipeline {
                 .expect("spawn rules watcher");
         }
 
+        let drift_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let drift_thread = match drift {
+            Some(monitor) => Some(
+                crate::drift::spawn_publisher(
+                    cfg.drift.clone(),
+                    cfg.publish.format,
+                    cfg.publish.drift_schema_id,
+                    monitor,
+                    crate::drift::Identity {
+                        model: spec.manifest.name.clone(),
+                        model_version: spec.manifest.version.clone(),
+                        instance: crate::drift::instance_id(&cfg.drift),
+                    },
+                    publisher.clone(),
+                    metrics.clone(),
+                    drift_stop.clone(),
+                )
+                .expect("spawn drift publisher"),
+            ),
+            None => None,
+        };
         metrics.set_model(&spec.manifest.name, &spec.manifest.version, &ep);
         let model = ModelInfo {
             name: spec.manifest.name.clone(),
@@ -208,6 +241,7 @@ impl Pipeline {
             acker: Some(acker),
             model,
             rules,
+            drift: drift_thread.map(|t| (t, drift_stop)),
         })
     }
 
@@ -237,6 +271,11 @@ impl Pipeline {
             clean &= join_until(Some(w), deadline).is_some();
         }
         clean &= join_until(self.acker.take(), deadline).is_some();
+        // The last (partial) drift window, after every worker has observed its batches.
+        if let Some((t, stop)) = self.drift.take() {
+            stop.store(true, Ordering::SeqCst);
+            join_until(Some(t), deadline);
+        }
         if !clean {
             self.control.abort.store(true, Ordering::SeqCst);
             tracing::warn!("shutdown timed out; undelivered events will be re-processed by the group");
@@ -266,6 +305,9 @@ impl Pipeline {
             join_until(Some(w), deadline);
         }
         join_until(self.acker.take(), deadline);
+        if let Some((_, stop)) = self.drift.take() {
+            stop.store(true, Ordering::SeqCst);
+        }
         if let Some(c) = self.consumer.take() {
             close(c);
         }

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::error::DeadLetterReason;
@@ -69,6 +69,24 @@ pub const RULES_INFO: &str = "verdict_rules_info";
 pub const RULES_LIST_REFRESHES: &str = "verdict_rules_list_refreshes_total";
 /// `verdict_rules_list_entries{list}`: entries in each named list.
 pub const RULES_LIST_SIZE: &str = "verdict_rules_list_entries";
+/// `verdict_feature_psi{model,feature}`: PSI of the last drift window ("score" for the score).
+pub const FEATURE_PSI: &str = "verdict_feature_psi";
+/// `verdict_feature_ks{model,feature}`: KS statistic of the last drift window.
+pub const FEATURE_KS: &str = "verdict_feature_ks";
+/// `verdict_feature_mean{model,feature}`: mean of non-default values in the last window.
+pub const FEATURE_MEAN: &str = "verdict_feature_mean";
+/// `verdict_feature_default_rate{model,feature}`: share null or default-filled in the last window.
+pub const FEATURE_DEFAULT_RATE: &str = "verdict_feature_default_rate";
+/// `verdict_feature_out_of_range_rate{model,feature}`: share outside the training range.
+pub const FEATURE_OUT_OF_RANGE_RATE: &str = "verdict_feature_out_of_range_rate";
+/// `verdict_feature_drift_state{model,feature}`: 0 ok, 1 warn, 2 alert (PSI thresholds).
+pub const FEATURE_DRIFT_STATE: &str = "verdict_feature_drift_state";
+/// `verdict_action_rate{model,action}`: share of decisions per action in the last window.
+pub const ACTION_RATE: &str = "verdict_action_rate";
+/// `verdict_dead_letter_rate{model,reason}`: share of events dead-lettered in the last window.
+pub const DEAD_LETTER_RATE: &str = "verdict_dead_letter_rate";
+/// `verdict_drift_windows_total`: drift windows closed and published.
+pub const DRIFT_WINDOWS: &str = "verdict_drift_windows_total";
 /// `verdict_feature_defaults_total`: model inputs filled with their default.
 pub const FEATURE_DEFAULTS: &str = "verdict_feature_defaults_total";
 
@@ -131,6 +149,24 @@ pub struct Metrics {
     pub rules_list_refreshes: IntCounterVec,
     /// See [`RULES_LIST_SIZE`].
     pub rules_list_size: IntGaugeVec,
+    /// See [`FEATURE_PSI`].
+    pub feature_psi: GaugeVec,
+    /// See [`FEATURE_KS`].
+    pub feature_ks: GaugeVec,
+    /// See [`FEATURE_MEAN`].
+    pub feature_mean: GaugeVec,
+    /// See [`FEATURE_DEFAULT_RATE`].
+    pub feature_default_rate: GaugeVec,
+    /// See [`FEATURE_OUT_OF_RANGE_RATE`].
+    pub feature_out_of_range_rate: GaugeVec,
+    /// See [`FEATURE_DRIFT_STATE`].
+    pub feature_drift_state: IntGaugeVec,
+    /// See [`ACTION_RATE`].
+    pub action_rate: GaugeVec,
+    /// See [`DEAD_LETTER_RATE`].
+    pub dead_letter_rate: GaugeVec,
+    /// See [`DRIFT_WINDOWS`].
+    pub drift_windows: IntCounter,
     /// Exact pipeline-latency distribution in µs, for the demo and benchmark summaries.
     latency_us: Mutex<hdrhistogram::Histogram<u64>>,
     model_loaded: AtomicBool,
@@ -221,6 +257,26 @@ impl Metrics {
         for r in ["applied", "rejected"] {
             rules_reloads.with_label_values(&[r]);
         }
+        let fl = &["model", "feature"];
+        let gv = |name: &str, help: &str, labels: &[&str]| {
+            let g = GaugeVec::new(Opts::new(name, help), labels).unwrap();
+            registry.register(Box::new(g.clone())).unwrap();
+            g
+        };
+        let feature_psi = gv(FEATURE_PSI, "PSI against the training baseline, last drift window", fl);
+        let feature_ks = gv(FEATURE_KS, "KS statistic against the training baseline, last drift window", fl);
+        let feature_mean = gv(FEATURE_MEAN, "Mean of non-default values, last drift window", fl);
+        let feature_default_rate = gv(FEATURE_DEFAULT_RATE, "Share null or default-filled, last drift window", fl);
+        let feature_out_of_range_rate =
+            gv(FEATURE_OUT_OF_RANGE_RATE, "Share outside the training range, last drift window", fl);
+        let action_rate = gv(ACTION_RATE, "Share of decisions per action, last drift window", &["model", "action"]);
+        let dead_letter_rate =
+            gv(DEAD_LETTER_RATE, "Share of events dead-lettered, last drift window", &["model", "reason"]);
+        let feature_drift_state =
+            IntGaugeVec::new(Opts::new(FEATURE_DRIFT_STATE, "Drift state: 0 ok, 1 warn, 2 alert"), fl).unwrap();
+        registry.register(Box::new(feature_drift_state.clone())).unwrap();
+        let drift_windows = IntCounter::new(DRIFT_WINDOWS, "Drift windows closed and published").unwrap();
+        registry.register(Box::new(drift_windows.clone())).unwrap();
         state_store_up.set(1);
         for c in [&enrich_round_trips, &enrich_commands, &enrich_failures, &degraded_events, &feature_defaults] {
             registry.register(Box::new(c.clone())).unwrap();
@@ -277,6 +333,15 @@ impl Metrics {
             rules_info,
             rules_list_refreshes,
             rules_list_size,
+            feature_psi,
+            feature_ks,
+            feature_mean,
+            feature_default_rate,
+            feature_out_of_range_rate,
+            feature_drift_state,
+            action_rate,
+            dead_letter_rate,
+            drift_windows,
             latency_us: Mutex::new(hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()),
             model_loaded: AtomicBool::new(false),
             execution_provider: Mutex::new(String::new()),

@@ -85,6 +85,9 @@ pub struct Worker {
     /// The rules in force (one snapshot per batch).
     pub rules: Arc<RulesHandle>,
     rules_seen: Option<Arc<RuleSet>>,
+    /// Drift statistics recorder (when the model has a baseline and drift is on).
+    pub drift: Option<crate::drift::DriftRecorder>,
+    actions: Vec<Action>,
     rules_out: RulesOutcome,
     fired: Vec<u64>,
     enriched: Vec<Option<f64>>,
@@ -124,6 +127,8 @@ impl Worker {
             vectorizer,
             rules,
             rules_seen: None,
+            drift: None,
+            actions: Vec::new(),
             rules_out: RulesOutcome::default(),
             fired: Vec::new(),
             enriched: Vec::new(),
@@ -214,6 +219,7 @@ impl Worker {
         let n_decided = outcomes.iter().filter(|o| matches!(o, Outcome::Decided(_))).count();
         let n_enriched = if n_decided == 0 { 0 } else { self.enriched.len() / n_decided };
         let mut rule_errors = 0u64;
+        self.actions.clear();
         for (ev, outcome) in batch.events.iter().zip(&outcomes) {
             received.push(ev.received_at);
             match outcome {
@@ -248,6 +254,7 @@ impl Worker {
                         decision.review_priority = Some(live.set.review_priority(&scope));
                     }
                     counts[decision.action as usize] += 1;
+                    self.actions.push(decision.action);
                     self.buf.clear();
                     let aggregates: (&[String], &[Option<f64>]) =
                         if self.outputs.include_features { (&self.outputs.aggregates, enriched) } else { (&[], &[]) };
@@ -305,6 +312,18 @@ impl Worker {
             }
         }
         m.rule_errors.inc_by(rule_errors);
+        if let Some(d) = &self.drift {
+            let t = Instant::now();
+            let dead: Vec<&str> = outcomes
+                .iter()
+                .filter_map(|o| match o {
+                    Outcome::Dead(e) => Some(e.reason.code()),
+                    Outcome::Decided(_) => None,
+                })
+                .collect();
+            d.observe(&self.rows, width, &self.scores, &self.actions, &dead);
+            m.stage_seconds.with_label_values(&["drift"]).observe(t.elapsed().as_secs_f64());
+        }
         Some(Completed { seq: batch.seq, offsets: max_offsets(&batch.events), deliveries, received, timestamps })
     }
 

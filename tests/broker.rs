@@ -76,7 +76,13 @@ impl Cluster {
         let broker = Broker::start();
         let redis = RedisServer::start();
         let client = KafkaClient::connect(&broker.bootstrap);
-        client.create_topics(&[("events", PARTITIONS), ("decisions", PARTITIONS), ("review", 1), ("dead-letter", 1)]);
+        client.create_topics(&[
+            ("events", PARTITIONS),
+            ("decisions", PARTITIONS),
+            ("review", 1),
+            ("dead-letter", 1),
+            ("drift", 1),
+        ]);
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("verdict.toml");
         std::fs::write(

@@ -100,7 +100,12 @@ def feature_baseline(x: np.ndarray, defaults: list[float | None], bins: int = 10
     is_default = np.isnan(x) if defaults is None else (np.isnan(x) | (x == defaults))
     values = x[~is_default]
     edges = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1))) if values.size else np.array([0.0, 1.0])
-    counts, _ = np.histogram(values, bins=edges)
+    if edges.size == 1:
+        # One non-default value (a flag whose other value is the default): a point-mass bin.
+        edges = np.array([edges[0], edges[0]])
+        counts = np.array([values.size])
+    else:
+        counts, _ = np.histogram(values, bins=edges)
     n = max(len(x), 1)
     return {
         "edges": [float(e) for e in edges],

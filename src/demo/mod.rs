@@ -80,7 +80,7 @@ impl DemoReport {
     }
 }
 
-/// Topics the demo creates: input, decisions, review, dead letters.
+/// Topics the demo creates: input, decisions, review, dead letters, drift.
 pub fn create_topics(mock: &MockKafka, cfg: &Config, partitions: i32) {
     for t in &cfg.kafka.input_topics {
         mock.create_topic(t, partitions);
@@ -88,6 +88,7 @@ pub fn create_topics(mock: &MockKafka, cfg: &Config, partitions: i32) {
     mock.create_topic(&cfg.kafka.decisions_topic, partitions);
     mock.create_topic(&cfg.kafka.review_topic, 1);
     mock.create_topic(&cfg.kafka.dead_letter_topic, 1);
+    mock.create_topic(&cfg.drift.topic, 1);
 }
 
 /// Points `cfg` at the mock cluster.
@@ -236,7 +237,7 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
         elapsed: finished_at,
         latency_us: [q(0.5), q(0.99), q(0.999)],
         execution_provider: ep,
-        stages: ["decode", "enrich", "score", "publish"]
+        stages: ["decode", "enrich", "score", "publish", "drift"]
             .into_iter()
             .map(|st| {
                 let h = metrics.stage_seconds.with_label_values(&[st]);

@@ -98,6 +98,16 @@ fn reject() -> MissingPolicy {
     MissingPolicy::Reject
 }
 
+impl InputColumn {
+    /// The value fed when the field is missing, if the policy is `default`.
+    pub fn default_value(&self) -> Option<f64> {
+        match self.missing {
+            MissingPolicy::Default(v) => Some(f64::from(v)),
+            _ => None,
+        }
+    }
+}
+
 impl Manifest {
     /// Reads and checks `dir/manifest.json`.
     pub fn load(dir: &Path) -> Result<Self, ScoreError> {

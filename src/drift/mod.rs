@@ -1,0 +1,401 @@
+//! Drift and model-quality statistics: every decided event's model row, score and action
+//! are counted on the training baseline's bins (in fixed memory, per worker); at the end of
+//! each window (`drift.window_s` or `drift.window_events`, whichever first) the windows are
+//! merged, compared with the baseline (PSI, KS, mean, std, default and out-of-range rates)
+//! and published as a [`DriftRecord`] to the drift topic and as Prometheus gauges.
+//! A feature crossing a PSI threshold is logged once per state change.
+
+pub mod stats;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use apache_avro::types::Value;
+use apache_avro::Schema;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+pub use stats::{Baseline, FeatureBaseline, FeatureStats, Moments, Window};
+
+use crate::config::{DecisionFormat, DriftConfig};
+use crate::publish::Publisher;
+use crate::rules::Action;
+use crate::telemetry::Metrics;
+
+/// The drift record schema, embedded (also `schemas/drift.avsc`).
+pub const SCHEMA: &str = include_str!("../../schemas/drift.avsc");
+
+/// One feature (or the score) in a drift record: counts (mergeable) and statistics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureDrift {
+    /// Input name or "score".
+    pub name: String,
+    /// Per bucket (see [`FeatureBaseline`]).
+    pub counts: Vec<i64>,
+    /// Sum of non-default values.
+    pub sum: f64,
+    /// Sum of squares of non-default values.
+    pub sum_sq: f64,
+    /// PSI against the baseline.
+    pub psi: f64,
+    /// KS statistic on the baseline's bins.
+    pub ks: f64,
+    /// Mean of non-default values (None without any).
+    pub mean: Option<f64>,
+    /// Standard deviation of non-default values.
+    pub std: Option<f64>,
+    /// Share of null or default-filled values.
+    pub default_rate: f64,
+    /// Share of values outside the training range.
+    pub out_of_range_rate: f64,
+}
+
+impl FeatureDrift {
+    fn new(m: &Moments, s: &FeatureStats) -> Self {
+        let opt = |x: f64| x.is_finite().then_some(x);
+        Self {
+            name: s.name.clone(),
+            counts: m.counts.iter().map(|&c| c as i64).collect(),
+            sum: m.sum,
+            sum_sq: m.sum_sq,
+            psi: s.psi,
+            ks: s.ks,
+            mean: opt(s.mean),
+            std: opt(s.std),
+            default_rate: s.default_rate,
+            out_of_range_rate: s.out_of_range_rate,
+        }
+    }
+
+    fn moments(&self) -> Moments {
+        Moments { counts: self.counts.iter().map(|&c| c.max(0) as u64).collect(), sum: self.sum, sum_sq: self.sum_sq }
+    }
+}
+
+/// Drift statistics of one instance over one window (`schemas/drift.avsc`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftRecord {
+    /// Model name.
+    pub model: String,
+    /// Model version.
+    pub model_version: String,
+    /// Instance that observed it.
+    pub instance: String,
+    /// Window start, ms since epoch.
+    pub window_start: i64,
+    /// Window end, ms since epoch.
+    pub window_end: i64,
+    /// Decided events.
+    pub events: i64,
+    /// Per model input.
+    pub features: Vec<FeatureDrift>,
+    /// The score.
+    pub score: FeatureDrift,
+    /// Decisions by action.
+    pub actions: BTreeMap<String, i64>,
+    /// Dead letters by reason.
+    pub dead_letters: BTreeMap<String, i64>,
+    /// Names with PSI in (psi_warn, psi_alert].
+    pub warnings: Vec<String>,
+    /// Names with PSI above psi_alert.
+    pub alerts: Vec<String>,
+}
+
+/// Identity of what is being watched.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Model name.
+    pub model: String,
+    /// Model version.
+    pub model_version: String,
+    /// Instance id.
+    pub instance: String,
+}
+
+impl DriftRecord {
+    /// Builds the record of `w` against `b`.
+    pub fn build(id: &Identity, b: &Baseline, w: &Window, start_ms: i64, end_ms: i64, cfg: &DriftConfig) -> Self {
+        let (fs, ss) = w.stats(b);
+        let features: Vec<FeatureDrift> = w.features.iter().zip(&fs).map(|(m, s)| FeatureDrift::new(m, s)).collect();
+        let score = FeatureDrift::new(&w.score, &ss);
+        let level = |psi: f64| {
+            if psi > cfg.psi_alert {
+                2
+            } else if psi > cfg.psi_warn {
+                1
+            } else {
+                0
+            }
+        };
+        let all = || features.iter().chain(std::iter::once(&score));
+        let named = |l: u8| all().filter(|f| level(f.psi) == l).map(|f| f.name.clone()).collect();
+        let actions = [Action::Approve, Action::Review, Action::Decline]
+            .iter()
+            .map(|a| (a.label().to_string(), w.actions[*a as usize] as i64))
+            .collect();
+        Self {
+            model: id.model.clone(),
+            model_version: id.model_version.clone(),
+            instance: id.instance.clone(),
+            window_start: start_ms,
+            window_end: end_ms,
+            events: w.events as i64,
+            warnings: named(1),
+            alerts: named(2),
+            features,
+            score,
+            actions,
+            dead_letters: w.dead_letters.iter().map(|(k, v)| (k.clone(), *v as i64)).collect(),
+        }
+    }
+
+    /// The window this record counts (to merge records of several instances).
+    pub fn window(&self) -> Window {
+        let idx = |a: Action| self.actions.get(a.label()).copied().unwrap_or(0).max(0) as u64;
+        Window {
+            features: self.features.iter().map(FeatureDrift::moments).collect(),
+            score: self.score.moments(),
+            actions: [idx(Action::Approve), idx(Action::Review), idx(Action::Decline)],
+            dead_letters: self.dead_letters.iter().map(|(k, v)| (k.clone(), (*v).max(0) as u64)).collect(),
+            events: self.events.max(0) as u64,
+        }
+    }
+
+    /// Merges records (instances, or consecutive windows) into one, statistics recomputed.
+    pub fn merge(records: &[DriftRecord], b: &Baseline, cfg: &DriftConfig) -> Option<DriftRecord> {
+        let first = records.first()?;
+        let mut w = first.window();
+        for r in &records[1..] {
+            w.merge(&r.window());
+        }
+        let id = Identity {
+            model: first.model.clone(),
+            model_version: first.model_version.clone(),
+            instance: records.iter().map(|r| r.instance.as_str()).collect::<Vec<_>>().join("+"),
+        };
+        let start = records.iter().map(|r| r.window_start).min().unwrap_or(0);
+        let end = records.iter().map(|r| r.window_end).max().unwrap_or(0);
+        Some(Self::build(&id, b, &w, start, end, cfg))
+    }
+
+    /// Confluent-framed Avro (`schemas/drift.avsc`) with `schema_id`.
+    pub fn to_avro(&self, schema: &Schema, schema_id: u32) -> Result<Vec<u8>, String> {
+        let value = apache_avro::to_value(self).map_err(|e| e.to_string())?;
+        let value = value.resolve(schema).map_err(|e| e.to_string())?;
+        let mut out = vec![0];
+        out.extend_from_slice(&schema_id.to_be_bytes());
+        let w = apache_avro::writer::datum::GenericDatumWriter::builder(schema).build().map_err(|e| e.to_string())?;
+        w.write_value(&mut out, value).map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+
+    /// Decodes a Confluent-framed Avro drift record.
+    pub fn from_avro(schema: &Schema, bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() < 5 || bytes[0] != 0 {
+            return Err("not Confluent-framed".into());
+        }
+        let r = apache_avro::reader::datum::GenericDatumReader::builder(schema).build().map_err(|e| e.to_string())?;
+        let v: Value = r.read_value(&mut &bytes[5..]).map_err(|e| e.to_string())?;
+        apache_avro::from_value(&v).map_err(|e| e.to_string())
+    }
+}
+
+/// Per-worker windows plus the baseline; the publisher merges them at each window end.
+pub struct DriftMonitor {
+    baseline: Arc<Baseline>,
+    windows: Vec<Arc<Mutex<Window>>>,
+}
+
+impl DriftMonitor {
+    /// One window per worker.
+    pub fn new(baseline: Baseline, workers: usize) -> Self {
+        let windows = (0..workers).map(|_| Arc::new(Mutex::new(Window::new(&baseline)))).collect();
+        Self { baseline: Arc::new(baseline), windows }
+    }
+
+    /// Worker `i`'s recorder.
+    pub fn recorder(&self, i: usize) -> DriftRecorder {
+        DriftRecorder { baseline: self.baseline.clone(), window: self.windows[i].clone() }
+    }
+
+    fn events(&self) -> u64 {
+        self.windows.iter().map(|w| w.lock().events).sum()
+    }
+
+    fn take(&self) -> Window {
+        let mut all = Window::new(&self.baseline);
+        for w in &self.windows {
+            let taken = std::mem::replace(&mut *w.lock(), Window::new(&self.baseline));
+            all.merge(&taken);
+        }
+        all
+    }
+}
+
+/// A worker's handle: observes one batch at a time under one uncontended lock.
+#[derive(Clone)]
+pub struct DriftRecorder {
+    baseline: Arc<Baseline>,
+    window: Arc<Mutex<Window>>,
+}
+
+impl DriftRecorder {
+    /// Observes a batch: rows (`width` each), their scores and actions, and dead letters.
+    pub fn observe(&self, rows: &[f32], width: usize, scores: &[f32], actions: &[Action], dead: &[&str]) {
+        let mut w = self.window.lock();
+        for ((row, &s), &a) in rows.chunks_exact(width.max(1)).zip(scores).zip(actions) {
+            w.observe(&self.baseline, row, s, a as usize);
+        }
+        for r in dead {
+            w.dead_letter(r);
+        }
+    }
+}
+
+/// The instance id: configured, else $HOSTNAME, else the process id.
+pub fn instance_id(cfg: &DriftConfig) -> String {
+    if !cfg.instance.is_empty() {
+        return cfg.instance.clone();
+    }
+    std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| format!("pid-{}", std::process::id()))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Publishes a record at the end of every window until `stop`; the last (partial) window
+/// is published on stop.
+#[allow(clippy::too_many_arguments)]
+pub fn spawn_publisher(
+    cfg: DriftConfig,
+    format: DecisionFormat,
+    schema_id: u32,
+    monitor: Arc<DriftMonitor>,
+    id: Identity,
+    publisher: Publisher,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let schema = Schema::parse_str(SCHEMA).expect("embedded drift schema parses");
+    std::thread::Builder::new().name("verdict-drift".into()).spawn(move || {
+        let mut started = Instant::now();
+        let mut start_ms = now_ms();
+        let mut states: BTreeMap<String, u8> = BTreeMap::new();
+        loop {
+            let stopping = stop.load(Ordering::SeqCst);
+            let due = started.elapsed() >= Duration::from_secs(cfg.window_s) || monitor.events() >= cfg.window_events;
+            if due || stopping {
+                let w = monitor.take();
+                let end_ms = now_ms();
+                if w.events > 0 || w.dead_letters.values().sum::<u64>() > 0 {
+                    let rec = DriftRecord::build(&id, &monitor.baseline, &w, start_ms, end_ms, &cfg);
+                    report(&rec, &cfg, &metrics, &mut states);
+                    let payload = match format {
+                        DecisionFormat::Avro => rec.to_avro(&schema, schema_id),
+                        DecisionFormat::Json => serde_json::to_vec(&rec).map_err(|e| e.to_string()),
+                    };
+                    match payload {
+                        Ok(p) => {
+                            if let Err(e) = publisher.send(&cfg.topic, Some(id.instance.as_bytes()), &p, None) {
+                                tracing::warn!(error = %e, "drift record not sent");
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "drift record not encoded"),
+                    }
+                }
+                started = Instant::now();
+                start_ms = end_ms;
+            }
+            if stopping {
+                publisher.flush(Duration::from_secs(5));
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+}
+
+/// Gauges, and a log line per feature whose state (ok / warn / alert) changed.
+fn report(rec: &DriftRecord, cfg: &DriftConfig, m: &Metrics, states: &mut BTreeMap<String, u8>) {
+    let model = rec.model.as_str();
+    m.drift_windows.inc();
+    for f in rec.features.iter().chain(std::iter::once(&rec.score)) {
+        let l = [model, f.name.as_str()];
+        m.feature_psi.with_label_values(&l).set(f.psi);
+        m.feature_ks.with_label_values(&l).set(f.ks);
+        m.feature_default_rate.with_label_values(&l).set(f.default_rate);
+        m.feature_out_of_range_rate.with_label_values(&l).set(f.out_of_range_rate);
+        if let Some(mean) = f.mean {
+            m.feature_mean.with_label_values(&l).set(mean);
+        }
+        let state = if f.psi > cfg.psi_alert {
+            2
+        } else if f.psi > cfg.psi_warn {
+            1
+        } else {
+            0
+        };
+        m.feature_drift_state.with_label_values(&l).set(state as i64);
+        let before = states.insert(f.name.clone(), state).unwrap_or(0);
+        if before != state {
+            let word = ["ok", "warn", "alert"][state as usize];
+            if state == 0 {
+                tracing::info!(model, feature = %f.name, psi = f.psi, "drift back to {word}");
+            } else {
+                tracing::warn!(model, feature = %f.name, psi = f.psi, ks = f.ks, "drift {word}");
+            }
+        }
+    }
+    let n = rec.events.max(1) as f64;
+    for (a, c) in &rec.actions {
+        m.action_rate.with_label_values(&[model, a]).set(*c as f64 / n);
+    }
+    let total = (rec.events + rec.dead_letters.values().sum::<i64>()).max(1) as f64;
+    for (r, c) in &rec.dead_letters {
+        m.dead_letter_rate.with_label_values(&[model, r]).set(*c as f64 / total);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_file_parses_and_records_round_trip_through_it() {
+        let schema = Schema::parse_str(SCHEMA).unwrap();
+        let b = Baseline {
+            features: vec![FeatureBaseline {
+                name: "x".into(),
+                edges: vec![0.0, 1.0, 2.0],
+                expected: vec![0.1, 0.0, 0.45, 0.45, 0.0],
+                default: Some(-1.0),
+                mean: 1.0,
+                std: 0.5,
+            }],
+            score: FeatureBaseline {
+                name: "score".into(),
+                edges: vec![0.0, 0.5, 1.0],
+                expected: vec![0.0, 0.0, 0.9, 0.1, 0.0],
+                default: None,
+                mean: f64::NAN,
+                std: f64::NAN,
+            },
+        };
+        let mut w = Window::new(&b);
+        w.observe(&b, &[0.5], 0.1, 0);
+        w.observe(&b, &[-1.0], 0.7, 1);
+        w.dead_letter("malformed");
+        let id = Identity { model: "m".into(), model_version: "1".into(), instance: "i-1".into() };
+        let rec = DriftRecord::build(&id, &b, &w, 1, 2, &DriftConfig::default());
+        let bytes = rec.to_avro(&schema, 7).unwrap();
+        assert_eq!(&bytes[..5], &[0, 0, 0, 0, 7]);
+        let back = DriftRecord::from_avro(&schema, &bytes).unwrap();
+        assert_eq!(back, rec);
+        assert_eq!(back.window(), w);
+        let file = crate::decode::parse_schema_file(std::path::Path::new("schemas/drift.avsc")).unwrap();
+        assert_eq!(file, schema);
+    }
+}
