@@ -225,6 +225,12 @@ pub struct DriftConfig {
     pub psi_alert: f64,
     /// Instance id in drift records; empty: $HOSTNAME, else the process id.
     pub instance: String,
+    /// Topic of delayed labels (`{"event_id": .., "label": 0|1}`); empty: no label join.
+    pub labels_topic: String,
+    /// How long scored events are kept (Redis TTL) for their labels, seconds.
+    pub labels_horizon_s: u64,
+    /// Scored events waiting to be written to Redis; beyond this they are not kept (counted).
+    pub labels_queue: usize,
 }
 
 impl Default for DriftConfig {
@@ -237,6 +243,9 @@ impl Default for DriftConfig {
             psi_warn: 0.1,
             psi_alert: 0.25,
             instance: String::new(),
+            labels_topic: String::new(),
+            labels_horizon_s: 7 * 86_400,
+            labels_queue: 100_000,
         }
     }
 }

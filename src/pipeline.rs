@@ -150,8 +150,38 @@ impl Pipeline {
         let outputs = Outputs::new(cfg, &spec.manifest.name, &spec.manifest.version, &vectorizer, &enriched_names);
         let baseline = crate::drift::Baseline::from_manifest(&spec.manifest)
             .map_err(|e| StartError::Score(ScoreError::Manifest(e)))?;
+        let drift_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut scored = None;
         let drift = match baseline {
-            Some(b) if cfg.drift.enabled => Some(Arc::new(crate::drift::DriftMonitor::new(b, scorers.len()))),
+            Some(b) if cfg.drift.enabled => {
+                let mut monitor = crate::drift::DriftMonitor::new(b, scorers.len());
+                if !cfg.drift.labels_topic.is_empty() {
+                    let thresholds = vec![cfg.decide.review_at, cfg.decide.decline_at];
+                    let stats = Arc::new(parking_lot::Mutex::new(crate::drift::labels::LabelStats::new(&thresholds)));
+                    let store = crate::drift::labels::LabelStore {
+                        redis_url: cfg.enrich.redis_url.clone(),
+                        prefix: cfg.enrich.key_prefix.clone(),
+                        horizon_s: cfg.drift.labels_horizon_s,
+                    };
+                    let (sink, _writer) =
+                        crate::drift::labels::spawn_writer(store.clone(), cfg.drift.labels_queue, metrics.clone())
+                            .expect("spawn scored-event writer");
+                    scored = Some(sink);
+                    crate::drift::labels::spawn_joiner(
+                        cfg.kafka.brokers.clone(),
+                        format!("{}-labels", cfg.kafka.group_id),
+                        cfg.drift.labels_topic.clone(),
+                        cfg.kafka.consumer.clone(),
+                        store,
+                        stats.clone(),
+                        metrics.clone(),
+                        drift_stop.clone(),
+                    )
+                    .expect("spawn label joiner");
+                    monitor.labels = Some((stats, thresholds));
+                }
+                Some(Arc::new(monitor))
+            }
             None if cfg.drift.enabled => {
                 tracing::info!(model = %spec.manifest.name, "no baseline in the manifest; drift statistics off");
                 None
@@ -173,6 +203,7 @@ impl Pipeline {
                 rules.clone(),
             );
             worker.drift = drift.as_ref().map(|d| d.recorder(i));
+            worker.scored = scored.clone();
             let (rx, tx) = (batch_rx.clone(), done_tx.clone());
             workers.push(
                 std::thread::Builder::new()
@@ -181,7 +212,7 @@ impl Pipeline {
                     .expect("spawn worker"),
             );
         }
-        drop((batch_rx, done_tx));
+        drop((batch_rx, done_tx, scored));
 
         let consume_loop = ConsumeLoop::new(
             consumer.clone(),
@@ -204,7 +235,6 @@ impl Pipeline {
                 .expect("spawn rules watcher");
         }
 
-        let drift_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let drift_thread = match drift {
             Some(monitor) => Some(
                 crate::drift::spawn_publisher(

@@ -85,6 +85,14 @@ pub const FEATURE_DRIFT_STATE: &str = "verdict_feature_drift_state";
 pub const ACTION_RATE: &str = "verdict_action_rate";
 /// `verdict_dead_letter_rate{model,reason}`: share of events dead-lettered in the last window.
 pub const DEAD_LETTER_RATE: &str = "verdict_dead_letter_rate";
+/// `verdict_labels_total{result}`: scored events kept / not_kept; labels joined, unknown, invalid.
+pub const LABELS_TOTAL: &str = "verdict_labels_total";
+/// `verdict_label_precision{model,threshold}`: precision of joined labels, last drift window.
+pub const LABEL_PRECISION: &str = "verdict_label_precision";
+/// `verdict_label_recall{model,threshold}`: recall of joined labels, last drift window.
+pub const LABEL_RECALL: &str = "verdict_label_recall";
+/// `verdict_label_brier{model}`: Brier score of joined labels, last drift window.
+pub const LABEL_BRIER: &str = "verdict_label_brier";
 /// `verdict_drift_windows_total`: drift windows closed and published.
 pub const DRIFT_WINDOWS: &str = "verdict_drift_windows_total";
 /// `verdict_feature_defaults_total`: model inputs filled with their default.
@@ -167,6 +175,14 @@ pub struct Metrics {
     pub dead_letter_rate: GaugeVec,
     /// See [`DRIFT_WINDOWS`].
     pub drift_windows: IntCounter,
+    /// See [`LABELS_TOTAL`].
+    pub labels: IntCounterVec,
+    /// See [`LABEL_PRECISION`].
+    pub label_precision: GaugeVec,
+    /// See [`LABEL_RECALL`].
+    pub label_recall: GaugeVec,
+    /// See [`LABEL_BRIER`].
+    pub label_brier: GaugeVec,
     /// Exact pipeline-latency distribution in µs, for the demo and benchmark summaries.
     latency_us: Mutex<hdrhistogram::Histogram<u64>>,
     model_loaded: AtomicBool,
@@ -275,6 +291,13 @@ impl Metrics {
         let feature_drift_state =
             IntGaugeVec::new(Opts::new(FEATURE_DRIFT_STATE, "Drift state: 0 ok, 1 warn, 2 alert"), fl).unwrap();
         registry.register(Box::new(feature_drift_state.clone())).unwrap();
+        let label_precision =
+            gv(LABEL_PRECISION, "Precision of joined labels, last drift window", &["model", "threshold"]);
+        let label_recall = gv(LABEL_RECALL, "Recall of joined labels, last drift window", &["model", "threshold"]);
+        let label_brier = gv(LABEL_BRIER, "Brier score of joined labels, last drift window", &["model"]);
+        let labels =
+            IntCounterVec::new(Opts::new(LABELS_TOTAL, "Scored events kept and labels joined"), &["result"]).unwrap();
+        registry.register(Box::new(labels.clone())).unwrap();
         let drift_windows = IntCounter::new(DRIFT_WINDOWS, "Drift windows closed and published").unwrap();
         registry.register(Box::new(drift_windows.clone())).unwrap();
         state_store_up.set(1);
@@ -342,6 +365,10 @@ impl Metrics {
             action_rate,
             dead_letter_rate,
             drift_windows,
+            labels,
+            label_precision,
+            label_recall,
+            label_brier,
             latency_us: Mutex::new(hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()),
             model_loaded: AtomicBool::new(false),
             execution_provider: Mutex::new(String::new()),

@@ -87,6 +87,8 @@ pub struct Worker {
     rules_seen: Option<Arc<RuleSet>>,
     /// Drift statistics recorder (when the model has a baseline and drift is on).
     pub drift: Option<crate::drift::DriftRecorder>,
+    /// Scored events kept for the delayed-label join.
+    pub scored: Option<Arc<crate::drift::labels::ScoredSink>>,
     actions: Vec<Action>,
     rules_out: RulesOutcome,
     fired: Vec<u64>,
@@ -128,6 +130,7 @@ impl Worker {
             rules,
             rules_seen: None,
             drift: None,
+            scored: None,
             actions: Vec::new(),
             rules_out: RulesOutcome::default(),
             fired: Vec::new(),
@@ -255,6 +258,9 @@ impl Worker {
                     }
                     counts[decision.action as usize] += 1;
                     self.actions.push(decision.action);
+                    if let Some(s) = &self.scored {
+                        s.keep(&d.event_id, score, decision.action);
+                    }
                     self.buf.clear();
                     let aggregates: (&[String], &[Option<f64>]) =
                         if self.outputs.include_features { (&self.outputs.aggregates, enriched) } else { (&[], &[]) };

@@ -207,3 +207,88 @@ fn the_pipeline_publishes_decodable_records_at_the_configured_interval() {
     }
     assert_eq!(m.drift_windows.get(), n);
 }
+
+#[test]
+fn delayed_labels_join_to_exact_precision_recall_and_brier_and_unknown_or_expired_ids_are_counted() {
+    let redis = RedisServer::start();
+    let (mock, mut cfg) = mock_setup(4);
+    mock.create_topic("labels", 2);
+    cfg.enrich.redis_url = redis.url();
+    cfg.drift.window_s = 1;
+    cfg.drift.labels_topic = "labels".into();
+    cfg.drift.labels_horizon_s = 4;
+    let m = verdict::telemetry::Metrics::new();
+    let p = verdict::pipeline::Pipeline::start(&cfg, m.clone()).unwrap();
+    produce_events(&mock, "events", 0, 3_000, 91);
+    wait_for("decided", Duration::from_secs(60), || handled(&m) >= 3_000);
+    wait_for("scored events kept", Duration::from_secs(10), || m.labels.with_label_values(&["kept"]).get() == 3_000);
+    let decisions = decode_decisions(&mock.read_all("decisions", Duration::from_secs(1)));
+    assert_eq!(decisions.len(), 3_000);
+
+    // 1,000 labels (every third event is a positive), 50 for events never scored, 10 repeats
+    // (already joined, so unknown) and 5 unreadable messages.
+    let label = |i: usize| i % 3 == 0;
+    let labels = |rows: &[DecisionRow], first: usize| {
+        for (i, d) in rows.iter().enumerate() {
+            let msg = serde_json::json!({"event_id": d.event_id, "label": u8::from(label(first + i))});
+            mock.produce("labels", None, d.event_id.as_bytes(), msg.to_string().as_bytes());
+        }
+    };
+    labels(&decisions[..1_000], 0);
+    mock.flush();
+    wait_for("1,000 joined", Duration::from_secs(30), || m.labels.with_label_values(&["joined"]).get() == 1_000);
+    for i in 0..50 {
+        mock.produce("labels", None, b"x", format!(r#"{{"event_id":"never-{i}","label":1}}"#).as_bytes());
+    }
+    labels(&decisions[..10], 0);
+    for bad in [&b"{"[..], br#"{"label":1}"#, br#"{"event_id":"a","label":7}"#, br#"{"event_id":"a"}"#, b"[]"] {
+        mock.produce("labels", None, b"x", bad);
+    }
+    mock.flush();
+    wait_for("unknown and invalid counted", Duration::from_secs(30), || {
+        m.labels.with_label_values(&["unknown"]).get() == 60 && m.labels.with_label_values(&["invalid"]).get() == 5
+    });
+    // Past the horizon the kept scores expire: their labels count as unknown.
+    std::thread::sleep(Duration::from_secs(5));
+    labels(&decisions[2_000..2_100], 2_000);
+    mock.flush();
+    wait_for("expired counted", Duration::from_secs(30), || m.labels.with_label_values(&["unknown"]).get() == 160);
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert!(p.shutdown(Duration::from_secs(30)).clean);
+
+    let schema = apache_avro::Schema::parse_str(verdict::drift::SCHEMA).unwrap();
+    let recs: Vec<DriftRecord> = mock
+        .read_all("drift", Duration::from_secs(2))
+        .iter()
+        .map(|r| DriftRecord::from_avro(&schema, &r.payload).unwrap())
+        .collect();
+    let mut total = verdict::drift::labels::LabelStats::new(&[cfg.decide.review_at, cfg.decide.decline_at]);
+    for r in &recs {
+        total.merge(r.labels.as_ref().expect("labels in every record when the join is on"));
+    }
+    assert_eq!((total.joined, total.unknown, total.invalid), (1_000, 160, 5));
+    // The same figures by hand from the decision records.
+    let mut brier = 0.0;
+    for (t, c) in [(0.5, &total.thresholds[0]), (0.9, &total.thresholds[1])] {
+        let (mut tp, mut fp, mut fn_) = (0, 0, 0);
+        for (i, d) in decisions[..1_000].iter().enumerate() {
+            match (d.score >= t, label(i)) {
+                (true, true) => tp += 1,
+                (true, false) => fp += 1,
+                (false, true) => fn_ += 1,
+                _ => {}
+            }
+        }
+        assert_eq!((c.tp, c.fp, c.r#fn), (tp, fp, fn_), "threshold {t}");
+        assert_eq!(c.precision, (tp + fp > 0).then(|| tp as f64 / (tp + fp) as f64));
+        assert_eq!(c.recall, Some(tp as f64 / (tp + fn_) as f64));
+    }
+    for (i, d) in decisions[..1_000].iter().enumerate() {
+        let y = if label(i) { 1.0 } else { 0.0 };
+        brier += (d.score - y) * (d.score - y);
+    }
+    assert!((total.brier.unwrap() - brier / 1_000.0).abs() < 1e-12, "{:?} vs {}", total.brier, brier / 1_000.0);
+    assert_eq!(total.reliability.iter().map(|b| b.count).sum::<i64>(), 1_000);
+    let text = m.render();
+    assert!(text.contains("verdict_label_brier{model=\"demo-fraud-gbdt\"}"), "gauges exported");
+}

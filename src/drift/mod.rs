@@ -5,6 +5,7 @@
 //! and published as a [`DriftRecord`] to the drift topic and as Prometheus gauges.
 //! A feature crossing a PSI threshold is logged once per state change.
 
+pub mod labels;
 pub mod stats;
 
 use std::collections::BTreeMap;
@@ -101,6 +102,8 @@ pub struct DriftRecord {
     pub warnings: Vec<String>,
     /// Names with PSI above psi_alert.
     pub alerts: Vec<String>,
+    /// Delayed labels joined in the window (None when the label join is off).
+    pub labels: Option<labels::LabelStats>,
 }
 
 /// Identity of what is being watched.
@@ -148,6 +151,7 @@ impl DriftRecord {
             score,
             actions,
             dead_letters: w.dead_letters.iter().map(|(k, v)| (k.clone(), *v as i64)).collect(),
+            labels: None,
         }
     }
 
@@ -177,7 +181,14 @@ impl DriftRecord {
         };
         let start = records.iter().map(|r| r.window_start).min().unwrap_or(0);
         let end = records.iter().map(|r| r.window_end).max().unwrap_or(0);
-        Some(Self::build(&id, b, &w, start, end, cfg))
+        let mut merged = Self::build(&id, b, &w, start, end, cfg);
+        for l in records.iter().filter_map(|r| r.labels.as_ref()) {
+            match &mut merged.labels {
+                Some(m) => m.merge(l),
+                None => merged.labels = Some(l.clone()),
+            }
+        }
+        Some(merged)
     }
 
     /// Confluent-framed Avro (`schemas/drift.avsc`) with `schema_id`.
@@ -206,13 +217,15 @@ impl DriftRecord {
 pub struct DriftMonitor {
     baseline: Arc<Baseline>,
     windows: Vec<Arc<Mutex<Window>>>,
+    /// Label statistics of the current window, when labels are joined.
+    pub labels: Option<(Arc<Mutex<labels::LabelStats>>, Vec<f64>)>,
 }
 
 impl DriftMonitor {
     /// One window per worker.
     pub fn new(baseline: Baseline, workers: usize) -> Self {
         let windows = (0..workers).map(|_| Arc::new(Mutex::new(Window::new(&baseline)))).collect();
-        Self { baseline: Arc::new(baseline), windows }
+        Self { baseline: Arc::new(baseline), windows, labels: None }
     }
 
     /// Worker `i`'s recorder.
@@ -290,8 +303,15 @@ pub fn spawn_publisher(
             if due || stopping {
                 let w = monitor.take();
                 let end_ms = now_ms();
-                if w.events > 0 || w.dead_letters.values().sum::<u64>() > 0 {
-                    let rec = DriftRecord::build(&id, &monitor.baseline, &w, start_ms, end_ms, &cfg);
+                let labels = monitor.labels.as_ref().map(|(l, t)| {
+                    let mut taken = std::mem::replace(&mut *l.lock(), labels::LabelStats::new(t));
+                    taken.derive();
+                    taken
+                });
+                let any_labels = labels.as_ref().is_some_and(|l| l.joined + l.unknown + l.invalid > 0);
+                if w.events > 0 || w.dead_letters.values().sum::<u64>() > 0 || any_labels {
+                    let mut rec = DriftRecord::build(&id, &monitor.baseline, &w, start_ms, end_ms, &cfg);
+                    rec.labels = labels;
                     report(&rec, &cfg, &metrics, &mut states);
                     let payload = match format {
                         DecisionFormat::Avro => rec.to_avro(&schema, schema_id),
@@ -352,6 +372,20 @@ fn report(rec: &DriftRecord, cfg: &DriftConfig, m: &Metrics, states: &mut BTreeM
     let n = rec.events.max(1) as f64;
     for (a, c) in &rec.actions {
         m.action_rate.with_label_values(&[model, a]).set(*c as f64 / n);
+    }
+    if let Some(l) = rec.labels.as_ref().filter(|l| l.joined > 0) {
+        for c in &l.thresholds {
+            let t = format!("{}", c.threshold);
+            if let Some(p) = c.precision {
+                m.label_precision.with_label_values(&[model, &t]).set(p);
+            }
+            if let Some(r) = c.recall {
+                m.label_recall.with_label_values(&[model, &t]).set(r);
+            }
+        }
+        if let Some(b) = l.brier {
+            m.label_brier.with_label_values(&[model]).set(b);
+        }
     }
     let total = (rec.events + rec.dead_letters.values().sum::<i64>()).max(1) as f64;
     for (r, c) in &rec.dead_letters {
