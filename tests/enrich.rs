@@ -154,10 +154,15 @@ fn seeded_entities_get_their_features_and_unknown_ones_get_defaults_listed() {
             Some(i) => {
                 assert_eq!(d["features"]["card_chargebacks_90d"], (i + 1) as f64, "{d}");
                 assert!(!defaults.contains(&"card_chargebacks_90d"), "{d}");
+                // The record says how old the features were when read (cache TTL included).
+                let age = d["aggregates"]["feature:card.age_s"].as_f64().unwrap();
+                let decided = d["decided_at"].as_i64().unwrap();
+                assert!(age >= 0.0 && age <= (decided - now) as f64 / 1000.0 + 0.001, "age {age}: {d}");
             }
             None => {
                 assert_eq!(d["features"]["card_chargebacks_90d"], 0.0);
                 assert!(defaults.contains(&"card_chargebacks_90d"), "{d}");
+                assert!(d["aggregates"].get("feature:card.age_s").is_none(), "no features, no age: {d}");
             }
         }
     }

@@ -174,6 +174,10 @@ impl Enricher {
             for f in &e.features {
                 names.push(format!("feature:{}.{f}", e.name));
             }
+            if !e.features.is_empty() {
+                // Seconds since the entity's features were written (`_ts`), as read.
+                names.push(format!("feature:{}.age_s", e.name));
+            }
             let spec = WindowSpec {
                 bucket_ms: e.bucket_s as i64 * 1000,
                 sizes_ms: e.windows.iter().map(|w| w.size_s as i64 * 1000).collect(),
@@ -287,7 +291,7 @@ impl Enricher {
                         let used = parse_reply(g, e, &reply[at.min(reply.len())..], width, out, &mut stats)?;
                         if let (Some(cache), false) = (&self.cache, g.features.is_empty()) {
                             let values =
-                                reply[at..at + g.features.len()].iter().map(|v| v.parse::<f64>().ok()).collect();
+                                reply[at..at + g.features.len() + 1].iter().map(|v| v.parse::<f64>().ok()).collect();
                             cache.insert((g.entity_idx, g.id.to_string()), Arc::new(values));
                         }
                         at += used;
@@ -385,7 +389,8 @@ fn parse_reply(
     out: &mut [Option<f64>],
     stats: &mut BatchStats,
 ) -> Result<usize, EnrichError> {
-    let nf = g.features.len();
+    // Feature values plus their age, when the group asked for features.
+    let nf = g.features.len() + usize::from(!g.features.is_empty());
     let nw = if g.windows { g.spec.sizes_ms.len() } else { 0 };
     let per_event = 3 + 5 * nw;
     let expected = nf + if g.windows { per_event * g.events.len() } else { 0 };

@@ -8,7 +8,8 @@
 -- ARGV: now_ms, ng, then per group: bucket_ms, lateness_ms, ttl_ms, nw, size_1..size_nw,
 --       nf, feature_1..feature_nf, max_age_ms, ne, then per event:
 --       fence_key, offset, time_ms, value|'', distinct|''
--- Returns, per group: nf feature values ('' = missing or stale), then (if nw > 0) per event:
+-- Returns, per group: nf feature values ('' = missing or stale) and, if nf > 0, their age in
+--          seconds ('' = no _ts), then (if nw > 0) per event:
 --          applied, late, since_last|'', and per window count, sum, min|'', max|'', distinct.
 
 local function num(x) return string.format('%.17g', x) end
@@ -45,6 +46,8 @@ if nf > 0 then
     local v = vals[i]
     if fresh and v and tonumber(v) then out[#out + 1] = v else out[#out + 1] = '' end
   end
+  -- The features' age in seconds ('' when the hash has no _ts).
+  if ts ~= nil then out[#out + 1] = num((now - ts) / 1000) else out[#out + 1] = '' end
 end
 
 if nw == 0 then return a end
