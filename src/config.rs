@@ -181,6 +181,8 @@ pub struct ModelConfig {
     pub execution_providers: Option<Vec<String>>,
     /// TensorRT engine cache directory.
     pub tensorrt_cache_dir: PathBuf,
+    /// How often the model directory is checked for a new version, ms (0: only on SIGHUP).
+    pub reload_interval_ms: u64,
 }
 
 impl Default for ModelConfig {
@@ -193,6 +195,7 @@ impl Default for ModelConfig {
             ort_library: None,
             execution_providers: None,
             tensorrt_cache_dir: PathBuf::from(".cache/trt"),
+            reload_interval_ms: 5000,
         }
     }
 }

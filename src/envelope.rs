@@ -51,4 +51,7 @@ pub struct Batch {
     /// The rules version that decides this batch, stamped at dispatch in `seq` order, so
     /// versions never go backwards along a partition even with several workers.
     pub rules: Option<std::sync::Arc<crate::rules::LiveRules>>,
+    /// The model generation in force at dispatch (see `score::live`): the worker swaps in
+    /// a newer model before deciding this batch.
+    pub model_generation: u64,
 }

@@ -217,12 +217,14 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
         });
     }
     let rules = pipeline.rules().clone();
+    let models = pipeline.models().clone();
     rt.spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
         while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP: checking the rules file");
+            tracing::info!("SIGHUP: checking the rules file and the model directory");
             rules.reload_now();
+            models.reload_now();
         }
     });
     rt.block_on(wait_for_signal());

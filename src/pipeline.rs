@@ -85,6 +85,7 @@ pub struct Pipeline {
     acker: Option<JoinHandle<()>>,
     model: ModelInfo,
     rules: Arc<RulesHandle>,
+    models: Arc<crate::score::live::ModelReloader>,
     drift: Option<(JoinHandle<()>, Arc<std::sync::atomic::AtomicBool>)>,
 }
 
@@ -188,6 +189,7 @@ impl Pipeline {
             }
             _ => None,
         };
+        let model_slots = Arc::new(crate::score::live::ModelSlots::new(scorers.len()));
         let mut workers = Vec::new();
         for (i, scorer) in scorers.into_iter().enumerate() {
             let mut worker = Worker::new(
@@ -203,6 +205,14 @@ impl Pipeline {
                 rules.clone(),
             );
             worker.drift = drift.as_ref().map(|d| d.recorder(i));
+            let mut worker = worker.with_model_reload(crate::worker::ModelReload {
+                slots: model_slots.clone(),
+                index: i,
+                decode: cfg.decode.clone(),
+                schemas: schemas.clone(),
+                entity_paths: entity_paths.clone(),
+                generation: 0,
+            });
             worker.scored = scored.clone();
             let (rx, tx) = (batch_rx.clone(), done_tx.clone());
             workers.push(
@@ -223,7 +233,8 @@ impl Pipeline {
             in_flight,
             control.clone(),
         )
-        .with_rules(rules.clone());
+        .with_rules(rules.clone())
+        .with_models(model_slots.clone());
         let consume = std::thread::Builder::new()
             .name("verdict-consume".into())
             .spawn(move || consume_loop.run())
@@ -256,6 +267,24 @@ impl Pipeline {
             None => None,
         };
         metrics.set_model(&spec.manifest.name, &spec.manifest.version, &ep);
+        let models = crate::score::live::ModelReloader::new(
+            &cfg.model,
+            &enriched_names,
+            model_slots,
+            metrics.clone(),
+            &spec.manifest.name,
+            &spec.manifest.version,
+        );
+        {
+            let c = control.clone();
+            let interval = match cfg.model.reload_interval_ms {
+                0 => Duration::from_secs(3600),
+                ms => Duration::from_millis(ms),
+            };
+            models
+                .spawn(interval, move || c.stop.load(Ordering::SeqCst) || c.abort.load(Ordering::SeqCst))
+                .expect("spawn model watcher");
+        }
         let model = ModelInfo {
             name: spec.manifest.name.clone(),
             version: spec.manifest.version.clone(),
@@ -271,8 +300,14 @@ impl Pipeline {
             acker: Some(acker),
             model,
             rules,
+            models,
             drift: drift_thread.map(|t| (t, drift_stop)),
         })
+    }
+
+    /// The model reloader (check now with [`crate::score::live::ModelReloader::reload_now`]).
+    pub fn models(&self) -> &Arc<crate::score::live::ModelReloader> {
+        &self.models
     }
 
     /// The rules in force (reload on SIGHUP with [`RulesHandle::reload_now`]).

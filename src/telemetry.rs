@@ -93,6 +93,8 @@ pub const LABEL_PRECISION: &str = "verdict_label_precision";
 pub const LABEL_RECALL: &str = "verdict_label_recall";
 /// `verdict_label_brier{model}`: Brier score of joined labels, last drift window.
 pub const LABEL_BRIER: &str = "verdict_label_brier";
+/// `verdict_model_reloads_total{result}`: new model versions applied or rejected.
+pub const MODEL_RELOADS: &str = "verdict_model_reloads_total";
 /// `verdict_drift_windows_total`: drift windows closed and published.
 pub const DRIFT_WINDOWS: &str = "verdict_drift_windows_total";
 /// `verdict_feature_defaults_total`: model inputs filled with their default.
@@ -175,6 +177,8 @@ pub struct Metrics {
     pub dead_letter_rate: GaugeVec,
     /// See [`DRIFT_WINDOWS`].
     pub drift_windows: IntCounter,
+    /// See [`MODEL_RELOADS`].
+    pub model_reloads: IntCounterVec,
     /// See [`LABELS_TOTAL`].
     pub labels: IntCounterVec,
     /// See [`LABEL_PRECISION`].
@@ -298,6 +302,10 @@ impl Metrics {
         let labels =
             IntCounterVec::new(Opts::new(LABELS_TOTAL, "Scored events kept and labels joined"), &["result"]).unwrap();
         registry.register(Box::new(labels.clone())).unwrap();
+        let model_reloads =
+            IntCounterVec::new(Opts::new(MODEL_RELOADS, "New model versions applied or rejected"), &["result"])
+                .unwrap();
+        registry.register(Box::new(model_reloads.clone())).unwrap();
         let drift_windows = IntCounter::new(DRIFT_WINDOWS, "Drift windows closed and published").unwrap();
         registry.register(Box::new(drift_windows.clone())).unwrap();
         state_store_up.set(1);
@@ -365,6 +373,7 @@ impl Metrics {
             action_rate,
             dead_letter_rate,
             drift_windows,
+            model_reloads,
             labels,
             label_precision,
             label_recall,

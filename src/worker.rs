@@ -62,6 +62,22 @@ impl Outputs {
     }
 }
 
+/// What a worker needs to swap in a new model version.
+pub struct ModelReload {
+    /// The slots the reloader fills.
+    pub slots: Arc<crate::score::live::ModelSlots>,
+    /// This worker's slot.
+    pub index: usize,
+    /// Rebuilding the decoder for the new columns.
+    pub decode: crate::config::DecodeConfig,
+    /// Avro schemas.
+    pub schemas: Arc<dyn crate::decode::SchemaSource>,
+    /// Entity paths of the enrich stage.
+    pub entity_paths: Vec<crate::enrich::EntityPaths>,
+    /// Generation this worker serves.
+    pub generation: u64,
+}
+
 /// One worker's state.
 pub struct Worker {
     /// Decoder for this worker.
@@ -87,6 +103,8 @@ pub struct Worker {
     rules_seen: Option<Arc<RuleSet>>,
     /// Drift statistics recorder (when the model has a baseline and drift is on).
     pub drift: Option<crate::drift::DriftRecorder>,
+    /// Where newer model versions wait, this worker's slot, and the generation it serves.
+    reload: Option<ModelReload>,
     /// Scored events kept for the delayed-label join.
     pub scored: Option<Arc<crate::drift::labels::ScoredSink>>,
     actions: Vec<Action>,
@@ -130,6 +148,7 @@ impl Worker {
             rules,
             rules_seen: None,
             drift: None,
+            reload: None,
             scored: None,
             actions: Vec::new(),
             rules_out: RulesOutcome::default(),
@@ -139,6 +158,37 @@ impl Worker {
             scores: Vec::new(),
             buf: Vec::new(),
         }
+    }
+
+    /// Lets this worker swap in newer model versions offered through `reload.slots`.
+    pub fn with_model_reload(mut self, reload: ModelReload) -> Self {
+        self.reload = Some(reload);
+        self
+    }
+
+    /// Before deciding a batch stamped with a newer model generation, swaps in that model:
+    /// session, columns, decoder and the name/version written in decisions.
+    fn swap_model(&mut self, stamped: u64) {
+        let Some(r) = self.reload.as_mut() else { return };
+        if stamped <= r.generation {
+            return;
+        }
+        r.generation = stamped;
+        let Some(b) = r.slots.take(r.index) else { return };
+        let mut decoder = Decoder::new(&r.decode, r.schemas.clone(), b.vectorizer.clone(), r.entity_paths.clone());
+        if let Some(set) = &self.rules_seen {
+            decoder.set_rule_paths(set.event_paths());
+        }
+        let same_columns = b.vectorizer.names().eq(self.vectorizer.names());
+        if !same_columns && self.drift.take().is_some() {
+            tracing::warn!("the new model has other inputs; drift statistics stop until restart");
+        }
+        self.decoder = decoder;
+        self.scorer = b.scorer;
+        self.vectorizer = b.vectorizer;
+        self.outputs.model_name = b.spec.manifest.name.clone();
+        self.outputs.model_version = b.spec.manifest.version.clone();
+        self.outputs.columns = Arc::new(self.vectorizer.names().map(str::to_string).collect());
     }
 
     /// Runs until the batch channel closes; aborting drops remaining batches unprocessed.
@@ -158,6 +208,7 @@ impl Worker {
 
     /// Decodes, scores, decides and sends one batch. None only if aborted mid-way.
     pub fn process(&mut self, batch: Batch) -> Option<Completed> {
+        self.swap_model(batch.model_generation);
         let m = self.metrics.clone();
         let width = self.decoder.width();
         // One rules version for the whole batch.

@@ -104,6 +104,7 @@ pub struct ConsumeLoop {
     commit_interval: Duration,
     last_commit: Instant,
     rules: Option<Arc<crate::rules::RulesHandle>>,
+    models: Option<Arc<crate::score::live::ModelSlots>>,
 }
 
 impl ConsumeLoop {
@@ -131,7 +132,14 @@ impl ConsumeLoop {
             commit_interval,
             last_commit: Instant::now(),
             rules: None,
+            models: None,
         }
+    }
+
+    /// Stamps each batch with the model generation in force when it is dispatched.
+    pub fn with_models(mut self, models: Arc<crate::score::live::ModelSlots>) -> Self {
+        self.models = Some(models);
+        self
     }
 
     /// Stamps each batch with the rules version in force when it is dispatched.
@@ -237,7 +245,8 @@ impl ConsumeLoop {
         self.metrics.batch_events.observe(events.len() as f64);
         self.metrics.count("consume", "received", events.len() as u64);
         let rules = self.rules.as_ref().map(|r| r.current());
-        let mut batch = Batch { seq: self.next_seq, events, rules };
+        let model_generation = self.models.as_ref().map_or(0, |m| m.generation());
+        let mut batch = Batch { seq: self.next_seq, events, rules, model_generation };
         // Short waits are ordinary backpressure: block (without polling) instead of pausing.
         // Pausing purges librdkafka's prefetched messages and resuming re-fetches them, which
         // measured 3.5x slower when done for every full queue. Pause only when the wait is long

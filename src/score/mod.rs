@@ -5,6 +5,7 @@
 //! clear start-up error instead of a panic inside `ort`. Each session is checked
 //! against the manifest at start-up ([`OnnxScorer::load`]).
 
+pub mod live;
 pub mod manifest;
 
 use std::path::{Path, PathBuf};
