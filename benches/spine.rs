@@ -7,6 +7,7 @@
 //!     BENCH_ENRICH=off cargo bench --bench spine                        # no enrichment
 //!     BENCH_RULES=ops/rules/fraud.toml cargo bench --bench spine        # with business rules
 //!     BENCH_DRIFT=off cargo bench --bench spine                         # no drift statistics
+//!     BENCH_SHADOW=models/demo cargo bench --bench spine                # + a shadow model on every event
 //!
 //! Phases:
 //! 1. raw ORT: rows/s of the demo model at several rows-per-call, one session, one thread;
@@ -43,6 +44,9 @@ fn config() -> Config {
             cfg.enrich.redis_url = url.to_string();
         }
         _ => {}
+    }
+    if let Ok(dir) = std::env::var("BENCH_SHADOW") {
+        cfg.model.shadow_dir = Some(root.join(dir));
     }
     if std::env::var("BENCH_DRIFT").as_deref() == Ok("off") {
         cfg.drift.enabled = false;

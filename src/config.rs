@@ -183,6 +183,10 @@ pub struct ModelConfig {
     pub tensorrt_cache_dir: PathBuf,
     /// How often the model directory is checked for a new version, ms (0: only on SIGHUP).
     pub reload_interval_ms: u64,
+    /// Shadow (challenger) model directory: scored on the same rows, recorded, never acting.
+    pub shadow_dir: Option<PathBuf>,
+    /// Fraction of events the shadow model scores (by event-id hash, so replays agree).
+    pub shadow_sample: f64,
 }
 
 impl Default for ModelConfig {
@@ -196,6 +200,8 @@ impl Default for ModelConfig {
             execution_providers: None,
             tensorrt_cache_dir: PathBuf::from(".cache/trt"),
             reload_interval_ms: 5000,
+            shadow_dir: None,
+            shadow_sample: 1.0,
         }
     }
 }
@@ -521,6 +527,9 @@ impl Config {
             }
         }
         let in_range = |v: f64| (0.0..=1.0).contains(&v);
+        if !(0.0..=1.0).contains(&self.model.shadow_sample) {
+            e.push(format!("model.shadow_sample: must be within [0, 1], got {}", self.model.shadow_sample));
+        }
         let dr = &self.drift;
         if dr.window_s == 0 {
             e.push("drift.window_s: must be at least 1".into());

@@ -110,6 +110,42 @@ pub fn load_scorers(cfg: &Config, metrics: &Metrics) -> Result<(ModelSpec, Vec<O
     Ok((spec, scorers))
 }
 
+/// One shadow session per worker, when `model.shadow_dir` is set; its inputs must be the
+/// serving model's (it scores the same rows).
+fn load_shadows(cfg: &Config, main: &ModelSpec, workers: usize) -> Result<Vec<crate::worker::Shadow>, StartError> {
+    let Some(dir) = &cfg.model.shadow_dir else { return Ok(Vec::new()) };
+    let shadow_cfg = crate::config::ModelConfig { dir: dir.clone(), ..cfg.model.clone() };
+    let spec = ModelSpec::from_config(&shadow_cfg)?;
+    if spec.manifest.inputs != main.manifest.inputs {
+        let names = |s: &ModelSpec| s.manifest.inputs.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+        return Err(StartError::Score(ScoreError::Mismatch(format!(
+            "shadow model {} takes other inputs than the serving model (it must score the same rows): {:?} vs {:?}",
+            dir.display(),
+            names(&spec),
+            names(main)
+        ))));
+    }
+    let env = init_runtime(cfg.model.ort_library.as_deref())?;
+    let threshold = if cfg.model.shadow_sample >= 1.0 {
+        u64::MAX
+    } else {
+        (cfg.model.shadow_sample.max(0.0) * u64::MAX as f64) as u64
+    };
+    let mut out = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (scorer, _) = OnnxScorer::load(&spec, env)?;
+        out.push(crate::worker::Shadow {
+            scorer,
+            name: spec.manifest.name.clone(),
+            version: spec.manifest.version.clone(),
+            threshold,
+        });
+    }
+    tracing::info!(model = %spec.manifest.name, version = %spec.manifest.version, sample = cfg.model.shadow_sample,
+        "shadow model loaded");
+    Ok(out)
+}
+
 impl Pipeline {
     /// Loads the model, connects to Kafka and starts every thread.
     pub fn start(cfg: &Config, metrics: Arc<Metrics>) -> Result<Self, StartError> {
@@ -190,6 +226,7 @@ impl Pipeline {
             _ => None,
         };
         let model_slots = Arc::new(crate::score::live::ModelSlots::new(scorers.len()));
+        let mut shadows = load_shadows(cfg, &spec, scorers.len())?;
         let mut workers = Vec::new();
         for (i, scorer) in scorers.into_iter().enumerate() {
             let mut worker = Worker::new(
@@ -214,6 +251,7 @@ impl Pipeline {
                 generation: 0,
             });
             worker.scored = scored.clone();
+            worker.shadow = shadows.pop();
             let (rx, tx) = (batch_rx.clone(), done_tx.clone());
             workers.push(
                 std::thread::Builder::new()

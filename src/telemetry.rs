@@ -95,6 +95,8 @@ pub const LABEL_RECALL: &str = "verdict_label_recall";
 pub const LABEL_BRIER: &str = "verdict_label_brier";
 /// `verdict_model_reloads_total{result}`: new model versions applied or rejected.
 pub const MODEL_RELOADS: &str = "verdict_model_reloads_total";
+/// `verdict_shadow_decisions_total{agree}`: shadow verdicts, agreeing with the decision or not.
+pub const SHADOW_DECISIONS: &str = "verdict_shadow_decisions_total";
 /// `verdict_drift_windows_total`: drift windows closed and published.
 pub const DRIFT_WINDOWS: &str = "verdict_drift_windows_total";
 /// `verdict_feature_defaults_total`: model inputs filled with their default.
@@ -179,6 +181,8 @@ pub struct Metrics {
     pub drift_windows: IntCounter,
     /// See [`MODEL_RELOADS`].
     pub model_reloads: IntCounterVec,
+    /// See [`SHADOW_DECISIONS`].
+    pub shadow_decisions: IntCounterVec,
     /// See [`LABELS_TOTAL`].
     pub labels: IntCounterVec,
     /// See [`LABEL_PRECISION`].
@@ -306,6 +310,12 @@ impl Metrics {
             IntCounterVec::new(Opts::new(MODEL_RELOADS, "New model versions applied or rejected"), &["result"])
                 .unwrap();
         registry.register(Box::new(model_reloads.clone())).unwrap();
+        let shadow_decisions = IntCounterVec::new(
+            Opts::new(SHADOW_DECISIONS, "Shadow-model verdicts, agreeing with the decision or not"),
+            &["agree"],
+        )
+        .unwrap();
+        registry.register(Box::new(shadow_decisions.clone())).unwrap();
         let drift_windows = IntCounter::new(DRIFT_WINDOWS, "Drift windows closed and published").unwrap();
         registry.register(Box::new(drift_windows.clone())).unwrap();
         state_store_up.set(1);
@@ -374,6 +384,7 @@ impl Metrics {
             dead_letter_rate,
             drift_windows,
             model_reloads,
+            shadow_decisions,
             labels,
             label_precision,
             label_recall,

@@ -17,6 +17,7 @@ use crate::decode::{DecodeError, DecodedEvent, Decoder, Vectorizer};
 use crate::enrich::{Enricher, FailurePolicy, Request, Turnstile};
 use crate::envelope::{Batch, Envelope, Origin, RawMessage};
 use crate::error::{Policy, StageError};
+use crate::publish::record::ShadowVerdict;
 use crate::publish::{acker::wall_clock_ms, decision_headers_with, Completed, DecisionRecord, PublishError, Publisher};
 use crate::rules::expr::Scope;
 use crate::rules::{Action, RuleMode, RuleSet, RulesHandle, RulesOutcome, ThresholdBands};
@@ -59,6 +60,37 @@ impl Outputs {
             aggregates: Arc::new(enriched.to_vec()),
             include_features: cfg.publish.include_features,
         }
+    }
+}
+
+/// A shadow (challenger) model on a worker.
+pub struct Shadow {
+    /// Its session (same inputs as the serving model).
+    pub scorer: OnnxScorer,
+    /// Model name.
+    pub name: String,
+    /// Model version.
+    pub version: String,
+    /// Events whose id hash is below this are shadowed (`u64::MAX` = all).
+    pub threshold: u64,
+}
+
+impl Shadow {
+    /// Whether `event_id` is in the shadowed sample (stable across replays and instances).
+    pub fn sampled(&self, event_id: &str) -> bool {
+        if self.threshold == u64::MAX {
+            return true;
+        }
+        // FNV-1a: stable, cheap, no per-process seed.
+        let mut h =
+            event_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x1_0000_01b3));
+        // fmix64 (MurmurHash3's finalizer): FNV's high bits barely move between similar ids.
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^= h >> 33;
+        h < self.threshold
     }
 }
 
@@ -105,6 +137,11 @@ pub struct Worker {
     pub drift: Option<crate::drift::DriftRecorder>,
     /// Where newer model versions wait, this worker's slot, and the generation it serves.
     reload: Option<ModelReload>,
+    /// Shadow model, if configured.
+    pub shadow: Option<Shadow>,
+    shadow_rows: Vec<f32>,
+    shadow_scores: Vec<f32>,
+    shadow_of: Vec<Option<usize>>,
     /// Scored events kept for the delayed-label join.
     pub scored: Option<Arc<crate::drift::labels::ScoredSink>>,
     actions: Vec<Action>,
@@ -149,6 +186,10 @@ impl Worker {
             rules_seen: None,
             drift: None,
             reload: None,
+            shadow: None,
+            shadow_rows: Vec::new(),
+            shadow_scores: Vec::new(),
+            shadow_of: Vec::new(),
             scored: None,
             actions: Vec::new(),
             rules_out: RulesOutcome::default(),
@@ -158,6 +199,35 @@ impl Worker {
             scores: Vec::new(),
             buf: Vec::new(),
         }
+    }
+
+    /// Scores the sampled rows with the shadow model; `shadow_of[k]` indexes row k's score.
+    /// A shadow failure is logged and costs the batch nothing but its shadow scores.
+    fn score_shadow(&mut self, outcomes: &[Outcome], width: usize) {
+        self.shadow_of.clear();
+        let Some(sh) = self.shadow.as_mut() else { return };
+        let t = Instant::now();
+        self.shadow_rows.clear();
+        let mut k = 0;
+        for o in outcomes {
+            if let Outcome::Decided(d) = o {
+                if sh.sampled(&d.event_id) {
+                    self.shadow_of.push(Some(self.shadow_rows.len() / width.max(1)));
+                    self.shadow_rows.extend_from_slice(&self.rows[k * width..(k + 1) * width]);
+                } else {
+                    self.shadow_of.push(None);
+                }
+                k += 1;
+            }
+        }
+        self.shadow_scores.clear();
+        if !self.shadow_rows.is_empty() {
+            if let Err(e) = sh.scorer.score(&self.shadow_rows, &mut self.shadow_scores) {
+                tracing::warn!(error = %e, "shadow scoring failed; batch recorded without shadow scores");
+                self.shadow_of.iter_mut().for_each(|s| *s = None);
+            }
+        }
+        self.metrics.stage_seconds.with_label_values(&["shadow"]).observe(t.elapsed().as_secs_f64());
     }
 
     /// Lets this worker swap in newer model versions offered through `reload.slots`.
@@ -259,6 +329,7 @@ impl Worker {
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
         m.stage_seconds.with_label_values(&["score"]).observe(t.elapsed().as_secs_f64());
+        self.score_shadow(&outcomes, width);
 
         let t = Instant::now();
         let mut deliveries = Vec::with_capacity(batch.events.len() + batch.events.len() / 8);
@@ -307,6 +378,24 @@ impl Worker {
                     if decision.action == Action::Review {
                         decision.review_priority = Some(live.set.review_priority(&scope));
                     }
+                    let shadow = match (&self.shadow, self.shadow_of.get(k).copied().flatten()) {
+                        (Some(sh), Some(j)) if j < self.shadow_scores.len() => {
+                            let s = self.shadow_scores[j];
+                            let band = self.bands.decide(s).action;
+                            let action = if live.set.rules.is_empty() {
+                                band
+                            } else {
+                                let scope = Scope { score: f64::from(s), ..scope };
+                                let mut out = RulesOutcome::default();
+                                live.set.decide(band, &scope, &mut out, &mut []);
+                                out.action
+                            };
+                            let agree = if action == decision.action { "true" } else { "false" };
+                            m.shadow_decisions.with_label_values(&[agree]).inc();
+                            Some(ShadowVerdict { model: &sh.name, version: &sh.version, score: s, action })
+                        }
+                        _ => None,
+                    };
                     counts[decision.action as usize] += 1;
                     self.actions.push(decision.action);
                     if let Some(s) = &self.scored {
@@ -331,6 +420,7 @@ impl Worker {
                         defaults_used,
                         features,
                         aggregates,
+                        shadow,
                     };
                     match self.outputs.format {
                         DecisionFormat::Avro => record.write_avro(self.outputs.schema_id, &mut self.buf),

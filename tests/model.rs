@@ -17,6 +17,13 @@ use verdict::telemetry::Metrics;
 
 const IDLE: Duration = Duration::from_secs(2);
 
+/// One test at a time: the memory test reads the process's RSS, which the others move.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A copy of the demo model whose manifest says `version` (and optionally a bad input name).
 fn write_model(dir: &Path, version: &str, input_name: Option<&str>) {
     std::fs::create_dir_all(dir).unwrap();
@@ -37,6 +44,7 @@ fn write_model(dir: &Path, version: &str, input_name: Option<&str>) {
 
 #[test]
 fn a_new_version_swaps_in_cleanly_under_load_and_an_invalid_one_is_rejected() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("fraud");
     write_model(&model, "1", None);
@@ -107,6 +115,7 @@ fn rss_kib() -> u64 {
 
 #[test]
 fn memory_returns_to_its_level_over_50_reloads() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("fraud");
     write_model(&model, "0", None);
@@ -138,4 +147,59 @@ fn memory_returns_to_its_level_over_50_reloads() {
     );
     assert!(after < before + 8 * 1024, "RSS grew from {before} to {after} KiB over 50 reloads");
     assert_eq!(m.model_reloads.with_label_values(&["applied"]).get(), 60);
+}
+
+#[test]
+fn a_shadow_model_scores_a_stable_sample_recorded_but_never_acting() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let challenger = dir.path().join("challenger");
+    write_model(&challenger, "challenger-7", None);
+    let (mock, mut cfg) = mock_setup(4);
+    cfg.model.shadow_dir = Some(challenger);
+    cfg.model.shadow_sample = 0.5;
+    cfg.publish.format = DecisionFormat::Json;
+    produce_events(&mock, "events", 0, 4_000, 93);
+    let m = Metrics::new();
+    let p = Pipeline::start(&cfg, m.clone()).unwrap();
+    wait_for("decided", Duration::from_secs(60), || handled(&m) >= 4_000);
+    assert!(p.shutdown(Duration::from_secs(30)).clean);
+    let decisions: Vec<serde_json::Value> =
+        mock.read_all("decisions", IDLE).iter().map(|d| serde_json::from_slice(&d.payload).unwrap()).collect();
+    assert_eq!(decisions.len(), 4_000);
+    let shadowed: Vec<&serde_json::Value> = decisions.iter().filter(|d| !d["shadow"].is_null()).collect();
+    // About half, chosen by event id: the same ids whatever the batch or instance.
+    assert!((1_700..=2_300).contains(&shadowed.len()), "{} shadowed", shadowed.len());
+    for d in &shadowed {
+        let s = &d["shadow"];
+        assert_eq!(s["version"], "challenger-7");
+        // Same model file: its score equals the serving score, so its would-be action does too.
+        assert_eq!(s["score"], d["score"], "{d}");
+        assert_eq!(s["action"], d["action"]);
+        assert_eq!(d["model_version"], "1", "the shadow never decides");
+    }
+    let agree = m.shadow_decisions.with_label_values(&["true"]).get();
+    assert_eq!(agree, shadowed.len() as u64);
+    // The sample is a pure function of the event id.
+    let sh = verdict::worker::Shadow {
+        scorer: {
+            let spec = verdict::score::ModelSpec::from_config(&cfg.model).unwrap();
+            verdict::score::OnnxScorer::load(&spec, verdict::score::init_runtime(None).unwrap()).unwrap().0
+        },
+        name: String::new(),
+        version: String::new(),
+        threshold: (0.5 * u64::MAX as f64) as u64,
+    };
+    for d in &decisions {
+        assert_eq!(sh.sampled(d["event_id"].as_str().unwrap()), !d["shadow"].is_null());
+    }
+}
+
+#[test]
+fn a_shadow_model_with_other_inputs_fails_start_up_naming_it() {
+    let _serial = serial();
+    let (_mock, mut cfg) = mock_setup(1);
+    cfg.model.shadow_dir = Some(crate_path("models/demo-nan"));
+    let err = Pipeline::start(&cfg, Metrics::new()).err().expect("start-up refused").to_string();
+    assert!(err.contains("shadow model") && err.contains("other inputs"), "{err}");
 }

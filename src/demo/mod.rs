@@ -237,7 +237,7 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
         elapsed: finished_at,
         latency_us: [q(0.5), q(0.99), q(0.999)],
         execution_provider: ep,
-        stages: ["decode", "enrich", "score", "publish", "drift"]
+        stages: ["decode", "enrich", "score", "shadow", "publish", "drift"]
             .into_iter()
             .map(|st| {
                 let h = metrics.stage_seconds.with_label_values(&[st]);

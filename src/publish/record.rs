@@ -44,6 +44,21 @@ pub struct DecisionRecord<'a> {
     /// Window aggregates and online features: names and values (None = absent, omitted).
     #[serde(serialize_with = "aggregates_map")]
     pub aggregates: (&'a [String], &'a [Option<f64>]),
+    /// The shadow model's verdict on this event, if it scored it.
+    pub shadow: Option<ShadowVerdict<'a>>,
+}
+
+/// A shadow (challenger) model's score and would-be action: recorded, never acted on.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ShadowVerdict<'a> {
+    /// Model name.
+    pub model: &'a str,
+    /// Model version.
+    pub version: &'a str,
+    /// Its score.
+    pub score: f32,
+    /// What it would have decided.
+    pub action: crate::rules::Action,
 }
 
 fn aggregates_map<S: serde::Serializer>(f: &(&[String], &[Option<f64>]), s: S) -> Result<S::Ok, S::Error> {
@@ -164,6 +179,22 @@ impl DecisionRecord<'_> {
             }
         }
         zigzag(buf, 0);
+        match &self.shadow {
+            None => {
+                string(buf, "");
+                string(buf, "");
+                zigzag(buf, 0);
+                zigzag(buf, 0);
+            }
+            Some(s) => {
+                string(buf, s.model);
+                string(buf, s.version);
+                zigzag(buf, 1);
+                buf.extend_from_slice(&f64::from(s.score).to_le_bytes());
+                zigzag(buf, 1);
+                string(buf, s.action.label());
+            }
+        }
     }
 
     /// Appends the JSON encoding to `buf`.
@@ -217,6 +248,7 @@ mod tests {
             defaults_used: vec!["age"],
             features: (&NAMES, &[1.5, -1.0]),
             aggregates: (&AGG, &[Some(3.0), None]),
+            shadow: Some(ShadowVerdict { model: "challenger", version: "7", score: 0.25, action: Action::Approve }),
         }
     }
 
@@ -249,6 +281,9 @@ mod tests {
         assert_eq!(get("action_name"), Value::Union(1, Box::new(Value::String("step_up".into()))));
         assert_eq!(get("review_priority"), Value::Union(1, Box::new(Value::Long(-7))));
         assert_eq!(get("rule_errors"), Value::Int(2));
+        assert_eq!(get("shadow_model"), Value::String("challenger".into()));
+        assert_eq!(get("shadow_score"), Value::Union(1, Box::new(Value::Double(0.25))));
+        assert_eq!(get("shadow_action"), Value::Union(1, Box::new(Value::String("approve".into()))));
         let Value::Map(a) = get("aggregates") else { panic!() };
         assert_eq!(a.len(), 1, "absent aggregates are omitted");
         assert_eq!(a["window:card.10m.count"], Value::Double(3.0));
