@@ -214,6 +214,11 @@ pub struct DecideConfig {
     pub review_at: f64,
     /// Lowest score that is declined.
     pub decline_at: f64,
+    /// End-to-end budget, ms from the message's Kafka timestamp: an event already older when
+    /// its batch reaches scoring is decided without the model (`fallback=true`). 0: off.
+    pub deadline_ms: u64,
+    /// The action of a deadline fallback before rules (approve, review or decline).
+    pub fallback_action: String,
 }
 
 /// Drift statistics: windows, destination, alert thresholds.
@@ -281,7 +286,7 @@ impl Default for RulesConfig {
 
 impl Default for DecideConfig {
     fn default() -> Self {
-        Self { review_at: 0.5, decline_at: 0.9 }
+        Self { review_at: 0.5, decline_at: 0.9, deadline_ms: 0, fallback_action: "review".into() }
     }
 }
 
@@ -527,6 +532,12 @@ impl Config {
             }
         }
         let in_range = |v: f64| (0.0..=1.0).contains(&v);
+        if !["approve", "review", "decline"].contains(&self.decide.fallback_action.as_str()) {
+            e.push(format!(
+                "decide.fallback_action: expected approve, review or decline, got '{}'",
+                self.decide.fallback_action
+            ));
+        }
         if !(0.0..=1.0).contains(&self.model.shadow_sample) {
             e.push(format!("model.shadow_sample: must be within [0, 1], got {}", self.model.shadow_sample));
         }

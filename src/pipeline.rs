@@ -252,6 +252,7 @@ impl Pipeline {
             });
             worker.scored = scored.clone();
             worker.shadow = shadows.pop();
+            worker.deadline_ms = cfg.decide.deadline_ms;
             let (rx, tx) = (batch_rx.clone(), done_tx.clone());
             workers.push(
                 std::thread::Builder::new()

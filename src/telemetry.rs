@@ -97,6 +97,8 @@ pub const LABEL_BRIER: &str = "verdict_label_brier";
 pub const MODEL_RELOADS: &str = "verdict_model_reloads_total";
 /// `verdict_shadow_decisions_total{agree}`: shadow verdicts, agreeing with the decision or not.
 pub const SHADOW_DECISIONS: &str = "verdict_shadow_decisions_total";
+/// `verdict_fallback_decisions_total`: events decided without the model (deadline passed).
+pub const FALLBACK_DECISIONS: &str = "verdict_fallback_decisions_total";
 /// `verdict_drift_windows_total`: drift windows closed and published.
 pub const DRIFT_WINDOWS: &str = "verdict_drift_windows_total";
 /// `verdict_feature_defaults_total`: model inputs filled with their default.
@@ -183,6 +185,8 @@ pub struct Metrics {
     pub model_reloads: IntCounterVec,
     /// See [`SHADOW_DECISIONS`].
     pub shadow_decisions: IntCounterVec,
+    /// See [`FALLBACK_DECISIONS`].
+    pub fallback_decisions: IntCounter,
     /// See [`LABELS_TOTAL`].
     pub labels: IntCounterVec,
     /// See [`LABEL_PRECISION`].
@@ -316,6 +320,9 @@ impl Metrics {
         )
         .unwrap();
         registry.register(Box::new(shadow_decisions.clone())).unwrap();
+        let fallback_decisions =
+            IntCounter::new(FALLBACK_DECISIONS, "Events decided without the model (deadline passed)").unwrap();
+        registry.register(Box::new(fallback_decisions.clone())).unwrap();
         let drift_windows = IntCounter::new(DRIFT_WINDOWS, "Drift windows closed and published").unwrap();
         registry.register(Box::new(drift_windows.clone())).unwrap();
         state_store_up.set(1);
@@ -385,6 +392,7 @@ impl Metrics {
             drift_windows,
             model_reloads,
             shadow_decisions,
+            fallback_decisions,
             labels,
             label_precision,
             label_recall,

@@ -137,6 +137,11 @@ pub struct Worker {
     pub drift: Option<crate::drift::DriftRecorder>,
     /// Where newer model versions wait, this worker's slot, and the generation it serves.
     reload: Option<ModelReload>,
+    /// `decide.deadline_ms` (0: off).
+    pub deadline_ms: u64,
+    late: Vec<bool>,
+    live_rows: Vec<f32>,
+    live_scores: Vec<f32>,
     /// Shadow model, if configured.
     pub shadow: Option<Shadow>,
     shadow_rows: Vec<f32>,
@@ -186,6 +191,10 @@ impl Worker {
             rules_seen: None,
             drift: None,
             reload: None,
+            deadline_ms: 0,
+            late: Vec::new(),
+            live_rows: Vec::new(),
+            live_scores: Vec::new(),
             shadow: None,
             shadow_rows: Vec::new(),
             shadow_scores: Vec::new(),
@@ -211,7 +220,7 @@ impl Worker {
         let mut k = 0;
         for o in outcomes {
             if let Outcome::Decided(d) = o {
-                if sh.sampled(&d.event_id) {
+                if !self.late.get(k).copied().unwrap_or(false) && sh.sampled(&d.event_id) {
                     self.shadow_of.push(Some(self.shadow_rows.len() / width.max(1)));
                     self.shadow_rows.extend_from_slice(&self.rows[k * width..(k + 1) * width]);
                 } else {
@@ -315,18 +324,54 @@ impl Worker {
             m.stage_seconds.with_label_values(&["enrich"]).observe(t.elapsed().as_secs_f64());
         }
 
+        // Deadline: events already older than the budget are decided without the model.
+        self.late.clear();
+        if self.deadline_ms > 0 {
+            let now = wall_clock_ms();
+            for (ev, o) in batch.events.iter().zip(&outcomes) {
+                if let Outcome::Decided(_) = o {
+                    let age =
+                        ev.timestamp_ms.map_or_else(|| ev.received_at.elapsed().as_millis() as i64, |ts| now - ts);
+                    self.late.push(age > self.deadline_ms as i64);
+                }
+            }
+        }
+        let any_late = self.late.iter().any(|&l| l);
+
         let t = Instant::now();
         self.scores.clear();
         let mut backoff = Duration::from_millis(100);
-        while let Err(e) = self.scorer.score(&self.rows, &mut self.scores) {
+        if any_late {
+            self.live_rows.clear();
+            for (k, late) in self.late.iter().enumerate() {
+                if !late {
+                    self.live_rows.extend_from_slice(&self.rows[k * width..(k + 1) * width]);
+                }
+            }
+        }
+        loop {
+            let (rows, out) =
+                if any_late { (&self.live_rows, &mut self.live_scores) } else { (&self.rows, &mut self.scores) };
+            out.clear();
+            let Err(e) = self.scorer.score(rows, out) else { break };
             if e.policy() != Policy::Retry || self.control.abort.load(Ordering::SeqCst) {
                 tracing::error!(error = %e, "scoring failed; batch dropped without storing offsets");
                 return None;
             }
             tracing::error!(error = %e, "scoring failed; retrying batch");
-            self.scores.clear();
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        if any_late {
+            let mut live = self.live_scores.iter();
+            self.scores.clear();
+            self.scores.extend(self.late.iter().map(|&l| {
+                if l {
+                    f32::NAN
+                } else {
+                    *live.next().expect("a score per live row")
+                }
+            }));
         }
         m.stage_seconds.with_label_values(&["score"]).observe(t.elapsed().as_secs_f64());
         self.score_shadow(&outcomes, width);
@@ -359,7 +404,11 @@ impl Worker {
                         .unwrap_or_default();
                     let features: (&[String], &[f32]) =
                         if self.outputs.include_features { (&self.outputs.columns, row) } else { (&[], &[]) };
-                    let mut decision = self.bands.decide(score);
+                    let late = self.late.get(k).copied().unwrap_or(false);
+                    let mut decision = if late { self.bands.fallback() } else { self.bands.decide(score) };
+                    if late {
+                        m.fallback_decisions.inc();
+                    }
                     let enriched = self.enriched.get(k * n_enriched..(k + 1) * n_enriched).unwrap_or(&[]);
                     let scope = Scope { score: f64::from(score), fields: &d.fields, enriched, lists: &live.lists };
                     if !live.set.rules.is_empty() {
@@ -398,7 +447,7 @@ impl Worker {
                     };
                     counts[decision.action as usize] += 1;
                     self.actions.push(decision.action);
-                    if let Some(s) = &self.scored {
+                    if let (Some(s), false) = (&self.scored, decision.fallback) {
                         s.keep(&d.event_id, score, decision.action);
                     }
                     self.buf.clear();

@@ -203,3 +203,64 @@ fn a_shadow_model_with_other_inputs_fails_start_up_naming_it() {
     let err = Pipeline::start(&cfg, Metrics::new()).err().expect("start-up refused").to_string();
     assert!(err.contains("shadow model") && err.contains("other inputs"), "{err}");
 }
+
+#[test]
+fn events_past_their_deadline_are_decided_by_rules_alone_and_marked_fallback() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[lists.deny]\nvalues = [\"card-000002\"]\n[[rules]]\nid = \"deny\"\ncondition = \"event.card_id in lists.deny\"\naction = \"decline\"\nreason = \"deny_listed\"\npriority = 100\n[[rules]]\nid = \"high-score\"\ncondition = \"score > 0.99\"\naction = \"decline\"\nreason = \"very_high_score\"\npriority = 50\n",
+    )
+    .unwrap();
+    let (mock, mut cfg) = mock_setup(2);
+    cfg.decide.deadline_ms = 2_000;
+    cfg.decide.fallback_action = "review".into();
+    cfg.rules.file = rules.to_str().unwrap().into();
+    cfg.publish.format = DecisionFormat::Json;
+    let now = verdict::publish::acker::wall_clock_ms();
+    let mut g = verdict::demo::Generator::new(5, 2_000, 1_764_000_000_000);
+    let mut stale = std::collections::HashSet::new();
+    for i in 0..4_000 {
+        let tx = g.next_event();
+        // Every fourth event has waited 10 s in the topic (a backlog): past its 2 s budget.
+        let ts = if i % 4 == 0 { now - 10_000 } else { now };
+        if i % 4 == 0 {
+            stale.insert(tx.event_id.clone());
+        }
+        mock.produce_at("events", tx.card_id.as_bytes(), &tx.to_json(), ts);
+    }
+    mock.flush();
+    let m = Metrics::new();
+    let p = Pipeline::start(&cfg, m.clone()).unwrap();
+    wait_for("decided", Duration::from_secs(60), || handled(&m) >= 4_000);
+    assert!(p.shutdown(Duration::from_secs(30)).clean);
+    let decisions: Vec<serde_json::Value> =
+        mock.read_all("decisions", IDLE).iter().map(|d| serde_json::from_slice(&d.payload).unwrap()).collect();
+    assert_eq!(decisions.len(), 4_000);
+    let mut fallbacks = 0;
+    for d in &decisions {
+        let id = d["event_id"].as_str().unwrap();
+        if stale.contains(id) {
+            fallbacks += 1;
+            assert_eq!(d["fallback"], true, "{d}");
+            assert!(d["score"].is_null(), "no model score: {d}");
+            if d["entity_key"] == "card-000002" {
+                assert_eq!((d["action"].as_str(), d["reason"].as_str()), (Some("decline"), Some("deny_listed")));
+            } else {
+                assert_eq!(
+                    (d["action"].as_str(), d["reason"].as_str()),
+                    (Some("review"), Some("deadline_fallback")),
+                    "{d}"
+                );
+            }
+            assert!(d["rule_hits"].as_array().unwrap().iter().all(|h| h["id"] != "high-score"));
+        } else {
+            assert_eq!(d["fallback"], false);
+            assert!(d["score"].as_f64().is_some());
+        }
+    }
+    assert_eq!(fallbacks, 1_000);
+    assert_eq!(m.fallback_decisions.get(), 1_000);
+}

@@ -128,6 +128,20 @@ impl KafkaClient {
         self.produce_with_headers(topic, partition, key, payload, None);
     }
 
+    /// Produces one message with an explicit Kafka timestamp (ms since epoch).
+    pub fn produce_at(&self, topic: &str, key: &[u8], payload: &[u8], timestamp_ms: i64) {
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(key).payload(payload).timestamp(timestamp_ms);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return,
+                Err((_, r)) => {
+                    record = r;
+                    self.producer.poll(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+
     /// Produces one message with headers, retrying while the local queue is full.
     pub fn produce_with_headers(
         &self,

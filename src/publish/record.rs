@@ -195,6 +195,7 @@ impl DecisionRecord<'_> {
                 string(buf, s.action.label());
             }
         }
+        buf.push(u8::from(self.decision.fallback));
     }
 
     /// Appends the JSON encoding to `buf`.
@@ -224,6 +225,7 @@ mod tests {
             rule_errors: 2,
             rules_version: "0123456789abcdef".into(),
             review_priority: Some(-7),
+            fallback: false,
         }
     }
 

@@ -202,6 +202,7 @@ impl Src {
     #[inline]
     fn get<'s>(self, s: &Scope<'s>) -> Val<'s> {
         match self {
+            Src::Score if s.score.is_nan() => Val::Null,
             Src::Score => Val::Num(s.score),
             Src::Field(i) => s.fields.get(i).map(FieldValue::as_val).unwrap_or(Val::Null),
             Src::Enriched(i) => s.enriched.get(i).copied().flatten().map(Val::Num).unwrap_or(Val::Null),
@@ -262,6 +263,8 @@ impl Node {
     pub fn eval<'s>(&'s self, s: &Scope<'s>) -> Result<Val<'s>, EvalError> {
         Ok(match self {
             Node::Const(c) => c.0.val(),
+            // No score (deadline fallback): null, like any absent value.
+            Node::Score if s.score.is_nan() => Val::Null,
             Node::Score => Val::Num(s.score),
             Node::Field(i) => s.fields.get(*i).map(FieldValue::as_val).unwrap_or(Val::Null),
             Node::Enriched(i) => s.enriched.get(*i).copied().flatten().map(Val::Num).unwrap_or(Val::Null),

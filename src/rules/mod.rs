@@ -88,6 +88,8 @@ pub struct Decision {
     pub rules_version: Arc<str>,
     /// Review-queue priority (review decisions only; higher first).
     pub review_priority: Option<i64>,
+    /// Decided without the model: the event's deadline had passed (score is NaN).
+    pub fallback: bool,
 }
 
 /// Score bands: below `review_at` approve, below `decline_at` review, else decline.
@@ -96,7 +98,11 @@ pub struct ThresholdBands {
     review_at: f32,
     decline_at: f32,
     reasons: [Arc<str>; 3],
+    fallback: (Action, Arc<str>),
 }
+
+/// Reason code: decided without the model because the event's deadline had passed.
+pub const REASON_FALLBACK: &str = "deadline_fallback";
 
 /// Reason code: score below the review threshold.
 pub const REASON_LOW: &str = "score_below_review_threshold";
@@ -112,6 +118,14 @@ impl ThresholdBands {
             review_at: cfg.review_at as f32,
             decline_at: cfg.decline_at as f32,
             reasons: [REASON_LOW.into(), REASON_REVIEW.into(), REASON_DECLINE.into()],
+            fallback: (
+                match cfg.fallback_action.as_str() {
+                    "approve" => Action::Approve,
+                    "decline" => Action::Decline,
+                    _ => Action::Review,
+                },
+                REASON_FALLBACK.into(),
+            ),
         }
     }
 
@@ -133,7 +147,17 @@ impl ThresholdBands {
             rule_errors: 0,
             rules_version: Arc::from(""),
             review_priority: None,
+            fallback: false,
         }
+    }
+
+    /// The decision without a score (deadline passed): the configured fallback action.
+    pub fn fallback(&self) -> Decision {
+        let mut d = self.decide(f32::NAN);
+        d.action = self.fallback.0;
+        d.reason = self.fallback.1.clone();
+        d.fallback = true;
+        d
     }
 }
 
@@ -143,7 +167,7 @@ mod tests {
 
     #[test]
     fn bands_are_half_open_at_each_threshold() {
-        let b = ThresholdBands::new(&DecideConfig { review_at: 0.5, decline_at: 0.9 });
+        let b = ThresholdBands::new(&DecideConfig { review_at: 0.5, decline_at: 0.9, ..Default::default() });
         assert_eq!(b.decide(0.49).action, Action::Approve);
         assert_eq!(b.decide(0.5).action, Action::Review);
         assert_eq!(b.decide(0.8999).action, Action::Review);
