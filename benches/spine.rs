@@ -8,6 +8,8 @@
 //!     BENCH_RULES=ops/rules/fraud.toml cargo bench --bench spine        # with business rules
 //!     BENCH_DRIFT=off cargo bench --bench spine                         # no drift statistics
 //!     BENCH_SHADOW=models/demo cargo bench --bench spine                # + a shadow model on every event
+//!     BENCH_BUDGET_US=200 cargo bench --bench spine                     # latency-budgeted batches
+//!     BENCH_CHUNK_ROWS=0 cargo bench --bench spine                      # rows/call measured at start-up
 //!
 //! Phases:
 //! 1. raw ORT: rows/s of the demo model at several rows-per-call, one session, one thread;
@@ -45,6 +47,7 @@ fn config() -> Config {
         }
         _ => {}
     }
+    cfg.batch.score_budget_us = env_u64("BENCH_BUDGET_US", 0);
     if let Ok(dir) = std::env::var("BENCH_SHADOW") {
         cfg.model.shadow_dir = Some(root.join(dir));
     }

@@ -98,11 +98,14 @@ pub struct BatchConfig {
     pub queue_batches: usize,
     /// Batches decided but not yet acknowledged by the broker before workers wait.
     pub max_unacked_batches: usize,
+    /// Latency budget for scoring one batch, µs: batches are capped to what fits (measured
+    /// cost per event), between 8 and `max_events`. 0: batches up to `max_events`.
+    pub score_budget_us: u64,
 }
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        Self { max_events: 512, max_wait_ms: 2, queue_batches: 4, max_unacked_batches: 16 }
+        Self { max_events: 512, max_wait_ms: 2, queue_batches: 4, max_unacked_batches: 16, score_budget_us: 0 }
     }
 }
 
@@ -173,7 +176,7 @@ pub struct ModelConfig {
     pub workers: usize,
     /// Intra-op threads per session (1 keeps results bit-identical to a single-threaded reference).
     pub intra_threads: usize,
-    /// Rows per ORT call; a batch is scored in chunks of this size.
+    /// Rows per ORT call; a batch is scored in chunks of this size (0: measured at start-up).
     pub chunk_rows: usize,
     /// Path to `libonnxruntime.so`; else `ORT_DYLIB_PATH`; else `.cache/onnxruntime/`.
     pub ort_library: Option<PathBuf>,
@@ -514,9 +517,6 @@ impl Config {
         }
         if m.intra_threads == 0 {
             e.push("model.intra_threads: must be > 0".into());
-        }
-        if m.chunk_rows == 0 {
-            e.push("model.chunk_rows: must be > 0".into());
         }
         if let Some(eps) = &m.execution_providers {
             for (i, ep) in eps.iter().enumerate() {

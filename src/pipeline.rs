@@ -226,6 +226,8 @@ impl Pipeline {
             _ => None,
         };
         let model_slots = Arc::new(crate::score::live::ModelSlots::new(scorers.len()));
+        let budget = (cfg.batch.score_budget_us > 0)
+            .then(|| Arc::new(crate::score::budget::BatchBudget::new(cfg.batch.score_budget_us, cfg.batch.max_events)));
         let mut shadows = load_shadows(cfg, &spec, scorers.len())?;
         let mut workers = Vec::new();
         for (i, scorer) in scorers.into_iter().enumerate() {
@@ -253,6 +255,7 @@ impl Pipeline {
             worker.scored = scored.clone();
             worker.shadow = shadows.pop();
             worker.deadline_ms = cfg.decide.deadline_ms;
+            worker.budget = budget.clone();
             let (rx, tx) = (batch_rx.clone(), done_tx.clone());
             workers.push(
                 std::thread::Builder::new()
@@ -273,7 +276,8 @@ impl Pipeline {
             control.clone(),
         )
         .with_rules(rules.clone())
-        .with_models(model_slots.clone());
+        .with_models(model_slots.clone())
+        .with_budget(budget);
         let consume = std::thread::Builder::new()
             .name("verdict-consume".into())
             .spawn(move || consume_loop.run())

@@ -99,6 +99,8 @@ pub const MODEL_RELOADS: &str = "verdict_model_reloads_total";
 pub const SHADOW_DECISIONS: &str = "verdict_shadow_decisions_total";
 /// `verdict_fallback_decisions_total`: events decided without the model (deadline passed).
 pub const FALLBACK_DECISIONS: &str = "verdict_fallback_decisions_total";
+/// `verdict_batch_limit`: the current batch-size cap (`batch.score_budget_us`).
+pub const BATCH_LIMIT: &str = "verdict_batch_limit";
 /// `verdict_drift_windows_total`: drift windows closed and published.
 pub const DRIFT_WINDOWS: &str = "verdict_drift_windows_total";
 /// `verdict_feature_defaults_total`: model inputs filled with their default.
@@ -187,6 +189,8 @@ pub struct Metrics {
     pub shadow_decisions: IntCounterVec,
     /// See [`FALLBACK_DECISIONS`].
     pub fallback_decisions: IntCounter,
+    /// See [`BATCH_LIMIT`].
+    pub batch_limit: IntGauge,
     /// See [`LABELS_TOTAL`].
     pub labels: IntCounterVec,
     /// See [`LABEL_PRECISION`].
@@ -323,6 +327,8 @@ impl Metrics {
         let fallback_decisions =
             IntCounter::new(FALLBACK_DECISIONS, "Events decided without the model (deadline passed)").unwrap();
         registry.register(Box::new(fallback_decisions.clone())).unwrap();
+        let batch_limit = IntGauge::new(BATCH_LIMIT, "Current batch-size cap from the scoring budget").unwrap();
+        registry.register(Box::new(batch_limit.clone())).unwrap();
         let drift_windows = IntCounter::new(DRIFT_WINDOWS, "Drift windows closed and published").unwrap();
         registry.register(Box::new(drift_windows.clone())).unwrap();
         state_store_up.set(1);
@@ -393,6 +399,7 @@ impl Metrics {
             model_reloads,
             shadow_decisions,
             fallback_decisions,
+            batch_limit,
             labels,
             label_precision,
             label_recall,

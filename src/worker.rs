@@ -139,6 +139,8 @@ pub struct Worker {
     reload: Option<ModelReload>,
     /// `decide.deadline_ms` (0: off).
     pub deadline_ms: u64,
+    /// Scoring budget per batch: this worker reports its scoring time to it.
+    pub budget: Option<Arc<crate::score::budget::BatchBudget>>,
     late: Vec<bool>,
     live_rows: Vec<f32>,
     live_scores: Vec<f32>,
@@ -192,6 +194,7 @@ impl Worker {
             drift: None,
             reload: None,
             deadline_ms: 0,
+            budget: None,
             late: Vec::new(),
             live_rows: Vec::new(),
             live_scores: Vec::new(),
@@ -374,6 +377,10 @@ impl Worker {
             }));
         }
         m.stage_seconds.with_label_values(&["score"]).observe(t.elapsed().as_secs_f64());
+        if let Some(b) = &self.budget {
+            b.observe(self.scores.len(), t.elapsed());
+            m.batch_limit.set(b.limit() as i64);
+        }
         self.score_shadow(&outcomes, width);
 
         let t = Instant::now();

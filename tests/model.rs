@@ -264,3 +264,52 @@ fn events_past_their_deadline_are_decided_by_rules_alone_and_marked_fallback() {
     assert_eq!(fallbacks, 1_000);
     assert_eq!(m.fallback_decisions.get(), 1_000);
 }
+
+#[test]
+fn a_scoring_budget_caps_batches_under_load() {
+    let _serial = serial();
+    let (mock, mut cfg) = mock_setup(4);
+    cfg.batch.score_budget_us = 100;
+    cfg.batch.max_events = 512;
+    produce_events(&mock, "events", 0, 30_000, 95); // a backlog: without a budget, batches of 512
+    let m = Metrics::new();
+    let p = Pipeline::start(&cfg, m.clone()).unwrap();
+    wait_for("decided", Duration::from_secs(60), || handled(&m) >= 30_000);
+    assert!(p.shutdown(Duration::from_secs(30)).clean);
+    let limit = m.batch_limit.get();
+    let h = m.batch_events.get_sample_count();
+    let mean = m.batch_events.get_sample_sum() / h as f64;
+    eprintln!("budget 100 µs: cap {limit} events, {h} batches, mean {mean:.1} events");
+    assert!((8..200).contains(&limit), "cap {limit}");
+    // Only the batches dispatched before the first measurement may exceed the cap.
+    let text = m.render();
+    let at_most_256: u64 = text
+        .lines()
+        .find(|l| l.starts_with("verdict_batch_events_bucket{le=\"256\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .expect("a 256 bucket");
+    assert!(h - at_most_256 <= 8, "{} of {h} batches above 256 events", h - at_most_256);
+    assert!(mean < 150.0, "mean batch {mean}");
+}
+
+#[test]
+fn chunk_rows_zero_measures_the_fastest_size_and_scores_the_same() {
+    let _serial = serial();
+    let mut cfg = verdict::config::Config::default();
+    cfg.model.dir = crate_path("models/demo");
+    let env = verdict::score::init_runtime(None).unwrap();
+    cfg.model.chunk_rows = 0;
+    let spec = verdict::score::ModelSpec::from_config(&cfg.model).unwrap();
+    let (mut auto, _) = verdict::score::OnnxScorer::load(&spec, env).unwrap();
+    eprintln!("calibrated chunk_rows: {}", auto.chunk_rows());
+    assert!([1, 8, 16, 32, 64, 128, 256, 512, 1024].contains(&auto.chunk_rows()));
+    cfg.model.chunk_rows = 64;
+    let spec = verdict::score::ModelSpec::from_config(&cfg.model).unwrap();
+    let (mut fixed, _) = verdict::score::OnnxScorer::load(&spec, env).unwrap();
+    let rows: Vec<f32> = (0..2_000 * auto.width()).map(|i| ((i * 13) % 97) as f32).collect();
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    auto.score(&rows, &mut a).unwrap();
+    fixed.score(&rows, &mut b).unwrap();
+    assert_eq!(a, b, "row scores do not depend on the chunk size");
+}

@@ -105,6 +105,7 @@ pub struct ConsumeLoop {
     last_commit: Instant,
     rules: Option<Arc<crate::rules::RulesHandle>>,
     models: Option<Arc<crate::score::live::ModelSlots>>,
+    budget: Option<Arc<crate::score::budget::BatchBudget>>,
 }
 
 impl ConsumeLoop {
@@ -133,7 +134,14 @@ impl ConsumeLoop {
             last_commit: Instant::now(),
             rules: None,
             models: None,
+            budget: None,
         }
+    }
+
+    /// Caps batches to what the scoring budget allows.
+    pub fn with_budget(mut self, budget: Option<Arc<crate::score::budget::BatchBudget>>) -> Self {
+        self.budget = budget;
+        self
     }
 
     /// Stamps each batch with the model generation in force when it is dispatched.
@@ -214,7 +222,8 @@ impl ConsumeLoop {
             }
             self.commit_tick();
             self.drop_revoked(&mut events);
-            if events.len() >= self.batch_cfg.max_events || (!events.is_empty() && Instant::now() >= deadline) {
+            let max_events = self.budget.as_ref().map_or(self.batch_cfg.max_events, |b| b.limit());
+            if events.len() >= max_events || (!events.is_empty() && Instant::now() >= deadline) {
                 let batch = std::mem::replace(&mut events, Vec::with_capacity(self.batch_cfg.max_events));
                 let mut overflow = Vec::new();
                 if !self.dispatch(batch, &mut overflow) {

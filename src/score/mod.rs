@@ -5,6 +5,7 @@
 //! clear start-up error instead of a panic inside `ort`. Each session is checked
 //! against the manifest at start-up ([`OnnxScorer::load`]).
 
+pub mod budget;
 pub mod live;
 pub mod manifest;
 
@@ -222,18 +223,53 @@ impl OnnxScorer {
         };
         let m = &spec.manifest;
         check_io(&session, m)?;
-        Ok((
-            Self {
-                session,
-                input_name: m.input_name.clone(),
-                output_name: m.output_name.clone(),
-                positive_index: m.positive_index,
-                width: m.inputs.len(),
-                chunk_rows: spec.chunk_rows.max(1),
-                execution_provider: ep,
-            },
-            failures,
-        ))
+        let mut scorer = Self {
+            session,
+            input_name: m.input_name.clone(),
+            output_name: m.output_name.clone(),
+            positive_index: m.positive_index,
+            width: m.inputs.len(),
+            chunk_rows: spec.chunk_rows.max(1),
+            execution_provider: ep,
+        };
+        if spec.chunk_rows == 0 {
+            scorer.chunk_rows = scorer.calibrate()?;
+        }
+        Ok((scorer, failures))
+    }
+
+    /// Rows per ORT call that score fastest on this machine (`model.chunk_rows = 0`): each
+    /// candidate size is timed for a few milliseconds on synthetic rows. Tree ensembles and
+    /// MLPs peak at very different sizes; this measures instead of assuming.
+    pub fn calibrate(&mut self) -> Result<usize, ScoreError> {
+        const SIZES: [usize; 9] = [1, 8, 16, 32, 64, 128, 256, 512, 1024];
+        let rows: Vec<f32> = (0..1024 * self.width).map(|i| ((i * 37) % 101) as f32 / 10.0).collect();
+        let mut out = Vec::with_capacity(1024);
+        let mut best = (0.0f64, 64usize);
+        let mut table = Vec::new();
+        for &n in &SIZES {
+            self.chunk_rows = n;
+            let data = &rows[..n * self.width];
+            let start = std::time::Instant::now();
+            let mut done = 0usize;
+            while start.elapsed() < std::time::Duration::from_millis(4) || done < 3 * n {
+                out.clear();
+                self.score(data, &mut out)?;
+                done += n;
+            }
+            let rate = done as f64 / start.elapsed().as_secs_f64();
+            table.push(format!("{n}:{rate:.0}"));
+            if rate > best.0 {
+                best = (rate, n);
+            }
+        }
+        tracing::debug!(rows_per_s = %table.join(" "), chosen = best.1, "chunk_rows calibrated");
+        Ok(best.1)
+    }
+
+    /// Rows per ORT call in use.
+    pub fn chunk_rows(&self) -> usize {
+        self.chunk_rows
     }
 
     /// The provider this session runs on.
