@@ -167,6 +167,7 @@ enum Outcome {
 
 impl Worker {
     /// Assembles a worker.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         decoder: Decoder,
         scorer: OnnxScorer,
@@ -394,7 +395,7 @@ impl Worker {
         let width = self.decoder.width();
         let decided_at = wall_clock_ms();
         let n_decided = outcomes.iter().filter(|o| matches!(o, Outcome::Decided(_))).count();
-        let n_enriched = if n_decided == 0 { 0 } else { self.enriched.len() / n_decided };
+        let n_enriched = self.enriched.len().checked_div(n_decided).unwrap_or(0);
         let mut rule_errors = 0u64;
         self.actions.clear();
         for (ev, outcome) in batch.events.iter().zip(&outcomes) {

@@ -145,7 +145,7 @@ fn records_of_two_instances_merge_into_the_statistics_of_their_union() {
     for i in 0..20_000 {
         let tx = g.next_event();
         let (_, score) = off.next(i, &tx.to_json()).unwrap().unwrap();
-        let w = if tx.card_id.as_bytes()[tx.card_id.len() - 1] % 2 == 0 { &mut a } else { &mut c };
+        let w = if tx.card_id.as_bytes()[tx.card_id.len() - 1].is_multiple_of(2) { &mut a } else { &mut c };
         w.observe(&b, &off.row, score.unwrap(), 0);
     }
     let drift = DriftConfig::default();
@@ -227,7 +227,7 @@ fn delayed_labels_join_to_exact_precision_recall_and_brier_and_unknown_or_expire
 
     // 1,000 labels (every third event is a positive), 50 for events never scored, 10 repeats
     // (already joined, so unknown) and 5 unreadable messages.
-    let label = |i: usize| i % 3 == 0;
+    let label = |i: usize| i.is_multiple_of(3);
     let labels = |rows: &[DecisionRow], first: usize| {
         for (i, d) in rows.iter().enumerate() {
             let msg = serde_json::json!({"event_id": d.event_id, "label": u8::from(label(first + i))});

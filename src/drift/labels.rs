@@ -261,6 +261,7 @@ pub fn parse_label(payload: &[u8]) -> Option<(String, bool)> {
 }
 
 /// Consumes the labels topic until `stop`, joining labels into `stats`.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn_joiner(
     brokers: String,
     group: String,
