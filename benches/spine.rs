@@ -10,6 +10,7 @@
 //!     BENCH_SHADOW=models/demo cargo bench --bench spine                # + a shadow model on every event
 //!     BENCH_BUDGET_US=200 cargo bench --bench spine                     # latency-budgeted batches
 //!     BENCH_CHUNK_ROWS=0 cargo bench --bench spine                      # rows/call measured at start-up
+//!     BENCH_MODEL=models/demo-mlp cargo bench --bench spine             # another model directory
 //!
 //! Phases:
 //! 1. raw ORT: rows/s of the demo model at several rows-per-call, one session, one thread;
@@ -33,7 +34,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 fn config() -> Config {
     let mut cfg = Config::default();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    cfg.model.dir = root.join("models/demo");
+    cfg.model.dir = root.join(std::env::var("BENCH_MODEL").unwrap_or_else(|_| "models/demo".into()));
     cfg.decode.avro_schemas.insert("1".into(), root.join("schemas/transaction.avsc"));
     cfg.model.workers = env_u64("BENCH_WORKERS", 2) as usize;
     cfg.model.chunk_rows = env_u64("BENCH_CHUNK_ROWS", cfg.model.chunk_rows as u64) as usize;
@@ -88,6 +89,7 @@ fn raw_ort(cfg: &Config) {
     for chunk in [1usize, 8, 16, 64, 256, 1024] {
         let mut s = spec.clone();
         s.chunk_rows = chunk;
+        s.allow_batch_dependent_scores = true; // raw ORT speed, whatever the model
         let (mut scorer, _) = OnnxScorer::load(&s, env).unwrap();
         let mut out = Vec::with_capacity(n);
         let rows_used = if chunk == 1 { 20_000 } else { n };

@@ -190,6 +190,9 @@ pub struct ModelConfig {
     pub shadow_dir: Option<PathBuf>,
     /// Fraction of events the shadow model scores (by event-id hash, so replays agree).
     pub shadow_sample: f64,
+    /// Batch rows into ORT calls even when a row's score depends on its batch neighbours
+    /// (dynamic quantization); by default such models are scored one row per call.
+    pub allow_batch_dependent_scores: bool,
 }
 
 impl Default for ModelConfig {
@@ -205,6 +208,7 @@ impl Default for ModelConfig {
             reload_interval_ms: 5000,
             shadow_dir: None,
             shadow_sample: 1.0,
+            allow_batch_dependent_scores: false,
         }
     }
 }

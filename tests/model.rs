@@ -313,3 +313,28 @@ fn chunk_rows_zero_measures_the_fastest_size_and_scores_the_same() {
     fixed.score(&rows, &mut b).unwrap();
     assert_eq!(a, b, "row scores do not depend on the chunk size");
 }
+
+#[test]
+fn models_whose_scores_depend_on_the_batch_are_scored_one_row_per_call() {
+    let _serial = serial();
+    let env = verdict::score::init_runtime(None).unwrap();
+    let load = |dir: &str, allow: bool| {
+        let mut cfg = verdict::config::Config::default();
+        cfg.model.dir = crate_path(dir);
+        cfg.model.chunk_rows = 64;
+        cfg.model.allow_batch_dependent_scores = allow;
+        let spec = verdict::score::ModelSpec::from_config(&cfg.model).unwrap();
+        verdict::score::OnnxScorer::load(&spec, env).unwrap().0
+    };
+    for dir in ["models/demo", "models/demo-mlp"] {
+        let mut s = load(dir, false);
+        assert_eq!(s.batch_dependence().unwrap(), None, "{dir} is batch-invariant");
+        assert_eq!(s.chunk_rows(), 64, "{dir} keeps its batching");
+    }
+    // Dynamic INT8: activation scales come from the whole call, so neighbours move a score.
+    let mut q = load("models/demo-mlp-int8", false);
+    let diff = q.batch_dependence().unwrap().expect("dynamic INT8 depends on the batch");
+    eprintln!("demo-mlp-int8: max |score(batch of 32) - score(alone)| = {diff}");
+    assert_eq!(q.chunk_rows(), 1, "scored one row per call");
+    assert_eq!(load("models/demo-mlp-int8", true).chunk_rows(), 64, "unless allowed");
+}

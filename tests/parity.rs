@@ -21,8 +21,25 @@ fn a_model_trained_with_missing_values_scores_nulls_as_nan_and_matches_python() 
     assert!(nan_rows > 500, "null inputs reach the model as NaN ({nan_rows} rows), none dead-lettered");
 }
 
+#[test]
+fn an_mlp_and_its_int8_quantization_score_exactly_as_onnxruntime_python() {
+    parity("models/demo-mlp");
+    // Dynamic INT8 scores depend on the batch: verdict scores it one row per call, and so
+    // does the reference here.
+    parity_with("models/demo-mlp-int8", true);
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(crate_path("models/demo-mlp-int8/manifest.json")).unwrap()).unwrap();
+    let q = &m["training"]["quantization"];
+    let (fp32, int8) = (q["validation_auc_fp32"].as_f64().unwrap(), q["validation_auc_int8"].as_f64().unwrap());
+    assert!((fp32 - int8).abs() < 0.01, "INT8 costs {:.4} AUC", fp32 - int8);
+}
+
 /// Runs both sides on the same events; returns verdict's rows (None = NaN).
 fn parity(model: &str) -> Vec<Vec<Option<f64>>> {
+    parity_with(model, false)
+}
+
+fn parity_with(model: &str, per_row: bool) -> Vec<Vec<Option<f64>>> {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("events.jsonl");
     let mut g = Generator::new(31, 2_000, 1_764_000_000_000);
@@ -60,6 +77,7 @@ fn parity(model: &str) -> Vec<Vec<Option<f64>>> {
         .arg(crate_path("config/defaults.toml"))
         .arg(&file)
         .arg("--score")
+        .args(per_row.then_some("--per-row"))
         .output()
         .unwrap();
     assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));

@@ -219,7 +219,7 @@ class WindowFeatures:
 
 
 def main(argv: list[str]) -> None:
-    """python3 features.py MANIFEST.json CONFIG.toml EVENTS.jsonl [--score]: one JSON row per
+    """python3 features.py MANIFEST.json CONFIG.toml EVENTS.jsonl [--score [--per-row]]: one JSON row per
     event (null for NaN), computed as verdict computes them; with --score, {"row", "score"}
     where the score comes from onnxruntime (one intra-op thread, like verdict)."""
     import os
@@ -239,7 +239,13 @@ def main(argv: list[str]) -> None:
         model = os.path.join(os.path.dirname(argv[1]), manifest["model_file"])
         sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
         x = np.array(out, dtype=np.float32)
-        probs = sess.run([manifest["output_name"]], {manifest["input_name"]: x})[0]
+        if "--per-row" in argv:
+            # One row per call: what verdict does for models whose scores depend on the batch
+            # (dynamic quantization computes its scales over the whole input).
+            probs = np.concatenate([sess.run([manifest["output_name"]], {manifest["input_name"]: x[i:i + 1]})[0]
+                                    for i in range(len(x))])
+        else:
+            probs = sess.run([manifest["output_name"]], {manifest["input_name"]: x})[0]
         scores = probs[:, manifest.get("positive_index", 1)] if probs.ndim == 2 and probs.shape[1] > 1 else probs.reshape(-1)
     for i, row in enumerate(out):
         r = [None if math.isnan(v) else v for v in row]

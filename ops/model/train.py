@@ -127,6 +127,11 @@ def main() -> None:
     ap.add_argument("--name", default="demo-fraud-gbdt")
     ap.add_argument("--nan", action="store_true",
                     help="HistGradientBoosting trained with missing values; nullable inputs pass NaN")
+    ap.add_argument("--mlp", action="store_true",
+                    help="an MLP (StandardScaler + MLPClassifier) instead of the GBDT")
+    ap.add_argument("--int8-out", default=None,
+                    help="also write a dynamically quantized INT8 copy of the model to this directory, "
+                         "with its validation AUC and score difference against fp32 in the manifest")
     args = ap.parse_args()
     inputs = nan_inputs() if args.nan else INPUTS
 
@@ -145,7 +150,15 @@ def main() -> None:
     split = int(len(x) * 0.8)
     xtr, ytr, xva, yva = x[:split], y[:split], x[split:], y[split:]
 
-    if args.nan:
+    classifier = None
+    if args.mlp:
+        from sklearn.neural_network import MLPClassifier
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+        classifier = MLPClassifier(hidden_layer_sizes=(64, 32), max_iter=30, early_stopping=True, random_state=0)
+        model = make_pipeline(StandardScaler(), classifier)
+        algorithm = "sklearn StandardScaler + MLPClassifier(hidden_layer_sizes=(64, 32), adam, early stopping)"
+    elif args.nan:
         patch_skl2onnx_bool_attributes()
         model = HistGradientBoostingClassifier(max_iter=100, max_leaf_nodes=15, learning_rate=0.1, random_state=0)
         algorithm = "sklearn HistGradientBoostingClassifier(max_iter=100, max_leaf_nodes=15), NaN routed natively"
@@ -157,7 +170,7 @@ def main() -> None:
     onx = convert_sklearn(
         model,
         initial_types=[("input", FloatTensorType([None, x.shape[1]]))],
-        options={id(model): {"zipmap": False}},
+        options={id(classifier if classifier is not None else model): {"zipmap": False}},
         target_opset={"": 17, "ai.onnx.ml": 3},
     )
     out = Path(args.out)
@@ -200,6 +213,26 @@ def main() -> None:
         },
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    if args.int8_out:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        q = Path(args.int8_out)
+        q.mkdir(parents=True, exist_ok=True)
+        quantize_dynamic(str(out / "model.onnx"), str(q / "model.onnx"), weight_type=QuantType.QInt8)
+        qs = ort.InferenceSession(str(q / "model.onnx"), so, providers=["CPUExecutionProvider"])
+        qprobs = qs.run(["probabilities"], {"input": xva})[0][:, 1]
+        qmanifest = json.loads(json.dumps(manifest))
+        qmanifest["version"] = args.version + "-int8"
+        qmanifest["training"]["quantization"] = {
+            "method": "onnxruntime.quantization.quantize_dynamic, weights QInt8",
+            "validation_auc_fp32": auc,
+            "validation_auc_int8": float(roc_auc_score(yva, qprobs)),
+            "max_abs_score_diff": float(np.abs(qprobs - probs).max()),
+            "mean_abs_score_diff": float(np.abs(qprobs - probs).mean()),
+            "model_bytes_fp32": (out / "model.onnx").stat().st_size,
+            "model_bytes_int8": (q / "model.onnx").stat().st_size,
+        }
+        (q / "manifest.json").write_text(json.dumps(qmanifest, indent=2) + "\n")
+        print(f"wrote {q}/model.onnx (INT8): {json.dumps(qmanifest['training']['quantization'])}")
     print(f"wrote {out}/model.onnx and manifest.json: {len(x)} rows, fraud rate {y.mean():.4f}, "
           f"validation AUC {auc:.4f}, onnx-vs-sklearn max |diff| {max_diff:.2e}")
 

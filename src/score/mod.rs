@@ -150,6 +150,8 @@ pub struct ModelSpec {
     pub chunk_rows: usize,
     /// TensorRT engine cache.
     pub tensorrt_cache_dir: PathBuf,
+    /// Keep batching even if scores depend on the batch (see [`OnnxScorer::batch_dependence`]).
+    pub allow_batch_dependent_scores: bool,
 }
 
 impl ModelSpec {
@@ -173,6 +175,7 @@ impl ModelSpec {
             intra_threads: cfg.intra_threads,
             chunk_rows: cfg.chunk_rows,
             tensorrt_cache_dir: cfg.tensorrt_cache_dir.clone(),
+            allow_batch_dependent_scores: cfg.allow_batch_dependent_scores,
         })
     }
 }
@@ -235,6 +238,15 @@ impl OnnxScorer {
         if spec.chunk_rows == 0 {
             scorer.chunk_rows = scorer.calibrate()?;
         }
+        if !spec.allow_batch_dependent_scores && scorer.chunk_rows > 1 {
+            if let Some(diff) = scorer.batch_dependence()? {
+                tracing::warn!(model = %m.name, version = %m.version, max_abs_diff = diff,
+                    "scores depend on the other rows in an ORT call (e.g. dynamic quantization); \
+                     scoring one row per call so every decision is reproducible \
+                     (model.allow_batch_dependent_scores = true to batch anyway)");
+                scorer.chunk_rows = 1;
+            }
+        }
         Ok((scorer, failures))
     }
 
@@ -265,6 +277,26 @@ impl OnnxScorer {
         }
         tracing::debug!(rows_per_s = %table.join(" "), chosen = best.1, "chunk_rows calibrated");
         Ok(best.1)
+    }
+
+    /// Whether a row's score depends on the other rows of its ORT call: 32 synthetic rows
+    /// scored together and one by one. Returns the largest difference, None if bit-identical.
+    /// Tree ensembles and fp32 MLPs are batch-invariant; dynamically quantized models are not
+    /// (their activation scale is computed over the whole input).
+    pub fn batch_dependence(&mut self) -> Result<Option<f32>, ScoreError> {
+        let n = 32;
+        let rows: Vec<f32> = (0..n * self.width).map(|i| ((i * 53) % 89) as f32 / 3.0 - 5.0).collect();
+        let keep = self.chunk_rows;
+        let (mut together, mut alone) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        self.chunk_rows = n;
+        let r = self.score(&rows, &mut together);
+        self.chunk_rows = 1;
+        let r = r.and_then(|_| self.score(&rows, &mut alone));
+        self.chunk_rows = keep;
+        r?;
+        let diff = together.iter().zip(&alone).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        let same = together.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits());
+        Ok((!same).then_some(diff))
     }
 
     /// Rows per ORT call in use.
