@@ -442,10 +442,10 @@ impl Worker {
                             let action = if live.set.rules.is_empty() {
                                 band
                             } else {
+                                // The decision took its hits already: the buffer is free to reuse.
                                 let scope = Scope { score: f64::from(s), ..scope };
-                                let mut out = RulesOutcome::default();
-                                live.set.decide(band, &scope, &mut out, &mut []);
-                                out.action
+                                live.set.decide(band, &scope, &mut self.rules_out, &mut []);
+                                self.rules_out.action
                             };
                             let agree = if action == decision.action { "true" } else { "false" };
                             m.shadow_decisions.with_label_values(&[agree]).inc();

@@ -181,12 +181,7 @@ fn the_pipeline_publishes_decodable_records_at_the_configured_interval() {
     wait_for("all decided", Duration::from_secs(60), || handled(&m) >= 16_000);
     assert!(p.shutdown(Duration::from_secs(30)).clean);
     let elapsed = started.elapsed();
-    let schema = apache_avro::Schema::parse_str(verdict::drift::SCHEMA).unwrap();
-    let recs: Vec<DriftRecord> = mock
-        .read_all("drift", Duration::from_secs(2))
-        .iter()
-        .map(|r| DriftRecord::from_avro(&schema, &r.payload).unwrap())
-        .collect();
+    let recs = drift_records(&mock);
     assert_eq!(recs.iter().map(|r| r.events).sum::<i64>(), 16_000, "every decided event in exactly one window");
     let n = recs.len() as u64;
     let expect = elapsed.as_secs();
@@ -256,12 +251,7 @@ fn delayed_labels_join_to_exact_precision_recall_and_brier_and_unknown_or_expire
     std::thread::sleep(Duration::from_millis(1_500));
     assert!(p.shutdown(Duration::from_secs(30)).clean);
 
-    let schema = apache_avro::Schema::parse_str(verdict::drift::SCHEMA).unwrap();
-    let recs: Vec<DriftRecord> = mock
-        .read_all("drift", Duration::from_secs(2))
-        .iter()
-        .map(|r| DriftRecord::from_avro(&schema, &r.payload).unwrap())
-        .collect();
+    let recs = drift_records(&mock);
     let mut total = verdict::drift::labels::LabelStats::new(&[cfg.decide.review_at, cfg.decide.decline_at]);
     for r in &recs {
         total.merge(r.labels.as_ref().expect("labels in every record when the join is on"));

@@ -54,22 +54,7 @@ fn a_new_version_swaps_in_cleanly_under_load_and_an_invalid_one_is_rejected() {
     cfg.publish.format = DecisionFormat::Json;
     let m = Metrics::new();
     let p = Pipeline::start(&cfg, m.clone()).unwrap();
-    let producer = {
-        let bootstrap = mock.bootstrap().to_string();
-        std::thread::spawn(move || {
-            let client = verdict::demo::KafkaClient::connect(&bootstrap);
-            let mut g = verdict::demo::Generator::new(8, 2_000, 1_764_000_000_000);
-            for i in 0..30_000 {
-                let tx = g.next_event();
-                client.produce("events", None, tx.card_id.as_bytes(), &tx.to_json());
-                if i % 1_000 == 999 {
-                    client.flush();
-                    std::thread::sleep(Duration::from_millis(40));
-                }
-            }
-            client.flush();
-        })
-    };
+    let producer = produce_steadily(mock.bootstrap(), 8, 30_000);
     let reloads = |r: &str| m.model_reloads.with_label_values(&[r]).get();
     wait_for("a third of the stream", Duration::from_secs(60), || handled(&m) >= 10_000);
     write_model(&model, "2", None);

@@ -62,24 +62,7 @@ fn reload_under_load_switches_cleanly_and_an_invalid_file_keeps_the_old_rules() 
     let v1 = p.rules().current().set.version.clone();
 
     // A steady stream; the file changes twice while it flows.
-    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let producer = {
-        let (events, bootstrap) = (events.clone(), mock.bootstrap().to_string());
-        std::thread::spawn(move || {
-            let client = verdict::demo::KafkaClient::connect(&bootstrap);
-            let mut g = verdict::demo::Generator::new(7, 2_000, 1_764_000_000_000);
-            for i in 0..30_000 {
-                let tx = g.next_event();
-                client.produce("events", None, tx.card_id.as_bytes(), &tx.to_json());
-                events.lock().unwrap().push(tx);
-                if i % 1_000 == 999 {
-                    client.flush();
-                    std::thread::sleep(Duration::from_millis(40));
-                }
-            }
-            client.flush();
-        })
-    };
+    let producer = produce_steadily(mock.bootstrap(), 7, 30_000);
     wait_for("a third of the stream", Duration::from_secs(60), || handled(&m) >= 10_000);
     std::fs::write(&path, rules_v(150.0, "decline", "large_v2")).unwrap();
     wait_for("v2 in force", Duration::from_secs(10), || p.rules().current().set.version != v1);
@@ -93,12 +76,11 @@ fn reload_under_load_switches_cleanly_and_an_invalid_file_keeps_the_old_rules() 
     wait_for("the invalid file rejected", Duration::from_secs(10), || {
         m.rules_reloads.with_label_values(&["rejected"]).get() == 1
     });
-    producer.join().unwrap();
+    let events = producer.join().unwrap();
     wait_for("every event", Duration::from_secs(60), || handled(&m) >= 30_000);
     assert_eq!(p.rules().current().set.version, v2, "the invalid file left v2 serving");
     assert!(p.shutdown(Duration::from_secs(30)).clean);
 
-    let events = events.lock().unwrap();
     let amount: HashMap<&str, (f64, &str)> =
         events.iter().map(|e| (e.event_id.as_str(), (e.amount, e.card_id.as_str()))).collect();
     let decisions = mock.read_all("decisions", IDLE);

@@ -130,7 +130,11 @@ impl KafkaClient {
 
     /// Produces one message with an explicit Kafka timestamp (ms since epoch).
     pub fn produce_at(&self, topic: &str, key: &[u8], payload: &[u8], timestamp_ms: i64) {
-        let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(key).payload(payload).timestamp(timestamp_ms);
+        self.send(BaseRecord::to(topic).key(key).payload(payload).timestamp(timestamp_ms));
+    }
+
+    /// Sends a record, retrying while the local queue is full.
+    fn send(&self, mut record: BaseRecord<'_, [u8], [u8]>) {
         loop {
             match self.producer.send(record) {
                 Ok(()) => return,
@@ -142,7 +146,7 @@ impl KafkaClient {
         }
     }
 
-    /// Produces one message with headers, retrying while the local queue is full.
+    /// Produces one message with headers.
     pub fn produce_with_headers(
         &self,
         topic: &str,
@@ -162,15 +166,7 @@ impl KafkaClient {
             }
             record = record.headers(h);
         }
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return,
-                Err((_, r)) => {
-                    record = r;
-                    self.producer.poll(Duration::from_millis(1));
-                }
-            }
-        }
+        self.send(record);
     }
 
     /// Waits until every produced message is in the cluster.

@@ -216,17 +216,8 @@ fn writer(store: LabelStore, rx: Receiver<(String, f32, Action)>, metrics: Arc<M
                 .arg(store.horizon_s.max(1))
                 .ignore();
         }
-        let result = conn
-            .take()
-            .map(Ok)
-            .unwrap_or_else(|| {
-                redis::Client::open(store.redis_url.as_str())
-                    .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
-            })
-            .and_then(|mut c| pipe.query::<()>(&mut c).map(|_| c));
-        match result {
-            Ok(c) => {
-                conn = Some(c);
+        match query::<()>(&mut conn, &store.redis_url, &pipe) {
+            Ok(()) => {
                 metrics.labels.with_label_values(&["kept"]).inc_by(chunk.len() as u64);
             }
             Err(e) => {
@@ -236,6 +227,22 @@ fn writer(store: LabelStore, rx: Receiver<(String, f32, Action)>, metrics: Arc<M
         }
         chunk.clear();
     }
+}
+
+/// Runs `pipe` on the kept connection, connecting first if there is none; the connection is
+/// kept only while it works.
+fn query<T: redis::FromRedisValue>(
+    conn: &mut Option<redis::Connection>,
+    url: &str,
+    pipe: &redis::Pipeline,
+) -> redis::RedisResult<T> {
+    let mut c = match conn.take() {
+        Some(c) => c,
+        None => redis::Client::open(url)?.get_connection_with_timeout(Duration::from_secs(1))?,
+    };
+    let v = pipe.query(&mut c)?;
+    *conn = Some(c);
+    Ok(v)
 }
 
 /// A label message: `{"event_id": "...", "label": 1}` (label 0/1 or true/false).
@@ -291,20 +298,10 @@ pub fn spawn_joiner(
         let mut conn: Option<redis::Connection> = None;
         let mut pending: Vec<(String, bool)> = Vec::new();
         while !stop.load(Ordering::SeqCst) {
-            match consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => match m.payload().and_then(parse_label) {
-                    Some(l) => pending.push(l),
-                    None => {
-                        stats.lock().invalid += 1;
-                        metrics.labels.with_label_values(&["invalid"]).inc();
-                    }
-                },
-                Some(Err(e)) => tracing::warn!(error = %e, "labels consumer error"),
-                None => {}
-            }
-            // Drain what is already fetched, then join it in one round trip.
+            // Wait for a label, drain what is already fetched, then join them in one round trip.
+            let mut timeout = Duration::from_millis(100);
             while pending.len() < 1000 {
-                match consumer.poll(Duration::ZERO) {
+                match consumer.poll(std::mem::take(&mut timeout)) {
                     Some(Ok(m)) => match m.payload().and_then(parse_label) {
                         Some(l) => pending.push(l),
                         None => {
@@ -312,7 +309,11 @@ pub fn spawn_joiner(
                             metrics.labels.with_label_values(&["invalid"]).inc();
                         }
                     },
-                    _ => break,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "labels consumer error");
+                        break;
+                    }
+                    None => break,
                 }
             }
             if pending.is_empty() {
@@ -322,17 +323,8 @@ pub fn spawn_joiner(
             for (id, _) in &pending {
                 pipe.cmd("GETDEL").arg(store.key(id));
             }
-            let result = conn
-                .take()
-                .map(Ok)
-                .unwrap_or_else(|| {
-                    redis::Client::open(store.redis_url.as_str())
-                        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
-                })
-                .and_then(|mut c| pipe.query::<Vec<Option<String>>>(&mut c).map(|v| (c, v)));
-            match result {
-                Ok((c, values)) => {
-                    conn = Some(c);
+            match query::<Vec<Option<String>>>(&mut conn, &store.redis_url, &pipe) {
+                Ok(values) => {
                     let mut s = stats.lock();
                     for ((_, positive), v) in pending.drain(..).zip(values) {
                         match v.as_deref().and_then(|v| v.split(',').next()).and_then(|x| x.parse::<f64>().ok()) {

@@ -257,3 +257,60 @@ fn produce_from(
     mock.flush();
     out
 }
+
+/// HTTP GET on 127.0.0.1:`port`: (status, body), None if unreachable.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((code, body))
+}
+
+/// The value of the first Prometheus series starting with `series` (0 if absent).
+pub fn metric(body: &str, series: &str) -> u64 {
+    body.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+/// Produces `n` generated events (seed, 2,000 cards) on a thread, in bursts of 1,000 every
+/// 40 ms, so a pipeline is mid-stream while a test changes something; returns the events.
+pub fn produce_steadily(
+    bootstrap: &str,
+    seed: u64,
+    n: u64,
+) -> std::thread::JoinHandle<Vec<verdict::demo::Transaction>> {
+    let bootstrap = bootstrap.to_string();
+    std::thread::spawn(move || {
+        let client = verdict::demo::KafkaClient::connect(&bootstrap);
+        let mut g = Generator::new(seed, 2_000, 1_764_000_000_000);
+        let mut out = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let tx = g.next_event();
+            client.produce("events", None, tx.card_id.as_bytes(), &tx.to_json());
+            out.push(tx);
+            if i % 1_000 == 999 {
+                client.flush();
+                std::thread::sleep(Duration::from_millis(40));
+            }
+        }
+        client.flush();
+        out
+    })
+}
+
+/// Every drift record on the `drift` topic (Avro).
+pub fn drift_records(mock: &MockKafka) -> Vec<verdict::drift::DriftRecord> {
+    let schema = apache_avro::Schema::parse_str(verdict::drift::SCHEMA).unwrap();
+    mock.read_all("drift", Duration::from_secs(2))
+        .iter()
+        .map(|r| verdict::drift::DriftRecord::from_avro(&schema, &r.payload).unwrap())
+        .collect()
+}
