@@ -1,7 +1,7 @@
 //! librdkafka callbacks: rebalances (drain, commit, readiness), commit results and
 //! statistics (consumer lag per partition).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,12 +23,19 @@ pub struct VerdictContext {
     in_flight: Arc<AtomicUsize>,
     abort: Mutex<Option<Arc<AtomicBool>>>,
     revoked: Mutex<Vec<(String, i32)>>,
+    assigned: AtomicI64,
 }
 
 impl VerdictContext {
     /// A context reporting into `metrics`; `in_flight` counts unacknowledged batches.
     pub fn new(metrics: Arc<Metrics>, in_flight: Arc<AtomicUsize>) -> Self {
-        Self { metrics, in_flight, abort: Mutex::new(None), revoked: Mutex::new(Vec::new()) }
+        Self {
+            metrics,
+            in_flight,
+            abort: Mutex::new(None),
+            revoked: Mutex::new(Vec::new()),
+            assigned: AtomicI64::new(0),
+        }
     }
 
     /// When set, a revoke does not wait for in-flight batches (crash-like teardown).
@@ -94,9 +101,18 @@ impl ConsumerContext for VerdictContext {
         }
     }
 
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
-        self.metrics.partitions_assigned.set(assigned as i64);
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        // Counted from the callbacks, not asked of librdkafka: `assignment()` from inside the
+        // rebalance callback of a closing consumer waits forever on the group queue being torn
+        // down (seen as a hung shutdown). Cooperative callbacks carry the partitions added or
+        // revoked; eager ones revoke everything before assigning the full set: the same sums.
+        let delta = match rebalance {
+            Rebalance::Assign(tpl) => tpl.count() as i64,
+            Rebalance::Revoke(tpl) => -(tpl.count() as i64),
+            Rebalance::Error(_) => 0,
+        };
+        let assigned = (self.assigned.fetch_add(delta, Ordering::SeqCst) + delta).max(0);
+        self.metrics.partitions_assigned.set(assigned);
         match rebalance {
             Rebalance::Assign(tpl) => {
                 tracing::info!(added = ?list(tpl), assigned, "partitions assigned")
