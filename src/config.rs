@@ -184,6 +184,8 @@ pub struct ModelConfig {
     pub execution_providers: Option<Vec<String>>,
     /// TensorRT engine cache directory.
     pub tensorrt_cache_dir: PathBuf,
+    /// Let TensorRT build FP16 engines from an fp32 model (check the accuracy first).
+    pub tensorrt_fp16: bool,
     /// How often the model directory is checked for a new version, ms (0: only on SIGHUP).
     pub reload_interval_ms: u64,
     /// Shadow (challenger) model directory: scored on the same rows, recorded, never acting.
@@ -205,6 +207,7 @@ impl Default for ModelConfig {
             ort_library: None,
             execution_providers: None,
             tensorrt_cache_dir: PathBuf::from(".cache/trt"),
+            tensorrt_fp16: false,
             reload_interval_ms: 5000,
             shadow_dir: None,
             shadow_sample: 1.0,

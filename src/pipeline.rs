@@ -116,7 +116,7 @@ fn load_shadows(cfg: &Config, main: &ModelSpec, workers: usize) -> Result<Vec<cr
     let Some(dir) = &cfg.model.shadow_dir else { return Ok(Vec::new()) };
     let shadow_cfg = crate::config::ModelConfig { dir: dir.clone(), ..cfg.model.clone() };
     let spec = ModelSpec::from_config(&shadow_cfg)?;
-    if spec.manifest.inputs != main.manifest.inputs {
+    if spec.manifest.inputs != main.manifest.inputs || spec.manifest.lanes() != main.manifest.lanes() {
         let names = |s: &ModelSpec| s.manifest.inputs.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
         return Err(StartError::Score(ScoreError::Mismatch(format!(
             "shadow model {} takes other inputs than the serving model (it must score the same rows): {:?} vs {:?}",

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::decode::{DecodeError, DecodedEvent, Decoder, LocalSchemas, Vectorizer};
+use crate::decode::{DecodeError, DecodedEvent, Decoder, LocalSchemas, Rows, Vectorizer};
 use crate::enrich::{Backend, Enricher, Request};
 use crate::rules::expr::Scope;
 use crate::rules::{RuleSet, RulesOutcome, ThresholdBands};
@@ -22,8 +22,8 @@ pub struct Offline {
     vectorizer: Vectorizer,
     decoder: Decoder,
     scorer: Option<OnnxScorer>,
-    /// The model row of the last event.
-    pub row: Vec<f32>,
+    /// The model row of the last event (one row).
+    pub row: Rows,
     /// Enrichment values of the last event, in [`Offline::enriched_names`] order.
     pub values: Vec<Option<f64>>,
     scores: Vec<f32>,
@@ -48,7 +48,7 @@ impl Offline {
         } else {
             None
         };
-        let row = vec![0f32; decoder.width()];
+        let row = decoder.rows();
         Ok(Self {
             enricher,
             vectorizer,
@@ -74,14 +74,15 @@ impl Offline {
     /// Processes the event on line `n`: its row and values land in `self.row` / `self.values`.
     /// Returns the decoded event and its score (if scoring).
     pub fn next(&mut self, n: usize, line: &[u8]) -> anyhow::Result<Result<(DecodedEvent, Option<f32>), DecodeError>> {
-        let d = match self.decoder.batch().decode(Some(line), &mut self.row) {
+        self.row.clear();
+        let d = match self.decoder.batch().decode(Some(line), self.row.push()) {
             Ok(d) => d,
             Err(e) => return Ok(Err(e)),
         };
         let req = Request { fence_key: "offline/0", offset: n as i64, time_ms: d.event_time_ms, entities: &d.entities };
         self.enricher.enrich(std::slice::from_ref(&req), &mut self.values)?;
         self.defaults.clear();
-        self.vectorizer.fill_enriched(&self.values, &mut self.row, &mut self.defaults);
+        self.vectorizer.fill_enriched(&self.values, self.row.row_mut(0).values, &mut self.defaults);
         let score = match self.scorer.as_mut() {
             Some(s) => {
                 self.scores.clear();
@@ -118,7 +119,7 @@ pub fn run(cfg: &Config, events: &Path, score: bool, out: &mut dyn Write) -> any
         let mut obj = serde_json::json!({
             "line": n + 1,
             "event_id": d.event_id,
-            "row": off.row.iter().map(|x| if x.is_nan() { None } else { Some(*x) }).collect::<Vec<_>>(),
+            "row": off.row.row_json(off.vectorizer.lanes(), 0),
         });
         if let Some(s) = s {
             obj["score"] = serde_json::json!(s);

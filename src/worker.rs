@@ -13,7 +13,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::{Config, DecisionFormat};
 use crate::consume::Control;
-use crate::decode::{DecodeError, DecodedEvent, Decoder, Vectorizer};
+use crate::decode::{DecodeError, DecodedEvent, Decoder, Rows, Vectorizer};
 use crate::enrich::{Enricher, FailurePolicy, Request, Turnstile};
 use crate::envelope::{Batch, Envelope, Origin, RawMessage};
 use crate::error::{Policy, StageError};
@@ -142,11 +142,11 @@ pub struct Worker {
     /// Scoring budget per batch: this worker reports its scoring time to it.
     pub budget: Option<Arc<crate::score::budget::BatchBudget>>,
     late: Vec<bool>,
-    live_rows: Vec<f32>,
+    live_rows: Rows,
     live_scores: Vec<f32>,
     /// Shadow model, if configured.
     pub shadow: Option<Shadow>,
-    shadow_rows: Vec<f32>,
+    shadow_rows: Rows,
     shadow_scores: Vec<f32>,
     shadow_of: Vec<Option<usize>>,
     /// Scored events kept for the delayed-label join.
@@ -155,7 +155,7 @@ pub struct Worker {
     rules_out: RulesOutcome,
     fired: Vec<u64>,
     enriched: Vec<Option<f64>>,
-    rows: Vec<f32>,
+    rows: Rows,
     scores: Vec<f32>,
     buf: Vec<u8>,
 }
@@ -180,6 +180,7 @@ impl Worker {
         vectorizer: Vectorizer,
         rules: Arc<RulesHandle>,
     ) -> Self {
+        let rows = vectorizer.rows();
         Self {
             decoder,
             scorer,
@@ -197,10 +198,10 @@ impl Worker {
             deadline_ms: 0,
             budget: None,
             late: Vec::new(),
-            live_rows: Vec::new(),
+            live_rows: rows.clone(),
             live_scores: Vec::new(),
             shadow: None,
-            shadow_rows: Vec::new(),
+            shadow_rows: rows.clone(),
             shadow_scores: Vec::new(),
             shadow_of: Vec::new(),
             scored: None,
@@ -208,7 +209,7 @@ impl Worker {
             rules_out: RulesOutcome::default(),
             fired: Vec::new(),
             enriched: Vec::new(),
-            rows: Vec::new(),
+            rows,
             scores: Vec::new(),
             buf: Vec::new(),
         }
@@ -216,7 +217,7 @@ impl Worker {
 
     /// Scores the sampled rows with the shadow model; `shadow_of[k]` indexes row k's score.
     /// A shadow failure is logged and costs the batch nothing but its shadow scores.
-    fn score_shadow(&mut self, outcomes: &[Outcome], width: usize) {
+    fn score_shadow(&mut self, outcomes: &[Outcome]) {
         self.shadow_of.clear();
         let Some(sh) = self.shadow.as_mut() else { return };
         let t = Instant::now();
@@ -225,8 +226,8 @@ impl Worker {
         for o in outcomes {
             if let Outcome::Decided(d) = o {
                 if !self.late.get(k).copied().unwrap_or(false) && sh.sampled(&d.event_id) {
-                    self.shadow_of.push(Some(self.shadow_rows.len() / width.max(1)));
-                    self.shadow_rows.extend_from_slice(&self.rows[k * width..(k + 1) * width]);
+                    self.shadow_of.push(Some(self.shadow_rows.len()));
+                    self.shadow_rows.push_copy(&self.rows, k);
                 } else {
                     self.shadow_of.push(None);
                 }
@@ -269,6 +270,9 @@ impl Worker {
         self.decoder = decoder;
         self.scorer = b.scorer;
         self.vectorizer = b.vectorizer;
+        self.rows = self.vectorizer.rows();
+        self.live_rows = self.vectorizer.rows();
+        self.shadow_rows = self.vectorizer.rows();
         self.outputs.model_name = b.spec.manifest.name.clone();
         self.outputs.model_version = b.spec.manifest.version.clone();
         self.outputs.columns = Arc::new(self.vectorizer.names().map(str::to_string).collect());
@@ -293,7 +297,6 @@ impl Worker {
     pub fn process(&mut self, batch: Batch) -> Option<Completed> {
         self.swap_model(batch.model_generation);
         let m = self.metrics.clone();
-        let width = self.decoder.width();
         // One rules version for the whole batch.
         let live = batch.rules.clone().unwrap_or_else(|| self.rules.current());
         if !self.rules_seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, &live.set)) {
@@ -310,8 +313,7 @@ impl Worker {
             let mut dec = self.decoder.batch();
             for ev in &batch.events {
                 let start = self.rows.len();
-                self.rows.resize(start + width, 0.0);
-                match dec.decode(ev.payload.payload.as_deref(), &mut self.rows[start..]) {
+                match dec.decode(ev.payload.payload.as_deref(), self.rows.push()) {
                     Ok(d) => outcomes.push(Outcome::Decided(d)),
                     Err(e) => {
                         self.rows.truncate(start);
@@ -349,7 +351,7 @@ impl Worker {
             self.live_rows.clear();
             for (k, late) in self.late.iter().enumerate() {
                 if !late {
-                    self.live_rows.extend_from_slice(&self.rows[k * width..(k + 1) * width]);
+                    self.live_rows.push_copy(&self.rows, k);
                 }
             }
         }
@@ -382,7 +384,7 @@ impl Worker {
             b.observe(self.scores.len(), t.elapsed());
             m.batch_limit.set(b.limit() as i64);
         }
-        self.score_shadow(&outcomes, width);
+        self.score_shadow(&outcomes);
 
         let t = Instant::now();
         let mut deliveries = Vec::with_capacity(batch.events.len() + batch.events.len() / 8);
@@ -392,7 +394,6 @@ impl Worker {
         let mut dead = 0u64;
         let mut scored = self.scores.iter();
         let mut row_index = 0usize;
-        let width = self.decoder.width();
         let decided_at = wall_clock_ms();
         let n_decided = outcomes.iter().filter(|o| matches!(o, Outcome::Decided(_))).count();
         let n_enriched = self.enriched.len().checked_div(n_decided).unwrap_or(0);
@@ -405,7 +406,7 @@ impl Worker {
                     let score = *scored.next().expect("one score per decoded row");
                     let k = row_index;
                     row_index += 1;
-                    let row = &self.rows[k * width..(k + 1) * width];
+                    let row = self.rows.values_row(k);
                     let defaults_used: Vec<&str> = defaults
                         .get(k)
                         .map(|d| d.iter().map(|&c| self.outputs.columns[c as usize].as_str()).collect())
@@ -525,7 +526,7 @@ impl Worker {
                     Outcome::Decided(_) => None,
                 })
                 .collect();
-            d.observe(&self.rows, width, &self.scores, &self.actions, &dead);
+            d.observe(self.rows.values(), self.rows.width(), &self.scores, &self.actions, &dead);
             m.stage_seconds.with_label_values(&["drift"]).observe(t.elapsed().as_secs_f64());
         }
         Some(Completed { seq: batch.seq, offsets: max_offsets(&batch.events), deliveries, received, timestamps })
@@ -614,11 +615,10 @@ impl Worker {
             }
         })??;
         let names = self.enriched.len() / reqs.len().max(1);
-        let width = self.decoder.width();
         let mut defaults = vec![Vec::new(); reqs.len()];
         for (k, d) in defaults.iter_mut().enumerate() {
             let values = &self.enriched[k * names..(k + 1) * names];
-            self.vectorizer.fill_enriched(values, &mut self.rows[k * width..(k + 1) * width], d);
+            self.vectorizer.fill_enriched(values, self.rows.row_mut(k).values, d);
             m.feature_defaults.inc_by(d.len() as u64);
         }
         Some((degraded, defaults))

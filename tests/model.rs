@@ -292,7 +292,7 @@ fn chunk_rows_zero_measures_the_fastest_size_and_scores_the_same() {
     cfg.model.chunk_rows = 64;
     let spec = verdict::score::ModelSpec::from_config(&cfg.model).unwrap();
     let (mut fixed, _) = verdict::score::OnnxScorer::load(&spec, env).unwrap();
-    let rows: Vec<f32> = (0..2_000 * auto.width()).map(|i| ((i * 13) % 97) as f32).collect();
+    let rows = auto.synthetic_rows(2_000, 13, 97, 1.0, 0.0);
     let (mut a, mut b) = (Vec::new(), Vec::new());
     auto.score(&rows, &mut a).unwrap();
     fixed.score(&rows, &mut b).unwrap();

@@ -1,5 +1,6 @@
 //! Training–serving parity: `verdict vectorize` and `ops/model/features.py` build the same
-//! rows, as f32 bits, for events with nulls, unknown categories and nested fields, and the
+//! rows, as f32 bits (exact integers and strings for int64 and string graph inputs), for
+//! events with nulls, unknown categories and nested fields, in JSON and in Avro, and the
 //! scores equal onnxruntime-in-Python's, as f32 bits.
 
 mod common;
@@ -17,8 +18,23 @@ fn vectorize_rows_and_scores_equal_the_python_reference_bit_for_bit() {
 #[test]
 fn a_model_trained_with_missing_values_scores_nulls_as_nan_and_matches_python() {
     let rows = parity("models/demo-nan");
-    let nan_rows = rows.iter().filter(|r| r.iter().any(Option::is_none)).count();
+    let nan_rows = rows.iter().filter(|r| r.iter().any(serde_json::Value::is_null)).count();
     assert!(nan_rows > 500, "null inputs reach the model as NaN ({nan_rows} rows), none dead-lettered");
+}
+
+#[test]
+fn a_sklearn_pipeline_with_string_and_int64_inputs_runs_and_matches_python() {
+    // OneHotEncoder on raw strings inside the graph, hour/day-of-week as int64, NaN floats:
+    // one typed graph input per column.
+    let rows = parity("models/demo-pipeline");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(crate_path("models/demo-pipeline/manifest.json")).unwrap()).unwrap();
+    let col = |name: &str| m["inputs"].as_array().unwrap().iter().position(|c| c["name"] == name).unwrap();
+    let (cat, dev, hour) = (col("merchant_category"), col("device_type"), col("hour"));
+    let seen = |c: usize, v: &str| rows.iter().filter(|r| r[c] == v).count();
+    assert!(seen(cat, "crypto") > 300, "an unknown category reaches the encoder as its text");
+    assert!(seen(dev, "smart-tv") > 300 && seen(dev, "none") > 300, "unknown nested text, and the default");
+    assert!(rows.iter().all(|r| r[hour].is_u64() && r[hour].as_u64().unwrap() < 24), "hour is an exact int64");
 }
 
 #[test]
@@ -34,16 +50,60 @@ fn an_mlp_and_its_int8_quantization_score_exactly_as_onnxruntime_python() {
     assert!((fp32 - int8).abs() < 0.01, "INT8 costs {:.4} AUC", fp32 - int8);
 }
 
-/// Runs both sides on the same events; returns verdict's rows (None = NaN).
-fn parity(model: &str) -> Vec<Vec<Option<f64>>> {
+#[test]
+fn an_fp16_mlp_scores_exactly_as_onnxruntime_python_and_costs_no_auc() {
+    parity("models/demo-mlp-fp16");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(crate_path("models/demo-mlp-fp16/manifest.json")).unwrap()).unwrap();
+    let q = &m["training"]["quantization"];
+    let (fp32, fp16) = (q["validation_auc_fp32"].as_f64().unwrap(), q["validation_auc_fp16"].as_f64().unwrap());
+    assert!((fp32 - fp16).abs() < 0.001, "FP16 costs {:.5} AUC", fp32 - fp16);
+    assert!(q["max_abs_score_diff"].as_f64().unwrap() < 0.01);
+}
+
+/// Runs both sides on the same events; returns verdict's rows (null = NaN).
+fn parity(model: &str) -> Vec<Vec<serde_json::Value>> {
     parity_with(model, false)
 }
 
-fn parity_with(model: &str, per_row: bool) -> Vec<Vec<Option<f64>>> {
+/// One cell of a printed row: floats compare as f32 bits, integers and strings exactly.
+fn same_cell(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    match (a.as_i64(), b.as_i64(), a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y), _, _) => x == y,
+        (_, _, Some(x), Some(y)) => (x as f32).to_bits() == (y as f32).to_bits(),
+        _ => a == b,
+    }
+}
+
+/// The same events in Avro (Confluent frame, schema id 1), decoded by the service's own
+/// code path: rows and scores must equal the JSON ones.
+fn avro_rows(model: &str, events: &[serde_json::Value]) -> Vec<(Vec<serde_json::Value>, f32)> {
+    use verdict::decode::parse_schema_file;
+    let schema = parse_schema_file(&crate_path("schemas/transaction.avsc")).unwrap();
+    let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&schema).build().unwrap();
+    let mut cfg = verdict::config::Config::default();
+    cfg.model.dir = crate_path(model);
+    let mut off = verdict::vectorize::Offline::new(&cfg, true).unwrap();
+    let manifest = verdict::score::Manifest::load(&crate_path(model)).unwrap();
+    let lanes = manifest.lanes();
+    events
+        .iter()
+        .enumerate()
+        .map(|(n, e)| {
+            let value = apache_avro::types::Value::try_from(e.clone()).unwrap().resolve(&schema).unwrap();
+            let frame = verdict::demo::confluent_frame(1, &writer.write_value_to_vec(value).unwrap());
+            let (_, score) = off.next(n, &frame).unwrap().unwrap();
+            (off.row.row_json(&lanes, 0), score.unwrap())
+        })
+        .collect()
+}
+
+fn parity_with(model: &str, per_row: bool) -> Vec<Vec<serde_json::Value>> {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("events.jsonl");
     let mut g = Generator::new(31, 2_000, 1_764_000_000_000);
     let mut lines = String::new();
+    let mut events = Vec::new();
     for i in 0..3_000 {
         let mut v: serde_json::Value = serde_json::from_slice(&g.next_event().to_json()).unwrap();
         match i % 7 {
@@ -58,6 +118,10 @@ fn parity_with(model: &str, per_row: bool) -> Vec<Vec<Option<f64>>> {
         }
         lines.push_str(&v.to_string());
         lines.push('\n');
+        if v.get("distance_km").is_none() {
+            v["distance_km"] = serde_json::Value::Null; // Avro has no absent field: null
+        }
+        events.push(v);
     }
     std::fs::write(&file, lines).unwrap();
 
@@ -86,15 +150,20 @@ fn parity_with(model: &str, per_row: bool) -> Vec<Vec<Option<f64>>> {
 
     assert_eq!(service.len(), 3_000, "every event vectorized, none rejected");
     assert_eq!(python.len(), 3_000);
+    let avro = avro_rows(model, &events);
     let mut rows = Vec::new();
-    for (s, p) in service.iter().zip(&python) {
+    for ((s, p), (avro_row, avro_score)) in service.iter().zip(&python).zip(avro) {
         assert!(s.get("error").is_none(), "{s}");
-        let row: Vec<Option<f64>> = serde_json::from_value(s["row"].clone()).unwrap();
-        let py_row: Vec<Option<f64>> = serde_json::from_value(p["row"].clone()).unwrap();
-        let bits = |r: &[Option<f64>]| r.iter().map(|v| v.map(|x| (x as f32).to_bits())).collect::<Vec<_>>();
-        assert_eq!(bits(&row), bits(&py_row), "line {}", s["line"]);
+        let row: Vec<serde_json::Value> = serde_json::from_value(s["row"].clone()).unwrap();
+        let py_row: Vec<serde_json::Value> = serde_json::from_value(p["row"].clone()).unwrap();
+        let same = |a: &[serde_json::Value], b: &[serde_json::Value]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_cell(x, y))
+        };
+        assert!(same(&row, &py_row), "line {}: verdict {row:?}\n python {py_row:?}", s["line"]);
+        assert!(same(&row, &avro_row), "line {}: JSON {row:?}\n Avro {avro_row:?}", s["line"]);
         let (ours, theirs) = (s["score"].as_f64().unwrap() as f32, p["score"].as_f64().unwrap() as f32);
         assert_eq!(ours.to_bits(), theirs.to_bits(), "line {}: score {ours} vs onnxruntime-python {theirs}", s["line"]);
+        assert_eq!(ours.to_bits(), avro_score.to_bits(), "line {}: Avro score", s["line"]);
         rows.push(row);
     }
     rows

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use verdict::demo::confluent_frame;
 use verdict::pipeline::Pipeline;
-use verdict::publish::{DLQ_REASON, DLQ_STAGE, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC};
+use verdict::publish::{DLQ_DETAIL, DLQ_REASON, DLQ_STAGE, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC};
 use verdict::telemetry::Metrics;
 
 const IDLE: Duration = Duration::from_secs(2);
@@ -152,4 +152,63 @@ fn graceful_shutdown_commits_every_published_offset() {
     let committed = mock.committed(&cfg.kafka.group_id, "events", 4);
     assert_eq!(committed.iter().sum::<i64>(), 10_000, "committed offsets {committed:?} cover every event");
     assert_eq!(decode_decisions(&mock.read_all("decisions", IDLE)).len(), 10_000);
+}
+
+#[test]
+fn a_pipeline_model_with_string_and_int64_inputs_decides_and_dead_letters_bad_values_by_column() {
+    // models/demo-pipeline: OneHotEncoder on raw strings inside the ONNX graph, hour and
+    // day of week as int64, one typed graph input per column.
+    let (mock, mut cfg) = mock_setup(2);
+    cfg.model.dir = crate_path("models/demo-pipeline");
+    cfg.drift.window_s = 1;
+    let mut g = verdict::demo::Generator::new(8, 2_000, 1_764_000_000_000);
+    let mut good = 0u64;
+    let mut expected = std::collections::HashMap::new();
+    for i in 0..6_000u64 {
+        let mut v: serde_json::Value = serde_json::from_slice(&g.next_event().to_json()).unwrap();
+        let key = format!("k{i}");
+        match i % 100 {
+            7 => {
+                v["device"] = serde_json::json!({"id": "d", "type": 5});
+                expected.insert(key.clone(), ("wrong_type", "'device_type'"));
+            }
+            17 => {
+                v.as_object_mut().unwrap().remove("amount");
+                expected.insert(key.clone(), ("missing_field", "'amount'"));
+            }
+            n => {
+                if n % 5 == 0 {
+                    v["merchant_category"] = "crypto".into(); // unknown to the encoder
+                }
+                good += 1;
+            }
+        }
+        mock.produce("events", None, key.as_bytes(), v.to_string().as_bytes());
+    }
+    mock.flush();
+
+    let metrics = Metrics::new();
+    let p = Pipeline::start(&cfg, metrics.clone()).unwrap();
+    wait_for("6k handled", Duration::from_secs(60), || handled(&metrics) >= 6_000);
+    std::thread::sleep(Duration::from_millis(1_200)); // one drift window
+    assert!(p.shutdown(Duration::from_secs(30)).clean);
+
+    let decisions = decode_decisions(&mock.read_all("decisions", IDLE));
+    assert_eq!(decisions.len() as u64, good);
+    assert!(decisions.iter().all(|d| d.model_version == "1" && (0.0..=1.0).contains(&d.score)));
+    let dlq = mock.read_all("dead-letter", IDLE);
+    assert_eq!(dlq.len(), expected.len());
+    for m in &dlq {
+        let key = String::from_utf8(m.key.clone().unwrap()).unwrap();
+        let (reason, column) = expected[&key];
+        assert_eq!(m.header(DLQ_REASON), Some(reason), "{key}");
+        let detail = m.header(DLQ_DETAIL).unwrap();
+        assert!(detail.contains(column), "{key}: '{detail}' names the column {column}");
+    }
+    // Drift sees string columns by their null rate (the default text counts as null).
+    let recs = drift_records(&mock);
+    let events: i64 = recs.iter().map(|r| r.events).sum();
+    assert_eq!(events as u64, good);
+    let dev = recs.iter().flat_map(|r| &r.features).find(|f| f.name == "device_type").unwrap();
+    assert!(dev.default_rate > 0.0 && dev.default_rate < 1.0, "{dev:?}");
 }

@@ -12,8 +12,13 @@ use verdict::telemetry::Metrics;
 
 /// Copies the demo model to a temp dir and edits its manifest.
 fn model_with(edit: impl FnOnce(&mut serde_json::Value)) -> tempfile::TempDir {
+    copy_model_with("models/demo", edit)
+}
+
+/// Copies `model` to a temp dir and edits its manifest.
+fn copy_model_with(model: &str, edit: impl FnOnce(&mut serde_json::Value)) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let src = crate_path("models/demo");
+    let src = crate_path(model);
     std::fs::copy(src.join("model.onnx"), dir.path().join("model.onnx")).unwrap();
     let mut m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(src.join("manifest.json")).unwrap()).unwrap();
@@ -48,7 +53,35 @@ fn wrong_feature_count_fails_startup_naming_both_counts() {
         inputs.remove(0);
     });
     let err = start_error(dir.path());
-    assert!(err.contains(&format!("takes {n} features, the manifest lists {} inputs", n - 1)), "{err}");
+    assert!(err.contains(&format!("input 'input' takes {n} columns, the manifest feeds it {}", n - 1)), "{err}");
+}
+
+#[test]
+fn typed_graph_inputs_are_checked_against_the_graph_at_startup() {
+    // The pipeline model takes one typed input per column; a manifest that feeds an int64
+    // input as float32, leaves a graph input unfed and names one the graph lacks is refused,
+    // with every problem listed.
+    let dir = copy_model_with("models/demo-pipeline", |m| {
+        let g = m["graph_inputs"].as_array_mut().unwrap();
+        let hour = g.iter_mut().find(|g| g["name"] == "hour").unwrap();
+        hour["type"] = "float32".into();
+        let amount = g.iter_mut().find(|g| g["name"] == "amount").unwrap();
+        amount["name"] = "amount_usd".into();
+    });
+    let err = start_error(dir.path());
+    assert!(err.contains("input 'hour' is") && err.contains("Int64") && err.contains("feeds it float32"), "{err}");
+    assert!(err.contains("graph input 'amount_usd' is not in the graph"), "{err}");
+    assert!(err.contains("graph input 'amount' is not fed by the manifest"), "{err}");
+}
+
+#[test]
+fn a_string_column_into_a_float_input_is_a_manifest_error() {
+    let dir = copy_model_with("models/demo-pipeline", |m| {
+        let g = m["graph_inputs"].as_array_mut().unwrap();
+        g.iter_mut().find(|g| g["name"] == "channel").unwrap()["type"] = "float32".into();
+    });
+    let err = start_error(dir.path());
+    assert!(err.contains("column 'channel' is a string column; graph input 'channel' is float32"), "{err}");
 }
 
 #[test]

@@ -1,9 +1,12 @@
 """Build model input rows from events exactly as verdict does (src/decode/vectorize.rs).
 
-The manifest's `inputs` list is the contract: one column per entry, in order, each
-with a dotted `source` path into the event, a `kind` (number, lookup, bool) and a
-`missing` policy ("nan", "reject" or {"default": x}). Rows are float32; a float64
-value is rounded to the nearest float32, as Rust's `as f32` does.
+The manifest's `inputs` list is the contract: one column per entry, in order,
+each with a dotted `source` path into the event, a `kind` (number, lookup, bool,
+timestamp, string) and a `missing` policy ("nan", "reject" or {"default": x}).
+
+Each column feeds one graph input (`graph_inputs`, or the single float `input_name`):
+float32 columns are float64 values rounded to the nearest float32, as Rust's `as f32`
+does; int64 columns are exact integers; string columns are the event's text.
 """
 from __future__ import annotations
 
@@ -34,13 +37,39 @@ def lookup(event: dict, path: str) -> Any:
     return cur
 
 
-def _missing(col: dict) -> float:
+def _missing(col: dict):
     policy = col.get("missing", "reject")
     if policy == "nan":
         return float("nan")
     if isinstance(policy, dict) and "default" in policy:
-        return float(policy["default"])
+        d = policy["default"]
+        return d if isinstance(d, str) else float(d)
     raise VectorizeError("missing_field", f"column '{col['name']}' ({col['source']}) is missing or null")
+
+
+def feeds(manifest: dict) -> list[dict]:
+    """The graph inputs: `graph_inputs`, or one float32 input taking every column."""
+    if manifest.get("graph_inputs"):
+        return manifest["graph_inputs"]
+    return [{"name": manifest.get("input_name", "input"), "type": "float32", "columns": [c["name"] for c in manifest["inputs"]]}]
+
+
+def lanes(manifest: dict) -> list[str]:
+    """Each column's graph-input type (float32, int64, string), in column order."""
+    by_col = {c: g["type"] for g in feeds(manifest) for c in g["columns"]}
+    return [by_col.get(c["name"], "float32") for c in manifest["inputs"]]
+
+
+_PARTS = {"hour": lambda d: d.hour, "dow": lambda d: d.weekday(), "day": lambda d: d.day,
+          "month": lambda d: d.month, "minute": lambda d: d.minute}
+
+
+def _time_part(ms: int, col: dict) -> int:
+    import datetime
+    import zoneinfo
+    zone = zoneinfo.ZoneInfo(col.get("timezone", "UTC"))
+    d = datetime.datetime.fromtimestamp(ms // 1000, zone)
+    return _PARTS[col["part"]](d)
 
 
 def _type_name(v: Any) -> str:
@@ -59,7 +88,8 @@ def _type_name(v: Any) -> str:
     return type(v).__name__
 
 
-def column_value(event: dict, col: dict) -> float:
+def column_value(event: dict, col: dict):
+    """The column's value before its lane: a number (int or float) or, for string columns, a str."""
     v = lookup(event, col["source"])
     if v is _MISSING or v is None:
         return _missing(col)
@@ -67,13 +97,28 @@ def column_value(event: dict, col: dict) -> float:
     if kind == "number" and isinstance(v, (int, float)) and not isinstance(v, bool):
         if isinstance(v, float) and not math.isfinite(v):
             raise VectorizeError("non_finite", f"column '{col['name']}' ({col['source']}) is {v}")
-        return float(v)
+        return v
     if kind == "bool" and isinstance(v, bool):
-        return 1.0 if v else 0.0
+        return 1 if v else 0
     if kind == "lookup" and isinstance(v, str):
         return float(col["table"].get(v, col.get("unknown", -1.0)))
-    want = {"number": "number", "bool": "boolean", "lookup": "string"}[kind]
+    if kind == "string" and isinstance(v, str):
+        return v
+    if kind == "timestamp" and isinstance(v, int) and not isinstance(v, bool):
+        return _time_part(v, col)
+    want = {"number": "number", "bool": "boolean", "lookup": "string", "string": "string",
+            "timestamp": "epoch milliseconds"}[kind]
     raise VectorizeError("wrong_type", f"column '{col['name']}' ({col['source']}) expected {want}, got {_type_name(v)}")
+
+
+def _to_lane(v, lane: str, col: dict):
+    if lane == "string":
+        return v
+    if lane == "int64":
+        if isinstance(v, float) and (v != int(v) or abs(v) > 2.0 ** 53):
+            raise VectorizeError("wrong_type", f"column '{col['name']}' ({col['source']}) expected an integer, got {v}")
+        return int(v)
+    return f32(float(v))
 
 
 ENRICHED_PREFIXES = ("window:", "feature:")
@@ -89,16 +134,17 @@ def enriched_value(col: dict, enriched: dict) -> float:
     return float(v)
 
 
-def vectorize(event: dict, manifest: dict, enriched: dict | None = None) -> np.ndarray:
-    """One row (float32 values as Python floats) for `event`, or VectorizeError. `enriched` maps window:/feature:
+def vectorize(event: dict, manifest: dict, enriched: dict | None = None) -> list:
+    """One row for `event`, or VectorizeError: per column a float32 value (as a Python float),
+    an int (int64 columns) or a str (string columns). `enriched` maps window:/feature:
     sources to values (from `WindowFeatures`)."""
     vals = []
-    for c in manifest["inputs"]:
+    for c, lane in zip(manifest["inputs"], lanes(manifest)):
         if c["source"].startswith(ENRICHED_PREFIXES):
-            vals.append(enriched_value(c, enriched or {}))
+            vals.append(f32(enriched_value(c, enriched or {})))
         else:
-            vals.append(column_value(event, c))
-    return [f32(v) for v in vals]
+            vals.append(_to_lane(column_value(event, c), lane, c))
+    return vals
 
 
 def f32(v: float) -> float:
@@ -113,10 +159,24 @@ def rows(events: Iterable[dict], manifest: dict, enrich: dict | None = None) -> 
 
 
 def vectorize_many(events: Iterable[dict], manifest: dict, enrich: dict | None = None):
+    """A float32 matrix of the rows (single float input models)."""
     import numpy as np
     width = len(manifest["inputs"])
     r = rows(events, manifest, enrich)
     return np.array(r, dtype=np.float32) if r else np.zeros((0, width), dtype=np.float32)
+
+
+def graph_feed(rows_: list[list], manifest: dict) -> dict:
+    """The onnxruntime feed for these rows: one [rows, columns] array per graph input."""
+    import numpy as np
+    index = {c["name"]: i for i, c in enumerate(manifest["inputs"])}
+    dtypes = {"float32": np.float32, "int64": np.int64, "string": object}
+    out = {}
+    for g in feeds(manifest):
+        cols = [index[c] for c in g["columns"]]
+        out[g["name"]] = np.array([[r[i] for i in cols] for r in rows_], dtype=dtypes[g["type"]]).reshape(
+            len(rows_), len(cols))
+    return out
 
 
 AGGS = ("count", "sum", "avg", "min", "max", "distinct")
@@ -220,7 +280,8 @@ class WindowFeatures:
 
 def main(argv: list[str]) -> None:
     """python3 features.py MANIFEST.json CONFIG.toml EVENTS.jsonl [--score [--per-row]]: one JSON row per
-    event (null for NaN), computed as verdict computes them; with --score, {"row", "score"}
+    event (null for NaN; ints for int64 columns, strings for string columns), computed as
+    verdict computes them; with --score, {"row", "score"}
     where the score comes from onnxruntime (one intra-op thread, like verdict)."""
     import os
     import tomllib
@@ -238,17 +299,16 @@ def main(argv: list[str]) -> None:
         so.inter_op_num_threads = 1
         model = os.path.join(os.path.dirname(argv[1]), manifest["model_file"])
         sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
-        x = np.array(out, dtype=np.float32)
         if "--per-row" in argv:
             # One row per call: what verdict does for models whose scores depend on the batch
             # (dynamic quantization computes its scales over the whole input).
-            probs = np.concatenate([sess.run([manifest["output_name"]], {manifest["input_name"]: x[i:i + 1]})[0]
-                                    for i in range(len(x))])
+            probs = np.concatenate([sess.run([manifest["output_name"]], graph_feed(out[i:i + 1], manifest))[0]
+                                    for i in range(len(out))])
         else:
-            probs = sess.run([manifest["output_name"]], {manifest["input_name"]: x})[0]
+            probs = sess.run([manifest["output_name"]], graph_feed(out, manifest))[0]
         scores = probs[:, manifest.get("positive_index", 1)] if probs.ndim == 2 and probs.shape[1] > 1 else probs.reshape(-1)
     for i, row in enumerate(out):
-        r = [None if math.isnan(v) else v for v in row]
+        r = [None if isinstance(v, float) and math.isnan(v) else v for v in row]
         print(json.dumps(r if scores is None else {"row": r, "score": float(scores[i])}))
 
 

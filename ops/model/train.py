@@ -73,6 +73,74 @@ def nan_inputs() -> list[dict]:
     return out
 
 
+def pipeline_inputs() -> list[dict]:
+    """Columns for the scikit-learn pipeline model: categorical fields as raw strings (one-hot
+    encoded inside the ONNX graph), nullable numbers as NaN, hour and day of week of the
+    event in the card holder's zone as int64, and the same window aggregates."""
+    strings = {"merchant_category", "channel", "device_type"}
+    out = []
+    for c in nan_inputs():
+        if c["name"] in strings:
+            c = {"name": c["name"], "source": c["source"], "kind": "string", "missing": {"default": "none"}}
+        out.append(c)
+    out.insert(9, {"name": "hour", "source": "event_time", "kind": "timestamp", "part": "hour",
+                   "timezone": "Europe/Berlin", "missing": "reject"})
+    out.insert(10, {"name": "dow", "source": "event_time", "kind": "timestamp", "part": "dow",
+                    "timezone": "Europe/Berlin", "missing": "reject"})
+    return out
+
+
+def pipeline_graph_inputs(inputs: list[dict]) -> list[dict]:
+    """One graph input per column (skl2onnx's convention for DataFrame pipelines), typed."""
+    def ty(c):
+        if c["kind"] == "string":
+            return "string"
+        if c["kind"] == "timestamp":
+            return "int64"
+        return "float32"
+    return [{"name": c["name"], "type": ty(c), "columns": [c["name"]]} for c in inputs]
+
+
+def drift_matrix(rows: list[list], manifest: dict) -> np.ndarray:
+    """What verdict's drift statistics see per column: the float value; an int64 column as a
+    float; a string column as 0, or NaN where its default was used (so its null rate counts)."""
+    from features import lanes
+    out = np.zeros((len(rows), len(manifest["inputs"])), dtype=np.float32)
+    for j, (c, lane) in enumerate(zip(manifest["inputs"], lanes(manifest))):
+        if lane == "string":
+            default = c["missing"].get("default") if isinstance(c.get("missing"), dict) else None
+            out[:, j] = [np.nan if r[j] == default else 0.0 for r in rows]
+        else:
+            out[:, j] = [float(r[j]) for r in rows]
+    return out
+
+
+def drop_half_round_trips(model):
+    """The float16 converter casts float32 graph inputs to float16 and back before ops it keeps
+    in float32 (the Scaler): inputs above 65504 (a 1 h amount sum) become inf, and the score
+    NaN. Feed such ops the float32 tensor directly."""
+    from onnx import TensorProto
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    to = lambda n: next((a.i for a in n.attribute if a.name == "to"), None)
+    for n in g.node:
+        for i, name in enumerate(n.input):
+            back = producer.get(name)
+            if back is None or back.op_type != "Cast" or to(back) != TensorProto.FLOAT:
+                continue
+            down = producer.get(back.input[0])
+            if down is not None and down.op_type == "Cast" and to(down) == TensorProto.FLOAT16:
+                n.input[i] = down.input[0]
+    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    keep = [n for n in g.node if n.op_type != "Cast" or any(o in used for o in n.output)]
+    while len(keep) != len(g.node):
+        del g.node[:]
+        g.node.extend(keep)
+        used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+        keep = [n for n in g.node if n.op_type != "Cast" or any(o in used for o in n.output)]
+    return model
+
+
 def patch_skl2onnx_bool_attributes() -> None:
     """skl2onnx 1.20 passes numpy bools in TreeEnsemble's integer attributes (HistGradientBoosting
     with missing values), which onnx rejects; convert them to ints."""
@@ -129,17 +197,23 @@ def main() -> None:
                     help="HistGradientBoosting trained with missing values; nullable inputs pass NaN")
     ap.add_argument("--mlp", action="store_true",
                     help="an MLP (StandardScaler + MLPClassifier) instead of the GBDT")
+    ap.add_argument("--fp16-out", default=None,
+                    help="also write an FP16 copy (weights and activations in float16, float32 inputs and "
+                         "outputs kept) to this directory, with its validation AUC and score difference")
+    ap.add_argument("--pipeline", action="store_true",
+                    help="a scikit-learn Pipeline (OneHotEncoder on raw string columns, int64 hour/day-of-week, "
+                         "HistGradientBoosting with NaN) exported with one typed graph input per column")
     ap.add_argument("--int8-out", default=None,
                     help="also write a dynamically quantized INT8 copy of the model to this directory, "
                          "with its validation AUC and score difference against fp32 in the manifest")
     args = ap.parse_args()
+    if args.pipeline:
+        return train_pipeline(args, root)
     inputs = nan_inputs() if args.nan else INPUTS
 
     from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier
-    from sklearn.metrics import roc_auc_score
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
-    import onnxruntime as ort
 
     events = generate(args.binary, args.rows, args.seed)
     manifest = {"inputs": inputs}
@@ -174,16 +248,7 @@ def main() -> None:
         target_opset={"": 17, "ai.onnx.ml": 3},
     )
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "model.onnx").write_bytes(onx.SerializeToString())
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(out / "model.onnx"), so, providers=["CPUExecutionProvider"])
-    probs = sess.run(["probabilities"], {"input": xva})[0][:, 1]
-    sk = model.predict_proba(xva)[:, 1]
-    max_diff = float(np.abs(probs - sk).max())
-    auc = float(roc_auc_score(yva, probs))
+    so, probs, max_diff, auc = save_and_check(onx, out, {"input": xva}, model.predict_proba(xva)[:, 1], yva)
 
     defaults = [c["missing"]["default"] if isinstance(c.get("missing"), dict) else None for c in inputs]
     baseline = {
@@ -215,26 +280,135 @@ def main() -> None:
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     if args.int8_out:
         from onnxruntime.quantization import QuantType, quantize_dynamic
-        q = Path(args.int8_out)
-        q.mkdir(parents=True, exist_ok=True)
-        quantize_dynamic(str(out / "model.onnx"), str(q / "model.onnx"), weight_type=QuantType.QInt8)
-        qs = ort.InferenceSession(str(q / "model.onnx"), so, providers=["CPUExecutionProvider"])
-        qprobs = qs.run(["probabilities"], {"input": xva})[0][:, 1]
-        qmanifest = json.loads(json.dumps(manifest))
-        qmanifest["version"] = args.version + "-int8"
-        qmanifest["training"]["quantization"] = {
-            "method": "onnxruntime.quantization.quantize_dynamic, weights QInt8",
-            "validation_auc_fp32": auc,
-            "validation_auc_int8": float(roc_auc_score(yva, qprobs)),
-            "max_abs_score_diff": float(np.abs(qprobs - probs).max()),
-            "mean_abs_score_diff": float(np.abs(qprobs - probs).mean()),
-            "model_bytes_fp32": (out / "model.onnx").stat().st_size,
-            "model_bytes_int8": (q / "model.onnx").stat().st_size,
-        }
-        (q / "manifest.json").write_text(json.dumps(qmanifest, indent=2) + "\n")
-        print(f"wrote {q}/model.onnx (INT8): {json.dumps(qmanifest['training']['quantization'])}")
+
+        def int8(src: Path, dst: Path) -> None:
+            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+        reduced_copy(out, Path(args.int8_out), "int8", "onnxruntime.quantization.quantize_dynamic, weights QInt8",
+                     int8, manifest, xva, yva, probs, auc, so)
+    if args.fp16_out:
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        def fp16(src: Path, dst: Path) -> None:
+            onnx.save(drop_half_round_trips(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)),
+                      str(dst))
+        reduced_copy(out, Path(args.fp16_out), "fp16",
+                     "onnxruntime.transformers.float16.convert_float_to_float16(keep_io_types=True)",
+                     fp16, manifest, xva, yva, probs, auc, so)
     print(f"wrote {out}/model.onnx and manifest.json: {len(x)} rows, fraud rate {y.mean():.4f}, "
           f"validation AUC {auc:.4f}, onnx-vs-sklearn max |diff| {max_diff:.2e}")
+
+
+def save_and_check(onx, out: Path, feed: dict, sklearn_probs, y):
+    """Writes out/model.onnx and scores the validation feed with onnxruntime (one intra-op
+    thread): returns the session options, the scores, their max difference from scikit-learn's
+    and the validation AUC."""
+    import onnxruntime as ort
+    from sklearn.metrics import roc_auc_score
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "model.onnx").write_bytes(onx.SerializeToString())
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(out / "model.onnx"), so, providers=["CPUExecutionProvider"])
+    probs = sess.run(["probabilities"], feed)[0][:, 1]
+    return so, probs, float(np.abs(probs - sklearn_probs).max()), float(roc_auc_score(y, probs))
+
+
+def reduced_copy(out: Path, dst: Path, kind: str, method: str, convert, manifest: dict, xva, yva, probs, auc, so):
+    """Writes a reduced-precision copy of out/model.onnx to dst with its manifest; the manifest
+    records its validation AUC and score difference against fp32."""
+    import onnxruntime as ort
+    from sklearn.metrics import roc_auc_score
+    dst.mkdir(parents=True, exist_ok=True)
+    convert(out / "model.onnx", dst / "model.onnx")
+    sess = ort.InferenceSession(str(dst / "model.onnx"), so, providers=["CPUExecutionProvider"])
+    p = sess.run(["probabilities"], {"input": xva})[0][:, 1]
+    m = json.loads(json.dumps(manifest))
+    m["version"] = f"{manifest['version']}-{kind}"
+    m["training"]["quantization"] = {
+        "method": method,
+        "validation_auc_fp32": auc,
+        f"validation_auc_{kind}": float(roc_auc_score(yva, p)),
+        "max_abs_score_diff": float(np.abs(p - probs).max()),
+        "mean_abs_score_diff": float(np.abs(p - probs).mean()),
+        "model_bytes_fp32": (out / "model.onnx").stat().st_size,
+        f"model_bytes_{kind}": (dst / "model.onnx").stat().st_size,
+    }
+    (dst / "manifest.json").write_text(json.dumps(m, indent=2) + "\n")
+    print(f"wrote {dst}/model.onnx ({kind.upper()}): {json.dumps(m['training']['quantization'])}")
+
+
+def train_pipeline(args, root: Path) -> None:
+    """--pipeline: typed multi-input model (needs pandas for the ColumnTransformer)."""
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType, Int64TensorType, StringTensorType
+    from features import graph_feed, rows as feature_rows
+
+    patch_skl2onnx_bool_attributes()
+    inputs = pipeline_inputs()
+    manifest = {"inputs": inputs, "graph_inputs": pipeline_graph_inputs(inputs)}
+    events = generate(args.binary, args.rows, args.seed)
+    with open(root / "config/defaults.toml", "rb") as f:
+        enrich = tomllib.load(f)["enrich"]
+    rows = feature_rows(events, manifest, enrich)
+    y = np.array([e["label"] for e in events], dtype=np.int64)
+    split = int(len(rows) * 0.8)
+    feed = graph_feed(rows, manifest)
+    df = pd.DataFrame({name: a[:, 0] for name, a in feed.items()})
+    strings = [g["name"] for g in manifest["graph_inputs"] if g["type"] == "string"]
+    others = [g["name"] for g in manifest["graph_inputs"] if g["type"] != "string"]
+    pre = ColumnTransformer([("onehot", OneHotEncoder(handle_unknown="ignore"), strings),
+                             ("numbers", "passthrough", others)], sparse_threshold=0)
+    classifier = HistGradientBoostingClassifier(max_iter=100, max_leaf_nodes=15, learning_rate=0.1, random_state=0)
+    model = Pipeline([("pre", pre), ("clf", classifier)])
+    model.fit(df.iloc[:split], y[:split])
+    types = {"float32": FloatTensorType, "int64": Int64TensorType, "string": StringTensorType}
+    onx = convert_sklearn(
+        model,
+        initial_types=[(g["name"], types[g["type"]]([None, 1])) for g in manifest["graph_inputs"]],
+        options={id(classifier): {"zipmap": False}},
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
+    out = Path(args.out)
+    _, probs, max_diff, auc = save_and_check(onx, out, graph_feed(rows[split:], manifest),
+                                             model.predict_proba(df.iloc[split:])[:, 1], y[split:])
+    x = drift_matrix(rows[:split], manifest)
+    defaults = [c["missing"]["default"] if isinstance(c.get("missing"), dict)
+                and not isinstance(c["missing"]["default"], str) else None for c in inputs]
+    manifest = {
+        "name": args.name if args.name != "demo-fraud-gbdt" else "demo-fraud-pipeline",
+        "version": args.version,
+        "model_file": "model.onnx",
+        "output_name": "probabilities",
+        "positive_index": 1,
+        "execution_providers": ["cpu"],
+        "inputs": inputs,
+        "graph_inputs": manifest["graph_inputs"],
+        "baseline": {
+            "features": {c["name"]: feature_baseline(x[:, i], defaults[i]) for i, c in enumerate(inputs)},
+            "score": {
+                "edges": [i / 20 for i in range(21)],
+                "proportions": [float(p) for p in np.histogram(probs, bins=20, range=(0, 1))[0] / len(probs)],
+            },
+        },
+        "training": {
+            "algorithm": "sklearn Pipeline(ColumnTransformer(OneHotEncoder(handle_unknown='ignore') on "
+                         f"{strings}, passthrough), HistGradientBoostingClassifier(max_iter=100, "
+                         "max_leaf_nodes=15)); one typed ONNX input per column",
+            "rows": len(rows), "train_rows": split, "seed": args.seed,
+            "fraud_rate": float(y.mean()),
+            "validation_auc": auc,
+            "onnx_vs_sklearn_max_abs_diff": max_diff,
+        },
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"wrote {out}/model.onnx and manifest.json: {len(rows)} rows, validation AUC {auc:.4f}, "
+          f"onnx-vs-sklearn max |diff| {max_diff:.2e}")
 
 
 if __name__ == "__main__":

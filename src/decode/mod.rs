@@ -16,7 +16,7 @@ use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::Schema;
 
 pub use fields::{Field, FieldPath, Fields};
-pub use vectorize::Vectorizer;
+pub use vectorize::{RowMut, Rows, Vectorizer};
 
 use crate::config::{DecodeConfig, PayloadFormat};
 use crate::enrich::{EntityInput, EntityPaths};
@@ -187,6 +187,11 @@ impl Decoder {
         self.vectorizer.width()
     }
 
+    /// Empty rows with the model's layout.
+    pub fn rows(&self) -> Rows {
+        self.vectorizer.rows()
+    }
+
     /// Starts decoding one batch (caches Avro readers for the batch's schema ids).
     pub fn batch(&self) -> BatchDecoder<'_> {
         BatchDecoder { decoder: self, schemas: HashMap::new() }
@@ -200,8 +205,8 @@ pub struct BatchDecoder<'d> {
 }
 
 impl BatchDecoder<'_> {
-    /// Decodes `payload`, writing the model row into `row`.
-    pub fn decode(&mut self, payload: Option<&[u8]>, row: &mut [f32]) -> Result<DecodedEvent, DecodeError> {
+    /// Decodes `payload`, writing the model row into `row` (left partly written on error).
+    pub fn decode(&mut self, payload: Option<&[u8]>, row: RowMut<'_>) -> Result<DecodedEvent, DecodeError> {
         let d = self.decoder;
         let bytes = match payload {
             None | Some([]) => return Err(err(DeadLetterReason::EmptyPayload, "message has no payload")),
@@ -301,7 +306,7 @@ fn byte_offset(bytes: &[u8], line: usize, column: usize) -> usize {
     (start + column).saturating_sub(1)
 }
 
-fn extract(d: &Decoder, event: &dyn Fields, row: &mut [f32]) -> Result<DecodedEvent, DecodeError> {
+fn extract(d: &Decoder, event: &dyn Fields, row: RowMut<'_>) -> Result<DecodedEvent, DecodeError> {
     let event_id = identity(event.field(&d.event_id), &d.event_id)?;
     let entity_key = identity(event.field(&d.entity_key), &d.entity_key)?;
     let event_time_ms = match event.field(&d.event_time) {

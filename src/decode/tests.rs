@@ -18,26 +18,27 @@ fn json_and_avro_encodings_of_an_event_give_identical_rows() {
     let schema = parse_schema_file(Path::new("schemas/transaction.avsc")).unwrap();
     let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&schema).build().unwrap();
     let mut g = Generator::new(11, 1000, 1_764_000_000_000);
-    let w = d.width();
-    let (mut a, mut b) = (vec![0f32; w], vec![0f32; w]);
+    let (mut a, mut b) = (d.rows(), d.rows());
     for _ in 0..500 {
         let tx = g.next_event();
         let json = tx.to_json();
         let avro = confluent_frame(1, &writer.write_value_to_vec(tx.to_avro_value()).unwrap());
-        let ea = d.batch().decode(Some(&json), &mut a).unwrap();
-        let eb = d.batch().decode(Some(&avro), &mut b).unwrap();
+        a.clear();
+        b.clear();
+        let ea = d.batch().decode(Some(&json), a.push()).unwrap();
+        let eb = d.batch().decode(Some(&avro), b.push()).unwrap();
         assert_eq!(ea, eb);
         assert_eq!(ea.event_id, tx.event_id);
         assert_eq!(ea.event_time_ms, tx.event_time);
         let bits = |r: &[f32]| r.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&a), bits(&b));
+        assert_eq!(bits(a.values()), bits(b.values()));
     }
 }
 
 fn reason(payload: &[u8]) -> DeadLetterReason {
     let d = decoder();
-    let mut row = vec![0f32; d.width()];
-    d.batch().decode(Some(payload), &mut row).unwrap_err().reason
+    let mut rows = d.rows();
+    d.batch().decode(Some(payload), rows.push()).unwrap_err().reason
 }
 
 #[test]
@@ -59,10 +60,10 @@ fn each_kind_of_bad_input_gets_its_reason() {
 #[test]
 fn missing_model_input_names_the_column() {
     let d = decoder();
-    let mut row = vec![0f32; d.width()];
+    let mut rows = d.rows();
     let e = d
         .batch()
-        .decode(Some(br#"{"event_id":"x","card_id":"c","event_time":1,"merchant_risk":0.1}"#), &mut row)
+        .decode(Some(br#"{"event_id":"x","card_id":"c","event_time":1,"merchant_risk":0.1}"#), rows.push())
         .unwrap_err();
     assert_eq!(e.reason, DeadLetterReason::MissingField);
     assert!(e.detail.contains("'amount'"), "{}", e.detail);
@@ -71,10 +72,10 @@ fn missing_model_input_names_the_column() {
 #[test]
 fn a_nan_literal_names_its_field() {
     let d = decoder();
-    let mut row = vec![0f32; d.width()];
+    let mut rows = d.rows();
     let e = d
         .batch()
-        .decode(Some(br#"{"event_id":"x","card_id":"c","event_time":1,"amount": NaN}"#), &mut row)
+        .decode(Some(br#"{"event_id":"x","card_id":"c","event_time":1,"amount": NaN}"#), rows.push())
         .unwrap_err();
     assert_eq!(e.reason, DeadLetterReason::NonFinite);
     assert!(e.detail.contains("field 'amount'"), "{}", e.detail);

@@ -1,14 +1,171 @@
 //! Builds the model's input row from an event, column by column, as the manifest says.
 //!
 //! This is the training–serving contract: `ops/model/features.py` implements the same
-//! rules, and the parity tests compare the two as f32 bits.
+//! rules, and the parity tests compare the two as f32 bits (and exact integers / strings
+//! for columns that feed int64 or string graph inputs).
 
 use std::collections::HashMap;
 
 use super::fields::{Field, FieldPath, Fields};
 use super::DecodeError;
 use crate::error::DeadLetterReason;
-use crate::score::manifest::{ColumnKind, InputColumn, Manifest, MissingPolicy};
+use crate::score::manifest::{
+    ColumnKind, DefaultValue, InputColumn, Lane, Manifest, MissingPolicy, TensorType, TimePart,
+};
+
+/// The model input rows of a batch.
+///
+/// Every column has an `f32` value (`values`, row-major, one per manifest column): what a
+/// float32 graph input receives, and what drift statistics see. Columns feeding an int64
+/// graph input also have their exact value in `ints`, and string columns their text in
+/// `texts` (their `f32` value is 0, or NaN when the default was used).
+#[derive(Debug, Clone, Default)]
+pub struct Rows {
+    width: usize,
+    int_width: usize,
+    text_width: usize,
+    n: usize,
+    values: Vec<f32>,
+    ints: Vec<i64>,
+    /// Longer than `n * text_width` when rows were removed: the strings keep their buffers.
+    texts: Vec<String>,
+}
+
+/// One row of [`Rows`], being filled.
+#[derive(Debug)]
+pub struct RowMut<'a> {
+    /// Every column as `f32`.
+    pub values: &'a mut [f32],
+    /// Exact values of the int64-lane columns.
+    pub ints: &'a mut [i64],
+    /// Texts of the string-lane columns.
+    pub texts: &'a mut [String],
+}
+
+impl Rows {
+    /// Empty rows for the manifest's columns.
+    pub fn for_manifest(m: &Manifest) -> Self {
+        let lanes = m.lanes();
+        let count = |t| lanes.iter().filter(|l| l.ty == t).count();
+        Self::with_layout(m.inputs.len(), count(TensorType::Int64), count(TensorType::String))
+    }
+
+    /// Empty rows of `width` columns, `ints` of them int64 and `texts` strings.
+    pub fn with_layout(width: usize, ints: usize, texts: usize) -> Self {
+        Self { width, int_width: ints, text_width: texts, ..Self::default() }
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Columns per row (every manifest column).
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Int64-lane columns per row.
+    pub fn int_width(&self) -> usize {
+        self.int_width
+    }
+
+    /// String-lane columns per row.
+    pub fn text_width(&self) -> usize {
+        self.text_width
+    }
+
+    /// Removes every row (string buffers are kept for reuse).
+    pub fn clear(&mut self) {
+        self.truncate(0);
+    }
+
+    /// Keeps the first `n` rows.
+    pub fn truncate(&mut self, n: usize) {
+        if n < self.n {
+            self.n = n;
+            self.values.truncate(n * self.width);
+            self.ints.truncate(n * self.int_width);
+        }
+    }
+
+    /// Appends a zeroed row and returns it.
+    pub fn push(&mut self) -> RowMut<'_> {
+        self.n += 1;
+        self.values.resize(self.n * self.width, 0.0);
+        self.ints.resize(self.n * self.int_width, 0);
+        if self.texts.len() < self.n * self.text_width {
+            self.texts.resize(self.n * self.text_width, String::new());
+        }
+        self.row_mut(self.n - 1)
+    }
+
+    /// Row `k`, for filling.
+    pub fn row_mut(&mut self, k: usize) -> RowMut<'_> {
+        let (w, iw, tw) = (self.width, self.int_width, self.text_width);
+        RowMut {
+            values: &mut self.values[k * w..(k + 1) * w],
+            ints: &mut self.ints[k * iw..(k + 1) * iw],
+            texts: &mut self.texts[k * tw..(k + 1) * tw],
+        }
+    }
+
+    /// Appends a copy of `other`'s row `k` (same layout).
+    pub fn push_copy(&mut self, other: &Rows, k: usize) {
+        let row = self.push();
+        row.values.copy_from_slice(other.values_row(k));
+        row.ints.copy_from_slice(&other.ints[k * other.int_width..(k + 1) * other.int_width]);
+        for (t, s) in row.texts.iter_mut().zip(other.texts_row(k)) {
+            t.clear();
+            t.push_str(s);
+        }
+    }
+
+    /// Every row's `f32` values, row-major.
+    pub fn values(&self) -> &[f32] {
+        &self.values
+    }
+
+    /// Row `k`'s `f32` values.
+    pub fn values_row(&self, k: usize) -> &[f32] {
+        &self.values[k * self.width..(k + 1) * self.width]
+    }
+
+    /// Every row's int64-lane values, row-major.
+    pub fn ints(&self) -> &[i64] {
+        &self.ints
+    }
+
+    /// Row `k`'s texts.
+    pub fn texts_row(&self, k: usize) -> &[String] {
+        &self.texts[k * self.text_width..(k + 1) * self.text_width]
+    }
+
+    /// Every row's texts, row-major.
+    pub fn texts(&self) -> &[String] {
+        &self.texts[..self.n * self.text_width]
+    }
+
+    /// Row `k` as JSON, one value per column: floats as `f32` (null for NaN), int64-lane
+    /// columns as integers, string columns as text. `verdict vectorize` prints this.
+    pub fn row_json(&self, lanes: &[Lane], k: usize) -> Vec<serde_json::Value> {
+        lanes
+            .iter()
+            .zip(self.values_row(k))
+            .map(|(lane, &v)| match lane.ty {
+                TensorType::Float32 if v.is_nan() => serde_json::Value::Null,
+                TensorType::Float32 => serde_json::json!(v),
+                TensorType::Int64 => serde_json::json!(self.ints[k * self.int_width + lane.index]),
+                TensorType::String => serde_json::json!(self.texts_row(k)[lane.index]),
+            })
+            .collect()
+    }
+}
 
 #[derive(Debug, Clone)]
 enum Conv {
@@ -18,6 +175,11 @@ enum Conv {
         table: HashMap<String, f32>,
         unknown: f32,
     },
+    Timestamp {
+        part: TimePart,
+        zone: jiff::tz::TimeZone,
+    },
+    Text,
     /// Filled by the enrich stage: index into [`crate::enrich::Enricher::names`].
     Enriched(usize),
 }
@@ -31,12 +193,24 @@ struct Column {
     path: FieldPath,
     conv: Conv,
     missing: MissingPolicy,
+    lane: Lane,
+}
+
+/// A column's value before it is written to its lane.
+enum Cell<'a> {
+    Float(f64),
+    Int(i64),
+    Text(&'a str),
+    /// The missing-value default of a string column.
+    DefaultText(&'a str),
 }
 
 /// The manifest's input columns, compiled once.
 #[derive(Debug, Clone)]
 pub struct Vectorizer {
     columns: Vec<Column>,
+    lanes: Vec<Lane>,
+    empty: Rows,
 }
 
 impl Vectorizer {
@@ -46,8 +220,15 @@ impl Vectorizer {
     pub fn new(manifest: &Manifest, enriched: &[String]) -> Result<Self, String> {
         let mut columns = Vec::new();
         let mut problems = Vec::new();
-        for (slot, c) in manifest.inputs.iter().enumerate() {
-            let mut col = compile(c, slot);
+        let lanes = manifest.lanes();
+        for (slot, (c, &lane)) in manifest.inputs.iter().zip(&lanes).enumerate() {
+            let mut col = match compile(c, slot, lane) {
+                Ok(col) => col,
+                Err(e) => {
+                    problems.push(e);
+                    continue;
+                }
+            };
             if ENRICHED_PREFIXES.iter().any(|p| c.source.starts_with(p)) {
                 match enriched.iter().position(|n| *n == c.source) {
                     Some(i) => col.conv = Conv::Enriched(i),
@@ -61,11 +242,15 @@ impl Vectorizer {
                 if c.missing == MissingPolicy::Reject {
                     problems.push(format!("column '{}': an enriched column cannot use missing = reject", c.name));
                 }
+                if lane.ty != TensorType::Float32 || c.kind != ColumnKind::Number {
+                    problems
+                        .push(format!("column '{}': an enriched column is a number feeding a float32 input", c.name));
+                }
             }
             columns.push(col);
         }
         if problems.is_empty() {
-            Ok(Self { columns })
+            Ok(Self { columns, lanes, empty: Rows::for_manifest(manifest) })
         } else {
             Err(problems.join("; "))
         }
@@ -81,6 +266,16 @@ impl Vectorizer {
         self.columns.iter().any(|c| matches!(c.conv, Conv::Enriched(_)))
     }
 
+    /// Empty [`Rows`] with this model's layout.
+    pub fn rows(&self) -> Rows {
+        self.empty.clone()
+    }
+
+    /// Each column's lane.
+    pub fn lanes(&self) -> &[Lane] {
+        &self.lanes
+    }
+
     /// Fills the enriched columns of `row` from `values` (one per enrich output); a missing
     /// value takes the column's policy and its column index is pushed to `defaults`.
     pub fn fill_enriched(&self, values: &[Option<f64>], row: &mut [f32], defaults: &mut Vec<u16>) {
@@ -91,8 +286,8 @@ impl Vectorizer {
                 _ => {
                     defaults.push(i as u16);
                     match col.missing {
-                        MissingPolicy::Default(x) => x,
-                        MissingPolicy::Nan | MissingPolicy::Reject => f32::NAN,
+                        MissingPolicy::Default(DefaultValue::Number(x)) => x,
+                        _ => f32::NAN,
                     }
                 }
             };
@@ -109,19 +304,50 @@ impl Vectorizer {
         self.columns.iter().map(|c| c.name.as_str())
     }
 
-    /// Fills `row` (length [`Self::width`]) from `event`.
-    pub fn fill(&self, event: &dyn Fields, row: &mut [f32]) -> Result<(), DecodeError> {
-        for (col, slot) in self.columns.iter().zip(row.iter_mut()) {
-            *slot = match col.conv {
-                Conv::Enriched(_) => f32::NAN,
-                _ => col.value(event.field(&col.path))?,
+    /// Fills `row` from `event`.
+    pub fn fill(&self, event: &dyn Fields, row: RowMut<'_>) -> Result<(), DecodeError> {
+        for (col, slot) in self.columns.iter().zip(row.values.iter_mut()) {
+            if matches!(col.conv, Conv::Enriched(_)) {
+                *slot = f32::NAN;
+                continue;
+            }
+            let cell = col.value(event.field(&col.path))?;
+            *slot = match (col.lane.ty, cell) {
+                (TensorType::String, Cell::Text(s)) => {
+                    set_text(&mut row.texts[col.lane.index], s);
+                    0.0
+                }
+                (TensorType::String, Cell::DefaultText(s)) => {
+                    set_text(&mut row.texts[col.lane.index], s);
+                    f32::NAN
+                }
+                (TensorType::Int64, Cell::Int(i)) => {
+                    row.ints[col.lane.index] = i;
+                    i as f64 as f32
+                }
+                (TensorType::Int64, Cell::Float(f)) => {
+                    // Codes and defaults are checked integral at load; event numbers here.
+                    if f.fract() != 0.0 || f.abs() > 9.007_199_254_740_992e15 {
+                        return Err(col.error(DeadLetterReason::WrongType, format!("expected an integer, got {f}")));
+                    }
+                    row.ints[col.lane.index] = f as i64;
+                    f as f32
+                }
+                (_, Cell::Int(i)) => i as f64 as f32,
+                (_, Cell::Float(f)) => f as f32,
+                (_, Cell::Text(_) | Cell::DefaultText(_)) => f32::NAN, // excluded by the manifest check
             };
         }
         Ok(())
     }
 }
 
-fn compile(c: &InputColumn, slot: usize) -> Column {
+fn set_text(slot: &mut String, s: &str) {
+    slot.clear();
+    slot.push_str(s);
+}
+
+fn compile(c: &InputColumn, slot: usize, lane: Lane) -> Result<Column, String> {
     let conv = match c.kind {
         ColumnKind::Number => Conv::Number,
         ColumnKind::Bool => Conv::Bool,
@@ -129,28 +355,59 @@ fn compile(c: &InputColumn, slot: usize) -> Column {
             table: c.table.clone().unwrap_or_default().into_iter().collect(),
             unknown: c.unknown.unwrap_or(-1.0),
         },
+        ColumnKind::Timestamp => {
+            let name = c.timezone.as_deref().unwrap_or("UTC");
+            let zone =
+                jiff::tz::TimeZone::get(name).map_err(|e| format!("column '{}': timezone '{name}': {e}", c.name))?;
+            Conv::Timestamp { part: c.part.unwrap_or(TimePart::Hour), zone }
+        }
+        ColumnKind::String => Conv::Text,
     };
-    Column { name: c.name.clone(), path: FieldPath::parse(&c.source).with_slot(slot), conv, missing: c.missing }
+    Ok(Column {
+        name: c.name.clone(),
+        path: FieldPath::parse(&c.source).with_slot(slot),
+        conv,
+        missing: c.missing.clone(),
+        lane,
+    })
 }
 
 impl Column {
-    fn value(&self, field: Field<'_>) -> Result<f32, DecodeError> {
+    fn value<'a>(&'a self, field: Field<'a>) -> Result<Cell<'a>, DecodeError> {
         match (&self.conv, field) {
-            (_, Field::Missing | Field::Null) => match self.missing {
-                MissingPolicy::Nan => Ok(f32::NAN),
-                MissingPolicy::Default(x) => Ok(x),
+            (_, Field::Missing | Field::Null) => match &self.missing {
+                MissingPolicy::Nan => Ok(Cell::Float(f64::NAN)),
+                MissingPolicy::Default(DefaultValue::Number(x)) => Ok(Cell::Float(f64::from(*x))),
+                MissingPolicy::Default(DefaultValue::Text(s)) => Ok(Cell::DefaultText(s)),
                 MissingPolicy::Reject => Err(self.error(DeadLetterReason::MissingField, "is missing or null".into())),
             },
-            (Conv::Number, Field::Int(i)) => Ok(i as f64 as f32),
-            (Conv::Number, Field::Float(f)) if f.is_finite() => Ok(f as f32),
+            (Conv::Number, Field::Int(i)) => Ok(Cell::Int(i)),
+            (Conv::Number, Field::Float(f)) if f.is_finite() => Ok(Cell::Float(f)),
             (Conv::Number, Field::Float(f)) => Err(self.error(DeadLetterReason::NonFinite, format!("is {f}"))),
-            (Conv::Bool, Field::Bool(b)) => Ok(if b { 1.0 } else { 0.0 }),
-            (Conv::Lookup { table, unknown }, Field::Str(s)) => Ok(*table.get(s).unwrap_or(unknown)),
+            (Conv::Bool, Field::Bool(b)) => Ok(Cell::Int(i64::from(b))),
+            (Conv::Lookup { table, unknown }, Field::Str(s)) => {
+                Ok(Cell::Float(f64::from(*table.get(s).unwrap_or(unknown))))
+            }
+            (Conv::Text, Field::Str(s)) => Ok(Cell::Text(s)),
+            (Conv::Timestamp { part, zone }, Field::Int(ms)) => {
+                let t = jiff::Timestamp::from_millisecond(ms).map_err(|e| {
+                    self.error(DeadLetterReason::WrongType, format!("is not a valid epoch-ms time: {e}"))
+                })?;
+                let dt = zone.to_datetime(t);
+                Ok(Cell::Int(match part {
+                    TimePart::Hour => i64::from(dt.hour()),
+                    TimePart::Dow => i64::from(dt.weekday().to_monday_zero_offset()),
+                    TimePart::Day => i64::from(dt.day()),
+                    TimePart::Month => i64::from(dt.month()),
+                    TimePart::Minute => i64::from(dt.minute()),
+                }))
+            }
             (conv, other) => {
                 let want = match conv {
                     Conv::Number | Conv::Enriched(_) => "number",
                     Conv::Bool => "boolean",
-                    Conv::Lookup { .. } => "string",
+                    Conv::Lookup { .. } | Conv::Text => "string",
+                    Conv::Timestamp { .. } => "epoch milliseconds",
                 };
                 Err(self.error(DeadLetterReason::WrongType, format!("expected {want}, got {}", other.type_name())))
             }
@@ -181,29 +438,36 @@ mod tests {
         .unwrap()
     }
 
+    /// Fills one row from `event`.
+    fn fill(v: &Vectorizer, event: &serde_json::Value) -> Result<Rows, DecodeError> {
+        let mut rows = v.rows();
+        v.fill(event, rows.push())?;
+        Ok(rows)
+    }
+
     #[test]
     fn each_column_kind_and_missing_policy_fills_its_slot() {
         let v = Vectorizer::new(&manifest(), &[]).unwrap();
-        let mut row = [0f32; 5];
-        v.fill(&json!({"amount": 12.5, "card": {"age_days": 30}, "channel": "atm", "card_present": true}), &mut row)
+        let rows = fill(&v, &json!({"amount": 12.5, "card": {"age_days": 30}, "channel": "atm", "card_present": true}))
             .unwrap();
+        let row = rows.values_row(0);
         assert_eq!(row[0], 12.5);
         assert_eq!(row[1], 30.0);
         assert!(row[2].is_nan());
         assert_eq!(row[3], 9.0, "unknown category gets the unknown code");
         assert_eq!(row[4], 1.0);
-        v.fill(&json!({"amount": 1, "channel": null}), &mut row).unwrap();
+        let rows = fill(&v, &json!({"amount": 1, "channel": null})).unwrap();
+        let row = rows.values_row(0);
         assert_eq!((row[1], row[3], row[4]), (-1.0, -1.0, 0.0));
     }
 
     #[test]
     fn bad_values_name_the_column_and_reason() {
         let v = Vectorizer::new(&manifest(), &[]).unwrap();
-        let mut row = [0f32; 5];
-        let e = v.fill(&json!({"amount": "12"}), &mut row).unwrap_err();
+        let e = fill(&v, &json!({"amount": "12"})).unwrap_err();
         assert_eq!(e.reason, DeadLetterReason::WrongType);
         assert!(e.detail.contains("'amount'"), "{}", e.detail);
-        let e = v.fill(&json!({"card": {}}), &mut row).unwrap_err();
+        let e = fill(&v, &json!({"card": {}})).unwrap_err();
         assert_eq!(e.reason, DeadLetterReason::MissingField);
         assert!(e.detail.contains("'amount'"));
     }
@@ -211,8 +475,90 @@ mod tests {
     #[test]
     fn f64_rounds_to_nearest_f32() {
         let v = Vectorizer::new(&manifest(), &[]).unwrap();
-        let mut row = [0f32; 5];
-        v.fill(&json!({"amount": 0.1}), &mut row).unwrap();
-        assert_eq!(row[0].to_bits(), 0.1f32.to_bits());
+        let rows = fill(&v, &json!({"amount": 0.1})).unwrap();
+        assert_eq!(rows.values_row(0)[0].to_bits(), 0.1f32.to_bits());
+    }
+
+    fn typed() -> Manifest {
+        serde_json::from_value(json!({
+            "name": "t", "version": "1", "model_file": "m.onnx", "output_name": "probabilities",
+            "inputs": [
+                {"name": "amount", "source": "amount", "kind": "number"},
+                {"name": "merchant_category", "source": "merchant_category", "kind": "string", "missing": {"default": "none"}},
+                {"name": "big_id", "source": "ids.big", "kind": "number", "missing": {"default": 0.0}},
+                {"name": "hour", "source": "event_time", "kind": "timestamp", "part": "hour", "timezone": "Asia/Kolkata"},
+                {"name": "dow", "source": "event_time", "kind": "timestamp", "part": "dow", "timezone": "America/New_York"},
+                {"name": "device_type", "source": "device.type", "kind": "string", "missing": "reject"}
+            ],
+            "graph_inputs": [
+                {"name": "num", "type": "float32", "columns": ["amount"]},
+                {"name": "cats", "type": "string", "columns": ["device_type", "merchant_category"]},
+                {"name": "ints", "type": "int64", "columns": ["hour", "dow", "big_id"]}
+            ]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn typed_columns_land_in_their_lanes_exactly() {
+        let m = typed();
+        assert!(m.problems().is_empty(), "{:?}", m.problems());
+        let v = Vectorizer::new(&m, &[]).unwrap();
+        // 2026-11-29T23:30:00Z: 05:00 Monday in Kolkata, 18:30 Sunday in New York.
+        let t = 1_795_995_000_000i64;
+        let e = json!({"amount": 3.5, "merchant_category": "crypto", "ids": {"big": 9_007_199_254_740_993i64},
+                       "event_time": t, "device": {"type": "tv"}});
+        let rows = fill(&v, &e).unwrap();
+        assert_eq!((rows.width(), rows.int_width(), rows.text_width()), (6, 3, 2));
+        assert_eq!(rows.texts_row(0), ["crypto".to_string(), "tv".to_string()]);
+        assert_eq!(&rows.ints()[..3], &[9_007_199_254_740_993, 5, 6], "exact beyond 2^53; hour, dow in their zones");
+        let json = rows.row_json(v.lanes(), 0);
+        assert_eq!(
+            json,
+            vec![json!(3.5), json!("crypto"), json!(9_007_199_254_740_993i64), json!(5), json!(6), json!("tv")]
+        );
+        // A missing string column takes its text default (its f32 value is NaN for drift).
+        let rows = fill(&v, &json!({"amount": 1, "event_time": t, "device": {"type": "tv"}})).unwrap();
+        assert_eq!(rows.texts_row(0)[0], "none");
+        assert!(rows.values_row(0)[1].is_nan());
+    }
+
+    #[test]
+    fn typed_bad_values_name_the_column() {
+        let v = Vectorizer::new(&typed(), &[]).unwrap();
+        let t = 1_795_995_000_000i64;
+        let e = fill(&v, &json!({"amount": 1, "event_time": t})).unwrap_err();
+        assert_eq!(e.reason, DeadLetterReason::MissingField);
+        assert!(e.detail.contains("'device_type'"), "{}", e.detail);
+        let e = fill(&v, &json!({"amount": 1, "event_time": t, "device": {"type": 3}})).unwrap_err();
+        assert_eq!(e.reason, DeadLetterReason::WrongType);
+        assert!(e.detail.contains("'device_type'") && e.detail.contains("expected string"), "{}", e.detail);
+        let e = fill(&v, &json!({"amount": 1, "event_time": t, "ids": {"big": 1.5}, "device": {"type": "tv"}}))
+            .unwrap_err();
+        assert_eq!(e.reason, DeadLetterReason::WrongType);
+        assert!(e.detail.contains("'big_id'") && e.detail.contains("integer"), "{}", e.detail);
+        let e = fill(&v, &json!({"amount": 1, "event_time": "noon", "device": {"type": "tv"}})).unwrap_err();
+        assert!(e.detail.contains("'hour'") && e.detail.contains("epoch milliseconds"), "{}", e.detail);
+    }
+
+    #[test]
+    fn graph_input_mistakes_are_all_listed() {
+        let mut m = typed();
+        m.graph_inputs[0].columns.push("merchant_category".into()); // string into float, fed twice
+        m.graph_inputs[2].columns.retain(|c| c != "big_id"); // not fed
+        m.graph_inputs[2].columns.push("ghost".into());
+        m.inputs[3].timezone = Some("Mars/Olympus".into());
+        m.input_name = Some("input".into());
+        let p = m.problems().join("\n");
+        for needle in [
+            "not both",
+            "'merchant_category' is fed to both",
+            "string column; graph input 'num' is float32",
+            "'big_id' is not fed",
+            "'ghost' is not in inputs",
+            "unknown timezone 'Mars/Olympus'",
+        ] {
+            assert!(p.contains(needle), "missing '{needle}' in:\n{p}");
+        }
     }
 }

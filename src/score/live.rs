@@ -194,15 +194,10 @@ impl ModelReloader {
 
 /// Scores a warm-up batch (zeros, ones, a ramp): every score must be finite and in [0, 1].
 pub fn warm_up(scorer: &mut OnnxScorer) -> Result<(), ScoreError> {
-    let w = scorer.width();
     let rows = 16;
-    let data: Vec<f32> = (0..rows * w)
-        .map(|i| match i / w {
-            0 => 0.0,
-            1 => 1.0,
-            r => (r * 37 + i % w) as f32 % 100.0,
-        })
-        .collect();
+    let mut data = scorer.synthetic_rows(rows, 37, 100, 1.0, 0.0);
+    data.row_mut(0).values.fill(0.0);
+    data.row_mut(1).values.fill(1.0);
     let mut out = Vec::with_capacity(rows);
     scorer.score(&data, &mut out)?;
     match out.iter().find(|s| !s.is_finite() || **s < 0.0 || **s > 1.0) {

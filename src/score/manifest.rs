@@ -21,8 +21,14 @@ pub struct Manifest {
     pub version: String,
     /// File name of the ONNX graph, relative to the manifest.
     pub model_file: String,
-    /// Graph input receiving the `[rows, columns]` float matrix.
-    pub input_name: String,
+    /// Graph input receiving the `[rows, columns]` float matrix of every column (the
+    /// single-input form); models with several or typed inputs use `graph_inputs` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_name: Option<String>,
+    /// Named graph inputs, each fed the listed columns as one `[rows, columns]` tensor of its
+    /// type (e.g. a float matrix plus a string column for an in-graph OneHotEncoder).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub graph_inputs: Vec<GraphInput>,
     /// Graph output holding probabilities.
     pub output_name: String,
     /// Column of `output_name` that is the positive-class probability (ignored for 1-D outputs).
@@ -49,26 +55,92 @@ fn cpu_only() -> Vec<String> {
     vec!["cpu".into()]
 }
 
-/// How a column turns an event field into one `f32`.
+/// Element type of a graph input.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum TensorType {
+    /// `tensor(float)`.
+    Float32,
+    /// `tensor(int64)`: integral values only, fed exactly.
+    Int64,
+    /// `tensor(string)`: `string` columns, fed as the event's text.
+    String,
+}
+
+impl TensorType {
+    /// Lowercase name, as written in the manifest.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Float32 => "float32",
+            Self::Int64 => "int64",
+            Self::String => "string",
+        }
+    }
+}
+
+/// One named graph input and the columns it receives, in order.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GraphInput {
+    /// Graph input name.
+    pub name: String,
+    /// Element type.
+    #[serde(rename = "type")]
+    pub ty: TensorType,
+    /// Names of the `inputs` columns it takes, in tensor column order.
+    pub columns: Vec<String>,
+}
+
+/// How a column turns an event field into a model input value.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ColumnKind {
-    /// Integer or float → f64 → f32 (round to nearest).
+    /// Integer or float → f64 → f32 (round to nearest); exact integer for int64 inputs.
     Number,
     /// String → code from `table`; strings not in it get `unknown`.
     Lookup,
-    /// Boolean → 0.0 / 1.0.
+    /// Boolean → 0 / 1.
     Bool,
+    /// Epoch milliseconds → a calendar part (`part`) in `timezone`.
+    Timestamp,
+    /// String passed through as text, for `string` graph inputs (in-graph encoders).
+    String,
+}
+
+/// Calendar part of a `timestamp` column.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TimePart {
+    /// Hour of day, 0–23.
+    Hour,
+    /// Day of week, Monday = 0 … Sunday = 6 (Python's `weekday()`).
+    Dow,
+    /// Day of month, 1–31.
+    Day,
+    /// Month, 1–12.
+    Month,
+    /// Minute of hour, 0–59.
+    Minute,
+}
+
+/// A default fed for a missing value: a number, or a text for `string` columns.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum DefaultValue {
+    /// For numeric columns.
+    Number(f32),
+    /// For `string` columns.
+    Text(String),
 }
 
 /// What to do when a column's field is absent or null.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "lowercase")]
 pub enum MissingPolicy {
     /// Feed NaN (for models trained with missing values).
     Nan,
     /// Feed this value.
-    Default(f32),
+    Default(DefaultValue),
     /// Dead-letter the event, naming the column.
     Reject,
 }
@@ -92,6 +164,12 @@ pub struct InputColumn {
     /// For `lookup`: code of strings not in `table`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unknown: Option<f32>,
+    /// For `timestamp`: which calendar part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<TimePart>,
+    /// For `timestamp`: IANA zone the part is taken in (default `UTC`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
 }
 
 fn reject() -> MissingPolicy {
@@ -99,13 +177,24 @@ fn reject() -> MissingPolicy {
 }
 
 impl InputColumn {
-    /// The value fed when the field is missing, if the policy is `default`.
+    /// The number fed when the field is missing, if the policy is a numeric `default`.
     pub fn default_value(&self) -> Option<f64> {
         match self.missing {
-            MissingPolicy::Default(v) => Some(f64::from(v)),
+            MissingPolicy::Default(DefaultValue::Number(v)) => Some(f64::from(v)),
             _ => None,
         }
     }
+}
+
+/// Where one column's value travels to the model: its graph input's type and its index
+/// among the columns of that type (see [`crate::decode::Rows`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lane {
+    /// Element type of the graph input the column feeds.
+    pub ty: TensorType,
+    /// Index among the columns of that type, in manifest order; for float32 it is the
+    /// column index (the float row holds every column).
+    pub index: usize,
 }
 
 impl Manifest {
@@ -123,6 +212,34 @@ impl Manifest {
         Ok(m)
     }
 
+    /// The graph inputs: `graph_inputs`, or the single float input of every column.
+    pub fn feeds(&self) -> Vec<GraphInput> {
+        if !self.graph_inputs.is_empty() {
+            return self.graph_inputs.clone();
+        }
+        vec![GraphInput {
+            name: self.input_name.clone().unwrap_or_default(),
+            ty: TensorType::Float32,
+            columns: self.inputs.iter().map(|c| c.name.clone()).collect(),
+        }]
+    }
+
+    /// Each column's lane, in column order. A column listed by no graph input is float32.
+    pub fn lanes(&self) -> Vec<Lane> {
+        let feeds = self.feeds();
+        let mut counts = std::collections::HashMap::new();
+        self.inputs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let ty = feeds.iter().find(|f| f.columns.contains(&c.name)).map_or(TensorType::Float32, |f| f.ty);
+                let n = counts.entry(ty).or_insert(0usize);
+                *n += 1;
+                Lane { ty, index: if ty == TensorType::Float32 { i } else { *n - 1 } }
+            })
+            .collect()
+    }
+
     /// Path of the ONNX file.
     pub fn model_path(&self, dir: &Path) -> PathBuf {
         dir.join(&self.model_file)
@@ -134,22 +251,119 @@ impl Manifest {
         if self.inputs.is_empty() {
             p.push("inputs: at least one column is required".into());
         }
+        match (&self.input_name, self.graph_inputs.is_empty()) {
+            (None, true) => p.push("input_name or graph_inputs is required".into()),
+            (Some(_), false) => p.push("use input_name (one float input) or graph_inputs, not both".into()),
+            _ => {}
+        }
+        let mut seen = std::collections::HashSet::new();
         for (i, c) in self.inputs.iter().enumerate() {
+            if !seen.insert(c.name.as_str()) {
+                p.push(format!("inputs[{i}] ({}): duplicate column name", c.name));
+            }
             if c.source.is_empty() {
                 p.push(format!("inputs[{i}] ({}): source must not be empty", c.name));
             }
-            match c.kind {
-                ColumnKind::Lookup if c.table.is_none() => {
-                    p.push(format!("inputs[{i}] ({}): lookup column needs a table", c.name))
+            if c.kind == ColumnKind::Lookup && c.table.is_none() {
+                p.push(format!("inputs[{i}] ({}): lookup column needs a table", c.name));
+            }
+            if c.kind != ColumnKind::Lookup && (c.table.is_some() || c.unknown.is_some()) {
+                p.push(format!("inputs[{i}] ({}): only lookup columns take a table and unknown", c.name));
+            }
+            if c.kind == ColumnKind::Timestamp {
+                if c.part.is_none() {
+                    p.push(format!(
+                        "inputs[{i}] ({}): timestamp column needs a part (hour, dow, day, month, minute)",
+                        c.name
+                    ));
                 }
-                ColumnKind::Number | ColumnKind::Bool if c.table.is_some() => {
-                    p.push(format!("inputs[{i}] ({}): only lookup columns take a table", c.name))
+                if let Some(tz) = &c.timezone {
+                    if jiff::tz::TimeZone::get(tz).is_err() {
+                        p.push(format!("inputs[{i}] ({}): unknown timezone '{tz}'", c.name));
+                    }
+                }
+            } else if c.part.is_some() || c.timezone.is_some() {
+                p.push(format!("inputs[{i}] ({}): only timestamp columns take a part and timezone", c.name));
+            }
+            match (&c.missing, c.kind == ColumnKind::String) {
+                (MissingPolicy::Default(DefaultValue::Text(_)), false) => {
+                    p.push(format!("inputs[{i}] ({}): a text default needs a string column", c.name))
+                }
+                (MissingPolicy::Default(DefaultValue::Number(_)), true) => {
+                    p.push(format!("inputs[{i}] ({}): a string column's default must be a text", c.name))
                 }
                 _ => {}
             }
+            if c.kind == ColumnKind::String && c.missing == MissingPolicy::Nan {
+                p.push(format!(
+                    "inputs[{i}] ({}): a string column cannot be NaN; use a default text or reject",
+                    c.name
+                ));
+            }
+        }
+        if !self.graph_inputs.is_empty() {
+            p.extend(self.graph_input_problems());
         }
         if self.execution_providers.is_empty() {
             p.push("execution_providers: at least one is required".into());
+        }
+        p
+    }
+
+    /// Every column fed by exactly one graph input whose type can carry it.
+    fn graph_input_problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let mut fed = std::collections::HashMap::new();
+        let mut names = std::collections::HashSet::new();
+        for g in &self.graph_inputs {
+            if !names.insert(g.name.as_str()) {
+                p.push(format!("graph_inputs: '{}' is listed twice", g.name));
+            }
+            if g.columns.is_empty() {
+                p.push(format!("graph_inputs.{}: no columns", g.name));
+            }
+            for col in &g.columns {
+                let Some(c) = self.inputs.iter().find(|c| c.name == *col) else {
+                    p.push(format!("graph_inputs.{}: column '{col}' is not in inputs", g.name));
+                    continue;
+                };
+                if let Some(other) = fed.insert(col.as_str(), g.name.as_str()) {
+                    p.push(format!("column '{col}' is fed to both '{other}' and '{}'", g.name));
+                }
+                match (g.ty, c.kind) {
+                    (TensorType::String, ColumnKind::String) => {}
+                    (TensorType::String, k) => p.push(format!(
+                        "graph_inputs.{} is a string input; column '{col}' is {k:?}, only string columns can feed it",
+                        g.name
+                    )),
+                    (_, ColumnKind::String) => p.push(format!(
+                        "column '{col}' is a string column; graph input '{}' is {}, not string",
+                        g.name,
+                        g.ty.label()
+                    )),
+                    (TensorType::Int64, _) => {
+                        let integral = |v: f32| v.fract() == 0.0;
+                        if c.missing == MissingPolicy::Nan {
+                            p.push(format!("column '{col}' feeds int64 input '{}' and cannot be NaN", g.name));
+                        }
+                        if c.default_value().is_some_and(|v| !integral(v as f32))
+                            || c.unknown.is_some_and(|v| !integral(v))
+                            || c.table.as_ref().is_some_and(|t| t.values().any(|&v| !integral(v)))
+                        {
+                            p.push(format!(
+                                "column '{col}' feeds int64 input '{}': its codes and default must be integers",
+                                g.name
+                            ));
+                        }
+                    }
+                    (TensorType::Float32, _) => {}
+                }
+            }
+        }
+        for c in &self.inputs {
+            if !fed.contains_key(c.name.as_str()) {
+                p.push(format!("column '{}' is not fed to any graph input", c.name));
+            }
         }
         p
     }

@@ -14,9 +14,13 @@ use std::sync::OnceLock;
 
 use ort::environment::Environment;
 use ort::session::Session;
-use ort::value::{TensorElementType, TensorRef, ValueType};
+use ort::session::SessionInputValue;
+use ort::value::{Tensor, TensorElementType, TensorRef, ValueType};
 
 pub use manifest::Manifest;
+use manifest::TensorType;
+
+use crate::decode::Rows;
 
 use crate::error::{Policy, StageError};
 
@@ -124,15 +128,108 @@ pub fn init_runtime(configured: Option<&Path>) -> Result<&'static Environment, S
     result.as_ref().map_err(|e| ScoreError::Runtime(e.clone()))
 }
 
-/// One ONNX Runtime session, validated against its manifest, scoring row-major `f32` batches.
+/// One ONNX Runtime session, validated against its manifest, scoring [`Rows`].
 pub struct OnnxScorer {
     session: Session,
-    input_name: String,
+    feeds: Vec<Feed>,
     output_name: String,
     positive_index: usize,
-    width: usize,
+    /// Layout of the rows this model takes (width, int64 and string columns).
+    layout: (usize, usize, usize),
     chunk_rows: usize,
     execution_provider: ExecutionProviderKind,
+}
+
+/// One graph input: the lane indices of its columns, and a buffer for gathering them when
+/// they are not the whole lane in order.
+struct Feed {
+    name: String,
+    ty: TensorType,
+    cols: Vec<usize>,
+    whole_lane: bool,
+    floats: Vec<f32>,
+    ints: Vec<i64>,
+    texts: Vec<String>,
+}
+
+impl Feed {
+    fn new(m: &Manifest, g: &manifest::GraphInput, lanes: &[manifest::Lane]) -> Self {
+        let cols: Vec<usize> = g
+            .columns
+            .iter()
+            .filter_map(|c| m.inputs.iter().position(|i| i.name == *c))
+            .map(|i| lanes[i].index)
+            .collect();
+        let lane_width = lanes.iter().filter(|l| l.ty == g.ty).count();
+        let whole_lane = cols.iter().copied().eq(0..lane_width);
+        Self {
+            name: g.name.clone(),
+            ty: g.ty,
+            cols,
+            whole_lane,
+            floats: Vec::new(),
+            ints: Vec::new(),
+            texts: Vec::new(),
+        }
+    }
+
+    /// Gathers this feed's columns of rows `r0..r0 + n` into its buffer (unless it is the
+    /// whole lane, which is fed in place).
+    fn gather(&mut self, rows: &Rows, r0: usize, n: usize) {
+        if self.whole_lane {
+            return;
+        }
+        match self.ty {
+            TensorType::Float32 => {
+                self.floats.clear();
+                for r in r0..r0 + n {
+                    let row = rows.values_row(r);
+                    self.floats.extend(self.cols.iter().map(|&c| row[c]));
+                }
+            }
+            TensorType::Int64 => {
+                self.ints.clear();
+                let w = rows.int_width();
+                for r in r0..r0 + n {
+                    let row = &rows.ints()[r * w..(r + 1) * w];
+                    self.ints.extend(self.cols.iter().map(|&c| row[c]));
+                }
+            }
+            TensorType::String => {
+                let k = self.cols.len();
+                self.texts.resize(n * k, String::new());
+                for (i, r) in (r0..r0 + n).enumerate() {
+                    let row = rows.texts_row(r);
+                    for (j, &c) in self.cols.iter().enumerate() {
+                        let t = &mut self.texts[i * k + j];
+                        t.clear();
+                        t.push_str(&row[c]);
+                    }
+                }
+            }
+        }
+    }
+
+    fn value<'a>(&'a self, rows: &'a Rows, r0: usize, n: usize) -> ort::Result<SessionInputValue<'a>> {
+        let k = self.cols.len();
+        Ok(match (self.ty, self.whole_lane) {
+            (TensorType::Float32, true) => {
+                let w = rows.width();
+                TensorRef::from_array_view(([n, k], &rows.values()[r0 * w..(r0 + n) * w]))?.into()
+            }
+            (TensorType::Float32, false) => TensorRef::from_array_view(([n, k], &self.floats[..]))?.into(),
+            (TensorType::Int64, true) => {
+                let w = rows.int_width();
+                TensorRef::from_array_view(([n, k], &rows.ints()[r0 * w..(r0 + n) * w]))?.into()
+            }
+            (TensorType::Int64, false) => TensorRef::from_array_view(([n, k], &self.ints[..]))?.into(),
+            (TensorType::String, true) => {
+                let w = rows.text_width();
+                Tensor::from_string_array(([n, k], &rows.texts()[r0 * w..(r0 + n) * w]))?.into()
+            }
+            (TensorType::String, false) => Tensor::from_string_array(([n, k], &self.texts[..n * k]))?.into(),
+        })
+    }
 }
 
 /// What is needed to open sessions of one model.
@@ -150,6 +247,8 @@ pub struct ModelSpec {
     pub chunk_rows: usize,
     /// TensorRT engine cache.
     pub tensorrt_cache_dir: PathBuf,
+    /// TensorRT FP16 engines.
+    pub tensorrt_fp16: bool,
     /// Keep batching even if scores depend on the batch (see [`OnnxScorer::batch_dependence`]).
     pub allow_batch_dependent_scores: bool,
 }
@@ -175,6 +274,7 @@ impl ModelSpec {
             intra_threads: cfg.intra_threads,
             chunk_rows: cfg.chunk_rows,
             tensorrt_cache_dir: cfg.tensorrt_cache_dir.clone(),
+            tensorrt_fp16: cfg.tensorrt_fp16,
             allow_batch_dependent_scores: cfg.allow_batch_dependent_scores,
         })
     }
@@ -192,6 +292,7 @@ fn build_session(spec: &ModelSpec, env: &Environment, ep: ExecutionProviderKind)
         ExecutionProviderKind::TensorRt => builder.with_execution_providers([ort::ep::TensorRT::default()
             .with_engine_cache(true)
             .with_engine_cache_path(spec.tensorrt_cache_dir.display())
+            .with_fp16(spec.tensorrt_fp16)
             .build()
             .error_on_failure()])?,
     };
@@ -226,12 +327,14 @@ impl OnnxScorer {
         };
         let m = &spec.manifest;
         check_io(&session, m)?;
+        let lanes = m.lanes();
+        let empty = Rows::for_manifest(m);
         let mut scorer = Self {
             session,
-            input_name: m.input_name.clone(),
+            feeds: m.feeds().iter().map(|g| Feed::new(m, g, &lanes)).collect(),
             output_name: m.output_name.clone(),
             positive_index: m.positive_index,
-            width: m.inputs.len(),
+            layout: (empty.width(), empty.int_width(), empty.text_width()),
             chunk_rows: spec.chunk_rows.max(1),
             execution_provider: ep,
         };
@@ -255,18 +358,20 @@ impl OnnxScorer {
     /// MLPs peak at very different sizes; this measures instead of assuming.
     pub fn calibrate(&mut self) -> Result<usize, ScoreError> {
         const SIZES: [usize; 9] = [1, 8, 16, 32, 64, 128, 256, 512, 1024];
-        let rows: Vec<f32> = (0..1024 * self.width).map(|i| ((i * 37) % 101) as f32 / 10.0).collect();
+        let all = self.synthetic_rows(1024, 37, 101, 10.0, 0.0);
+        let mut rows = self.empty_rows();
         let mut out = Vec::with_capacity(1024);
         let mut best = (0.0f64, 64usize);
         let mut table = Vec::new();
         for &n in &SIZES {
             self.chunk_rows = n;
-            let data = &rows[..n * self.width];
+            rows.clear();
+            (0..n).for_each(|k| rows.push_copy(&all, k));
             let start = std::time::Instant::now();
             let mut done = 0usize;
             while start.elapsed() < std::time::Duration::from_millis(4) || done < 3 * n {
                 out.clear();
-                self.score(data, &mut out)?;
+                self.score(&rows, &mut out)?;
                 done += n;
             }
             let rate = done as f64 / start.elapsed().as_secs_f64();
@@ -285,7 +390,7 @@ impl OnnxScorer {
     /// (their activation scale is computed over the whole input).
     pub fn batch_dependence(&mut self) -> Result<Option<f32>, ScoreError> {
         let n = 32;
-        let rows: Vec<f32> = (0..n * self.width).map(|i| ((i * 53) % 89) as f32 / 3.0 - 5.0).collect();
+        let rows = self.synthetic_rows(n, 53, 89, 3.0, 5.0);
         let keep = self.chunk_rows;
         let (mut together, mut alone) = (Vec::with_capacity(n), Vec::with_capacity(n));
         self.chunk_rows = n;
@@ -297,6 +402,32 @@ impl OnnxScorer {
         let diff = together.iter().zip(&alone).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         let same = together.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits());
         Ok((!same).then_some(diff))
+    }
+
+    /// Empty rows with this model's layout.
+    pub fn empty_rows(&self) -> Rows {
+        let (w, i, t) = self.layout;
+        Rows::with_layout(w, i, t)
+    }
+
+    /// `n` deterministic rows of varied values (calibration, batch-invariance check, warm-up).
+    pub fn synthetic_rows(&self, n: usize, mul: usize, modulo: usize, div: f32, sub: f32) -> Rows {
+        const WORDS: [&str; 5] = ["a", "b", "unseen", "", "zz"];
+        let mut rows = self.empty_rows();
+        for r in 0..n {
+            let row = rows.push();
+            let w = row.values.len();
+            for (c, v) in row.values.iter_mut().enumerate() {
+                *v = (((r * w + c) * mul) % modulo) as f32 / div - sub;
+            }
+            for (c, v) in row.ints.iter_mut().enumerate() {
+                *v = (((r + c) * mul) % 7) as i64;
+            }
+            for (c, t) in row.texts.iter_mut().enumerate() {
+                t.push_str(WORDS[(r + c) % WORDS.len()]);
+            }
+        }
+        rows
     }
 
     /// Rows per ORT call in use.
@@ -311,22 +442,37 @@ impl OnnxScorer {
 
     /// Row width the model expects.
     pub fn width(&self) -> usize {
-        self.width
+        self.layout.0
     }
 
-    /// Scores `rows` (row-major, `width` columns), appending one probability per row to `out`.
-    pub fn score(&mut self, rows: &[f32], out: &mut Vec<f32>) -> Result<(), ScoreError> {
-        debug_assert_eq!(rows.len() % self.width, 0);
-        for chunk in rows.chunks(self.chunk_rows * self.width) {
-            let n = chunk.len() / self.width;
-            self.run_chunk(chunk, n, out).map_err(|e| ScoreError::Inference(e.to_string()))?;
+    /// Scores `rows`, appending one probability per row to `out`.
+    pub fn score(&mut self, rows: &Rows, out: &mut Vec<f32>) -> Result<(), ScoreError> {
+        if (rows.width(), rows.int_width(), rows.text_width()) != self.layout {
+            return Err(ScoreError::Mismatch(format!(
+                "rows have layout {:?}, the model takes {:?} (float, int64, string columns)",
+                (rows.width(), rows.int_width(), rows.text_width()),
+                self.layout
+            )));
+        }
+        let mut r0 = 0;
+        while r0 < rows.len() {
+            let n = self.chunk_rows.min(rows.len() - r0);
+            self.run_chunk(rows, r0, n, out).map_err(|e| ScoreError::Inference(e.to_string()))?;
+            r0 += n;
         }
         Ok(())
     }
 
-    fn run_chunk(&mut self, chunk: &[f32], n: usize, out: &mut Vec<f32>) -> ort::Result<()> {
-        let input = TensorRef::from_array_view(([n, self.width], chunk))?;
-        let outputs = self.session.run(ort::inputs![self.input_name.as_str() => input])?;
+    fn run_chunk(&mut self, rows: &Rows, r0: usize, n: usize, out: &mut Vec<f32>) -> ort::Result<()> {
+        let Self { session, feeds, .. } = self;
+        for f in feeds.iter_mut() {
+            f.gather(rows, r0, n);
+        }
+        let mut inputs: Vec<(&str, SessionInputValue<'_>)> = Vec::with_capacity(feeds.len());
+        for f in feeds.iter() {
+            inputs.push((f.name.as_str(), f.value(rows, r0, n)?));
+        }
+        let outputs = session.run(inputs)?;
         let (shape, data) = outputs[self.output_name.as_str()].try_extract_tensor::<f32>()?;
         if shape.len() == 2 && shape[1] > 1 {
             let cols = shape[1] as usize;
@@ -338,35 +484,50 @@ impl OnnxScorer {
     }
 }
 
-/// Start-up check: input/output names, element types and shapes agree with the manifest.
+/// Start-up check: every graph input fed with the right element type and width, and the
+/// output's name, type and positive index, against the manifest.
 fn check_io(session: &Session, m: &Manifest) -> Result<(), ScoreError> {
     let mismatch = |s: String| Err(ScoreError::Mismatch(s));
-    let Some(input) = session.inputs().iter().find(|i| i.name() == m.input_name) else {
-        let names: Vec<_> = session.inputs().iter().map(|i| i.name().to_string()).collect();
-        return mismatch(format!(
-            "manifest input_name '{}' is not a graph input; the graph has {names:?}",
-            m.input_name
-        ));
-    };
-    match input.dtype() {
-        ValueType::Tensor { ty: TensorElementType::Float32, shape, .. } => {
-            if shape.len() != 2 {
-                return mismatch(format!(
-                    "input '{}' has rank {}, expected 2 ([rows, features])",
-                    m.input_name,
-                    shape.len()
-                ));
+    let graph: Vec<_> = session.inputs().iter().map(|i| i.name().to_string()).collect();
+    let feeds = m.feeds();
+    let mut problems = Vec::new();
+    for g in &feeds {
+        let Some(input) = session.inputs().iter().find(|i| i.name() == g.name) else {
+            problems.push(if m.graph_inputs.is_empty() {
+                format!("manifest input_name '{}' is not a graph input; the graph has {graph:?}", g.name)
+            } else {
+                format!("graph input '{}' is not in the graph; the graph has {graph:?}", g.name)
+            });
+            continue;
+        };
+        let want = match g.ty {
+            TensorType::Float32 => TensorElementType::Float32,
+            TensorType::Int64 => TensorElementType::Int64,
+            TensorType::String => TensorElementType::String,
+        };
+        match input.dtype() {
+            ValueType::Tensor { ty, shape, .. } if *ty == want => {
+                if shape.len() != 2 {
+                    problems.push(format!("input '{}' has rank {}, expected 2 ([rows, columns])", g.name, shape.len()));
+                } else if shape[1] >= 0 && shape[1] as usize != g.columns.len() {
+                    problems.push(format!(
+                        "input '{}' takes {} columns, the manifest feeds it {}",
+                        g.name,
+                        shape[1],
+                        g.columns.len()
+                    ));
+                }
             }
-            if shape[1] >= 0 && shape[1] as usize != m.inputs.len() {
-                return mismatch(format!(
-                    "input '{}' takes {} features, the manifest lists {} inputs",
-                    m.input_name,
-                    shape[1],
-                    m.inputs.len()
-                ));
-            }
+            other => problems.push(format!("input '{}' is {other:?}, the manifest feeds it {}", g.name, g.ty.label())),
         }
-        other => return mismatch(format!("input '{}' is {other:?}, expected a float32 tensor", m.input_name)),
+    }
+    for name in &graph {
+        if !feeds.iter().any(|g| g.name == *name) {
+            problems.push(format!("graph input '{name}' is not fed by the manifest"));
+        }
+    }
+    if !problems.is_empty() {
+        return mismatch(problems.join("; "));
     }
     let Some(output) = session.outputs().iter().find(|o| o.name() == m.output_name) else {
         let names: Vec<_> = session.outputs().iter().map(|o| o.name().to_string()).collect();
