@@ -35,7 +35,11 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 fn config() -> Config {
     let mut cfg = Config::default();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // BENCH_ROOT: the checkout when the built binary runs elsewhere (ops/gpu/check.sh).
+    let root = std::env::var_os("BENCH_ROOT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf());
+    let root = root.as_path();
     cfg.model.dir = root.join(std::env::var("BENCH_MODEL").unwrap_or_else(|_| "models/demo".into()));
     cfg.decode.avro_schemas.insert("1".into(), root.join("schemas/transaction.avsc"));
     cfg.model.workers = env_u64("BENCH_WORKERS", 2) as usize;

@@ -168,3 +168,17 @@ fn demo_with_an_event_count_finishes_and_reports_throughput_and_p99() {
     assert_eq!(decided + dead, 20_000, "{stdout}");
     assert_eq!(dead, 20, "one malformed event per thousand");
 }
+
+#[test]
+fn a_model_that_overflows_at_the_training_maxima_is_refused_at_startup() {
+    // A naive FP16 conversion: float32 inputs are cast to FP16 before the Scaler, so a
+    // training-range value above 65504 (a 1 h amount sum) becomes inf and the score NaN.
+    // Small synthetic rows score fine; the warm-up row at the baseline's maxima does not.
+    let err = start_error(&crate_path("tests/data/fp16-overflow"));
+    assert!(err.contains("warm-up score NaN for every float column at its training maxima"), "{err}");
+    // The converted model train.py writes (round trips removed) starts.
+    let (_mock, mut cfg) = mock_setup(1);
+    cfg.model.dir = crate_path("models/demo-mlp-fp16");
+    let p = Pipeline::start(&cfg, Metrics::new()).unwrap();
+    assert!(p.shutdown(std::time::Duration::from_secs(10)).clean);
+}

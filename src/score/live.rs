@@ -163,8 +163,7 @@ impl ModelReloader {
         let mut bundles = Vec::with_capacity(self.cfg.workers);
         let mut ep = String::new();
         for _ in 0..self.cfg.workers {
-            let (mut scorer, _) = OnnxScorer::load(&spec, env)?;
-            warm_up(&mut scorer)?;
+            let (scorer, _) = OnnxScorer::load(&spec, env)?;
             ep = scorer.execution_provider().label().to_string();
             bundles.push(ModelBundle { spec: spec.clone(), scorer, vectorizer: vectorizer.clone() });
         }
@@ -189,22 +188,5 @@ impl ModelReloader {
                 }
             }
         })
-    }
-}
-
-/// Scores a warm-up batch (zeros, ones, a ramp): every score must be finite and in [0, 1].
-pub fn warm_up(scorer: &mut OnnxScorer) -> Result<(), ScoreError> {
-    let rows = 16;
-    let mut data = scorer.synthetic_rows(rows, 37, 100, 1.0, 0.0);
-    data.row_mut(0).values.fill(0.0);
-    data.row_mut(1).values.fill(1.0);
-    let mut out = Vec::with_capacity(rows);
-    scorer.score(&data, &mut out)?;
-    match out.iter().find(|s| !s.is_finite() || **s < 0.0 || **s > 1.0) {
-        Some(bad) => Err(ScoreError::Mismatch(format!("warm-up score {bad} is not a probability in [0, 1]"))),
-        None if out.len() != rows => {
-            Err(ScoreError::Mismatch(format!("warm-up: {} scores for {rows} rows", out.len())))
-        }
-        None => Ok(()),
     }
 }

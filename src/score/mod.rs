@@ -341,6 +341,7 @@ impl OnnxScorer {
         if spec.chunk_rows == 0 {
             scorer.chunk_rows = scorer.calibrate()?;
         }
+        scorer.warm_up(m)?;
         if !spec.allow_batch_dependent_scores && scorer.chunk_rows > 1 {
             if let Some(diff) = scorer.batch_dependence()? {
                 tracing::warn!(model = %m.name, version = %m.version, max_abs_diff = diff,
@@ -351,6 +352,54 @@ impl OnnxScorer {
             }
         }
         Ok((scorer, failures))
+    }
+
+    /// Scores a warm-up batch before the model serves: zeros, ones, a ramp and, when the
+    /// manifest has a training baseline, every float column at its training minimum and at
+    /// its maximum (where reduced-precision models overflow). Every score must be finite and
+    /// in [0, 1].
+    pub fn warm_up(&mut self, m: &Manifest) -> Result<(), ScoreError> {
+        let mut rows = self.synthetic_rows(16, 37, 100, 1.0, 0.0);
+        rows.row_mut(0).values.fill(0.0);
+        rows.row_mut(1).values.fill(1.0);
+        let mut what = vec!["zeros".to_string(), "ones".into()];
+        what.extend((2..16).map(|i| format!("synthetic row {i}")));
+        let lanes = m.lanes();
+        let edge = |c: &manifest::InputColumn, last: bool| {
+            let edges = m.baseline.as_ref()?.get("features")?.get(&c.name)?.get("edges")?.as_array()?;
+            (if last { edges.last() } else { edges.first() })?.as_f64()
+        };
+        for (last, label) in [(false, "training minima"), (true, "training maxima")] {
+            let found: Vec<(usize, f64)> = m
+                .inputs
+                .iter()
+                .zip(&lanes)
+                .enumerate()
+                .filter(|(_, (_, l))| l.ty == TensorType::Float32)
+                .filter_map(|(i, (c, _))| edge(c, last).map(|v| (i, v)))
+                .collect();
+            if found.is_empty() {
+                continue;
+            }
+            rows.push_copy(&self.synthetic_rows(1, 1, 1, 1.0, 0.0), 0);
+            let row = rows.row_mut(rows.len() - 1);
+            for (i, v) in found {
+                row.values[i] = v as f32;
+            }
+            what.push(format!("every float column at its {label}"));
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        self.score(&rows, &mut out)?;
+        match out.iter().position(|s| !s.is_finite() || *s < 0.0 || *s > 1.0) {
+            Some(k) => Err(ScoreError::Mismatch(format!(
+                "warm-up score {} for {} is not a probability in [0, 1]",
+                out[k], what[k]
+            ))),
+            None if out.len() != rows.len() => {
+                Err(ScoreError::Mismatch(format!("warm-up: {} scores for {} rows", out.len(), rows.len())))
+            }
+            None => Ok(()),
+        }
     }
 
     /// Rows per ORT call that score fastest on this machine (`model.chunk_rows = 0`): each
