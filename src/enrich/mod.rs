@@ -290,8 +290,7 @@ impl Enricher {
                         let e = &self.entities[g.entity_idx];
                         let used = parse_reply(g, e, &reply[at.min(reply.len())..], width, out, &mut stats)?;
                         if let (Some(cache), false) = (&self.cache, g.features.is_empty()) {
-                            let values =
-                                reply[at..at + g.features.len() + 1].iter().map(|v| v.parse::<f64>().ok()).collect();
+                            let values = reply[at..at + g.features.len() + 1].iter().map(|v| number(v)).collect();
                             cache.insert((g.entity_idx, g.id.to_string()), Arc::new(values));
                         }
                         at += used;
@@ -381,19 +380,25 @@ fn write_cached(g: &Group<'_>, e: &Entity, width: usize, out: &mut [Option<f64>]
     }
 }
 
+/// A number in a script reply ('' or anything else: None).
+fn number(v: &[u8]) -> Option<f64> {
+    std::str::from_utf8(v).ok().and_then(|s| s.parse::<f64>().ok())
+}
+
+/// One group's part of the script reply: its online features, then (with windows) its state
+/// before the batch and one status per event, from which each event's window values are
+/// computed here exactly as the in-process backend computes them. Returns the values used.
 fn parse_reply(
     g: &Group<'_>,
     e: &Entity,
-    reply: &[String],
+    reply: &[Vec<u8>],
     width: usize,
     out: &mut [Option<f64>],
     stats: &mut BatchStats,
 ) -> Result<usize, EnrichError> {
     // Feature values plus their age, when the group asked for features.
     let nf = g.features.len() + usize::from(!g.features.is_empty());
-    let nw = if g.windows { g.spec.sizes_ms.len() } else { 0 };
-    let per_event = 3 + 5 * nw;
-    let expected = nf + if g.windows { per_event * g.events.len() } else { 0 };
+    let expected = nf + if g.windows { 1 + g.events.len() } else { 0 };
     if reply.len() < expected {
         return Err(EnrichError::Protocol(format!(
             "entity {} {}: {} values, expected {expected}",
@@ -402,39 +407,32 @@ fn parse_reply(
             reply.len()
         )));
     }
-    let opt = |s: &str| if s.is_empty() { None } else { s.parse::<f64>().ok() };
-    let feature_first = e.first + if g.windows { nw * 6 + 1 } else { 0 };
+    let feature_first = e.first + if g.windows { g.spec.sizes_ms.len() * 6 + 1 } else { 0 };
     if g.cached.is_some() {
         write_cached(g, e, width, out);
     } else {
         for &ev in &g.events {
             for (k, v) in reply[..nf].iter().enumerate() {
-                out[ev * width + feature_first + k] = opt(v);
+                out[ev * width + feature_first + k] = number(v);
             }
         }
     }
     if !g.windows {
         return Ok(expected);
     }
-    let mut windows = Vec::with_capacity(nw);
-    for (i, &ev) in g.events.iter().enumerate() {
-        let r = &reply[nf + i * per_event..nf + (i + 1) * per_event];
-        count(stats, r[0] == "1", r[1] == "1");
-        let since_last_ms = opt(&r[2]).map(|v| v as i64);
-        windows.clear();
-        for w in 0..nw {
-            let x = &r[3 + 5 * w..3 + 5 * (w + 1)];
-            windows.push(window::WindowAggs {
-                count: opt(&x[0]).unwrap_or(0.0) as u64,
-                sum: opt(&x[1]).unwrap_or(0.0),
-                min: opt(&x[2]),
-                max: opt(&x[3]),
-                distinct: opt(&x[4]).unwrap_or(0.0) as u64,
-            });
-        }
-        write_seen(&mut out[ev * width + e.first..], &windows, since_last_ms);
+    let blob = &reply[nf];
+    let mut state =
+        if blob.is_empty() { EntityState::default() } else { EntityState::from_msgpack(blob).map_err(protocol(g))? };
+    for ((u, &ev), status) in g.updates.iter().zip(&g.events).zip(&reply[nf + 1..expected]) {
+        let seen = state.follow(g.spec, u, status).map_err(protocol(g))?;
+        count(stats, seen.applied, seen.late);
+        write_seen(&mut out[ev * width + e.first..], &seen.windows, seen.since_last_ms);
     }
     Ok(expected)
+}
+
+fn protocol<'a>(g: &'a Group<'_>) -> impl Fn(String) -> EnrichError + 'a {
+    move |e| EnrichError::Protocol(format!("entity {} {}: {e}", g.entity, g.id))
 }
 
 /// Runs closures in batch-sequence order: window updates must be applied per source

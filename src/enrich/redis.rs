@@ -2,8 +2,9 @@
 //! it (window update + feature read for that entity, atomically, one cluster slot).
 //!
 //! Key layout (the entity id is the hash tag):
-//! * `{prefix}:w:{entity}:{id}` — window state (msgpack), TTL = longest window + lateness;
-//! * `{prefix}:d:{entity}:{id}` — distinct values of the windows: value → latest bucket, same TTL;
+//! * `{prefix}:win:{entity}:{id}` — window hash: field `s` = state (msgpack: buckets, fences,
+//!   newest), field `d:{value}` = start of the distinct value's latest bucket; TTL = longest
+//!   window + lateness;
 //! * `{prefix}:f:{entity}:{id}` — online features: a hash of `name → number` plus `_ts`
 //!   (ms since epoch of the last update), written by the feature pipeline, read here.
 
@@ -26,14 +27,9 @@ pub struct RedisStore {
     timeout: Duration,
 }
 
-/// Window state key of an entity.
+/// Window hash of an entity: state in field `s`, distinct values in fields `d:{value}`.
 pub fn window_key(prefix: &str, entity: &str, id: &str) -> String {
-    format!("{prefix}:w:{entity}:{{{id}}}")
-}
-
-/// Distinct-value hash of an entity's windows (value → start of its latest bucket).
-pub fn distinct_key(prefix: &str, entity: &str, id: &str) -> String {
-    format!("{prefix}:d:{entity}:{{{id}}}")
+    format!("{prefix}:win:{entity}:{{{id}}}")
 }
 
 /// Online-feature key of an entity.
@@ -78,17 +74,15 @@ impl RedisStore {
 
     /// Runs the groups' script calls in one pipelined round trip — one call per group
     /// (`per_group`, Redis Cluster: one slot per call) or one call for the whole batch —
-    /// and returns the replies concatenated in group order.
-    pub fn run(&mut self, groups: &[Group<'_>], now_ms: i64, per_group: bool) -> Result<Vec<String>, EnrichError> {
+    /// and returns the replies concatenated in group order (bytes: window states are msgpack).
+    pub fn run(&mut self, groups: &[Group<'_>], now_ms: i64, per_group: bool) -> Result<Vec<Vec<u8>>, EnrichError> {
         let mut pipe = redis::pipe();
         let chunks: Vec<&[Group<'_>]> = if per_group { groups.chunks(1).collect() } else { vec![groups] };
         for chunk in &chunks {
             let mut cmd = redis::cmd("EVALSHA");
-            cmd.arg(&self.sha).arg(3 * chunk.len());
+            cmd.arg(&self.sha).arg(2 * chunk.len());
             for g in chunk.iter() {
-                cmd.arg(window_key(&self.prefix, g.entity, g.id))
-                    .arg(feature_key(&self.prefix, g.entity, g.id))
-                    .arg(distinct_key(&self.prefix, g.entity, g.id));
+                cmd.arg(window_key(&self.prefix, g.entity, g.id)).arg(feature_key(&self.prefix, g.entity, g.id));
             }
             cmd.arg(now_ms).arg(chunk.len());
             for g in chunk.iter() {
@@ -100,7 +94,7 @@ impl RedisStore {
             let mut conn = self.conn.clone();
             let timeout = self.timeout;
             let reply = self.rt.block_on(async {
-                tokio::time::timeout(timeout, pipe.query_async::<Vec<Vec<String>>>(&mut conn)).await
+                tokio::time::timeout(timeout, pipe.query_async::<Vec<Vec<Vec<u8>>>>(&mut conn)).await
             });
             match reply {
                 Ok(Ok(r)) => return Ok(r.into_iter().flatten().collect()),

@@ -1,16 +1,23 @@
 -- verdict: window updates + online-feature reads for a batch's entity groups, atomically.
 -- Same semantics as src/enrich/window.rs (see its module doc); keep them in step.
 --
--- KEYS: per group, its window state key (msgpack), its online-feature hash and its
--- distinct-value hash (value -> start of its most recent bucket). Every key of
--- one entity carries the entity id as a hash tag; with enrich.redis_cluster each call holds
--- one group (one slot), otherwise one call holds the whole batch.
+-- KEYS: per group, its window hash and its online-feature hash. The window hash holds the
+-- state in field 's' (msgpack) and, per distinct value v, field 'd:'..v = start of v's most
+-- recent bucket. Both keys carry the entity id as a hash tag; with enrich.redis_cluster each
+-- call holds one group (one slot), otherwise one call holds the whole batch.
 -- ARGV: now_ms, ng, then per group: bucket_ms, lateness_ms, ttl_ms, nw, size_1..size_nw,
 --       nf, feature_1..feature_nf, max_age_ms, ne, then per event:
 --       fence_key, offset, time_ms, value|'', distinct|''
 -- Returns, per group: nf feature values ('' = missing or stale) and, if nf > 0, their age in
---          seconds ('' = no _ts), then (if nw > 0) per event:
---          applied, late, since_last|'', and per window count, sum, min|'', max|'', distinct.
+--          seconds ('' = no _ts), then (if nw > 0) the window state before the batch (the
+--          msgpack string, '' if none) and per event one status: 'r' replayed (fenced), 'l'
+--          late, or 'a' applied followed by the start of the distinct value's most recent
+--          bucket before this event, if it had one ('a' alone otherwise).
+-- The caller computes each event's aggregates from that state and these statuses, with the
+-- same code as the in-process backend (src/enrich/window.rs): Lua only fences and applies.
+-- Formatting 18 numbers per event in Lua cost more than everything else together, and each
+-- redis.call costs about a microsecond, so a group makes four of them whatever its size:
+-- HMGET state + distinct values, HMGET features, HSET, PEXPIRE.
 
 local function num(x) return string.format('%.17g', x) end
 
@@ -18,7 +25,7 @@ local now = tonumber(ARGV[1])
 local ng = tonumber(ARGV[2])
 local out = {}
 
-local function group(wkey, fkey, dkey, a)
+local function group(wkey, fkey, a)
 local B = tonumber(ARGV[a]); a = a + 1
 local lateness = tonumber(ARGV[a]); a = a + 1
 local ttl = tonumber(ARGV[a]); a = a + 1
@@ -53,34 +60,28 @@ end
 if nw == 0 then return a end
 
 -- state: b = list of {s, count, sum, has, min, max, last_of} sorted by s; f = fences;
--- n = newest. Distinct values live in their own hash (dkey), so a card seen at thousands
--- of merchants does not make every call (de)serialize them all.
-local raw = redis.call('GET', wkey)
+-- n = newest. Distinct values are fields of their own, so a card seen at thousands of
+-- merchants does not make every call (de)serialize them all; one HMGET reads the state and
+-- the batch's values.
+local ask = {'s'}
+local last = {}
+for i = 0, ne - 1 do
+  local dv = ARGV[a + 5 * i + 4]
+  if dv ~= '' and last[dv] == nil then
+    last[dv] = false
+    ask[#ask + 1] = 'd:' .. dv
+  end
+end
+local got = redis.call('HMGET', wkey, unpack(ask))
+for i = 2, #ask do
+  last[string.sub(ask[i], 3)] = tonumber(got[i]) or false
+end
+local raw = got[1]
+out[#out + 1] = raw or ''
 local st
 if raw then st = cmsgpack.unpack(raw) else st = {b = {}, f = {}, n = false} end
+local changed = {}
 local dirty = false
-
-local function aggregates(t, size)
-  local c, s, has, mn, mx, d = 0, 0.0, false, 0.0, 0.0, 0
-  local bs = st.b
-  for i = 1, #bs do
-    local b = bs[i]
-    if b[1] > t then break end
-    if b[1] + B > t - size then
-      c = c + b[2]
-      s = s + b[3]
-      if b[4] then
-        if not has then mn, mx, has = b[5], b[6], true
-        else
-          if b[5] < mn then mn = b[5] end
-          if b[6] > mx then mx = b[6] end
-        end
-      end
-      d = d + b[7]
-    end
-  end
-  return c, s, has, mn, mx, d
-end
 
 for _ = 1, ne do
   local fk = ARGV[a]; local off = tonumber(ARGV[a + 1]); local t = tonumber(ARGV[a + 2])
@@ -89,29 +90,14 @@ for _ = 1, ne do
   local replay = st.f[fk] ~= nil and off <= st.f[fk]
   local late = (not replay) and st.n and t < st.n - lateness
   local applied = (not replay) and (not late)
-  local row = {}
-  for i = 1, nw do
-    local c, s, has, mn, mx, d = aggregates(t, sizes[i])
-    row[#row + 1] = num(c); row[#row + 1] = num(s)
-    row[#row + 1] = has and num(mn) or ''; row[#row + 1] = has and num(mx) or ''
-    row[#row + 1] = num(d)
-  end
-  out[#out + 1] = applied and '1' or '0'
-  out[#out + 1] = late and '1' or '0'
-  if st.n then
-    local gap = t - st.n
-    if gap < 0 then gap = 0 end
-    out[#out + 1] = num(gap)
-  else
-    out[#out + 1] = ''
-  end
-  for _, v in ipairs(row) do out[#out + 1] = v end
-
+  local status = replay and 'r' or (late and 'l' or 'a')
   if applied then
     local start = math.floor(t / B) * B
     local idx = nil
-    for i, b in ipairs(st.b) do
-      if b[1] == start then idx = i; break end
+    for i = #st.b, 1, -1 do
+      local s = st.b[i][1]
+      if s == start then idx = i; break end
+      if s < start then break end
     end
     if not idx then
       local pos = #st.b + 1
@@ -132,15 +118,16 @@ for _ = 1, ne do
       end
     end
     if dv ~= '' then
-      local last = tonumber(redis.call('HGET', dkey, dv))
-      if last == nil then
-        redis.call('HSET', dkey, dv, start)
+      local prev = last[dv]
+      if prev then status = string.format('a%d', prev) end
+      if not prev then
+        last[dv] = start; changed[dv] = true
         b[7] = b[7] + 1
-      elseif last < start then
+      elseif prev < start then
         for _, x in ipairs(st.b) do
-          if x[1] == last then x[7] = x[7] - 1; break end
+          if x[1] == prev then x[7] = x[7] - 1; break end
         end
-        redis.call('HSET', dkey, dv, start)
+        last[dv] = start; changed[dv] = true
         b[7] = b[7] + 1
       end
     end
@@ -153,26 +140,36 @@ for _ = 1, ne do
       for _, x in ipairs(st.b) do
         if x[1] + B > horizon then kept[#kept + 1] = x; live[x[1]] = true end
       end
-      local all = redis.call('HGETALL', dkey)
+      local all = redis.call('HGETALL', wkey)
       for i = 1, #all, 2 do
-        if not live[tonumber(all[i + 1])] then redis.call('HDEL', dkey, all[i]) end
+        local f = all[i]
+        if string.sub(f, 1, 2) == 'd:' and not live[tonumber(all[i + 1])] then redis.call('HDEL', wkey, f) end
+      end
+      for v, s in pairs(last) do
+        if s and not live[s] then last[v] = false; changed[v] = nil end
       end
       st.b = kept
     end
   end
   if not replay then st.f[fk] = off end
+  out[#out + 1] = status
   dirty = true
 end
 
 if dirty then
-  redis.call('SET', wkey, cmsgpack.pack(st), 'PX', ttl)
-  redis.call('PEXPIRE', dkey, ttl)
+  local set = {'s', cmsgpack.pack(st)}
+  for v in pairs(changed) do
+    set[#set + 1] = 'd:' .. v
+    set[#set + 1] = last[v]
+  end
+  redis.call('HSET', wkey, unpack(set))
+  redis.call('PEXPIRE', wkey, ttl)
 end
 return a
 end
 
 local a = 3
 for g = 1, ng do
-  a = group(KEYS[3 * g - 2], KEYS[3 * g - 1], KEYS[3 * g], a)
+  a = group(KEYS[2 * g - 1], KEYS[2 * g], a)
 end
 return out

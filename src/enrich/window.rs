@@ -127,6 +127,100 @@ impl EntityState {
 
     /// Reads the aggregates before `u`, then applies it unless fenced or late.
     pub fn apply(&mut self, spec: &WindowSpec, u: &Update<'_>) -> Seen {
+        self.apply_inner(spec, u, None)
+    }
+
+    /// The state `window.lua` keeps in Redis (msgpack `{b, f, n}`: buckets, fences, newest);
+    /// distinct values live in their own hash there, so none are loaded.
+    pub fn from_msgpack(blob: &[u8]) -> Result<Self, String> {
+        use rmpv::Value;
+        let v = rmpv::decode::read_value(&mut &blob[..]).map_err(|e| format!("window state: {e}"))?;
+        let Value::Map(top) = v else { return Err("window state: not a map".into()) };
+        let num = |v: &Value| match v {
+            Value::Integer(i) => i.as_f64(),
+            Value::F32(f) => Some(f64::from(*f)),
+            Value::F64(f) => Some(*f),
+            _ => None,
+        };
+        let int = |v: &Value| v.as_i64().or_else(|| num(v).filter(|f| f.fract() == 0.0).map(|f| f as i64));
+        let bad = |what: &str| format!("window state: bad {what}");
+        let mut st = Self::default();
+        for (k, v) in &top {
+            match (k.as_str(), v) {
+                (Some("b"), Value::Array(buckets)) => {
+                    for b in buckets {
+                        let Value::Array(f) = b else { return Err(bad("bucket")) };
+                        if f.len() != 7 {
+                            return Err(bad("bucket"));
+                        }
+                        let has = f[3].as_bool().ok_or_else(|| bad("bucket flag"))?;
+                        let start = int(&f[0]).ok_or_else(|| bad("bucket start"))?;
+                        let bucket = Bucket {
+                            count: int(&f[1]).ok_or_else(|| bad("count"))? as u64,
+                            sum: num(&f[2]).ok_or_else(|| bad("sum"))?,
+                            min: if has { Some(num(&f[4]).ok_or_else(|| bad("min"))?) } else { None },
+                            max: if has { Some(num(&f[5]).ok_or_else(|| bad("max"))?) } else { None },
+                            last_of: int(&f[6]).ok_or_else(|| bad("distinct count"))?.max(0) as u64,
+                        };
+                        st.buckets.insert(start, bucket);
+                    }
+                }
+                (Some("f"), Value::Map(fences)) => {
+                    for (fk, off) in fences {
+                        let fk = fk.as_str().ok_or_else(|| bad("fence key"))?;
+                        st.fence.insert(fk.to_string(), int(off).ok_or_else(|| bad("fence"))?);
+                    }
+                }
+                (Some("n"), Value::Boolean(false)) => {}
+                (Some("n"), n) => st.newest_ms = Some(int(n).ok_or_else(|| bad("newest"))?),
+                // An empty Lua table packs as an empty array.
+                (Some("f"), Value::Array(a)) if a.is_empty() => {}
+                _ => return Err(bad("field")),
+            }
+        }
+        Ok(st)
+    }
+
+    /// Follows an event the Redis script already fenced and applied: `status` is its reply
+    /// for the event (`r` replayed, `l` late, `a` applied, `a<ms>` applied and its distinct
+    /// value's previous bucket). Returns what the event saw, computed exactly as [`apply`]
+    /// does; a status this state disagrees with is an error.
+    ///
+    /// [`apply`]: EntityState::apply
+    pub fn follow(&mut self, spec: &WindowSpec, u: &Update<'_>, status: &[u8]) -> Result<Seen, String> {
+        let prior = match status {
+            [b'a'] => None,
+            [b'a', rest @ ..] => Some(
+                std::str::from_utf8(rest)
+                    .ok()
+                    .and_then(|r| r.parse::<i64>().ok())
+                    .ok_or_else(|| format!("status '{}'", String::from_utf8_lossy(status)))?,
+            ),
+            _ => None,
+        };
+        let seen = self.apply_inner(spec, u, Some(prior));
+        let expected: &[u8] = if seen.applied {
+            b"a"
+        } else if seen.late {
+            b"l"
+        } else {
+            b"r"
+        };
+        if status.first() != expected.first() {
+            return Err(format!(
+                "offset {} of {}: the store says '{}', the state it returned says '{}'",
+                u.offset,
+                u.fence_key,
+                String::from_utf8_lossy(status),
+                String::from_utf8_lossy(expected)
+            ));
+        }
+        Ok(seen)
+    }
+
+    /// `prior`: None keeps distinct values here; Some(x) takes the value's previous bucket
+    /// from the store (as `window.lua` read it) and keeps none here.
+    fn apply_inner(&mut self, spec: &WindowSpec, u: &Update<'_>, prior: Option<Option<i64>>) -> Seen {
         let windows = self.aggregates(spec, u.time_ms);
         let since_last_ms = self.newest_ms.map(|n| (u.time_ms - n).max(0));
         let replay = self.fence.get(u.fence_key).is_some_and(|&f| u.offset <= f);
@@ -141,20 +235,32 @@ impl EntityState {
                 b.min = min_opt(b.min, Some(v));
                 b.max = max_opt(b.max, Some(v));
             }
-            if let Some(d) = u.distinct {
-                match self.last_bucket.get_mut(d) {
-                    Some(last) if *last < start => {
-                        if let Some(old) = self.buckets.get_mut(last) {
-                            old.last_of -= 1;
+            // The value's previous bucket: from the store (which keeps the map), or here.
+            let previous = match (u.distinct, prior) {
+                (Some(d), Some(p)) if !d.is_empty() => Some(p),
+                (Some(d), None) => Some(match self.last_bucket.get_mut(d) {
+                    Some(last) => {
+                        let old = *last;
+                        *last = old.max(start);
+                        Some(old)
+                    }
+                    None => {
+                        self.last_bucket.insert(d.to_string(), start);
+                        None
+                    }
+                }),
+                _ => None,
+            };
+            if let Some(previous) = previous {
+                match previous {
+                    Some(last) if last < start => {
+                        if let Some(old) = self.buckets.get_mut(&last) {
+                            old.last_of = old.last_of.saturating_sub(1);
                         }
-                        *last = start;
                         self.buckets.get_mut(&start).expect("bucket just created").last_of += 1;
                     }
                     Some(_) => {}
-                    None => {
-                        self.last_bucket.insert(d.to_string(), start);
-                        self.buckets.get_mut(&start).expect("bucket just created").last_of += 1;
-                    }
+                    None => self.buckets.get_mut(&start).expect("bucket just created").last_of += 1,
                 }
             }
             let newest = self.newest_ms.map_or(u.time_ms, |n| n.max(u.time_ms));

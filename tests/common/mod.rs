@@ -190,17 +190,13 @@ pub fn with_redis(cfg: &mut Config, redis: &RedisServer) {
 /// Per-card (count, sum, distinct merchants) from the stored window state.
 pub fn stored_totals(conn: &mut redis::Connection, card: &str) -> (u64, f64, u64) {
     let script = redis::Script::new(
-        "local raw = redis.call('GET', KEYS[1]); if not raw then return {'0','0','0'} end
-         local st = cmsgpack.unpack(raw); local c, s, d = 0, 0, 0
+        "local raw = redis.call('HGET', KEYS[1], 's'); if not raw then return {'0','0','0'} end
+         local st = cmsgpack.unpack(raw); local c, s = 0, 0
          for _, b in ipairs(st.b) do c = c + b[2]; s = s + b[3] end
-         d = redis.call('HLEN', KEYS[2])
+         local d = redis.call('HLEN', KEYS[1]) - 1
          return {tostring(c), string.format('%.17g', s), tostring(d)}",
     );
-    let r: Vec<String> = script
-        .key(verdict::enrich::redis::window_key("verdict", "card", card))
-        .key(verdict::enrich::redis::distinct_key("verdict", "card", card))
-        .invoke(conn)
-        .unwrap();
+    let r: Vec<String> = script.key(verdict::enrich::redis::window_key("verdict", "card", card)).invoke(conn).unwrap();
     (r[0].parse().unwrap(), r[1].parse().unwrap(), r[2].parse().unwrap())
 }
 

@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""Redis CPU per event of the window script (src/enrich/window.lua), from INFO commandstats.
+
+    redis-server --port 6411 --save "" --appendonly no --daemonize yes
+    pip install redis
+    python3 benches/window_script.py [SCRIPT.lua ...]     # default: src/enrich/window.lua
+
+Two shapes of call, on a flushed Redis:
+  one card, 50 events per call (a quiet card, and a busy one with 4,000 events of history);
+  150 cards of 1-3 events per call (what a batch of a Zipf-keyed stream looks like).
+"""
+import os
+import random
+import sys
+
+import redis
+
+PORT = int(os.environ.get("REDIS_PORT", "6411"))
+r = redis.Redis(port=PORT)
+SPEC = [60000, 60000, 3660000, 3, 600000, 3600000, 86400000, 2, "chargebacks_90d", "avg_amount_30d", 604800000]
+
+
+def call(sha, groups, off, t):
+    keys, args = [], [1795900000000, len(groups)]
+    for card, n in groups:
+        keys += [f"verdict:win:card:{{{card}}}", f"verdict:f:card:{{{card}}}"]
+        args += SPEC + [n]
+        for _ in range(n):
+            t += random.randint(0, 20)
+            args += ["events/0", off, t, 12.5, "m-%d" % random.randint(0, 3000)]
+            off += 1
+    r.evalsha(sha, len(keys), *keys, *args)
+    return off, t
+
+
+def measure(path, label, warm_calls, calls, make_groups):
+    r.flushall()
+    sha = r.script_load(open(path).read())
+    random.seed(1)
+    off, t = 0, 1764003000100
+    for _ in range(warm_calls):
+        off, t = call(sha, make_groups(), off, t)
+    r.config_resetstat()
+    events = cards = 0
+    for _ in range(calls):
+        g = make_groups()
+        events += sum(n for _, n in g)
+        cards += len(g)
+        off, t = call(sha, g, off, t)
+    st = r.info("commandstats")["cmdstat_evalsha"]
+    print(f"{os.path.basename(path):16} {label:28} {st['usec_per_call']:8.0f} µs/call "
+          f"{st['usec'] / events:6.2f} µs/event {st['usec'] / cards:6.2f} µs/card")
+
+
+for path in sys.argv[1:] or [os.path.join(os.path.dirname(__file__), "..", "src/enrich/window.lua")]:
+    measure(path, "one quiet card, 50 events", 0, 200, lambda: [("quiet", 50)])
+    measure(path, "one busy card, 50 events", 80, 200, lambda: [("busy", 50)])
+    measure(path, "150 cards, 1-3 events each", 50, 100,
+            lambda: [("c%d" % random.randint(0, 2000), random.choice([1, 1, 1, 2, 3])) for _ in range(150)])
