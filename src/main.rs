@@ -59,13 +59,15 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Print the model input rows (and optionally scores) verdict builds for events in a
-    /// JSON-lines file, one JSON object per line: the data scientist's parity tool.
-    /// Windows are computed in process (memory semantics, events in file order).
+    /// JSON-lines file or an Avro object container file, one JSON object per event: the data
+    /// scientist's parity tool. Windows are computed in process (memory semantics, events in
+    /// file order).
     Vectorize {
         /// Model directory (manifest.json + .onnx).
         #[arg(long)]
         model: PathBuf,
-        /// JSON-lines events.
+        /// Events: JSON lines, or an Avro object container file (decoded as verdict decodes
+        /// Confluent-framed Avro, with the file's schema).
         #[arg(long)]
         events: PathBuf,
         /// Config file (decode field mapping, enrich entities).

@@ -1,5 +1,5 @@
-//! Offline tools over a JSON-lines file of events, with the service's own decode, window
-//! (in process, file order) and scoring code:
+//! Offline tools over a file of events (JSON lines, or an Avro object container file), with
+//! the service's own decode, window (in process, file order) and scoring code:
 //!
 //! - `verdict vectorize`: the rows (and scores) the service would feed the model, so a data
 //!   scientist can diff them against their training code;
@@ -33,6 +33,12 @@ pub struct Offline {
 impl Offline {
     /// From config; with `score`, loads ONNX Runtime and the model.
     pub fn new(cfg: &Config, score: bool) -> anyhow::Result<Self> {
+        Self::with_schema(cfg, score, None)
+    }
+
+    /// As [`Offline::new`], with one more Avro writer schema under `extra.0` (an Avro
+    /// container file's own schema).
+    pub fn with_schema(cfg: &Config, score: bool, extra: Option<(u32, apache_avro::Schema)>) -> anyhow::Result<Self> {
         let spec = ModelSpec::from_config(&cfg.model)?;
         let mut enrich_cfg = cfg.enrich.clone();
         if enrich_cfg.backend == Backend::Redis {
@@ -41,7 +47,10 @@ impl Offline {
         }
         let enricher = Enricher::new(&enrich_cfg)?;
         let vectorizer = Vectorizer::new(&spec.manifest, enricher.names()).map_err(anyhow::Error::msg)?;
-        let schemas = LocalSchemas::load(&cfg.decode.avro_schemas).map_err(anyhow::Error::msg)?;
+        let mut schemas = LocalSchemas::load(&cfg.decode.avro_schemas).map_err(anyhow::Error::msg)?;
+        if let Some((id, schema)) = extra {
+            schemas.insert(id, schema);
+        }
         let decoder = Decoder::new(&cfg.decode, Arc::new(schemas), vectorizer.clone(), enricher.paths());
         let scorer = if score {
             Some(OnnxScorer::load(&spec, init_runtime(cfg.model.ort_library.as_deref())?)?.0)
@@ -95,21 +104,57 @@ impl Offline {
     }
 }
 
-fn lines(events: &Path) -> anyhow::Result<impl Iterator<Item = (usize, std::io::Result<String>)>> {
-    let file = std::io::BufReader::new(std::fs::File::open(events)?);
-    Ok(file.lines().enumerate())
+/// Schema id under which an Avro container file's records are decoded (Confluent frames).
+const CONTAINER_SCHEMA_ID: u32 = u32::MAX;
+
+/// The events of a file, as the payload bytes verdict would consume: each non-blank line of
+/// a JSON-lines file, or each record of an Avro object container file re-encoded as a
+/// Confluent frame of the file's schema (so it takes the service's Avro decode path).
+/// Returns (record number from 0, payload) pairs and, for a container, its schema.
+#[allow(clippy::type_complexity)]
+pub fn payloads(events: &Path) -> anyhow::Result<(Vec<(usize, Vec<u8>)>, Option<apache_avro::Schema>)> {
+    let mut file = std::io::BufReader::new(std::fs::File::open(events)?);
+    if file.fill_buf()?.starts_with(b"Obj\x01") {
+        let reader = apache_avro::Reader::new(file).map_err(|e| anyhow::anyhow!("{}: {e}", events.display()))?;
+        let schema = reader.writer_schema().clone();
+        let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&schema).build()?;
+        let mut out = Vec::new();
+        for (n, v) in reader.enumerate() {
+            let v = v.map_err(|e| anyhow::anyhow!("{}: record {}: {e}", events.display(), n + 1))?;
+            out.push((n, crate::demo::confluent_frame(CONTAINER_SCHEMA_ID, &writer.write_value_to_vec(v)?)));
+        }
+        return Ok((out, Some(schema)));
+    }
+    let mut out = Vec::new();
+    for (n, line) in file.lines().enumerate() {
+        let line = line?;
+        if !line.trim().is_empty() {
+            out.push((n, line.into_bytes()));
+        }
+    }
+    Ok((out, None))
 }
 
-/// Reads JSON lines from `events`, writes one JSON object per event to `out`:
-/// `{"line", "event_id", "row": [..] (null = NaN), "score"?}` or `{"line", "error", "reason"}`.
-pub fn run(cfg: &Config, events: &Path, score: bool, out: &mut dyn Write) -> anyhow::Result<()> {
-    let mut off = Offline::new(cfg, score)?;
-    for (n, line) in lines(events)? {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
+/// An [`Offline`] for `events`' payloads (Avro container: its schema registered, Avro decoding).
+fn offline_for(cfg: &Config, score: bool, schema: Option<apache_avro::Schema>) -> anyhow::Result<Offline> {
+    match schema {
+        Some(s) => {
+            let mut cfg = cfg.clone();
+            cfg.decode.format = crate::config::PayloadFormat::Avro;
+            Offline::with_schema(&cfg, score, Some((CONTAINER_SCHEMA_ID, s)))
         }
-        let (d, s) = match off.next(n, line.as_bytes())? {
+        None => Offline::new(cfg, score),
+    }
+}
+
+/// Reads the events in `events` (JSON lines or an Avro container file), writes one JSON
+/// object per event to `out`: `{"line", "event_id", "row": [..] (null = NaN), "score"?}` or
+/// `{"line", "error", "reason"}` (`line` counts records in a container file).
+pub fn run(cfg: &Config, events: &Path, score: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let (payloads, schema) = payloads(events)?;
+    let mut off = offline_for(cfg, score, schema)?;
+    for (n, payload) in payloads {
+        let (d, s) = match off.next(n, &payload)? {
             Ok(x) => x,
             Err(e) => {
                 writeln!(out, "{}", serde_json::json!({"line": n + 1, "error": e.detail, "reason": e.reason.code()}))?;
@@ -134,7 +179,11 @@ pub fn run(cfg: &Config, events: &Path, score: bool, out: &mut dyn Write) -> any
 /// `events`, prints one JSON object per event with its decision and the rules that fired,
 /// then a summary of actions and hits per rule.
 pub fn check_rules(cfg: &Config, rules: &Path, events: Option<&Path>, out: &mut dyn Write) -> anyhow::Result<bool> {
-    let mut off = Offline::new(cfg, events.is_some())?;
+    let (payloads, schema) = match events {
+        Some(e) => payloads(e)?,
+        None => (Vec::new(), None),
+    };
+    let mut off = offline_for(cfg, events.is_some(), schema)?;
     let set = match RuleSet::load(rules, off.enriched_names()) {
         Ok(s) => s,
         Err(errors) => {
@@ -153,7 +202,9 @@ pub fn check_rules(cfg: &Config, rules: &Path, events: Option<&Path>, out: &mut 
         set.names.lists,
         set.event_paths()
     )?;
-    let Some(events) = events else { return Ok(true) };
+    if events.is_none() {
+        return Ok(true);
+    }
     let mut lists = set.initial_lists.clone();
     for (i, (name, spec)) in set.list_specs.iter().enumerate() {
         if spec.redis_set.is_some() {
@@ -168,12 +219,8 @@ pub fn check_rules(cfg: &Config, rules: &Path, events: Option<&Path>, out: &mut 
     let mut outcome = RulesOutcome::default();
     let mut fired = vec![0u64; set.rules.len()];
     let mut actions = std::collections::BTreeMap::<String, u64>::new();
-    for (n, line) in lines(events)? {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let (d, score) = match off.next(n, line.as_bytes())? {
+    for (n, payload) in payloads {
+        let (d, score) = match off.next(n, &payload)? {
             Ok((d, s)) => (d, s.unwrap_or(0.0)),
             Err(e) => {
                 writeln!(

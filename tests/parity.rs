@@ -75,27 +75,26 @@ fn same_cell(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     }
 }
 
-/// The same events in Avro (Confluent frame, schema id 1), decoded by the service's own
-/// code path: rows and scores must equal the JSON ones.
-fn avro_rows(model: &str, events: &[serde_json::Value]) -> Vec<(Vec<serde_json::Value>, f32)> {
-    use verdict::decode::parse_schema_file;
-    let schema = parse_schema_file(&crate_path("schemas/transaction.avsc")).unwrap();
-    let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&schema).build().unwrap();
-    let mut cfg = verdict::config::Config::default();
-    cfg.model.dir = crate_path(model);
-    let mut off = verdict::vectorize::Offline::new(&cfg, true).unwrap();
-    let manifest = verdict::score::Manifest::load(&crate_path(model)).unwrap();
-    let lanes = manifest.lanes();
-    events
-        .iter()
-        .enumerate()
-        .map(|(n, e)| {
-            let value = apache_avro::types::Value::try_from(e.clone()).unwrap().resolve(&schema).unwrap();
-            let frame = verdict::demo::confluent_frame(1, &writer.write_value_to_vec(value).unwrap());
-            let (_, score) = off.next(n, &frame).unwrap().unwrap();
-            (off.row.row_json(&lanes, 0), score.unwrap())
-        })
-        .collect()
+/// `verdict vectorize` over `file`: one JSON object per event.
+fn vectorize(model: &str, file: &std::path::Path) -> Vec<serde_json::Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_verdict"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["vectorize", "--model", model, "--score", "--events"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Writes the events as an Avro object container file with `schemas/transaction.avsc`.
+fn write_avro(events: &[serde_json::Value], file: &std::path::Path) {
+    let schema = verdict::decode::parse_schema_file(&crate_path("schemas/transaction.avsc")).unwrap();
+    let mut w = apache_avro::Writer::new(&schema, Vec::new()).unwrap();
+    for e in events {
+        w.append_value(apache_avro::types::Value::try_from(e.clone()).unwrap().resolve(&schema).unwrap()).unwrap();
+    }
+    std::fs::write(file, w.into_inner().unwrap()).unwrap();
 }
 
 fn parity_with(model: &str, per_row: bool) -> Vec<Vec<serde_json::Value>> {
@@ -125,15 +124,10 @@ fn parity_with(model: &str, per_row: bool) -> Vec<Vec<serde_json::Value>> {
     }
     std::fs::write(&file, lines).unwrap();
 
-    let out = Command::new(env!("CARGO_BIN_EXE_verdict"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["vectorize", "--model", model, "--score", "--events"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let service: Vec<serde_json::Value> =
-        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let service = vectorize(model, &file);
+    let avro_file = dir.path().join("events.avro");
+    write_avro(&events, &avro_file);
+    let avro = vectorize(model, &avro_file);
 
     let py = Command::new("python3")
         .arg(crate_path("ops/model/features.py"))
@@ -150,9 +144,9 @@ fn parity_with(model: &str, per_row: bool) -> Vec<Vec<serde_json::Value>> {
 
     assert_eq!(service.len(), 3_000, "every event vectorized, none rejected");
     assert_eq!(python.len(), 3_000);
-    let avro = avro_rows(model, &events);
+    assert_eq!(avro.len(), 3_000);
     let mut rows = Vec::new();
-    for ((s, p), (avro_row, avro_score)) in service.iter().zip(&python).zip(avro) {
+    for ((s, p), a) in service.iter().zip(&python).zip(&avro) {
         assert!(s.get("error").is_none(), "{s}");
         let row: Vec<serde_json::Value> = serde_json::from_value(s["row"].clone()).unwrap();
         let py_row: Vec<serde_json::Value> = serde_json::from_value(p["row"].clone()).unwrap();
@@ -160,9 +154,12 @@ fn parity_with(model: &str, per_row: bool) -> Vec<Vec<serde_json::Value>> {
             a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_cell(x, y))
         };
         assert!(same(&row, &py_row), "line {}: verdict {row:?}\n python {py_row:?}", s["line"]);
+        let avro_row: Vec<serde_json::Value> = serde_json::from_value(a["row"].clone()).unwrap();
         assert!(same(&row, &avro_row), "line {}: JSON {row:?}\n Avro {avro_row:?}", s["line"]);
+        assert_eq!(s["event_id"], a["event_id"]);
         let (ours, theirs) = (s["score"].as_f64().unwrap() as f32, p["score"].as_f64().unwrap() as f32);
         assert_eq!(ours.to_bits(), theirs.to_bits(), "line {}: score {ours} vs onnxruntime-python {theirs}", s["line"]);
+        let avro_score = a["score"].as_f64().unwrap() as f32;
         assert_eq!(ours.to_bits(), avro_score.to_bits(), "line {}: Avro score", s["line"]);
         rows.push(row);
     }
