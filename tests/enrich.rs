@@ -314,4 +314,12 @@ fn redis_windows_equal_the_in_process_ones_event_by_event_across_expiry_lateness
     assert!(buckets > 100, "{buckets} buckets kept");
     assert!(span_ms <= (86_400 + 60 + 60) * 1000, "oldest bucket {span_ms} ms before the newest event");
     assert!(fields <= 41, "{fields} fields: the state and at most 40 merchants");
+    // The key outlives its last update by at least the TTL (longest window + lateness +
+    // bucket) and at most 1.1 x that: its expiry is pushed back once a tenth has passed.
+    let ttl_ms = (86_400 + 60 + 60) * 1000i64;
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(verdict::enrich::redis::window_key("verdict", "card", "busy"))
+        .query(&mut redis.conn())
+        .unwrap();
+    assert!(pttl > ttl_ms && pttl <= ttl_ms * 11 / 10, "PTTL {pttl} ms");
 }

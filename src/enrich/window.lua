@@ -16,8 +16,11 @@
 -- The caller computes each event's aggregates from that state and these statuses, with the
 -- same code as the in-process backend (src/enrich/window.rs): Lua only fences and applies.
 -- Formatting 18 numbers per event in Lua cost more than everything else together, and each
--- redis.call costs about a microsecond, so a group makes four of them whatever its size:
--- HMGET state + distinct values, HMGET features, HSET, PEXPIRE.
+-- redis.call costs about a microsecond, so a group makes three of them whatever its size:
+-- HMGET state + distinct values, HMGET features, HSET; and a PEXPIRE when the key's expiry
+-- needs pushing back. The state records when (st.x, caller's clock) the expiry was last set
+-- to 1.1 x TTL; it is set again once a tenth of the TTL has passed, so a key always lives at
+-- least TTL (longest window + lateness) after its last update, and at most 1.1 x TTL.
 
 local function num(x) return string.format('%.17g', x) end
 
@@ -157,13 +160,15 @@ for _ = 1, ne do
 end
 
 if dirty then
+  local refresh = (not st.x) or now - st.x > ttl / 10
+  if refresh then st.x = now end
   local set = {'s', cmsgpack.pack(st)}
   for v in pairs(changed) do
     set[#set + 1] = 'd:' .. v
     set[#set + 1] = last[v]
   end
   redis.call('HSET', wkey, unpack(set))
-  redis.call('PEXPIRE', wkey, ttl)
+  if refresh then redis.call('PEXPIRE', wkey, math.floor(ttl * 1.1)) end
 end
 return a
 end

@@ -172,6 +172,8 @@ impl EntityState {
                     }
                 }
                 (Some("n"), Value::Boolean(false)) => {}
+                // When the script last pushed the key's expiry back (its own bookkeeping).
+                (Some("x"), _) => {}
                 (Some("n"), n) => st.newest_ms = Some(int(n).ok_or_else(|| bad("newest"))?),
                 // An empty Lua table packs as an empty array.
                 (Some("f"), Value::Array(a)) if a.is_empty() => {}
