@@ -11,6 +11,9 @@
 //!     BENCH_BUDGET_US=200 cargo bench --bench spine                     # latency-budgeted batches
 //!     BENCH_CHUNK_ROWS=0 cargo bench --bench spine                      # rows/call measured at start-up
 //!     BENCH_MODEL=models/demo-mlp cargo bench --bench spine             # another model directory
+//!     BENCH_RAW=off cargo bench --bench spine                           # skip phase 1 (slow models)
+//!     BENCH_DEADLINE_MS=50 BENCH_MODEL=/tmp/heavy cargo bench --bench spine  # deadline fallback
+//!                                                         # (ops/model/heavy.py writes a slow model)
 //!     BENCH_EP=cuda,cpu cargo bench --bench spine                       # execution providers (GPU)
 //!     BENCH_EP=tensorrt,cpu BENCH_TRT_FP16=1 cargo bench --bench spine  # TensorRT FP16 engines
 //!
@@ -65,6 +68,7 @@ fn config() -> Config {
         cfg.model.execution_providers = Some(eps.split(',').map(str::to_string).collect());
     }
     cfg.model.tensorrt_fp16 = env_u64("BENCH_TRT_FP16", 0) == 1;
+    cfg.decide.deadline_ms = env_u64("BENCH_DEADLINE_MS", 0);
     if let Ok(rules) = std::env::var("BENCH_RULES") {
         cfg.rules.file = root.join(rules).to_string_lossy().into_owned();
     }
@@ -137,7 +141,9 @@ fn stage_split(r: &demo::DemoReport) -> String {
 fn main() {
     // `cargo bench` passes --bench; nothing else to parse.
     let cfg = config();
-    raw_ort(&cfg);
+    if std::env::var("BENCH_RAW").as_deref() != Ok("off") {
+        raw_ort(&cfg);
+    }
 
     let events = env_u64("BENCH_EVENTS", 300_000);
     let partitions = env_u64("BENCH_PARTITIONS", 16) as i32;
@@ -178,4 +184,17 @@ fn main() {
         r.latency_us[2] as f64 / 1e3,
         r.events_per_sec()
     );
+    println!(
+        "  produce → decision (includes time waiting in Kafka): p50 {} ms  p99 {} ms  p99.9 {} ms",
+        r.event_latency_ms[0], r.event_latency_ms[1], r.event_latency_ms[2]
+    );
+    if cfg.decide.deadline_ms > 0 {
+        println!(
+            "  deadline {} ms: {} of {} events decided by rules alone (fallback, {:.1}%)",
+            cfg.decide.deadline_ms,
+            r.fallback,
+            r.decided,
+            100.0 * r.fallback as f64 / r.decided.max(1) as f64
+        );
+    }
 }

@@ -99,6 +99,8 @@ pub const MODEL_RELOADS: &str = "verdict_model_reloads_total";
 pub const SHADOW_DECISIONS: &str = "verdict_shadow_decisions_total";
 /// `verdict_fallback_decisions_total`: events decided without the model (deadline passed).
 pub const FALLBACK_DECISIONS: &str = "verdict_fallback_decisions_total";
+/// `verdict_deadline_reserve_seconds`: time kept back for the stages after the deadline check.
+pub const DEADLINE_RESERVE: &str = "verdict_deadline_reserve_seconds";
 /// `verdict_batch_limit`: the current batch-size cap (`batch.score_budget_us`).
 pub const BATCH_LIMIT: &str = "verdict_batch_limit";
 /// `verdict_drift_windows_total`: drift windows closed and published.
@@ -191,6 +193,8 @@ pub struct Metrics {
     pub fallback_decisions: IntCounter,
     /// See [`BATCH_LIMIT`].
     pub batch_limit: IntGauge,
+    /// `verdict_deadline_reserve_seconds` (also the value the deadline check uses).
+    pub deadline_reserve: prometheus::Gauge,
     /// See [`LABELS_TOTAL`].
     pub labels: IntCounterVec,
     /// See [`LABEL_PRECISION`].
@@ -201,6 +205,8 @@ pub struct Metrics {
     pub label_brier: GaugeVec,
     /// Exact pipeline-latency distribution in µs, for the demo and benchmark summaries.
     latency_us: Mutex<hdrhistogram::Histogram<u64>>,
+    /// Exact event-latency distribution (Kafka timestamp → acknowledged) in ms.
+    event_latency_ms: Mutex<hdrhistogram::Histogram<u64>>,
     model_loaded: AtomicBool,
     execution_provider: Mutex<String>,
 }
@@ -329,6 +335,12 @@ impl Metrics {
         registry.register(Box::new(fallback_decisions.clone())).unwrap();
         let batch_limit = IntGauge::new(BATCH_LIMIT, "Current batch-size cap from the scoring budget").unwrap();
         registry.register(Box::new(batch_limit.clone())).unwrap();
+        let deadline_reserve = prometheus::Gauge::new(
+            DEADLINE_RESERVE,
+            "Recent worst time from the deadline check to the acknowledgement of a batch's outputs (decaying maximum)",
+        )
+        .unwrap();
+        registry.register(Box::new(deadline_reserve.clone())).unwrap();
         let drift_windows = IntCounter::new(DRIFT_WINDOWS, "Drift windows closed and published").unwrap();
         registry.register(Box::new(drift_windows.clone())).unwrap();
         state_store_up.set(1);
@@ -400,11 +412,13 @@ impl Metrics {
             shadow_decisions,
             fallback_decisions,
             batch_limit,
+            deadline_reserve,
             labels,
             label_precision,
             label_recall,
             label_brier,
             latency_us: Mutex::new(hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()),
+            event_latency_ms: Mutex::new(hdrhistogram::Histogram::new_with_bounds(1, 3_600_000, 3).unwrap()),
             model_loaded: AtomicBool::new(false),
             execution_provider: Mutex::new(String::new()),
         })
@@ -436,6 +450,22 @@ impl Metrics {
             self.pipeline_latency.observe(us as f64 / 1e6);
             h.saturating_record(us.max(1));
         }
+    }
+
+    /// Records decided events' Kafka timestamps (ms) against `now_ms`: the histogram and
+    /// the exact distribution.
+    pub fn record_event_latencies(&self, timestamps: &[i64], now_ms: i64) {
+        let mut h = self.event_latency_ms.lock();
+        for &ts in timestamps {
+            let ms = (now_ms - ts).max(0);
+            self.event_latency.observe(ms as f64 / 1e3);
+            h.saturating_record(ms.max(1) as u64);
+        }
+    }
+
+    /// Exact event-latency quantile in ms (0 when nothing was recorded).
+    pub fn event_latency_quantile_ms(&self, q: f64) -> u64 {
+        self.event_latency_ms.lock().value_at_quantile(q)
     }
 
     /// Exact pipeline-latency quantile in µs (0 when nothing was recorded).

@@ -142,6 +142,8 @@ pub struct Worker {
     /// Scoring budget per batch: this worker reports its scoring time to it.
     pub budget: Option<Arc<crate::score::budget::BatchBudget>>,
     late: Vec<bool>,
+    /// Recent scoring cost per row (µs, moving average), for the deadline check.
+    row_cost_us: f64,
     live_rows: Rows,
     live_scores: Vec<f32>,
     /// Shadow model, if configured.
@@ -181,6 +183,7 @@ impl Worker {
         rules: Arc<RulesHandle>,
     ) -> Self {
         let rows = vectorizer.rows();
+        let row_cost_us = scorer.row_cost_us();
         Self {
             decoder,
             scorer,
@@ -198,6 +201,7 @@ impl Worker {
             deadline_ms: 0,
             budget: None,
             late: Vec::new(),
+            row_cost_us,
             live_rows: rows.clone(),
             live_scores: Vec::new(),
             shadow: None,
@@ -269,6 +273,7 @@ impl Worker {
         }
         self.decoder = decoder;
         self.scorer = b.scorer;
+        self.row_cost_us = self.scorer.row_cost_us();
         self.vectorizer = b.vectorizer;
         self.rows = self.vectorizer.rows();
         self.live_rows = self.vectorizer.rows();
@@ -330,22 +335,23 @@ impl Worker {
             m.stage_seconds.with_label_values(&["enrich"]).observe(t.elapsed().as_secs_f64());
         }
 
-        // Deadline: events already older than the budget are decided without the model.
+        // Deadline: only events that can be scored and still be acknowledged within their
+        // budget are scored; the rest are decided without the model.
         self.late.clear();
         if self.deadline_ms > 0 {
             let now = wall_clock_ms();
-            for (ev, o) in batch.events.iter().zip(&outcomes) {
-                if let Outcome::Decided(_) = o {
-                    let age =
-                        ev.timestamp_ms.map_or_else(|| ev.received_at.elapsed().as_millis() as i64, |ts| now - ts);
-                    self.late.push(age > self.deadline_ms as i64);
-                }
-            }
+            let ages = batch.events.iter().zip(&outcomes).filter(|(_, o)| matches!(o, Outcome::Decided(_))).map(
+                |(ev, _)| ev.timestamp_ms.map_or_else(|| ev.received_at.elapsed().as_millis() as i64, |ts| now - ts),
+            );
+            let (deadline, reserve) = (self.deadline_ms as f64, m.deadline_reserve.get() * 1e3);
+            let slack: Vec<f64> = ages.map(|age| deadline - age as f64 - reserve).collect();
+            self.late = admit(&slack, self.row_cost_us / 1e3);
         }
         let any_late = self.late.iter().any(|&l| l);
 
         let t = Instant::now();
         self.scores.clear();
+        let scored_rows = if any_late { self.late.iter().filter(|&&l| !l).count() } else { self.rows.len() };
         let mut backoff = Duration::from_millis(100);
         if any_late {
             self.live_rows.clear();
@@ -380,6 +386,12 @@ impl Worker {
             }));
         }
         m.stage_seconds.with_label_values(&["score"]).observe(t.elapsed().as_secs_f64());
+        if scored_rows > 0 {
+            let cost = t.elapsed().as_secs_f64() * 1e6 / scored_rows as f64;
+            self.row_cost_us = 0.8 * self.row_cost_us + 0.2 * cost;
+        }
+        // From here to acknowledgement is what the deadline check keeps in reserve.
+        let checked_at = (self.deadline_ms > 0).then(Instant::now);
         if let Some(b) = &self.budget {
             b.observe(self.scores.len(), t.elapsed());
             m.batch_limit.set(b.limit() as i64);
@@ -529,7 +541,14 @@ impl Worker {
             d.observe(self.rows.values(), self.rows.width(), &self.scores, &self.actions, &dead);
             m.stage_seconds.with_label_values(&["drift"]).observe(t.elapsed().as_secs_f64());
         }
-        Some(Completed { seq: batch.seq, offsets: max_offsets(&batch.events), deliveries, received, timestamps })
+        Some(Completed {
+            seq: batch.seq,
+            offsets: max_offsets(&batch.events),
+            deliveries,
+            received,
+            timestamps,
+            checked_at,
+        })
     }
 
     /// Runs the enrich stage for the decoded events (in batch order across workers) and
@@ -660,6 +679,30 @@ impl Worker {
     }
 }
 
+/// Which events to decide without the model (`true`), given each one's slack (ms left of
+/// its deadline after the reserve for publishing) and the scoring cost per row (ms): the
+/// most events, freshest first, such that scoring all of them together still ends within the
+/// slack of every event of the batch that can still make its deadline (a batch is
+/// published as a whole, so its unscored events wait for the scored ones too).
+pub fn admit(slack: &[f64], row_cost_ms: f64) -> Vec<bool> {
+    let mut order: Vec<usize> = (0..slack.len()).collect();
+    order.sort_by(|&a, &b| slack[b].total_cmp(&slack[a]));
+    let tightest = slack.iter().copied().filter(|&s| s >= 0.0).fold(f64::INFINITY, f64::min);
+    let admitted = order
+        .iter()
+        .enumerate()
+        .take_while(|&(i, &k)| {
+            let scoring = (i + 1) as f64 * row_cost_ms;
+            slack[k] >= scoring && tightest >= scoring
+        })
+        .count();
+    let mut late = vec![true; slack.len()];
+    for &k in &order[..admitted] {
+        late[k] = false;
+    }
+    late
+}
+
 /// Highest offset per (topic, partition) among `events`.
 pub fn max_offsets(events: &[Envelope<RawMessage>]) -> Vec<Origin> {
     let mut out: Vec<Origin> = Vec::new();
@@ -670,4 +713,23 @@ pub fn max_offsets(events: &[Envelope<RawMessage>]) -> Vec<Origin> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::admit;
+
+    #[test]
+    fn the_deadline_admits_the_most_events_whose_slack_covers_scoring_them_all() {
+        // 1 ms per row. Slacks (ms): 10, -5 (already past), 2.5, 3, 4.
+        let late = admit(&[10.0, -5.0, 2.5, 3.0, 4.0], 1.0);
+        // Freshest first: 10 ≥ 1, 4 ≥ 2, but the batch's tightest in-time event (2.5 ms)
+        // cannot wait for 3 rows: two rows are scored. The event already past does not count.
+        assert_eq!(late, [false, true, true, true, false]);
+        // An event about to expire keeps the whole batch from waiting for the model.
+        assert_eq!(admit(&[10.0, 9.0, 0.5], 1.0), [true, true, true]);
+        // Free scoring admits everything that is not past its deadline.
+        assert_eq!(admit(&[10.0, -5.0, 2.5, 3.0, 4.0], 0.0), [false, true, false, false, false]);
+        assert_eq!(admit(&[], 1.0), Vec::<bool>::new());
+    }
 }

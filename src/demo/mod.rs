@@ -67,6 +67,11 @@ pub struct DemoReport {
     pub elapsed: Duration,
     /// Poll → acknowledged latency quantiles (µs): p50, p99, p99.9.
     pub latency_us: [u64; 3],
+    /// Kafka timestamp (produce) → acknowledged latency quantiles (ms): p50, p99, p99.9.
+    /// Unlike `latency_us` it includes the time an event waited in Kafka.
+    pub event_latency_ms: [u64; 3],
+    /// Events decided by rules alone because their deadline had passed.
+    pub fallback: u64,
     /// Execution provider used.
     pub execution_provider: String,
     /// Per stage: (name, total seconds, batches).
@@ -164,17 +169,25 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
     let topic = cfg.kafka.input_topics[0].clone();
     let stop = Arc::new(AtomicBool::new(false));
 
-    let producer = if opts.preload {
+    if opts.preload {
         produce(&mock, &topic, opts, &stop);
-        None
-    } else {
-        let (m, o, s, t) = (mock.clone(), opts.clone(), stop.clone(), topic.clone());
-        Some(std::thread::spawn(move || produce(&m, &t, &o, &s)))
-    };
-
+    }
     let metrics = Metrics::new();
-    let start = Instant::now();
+    let mut start = Instant::now();
     let pipeline = Pipeline::start(&cfg, metrics.clone())?;
+    // At a rate, production starts once the consumer owns its partitions, so produce →
+    // decision latency measures the pipeline, not the group join.
+    let producer = (!opts.preload).then(|| {
+        let joined = Instant::now();
+        while metrics.partitions_assigned.get() < i64::from(opts.partitions)
+            && joined.elapsed() < Duration::from_secs(15)
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        start = Instant::now();
+        let (m, o, s, t) = (mock.clone(), opts.clone(), stop.clone(), topic.clone());
+        std::thread::spawn(move || produce(&m, &t, &o, &s))
+    });
     let ep = pipeline.model().execution_provider.clone();
     let done = |m: &Metrics| m.counted("decode", "ok") + m.counted("decode", "dead_letter");
     let mut last = (Instant::now(), 0u64);
@@ -236,6 +249,8 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
         ],
         elapsed: finished_at,
         latency_us: [q(0.5), q(0.99), q(0.999)],
+        event_latency_ms: [0.5, 0.99, 0.999].map(|x| metrics.event_latency_quantile_ms(x)),
+        fallback: metrics.fallback_decisions.get(),
         execution_provider: ep,
         stages: ["decode", "enrich", "score", "shadow", "publish", "drift"]
             .into_iter()

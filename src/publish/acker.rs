@@ -32,6 +32,9 @@ pub struct Completed {
     pub received: Vec<Instant>,
     /// Kafka timestamps of decided events (ms), for event→decision latency.
     pub timestamps: Vec<i64>,
+    /// When the worker checked the batch's deadlines (deadline fallback on): the time from
+    /// there to acknowledgement is what the check must keep in reserve.
+    pub checked_at: Option<Instant>,
 }
 
 /// Orders acknowledgements and stores offsets.
@@ -77,9 +80,12 @@ impl Acker {
                 latencies.clear();
                 latencies.extend(batch.received.iter().map(|r| now.duration_since(*r).as_micros() as u64));
                 self.metrics.record_latencies(&latencies);
-                let wall_ms = wall_clock_ms();
-                for &ts in &batch.timestamps {
-                    self.metrics.event_latency.observe((wall_ms - ts).max(0) as f64 / 1e3);
+                self.metrics.record_event_latencies(&batch.timestamps, wall_clock_ms());
+                if let Some(at) = batch.checked_at {
+                    // A decaying maximum: follows a slower tail at once, forgets it within
+                    // about a hundred batches.
+                    let r = &self.metrics.deadline_reserve;
+                    r.set(now.duration_since(at).as_secs_f64().max(r.get() * 0.95));
                 }
                 next_seq += 1;
             }

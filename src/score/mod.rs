@@ -138,6 +138,8 @@ pub struct OnnxScorer {
     layout: (usize, usize, usize),
     chunk_rows: usize,
     execution_provider: ExecutionProviderKind,
+    /// Scoring cost per row measured by the warm-up (µs).
+    row_cost_us: f64,
 }
 
 /// One graph input: the lane indices of its columns, and a buffer for gathering them when
@@ -337,6 +339,7 @@ impl OnnxScorer {
             layout: (empty.width(), empty.int_width(), empty.text_width()),
             chunk_rows: spec.chunk_rows.max(1),
             execution_provider: ep,
+            row_cost_us: 0.0,
         };
         if spec.chunk_rows == 0 {
             scorer.chunk_rows = scorer.calibrate()?;
@@ -390,6 +393,10 @@ impl OnnxScorer {
         }
         let mut out = Vec::with_capacity(rows.len());
         self.score(&rows, &mut out)?;
+        // Once more for the cost per row (the first run pays one-time set-up).
+        let t = std::time::Instant::now();
+        self.score(&rows, &mut Vec::with_capacity(rows.len()))?;
+        self.row_cost_us = t.elapsed().as_secs_f64() * 1e6 / rows.len() as f64;
         match out.iter().position(|s| !s.is_finite() || *s < 0.0 || *s > 1.0) {
             Some(k) => Err(ScoreError::Mismatch(format!(
                 "warm-up score {} for {} is not a probability in [0, 1]",
@@ -477,6 +484,12 @@ impl OnnxScorer {
             }
         }
         rows
+    }
+
+    /// Scoring cost per row measured at load (µs): where the deadline check starts before
+    /// it has measured real batches.
+    pub fn row_cost_us(&self) -> f64 {
+        self.row_cost_us
     }
 
     /// Rows per ORT call in use.
