@@ -340,9 +340,10 @@ impl Worker {
         self.late.clear();
         if self.deadline_ms > 0 {
             let now = wall_clock_ms();
-            let ages = batch.events.iter().zip(&outcomes).filter(|(_, o)| matches!(o, Outcome::Decided(_))).map(
-                |(ev, _)| ev.timestamp_ms.map_or_else(|| ev.received_at.elapsed().as_millis() as i64, |ts| now - ts),
-            );
+            let ages =
+                batch.events.iter().zip(&outcomes).filter(|(_, o)| matches!(o, Outcome::Decided(_))).map(|(ev, _)| {
+                    ev.timestamp_ms.map_or_else(|| ev.received_at.elapsed().as_millis() as i64, |ts| now - ts)
+                });
             let (deadline, reserve) = (self.deadline_ms as f64, m.deadline_reserve.get() * 1e3);
             let slack: Vec<f64> = ages.map(|age| deadline - age as f64 - reserve).collect();
             self.late = admit(&slack, self.row_cost_us / 1e3);

@@ -177,7 +177,8 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
     let pipeline = Pipeline::start(&cfg, metrics.clone())?;
     // At a rate, production starts once the consumer owns its partitions, so produce →
     // decision latency measures the pipeline, not the group join.
-    let producer = (!opts.preload).then(|| {
+    let mut producer = None;
+    if !opts.preload {
         let joined = Instant::now();
         while metrics.partitions_assigned.get() < i64::from(opts.partitions)
             && joined.elapsed() < Duration::from_secs(15)
@@ -186,8 +187,8 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
         }
         start = Instant::now();
         let (m, o, s, t) = (mock.clone(), opts.clone(), stop.clone(), topic.clone());
-        std::thread::spawn(move || produce(&m, &t, &o, &s))
-    });
+        producer = Some(std::thread::spawn(move || produce(&m, &t, &o, &s)));
+    }
     let ep = pipeline.model().execution_provider.clone();
     let done = |m: &Metrics| m.counted("decode", "ok") + m.counted("decode", "dead_letter");
     let mut last = (Instant::now(), 0u64);

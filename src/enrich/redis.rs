@@ -1,5 +1,6 @@
-//! Redis state store: one pipelined round trip per batch, one `EVALSHA` per entity in
-//! it (window update + feature read for that entity, atomically, one cluster slot).
+//! Redis state store: one pipelined round trip per batch carrying one `EVALSHA` for the
+//! whole batch, or one per entity with `redis_cluster` (window updates + feature reads,
+//! atomically; an entity's keys share one cluster slot).
 //!
 //! Key layout (the entity id is the hash tag):
 //! * `{prefix}:win:{entity}:{id}` — window hash: field `s` = state (msgpack: buckets, fences,

@@ -384,8 +384,7 @@ impl OnnxScorer {
             if found.is_empty() {
                 continue;
             }
-            rows.push_copy(&self.synthetic_rows(1, 1, 1, 1.0, 0.0), 0);
-            let row = rows.row_mut(rows.len() - 1);
+            let row = rows.push();
             for (i, v) in found {
                 row.values[i] = v as f32;
             }
