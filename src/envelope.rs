@@ -3,7 +3,8 @@
 //! Source coordinates (topic, partition, offset) ride along so that only the publish
 //! stage, after the broker acknowledged every output, marks the offset done.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Where a message came from in Kafka.
@@ -54,4 +55,42 @@ pub struct Batch {
     /// The model generation in force at dispatch (see `score::live`): the worker swaps in
     /// a newer model before deciding this batch.
     pub model_generation: u64,
+}
+
+/// Batches dispatched to the workers and not yet taken by one, as (sequence number, wall-clock
+/// ms of the batch's oldest event), in dispatch order. The deadline check bounds a batch's
+/// scoring by the oldest queued event's slack, so batches waiting behind it still arrive in
+/// time to be decided (kept only with `decide.deadline_ms`).
+#[derive(Debug, Default)]
+pub struct Queued(Mutex<VecDeque<(u64, i64)>>);
+
+impl Queued {
+    /// Batch `seq`, whose oldest event happened at `oldest_ms`, is about to be queued.
+    pub fn push(&self, seq: u64, oldest_ms: i64) {
+        self.0.lock().expect("queued batches").push_back((seq, oldest_ms));
+    }
+
+    /// A worker took batch `seq`.
+    pub fn take(&self, seq: u64) {
+        let mut q = self.0.lock().expect("queued batches");
+        if let Some(k) = q.iter().position(|&(s, _)| s == seq) {
+            q.remove(k);
+        }
+    }
+
+    /// When the oldest event still queued happened (wall-clock ms).
+    pub fn oldest_ms(&self) -> Option<i64> {
+        self.0.lock().expect("queued batches").iter().map(|&(_, t)| t).min()
+    }
+}
+
+impl Batch {
+    /// When its oldest event happened (wall-clock ms): the Kafka timestamp, or the poll time
+    /// for events without one. `now_ms` is the wall clock now.
+    pub fn oldest_ms(&self, now_ms: i64) -> Option<i64> {
+        self.events
+            .iter()
+            .map(|e| e.timestamp_ms.unwrap_or_else(|| now_ms - e.received_at.elapsed().as_millis() as i64))
+            .min()
+    }
 }

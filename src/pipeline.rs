@@ -229,6 +229,7 @@ impl Pipeline {
         let budget = (cfg.batch.score_budget_us > 0)
             .then(|| Arc::new(crate::score::budget::BatchBudget::new(cfg.batch.score_budget_us, cfg.batch.max_events)));
         let mut shadows = load_shadows(cfg, &spec, scorers.len())?;
+        let queued = (cfg.decide.deadline_ms > 0).then(|| Arc::new(crate::envelope::Queued::default()));
         let mut workers = Vec::new();
         for (i, scorer) in scorers.into_iter().enumerate() {
             let mut worker = Worker::new(
@@ -255,6 +256,7 @@ impl Pipeline {
             worker.scored = scored.clone();
             worker.shadow = shadows.pop();
             worker.deadline_ms = cfg.decide.deadline_ms;
+            worker.queued = queued.clone();
             worker.budget = budget.clone();
             let (rx, tx) = (batch_rx.clone(), done_tx.clone());
             workers.push(
@@ -265,8 +267,12 @@ impl Pipeline {
             );
         }
         drop((batch_rx, done_tx, scored));
+        if cfg.decide.deadline_ms > 0 && metrics.deadline_reserve.get() == 0.0 {
+            // Until acknowledgements have measured it, keep a tenth of the budget back.
+            metrics.deadline_reserve.set(cfg.decide.deadline_ms as f64 / 1e4);
+        }
 
-        let consume_loop = ConsumeLoop::new(
+        let mut consume_loop = ConsumeLoop::new(
             consumer.clone(),
             cfg.batch.clone(),
             Duration::from_millis(cfg.kafka.commit_interval_ms),
@@ -278,6 +284,7 @@ impl Pipeline {
         .with_rules(rules.clone())
         .with_models(model_slots.clone())
         .with_budget(budget);
+        consume_loop.queued = queued;
         let consume = std::thread::Builder::new()
             .name("verdict-consume".into())
             .spawn(move || consume_loop.run())

@@ -99,7 +99,8 @@ pub const MODEL_RELOADS: &str = "verdict_model_reloads_total";
 pub const SHADOW_DECISIONS: &str = "verdict_shadow_decisions_total";
 /// `verdict_fallback_decisions_total`: events decided without the model (deadline passed).
 pub const FALLBACK_DECISIONS: &str = "verdict_fallback_decisions_total";
-/// `verdict_deadline_reserve_seconds`: time kept back for the stages after the deadline check.
+/// `verdict_deadline_reserve_seconds`: time the deadline check keeps back beyond its predicted
+/// scoring time (a decaying maximum of how far check → acknowledgement exceeded it).
 pub const DEADLINE_RESERVE: &str = "verdict_deadline_reserve_seconds";
 /// `verdict_batch_limit`: the current batch-size cap (`batch.score_budget_us`).
 pub const BATCH_LIMIT: &str = "verdict_batch_limit";

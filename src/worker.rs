@@ -21,6 +21,7 @@ use crate::publish::record::ShadowVerdict;
 use crate::publish::{acker::wall_clock_ms, decision_headers_with, Completed, DecisionRecord, PublishError, Publisher};
 use crate::rules::expr::Scope;
 use crate::rules::{Action, RuleMode, RuleSet, RulesHandle, RulesOutcome, ThresholdBands};
+use crate::score::budget::ScoringCost;
 use crate::score::OnnxScorer;
 use crate::telemetry::Metrics;
 
@@ -142,8 +143,10 @@ pub struct Worker {
     /// Scoring budget per batch: this worker reports its scoring time to it.
     pub budget: Option<Arc<crate::score::budget::BatchBudget>>,
     late: Vec<bool>,
-    /// Recent scoring cost per row (µs, moving average), for the deadline check.
-    row_cost_us: f64,
+    /// Batches queued behind this one (deadline fallback on): scoring leaves them time.
+    pub queued: Option<Arc<crate::envelope::Queued>>,
+    /// Scoring cost (per call and per row, fitted to recent batches), for the deadline check.
+    cost: ScoringCost,
     live_rows: Rows,
     live_scores: Vec<f32>,
     /// Shadow model, if configured.
@@ -183,7 +186,8 @@ impl Worker {
         rules: Arc<RulesHandle>,
     ) -> Self {
         let rows = vectorizer.rows();
-        let row_cost_us = scorer.row_cost_us();
+        let (call_us, row_us) = scorer.cost_us();
+        let cost = ScoringCost::new(scorer.chunk_rows(), call_us, row_us);
         Self {
             decoder,
             scorer,
@@ -201,7 +205,8 @@ impl Worker {
             deadline_ms: 0,
             budget: None,
             late: Vec::new(),
-            row_cost_us,
+            cost,
+            queued: None,
             live_rows: rows.clone(),
             live_scores: Vec::new(),
             shadow: None,
@@ -273,7 +278,8 @@ impl Worker {
         }
         self.decoder = decoder;
         self.scorer = b.scorer;
-        self.row_cost_us = self.scorer.row_cost_us();
+        let (call_us, row_us) = self.scorer.cost_us();
+        self.cost = ScoringCost::new(self.scorer.chunk_rows(), call_us, row_us);
         self.vectorizer = b.vectorizer;
         self.rows = self.vectorizer.rows();
         self.live_rows = self.vectorizer.rows();
@@ -300,6 +306,9 @@ impl Worker {
 
     /// Decodes, scores, decides and sends one batch. None only if aborted mid-way.
     pub fn process(&mut self, batch: Batch) -> Option<Completed> {
+        if let Some(q) = &self.queued {
+            q.take(batch.seq);
+        }
         self.swap_model(batch.model_generation);
         let m = self.metrics.clone();
         // One rules version for the whole batch.
@@ -338,6 +347,7 @@ impl Worker {
         // Deadline: only events that can be scored and still be acknowledged within their
         // budget are scored; the rest are decided without the model.
         self.late.clear();
+        let mut checked = None;
         if self.deadline_ms > 0 {
             let now = wall_clock_ms();
             let ages =
@@ -346,7 +356,12 @@ impl Worker {
                 });
             let (deadline, reserve) = (self.deadline_ms as f64, m.deadline_reserve.get() * 1e3);
             let slack: Vec<f64> = ages.map(|age| deadline - age as f64 - reserve).collect();
-            self.late = admit(&slack, self.row_cost_us / 1e3);
+            // The oldest event queued behind this batch waits for its scoring too.
+            let behind =
+                self.queued.as_ref().and_then(|q| q.oldest_ms()).map(|t| deadline - (now - t) as f64 - reserve);
+            self.late = admit(&slack, behind, |k| self.cost.predict_us(k) / 1e3);
+            let admitted = self.late.iter().filter(|&&l| !l).count();
+            checked = Some((Instant::now(), Duration::from_secs_f64(self.cost.predict_us(admitted) / 1e6)));
         }
         let any_late = self.late.iter().any(|&l| l);
 
@@ -387,12 +402,19 @@ impl Worker {
             }));
         }
         m.stage_seconds.with_label_values(&["score"]).observe(t.elapsed().as_secs_f64());
-        if scored_rows > 0 {
-            let cost = t.elapsed().as_secs_f64() * 1e6 / scored_rows as f64;
-            self.row_cost_us = 0.8 * self.row_cost_us + 0.2 * cost;
+        if let Some((at, pred)) = checked {
+            let ages: Vec<i64> =
+                batch.events.iter().map(|ev| ev.timestamp_ms.map_or(0, |ts| wall_clock_ms() - ts)).collect();
+            let kafka: Vec<i64> = batch
+                .events
+                .iter()
+                .map(|ev| {
+                    ev.timestamp_ms.map_or(0, |ts| wall_clock_ms() - ts) - ev.received_at.elapsed().as_millis() as i64
+                })
+                .collect();
+            eprintln!("DIAG {} n={} adm={} pred={:.1} actual={:.1} parts={:.0}/{:.0} reserve={:.1} maxage_now={} kafka={} q={}", wall_clock_ms() % 100000, batch.events.len(), scored_rows, pred.as_secs_f64()*1e3, at.elapsed().as_secs_f64()*1e3, self.cost.parts_us().0, self.cost.parts_us().1, m.deadline_reserve.get()*1e3, ages.iter().max().unwrap_or(&0), kafka.iter().max().unwrap_or(&0), batch.events.first().map_or(0, |e| e.received_at.elapsed().as_millis()));
         }
-        // From here to acknowledgement is what the deadline check keeps in reserve.
-        let checked_at = (self.deadline_ms > 0).then(Instant::now);
+        self.cost.observe(scored_rows, t.elapsed().as_secs_f64() * 1e6);
         if let Some(b) = &self.budget {
             b.observe(self.scores.len(), t.elapsed());
             m.batch_limit.set(b.limit() as i64);
@@ -548,7 +570,7 @@ impl Worker {
             deliveries,
             received,
             timestamps,
-            checked_at,
+            checked,
         })
     }
 
@@ -681,19 +703,20 @@ impl Worker {
 }
 
 /// Which events to decide without the model (`true`), given each one's slack (ms left of
-/// its deadline after the reserve for publishing) and the scoring cost per row (ms): the
-/// most events, freshest first, such that scoring all of them together still ends within the
-/// slack of every event of the batch that can still make its deadline (a batch is
-/// published as a whole, so its unscored events wait for the scored ones too).
-pub fn admit(slack: &[f64], row_cost_ms: f64) -> Vec<bool> {
+/// its deadline after the reserve for publishing) and the time (ms) scoring k rows takes:
+/// the most events, freshest first, such that scoring all of them together still ends within
+/// the slack of every event of the batch that can still make its deadline (a batch is
+/// published as a whole, so its unscored events wait for the scored ones too), and within
+/// `behind`, the slack of the oldest event queued behind the batch, if it can still make it.
+pub fn admit(slack: &[f64], behind: Option<f64>, scoring_ms: impl Fn(usize) -> f64) -> Vec<bool> {
     let mut order: Vec<usize> = (0..slack.len()).collect();
     order.sort_by(|&a, &b| slack[b].total_cmp(&slack[a]));
-    let tightest = slack.iter().copied().filter(|&s| s >= 0.0).fold(f64::INFINITY, f64::min);
+    let tightest = slack.iter().copied().chain(behind).filter(|&s| s >= 0.0).fold(f64::INFINITY, f64::min);
     let admitted = order
         .iter()
         .enumerate()
         .take_while(|&(i, &k)| {
-            let scoring = (i + 1) as f64 * row_cost_ms;
+            let scoring = scoring_ms(i + 1);
             slack[k] >= scoring && tightest >= scoring
         })
         .count();
@@ -722,15 +745,23 @@ mod tests {
 
     #[test]
     fn the_deadline_admits_the_most_events_whose_slack_covers_scoring_them_all() {
-        // 1 ms per row. Slacks (ms): 10, -5 (already past), 2.5, 3, 4.
-        let late = admit(&[10.0, -5.0, 2.5, 3.0, 4.0], 1.0);
+        let per_row = |k: usize| k as f64; // 1 ms per row
+                                           // Slacks (ms): 10, -5 (already past), 2.5, 3, 4.
+        let late = admit(&[10.0, -5.0, 2.5, 3.0, 4.0], None, per_row);
         // Freshest first: 10 ≥ 1, 4 ≥ 2, but the batch's tightest in-time event (2.5 ms)
         // cannot wait for 3 rows: two rows are scored. The event already past does not count.
         assert_eq!(late, [false, true, true, true, false]);
         // An event about to expire keeps the whole batch from waiting for the model.
-        assert_eq!(admit(&[10.0, 9.0, 0.5], 1.0), [true, true, true]);
+        assert_eq!(admit(&[10.0, 9.0, 0.5], None, per_row), [true, true, true]);
         // Free scoring admits everything that is not past its deadline.
-        assert_eq!(admit(&[10.0, -5.0, 2.5, 3.0, 4.0], 0.0), [false, true, false, false, false]);
-        assert_eq!(admit(&[], 1.0), Vec::<bool>::new());
+        assert_eq!(admit(&[10.0, -5.0, 2.5, 3.0, 4.0], None, |_| 0.0), [false, true, false, false, false]);
+        assert_eq!(admit(&[], None, per_row), Vec::<bool>::new());
+        // A cost per call: 6 ms for the call plus 0.5 ms per row. One row needs 6.5 ms.
+        let per_call = |k: usize| 6.0 + 0.5 * k as f64;
+        assert_eq!(admit(&[9.0, 8.0, 7.0, 20.0], None, per_call), [false, true, true, false]);
+        assert_eq!(admit(&[6.0, 20.0], None, per_call), [true, true]);
+        // A queued event with 6.8 ms left: this batch's scoring leaves it time.
+        assert_eq!(admit(&[30.0, 20.0], Some(6.8), per_call), [false, true]);
+        assert_eq!(admit(&[30.0, 20.0], Some(-1.0), per_call), [false, false]);
     }
 }

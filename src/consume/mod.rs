@@ -106,6 +106,8 @@ pub struct ConsumeLoop {
     rules: Option<Arc<crate::rules::RulesHandle>>,
     models: Option<Arc<crate::score::live::ModelSlots>>,
     budget: Option<Arc<crate::score::budget::BatchBudget>>,
+    /// Queued batches' oldest event times, for the deadline check (`decide.deadline_ms`).
+    pub queued: Option<Arc<crate::envelope::Queued>>,
 }
 
 impl ConsumeLoop {
@@ -135,6 +137,7 @@ impl ConsumeLoop {
             rules: None,
             models: None,
             budget: None,
+            queued: None,
         }
     }
 
@@ -256,6 +259,11 @@ impl ConsumeLoop {
         let rules = self.rules.as_ref().map(|r| r.current());
         let model_generation = self.models.as_ref().map_or(0, |m| m.generation());
         let mut batch = Batch { seq: self.next_seq, events, rules, model_generation };
+        if let Some(q) = &self.queued {
+            if let Some(t) = batch.oldest_ms(crate::publish::acker::wall_clock_ms()) {
+                q.push(batch.seq, t);
+            }
+        }
         // Short waits are ordinary backpressure: block (without polling) instead of pausing.
         // Pausing purges librdkafka's prefetched messages and resuming re-fetches them, which
         // measured 3.5x slower when done for every full queue. Pause only when the wait is long

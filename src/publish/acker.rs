@@ -32,10 +32,15 @@ pub struct Completed {
     pub received: Vec<Instant>,
     /// Kafka timestamps of decided events (ms), for event→decision latency.
     pub timestamps: Vec<i64>,
-    /// When the worker checked the batch's deadlines (deadline fallback on): the time from
-    /// there to acknowledgement is what the check must keep in reserve.
-    pub checked_at: Option<Instant>,
+    /// When the worker checked the batch's deadlines (deadline fallback on) and the scoring
+    /// time it predicted for the rows it admitted: whatever the time from the check to
+    /// acknowledgement exceeds that prediction by is what later checks keep in reserve.
+    pub checked: Option<(Instant, Duration)>,
 }
+
+/// Per acknowledged batch, how much of the deadline reserve is kept: it halves in about
+/// 140 batches (a second or two under load), so one slow batch is remembered for a while.
+const RESERVE_DECAY: f64 = 0.995;
 
 /// Orders acknowledgements and stores offsets.
 pub struct Acker {
@@ -81,11 +86,13 @@ impl Acker {
                 latencies.extend(batch.received.iter().map(|r| now.duration_since(*r).as_micros() as u64));
                 self.metrics.record_latencies(&latencies);
                 self.metrics.record_event_latencies(&batch.timestamps, wall_clock_ms());
-                if let Some(at) = batch.checked_at {
-                    // A decaying maximum: follows a slower tail at once, forgets it within
-                    // about a hundred batches.
+                if let Some((at, predicted)) = batch.checked {
+                    // The check's error: publishing, waiting for earlier batches, and scoring
+                    // beyond the prediction. A decaying maximum follows a slower tail at once
+                    // and forgets it over a few hundred batches.
+                    let beyond = now.duration_since(at).saturating_sub(predicted).as_secs_f64();
                     let r = &self.metrics.deadline_reserve;
-                    r.set(now.duration_since(at).as_secs_f64().max(r.get() * 0.95));
+                    r.set(beyond.max(r.get() * RESERVE_DECAY));
                 }
                 next_seq += 1;
             }

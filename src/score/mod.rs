@@ -138,8 +138,8 @@ pub struct OnnxScorer {
     layout: (usize, usize, usize),
     chunk_rows: usize,
     execution_provider: ExecutionProviderKind,
-    /// Scoring cost per row measured by the warm-up (µs).
-    row_cost_us: f64,
+    /// Scoring cost per call and per row measured by the warm-up (µs).
+    cost_us: (f64, f64),
 }
 
 /// One graph input: the lane indices of its columns, and a buffer for gathering them when
@@ -339,7 +339,7 @@ impl OnnxScorer {
             layout: (empty.width(), empty.int_width(), empty.text_width()),
             chunk_rows: spec.chunk_rows.max(1),
             execution_provider: ep,
-            row_cost_us: 0.0,
+            cost_us: (0.0, 0.0),
         };
         if spec.chunk_rows == 0 {
             scorer.chunk_rows = scorer.calibrate()?;
@@ -392,10 +392,19 @@ impl OnnxScorer {
         }
         let mut out = Vec::with_capacity(rows.len());
         self.score(&rows, &mut out)?;
-        // Once more for the cost per row (the first run pays one-time set-up).
+        // Once more, and with one row, for the costs per call and per row (the first run
+        // pays one-time set-up).
         let t = std::time::Instant::now();
         self.score(&rows, &mut Vec::with_capacity(rows.len()))?;
-        self.row_cost_us = t.elapsed().as_secs_f64() * 1e6 / rows.len() as f64;
+        let all_us = t.elapsed().as_secs_f64() * 1e6;
+        let mut one = self.empty_rows();
+        one.push_copy(&rows, 2);
+        let t = std::time::Instant::now();
+        self.score(&one, &mut Vec::with_capacity(1))?;
+        let one_us = t.elapsed().as_secs_f64() * 1e6;
+        let (n, calls) = (rows.len() as f64, rows.len().div_ceil(self.chunk_rows) as f64);
+        let row_us = if n > calls { ((all_us - calls * one_us) / (n - calls)).max(0.0) } else { all_us / n };
+        self.cost_us = ((one_us - row_us).max(0.0), row_us);
         match out.iter().position(|s| !s.is_finite() || *s < 0.0 || *s > 1.0) {
             Some(k) => Err(ScoreError::Mismatch(format!(
                 "warm-up score {} for {} is not a probability in [0, 1]",
@@ -485,10 +494,10 @@ impl OnnxScorer {
         rows
     }
 
-    /// Scoring cost per row measured at load (µs): where the deadline check starts before
-    /// it has measured real batches.
-    pub fn row_cost_us(&self) -> f64 {
-        self.row_cost_us
+    /// Scoring cost per ORT call and per row measured at load (µs): where the deadline
+    /// check starts before it has measured real batches.
+    pub fn cost_us(&self) -> (f64, f64) {
+        self.cost_us
     }
 
     /// Rows per ORT call in use.
