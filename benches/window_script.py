@@ -5,7 +5,8 @@
     pip install redis
     python3 benches/window_script.py [SCRIPT.lua ...]     # default: src/enrich/window.lua
 
-Two shapes of call, on a flushed Redis:
+The calls take the script's 'f' path (the script applies the events: what verdict sends for
+an entity it has no copy of, or whose copy is stale). Two shapes of call, on a flushed Redis:
   one card, 50 events per call (a quiet card, and a busy one with 4,000 events of history);
   150 cards of 1-3 events per call (what a batch of a Zipf-keyed stream looks like).
 """
@@ -21,10 +22,11 @@ SPEC = [60000, 60000, 3660000, 3, 600000, 3600000, 86400000, 2, "chargebacks_90d
 
 
 def call(sha, groups, off, t):
-    keys, args = [], [1795900000000, len(groups)]
+    # One entity type, then per group: its type, read features, mode 'f', version token.
+    keys, args = [], [1795900000000, 1] + SPEC + [len(groups)]
     for card, n in groups:
         keys += [f"verdict:win:card:{{{card}}}", f"verdict:f:card:{{{card}}}"]
-        args += SPEC + [n]
+        args += [1, "1", "f", "bench%d" % off, n]
         for _ in range(n):
             t += random.randint(0, 20)
             args += ["events/0", off, t, 12.5, "m-%d" % random.randint(0, 3000)]

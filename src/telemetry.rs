@@ -57,6 +57,10 @@ pub const DEGRADED_EVENTS: &str = "verdict_degraded_events_total";
 pub const STATE_STORE_UP: &str = "verdict_state_store_up";
 /// `verdict_feature_cache_total{result}`: online-feature cache hits and misses.
 pub const FEATURE_CACHE: &str = "verdict_feature_cache_total";
+/// `verdict_window_state_cache_total{result}`: entity window groups sent to Redis as a
+/// compare-and-set of verdict's cached state (`written`), cached but changed in Redis
+/// meanwhile (`conflict`: applied by the script instead), or not cached (`miss`).
+pub const WINDOW_STATE_CACHE: &str = "verdict_window_state_cache_total";
 /// `verdict_rule_hits_total{rule,mode}`: rules that fired, enforce or monitor.
 pub const RULE_HITS: &str = "verdict_rule_hits_total";
 /// `verdict_rule_errors_total`: rule conditions that could not be evaluated (absent value, type).
@@ -154,6 +158,8 @@ pub struct Metrics {
     pub state_store_up: IntGauge,
     /// See [`FEATURE_CACHE`].
     pub feature_cache: IntCounterVec,
+    /// See [`WINDOW_STATE_CACHE`].
+    pub window_state_cache: IntCounterVec,
     /// See [`FEATURE_DEFAULTS`].
     pub feature_defaults: IntCounter,
     /// See [`RULE_HITS`].
@@ -274,6 +280,9 @@ impl Metrics {
         let state_store_up = IntGauge::new(STATE_STORE_UP, "1 when the last state-store call succeeded").unwrap();
         let feature_cache =
             IntCounterVec::new(Opts::new(FEATURE_CACHE, "Online-feature cache lookups"), &["result"]).unwrap();
+        let window_state_cache =
+            IntCounterVec::new(Opts::new(WINDOW_STATE_CACHE, "Window state cache use by result"), &["result"]).unwrap();
+        registry.register(Box::new(window_state_cache.clone())).unwrap();
         let feature_defaults = IntCounter::new(FEATURE_DEFAULTS, "Model inputs filled with their default").unwrap();
         let rule_hits =
             IntCounterVec::new(Opts::new(RULE_HITS, "Rules that fired, by rule and mode"), &["rule", "mode"]).unwrap();
@@ -393,6 +402,7 @@ impl Metrics {
             degraded_events,
             state_store_up,
             feature_cache,
+            window_state_cache,
             feature_defaults,
             rule_hits,
             rule_errors,

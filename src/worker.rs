@@ -622,6 +622,15 @@ impl Worker {
                                 m.feature_cache.with_label_values(&[result]).inc_by(n);
                             }
                         }
+                        for (result, n) in [
+                            ("written", stats.state_written),
+                            ("conflict", stats.state_conflicts),
+                            ("miss", stats.state_misses),
+                        ] {
+                            if n > 0 {
+                                m.window_state_cache.with_label_values(&[result]).inc_by(n);
+                            }
+                        }
                         for (result, n) in
                             [("applied", stats.applied), ("replayed", stats.replayed), ("late", stats.late)]
                         {

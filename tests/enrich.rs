@@ -263,7 +263,11 @@ fn redis_windows_equal_the_in_process_ones_event_by_event_across_expiry_lateness
     let mut memory = Enricher::new(&cfg.enrich).unwrap();
     cfg.enrich.backend = Backend::Redis;
     cfg.enrich.redis_url = redis.url();
-    let mut store = Enricher::new(&cfg.enrich).unwrap();
+    // Two Redis-backed enrichers share the state, as two instances would: each keeps a copy
+    // of the states it wrote and sends its batches as compare-and-sets of that copy, which the
+    // other's writes make stale (the script then applies the events itself).
+    let mut stores = [Enricher::new(&cfg.enrich).unwrap(), Enricher::new(&cfg.enrich).unwrap()];
+    let (mut written, mut conflicts, mut misses) = (0, 0, 0);
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let mut t = 1_764_000_000_000i64;
@@ -277,7 +281,10 @@ fn redis_windows_equal_the_in_process_ones_event_by_event_across_expiry_lateness
             let time = if late { t - rng.random_range(30_000..200_000) } else { t };
             let card =
                 if rng.random_bool(0.7) { "busy".to_string() } else { format!("quiet-{}", rng.random_range(0..4)) };
-            let merchant = format!("m-{}", rng.random_range(0..40));
+            // The merchant population drifts (10 new ids an hour), so values leave the 24 h
+            // window for good and their fields must go with their buckets.
+            let hour = (t - 1_764_000_000_000) / 3_600_000;
+            let merchant = format!("m-{}", hour * 10 + rng.random_range(0..40));
             let value = rng.random_bool(0.9).then(|| f64::from(rng.random_range(1..100_000)) / 100.0);
             batch.push((offset, time, vec![EntityInput { id: Some(card), value, distinct: Some(merchant) }]));
             offset += 1;
@@ -289,7 +296,11 @@ fn redis_windows_equal_the_in_process_ones_event_by_event_across_expiry_lateness
 
     let (mut a, mut b) = (Vec::new(), Vec::new());
     let mut events = 0;
-    for batch in &batches {
+    for (k, batch) in batches.iter().enumerate() {
+        // Runs of batches on the first, every tenth on the second, for the first fifth of
+        // the batches; then the first alone, so only its compare-and-sets prune the fields
+        // of merchants gone from the window.
+        let store = &mut stores[usize::from(k % 10 == 9 && k < batches.len() / 5)];
         let reqs: Vec<Request<'_>> = batch
             .iter()
             .map(|(o, time, e)| Request { fence_key: "events/0", offset: *o, time_ms: *time, entities: e })
@@ -297,11 +308,18 @@ fn redis_windows_equal_the_in_process_ones_event_by_event_across_expiry_lateness
         let sm = memory.enrich(&reqs, &mut a).unwrap();
         let sr = store.enrich(&reqs, &mut b).unwrap();
         assert_eq!((sm.applied, sm.late, sm.replayed), (sr.applied, sr.late, sr.replayed));
+        (written, conflicts, misses) =
+            (written + sr.state_written, conflicts + sr.state_conflicts, misses + sr.state_misses);
         let bits = |v: &[Option<f64>]| v.iter().map(|x| x.map(f64::to_bits)).collect::<Vec<_>>();
         assert_eq!(bits(&a), bits(&b), "batch at offset {}", batch[0].0);
         events += reqs.len();
     }
     assert!(events > 2_000, "{events} events");
+    // Both paths ran: most groups were stored from a copy, some copies were stale.
+    assert!(
+        written > conflicts && conflicts > 20 && misses > 0,
+        "{written} written, {conflicts} conflicts, {misses} misses"
+    );
     // Memory stays bounded: buckets older than the longest window + lateness are dropped,
     // and so are distinct values whose latest bucket went with them.
     let (buckets, span_ms, fields): (i64, i64, i64) = redis::Script::new(
@@ -313,7 +331,8 @@ fn redis_windows_equal_the_in_process_ones_event_by_event_across_expiry_lateness
     .unwrap();
     assert!(buckets > 100, "{buckets} buckets kept");
     assert!(span_ms <= (86_400 + 60 + 60) * 1000, "oldest bucket {span_ms} ms before the newest event");
-    assert!(fields <= 41, "{fields} fields: the state and at most 40 merchants");
+    // Merchants of the last 25 hours: ids from 10 x (30 - 25) up to 10 x 30 + 39.
+    assert!(fields <= 2 + 25 * 10 + 40, "{fields} fields: the state, its version and the live merchants");
     // The key outlives its last update by at least the TTL (longest window + lateness +
     // bucket) and at most 1.1 x that: its expiry is pushed back once a tenth has passed.
     let ttl_ms = (86_400 + 60 + 60) * 1000i64;

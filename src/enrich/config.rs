@@ -42,6 +42,10 @@ pub struct EnrichConfig {
     pub cache_capacity: u64,
     /// How long a cached feature vector is used before Redis is asked again (ms).
     pub cache_ttl_ms: u64,
+    /// Entity window states verdict keeps a copy of (0 disables it). With a copy, verdict
+    /// applies a batch's events itself and Redis only checks that the state is unchanged
+    /// (compare and set) before storing the result; without one, the script applies them.
+    pub state_cache_capacity: u64,
     /// Redis command timeout (ms); past it the batch counts as a Redis failure.
     pub timeout_ms: u64,
     /// Redis Cluster: one script call per entity (one slot each) instead of one per batch.
@@ -61,6 +65,7 @@ impl Default for EnrichConfig {
             allowed_lateness_s: 60,
             cache_capacity: 100_000,
             cache_ttl_ms: 1_000,
+            state_cache_capacity: 100_000,
             timeout_ms: 1_000,
             redis_cluster: false,
             entities: vec![EntityConfig::default()],

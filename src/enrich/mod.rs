@@ -83,8 +83,10 @@ pub struct Group<'a> {
     pub spec: &'a WindowSpec,
     /// Whether the entity has windows.
     pub windows: bool,
-    /// Feature names to read.
+    /// Feature names to read (none when they are cached).
     pub features: &'a [String],
+    /// The entity's feature names.
+    pub all_features: &'a [String],
     /// Max feature age (ms).
     pub max_age_ms: i64,
     /// Window updates, in event order.
@@ -93,6 +95,82 @@ pub struct Group<'a> {
     entity_idx: usize,
     /// Online features served from the in-process cache (then `features` is empty).
     cached: Option<Arc<Vec<Option<f64>>>>,
+    /// The batch applied to verdict's copy of the window state, sent as a compare and set.
+    pub cas: Option<Box<CompareAndSet>>,
+    /// The version token Redis gets when it stores this group's state.
+    pub token: String,
+    /// A copy Redis did not match (what it knew of distinct values is still worth keeping).
+    stale: Option<EntityState>,
+}
+
+impl Group<'_> {
+    /// Which configured entity this group is of.
+    pub fn entity_idx(&self) -> usize {
+        self.entity_idx
+    }
+
+    /// The same group without its features (already read) or copy, to be applied by the
+    /// script after a compare and set found the state changed.
+    fn retry(&mut self, token: String) -> Self {
+        Group {
+            entity: self.entity,
+            id: self.id,
+            spec: self.spec,
+            windows: self.windows,
+            features: &[],
+            all_features: self.all_features,
+            max_age_ms: self.max_age_ms,
+            updates: std::mem::take(&mut self.updates),
+            events: std::mem::take(&mut self.events),
+            entity_idx: self.entity_idx,
+            cached: None,
+            cas: None,
+            token,
+            stale: self.stale.take(),
+        }
+    }
+}
+
+/// Version tokens: this process's random prefix and a counter, so a token names one write
+/// by one writer (a compare and set must not mistake another instance's write for its own).
+struct Tokens {
+    prefix: u64,
+    next: u64,
+}
+
+impl Tokens {
+    fn new() -> Self {
+        Self { prefix: rand::random::<u64>(), next: 0 }
+    }
+
+    fn next(&mut self) -> String {
+        self.next += 1;
+        format!("{:016x}{:x}", self.prefix, self.next)
+    }
+}
+
+/// A group's window updates applied by verdict to its cached copy of the entity's state:
+/// the script stores the result if Redis still holds `expected` (see `window.lua`).
+pub struct CompareAndSet {
+    /// The version token verdict's copy was read or written at.
+    pub expected: String,
+    /// Per distinct value of the batch: the value, its bucket before the batch as verdict
+    /// knows it, and its bucket after the batch if that changed.
+    pub distinct: Vec<(String, Option<i64>, Option<i64>)>,
+    /// The state after the batch, msgpack.
+    pub blob: Vec<u8>,
+    /// Buckets expired: the horizon below which distinct values go.
+    pub horizon: Option<i64>,
+    /// The key's expiry is due to be pushed back.
+    pub refresh: bool,
+    state: EntityState,
+    seen: Vec<window::Seen>,
+}
+
+/// Verdict's copy of an entity's window state in Redis and the version it has there.
+struct CachedState {
+    state: EntityState,
+    version: String,
 }
 
 /// Paths the decoder must extract for enrichment, per entity.
@@ -136,9 +214,13 @@ pub struct BatchStats {
     pub cache_hits: u64,
     /// Online-feature cache misses.
     pub cache_misses: u64,
+    /// Window groups stored by compare and set from verdict's copy of the state.
+    pub state_written: u64,
+    /// Window groups whose copy was stale (applied by the script instead).
+    pub state_conflicts: u64,
+    /// Window groups with no copy (applied by the script).
+    pub state_misses: u64,
 }
-
-type FeatureCache = moka::sync::Cache<(usize, String), Arc<Vec<Option<f64>>>>;
 
 /// Windows and online features of the configured entities.
 pub struct Enricher {
@@ -146,7 +228,71 @@ pub struct Enricher {
     names: Vec<String>,
     store: Store,
     cache: Option<FeatureCache>,
+    states: Option<StateCache>,
+    tokens: Tokens,
     per_group: bool,
+}
+
+/// A bounded map used only inside the turnstile (one batch at a time, so no lock): two
+/// generations. A lookup moves an entry into the current generation; when that holds half
+/// the capacity, the previous one (everything not used since) is dropped. Cheaper than a
+/// concurrent cache on this path, where every entity of every batch is looked up.
+struct Generations<V> {
+    current: HashMap<(usize, String), V>,
+    previous: HashMap<(usize, String), V>,
+    half: usize,
+}
+
+impl<V: Send + 'static> Generations<V> {
+    fn new(capacity: u64) -> Self {
+        Self { current: HashMap::new(), previous: HashMap::new(), half: (capacity as usize / 2).max(1) }
+    }
+
+    /// Removes and returns the entry.
+    fn take(&mut self, key: &(usize, String)) -> Option<V> {
+        self.current.remove(key).or_else(|| self.previous.remove(key))
+    }
+
+    /// The entry, moved into the current generation.
+    fn get(&mut self, key: &(usize, String)) -> Option<&V> {
+        if !self.current.contains_key(key) {
+            let v = self.previous.remove(key)?;
+            self.put(key.clone(), v);
+        }
+        self.current.get(key)
+    }
+
+    fn put(&mut self, key: (usize, String), value: V) {
+        if self.current.len() >= self.half && !self.current.contains_key(&key) {
+            let dropped = std::mem::replace(&mut self.previous, std::mem::take(&mut self.current));
+            if dropped.len() > 1000 {
+                // Freeing tens of thousands of states takes milliseconds: not in the turnstile.
+                std::thread::spawn(move || drop(dropped));
+            }
+        }
+        self.previous.remove(&key);
+        self.current.insert(key, value);
+    }
+}
+
+/// Verdict's copies of window states.
+type StateCache = Generations<CachedState>;
+
+/// Online feature vectors read from Redis, with when they were read: used for `ttl`.
+struct FeatureCache {
+    map: Generations<(std::time::Instant, Arc<Vec<Option<f64>>>)>,
+    ttl: Duration,
+}
+
+impl FeatureCache {
+    fn get(&mut self, key: &(usize, String)) -> Option<Arc<Vec<Option<f64>>>> {
+        let ttl = self.ttl;
+        self.map.get(key).filter(|(at, _)| at.elapsed() < ttl).map(|(_, v)| v.clone())
+    }
+
+    fn insert(&mut self, key: (usize, String), values: Arc<Vec<Option<f64>>>) {
+        self.map.put(key, (std::time::Instant::now(), values));
+    }
 }
 
 const AGGS: [&str; 6] = ["count", "sum", "avg", "min", "max", "distinct"];
@@ -202,13 +348,13 @@ impl Enricher {
                 Duration::from_millis(cfg.timeout_ms),
             )?)),
         };
-        let cache = (cfg.backend == Backend::Redis && cfg.cache_capacity > 0).then(|| {
-            moka::sync::Cache::builder()
-                .max_capacity(cfg.cache_capacity)
-                .time_to_live(Duration::from_millis(cfg.cache_ttl_ms.max(1)))
-                .build()
+        let cache = (cfg.backend == Backend::Redis && cfg.cache_capacity > 0).then(|| FeatureCache {
+            map: Generations::new(cfg.cache_capacity),
+            ttl: Duration::from_millis(cfg.cache_ttl_ms.max(1)),
         });
-        Ok(Self { entities, names, store, cache, per_group: cfg.redis_cluster })
+        let states = (cfg.backend == Backend::Redis && cfg.state_cache_capacity > 0)
+            .then(|| StateCache::new(cfg.state_cache_capacity));
+        Ok(Self { entities, names, store, cache, states, tokens: Tokens::new(), per_group: cfg.redis_cluster })
     }
 
     /// Names of the values this enricher produces, in output order.
@@ -263,7 +409,7 @@ impl Enricher {
             }
             Store::Redis(store) => {
                 let mut groups = groups;
-                if let Some(cache) = &self.cache {
+                if let Some(cache) = &mut self.cache {
                     for g in groups.iter_mut().filter(|g| !g.features.is_empty()) {
                         match cache.get(&(g.entity_idx, g.id.to_string())) {
                             Some(v) => {
@@ -282,24 +428,62 @@ impl Enricher {
                     write_cached(g, &self.entities[g.entity_idx], width, out);
                 }
                 if !ask.is_empty() {
-                    let reply = store.run(&ask, crate::publish::acker::wall_clock_ms(), self.per_group)?;
+                    let now = crate::publish::acker::wall_clock_ms();
+                    let mut ask = ask;
+                    for g in ask.iter_mut().filter(|g| g.windows) {
+                        g.token = self.tokens.next();
+                        // A copy is taken out of the cache and applied to in place; it goes
+                        // back once Redis has stored it.
+                        if let Some(states) = &mut self.states {
+                            match states.take(&(g.entity_idx, g.id.to_string())) {
+                                Some(c) => g.cas = Some(Box::new(compare_and_set(g, c, now))),
+                                None => stats.state_misses += 1,
+                            }
+                        }
+                    }
+                    let reply = store.run(&ask, now, self.per_group)?;
                     stats.round_trips = 1;
                     stats.commands = if self.per_group { ask.len() as u64 } else { 1 };
                     let mut at = 0;
-                    for g in &ask {
+                    let mut again = Vec::new();
+                    for g in &mut ask {
                         let e = &self.entities[g.entity_idx];
-                        let used = parse_reply(g, e, &reply[at.min(reply.len())..], width, out, &mut stats)?;
-                        if let (Some(cache), false) = (&self.cache, g.features.is_empty()) {
+                        let rest = &reply[at.min(reply.len())..];
+                        let (used, stored) =
+                            parse_reply(g, e, rest, now, width, out, &mut stats, self.states.as_mut())?;
+                        if let (Some(cache), false) = (&mut self.cache, g.features.is_empty()) {
                             let values = reply[at..at + g.features.len() + 1].iter().map(|v| number(v)).collect();
                             cache.insert((g.entity_idx, g.id.to_string()), Arc::new(values));
                         }
                         at += used;
+                        if !stored {
+                            again.push(g.retry(self.tokens.next()));
+                        }
                     }
                     if at != reply.len() {
                         return Err(EnrichError::Protocol(format!(
                             "{} values in the reply, {at} expected",
                             reply.len()
                         )));
+                    }
+                    // Copies Redis no longer matched (another instance wrote meanwhile): a
+                    // second round trip has the script apply those groups' events.
+                    if !again.is_empty() {
+                        let reply = store.run(&again, now, self.per_group)?;
+                        stats.round_trips += 1;
+                        stats.commands += if self.per_group { again.len() as u64 } else { 1 };
+                        let mut at = 0;
+                        for g in &mut again {
+                            let e = &self.entities[g.entity_idx];
+                            let rest = &reply[at.min(reply.len())..];
+                            at += parse_reply(g, e, rest, now, width, out, &mut stats, self.states.as_mut())?.0;
+                        }
+                        if at != reply.len() {
+                            return Err(EnrichError::Protocol(format!(
+                                "{} values in the second reply, {at} expected",
+                                reply.len()
+                            )));
+                        }
                     }
                 }
             }
@@ -322,11 +506,15 @@ fn group<'a>(entities: &'a [Entity], reqs: &'a [Request<'a>]) -> Vec<Group<'a>> 
                     spec: &e.spec,
                     windows: !e.cfg.windows.is_empty(),
                     features: &e.cfg.features,
+                    all_features: &e.cfg.features,
                     max_age_ms: e.cfg.max_feature_age_s as i64 * 1000,
                     updates: Vec::new(),
                     events: Vec::new(),
                     entity_idx: ei,
                     cached: None,
+                    cas: None,
+                    token: String::new(),
+                    stale: None,
                 });
                 groups.len() - 1
             });
@@ -336,7 +524,8 @@ fn group<'a>(entities: &'a [Entity], reqs: &'a [Request<'a>]) -> Vec<Group<'a>> 
                 offset: r.offset,
                 time_ms: r.time_ms,
                 value: input.value,
-                distinct: input.distinct.as_deref(),
+                // An empty value is no value (as in `window.lua`).
+                distinct: input.distinct.as_deref().filter(|d| !d.is_empty()),
             });
             g.events.push(ev);
         }
@@ -385,27 +574,59 @@ fn number(v: &[u8]) -> Option<f64> {
     std::str::from_utf8(v).ok().and_then(|s| s.parse::<f64>().ok())
 }
 
-/// One group's part of the script reply: its online features, then (with windows) its state
-/// before the batch and one status per event, from which each event's window values are
-/// computed here exactly as the in-process backend computes them. Returns the values used.
+/// Applies a group's updates to a copy of the cached state, for a compare and set.
+fn compare_and_set(g: &Group<'_>, cached: CachedState, now_ms: i64) -> CompareAndSet {
+    let mut state = cached.state;
+    // The distinct values the applied events used, with their bucket before the batch: only
+    // those matter (replayed and late events leave distinct values alone).
+    let mut distinct: Vec<(String, Option<i64>, Option<i64>)> = Vec::new();
+    let mut pruned = false;
+    let mut seen = Vec::with_capacity(g.updates.len());
+    for u in &g.updates {
+        let before = u.distinct.filter(|d| !distinct.iter().any(|(v, _, _)| v == d)).map(|d| state.distinct_bucket(d));
+        let s = state.apply(g.spec, u);
+        if let (Some(before), true) = (before, s.applied) {
+            distinct.push((u.distinct.expect("checked").to_string(), before, None));
+        }
+        pruned |= s.pruned;
+        seen.push(s);
+    }
+    for (v, before, after) in &mut distinct {
+        let now_in = state.distinct_bucket(v);
+        if now_in != *before {
+            *after = now_in;
+        }
+    }
+    let horizon = pruned.then(|| state.newest_ms().expect("pruned after applying") - g.spec.retention_ms());
+    let refresh = state.push_expiry(now_ms, g.spec.retention_ms());
+    let mut blob = Vec::with_capacity(256);
+    state.to_msgpack(&mut blob);
+    CompareAndSet { expected: cached.version, distinct, blob, horizon, refresh, state, seen }
+}
+
+/// One group's part of the script reply: its online features, then (with windows) '=' (the
+/// compare and set was stored: the values are the ones verdict computed), 'x' (the state had
+/// changed: nothing was applied, the group goes again without its copy), or its state before
+/// the batch and one status per event, from which each event's window values are computed
+/// here exactly as the in-process backend computes them. Returns the values used and whether
+/// the group's window updates are done.
+#[allow(clippy::too_many_arguments)]
 fn parse_reply(
-    g: &Group<'_>,
+    g: &mut Group<'_>,
     e: &Entity,
     reply: &[Vec<u8>],
+    now_ms: i64,
     width: usize,
     out: &mut [Option<f64>],
     stats: &mut BatchStats,
-) -> Result<usize, EnrichError> {
+    states: Option<&mut StateCache>,
+) -> Result<(usize, bool), EnrichError> {
     // Feature values plus their age, when the group asked for features.
     let nf = g.features.len() + usize::from(!g.features.is_empty());
-    let expected = nf + if g.windows { 1 + g.events.len() } else { 0 };
-    if reply.len() < expected {
-        return Err(EnrichError::Protocol(format!(
-            "entity {} {}: {} values, expected {expected}",
-            g.entity,
-            g.id,
-            reply.len()
-        )));
+    let short =
+        |n: usize| EnrichError::Protocol(format!("entity {} {}: {} values, expected {n}", g.entity, g.id, reply.len()));
+    if reply.len() < nf {
+        return Err(short(nf));
     }
     let feature_first = e.first + if g.windows { g.spec.sizes_ms.len() * 6 + 1 } else { 0 };
     if g.cached.is_some() {
@@ -418,7 +639,36 @@ fn parse_reply(
         }
     }
     if !g.windows {
-        return Ok(expected);
+        return Ok((nf, true));
+    }
+    if let Some(cas) = g.cas.take() {
+        return match reply.get(nf).map(Vec::as_slice) {
+            Some(b"=") => {
+                for (seen, &ev) in cas.seen.iter().zip(&g.events) {
+                    count(stats, seen.applied, seen.late);
+                    write_seen(&mut out[ev * width + e.first..], &seen.windows, seen.since_last_ms);
+                }
+                stats.state_written += 1;
+                if let Some(states) = states {
+                    let key = (g.entity_idx, g.id.to_string());
+                    states.put(key, CachedState { state: cas.state, version: std::mem::take(&mut g.token) });
+                }
+                Ok((nf + 1, true))
+            }
+            Some(b"x") => {
+                stats.state_conflicts += 1;
+                g.stale = Some(cas.state);
+                Ok((nf + 1, false))
+            }
+            _ => Err(EnrichError::Protocol(format!(
+                "entity {} {}: no compare-and-set result in the reply",
+                g.entity, g.id
+            ))),
+        };
+    }
+    let expected = nf + 1 + g.events.len();
+    if reply.len() < expected {
+        return Err(short(expected));
     }
     let blob = &reply[nf];
     let mut state =
@@ -428,7 +678,15 @@ fn parse_reply(
         count(stats, seen.applied, seen.late);
         write_seen(&mut out[ev * width + e.first..], &seen.windows, seen.since_last_ms);
     }
-    Ok(expected)
+    if let Some(states) = states {
+        // The script pushed the expiry back by the same rule.
+        state.push_expiry(now_ms, g.spec.retention_ms());
+        if let Some(old) = &g.stale {
+            state.learn_distinct(old);
+        }
+        states.put((g.entity_idx, g.id.to_string()), CachedState { state, version: std::mem::take(&mut g.token) });
+    }
+    Ok((expected, true))
 }
 
 fn protocol<'a>(g: &'a Group<'_>) -> impl Fn(String) -> EnrichError + 'a {
@@ -463,5 +721,49 @@ impl<T> Turnstile<T> {
         g.0 += 1;
         self.turn.notify_all();
         Some(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: usize) -> (usize, String) {
+        (0, format!("card-{i}"))
+    }
+
+    #[test]
+    fn the_generational_cache_stays_bounded_and_keeps_what_is_used() {
+        let mut c: Generations<usize> = Generations::new(10);
+        for i in 0..6 {
+            c.put(key(i), i); // the sixth turns the first five into the previous generation
+        }
+        assert_eq!(c.get(&key(0)), Some(&0), "moved back into the current generation");
+        for i in 6..12 {
+            c.put(key(i), i);
+            assert!(c.current.len() + c.previous.len() <= 10);
+        }
+        assert_eq!(c.get(&key(0)), Some(&0), "used since the last turnover: kept");
+        assert_eq!(c.get(&key(1)), None, "not used for two turnovers: dropped");
+        assert_eq!(c.take(&key(11)), Some(11));
+        assert_eq!(c.take(&key(11)), None);
+    }
+
+    #[test]
+    fn cached_features_expire_after_their_ttl() {
+        let mut c = FeatureCache { map: Generations::new(100), ttl: Duration::from_millis(50) };
+        c.insert(key(1), Arc::new(vec![Some(1.0), None]));
+        assert_eq!(c.get(&key(1)).as_deref(), Some(&vec![Some(1.0), None]));
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(c.get(&key(1)), None);
+    }
+
+    #[test]
+    fn version_tokens_are_unique_per_writer_and_write() {
+        let (mut a, mut b) = (Tokens::new(), Tokens::new());
+        let ta: Vec<String> = (0..3).map(|_| a.next()).collect();
+        let tb = b.next();
+        assert!(ta[0] != ta[1] && ta[1] != ta[2]);
+        assert!(!ta.contains(&tb), "another instance's first write is not ours");
     }
 }

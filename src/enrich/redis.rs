@@ -42,9 +42,7 @@ impl RedisStore {
     /// Connects (with reconnects managed by `ConnectionManager`) and loads the script.
     pub fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, EnrichError> {
         let rt = Arc::new(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("verdict-redis")
+            tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| EnrichError::Config(format!("redis runtime: {e}")))?,
@@ -85,8 +83,21 @@ impl RedisStore {
             for g in chunk.iter() {
                 cmd.arg(window_key(&self.prefix, g.entity, g.id)).arg(feature_key(&self.prefix, g.entity, g.id));
             }
-            cmd.arg(now_ms).arg(chunk.len());
+            // Entity types once per call; each group names its type.
+            let mut types: Vec<&Group<'_>> = Vec::new();
             for g in chunk.iter() {
+                if !types.iter().any(|t| t.entity_idx() == g.entity_idx()) {
+                    types.push(g);
+                }
+            }
+            cmd.arg(now_ms).arg(types.len());
+            for t in &types {
+                push_type(&mut cmd, t);
+            }
+            cmd.arg(chunk.len());
+            for g in chunk.iter() {
+                let ty = types.iter().position(|t| t.entity_idx() == g.entity_idx()).expect("listed") + 1;
+                cmd.arg(ty).arg(if g.features.is_empty() { "0" } else { "1" });
                 push_group(&mut cmd, g);
             }
             pipe.add_command(cmd);
@@ -112,8 +123,8 @@ impl RedisStore {
     }
 }
 
-/// Appends one group's arguments (see the ARGV layout in `window.lua`).
-fn push_group(cmd: &mut redis::Cmd, g: &Group<'_>) {
+/// Appends an entity type's arguments (see the ARGV layout in `window.lua`).
+fn push_type(cmd: &mut redis::Cmd, g: &Group<'_>) {
     cmd.arg(g.spec.bucket_ms).arg(g.spec.lateness_ms).arg(g.spec.retention_ms());
     if g.windows {
         cmd.arg(g.spec.sizes_ms.len());
@@ -123,20 +134,48 @@ fn push_group(cmd: &mut redis::Cmd, g: &Group<'_>) {
     } else {
         cmd.arg(0);
     }
-    cmd.arg(g.features.len());
-    for f in g.features {
+    cmd.arg(g.all_features.len());
+    for f in g.all_features {
         cmd.arg(f.as_str());
     }
     cmd.arg(g.max_age_ms);
+}
+
+/// Appends one group's window arguments (see the ARGV layout in `window.lua`).
+fn push_group(cmd: &mut redis::Cmd, g: &Group<'_>) {
     if g.windows {
-        cmd.arg(g.updates.len());
-        for u in &g.updates {
-            cmd.arg(u.fence_key).arg(u.offset).arg(u.time_ms);
-            match u.value {
-                Some(v) => cmd.arg(v.to_string()),
-                None => cmd.arg(""),
-            };
-            cmd.arg(u.distinct.unwrap_or(""));
+        match &g.cas {
+            Some(c) => {
+                cmd.arg("c").arg(c.expected.as_str()).arg(g.token.as_str()).arg(c.distinct.len());
+                for (v, before, after) in &c.distinct {
+                    cmd.arg(v.as_str());
+                    match before {
+                        Some(b) => cmd.arg(*b),
+                        None => cmd.arg(""),
+                    };
+                    match after {
+                        Some(a) => cmd.arg(*a),
+                        None => cmd.arg(""),
+                    };
+                }
+                cmd.arg(c.blob.as_slice());
+                match c.horizon {
+                    Some(h) => cmd.arg(h),
+                    None => cmd.arg(""),
+                };
+                cmd.arg(if c.refresh { "1" } else { "0" });
+            }
+            None => {
+                cmd.arg("f").arg(g.token.as_str()).arg(g.updates.len());
+                for u in &g.updates {
+                    cmd.arg(u.fence_key).arg(u.offset).arg(u.time_ms);
+                    match u.value {
+                        Some(v) => cmd.arg(v.to_string()),
+                        None => cmd.arg(""),
+                    };
+                    cmd.arg(u.distinct.unwrap_or(""));
+                }
+            }
         }
     } else {
         cmd.arg(0);

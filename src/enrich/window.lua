@@ -2,17 +2,28 @@
 -- Same semantics as src/enrich/window.rs (see its module doc); keep them in step.
 --
 -- KEYS: per group, its window hash and its online-feature hash. The window hash holds the
--- state in field 's' (msgpack) and, per distinct value v, field 'd:'..v = start of v's most
--- recent bucket. Both keys carry the entity id as a hash tag; with enrich.redis_cluster each
--- call holds one group (one slot), otherwise one call holds the whole batch.
--- ARGV: now_ms, ng, then per group: bucket_ms, lateness_ms, ttl_ms, nw, size_1..size_nw,
---       nf, feature_1..feature_nf, max_age_ms, ne, then per event:
---       fence_key, offset, time_ms, value|'', distinct|''
+-- state in field 's' (msgpack), a version token in field 'v' (chosen by the writer, unique
+-- per write) and, per distinct value x, field 'd:'..x = start of x's most recent bucket.
+-- Both keys carry the entity id as a hash tag; with enrich.redis_cluster each call holds one
+-- group (one slot), otherwise one call holds the whole batch.
+-- ARGV: now_ms, nt, then per entity type: bucket_ms, lateness_ms, ttl_ms, nw,
+--       size_1..size_nw, nf, feature_1..feature_nf, max_age_ms; then ng, then per group:
+--       its type (1-based), '1' to read its features ('0': verdict has them cached), then
+--       (nw > 0) a mode:
+--       'f' (apply here): new token, ne, then per event: fence_key, offset, time_ms,
+--           value|'', distinct|''
+--       'c' (compare and set: verdict applied the events to its copy of the state): the
+--           token verdict's copy has, the new token, nd, then per distinct value the applied
+--           events used: value, its bucket as verdict knows it ('' none), its bucket after
+--           the batch ('' unchanged); the new state; prune horizon ('' none); '1' to push
+--           the expiry back. Stored only if the token and every listed value are as verdict
+--           assumed; nothing is applied otherwise.
 -- Returns, per group: nf feature values ('' = missing or stale) and, if nf > 0, their age in
---          seconds ('' = no _ts), then (if nw > 0) the window state before the batch (the
---          msgpack string, '' if none) and per event one status: 'r' replayed (fenced), 'l'
---          late, or 'a' applied followed by the start of the distinct value's most recent
---          bucket before this event, if it had one ('a' alone otherwise).
+--          seconds ('' = no _ts); then (nw > 0) for 'c': '=' (stored) or 'x' (the state had
+--          changed: verdict sends the group again as 'f'); for 'f': the window state before
+--          the batch (the msgpack string, '' if none) and per event one status: 'r' replayed
+--          (fenced), 'l' late, or 'a' applied followed by the start of the distinct value's
+--          most recent bucket before this event, if it had one ('a' alone otherwise).
 -- The caller computes each event's aggregates from that state and these statuses, with the
 -- same code as the in-process backend (src/enrich/window.rs): Lua only fences and applies.
 -- Formatting 18 numbers per event in Lua cost more than everything else together, and each
@@ -21,35 +32,44 @@
 -- needs pushing back. The state records when (st.x, caller's clock) the expiry was last set
 -- to 1.1 x TTL; it is set again once a tenth of the TTL has passed, so a key always lives at
 -- least TTL (longest window + lateness) after its last update, and at most 1.1 x TTL.
+-- The compare-and-set path carries no events and skips the state's unpacking, the events
+-- and the packing, which were most of a group's cost.
 
 local function num(x) return string.format('%.17g', x) end
 
 local now = tonumber(ARGV[1])
-local ng = tonumber(ARGV[2])
 local out = {}
 
-local function group(wkey, fkey, a)
-local B = tonumber(ARGV[a]); a = a + 1
-local lateness = tonumber(ARGV[a]); a = a + 1
-local ttl = tonumber(ARGV[a]); a = a + 1
-local nw = tonumber(ARGV[a]); a = a + 1
-local sizes = {}
-local longest = 0
-for i = 1, nw do
-  sizes[i] = tonumber(ARGV[a]); a = a + 1
-  if sizes[i] > longest then longest = sizes[i] end
+-- Entity types, once per call.
+local specs = {}
+local a = 3
+for t = 1, tonumber(ARGV[2]) do
+  local sp = {B = tonumber(ARGV[a]), lateness = tonumber(ARGV[a + 1]), ttl = tonumber(ARGV[a + 2])}
+  local nw = tonumber(ARGV[a + 3])
+  a = a + 4
+  sp.nw, sp.longest = nw, 0
+  for _ = 1, nw do
+    local size = tonumber(ARGV[a]); a = a + 1
+    if size > sp.longest then sp.longest = size end
+  end
+  local nf = tonumber(ARGV[a]); a = a + 1
+  local fields = {}
+  for i = 1, nf do fields[i] = ARGV[a]; a = a + 1 end
+  fields[nf + 1] = '_ts'
+  sp.nf, sp.fields, sp.max_age = nf, fields, tonumber(ARGV[a])
+  a = a + 1
+  specs[t] = sp
 end
-local nf = tonumber(ARGV[a]); a = a + 1
-local fields = {}
-for i = 1, nf do fields[i] = ARGV[a]; a = a + 1 end
-local max_age = tonumber(ARGV[a]); a = a + 1
-local ne = tonumber(ARGV[a]); a = a + 1
+local ng = tonumber(ARGV[a]); a = a + 1
+
+local function group(wkey, fkey, a)
+local sp = specs[tonumber(ARGV[a])]
+local nf = ARGV[a + 1] == '1' and sp.nf or 0
+a = a + 2
+local B, lateness, ttl, nw, longest, max_age = sp.B, sp.lateness, sp.ttl, sp.nw, sp.longest, sp.max_age
 
 if nf > 0 then
-  local args = {}
-  for i = 1, nf do args[i] = fields[i] end
-  args[nf + 1] = '_ts'
-  local vals = redis.call('HMGET', fkey, unpack(args))
+  local vals = redis.call('HMGET', fkey, unpack(sp.fields))
   local ts = tonumber(vals[nf + 1])
   local fresh = ts ~= nil and (now - ts) <= max_age
   for i = 1, nf do
@@ -61,6 +81,50 @@ if nf > 0 then
 end
 
 if nw == 0 then return a end
+
+if ARGV[a] == 'c' then
+  local expected, token = ARGV[a + 1], ARGV[a + 2]
+  local nd = tonumber(ARGV[a + 3])
+  local d0 = a + 4
+  a = d0 + 3 * nd
+  local blob, horizon, refresh = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2] == '1'
+  a = a + 3
+  local ask = {'v'}
+  for i = 0, nd - 1 do ask[i + 2] = 'd:' .. ARGV[d0 + 3 * i] end
+  local got = redis.call('HMGET', wkey, unpack(ask))
+  local ok = got[1] == expected
+  for i = 0, nd - 1 do
+    if not ok then break end
+    local want, have = ARGV[d0 + 3 * i + 1], got[i + 2]
+    if want == '' then ok = not have else ok = have and tonumber(have) == tonumber(want) end
+  end
+  if not ok then
+    out[#out + 1] = 'x'
+    return a
+  end
+  local set = {'s', blob, 'v', token}
+  for i = 0, nd - 1 do
+    local now_in = ARGV[d0 + 3 * i + 2]
+    if now_in ~= '' then
+      set[#set + 1] = 'd:' .. ARGV[d0 + 3 * i]
+      set[#set + 1] = now_in
+    end
+  end
+  redis.call('HSET', wkey, unpack(set))
+  if horizon then
+    -- Buckets expired: drop the distinct values whose latest bucket went with them.
+    local all = redis.call('HGETALL', wkey)
+    for i = 1, #all, 2 do
+      local f = all[i]
+      if string.sub(f, 1, 2) == 'd:' and tonumber(all[i + 1]) + B <= horizon then redis.call('HDEL', wkey, f) end
+    end
+  end
+  if refresh then redis.call('PEXPIRE', wkey, math.floor(ttl * 1.1)) end
+  out[#out + 1] = '='
+  return a
+end
+local token = ARGV[a + 1]
+local ne = tonumber(ARGV[a + 2]); a = a + 3
 
 -- state: b = list of {s, count, sum, has, min, max, last_of} sorted by s; f = fences;
 -- n = newest. Distinct values are fields of their own, so a card seen at thousands of
@@ -162,7 +226,7 @@ end
 if dirty then
   local refresh = (not st.x) or now - st.x > ttl / 10
   if refresh then st.x = now end
-  local set = {'s', cmsgpack.pack(st)}
+  local set = {'s', cmsgpack.pack(st), 'v', token}
   for v in pairs(changed) do
     set[#set + 1] = 'd:' .. v
     set[#set + 1] = last[v]
@@ -173,7 +237,6 @@ end
 return a
 end
 
-local a = 3
 for g = 1, ng do
   a = group(KEYS[2 * g - 1], KEYS[2 * g], a)
 end

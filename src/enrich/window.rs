@@ -94,6 +94,8 @@ pub struct Seen {
     pub applied: bool,
     /// Dropped as later than the allowed lateness.
     pub late: bool,
+    /// Applying it expired the entity's oldest buckets.
+    pub pruned: bool,
 }
 
 /// Window state of one entity.
@@ -104,6 +106,8 @@ pub struct EntityState {
     last_bucket: HashMap<String, i64>,
     fence: HashMap<String, i64>,
     newest_ms: Option<i64>,
+    /// When `window.lua` last pushed the Redis key's expiry back (its field `x`, ms).
+    expiry_pushed_ms: Option<i64>,
 }
 
 impl EntityState {
@@ -172,8 +176,8 @@ impl EntityState {
                     }
                 }
                 (Some("n"), Value::Boolean(false)) => {}
-                // When the script last pushed the key's expiry back (its own bookkeeping).
-                (Some("x"), _) => {}
+                // When the script last pushed the key's expiry back.
+                (Some("x"), x) => st.expiry_pushed_ms = Some(int(x).ok_or_else(|| bad("expiry"))?),
                 (Some("n"), n) => st.newest_ms = Some(int(n).ok_or_else(|| bad("newest"))?),
                 // An empty Lua table packs as an empty array.
                 (Some("f"), Value::Array(a)) if a.is_empty() => {}
@@ -181,6 +185,75 @@ impl EntityState {
             }
         }
         Ok(st)
+    }
+
+    /// Encodes the state as `window.lua` keeps it in Redis (msgpack `{b, f, n, x}`); distinct
+    /// values are not part of it.
+    pub fn to_msgpack(&self, out: &mut Vec<u8>) {
+        use rmp::encode as w;
+        const VEC: &str = "writing to a Vec cannot fail";
+        w::write_map_len(out, 3 + u32::from(self.expiry_pushed_ms.is_some())).expect(VEC);
+        w::write_str(out, "b").expect(VEC);
+        w::write_array_len(out, self.buckets.len() as u32).expect(VEC);
+        for (&start, b) in &self.buckets {
+            w::write_array_len(out, 7).expect(VEC);
+            w::write_sint(out, start).expect(VEC);
+            w::write_uint(out, b.count).expect(VEC);
+            w::write_f64(out, b.sum).expect(VEC);
+            w::write_bool(out, b.min.is_some()).expect(VEC);
+            w::write_f64(out, b.min.unwrap_or(0.0)).expect(VEC);
+            w::write_f64(out, b.max.unwrap_or(0.0)).expect(VEC);
+            w::write_uint(out, b.last_of).expect(VEC);
+        }
+        w::write_str(out, "f").expect(VEC);
+        w::write_map_len(out, self.fence.len() as u32).expect(VEC);
+        for (k, &off) in &self.fence {
+            w::write_str(out, k).expect(VEC);
+            w::write_sint(out, off).expect(VEC);
+        }
+        w::write_str(out, "n").expect(VEC);
+        match self.newest_ms {
+            Some(n) => {
+                w::write_sint(out, n).expect(VEC);
+            }
+            None => w::write_bool(out, false).expect(VEC),
+        }
+        if let Some(x) = self.expiry_pushed_ms {
+            w::write_str(out, "x").expect(VEC);
+            w::write_sint(out, x).expect(VEC);
+        }
+    }
+
+    /// After a batch changed the state at `now_ms`: whether the Redis key's expiry is due to
+    /// be pushed back (as `window.lua` decides it: a tenth of `ttl_ms` since the last push),
+    /// recording the push.
+    pub fn push_expiry(&mut self, now_ms: i64, ttl_ms: i64) -> bool {
+        let due = self.expiry_pushed_ms.is_none_or(|x| now_ms - x > ttl_ms / 10);
+        if due {
+            self.expiry_pushed_ms = Some(now_ms);
+        }
+        due
+    }
+
+    /// Adds the distinct values `older` knew of and this state does not, as long as their
+    /// bucket is still here. A copy's values are assumptions the store checks before it
+    /// stores a compare and set, so stale ones only cost a conflict.
+    pub fn learn_distinct(&mut self, older: &EntityState) {
+        for (v, &s) in &older.last_bucket {
+            if self.buckets.contains_key(&s) && !self.last_bucket.contains_key(v) {
+                self.last_bucket.insert(v.clone(), s);
+            }
+        }
+    }
+
+    /// The newest applied event time (ms).
+    pub fn newest_ms(&self) -> Option<i64> {
+        self.newest_ms
+    }
+
+    /// The start of the latest bucket of distinct value `v`, as far as this copy knows.
+    pub fn distinct_bucket(&self, v: &str) -> Option<i64> {
+        self.last_bucket.get(v).copied()
     }
 
     /// Follows an event the Redis script already fenced and applied: `status` is its reply
@@ -221,13 +294,14 @@ impl EntityState {
     }
 
     /// `prior`: None keeps distinct values here; Some(x) takes the value's previous bucket
-    /// from the store (as `window.lua` read it) and keeps none here.
+    /// from the store (as `window.lua` read it), and records the value's bucket here too.
     fn apply_inner(&mut self, spec: &WindowSpec, u: &Update<'_>, prior: Option<Option<i64>>) -> Seen {
         let windows = self.aggregates(spec, u.time_ms);
         let since_last_ms = self.newest_ms.map(|n| (u.time_ms - n).max(0));
         let replay = self.fence.get(u.fence_key).is_some_and(|&f| u.offset <= f);
         let late = !replay && self.newest_ms.is_some_and(|n| u.time_ms < n - spec.lateness_ms);
         let applied = !replay && !late;
+        let mut pruned = false;
         if applied {
             let start = u.time_ms.div_euclid(spec.bucket_ms) * spec.bucket_ms;
             let b = self.buckets.entry(start).or_default();
@@ -239,7 +313,12 @@ impl EntityState {
             }
             // The value's previous bucket: from the store (which keeps the map), or here.
             let previous = match (u.distinct, prior) {
-                (Some(d), Some(p)) if !d.is_empty() => Some(p),
+                (Some(d), Some(p)) if !d.is_empty() => {
+                    // Learn the value's bucket, so a later batch can assume it.
+                    let now_in = p.map_or(start, |p| p.max(start));
+                    self.last_bucket.insert(d.to_string(), now_in);
+                    Some(p)
+                }
                 (Some(d), None) => Some(match self.last_bucket.get_mut(d) {
                     Some(last) => {
                         let old = *last;
@@ -273,12 +352,13 @@ impl EntityState {
             if self.buckets.len() != before {
                 let buckets = &self.buckets;
                 self.last_bucket.retain(|_, s| buckets.contains_key(s));
+                pruned = true;
             }
         }
         if !replay {
             self.fence.insert(u.fence_key.to_string(), u.offset);
         }
-        Seen { windows, since_last_ms, applied, late }
+        Seen { windows, since_last_ms, applied, late, pruned }
     }
 
     /// Totals over every retained bucket: (count, sum, distinct) — what tests compare.

@@ -193,7 +193,10 @@ pub fn stored_totals(conn: &mut redis::Connection, card: &str) -> (u64, f64, u64
         "local raw = redis.call('HGET', KEYS[1], 's'); if not raw then return {'0','0','0'} end
          local st = cmsgpack.unpack(raw); local c, s = 0, 0
          for _, b in ipairs(st.b) do c = c + b[2]; s = s + b[3] end
-         local d = redis.call('HLEN', KEYS[1]) - 1
+         local d = 0
+         for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+           if string.sub(f, 1, 2) == 'd:' then d = d + 1 end
+         end
          return {tostring(c), string.format('%.17g', s), tostring(d)}",
     );
     let r: Vec<String> = script.key(verdict::enrich::redis::window_key("verdict", "card", card)).invoke(conn).unwrap();
