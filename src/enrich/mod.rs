@@ -163,6 +163,8 @@ pub struct CompareAndSet {
     pub horizon: Option<i64>,
     /// The key's expiry is due to be pushed back.
     pub refresh: bool,
+    /// The copy knew every distinct value of the entity.
+    complete: bool,
     state: EntityState,
     seen: Vec<window::Seen>,
 }
@@ -171,6 +173,10 @@ pub struct CompareAndSet {
 struct CachedState {
     state: EntityState,
     version: String,
+    /// The copy knows every distinct value of the entity (it was new when first read), so a
+    /// value it does not know has never been seen. Otherwise a batch with a value the copy
+    /// does not know is applied by the script, which reports the value's bucket.
+    complete: bool,
 }
 
 /// Paths the decoder must extract for enrichment, per entity.
@@ -436,7 +442,13 @@ impl Enricher {
                         // back once Redis has stored it.
                         if let Some(states) = &mut self.states {
                             match states.take(&(g.entity_idx, g.id.to_string())) {
-                                Some(c) => g.cas = Some(Box::new(compare_and_set(g, c, now))),
+                                Some(c) if c.complete || knows_values(g, &c.state) => {
+                                    g.cas = Some(Box::new(compare_and_set(g, c, now)))
+                                }
+                                Some(c) => {
+                                    g.stale = Some(c.state);
+                                    stats.state_misses += 1;
+                                }
                                 None => stats.state_misses += 1,
                             }
                         }
@@ -574,6 +586,11 @@ fn number(v: &[u8]) -> Option<f64> {
     std::str::from_utf8(v).ok().and_then(|s| s.parse::<f64>().ok())
 }
 
+/// Whether the copy knows the bucket of every distinct value in the group.
+fn knows_values(g: &Group<'_>, state: &EntityState) -> bool {
+    g.updates.iter().filter_map(|u| u.distinct).all(|d| state.distinct_bucket(d).is_some())
+}
+
 /// Applies a group's updates to a copy of the cached state, for a compare and set.
 fn compare_and_set(g: &Group<'_>, cached: CachedState, now_ms: i64) -> CompareAndSet {
     let mut state = cached.state;
@@ -601,7 +618,7 @@ fn compare_and_set(g: &Group<'_>, cached: CachedState, now_ms: i64) -> CompareAn
     let refresh = state.push_expiry(now_ms, g.spec.retention_ms());
     let mut blob = Vec::with_capacity(256);
     state.to_msgpack(&mut blob);
-    CompareAndSet { expected: cached.version, distinct, blob, horizon, refresh, state, seen }
+    CompareAndSet { expected: cached.version, complete: cached.complete, distinct, blob, horizon, refresh, state, seen }
 }
 
 /// One group's part of the script reply: its online features, then (with windows) '=' (the
@@ -651,7 +668,10 @@ fn parse_reply(
                 stats.state_written += 1;
                 if let Some(states) = states {
                     let key = (g.entity_idx, g.id.to_string());
-                    states.put(key, CachedState { state: cas.state, version: std::mem::take(&mut g.token) });
+                    states.put(
+                        key,
+                        CachedState { state: cas.state, version: std::mem::take(&mut g.token), complete: cas.complete },
+                    );
                 }
                 Ok((nf + 1, true))
             }
@@ -671,6 +691,7 @@ fn parse_reply(
         return Err(short(expected));
     }
     let blob = &reply[nf];
+    let complete = blob.is_empty();
     let mut state =
         if blob.is_empty() { EntityState::default() } else { EntityState::from_msgpack(blob).map_err(protocol(g))? };
     for ((u, &ev), status) in g.updates.iter().zip(&g.events).zip(&reply[nf + 1..expected]) {
@@ -684,7 +705,10 @@ fn parse_reply(
         if let Some(old) = &g.stale {
             state.learn_distinct(old);
         }
-        states.put((g.entity_idx, g.id.to_string()), CachedState { state, version: std::mem::take(&mut g.token) });
+        states.put(
+            (g.entity_idx, g.id.to_string()),
+            CachedState { state, version: std::mem::take(&mut g.token), complete },
+        );
     }
     Ok((expected, true))
 }
