@@ -57,9 +57,10 @@ pub const DEGRADED_EVENTS: &str = "verdict_degraded_events_total";
 pub const STATE_STORE_UP: &str = "verdict_state_store_up";
 /// `verdict_feature_cache_total{result}`: online-feature cache hits and misses.
 pub const FEATURE_CACHE: &str = "verdict_feature_cache_total";
-/// `verdict_window_state_cache_total{result}`: entity window groups sent to Redis as a
-/// compare-and-set of verdict's cached state (`written`), cached but changed in Redis
-/// meanwhile (`conflict`: applied by the script instead), or not cached (`miss`).
+/// `verdict_window_state_cache_total{result}`: entity window groups stored in Redis by a
+/// compare-and-set of verdict's copy of the state (`written`), whose copy had changed in
+/// Redis meanwhile (`conflict`: applied by the script instead), or applied by the script
+/// because there was no copy or it did not know a distinct value (`miss`).
 pub const WINDOW_STATE_CACHE: &str = "verdict_window_state_cache_total";
 /// `verdict_rule_hits_total{rule,mode}`: rules that fired, enforce or monitor.
 pub const RULE_HITS: &str = "verdict_rule_hits_total";
