@@ -402,18 +402,6 @@ impl Worker {
             }));
         }
         m.stage_seconds.with_label_values(&["score"]).observe(t.elapsed().as_secs_f64());
-        if let Some((at, pred)) = checked {
-            let ages: Vec<i64> =
-                batch.events.iter().map(|ev| ev.timestamp_ms.map_or(0, |ts| wall_clock_ms() - ts)).collect();
-            let kafka: Vec<i64> = batch
-                .events
-                .iter()
-                .map(|ev| {
-                    ev.timestamp_ms.map_or(0, |ts| wall_clock_ms() - ts) - ev.received_at.elapsed().as_millis() as i64
-                })
-                .collect();
-            eprintln!("DIAG {} n={} adm={} pred={:.1} actual={:.1} parts={:.0}/{:.0} reserve={:.1} maxage_now={} kafka={} q={}", wall_clock_ms() % 100000, batch.events.len(), scored_rows, pred.as_secs_f64()*1e3, at.elapsed().as_secs_f64()*1e3, self.cost.parts_us().0, self.cost.parts_us().1, m.deadline_reserve.get()*1e3, ages.iter().max().unwrap_or(&0), kafka.iter().max().unwrap_or(&0), batch.events.first().map_or(0, |e| e.received_at.elapsed().as_millis()));
-        }
         self.cost.observe(scored_rows, t.elapsed().as_secs_f64() * 1e6);
         if let Some(b) = &self.budget {
             b.observe(self.scores.len(), t.elapsed());

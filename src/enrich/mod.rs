@@ -453,54 +453,73 @@ impl Enricher {
                             }
                         }
                     }
+                    let calls = |groups: &[Group<'_>]| if self.per_group { groups.len() as u64 } else { 1 };
                     let reply = store.run(&ask, now, self.per_group)?;
                     stats.round_trips = 1;
-                    stats.commands = if self.per_group { ask.len() as u64 } else { 1 };
-                    let mut at = 0;
-                    let mut again = Vec::new();
-                    for g in &mut ask {
-                        let e = &self.entities[g.entity_idx];
-                        let rest = &reply[at.min(reply.len())..];
-                        let (used, stored) =
-                            parse_reply(g, e, rest, now, width, out, &mut stats, self.states.as_mut())?;
-                        if let (Some(cache), false) = (&mut self.cache, g.features.is_empty()) {
-                            let values = reply[at..at + g.features.len() + 1].iter().map(|v| number(v)).collect();
-                            cache.insert((g.entity_idx, g.id.to_string()), Arc::new(values));
-                        }
-                        at += used;
-                        if !stored {
-                            again.push(g.retry(self.tokens.next()));
-                        }
-                    }
-                    if at != reply.len() {
-                        return Err(EnrichError::Protocol(format!(
-                            "{} values in the reply, {at} expected",
-                            reply.len()
-                        )));
-                    }
+                    stats.commands = calls(&ask);
+                    let mut read = ReplyReader {
+                        entities: &self.entities,
+                        now,
+                        width,
+                        cache: self.cache.as_mut(),
+                        states: self.states.as_mut(),
+                        tokens: &mut self.tokens,
+                    };
+                    let mut again = read.reply(&mut ask, &reply, out, &mut stats)?;
                     // Copies Redis no longer matched (another instance wrote meanwhile): a
                     // second round trip has the script apply those groups' events.
                     if !again.is_empty() {
                         let reply = store.run(&again, now, self.per_group)?;
                         stats.round_trips += 1;
-                        stats.commands += if self.per_group { again.len() as u64 } else { 1 };
-                        let mut at = 0;
-                        for g in &mut again {
-                            let e = &self.entities[g.entity_idx];
-                            let rest = &reply[at.min(reply.len())..];
-                            at += parse_reply(g, e, rest, now, width, out, &mut stats, self.states.as_mut())?.0;
-                        }
-                        if at != reply.len() {
-                            return Err(EnrichError::Protocol(format!(
-                                "{} values in the second reply, {at} expected",
-                                reply.len()
-                            )));
-                        }
+                        stats.commands += calls(&again);
+                        read.reply(&mut again, &reply, out, &mut stats)?;
                     }
                 }
             }
         }
         Ok(stats)
+    }
+}
+
+/// What reading a script reply needs besides the groups: where values, features and copies go.
+struct ReplyReader<'e> {
+    entities: &'e [Entity],
+    now: i64,
+    width: usize,
+    cache: Option<&'e mut FeatureCache>,
+    states: Option<&'e mut StateCache>,
+    tokens: &'e mut Tokens,
+}
+
+impl ReplyReader<'_> {
+    /// Reads one reply for `groups`, in order: values into `out`, online features into the
+    /// cache, states into the copies. Returns the groups whose copy was stale, to send again.
+    fn reply<'a>(
+        &mut self,
+        groups: &mut [Group<'a>],
+        reply: &[Vec<u8>],
+        out: &mut [Option<f64>],
+        stats: &mut BatchStats,
+    ) -> Result<Vec<Group<'a>>, EnrichError> {
+        let mut at = 0;
+        let mut again = Vec::new();
+        for g in groups.iter_mut() {
+            let e = &self.entities[g.entity_idx];
+            let rest = &reply[at.min(reply.len())..];
+            let (used, stored) = parse_reply(g, e, rest, self.now, self.width, out, stats, self.states.as_deref_mut())?;
+            if let (Some(cache), false) = (self.cache.as_deref_mut(), g.features.is_empty()) {
+                let values = reply[at..at + g.features.len() + 1].iter().map(|v| number(v)).collect();
+                cache.insert((g.entity_idx, g.id.to_string()), Arc::new(values));
+            }
+            at += used;
+            if !stored {
+                again.push(g.retry(self.tokens.next()));
+            }
+        }
+        if at != reply.len() {
+            return Err(EnrichError::Protocol(format!("{} values in the reply, {at} expected", reply.len())));
+        }
+        Ok(again)
     }
 }
 
