@@ -397,6 +397,10 @@ impl Pipeline {
         }
         if let Some(consumer) = self.consumer.take() {
             commit_stored(&consumer, &self.metrics);
+            // Everything stored is committed. The revoke callback that close runs must not
+            // commit again: a synchronous commit inside librdkafka's close can block for
+            // ever (seen on the mock cluster when a pipeline stops right after it started).
+            self.control.abort.store(true, Ordering::SeqCst);
             close(consumer);
         }
         self.publisher.flush(Duration::from_secs(5));
