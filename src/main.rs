@@ -132,6 +132,16 @@ fn main() -> anyhow::Result<()> {
             println!("latency p50         {:.3} ms", r.latency_us[0] as f64 / 1e3);
             println!("latency p99         {:.3} ms", r.latency_us[1] as f64 / 1e3);
             println!("latency p99.9       {:.3} ms", r.latency_us[2] as f64 / 1e3);
+            if let Some(s) = r.steady {
+                println!(
+                    "after {} s warm-up   p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  ({} events)",
+                    demo::WARM_UP.as_secs(),
+                    s.latency_us[0] as f64 / 1e3,
+                    s.latency_us[1] as f64 / 1e3,
+                    s.latency_us[2] as f64 / 1e3,
+                    s.events
+                );
+            }
             println!("execution provider  {}", r.execution_provider);
             Ok(())
         }

@@ -475,11 +475,6 @@ impl Metrics {
         }
     }
 
-    /// Exact event-latency quantile in ms (0 when nothing was recorded).
-    pub fn event_latency_quantile_ms(&self, q: f64) -> u64 {
-        self.event_latency_ms.lock().value_at_quantile(q)
-    }
-
     /// Exact pipeline-latency quantile in µs (0 when nothing was recorded).
     pub fn latency_quantile_us(&self, q: f64) -> u64 {
         self.latency_us.lock().value_at_quantile(q)
@@ -488,6 +483,14 @@ impl Metrics {
     /// Clears the exact latency distribution (the demo reports per interval).
     pub fn reset_latencies(&self) -> hdrhistogram::Histogram<u64> {
         let mut h = self.latency_us.lock();
+        let copy = h.clone();
+        h.reset();
+        copy
+    }
+
+    /// Clears the exact event-latency (produce → decision) distribution and returns it.
+    pub fn reset_event_latencies(&self) -> hdrhistogram::Histogram<u64> {
+        let mut h = self.event_latency_ms.lock();
         let copy = h.clone();
         h.reset();
         copy

@@ -170,6 +170,17 @@ fn demo_with_an_event_count_finishes_and_reports_throughput_and_p99() {
 }
 
 #[test]
+fn demo_at_a_rate_reports_latency_without_its_first_second_too() {
+    // 6,000 events at 3,000/s: about the second half is decided after the warm-up.
+    let out = verdict().args(["demo", "--events", "6000", "--rate", "3000"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let line = stdout.lines().find(|l| l.starts_with("after 1 s warm-up")).unwrap_or_else(|| panic!("{stdout}"));
+    let events: u64 = line.rsplit('(').next().and_then(|t| t.split_whitespace().next()).unwrap().parse().unwrap();
+    assert!((1_000..6_000).contains(&events), "{line}");
+}
+
+#[test]
 fn a_model_that_overflows_at_the_training_maxima_is_refused_at_startup() {
     // A naive FP16 conversion: float32 inputs are cast to FP16 before the Scaler, so a
     // training-range value above 65504 (a 1 h amount sum) becomes inf and the score NaN.

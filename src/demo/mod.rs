@@ -70,6 +70,10 @@ pub struct DemoReport {
     /// Kafka timestamp (produce) → acknowledged latency quantiles (ms): p50, p99, p99.9.
     /// Unlike `latency_us` it includes the time an event waited in Kafka.
     pub event_latency_ms: [u64; 3],
+    /// With an offered rate: `latency_us` and `event_latency_ms` without the first
+    /// [`WARM_UP`] of the run (group join, the first fetch's backlog, cold caches); None when
+    /// the run was shorter or had no rate.
+    pub steady: Option<SteadyLatency>,
     /// Events decided by rules alone because their deadline had passed.
     pub fallback: u64,
     /// Execution provider used.
@@ -77,6 +81,20 @@ pub struct DemoReport {
     /// Per stage: (name, total seconds, batches).
     pub stages: Vec<(&'static str, f64, u64)>,
 }
+
+/// Latency quantiles of a run at an offered rate, after its warm-up.
+#[derive(Debug, Clone, Copy)]
+pub struct SteadyLatency {
+    /// Poll → acknowledged (µs): p50, p99, p99.9.
+    pub latency_us: [u64; 3],
+    /// Produce → acknowledged (ms): p50, p99, p99.9.
+    pub event_latency_ms: [u64; 3],
+    /// Events the quantiles cover.
+    pub events: u64,
+}
+
+/// How much of a run at an offered rate [`DemoReport::steady`] leaves out.
+pub const WARM_UP: Duration = Duration::from_secs(1);
 
 impl DemoReport {
     /// Decided + dead-lettered per second.
@@ -196,8 +214,16 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
     let mut idle_since = Instant::now();
     let finished_at;
     let mut all = empty_hist();
+    let (mut all_ev, mut steady, mut steady_ev) = (empty_ms_hist(), empty_hist(), empty_ms_hist());
+    let mut warmed = false;
     loop {
         std::thread::sleep(Duration::from_millis(20));
+        if opts.rate > 0 && !warmed && start.elapsed() >= WARM_UP {
+            // Everything recorded so far belongs to the warm-up.
+            all.add(metrics.reset_latencies()).expect("same histogram bounds");
+            all_ev.add(metrics.reset_event_latencies()).expect("same histogram bounds");
+            warmed = true;
+        }
         let n = done(&metrics);
         if n != last.1 {
             idle_since = Instant::now();
@@ -218,6 +244,9 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
                 metrics.counted("decode", "dead_letter"),
             );
             all.add(&h).expect("same histogram bounds");
+            if warmed {
+                steady.add(&h).expect("same histogram bounds");
+            }
             last = (Instant::now(), n);
             last_progress = Instant::now();
         }
@@ -237,8 +266,15 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
     if std::env::var_os("VERDICT_DEMO_METRICS").is_some() {
         eprintln!("{}", metrics.render());
     }
-    all.add(metrics.reset_latencies()).expect("same histogram bounds");
+    let (rest, rest_ev) = (metrics.reset_latencies(), metrics.reset_event_latencies());
+    all.add(&rest).expect("same histogram bounds");
+    all_ev.add(&rest_ev).expect("same histogram bounds");
+    if warmed {
+        steady.add(&rest).expect("same histogram bounds");
+        steady_ev.add(&rest_ev).expect("same histogram bounds");
+    }
     let q = |x: f64| all.value_at_quantile(x);
+    let qs = [0.5, 0.99, 0.999];
     Ok(DemoReport {
         produced,
         decided: metrics.counted("decode", "ok"),
@@ -250,7 +286,12 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
         ],
         elapsed: finished_at,
         latency_us: [q(0.5), q(0.99), q(0.999)],
-        event_latency_ms: [0.5, 0.99, 0.999].map(|x| metrics.event_latency_quantile_ms(x)),
+        event_latency_ms: qs.map(|x| all_ev.value_at_quantile(x)),
+        steady: (!steady.is_empty()).then(|| SteadyLatency {
+            latency_us: qs.map(|x| steady.value_at_quantile(x)),
+            event_latency_ms: qs.map(|x| steady_ev.value_at_quantile(x)),
+            events: steady.len(),
+        }),
         fallback: metrics.fallback_decisions.get(),
         execution_provider: ep,
         stages: ["decode", "enrich", "score", "shadow", "publish", "drift"]
@@ -265,4 +306,8 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
 
 fn empty_hist() -> hdrhistogram::Histogram<u64> {
     hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
+}
+
+fn empty_ms_hist() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new_with_bounds(1, 3_600_000, 3).expect("histogram bounds")
 }

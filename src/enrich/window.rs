@@ -347,16 +347,23 @@ impl EntityState {
             let newest = self.newest_ms.map_or(u.time_ms, |n| n.max(u.time_ms));
             self.newest_ms = Some(newest);
             let horizon = newest - spec.retention_ms();
-            let before = self.buckets.len();
-            self.buckets.retain(|&s, _| s + spec.bucket_ms > horizon);
-            if self.buckets.len() != before {
+            // Buckets are sorted: only when the oldest has expired is there anything to drop
+            // (scanning them all for every event cost O(buckets) per event).
+            if self.buckets.first_key_value().is_some_and(|(&s, _)| s + spec.bucket_ms <= horizon) {
+                // Kept: s + bucket_ms > horizon, i.e. s >= horizon - bucket_ms + 1.
+                self.buckets = self.buckets.split_off(&(horizon - spec.bucket_ms + 1));
                 let buckets = &self.buckets;
                 self.last_bucket.retain(|_, s| buckets.contains_key(s));
                 pruned = true;
             }
         }
         if !replay {
-            self.fence.insert(u.fence_key.to_string(), u.offset);
+            match self.fence.get_mut(u.fence_key) {
+                Some(f) => *f = u.offset,
+                None => {
+                    self.fence.insert(u.fence_key.to_string(), u.offset);
+                }
+            }
         }
         Seen { windows, since_last_ms, applied, late, pruned }
     }
@@ -422,6 +429,28 @@ mod tests {
         let later = s.apply(&spec(), &up(1, 700_000, 1.0, "a"));
         assert_eq!(later.windows[0].count, 0, "10m window no longer holds t=0");
         assert_eq!(later.windows[1].count, 1, "1h window still does");
+    }
+
+    #[test]
+    fn a_bucket_is_dropped_exactly_when_it_ends_before_the_retention_horizon() {
+        // Kept while start + bucket > newest - retention, as `window.lua` keeps it.
+        let (sp, mut s) = (spec(), EntityState::default());
+        let (b, keep) = (sp.bucket_ms, sp.retention_ms());
+        let starts = |s: &EntityState| s.buckets.keys().copied().collect::<Vec<_>>();
+        s.apply(&sp, &up(0, 0, 1.0, "a"));
+        s.apply(&sp, &up(1, b, 1.0, "b"));
+        // Horizon b - 1: bucket 0 ends after it.
+        let kept = s.apply(&sp, &up(2, keep + b - 1, 1.0, "c"));
+        assert!(!kept.pruned);
+        assert_eq!(starts(&s), vec![0, b, (keep + b - 1) / b * b]);
+        // Horizon 2b - 1: bucket 0 ends at or before it; bucket b ends after it.
+        let dropped = s.apply(&sp, &up(3, keep + 2 * b - 1, 1.0, "d"));
+        assert!(dropped.pruned);
+        assert_eq!(starts(&s)[..2], [b, (keep + b - 1) / b * b]);
+        assert!(!s.last_bucket.contains_key("a") && s.last_bucket.contains_key("b"), "a's only bucket went");
+        // Horizon 2b: bucket b ends exactly at it.
+        assert!(s.apply(&sp, &up(4, keep + 2 * b, 1.0, "e")).pruned);
+        assert_eq!(starts(&s)[0], (keep + b - 1) / b * b);
     }
 
     #[test]
