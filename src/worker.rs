@@ -186,8 +186,7 @@ impl Worker {
         rules: Arc<RulesHandle>,
     ) -> Self {
         let rows = vectorizer.rows();
-        let (call_us, row_us) = scorer.cost_us();
-        let cost = ScoringCost::new(scorer.chunk_rows(), call_us, row_us);
+        let cost = scorer.scoring_cost();
         Self {
             decoder,
             scorer,
@@ -278,8 +277,7 @@ impl Worker {
         }
         self.decoder = decoder;
         self.scorer = b.scorer;
-        let (call_us, row_us) = self.scorer.cost_us();
-        self.cost = ScoringCost::new(self.scorer.chunk_rows(), call_us, row_us);
+        self.cost = self.scorer.scoring_cost();
         self.vectorizer = b.vectorizer;
         self.rows = self.vectorizer.rows();
         self.live_rows = self.vectorizer.rows();

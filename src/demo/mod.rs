@@ -273,7 +273,6 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
         steady.add(&rest).expect("same histogram bounds");
         steady_ev.add(&rest_ev).expect("same histogram bounds");
     }
-    let q = |x: f64| all.value_at_quantile(x);
     let qs = [0.5, 0.99, 0.999];
     Ok(DemoReport {
         produced,
@@ -285,7 +284,7 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
             metrics.counted("decide", "decline"),
         ],
         elapsed: finished_at,
-        latency_us: [q(0.5), q(0.99), q(0.999)],
+        latency_us: qs.map(|x| all.value_at_quantile(x)),
         event_latency_ms: qs.map(|x| all_ev.value_at_quantile(x)),
         steady: (!steady.is_empty()).then(|| SteadyLatency {
             latency_us: qs.map(|x| steady.value_at_quantile(x)),

@@ -93,6 +93,8 @@ pub struct Group<'a> {
     pub updates: Vec<Update<'a>>,
     events: Vec<usize>,
     entity_idx: usize,
+    /// (entity index, id): the key of the entity's state and features in verdict's caches.
+    key: (usize, String),
     /// Online features served from the in-process cache (then `features` is empty).
     cached: Option<Arc<Vec<Option<f64>>>>,
     /// The batch applied to verdict's copy of the window state, sent as a compare and set.
@@ -123,6 +125,7 @@ impl Group<'_> {
             updates: std::mem::take(&mut self.updates),
             events: std::mem::take(&mut self.events),
             entity_idx: self.entity_idx,
+            key: std::mem::take(&mut self.key),
             cached: None,
             cas: None,
             token,
@@ -199,7 +202,7 @@ struct Entity {
 
 enum Store {
     Off,
-    Memory(moka::sync::Cache<String, Arc<Mutex<EntityState>>>),
+    Memory(moka::sync::Cache<(usize, String), Arc<Mutex<EntityState>>>),
     Redis(Box<redis::RedisStore>),
 }
 
@@ -398,12 +401,12 @@ impl Enricher {
         match &mut self.store {
             Store::Off => {}
             Store::Memory(cache) => {
-                for g in &groups {
+                for mut g in groups {
                     if !g.windows {
                         continue;
                     }
-                    let key = format!("{}:{}", g.entity, g.id);
-                    let state = cache.get_with(key, || Arc::new(Mutex::new(EntityState::default())));
+                    let state =
+                        cache.get_with(std::mem::take(&mut g.key), || Arc::new(Mutex::new(EntityState::default())));
                     let mut state = state.lock();
                     for (u, &ev) in g.updates.iter().zip(&g.events) {
                         let seen = state.apply(g.spec, u);
@@ -417,7 +420,7 @@ impl Enricher {
                 let mut groups = groups;
                 if let Some(cache) = &mut self.cache {
                     for g in groups.iter_mut().filter(|g| !g.features.is_empty()) {
-                        match cache.get(&(g.entity_idx, g.id.to_string())) {
+                        match cache.get(&g.key) {
                             Some(v) => {
                                 g.cached = Some(v);
                                 g.features = &[];
@@ -441,7 +444,7 @@ impl Enricher {
                         // A copy is taken out of the cache and applied to in place; it goes
                         // back once Redis has stored it.
                         if let Some(states) = &mut self.states {
-                            match states.take(&(g.entity_idx, g.id.to_string())) {
+                            match states.take(&g.key) {
                                 Some(c) if c.complete || knows_values(g, &c.state) => {
                                     g.cas = Some(Box::new(compare_and_set(g, c, now)))
                                 }
@@ -509,7 +512,7 @@ impl ReplyReader<'_> {
             let (used, stored) = parse_reply(g, e, rest, self.now, self.width, out, stats, self.states.as_deref_mut())?;
             if let (Some(cache), false) = (self.cache.as_deref_mut(), g.features.is_empty()) {
                 let values = reply[at..at + g.features.len() + 1].iter().map(|v| number(v)).collect();
-                cache.insert((g.entity_idx, g.id.to_string()), Arc::new(values));
+                cache.insert(g.key.clone(), Arc::new(values));
             }
             at += used;
             if !stored {
@@ -542,6 +545,7 @@ fn group<'a>(entities: &'a [Entity], reqs: &'a [Request<'a>]) -> Vec<Group<'a>> 
                     updates: Vec::new(),
                     events: Vec::new(),
                     entity_idx: ei,
+                    key: (ei, id.to_string()),
                     cached: None,
                     cas: None,
                     token: String::new(),
@@ -686,9 +690,8 @@ fn parse_reply(
                 }
                 stats.state_written += 1;
                 if let Some(states) = states {
-                    let key = (g.entity_idx, g.id.to_string());
                     states.put(
-                        key,
+                        g.key.clone(),
                         CachedState { state: cas.state, version: std::mem::take(&mut g.token), complete: cas.complete },
                     );
                 }
@@ -724,10 +727,7 @@ fn parse_reply(
         if let Some(old) = &g.stale {
             state.learn_distinct(old);
         }
-        states.put(
-            (g.entity_idx, g.id.to_string()),
-            CachedState { state, version: std::mem::take(&mut g.token), complete },
-        );
+        states.put(g.key.clone(), CachedState { state, version: std::mem::take(&mut g.token), complete });
     }
     Ok((expected, true))
 }

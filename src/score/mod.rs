@@ -494,10 +494,10 @@ impl OnnxScorer {
         rows
     }
 
-    /// Scoring cost per ORT call and per row measured at load (µs): where the deadline
+    /// The scoring cost measured at load (per ORT call and per row): where the deadline
     /// check starts before it has measured real batches.
-    pub fn cost_us(&self) -> (f64, f64) {
-        self.cost_us
+    pub fn scoring_cost(&self) -> budget::ScoringCost {
+        budget::ScoringCost::new(self.chunk_rows, self.cost_us.0, self.cost_us.1)
     }
 
     /// Rows per ORT call in use.
