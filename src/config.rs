@@ -133,6 +133,11 @@ pub struct DecodeConfig {
     pub avro_schemas: BTreeMap<String, PathBuf>,
     /// Which event fields carry identity and time (dotted paths).
     pub fields: FieldMapping,
+    /// Event times before this (epoch ms) go to the dead-letter topic as `bad_event_time`.
+    pub event_time_min_ms: i64,
+    /// Event times more than this far ahead of the wall clock (ms) are `bad_event_time`
+    /// (0: no upper bound).
+    pub event_time_max_ahead_ms: i64,
 }
 
 impl Default for DecodeConfig {
@@ -144,6 +149,8 @@ impl Default for DecodeConfig {
             max_payload_bytes: 64 * 1024,
             avro_schemas,
             fields: FieldMapping::default(),
+            event_time_min_ms: 946_684_800_000,
+            event_time_max_ahead_ms: 86_400_000,
         }
     }
 }
@@ -322,11 +329,39 @@ pub struct PublishConfig {
     pub include_features: bool,
     /// Schema id written in the Confluent header of Avro drift records.
     pub drift_schema_id: u32,
+    /// Largest dead-letter record (bytes, payload plus headers and key); a larger original is
+    /// truncated to fit, with headers for its size and sha256. 0: what the producer's
+    /// `message.max.bytes` allows.
+    pub dead_letter_max_bytes: usize,
+    /// What to do with an output the broker refuses for good (too large, topic unknown or
+    /// not authorized, invalid record): `dead_letter` (its event goes to the dead-letter
+    /// topic as `output_refused`), `skip` (counted and logged), or `stop` (the process exits
+    /// with an error; nothing after it is committed).
+    pub on_refused: RefusedPolicy,
+}
+
+/// What to do with an output record the broker refuses for good.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusedPolicy {
+    /// Send the event to the dead-letter topic (reason `output_refused`); skip if that is refused too.
+    DeadLetter,
+    /// Count it (`verdict_produce_errors_total{action="skipped"}`), log it, move on.
+    Skip,
+    /// Stop the pipeline: the process exits non-zero and the offset is not committed.
+    Stop,
 }
 
 impl Default for PublishConfig {
     fn default() -> Self {
-        Self { format: DecisionFormat::Avro, decision_schema_id: 100, include_features: true, drift_schema_id: 101 }
+        Self {
+            format: DecisionFormat::Avro,
+            decision_schema_id: 100,
+            include_features: true,
+            drift_schema_id: 101,
+            dead_letter_max_bytes: 0,
+            on_refused: RefusedPolicy::DeadLetter,
+        }
     }
 }
 
@@ -342,6 +377,9 @@ pub struct TelemetryConfig {
     pub log_level: String,
     /// How often librdkafka statistics (consumer lag) are refreshed (ms).
     pub stats_interval_ms: u64,
+    /// Stall watchdog: with consumer lag but no event decided for this long (s), `/readyz`
+    /// answers 503 and `verdict_stalled` is 1. 0: off.
+    pub stall_timeout_s: u64,
 }
 
 impl Default for TelemetryConfig {
@@ -351,6 +389,7 @@ impl Default for TelemetryConfig {
             log_format: "pretty".into(),
             log_level: "info".into(),
             stats_interval_ms: 5000,
+            stall_timeout_s: 60,
         }
     }
 }
@@ -496,6 +535,19 @@ impl Config {
         }
         if self.decode.max_payload_bytes == 0 {
             e.push("decode.max_payload_bytes: must be > 0".into());
+        }
+        if self.decode.event_time_max_ahead_ms < 0 {
+            e.push(format!(
+                "decode.event_time_max_ahead_ms: must be >= 0, got {}",
+                self.decode.event_time_max_ahead_ms
+            ));
+        }
+        let p = &self.publish;
+        if p.dead_letter_max_bytes != 0 && p.dead_letter_max_bytes < 4096 {
+            e.push(format!(
+                "publish.dead_letter_max_bytes: must be 0 (the producer's limit) or at least 4096, got {}",
+                p.dead_letter_max_bytes
+            ));
         }
         for (id, path) in &self.decode.avro_schemas {
             if id.parse::<u32>().is_err() {

@@ -42,13 +42,21 @@ pub enum DeadLetterReason {
     MissingField,
     /// A field has a type the mapping cannot use.
     WrongType,
-    /// NaN or ±infinity where a finite number is required.
+    /// NaN or ±infinity where a finite number is required (or a finite number beyond
+    /// the model input's range, such as above f32::MAX).
     NonFinite,
+    /// The event time is outside `decode.event_time_min_ms` .. now + `event_time_max_ahead_ms`.
+    BadEventTime,
+    /// verdict itself failed on this event (a caught panic); the detail has the message.
+    InternalError,
+    /// An output record for this event was refused by the broker for good (too large,
+    /// topic unknown or not authorized, invalid record); the refused record is attached.
+    OutputRefused,
 }
 
 impl DeadLetterReason {
     /// Every reason, for pre-registering metric labels.
-    pub const ALL: [DeadLetterReason; 8] = [
+    pub const ALL: [DeadLetterReason; 11] = [
         Self::EmptyPayload,
         Self::Oversize,
         Self::Malformed,
@@ -57,6 +65,9 @@ impl DeadLetterReason {
         Self::MissingField,
         Self::WrongType,
         Self::NonFinite,
+        Self::BadEventTime,
+        Self::InternalError,
+        Self::OutputRefused,
     ];
 
     /// Stable snake_case label.
@@ -70,6 +81,9 @@ impl DeadLetterReason {
             Self::MissingField => "missing_field",
             Self::WrongType => "wrong_type",
             Self::NonFinite => "non_finite",
+            Self::BadEventTime => "bad_event_time",
+            Self::InternalError => "internal_error",
+            Self::OutputRefused => "output_refused",
         }
     }
 }

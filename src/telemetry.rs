@@ -114,6 +114,104 @@ pub const DRIFT_WINDOWS: &str = "verdict_drift_windows_total";
 /// `verdict_feature_defaults_total`: model inputs filled with their default.
 pub const FEATURE_DEFAULTS: &str = "verdict_feature_defaults_total";
 
+/// `verdict_produce_errors_total{error,action}`: produce errors by librdkafka error code and
+/// what verdict did (`retried`, `dead_lettered`, `skipped`, `stopped`).
+pub const PRODUCE_ERRORS: &str = "verdict_produce_errors_total";
+/// `verdict_dead_letters_truncated_total`: dead-letter copies cut to fit the producer's limit.
+pub const DEAD_LETTERS_TRUNCATED: &str = "verdict_dead_letters_truncated_total";
+/// `verdict_panics_total{thread}`: panics caught while processing a batch (the batch's events
+/// are dead-lettered as `internal_error`, the thread goes on).
+pub const PANICS: &str = "verdict_panics_total";
+/// `verdict_pipeline_failed`: 1 once a pipeline thread ended unexpectedly (`/healthz` fails
+/// and the process exits).
+pub const PIPELINE_FAILED: &str = "verdict_pipeline_failed";
+/// `verdict_stalled`: 1 while there is consumer lag but nothing was decided for
+/// `telemetry.stall_timeout_s` (`/readyz` fails).
+pub const STALLED: &str = "verdict_stalled";
+/// `verdict_last_progress_timestamp_seconds`: wall-clock time a batch was last acknowledged.
+pub const LAST_PROGRESS: &str = "verdict_last_progress_timestamp_seconds";
+/// `verdict_log_suppressed_total{source}`: repeated log lines dropped by the rate limit.
+pub const LOG_SUPPRESSED: &str = "verdict_log_suppressed_total";
+/// `verdict_feature_hash_missing_total{entity}`: online-feature reads that found no hash.
+pub const FEATURE_HASH_MISSING: &str = "verdict_feature_hash_missing_total";
+
+/// Metrics and state of the never-wedge guards: produce errors, panics, stalls, health.
+pub struct Guards {
+    /// `verdict_produce_errors_total{error,action}`.
+    pub produce_errors: IntCounterVec,
+    /// `verdict_dead_letters_truncated_total`.
+    pub dead_letters_truncated: IntCounter,
+    /// `verdict_panics_total{thread}`.
+    pub panics: IntCounterVec,
+    /// `verdict_pipeline_failed`.
+    pub pipeline_failed: IntGauge,
+    /// `verdict_stalled`.
+    pub stalled: IntGauge,
+    /// `verdict_last_progress_timestamp_seconds`.
+    pub last_progress: prometheus::Gauge,
+    /// `verdict_log_suppressed_total{source}`.
+    pub log_suppressed: IntCounterVec,
+    /// `verdict_feature_hash_missing_total{entity}`.
+    pub feature_hash_missing: IntCounterVec,
+    /// Why the pipeline failed, once it has (what `/healthz` says).
+    failure: Mutex<Option<String>>,
+}
+
+impl Guards {
+    fn new(registry: &Registry) -> Self {
+        let cv = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap();
+            registry.register(Box::new(c.clone())).unwrap();
+            c
+        };
+        let produce_errors =
+            cv(PRODUCE_ERRORS, "Produce errors by error code and the action taken", &["error", "action"]);
+        let panics = cv(PANICS, "Panics caught while processing a batch", &["thread"]);
+        let log_suppressed = cv(LOG_SUPPRESSED, "Repeated log lines dropped by the rate limit", &["source"]);
+        let feature_hash_missing =
+            cv(FEATURE_HASH_MISSING, "Online-feature reads that found no hash for the entity", &["entity"]);
+        let dead_letters_truncated =
+            IntCounter::new(DEAD_LETTERS_TRUNCATED, "Dead-letter copies truncated to fit the producer's limit")
+                .unwrap();
+        registry.register(Box::new(dead_letters_truncated.clone())).unwrap();
+        let pipeline_failed = IntGauge::new(PIPELINE_FAILED, "1 once a pipeline thread ended unexpectedly").unwrap();
+        registry.register(Box::new(pipeline_failed.clone())).unwrap();
+        let stalled = IntGauge::new(STALLED, "1 while there is lag but no progress for stall_timeout_s").unwrap();
+        registry.register(Box::new(stalled.clone())).unwrap();
+        let last_progress =
+            prometheus::Gauge::new(LAST_PROGRESS, "Wall-clock time a batch was last acknowledged (s)").unwrap();
+        registry.register(Box::new(last_progress.clone())).unwrap();
+        Self {
+            produce_errors,
+            dead_letters_truncated,
+            panics,
+            pipeline_failed,
+            stalled,
+            last_progress,
+            log_suppressed,
+            feature_hash_missing,
+            failure: Mutex::new(None),
+        }
+    }
+
+    /// Records that the pipeline cannot go on (a thread ended, a refused output under
+    /// `on_refused = "stop"`): `/healthz` fails from now on, with `why`. The first reason wins.
+    pub fn fail(&self, why: impl Into<String>) {
+        let mut f = self.failure.lock();
+        if f.is_none() {
+            let why = why.into();
+            tracing::error!(reason = %why, "pipeline failed; /healthz now fails");
+            *f = Some(why);
+        }
+        self.pipeline_failed.set(1);
+    }
+
+    /// Why the pipeline failed, if it has.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().clone()
+    }
+}
+
 /// All metrics of one pipeline, plus the state `/readyz` reports.
 pub struct Metrics {
     registry: Registry,
@@ -217,6 +315,8 @@ pub struct Metrics {
     event_latency_ms: Mutex<hdrhistogram::Histogram<u64>>,
     model_loaded: AtomicBool,
     execution_provider: Mutex<String>,
+    /// Produce errors, panics, stalls and health.
+    pub guards: Guards,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -377,6 +477,7 @@ impl Metrics {
         registry.register(Box::new(paused.clone())).unwrap();
         #[cfg(target_os = "linux")]
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())).ok();
+        let guards = Guards::new(&registry);
         for reason in DeadLetterReason::ALL {
             dead_letters.with_label_values(&[reason.code()]);
         }
@@ -433,6 +534,7 @@ impl Metrics {
             event_latency_ms: Mutex::new(hdrhistogram::Histogram::new_with_bounds(1, 3_600_000, 3).unwrap()),
             model_loaded: AtomicBool::new(false),
             execution_provider: Mutex::new(String::new()),
+            guards,
         })
     }
 
@@ -504,9 +606,19 @@ impl Metrics {
         self.model_loaded.store(true, Ordering::SeqCst);
     }
 
-    /// Ready = partitions assigned, model loaded and the state store reachable.
+    /// Ready = partitions assigned, model loaded, the state store reachable, not stalled
+    /// and not failed.
     pub fn ready(&self) -> bool {
-        self.model_loaded.load(Ordering::SeqCst) && self.partitions_assigned.get() > 0 && self.state_store_up.get() == 1
+        self.model_loaded.load(Ordering::SeqCst)
+            && self.partitions_assigned.get() > 0
+            && self.state_store_up.get() == 1
+            && self.guards.stalled.get() == 0
+            && self.healthy()
+    }
+
+    /// Healthy = no pipeline thread ended unexpectedly and no stop policy fired.
+    pub fn healthy(&self) -> bool {
+        self.guards.pipeline_failed.get() == 0
     }
 
     /// JSON body for `/readyz`.
@@ -516,6 +628,8 @@ impl Metrics {
             "model_loaded": self.model_loaded.load(Ordering::SeqCst),
             "partitions_assigned": self.partitions_assigned.get(),
             "state_store_up": self.state_store_up.get() == 1,
+            "stalled": self.guards.stalled.get() == 1,
+            "failed": self.guards.failure(),
             "execution_provider": self.execution_provider.lock().clone(),
         })
     }
@@ -529,6 +643,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     use axum::{http::StatusCode, routing::get, Json, Router};
     let m1 = metrics.clone();
+    let m3 = metrics.clone();
     let m2 = metrics;
     let app = Router::new()
         .route(
@@ -538,7 +653,18 @@ pub async fn serve(
                 async move { ([("content-type", "text/plain; version=0.0.4")], m.render()) }
             }),
         )
-        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/healthz",
+            get(move || {
+                let m = m3.clone();
+                async move {
+                    match m.guards.failure() {
+                        None => (StatusCode::OK, "ok".to_string()),
+                        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("failed: {why}")),
+                    }
+                }
+            }),
+        )
         .route(
             "/readyz",
             get(move || {

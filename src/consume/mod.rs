@@ -45,6 +45,16 @@ pub fn create_consumer(
     metrics: Arc<Metrics>,
     in_flight: Arc<AtomicUsize>,
 ) -> Result<Arc<KafkaConsumer>, rdkafka::error::KafkaError> {
+    let cc = consumer_config(cfg, stats_interval_ms);
+    let consumer: KafkaConsumer = cc.create_with_context(VerdictContext::new(metrics, in_flight))?;
+    let topics: Vec<&str> = cfg.input_topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    Ok(Arc::new(consumer))
+}
+
+/// The consumer's librdkafka properties: verdict's own, then `kafka.consumer` overrides.
+/// `check-config` validates them with `create_native_config` (no connection).
+pub fn consumer_config(cfg: &KafkaConfig, stats_interval_ms: u64) -> ClientConfig {
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", &cfg.brokers)
         .set("group.id", &cfg.group_id)
@@ -57,10 +67,7 @@ pub fn create_consumer(
     for (k, v) in &cfg.consumer {
         cc.set(k, v);
     }
-    let consumer: KafkaConsumer = cc.create_with_context(VerdictContext::new(metrics, in_flight))?;
-    let topics: Vec<&str> = cfg.input_topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&topics)?;
-    Ok(Arc::new(consumer))
+    cc
 }
 
 impl OffsetStore for KafkaConsumer {

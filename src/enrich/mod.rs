@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod redis;
+pub mod turnstile;
 pub mod window;
 
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 pub use config::{Backend, EnrichConfig, EntityConfig, FailurePolicy};
+pub use turnstile::Turnstile;
 pub use window::{EntityState, Update, WindowSpec};
 
 use crate::decode::FieldPath;
@@ -734,37 +736,6 @@ fn parse_reply(
 
 fn protocol<'a>(g: &'a Group<'_>) -> impl Fn(String) -> EnrichError + 'a {
     move |e| EnrichError::Protocol(format!("entity {} {}: {e}", g.entity, g.id))
-}
-
-/// Runs closures in batch-sequence order: window updates must be applied per source
-/// partition in offset order (the replay fence relies on it), while workers decode and
-/// score batches in parallel.
-pub struct Turnstile<T> {
-    state: Mutex<(u64, T)>,
-    turn: parking_lot::Condvar,
-}
-
-impl<T> Turnstile<T> {
-    /// Wraps `inner`; the first batch is sequence 0.
-    pub fn new(inner: T) -> Self {
-        Self { state: Mutex::new((0, inner)), turn: parking_lot::Condvar::new() }
-    }
-
-    /// Waits for batch `seq`'s turn, runs `f`, passes the turn on. None if `abort` was set
-    /// while waiting.
-    pub fn run<R>(&self, seq: u64, abort: &std::sync::atomic::AtomicBool, f: impl FnOnce(&mut T) -> R) -> Option<R> {
-        let mut g = self.state.lock();
-        while g.0 != seq {
-            if abort.load(std::sync::atomic::Ordering::SeqCst) {
-                return None;
-            }
-            self.turn.wait_for(&mut g, Duration::from_millis(50));
-        }
-        let r = f(&mut g.1);
-        g.0 += 1;
-        self.turn.notify_all();
-        Some(r)
-    }
 }
 
 #[cfg(test)]

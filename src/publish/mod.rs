@@ -72,19 +72,7 @@ pub struct Publisher {
 impl Publisher {
     /// Creates the producer: idempotent, `acks=all`, configured compression, user overrides last.
     pub fn new(cfg: &KafkaConfig) -> Result<Self, PublishError> {
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", &cfg.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", &cfg.compression)
-            .set("linger.ms", "1")
-            .set("batch.num.messages", "10000")
-            .set("queue.buffering.max.messages", "500000")
-            .set("message.timeout.ms", "120000");
-        for (k, v) in &cfg.producer {
-            cc.set(k, v);
-        }
-        let producer: FutureProducer = cc.create().map_err(PublishError::Create)?;
+        let producer: FutureProducer = producer_config(cfg).create().map_err(PublishError::Create)?;
         Ok(Self { producer })
     }
 
@@ -155,6 +143,25 @@ impl Publisher {
         let headers = msg.headers().cloned();
         self.send(msg.topic(), msg.key(), msg.payload().unwrap_or(&[]), headers)
     }
+}
+
+/// The producer's librdkafka properties: idempotent, `acks=all`, the configured compression,
+/// then `kafka.producer` overrides. `check-config` validates them with `create_native_config`
+/// (no connection).
+pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &cfg.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", &cfg.compression)
+        .set("linger.ms", "1")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "500000")
+        .set("message.timeout.ms", "120000");
+    for (k, v) in &cfg.producer {
+        cc.set(k, v);
+    }
+    cc
 }
 
 /// Headers of a decision record.
