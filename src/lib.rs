@@ -22,6 +22,7 @@
 //! * [`demo`]: mock cluster, synthetic transactions, the demo and benchmark driver.
 //! * [`vectorize`]: the rows (and scores) the service would feed the model, for parity checks.
 //! * [`enrich`]: per-entity sliding windows and online features (memory or Redis).
+//! * [`watchdog`]: the stall watchdog behind `/readyz` (work waiting, nothing acknowledged).
 
 #![warn(missing_docs)]
 
@@ -33,10 +34,13 @@ pub mod drift;
 pub mod enrich;
 pub mod envelope;
 pub mod error;
+#[doc(hidden)]
+pub mod fault;
 pub mod pipeline;
 pub mod publish;
 pub mod rules;
 pub mod score;
 pub mod telemetry;
 pub mod vectorize;
+pub mod watchdog;
 pub mod worker;

@@ -210,6 +210,12 @@ fn load_or_exit(path: Option<&std::path::Path>) -> Config {
 fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
     let cfg = load_or_exit(path.as_deref());
     telemetry::init_logging(&cfg.telemetry.log_format, &cfg.telemetry.log_level);
+    // Test-only fault injection (tests/guards.rs); nothing is armed without VERDICT_FAULTS.
+    match verdict::fault::arm_from_env() {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(faults = n, "VERDICT_FAULTS set: test faults armed"),
+        Err(e) => anyhow::bail!(e),
+    }
     let metrics = Metrics::new();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let pipeline = Pipeline::start(&cfg, metrics.clone()).context("starting pipeline")?;
@@ -239,8 +245,19 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
             models.reload_now();
         }
     });
-    rt.block_on(wait_for_signal());
-    tracing::info!("signal received; draining (send again to exit at once)");
+    // Runs until a signal, or until the pipeline cannot go on (a thread ended, a refused
+    // output under on_refused = "stop", a fatal producer error): then it drains what it can
+    // and exits non-zero, so an orchestrator restarts it.
+    let failed = rt.block_on(async {
+        tokio::select! {
+            _ = wait_for_signal() => None,
+            why = wait_for_failure(&metrics) => Some(why),
+        }
+    });
+    match &failed {
+        None => tracing::info!("signal received; draining (send again to exit at once)"),
+        Some(why) => tracing::error!(reason = %why, "pipeline failed; stopping"),
+    }
     rt.spawn(async {
         wait_for_signal().await;
         eprintln!("second signal: exiting now");
@@ -249,6 +266,9 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
     let report = pipeline.shutdown(Duration::from_secs(cfg.shutdown.timeout_s));
     shutdown.cancel();
     rt.shutdown_timeout(Duration::from_secs(1));
+    if let Some(why) = failed {
+        anyhow::bail!("pipeline failed: {why}");
+    }
     if report.clean {
         Ok(())
     } else {
@@ -256,6 +276,16 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
             "shutdown did not finish within {} s; unacknowledged events will be re-processed",
             cfg.shutdown.timeout_s
         )
+    }
+}
+
+/// Resolves with the reason once the pipeline has failed.
+async fn wait_for_failure(metrics: &Metrics) -> String {
+    loop {
+        if let Some(why) = metrics.guards.failure() {
+            return why;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

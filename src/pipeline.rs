@@ -46,6 +46,9 @@ pub enum StartError {
     /// The rules file is invalid: every problem.
     #[error("rules: {}", .0.join("; "))]
     Rules(Vec<String>),
+    /// A pipeline thread could not be started.
+    #[error("starting thread {0}: {1}")]
+    Spawn(String, std::io::Error),
 }
 
 impl StageError for StartError {
@@ -83,6 +86,7 @@ pub struct Pipeline {
     consume: Option<JoinHandle<Exit>>,
     workers: Vec<JoinHandle<()>>,
     acker: Option<JoinHandle<()>>,
+    watchdog: Option<JoinHandle<()>>,
     model: ModelInfo,
     rules: Arc<RulesHandle>,
     models: Arc<crate::score::live::ModelReloader>,
@@ -153,8 +157,10 @@ impl Pipeline {
         let ep = scorers[0].execution_provider().label().to_string();
         let schemas: Arc<dyn SchemaSource> =
             Arc::new(LocalSchemas::load(&cfg.decode.avro_schemas).map_err(StartError::Schemas)?);
-        let publisher = Publisher::new(&cfg.kafka).map_err(|e| StartError::Kafka(e.to_string()))?;
+        let publisher = Publisher::new(&cfg.kafka, &cfg.publish, metrics.clone())
+            .map_err(|e| StartError::Kafka(e.to_string()))?;
         let in_flight = Arc::new(AtomicUsize::new(0));
+        let in_flight_seen = in_flight.clone();
         let control = Arc::new(Control::default());
         let consumer = create_consumer(&cfg.kafka, cfg.telemetry.stats_interval_ms, metrics.clone(), in_flight.clone())
             .map_err(|e| StartError::Kafka(e.to_string()))?;
@@ -170,9 +176,12 @@ impl Pipeline {
             metrics.clone(),
             control.abort.clone(),
             in_flight.clone(),
+            crate::publish::acker::Refusals {
+                policy: cfg.publish.on_refused,
+                dead_letter_topic: cfg.kafka.dead_letter_topic.clone(),
+            },
         );
-        let acker =
-            std::thread::Builder::new().name("verdict-acker".into()).spawn(move || acker.run()).expect("spawn acker");
+        let acker = spawn("verdict-acker", &control, &metrics, move || acker.run())?;
 
         let enricher = Enricher::new(&cfg.enrich).map_err(|e| StartError::Enrich(e.to_string()))?;
         let vectorizer = Vectorizer::new(&spec.manifest, enricher.names())
@@ -202,7 +211,7 @@ impl Pipeline {
                     };
                     let (sink, _writer) =
                         crate::drift::labels::spawn_writer(store.clone(), cfg.drift.labels_queue, metrics.clone())
-                            .expect("spawn scored-event writer");
+                            .map_err(|e| StartError::Spawn("scored-event writer".into(), e))?;
                     scored = Some(sink);
                     crate::drift::labels::spawn_joiner(
                         cfg.kafka.brokers.clone(),
@@ -214,7 +223,7 @@ impl Pipeline {
                         metrics.clone(),
                         drift_stop.clone(),
                     )
-                    .expect("spawn label joiner");
+                    .map_err(|e| StartError::Spawn("label joiner".into(), e))?;
                     monitor.labels = Some((stats, thresholds));
                 }
                 Some(Arc::new(monitor))
@@ -258,13 +267,9 @@ impl Pipeline {
             worker.deadline_ms = cfg.decide.deadline_ms;
             worker.queued = queued.clone();
             worker.budget = budget.clone();
+            worker.on_refused = cfg.publish.on_refused;
             let (rx, tx) = (batch_rx.clone(), done_tx.clone());
-            workers.push(
-                std::thread::Builder::new()
-                    .name(format!("verdict-worker-{i}"))
-                    .spawn(move || worker.run(rx, tx))
-                    .expect("spawn worker"),
-            );
+            workers.push(spawn(&format!("verdict-worker-{i}"), &control, &metrics, move || worker.run(rx, tx))?);
         }
         drop((batch_rx, done_tx, scored));
         if cfg.decide.deadline_ms > 0 && metrics.deadline_reserve.get() == 0.0 {
@@ -285,15 +290,23 @@ impl Pipeline {
         .with_models(model_slots.clone())
         .with_budget(budget);
         consume_loop.queued = queued;
-        let consume = std::thread::Builder::new()
-            .name("verdict-consume".into())
-            .spawn(move || consume_loop.run())
-            .expect("spawn consumer");
+        let consume = spawn("verdict-consume", &control, &metrics, move || consume_loop.run())?;
+        let watchdog = {
+            let dog = crate::watchdog::Watchdog::new(
+                Duration::from_secs(cfg.telemetry.stall_timeout_s),
+                metrics.clone(),
+                in_flight_seen.clone(),
+            );
+            let c = control.clone();
+            spawn("verdict-watchdog", &control, &metrics, move || {
+                dog.run(|| c.stop.load(Ordering::SeqCst) || c.abort.load(Ordering::SeqCst))
+            })?
+        };
         if !cfg.rules.file.is_empty() {
             let c = control.clone();
             rules
                 .spawn_watcher(&cfg.rules, move || c.stop.load(Ordering::SeqCst) || c.abort.load(Ordering::SeqCst))
-                .expect("spawn rules watcher");
+                .map_err(|e| StartError::Spawn("rules watcher".into(), e))?;
         }
 
         let drift_thread = match drift {
@@ -312,7 +325,7 @@ impl Pipeline {
                     metrics.clone(),
                     drift_stop.clone(),
                 )
-                .expect("spawn drift publisher"),
+                .map_err(|e| StartError::Spawn("drift publisher".into(), e))?,
             ),
             None => None,
         };
@@ -333,7 +346,7 @@ impl Pipeline {
             };
             models
                 .spawn(interval, move || c.stop.load(Ordering::SeqCst) || c.abort.load(Ordering::SeqCst))
-                .expect("spawn model watcher");
+                .map_err(|e| StartError::Spawn("model watcher".into(), e))?;
         }
         let model = ModelInfo {
             name: spec.manifest.name.clone(),
@@ -348,6 +361,7 @@ impl Pipeline {
             consume: Some(consume),
             workers,
             acker: Some(acker),
+            watchdog: Some(watchdog),
             model,
             rules,
             models,
@@ -370,6 +384,12 @@ impl Pipeline {
         &self.metrics
     }
 
+    /// Why the pipeline cannot go on, once it cannot (a thread ended unexpectedly, a refused
+    /// output under `on_refused = "stop"`, a fatal producer error); `/healthz` fails then.
+    pub fn failure(&self) -> Option<String> {
+        self.metrics.guards.failure()
+    }
+
     /// The serving model.
     pub fn model(&self) -> &ModelInfo {
         &self.model
@@ -386,6 +406,7 @@ impl Pipeline {
             clean &= join_until(Some(w), deadline).is_some();
         }
         clean &= join_until(self.acker.take(), deadline).is_some();
+        join_until(self.watchdog.take(), deadline);
         // The last (partial) drift window, after every worker has observed its batches.
         if let Some((t, stop)) = self.drift.take() {
             stop.store(true, Ordering::SeqCst);
@@ -424,6 +445,7 @@ impl Pipeline {
             join_until(Some(w), deadline);
         }
         join_until(self.acker.take(), deadline);
+        join_until(self.watchdog.take(), deadline);
         if let Some((_, stop)) = self.drift.take() {
             stop.store(true, Ordering::SeqCst);
         }
@@ -447,6 +469,34 @@ impl Drop for Pipeline {
 /// group then waits for this member's session to time out.)
 fn close(consumer: Arc<KafkaConsumer>) {
     drop(consumer);
+}
+
+/// Starts a named pipeline thread. If it ends while the pipeline is neither stopping nor
+/// aborting (it panicked, or returned early), the pipeline is marked failed: `/healthz`
+/// answers 503 and `verdict run` exits non-zero.
+fn spawn<T: Send + 'static>(
+    name: &str,
+    control: &Arc<Control>,
+    metrics: &Arc<Metrics>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<JoinHandle<T>, StartError> {
+    struct Sentinel(String, Arc<Control>, Arc<Metrics>);
+    impl Drop for Sentinel {
+        fn drop(&mut self) {
+            if !self.1.stop.load(Ordering::SeqCst) && !self.1.abort.load(Ordering::SeqCst) {
+                let how = if std::thread::panicking() { "panicked" } else { "ended" };
+                self.2.guards.fail(format!("thread {} {how} while the pipeline was running", self.0));
+            }
+        }
+    }
+    let sentinel = Sentinel(name.to_string(), control.clone(), metrics.clone());
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            let _sentinel = sentinel;
+            f()
+        })
+        .map_err(|e| StartError::Spawn(name.to_string(), e))
 }
 
 fn join_until<T>(handle: Option<JoinHandle<T>>, deadline: Instant) -> Option<T> {

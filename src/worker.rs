@@ -18,6 +18,10 @@ use crate::enrich::{Enricher, FailurePolicy, Request, Turnstile};
 use crate::envelope::{Batch, Envelope, Origin, RawMessage};
 use crate::error::{Policy, StageError};
 use crate::publish::record::ShadowVerdict;
+use crate::config::RefusedPolicy;
+use crate::error::DeadLetterReason;
+use crate::publish::acker::RateLimit;
+use crate::publish::limits::Class;
 use crate::publish::{acker::wall_clock_ms, decision_headers_with, Completed, DecisionRecord, PublishError, Publisher};
 use crate::rules::expr::Scope;
 use crate::rules::{Action, RuleMode, RuleSet, RulesHandle, RulesOutcome, ThresholdBands};
@@ -163,6 +167,23 @@ pub struct Worker {
     rows: Rows,
     scores: Vec<f32>,
     buf: Vec<u8>,
+    /// The batch's outputs queued so far; kept here so a caught panic does not lose them.
+    pending: Vec<rdkafka::producer::DeliveryFuture>,
+    /// How many of the batch's events have every output queued.
+    produced: usize,
+    /// What to do with outputs refused for good (`publish.on_refused`).
+    pub on_refused: RefusedPolicy,
+    log: std::cell::RefCell<RateLimit>,
+}
+
+/// How an attempt to queue an output ended.
+enum Sent {
+    /// Queued; the acker awaits it.
+    Queued(rdkafka::producer::DeliveryFuture),
+    /// Refused for good (too large, topic unknown or not authorized, invalid).
+    Refused(PublishError),
+    /// Aborted, or the producer failed for good: the batch stops here.
+    Stopped,
 }
 
 enum Outcome {
@@ -220,6 +241,10 @@ impl Worker {
             rows,
             scores: Vec::new(),
             buf: Vec::new(),
+            pending: Vec::new(),
+            produced: 0,
+            on_refused: RefusedPolicy::DeadLetter,
+            log: std::cell::RefCell::new(RateLimit::default()),
         }
     }
 
@@ -288,13 +313,38 @@ impl Worker {
     }
 
     /// Runs until the batch channel closes; aborting drops remaining batches unprocessed.
+    /// A panic while processing a batch is caught: the batch's events that have no output
+    /// yet go to the dead-letter topic as `internal_error`, and the worker goes on.
     pub fn run(mut self, rx: Receiver<Batch>, done: Sender<Completed>) {
+        let thread = std::thread::current().name().unwrap_or("verdict-worker").to_string();
         while let Ok(batch) = rx.recv() {
             if self.control.abort.load(Ordering::SeqCst) {
                 continue;
             }
-            let Some(completed) = self.process(batch) else {
-                continue;
+            let payloads = || batch.events.iter().map(|e| e.payload.payload.as_deref());
+            match crate::fault::check(payloads()) {
+                Some(crate::fault::Fault::KillThread) => panic!("injected fault: worker thread killed"),
+                Some(crate::fault::Fault::Stall(d)) => std::thread::sleep(d),
+                _ => {}
+            }
+            self.pending.clear();
+            self.produced = 0;
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.process(&batch)));
+            let completed = match result {
+                Ok(Some(c)) => c,
+                Ok(None) => continue,
+                Err(panic) => {
+                    let why = panic_message(&*panic);
+                    self.metrics.guards.panics.with_label_values(&[&thread]).inc();
+                    tracing::error!(panic = %why, batch = batch.seq, events = batch.events.len(), "panic while processing a batch; its undecided events go to the dead-letter topic");
+                    if let Some((turnstile, _)) = &self.enricher {
+                        turnstile.pass(batch.seq, &self.control.abort);
+                    }
+                    match self.dead_letter_rest(&batch, "worker", &format!("panic: {why}")) {
+                        Some(c) => c,
+                        None => continue,
+                    }
+                }
             };
             if done.send(completed).is_err() {
                 return;
@@ -302,8 +352,35 @@ impl Worker {
         }
     }
 
-    /// Decodes, scores, decides and sends one batch. None only if aborted mid-way.
-    pub fn process(&mut self, batch: Batch) -> Option<Completed> {
+    /// Sends the batch's events that have no output queued yet to the dead-letter topic as
+    /// `internal_error`, and completes the batch with every output queued so far.
+    fn dead_letter_rest(&mut self, batch: &Batch, stage: &str, detail: &str) -> Option<Completed> {
+        let reason = DeadLetterReason::InternalError;
+        for ev in &batch.events[self.produced.min(batch.events.len())..] {
+            self.metrics.dead_letters.with_label_values(&[reason.code()]).inc();
+            self.metrics.count(stage, "dead_letter", 1);
+            match self.retry(|| self.publisher.dead_letter(&self.outputs.dead_letter, ev, stage, reason, detail)) {
+                Sent::Queued(f) => self.pending.push(f),
+                Sent::Refused(e) => self.refused_dead_letter(&e)?,
+                Sent::Stopped => return None,
+            }
+        }
+        Some(Completed {
+            seq: batch.seq,
+            offsets: max_offsets(&batch.events),
+            deliveries: std::mem::take(&mut self.pending),
+            received: batch.events.iter().map(|e| e.received_at).collect(),
+            timestamps: Vec::new(),
+            checked: None,
+        })
+    }
+
+    /// Decodes, scores, decides and sends one batch. None only if aborted mid-way or the
+    /// pipeline must stop (a refused output under `on_refused = "stop"`, a fatal producer error).
+    pub fn process(&mut self, batch: &Batch) -> Option<Completed> {
+        if crate::fault::check(batch.events.iter().map(|e| e.payload.payload.as_deref())) == Some(crate::fault::Fault::Panic) {
+            panic!("injected fault: panic while processing batch {}", batch.seq);
+        }
         if let Some(q) = &self.queued {
             q.take(batch.seq);
         }
@@ -337,7 +414,7 @@ impl Worker {
         m.stage_seconds.with_label_values(&["decode"]).observe(t.elapsed().as_secs_f64());
 
         let t = Instant::now();
-        let (degraded, defaults) = self.enrich(&batch, &outcomes)?;
+        let (degraded, defaults) = self.enrich(batch, &outcomes)?;
         if self.enricher.is_some() {
             m.stage_seconds.with_label_values(&["enrich"]).observe(t.elapsed().as_secs_f64());
         }
@@ -380,9 +457,12 @@ impl Worker {
                 if any_late { (&self.live_rows, &mut self.live_scores) } else { (&self.rows, &mut self.scores) };
             out.clear();
             let Err(e) = self.scorer.score(rows, out) else { break };
-            if e.policy() != Policy::Retry || self.control.abort.load(Ordering::SeqCst) {
-                tracing::error!(error = %e, "scoring failed; batch dropped without storing offsets");
+            if self.control.abort.load(Ordering::SeqCst) {
                 return None;
+            }
+            if e.policy() != Policy::Retry {
+                tracing::error!(error = %e, events = batch.events.len(), "scoring failed; the batch goes to the dead-letter topic");
+                return self.dead_letter_rest(batch, "score", &format!("scoring failed: {e}"));
             }
             tracing::error!(error = %e, "scoring failed; retrying batch");
             std::thread::sleep(backoff);
@@ -408,12 +488,12 @@ impl Worker {
         self.score_shadow(&outcomes);
 
         let t = Instant::now();
-        let mut deliveries = Vec::with_capacity(batch.events.len() + batch.events.len() / 8);
+        self.pending.reserve(batch.events.len() + batch.events.len() / 8);
         let mut received = Vec::with_capacity(batch.events.len());
         let mut timestamps = Vec::with_capacity(batch.events.len());
         let mut counts = [0u64; 3];
         let mut dead = 0u64;
-        let mut scored = self.scores.iter();
+        let mut next_score = 0usize;
         let mut row_index = 0usize;
         let decided_at = wall_clock_ms();
         let n_decided = outcomes.iter().filter(|o| matches!(o, Outcome::Decided(_))).count();
@@ -424,7 +504,8 @@ impl Worker {
             received.push(ev.received_at);
             match outcome {
                 Outcome::Decided(d) => {
-                    let score = *scored.next().expect("one score per decoded row");
+                    let score = self.scores[next_score];
+                    next_score += 1;
                     let k = row_index;
                     row_index += 1;
                     let row = self.rows.values_row(k);
@@ -507,12 +588,24 @@ impl Worker {
                     }
                     let key = d.entity_key.as_bytes();
                     let headers = || decision_headers_with(&d.event_id, &self.outputs.model_version, None);
-                    deliveries.push(self.send(&self.outputs.decisions, key, headers)?);
-                    if decision.action == Action::Review {
+                    let mut refused = false;
+                    match self.send(&self.outputs.decisions, key, headers) {
+                        Sent::Queued(f) => self.pending.push(f),
+                        Sent::Refused(e) => {
+                            self.refused_output(ev, &e)?;
+                            refused = true;
+                        }
+                        Sent::Stopped => return None,
+                    }
+                    if decision.action == Action::Review && !refused {
                         let headers = || {
                             decision_headers_with(&d.event_id, &self.outputs.model_version, decision.review_priority)
                         };
-                        deliveries.push(self.send(&self.outputs.review, key, headers)?);
+                        match self.send(&self.outputs.review, key, headers) {
+                            Sent::Queued(f) => self.pending.push(f),
+                            Sent::Refused(e) => self.refused_output(ev, &e)?,
+                            Sent::Stopped => return None,
+                        }
                     }
                     if let Some(ts) = ev.timestamp_ms {
                         timestamps.push(ts);
@@ -521,9 +614,14 @@ impl Worker {
                 Outcome::Dead(e) => {
                     dead += 1;
                     m.dead_letters.with_label_values(&[e.reason.code()]).inc();
-                    deliveries.push(self.send_dead_letter(ev, e)?);
+                    match self.send_dead_letter(ev, e) {
+                        Sent::Queued(f) => self.pending.push(f),
+                        Sent::Refused(e) => self.refused_dead_letter(&e)?,
+                        Sent::Stopped => return None,
+                    }
                 }
             }
+            self.produced += 1;
         }
         m.stage_seconds.with_label_values(&["publish"]).observe(t.elapsed().as_secs_f64());
         m.count("decode", "ok", (outcomes.len() as u64) - dead);
@@ -553,7 +651,7 @@ impl Worker {
         Some(Completed {
             seq: batch.seq,
             offsets: max_offsets(&batch.events),
-            deliveries,
+            deliveries: std::mem::take(&mut self.pending),
             received,
             timestamps,
             checked,
@@ -661,40 +759,101 @@ impl Worker {
         Some((degraded, defaults))
     }
 
-    /// Sends the encoded record in `self.buf`, retrying refusals until aborted.
-    fn send(
-        &self,
-        topic: &str,
-        key: &[u8],
-        headers: impl Fn() -> rdkafka::message::OwnedHeaders,
-    ) -> Option<rdkafka::producer::DeliveryFuture> {
+    /// Queues the encoded record in `self.buf`, retrying transient refusals.
+    fn send(&self, topic: &str, key: &[u8], headers: impl Fn() -> rdkafka::message::OwnedHeaders) -> Sent {
         self.retry(|| self.publisher.send(topic, Some(key), &self.buf, Some(headers())))
     }
 
-    fn send_dead_letter(
-        &self,
-        ev: &Envelope<RawMessage>,
-        e: &DecodeError,
-    ) -> Option<rdkafka::producer::DeliveryFuture> {
+    fn send_dead_letter(&self, ev: &Envelope<RawMessage>, e: &DecodeError) -> Sent {
         self.retry(|| self.publisher.dead_letter(&self.outputs.dead_letter, ev, "decode", e.reason, &e.detail))
     }
 
-    fn retry<T>(&self, mut f: impl FnMut() -> Result<T, PublishError>) -> Option<T> {
+    /// Retries transient errors with a bounded backoff (counted, logged at most every 10 s);
+    /// hands back refusals; stops on abort or a fatal producer error.
+    fn retry(&self, mut f: impl FnMut() -> Result<rdkafka::producer::DeliveryFuture, PublishError>) -> Sent {
         let mut backoff = Duration::from_millis(50);
         loop {
-            match f() {
-                Ok(v) => return Some(v),
-                Err(e) => {
-                    if e.policy() != Policy::Retry || self.control.abort.load(Ordering::SeqCst) {
-                        return None;
+            let e = match f() {
+                Ok(v) => return Sent::Queued(v),
+                Err(e) => e,
+            };
+            let errors = &self.metrics.guards.produce_errors;
+            match e.class() {
+                Class::Refused => return Sent::Refused(e),
+                Class::Fatal => {
+                    errors.with_label_values(&[&e.label(), "stopped"]).inc();
+                    self.metrics.guards.fail(format!("producer failed for good: {e}"));
+                    return Sent::Stopped;
+                }
+                Class::Retryable => {
+                    if self.control.abort.load(Ordering::SeqCst) {
+                        return Sent::Stopped;
                     }
-                    tracing::warn!(error = %e, "produce refused; retrying");
+                    errors.with_label_values(&[&e.label(), "retried"]).inc();
+                    self.log.borrow_mut().warn(|n| tracing::warn!(error = %e, repeated = n, "produce refused; retrying"));
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
             }
         }
     }
+
+    /// A decision or review record for `ev` was refused for good: `publish.on_refused`
+    /// decides. None if the pipeline must stop.
+    fn refused_output(&mut self, ev: &Envelope<RawMessage>, e: &PublishError) -> Option<()> {
+        let label = e.label();
+        let errors = &self.metrics.guards.produce_errors;
+        match self.on_refused {
+            RefusedPolicy::Stop => {
+                errors.with_label_values(&[&label, "stopped"]).inc();
+                self.metrics.guards.fail(format!("{e} (publish.on_refused = \"stop\")"));
+                None
+            }
+            RefusedPolicy::Skip => {
+                errors.with_label_values(&[&label, "skipped"]).inc();
+                self.log.borrow_mut().warn(|n| tracing::error!(error = %e, repeated = n, "output refused for good; skipped"));
+                Some(())
+            }
+            RefusedPolicy::DeadLetter => {
+                errors.with_label_values(&[&label, "dead_lettered"]).inc();
+                let reason = DeadLetterReason::OutputRefused;
+                self.metrics.dead_letters.with_label_values(&[reason.code()]).inc();
+                self.log.borrow_mut().warn(|n| tracing::warn!(error = %e, repeated = n, "output refused for good; event sent to the dead-letter topic"));
+                let detail = e.to_string();
+                match self.retry(|| self.publisher.dead_letter(&self.outputs.dead_letter, ev, "publish", reason, &detail)) {
+                    Sent::Queued(f) => {
+                        self.pending.push(f);
+                        Some(())
+                    }
+                    Sent::Refused(e) => self.refused_dead_letter(&e),
+                    Sent::Stopped => None,
+                }
+            }
+        }
+    }
+
+    /// A dead-letter record was refused for good (the topic is missing or not writable):
+    /// skipped and counted, unless `on_refused = "stop"`. None if the pipeline must stop.
+    fn refused_dead_letter(&self, e: &PublishError) -> Option<()> {
+        let errors = &self.metrics.guards.produce_errors;
+        if self.on_refused == RefusedPolicy::Stop {
+            errors.with_label_values(&[&e.label(), "stopped"]).inc();
+            self.metrics.guards.fail(format!("dead-letter record refused: {e} (publish.on_refused = \"stop\")"));
+            return None;
+        }
+        errors.with_label_values(&[&e.label(), "skipped"]).inc();
+        self.log.borrow_mut().warn(|n| tracing::error!(error = %e, repeated = n, "dead-letter record refused for good; skipped"));
+        Some(())
+    }
+}
+
+/// The text of a caught panic's payload.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic with a non-text payload".to_string())
 }
 
 /// Which events to decide without the model (`true`), given each one's slack (ms left of

@@ -1,6 +1,8 @@
 //! Waits for every output of a batch to be acknowledged, in batch order, then stores
-//! the batch's source offsets. Failed deliveries are re-sent until they succeed or the
-//! pipeline aborts; a batch whose outputs are not all delivered never has its offsets stored.
+//! the batch's source offsets. A delivery that failed for a transient reason is re-sent with
+//! a bounded backoff until it succeeds or the pipeline aborts; one the broker refused for good
+//! is handled by `publish.on_refused` (dead-lettered, skipped, or the pipeline stops), never
+//! retried. A batch whose outputs are not all accounted for never has its offsets stored.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -10,8 +12,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use rdkafka::producer::DeliveryFuture;
 
+use super::limits::{self, Class};
 use super::Publisher;
+use crate::config::RefusedPolicy;
 use crate::envelope::Origin;
+use crate::error::DeadLetterReason;
 use crate::telemetry::Metrics;
 
 /// Where acknowledged offsets go (the consumer, in production).
@@ -50,6 +55,17 @@ pub struct Acker {
     metrics: Arc<Metrics>,
     abort: Arc<AtomicBool>,
     in_flight: Arc<AtomicUsize>,
+    refused: Refusals,
+    log: RateLimit,
+}
+
+/// What to do with outputs the broker refuses for good.
+#[derive(Debug, Clone)]
+pub struct Refusals {
+    /// `publish.on_refused`.
+    pub policy: RefusedPolicy,
+    /// `kafka.dead_letter_topic`.
+    pub dead_letter_topic: String,
 }
 
 impl Acker {
@@ -61,12 +77,13 @@ impl Acker {
         metrics: Arc<Metrics>,
         abort: Arc<AtomicBool>,
         in_flight: Arc<AtomicUsize>,
+        refused: Refusals,
     ) -> Self {
-        Self { rx, offsets, publisher, metrics, abort, in_flight }
+        Self { rx, offsets, publisher, metrics, abort, in_flight, refused, log: RateLimit::default() }
     }
 
     /// Runs until the channel closes (all workers done) or the pipeline aborts.
-    pub fn run(self) {
+    pub fn run(mut self) {
         let mut waiting: BTreeMap<u64, Completed> = BTreeMap::new();
         let mut next_seq = 0u64;
         let mut latencies = Vec::new();
@@ -81,6 +98,7 @@ impl Acker {
                     self.offsets.store(&o.topic, o.partition, o.offset);
                 }
                 self.in_flight.fetch_sub(1, Ordering::SeqCst);
+                self.metrics.guards.last_progress.set(wall_clock_ms() as f64 / 1e3);
                 let now = Instant::now();
                 latencies.clear();
                 latencies.extend(batch.received.iter().map(|r| now.duration_since(*r).as_micros() as u64));
@@ -99,35 +117,137 @@ impl Acker {
         }
     }
 
-    /// Waits for each delivery; re-sends failures with backoff. False if aborted first.
-    fn await_deliveries(&self, deliveries: Vec<DeliveryFuture>) -> bool {
-        for mut fut in deliveries {
-            let mut backoff = Duration::from_millis(50);
-            loop {
-                match futures::executor::block_on(fut) {
-                    Ok(Ok(_)) => break,
-                    Ok(Err((error, msg))) => {
-                        if self.abort.load(Ordering::SeqCst) {
-                            return false;
-                        }
-                        self.metrics.delivery_retries.inc();
-                        tracing::warn!(%error, "delivery failed; re-sending");
-                        std::thread::sleep(backoff);
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
+    /// Waits for each delivery. False if the batch's offsets must not be stored (aborted, or
+    /// a refused output under `on_refused = "stop"`, or a fatal producer error).
+    fn await_deliveries(&mut self, deliveries: Vec<DeliveryFuture>) -> bool {
+        deliveries.into_iter().all(|fut| self.await_one(fut, true))
+    }
+
+    /// Waits for one delivery; re-sends transient failures with a bounded backoff and hands
+    /// refusals to the policy (`dead_letter` only when `may_dead_letter`: not for a copy that
+    /// is itself a dead letter of a refused output).
+    fn await_one(&mut self, mut fut: DeliveryFuture, may_dead_letter: bool) -> bool {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let (error, msg) = match futures::executor::block_on(fut) {
+                Ok(Ok(_)) => return true,
+                Ok(Err(failed)) => failed,
+                // The producer went away: the pipeline is being torn down.
+                Err(_canceled) => return false,
+            };
+            if self.abort.load(Ordering::SeqCst) {
+                return false;
+            }
+            let label = limits::error_label(&error);
+            match limits::classify(&error) {
+                Class::Retryable => {
+                    self.metrics.delivery_retries.inc();
+                    self.metrics.guards.produce_errors.with_label_values(&[&label, "retried"]).inc();
+                    self.log.warn(|n| tracing::warn!(%error, topic = rdkafka::Message::topic(&msg), repeated = n, "delivery failed; re-sending"));
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    loop {
                         match self.publisher.resend(&msg) {
-                            Ok(f) => fut = f,
-                            Err(e) => {
-                                tracing::error!(error = %e, "re-send refused; batch offsets will not be stored");
-                                return false;
+                            Ok(f) => {
+                                fut = f;
+                                break;
                             }
+                            Err(e) if e.class() == Class::Retryable && !self.abort.load(Ordering::SeqCst) => {
+                                std::thread::sleep(backoff);
+                                backoff = (backoff * 2).min(Duration::from_secs(5));
+                            }
+                            Err(super::PublishError::Send { error, .. }) if !self.abort.load(Ordering::SeqCst) => {
+                                return self.refused(&msg, &error, may_dead_letter);
+                            }
+                            Err(_) => return false,
                         }
                     }
-                    // The producer went away: the pipeline is being torn down.
-                    Err(_canceled) => return false,
+                }
+                Class::Refused => return self.refused(&msg, &error, may_dead_letter),
+                Class::Fatal => {
+                    self.metrics.guards.produce_errors.with_label_values(&[&label, "stopped"]).inc();
+                    self.metrics.guards.fail(format!("producer failed for good: {error}"));
+                    return false;
                 }
             }
         }
-        true
+    }
+
+    /// An output the broker refused for good, handled by `publish.on_refused`. False if the
+    /// pipeline must stop here.
+    fn refused(&mut self, msg: &rdkafka::message::OwnedMessage, error: &rdkafka::error::KafkaError, may_dead_letter: bool) -> bool {
+        use rdkafka::Message;
+        let label = limits::error_label(error);
+        let topic = msg.topic().to_string();
+        if limits::classify(error) == Class::Fatal {
+            self.metrics.guards.produce_errors.with_label_values(&[&label, "stopped"]).inc();
+            self.metrics.guards.fail(format!("producer failed for good: {error}"));
+            return false;
+        }
+        let dead_letter = may_dead_letter && topic != self.refused.dead_letter_topic;
+        match self.refused.policy {
+            RefusedPolicy::Stop => {
+                self.metrics.guards.produce_errors.with_label_values(&[&label, "stopped"]).inc();
+                self.metrics.guards.fail(format!(
+                    "topic '{topic}' refused an output for good ({error}) and publish.on_refused = \"stop\""
+                ));
+                false
+            }
+            RefusedPolicy::DeadLetter if dead_letter => {
+                self.metrics.guards.produce_errors.with_label_values(&[&label, "dead_lettered"]).inc();
+                self.metrics.dead_letters.with_label_values(&[DeadLetterReason::OutputRefused.code()]).inc();
+                self.log.warn(|n| tracing::warn!(%error, topic, repeated = n, "output refused for good; sent to the dead-letter topic"));
+                let mut backoff = Duration::from_millis(50);
+                loop {
+                    match self.publisher.dead_letter_refused(&self.refused.dead_letter_topic, msg, error) {
+                        Ok(f) => return self.await_one(f, false),
+                        Err(e) if e.class() == Class::Retryable && !self.abort.load(Ordering::SeqCst) => {
+                            std::thread::sleep(backoff);
+                            backoff = (backoff * 2).min(Duration::from_secs(5));
+                        }
+                        Err(super::PublishError::Send { error, .. }) if !self.abort.load(Ordering::SeqCst) => {
+                            let msg = rdkafka::message::OwnedMessage::new(
+                                None,
+                                None,
+                                self.refused.dead_letter_topic.clone(),
+                                rdkafka::Timestamp::NotAvailable,
+                                -1,
+                                -1,
+                                None,
+                            );
+                            return self.refused(&msg, &error, false);
+                        }
+                        Err(_) => return false,
+                    }
+                }
+            }
+            RefusedPolicy::DeadLetter | RefusedPolicy::Skip => {
+                self.metrics.guards.produce_errors.with_label_values(&[&label, "skipped"]).inc();
+                self.log.warn(|n| tracing::error!(%error, topic, repeated = n, "output refused for good; skipped"));
+                true
+            }
+        }
+    }
+}
+
+/// Logs the first of a run of repeated warnings and then at most one every ten seconds,
+/// with how many were left out in between.
+#[derive(Debug, Default)]
+pub struct RateLimit {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    /// Calls `log` with the number of lines left out since the last one, if it is time.
+    pub fn warn(&mut self, log: impl FnOnce(u64)) {
+        if self.last.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+            self.suppressed += 1;
+            return;
+        }
+        log(self.suppressed);
+        self.suppressed = 0;
+        self.last = Some(Instant::now());
     }
 }
 

@@ -5,6 +5,7 @@
 //! stores the source offsets, so a committed offset never covers an undelivered output.
 
 pub mod acker;
+pub mod limits;
 pub mod record;
 
 use std::time::Duration;
@@ -14,7 +15,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
-use crate::config::KafkaConfig;
+use crate::config::{KafkaConfig, PublishConfig};
 use crate::envelope::{Envelope, RawMessage};
 use crate::error::{DeadLetterReason, Policy, StageError};
 
@@ -54,11 +55,29 @@ pub enum PublishError {
     },
 }
 
+impl PublishError {
+    /// Whether retrying can help ([`limits::Class`]).
+    pub fn class(&self) -> limits::Class {
+        match self {
+            PublishError::Create(_) => limits::Class::Fatal,
+            PublishError::Send { error, .. } => limits::classify(error),
+        }
+    }
+
+    /// The librdkafka error code, as a metric label.
+    pub fn label(&self) -> String {
+        match self {
+            PublishError::Create(e) | PublishError::Send { error: e, .. } => limits::error_label(e),
+        }
+    }
+}
+
 impl StageError for PublishError {
     fn policy(&self) -> Policy {
-        match self {
-            PublishError::Create(_) => Policy::Fatal,
-            PublishError::Send { .. } => Policy::Retry,
+        match self.class() {
+            limits::Class::Retryable => Policy::Retry,
+            limits::Class::Refused => Policy::DeadLetter,
+            limits::Class::Fatal => Policy::Fatal,
         }
     }
 }
@@ -67,13 +86,23 @@ impl StageError for PublishError {
 #[derive(Clone)]
 pub struct Publisher {
     producer: FutureProducer,
+    /// The largest dead-letter record (bytes, all told).
+    dead_letter_limit: usize,
+    metrics: std::sync::Arc<crate::telemetry::Metrics>,
 }
 
 impl Publisher {
-    /// Creates the producer: idempotent, `acks=all`, configured compression, user overrides last.
-    pub fn new(cfg: &KafkaConfig) -> Result<Self, PublishError> {
+    /// Creates the producer: idempotent, `acks=all`, configured compression, user overrides
+    /// last; dead-letter copies are cut to `publish.dead_letter_max_bytes` / the producer's limit.
+    pub fn new(
+        cfg: &KafkaConfig,
+        publish: &PublishConfig,
+        metrics: std::sync::Arc<crate::telemetry::Metrics>,
+    ) -> Result<Self, PublishError> {
         let producer: FutureProducer = producer_config(cfg).create().map_err(PublishError::Create)?;
-        Ok(Self { producer })
+        let dead_letter_limit =
+            limits::dead_letter_limit(publish.dead_letter_max_bytes, cfg.producer.get("message.max.bytes").map(String::as_str));
+        Ok(Self { producer, dead_letter_limit, metrics })
     }
 
     /// Enqueues one record; waits (never drops) while librdkafka's queue is full.
@@ -103,7 +132,8 @@ impl Publisher {
         }
     }
 
-    /// Sends the original message to the dead-letter topic with reason headers.
+    /// Sends the original message to the dead-letter topic with reason headers, cut to fit
+    /// the dead-letter limit when it is larger (see [`limits::fit`]).
     pub fn dead_letter(
         &self,
         topic: &str,
@@ -113,20 +143,55 @@ impl Publisher {
         detail: &str,
     ) -> Result<DeliveryFuture, PublishError> {
         let o = &event.origin;
-        let mut h = OwnedHeaders::new_with_capacity(6 + event.payload.headers.len());
-        for (k, v) in &event.payload.headers {
+        let (partition, offset) = (o.partition.to_string(), o.offset.to_string());
+        let payload = event.payload.payload.as_deref().unwrap_or(&[]);
+        self.dead_letter_raw(
+            topic,
+            event.payload.key.as_deref(),
+            payload,
+            &event.payload.headers,
+            &[
+                (DLQ_STAGE, stage),
+                (DLQ_REASON, reason.code()),
+                (DLQ_DETAIL, &limits::short_detail(detail)),
+                (SOURCE_TOPIC, &o.topic[..]),
+                (SOURCE_PARTITION, &partition),
+                (SOURCE_OFFSET, &offset),
+            ],
+        )
+    }
+
+    /// Sends `payload` to the dead-letter topic with the original `headers` and verdict's
+    /// `own` headers, cut to fit the dead-letter limit.
+    pub fn dead_letter_raw(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: &[(String, Vec<u8>)],
+        own: &[(&str, &str)],
+    ) -> Result<DeliveryFuture, PublishError> {
+        let own_size: usize = own.iter().map(|(k, v)| k.len() + v.len() + 16).sum();
+        let fitted = limits::fit(self.dead_letter_limit, key, payload, headers, own_size);
+        let mut h = OwnedHeaders::new_with_capacity(own.len() + 4 + fitted.headers_kept);
+        for (k, v) in &headers[..fitted.headers_kept] {
             h = h.insert(Header { key: k, value: Some(v) });
         }
-        let (partition, offset) = (o.partition.to_string(), o.offset.to_string());
-        h = h
-            .insert(Header { key: DLQ_STAGE, value: Some(stage) })
-            .insert(Header { key: DLQ_REASON, value: Some(reason.code()) })
-            .insert(Header { key: DLQ_DETAIL, value: Some(detail) })
-            .insert(Header { key: SOURCE_TOPIC, value: Some(&*o.topic) })
-            .insert(Header { key: SOURCE_PARTITION, value: Some(&partition) })
-            .insert(Header { key: SOURCE_OFFSET, value: Some(&offset) });
-        let payload = event.payload.payload.as_deref().unwrap_or(&[]);
-        self.send(topic, event.payload.key.as_deref(), payload, Some(h))
+        for (k, v) in own {
+            h = h.insert(Header { key: k, value: Some(*v) });
+        }
+        if let Some((size, sha)) = &fitted.truncated {
+            self.metrics.guards.dead_letters_truncated.inc();
+            let dropped = (headers.len() - fitted.headers_kept).to_string();
+            h = h
+                .insert(Header { key: limits::DLQ_TRUNCATED, value: Some("true") })
+                .insert(Header { key: limits::DLQ_ORIGINAL_SIZE, value: Some(&size.to_string()) })
+                .insert(Header { key: limits::DLQ_ORIGINAL_SHA256, value: Some(sha) });
+            if fitted.headers_kept < headers.len() {
+                h = h.insert(Header { key: limits::DLQ_HEADERS_DROPPED, value: Some(&dropped) });
+            }
+        }
+        self.send(topic, fitted.key, fitted.payload, Some(h))
     }
 
     /// Waits up to `timeout` for every queued message to be delivered.
@@ -142,6 +207,30 @@ impl Publisher {
         use rdkafka::Message;
         let headers = msg.headers().cloned();
         self.send(msg.topic(), msg.key(), msg.payload().unwrap_or(&[]), headers)
+    }
+
+    /// Sends an output record the broker refused for good to the dead-letter topic (reason
+    /// `output_refused`): its own bytes and headers, cut to fit, with where it was going and why.
+    pub fn dead_letter_refused(
+        &self,
+        dead_letter_topic: &str,
+        msg: &rdkafka::message::OwnedMessage,
+        error: &KafkaError,
+    ) -> Result<DeliveryFuture, PublishError> {
+        use rdkafka::message::Headers;
+        use rdkafka::Message;
+        let headers: Vec<(String, Vec<u8>)> = msg
+            .headers()
+            .map(|hs| hs.iter().map(|h| (h.key.to_string(), h.value.unwrap_or(&[]).to_vec())).collect())
+            .unwrap_or_default();
+        let detail = format!("topic '{}' refused the record: {error}", msg.topic());
+        self.dead_letter_raw(
+            dead_letter_topic,
+            msg.key(),
+            msg.payload().unwrap_or(&[]),
+            &headers,
+            &[(DLQ_STAGE, "publish"), (DLQ_REASON, DeadLetterReason::OutputRefused.code()), (DLQ_DETAIL, &detail)],
+        )
     }
 }
 
