@@ -34,7 +34,8 @@ pub fn arm_from_env() -> Result<usize, String> {
     let Ok(spec) = std::env::var("VERDICT_FAULTS") else { return Ok(0) };
     let mut n = 0;
     for entry in spec.split(',').filter(|e| !e.is_empty()) {
-        let (kind, marker) = entry.split_once(':').ok_or_else(|| format!("VERDICT_FAULTS: '{entry}' has no ':MARKER'"))?;
+        let (kind, marker) =
+            entry.split_once(':').ok_or_else(|| format!("VERDICT_FAULTS: '{entry}' has no ':MARKER'"))?;
         let fault = match kind {
             "panic" => Fault::Panic,
             "kill" => Fault::KillThread,

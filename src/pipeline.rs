@@ -157,8 +157,8 @@ impl Pipeline {
         let ep = scorers[0].execution_provider().label().to_string();
         let schemas: Arc<dyn SchemaSource> =
             Arc::new(LocalSchemas::load(&cfg.decode.avro_schemas).map_err(StartError::Schemas)?);
-        let publisher = Publisher::new(&cfg.kafka, &cfg.publish, metrics.clone())
-            .map_err(|e| StartError::Kafka(e.to_string()))?;
+        let publisher =
+            Publisher::new(&cfg.kafka, &cfg.publish, metrics.clone()).map_err(|e| StartError::Kafka(e.to_string()))?;
         let in_flight = Arc::new(AtomicUsize::new(0));
         let in_flight_seen = in_flight.clone();
         let control = Arc::new(Control::default());

@@ -11,17 +11,17 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::config::RefusedPolicy;
 use crate::config::{Config, DecisionFormat};
 use crate::consume::Control;
 use crate::decode::{DecodeError, DecodedEvent, Decoder, Rows, Vectorizer};
 use crate::enrich::{Enricher, FailurePolicy, Request, Turnstile};
 use crate::envelope::{Batch, Envelope, Origin, RawMessage};
-use crate::error::{Policy, StageError};
-use crate::publish::record::ShadowVerdict;
-use crate::config::RefusedPolicy;
 use crate::error::DeadLetterReason;
+use crate::error::{Policy, StageError};
 use crate::publish::acker::RateLimit;
 use crate::publish::limits::Class;
+use crate::publish::record::ShadowVerdict;
 use crate::publish::{acker::wall_clock_ms, decision_headers_with, Completed, DecisionRecord, PublishError, Publisher};
 use crate::rules::expr::Scope;
 use crate::rules::{Action, RuleMode, RuleSet, RulesHandle, RulesOutcome, ThresholdBands};
@@ -378,7 +378,9 @@ impl Worker {
     /// Decodes, scores, decides and sends one batch. None only if aborted mid-way or the
     /// pipeline must stop (a refused output under `on_refused = "stop"`, a fatal producer error).
     pub fn process(&mut self, batch: &Batch) -> Option<Completed> {
-        if crate::fault::check(batch.events.iter().map(|e| e.payload.payload.as_deref())) == Some(crate::fault::Fault::Panic) {
+        if crate::fault::check(batch.events.iter().map(|e| e.payload.payload.as_deref()))
+            == Some(crate::fault::Fault::Panic)
+        {
             panic!("injected fault: panic while processing batch {}", batch.seq);
         }
         if let Some(q) = &self.queued {
@@ -790,7 +792,9 @@ impl Worker {
                         return Sent::Stopped;
                     }
                     errors.with_label_values(&[&e.label(), "retried"]).inc();
-                    self.log.borrow_mut().warn(|n| tracing::warn!(error = %e, repeated = n, "produce refused; retrying"));
+                    self.log
+                        .borrow_mut()
+                        .warn(|n| tracing::warn!(error = %e, repeated = n, "produce refused; retrying"));
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
@@ -811,7 +815,9 @@ impl Worker {
             }
             RefusedPolicy::Skip => {
                 errors.with_label_values(&[&label, "skipped"]).inc();
-                self.log.borrow_mut().warn(|n| tracing::error!(error = %e, repeated = n, "output refused for good; skipped"));
+                self.log
+                    .borrow_mut()
+                    .warn(|n| tracing::error!(error = %e, repeated = n, "output refused for good; skipped"));
                 Some(())
             }
             RefusedPolicy::DeadLetter => {
@@ -820,7 +826,9 @@ impl Worker {
                 self.metrics.dead_letters.with_label_values(&[reason.code()]).inc();
                 self.log.borrow_mut().warn(|n| tracing::warn!(error = %e, repeated = n, "output refused for good; event sent to the dead-letter topic"));
                 let detail = e.to_string();
-                match self.retry(|| self.publisher.dead_letter(&self.outputs.dead_letter, ev, "publish", reason, &detail)) {
+                match self
+                    .retry(|| self.publisher.dead_letter(&self.outputs.dead_letter, ev, "publish", reason, &detail))
+                {
                     Sent::Queued(f) => {
                         self.pending.push(f);
                         Some(())
@@ -842,7 +850,9 @@ impl Worker {
             return None;
         }
         errors.with_label_values(&[&e.label(), "skipped"]).inc();
-        self.log.borrow_mut().warn(|n| tracing::error!(error = %e, repeated = n, "dead-letter record refused for good; skipped"));
+        self.log
+            .borrow_mut()
+            .warn(|n| tracing::error!(error = %e, repeated = n, "dead-letter record refused for good; skipped"));
         Some(())
     }
 }

@@ -175,7 +175,12 @@ impl Acker {
 
     /// An output the broker refused for good, handled by `publish.on_refused`. False if the
     /// pipeline must stop here.
-    fn refused(&mut self, msg: &rdkafka::message::OwnedMessage, error: &rdkafka::error::KafkaError, may_dead_letter: bool) -> bool {
+    fn refused(
+        &mut self,
+        msg: &rdkafka::message::OwnedMessage,
+        error: &rdkafka::error::KafkaError,
+        may_dead_letter: bool,
+    ) -> bool {
         use rdkafka::Message;
         let label = limits::error_label(error);
         let topic = msg.topic().to_string();

@@ -100,8 +100,10 @@ impl Publisher {
         metrics: std::sync::Arc<crate::telemetry::Metrics>,
     ) -> Result<Self, PublishError> {
         let producer: FutureProducer = producer_config(cfg).create().map_err(PublishError::Create)?;
-        let dead_letter_limit =
-            limits::dead_letter_limit(publish.dead_letter_max_bytes, cfg.producer.get("message.max.bytes").map(String::as_str));
+        let dead_letter_limit = limits::dead_letter_limit(
+            publish.dead_letter_max_bytes,
+            cfg.producer.get("message.max.bytes").map(String::as_str),
+        );
         Ok(Self { producer, dead_letter_limit, metrics })
     }
 

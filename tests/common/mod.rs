@@ -61,9 +61,13 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// Decided + dead-lettered events so far.
+/// Decided + dead-lettered events so far (also those a caught panic or a scoring failure
+/// sent to the dead-letter topic).
 pub fn handled(m: &Metrics) -> u64 {
-    m.counted("decode", "ok") + m.counted("decode", "dead_letter")
+    m.counted("decode", "ok")
+        + m.counted("decode", "dead_letter")
+        + m.counted("worker", "dead_letter")
+        + m.counted("score", "dead_letter")
 }
 
 /// A decoded decision record.
