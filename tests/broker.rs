@@ -8,6 +8,8 @@
 //! `cargo test --release --test broker -- --nocapture` prints the measured rebalance stalls.
 
 mod common;
+#[path = "hostile/corpus.rs"]
+mod corpus;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -525,4 +527,54 @@ fn whole_group_restart_resumes_from_committed_offsets() {
     eprintln!("group restart: 10000 events backlog decided {resumed:?} after two fresh instances started");
     assert_eq!(duplicates, 0, "a restart after graceful shutdowns re-decides nothing");
     assert_windows_exact(&c.redis, &events);
+}
+
+#[test]
+fn hostile_input_through_a_real_broker_is_dead_lettered_and_nothing_stalls() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = Cluster::start();
+    let corpus = corpus::corpus(9);
+    let mut g = Generator::new(77, 500, 1_764_000_000_000);
+    let mut good = Vec::new();
+    for i in 0..4_000u64 {
+        if i == 2_000 {
+            corpus::produce_hostile(&c.broker.bootstrap, "events", &corpus);
+        }
+        let tx = g.next_event();
+        c.client.produce("events", None, tx.card_id.as_bytes(), &tx.to_json());
+        good.push(tx.event_id);
+    }
+    c.client.flush();
+    let total = (good.len() + corpus.len()) as u64;
+    let a = c.spawn("hostile");
+    wait_ready(&a);
+    let start = Instant::now();
+    while a.handled() < total {
+        assert!(start.elapsed() < Duration::from_secs(120), "handled {} of {total}", a.handled());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let health = http_get(a.port, "/healthz").unwrap();
+    assert_eq!(health.0, 200, "{health:?}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", a.child.id())).unwrap();
+    let rss_kib: u64 = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    println!("verdict peak RSS with the hostile corpus: {} MiB", rss_kib / 1024);
+    assert!(rss_kib < 1024 * 1024, "peak RSS {} MiB", rss_kib / 1024);
+    a.terminate();
+
+    let rows = decode_decisions(&c.client.read_all("decisions", Duration::from_secs(3)));
+    let counts = id_counts(&rows);
+    assert!(good.iter().all(|id| counts.get(id) == Some(&1)), "every good event decided exactly once");
+    assert_eq!(rows.len(), good.len());
+    let dlq = c.client.read_all("dead-letter", Duration::from_secs(3));
+    let mut wrong = Vec::new();
+    for h in &corpus {
+        let found: Vec<&ReadMessage> =
+            dlq.iter().filter(|m| m.key.as_deref().is_some_and(|k| h.key.starts_with(k) && !k.is_empty())).collect();
+        match found.as_slice() {
+            [m] if m.header("verdict.dlq.reason") == Some(h.reason) => {}
+            other => wrong.push(format!("{}: {:?}", h.kind, other.iter().map(|m| m.header("verdict.dlq.reason")).collect::<Vec<_>>())),
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert_eq!(dlq.len(), corpus.len());
 }

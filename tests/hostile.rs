@@ -13,30 +13,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::ClientConfig;
 use sha2::{Digest, Sha256};
 use verdict::pipeline::Pipeline;
 use verdict::publish::limits::{DLQ_HEADERS_DROPPED, DLQ_ORIGINAL_SHA256, DLQ_ORIGINAL_SIZE, DLQ_TRUNCATED};
 use verdict::publish::{DLQ_DETAIL, DLQ_REASON};
 use verdict::telemetry::Metrics;
-
-/// Sends the corpus with a producer that allows 64 MB messages (the mock cluster takes them).
-pub fn produce_hostile(bootstrap: &str, topic: &str, corpus: &[corpus::Hostile]) {
-    let producer: BaseProducer =
-        ClientConfig::new().set("bootstrap.servers", bootstrap).set("message.max.bytes", "67108864").create().unwrap();
-    for h in corpus {
-        let mut headers = OwnedHeaders::new_with_capacity(h.headers.len());
-        for (k, v) in &h.headers {
-            headers = headers.insert(Header { key: k, value: Some(v) });
-        }
-        let record = BaseRecord::<[u8], [u8]>::to(topic).key(&h.key).payload(&h.payload).headers(headers);
-        producer.send(record).map_err(|(e, _)| e).unwrap();
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(Duration::from_secs(60)).unwrap();
-}
 
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -50,7 +31,7 @@ fn hostile_messages_are_dead_lettered_with_their_reason_and_every_good_event_is_
     let corpus = corpus::corpus(7);
     assert!(corpus.len() >= 25, "{} kinds", corpus.len());
     let ids = produce_events(&mock, "events", 0, 5_000, 11);
-    produce_hostile(mock.bootstrap(), "events", &corpus);
+    corpus::produce_hostile(mock.bootstrap(), "events", &corpus);
     let more = produce_events(&mock, "events", 5_000, 5_000, 12);
     let total = (ids.len() + more.len() + corpus.len()) as u64;
 

@@ -3,6 +3,11 @@
 //! test (tests/hostile.rs) and the real-broker test (tests/broker.rs).
 #![allow(dead_code)]
 
+use std::time::Duration;
+
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 use verdict::demo::{confluent_frame, Generator};
 
@@ -154,3 +159,20 @@ pub fn corpus(seed: u64) -> Vec<Hostile> {
     });
     out
 }
+
+/// Sends the corpus with a producer that allows 64 MB messages.
+pub fn produce_hostile(bootstrap: &str, topic: &str, corpus: &[Hostile]) {
+    let producer: BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).set("message.max.bytes", "67108864").create().unwrap();
+    for h in corpus {
+        let mut headers = OwnedHeaders::new_with_capacity(h.headers.len());
+        for (k, v) in &h.headers {
+            headers = headers.insert(Header { key: k, value: Some(v) });
+        }
+        let record = BaseRecord::<[u8], [u8]>::to(topic).key(&h.key).payload(&h.payload).headers(headers);
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+}
+
