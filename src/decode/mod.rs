@@ -384,4 +384,6 @@ fn identity(f: Field<'_>, path: &FieldPath) -> Result<String, DecodeError> {
 }
 
 #[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
 mod tests;

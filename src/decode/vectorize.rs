@@ -337,7 +337,7 @@ impl Vectorizer {
                 (_, Cell::Int(i)) => i as f64 as f32,
                 // A finite f64 beyond the f32 range would reach the model as ±inf.
                 (_, Cell::Float(f)) if f.is_finite() && !(f as f32).is_finite() => {
-                    return Err(col.error(DeadLetterReason::NonFinite, format!("is {f}, outside the float32 range")));
+                    return Err(col.error(DeadLetterReason::NonFinite, format!("is {f:e}, outside the float32 range")));
                 }
                 (_, Cell::Float(f)) => f as f32,
                 (_, Cell::Text(_) | Cell::DefaultText(_)) => f32::NAN, // excluded by the manifest check
