@@ -38,6 +38,17 @@ impl FieldPath {
     pub fn as_str(&self) -> &str {
         &self.text
     }
+
+    /// Describes a [`Field::Blocked`] lookup of this path, for dead-letter details:
+    /// `field 'a' (on the way to 'a.b') expected an object, got string`.
+    pub fn blocked(&self, depth: usize, found: &str) -> String {
+        let end = (depth + 1).min(self.parts.len());
+        format!(
+            "field '{}' (on the way to '{}') expected an object, got {found}",
+            self.parts[..end].join("."),
+            self.text
+        )
+    }
 }
 
 /// A field as found in an event, independent of encoding.
@@ -57,6 +68,14 @@ pub enum Field<'a> {
     Bool(bool),
     /// Anything else (object, array, bytes), named for error messages.
     Other(&'static str),
+    /// A level on the way is neither an object (record, map) nor null: segment `depth` of
+    /// the path holds a `found`. The event is malformed for this path, not missing it.
+    Blocked {
+        /// Index of the path segment whose value is not an object.
+        depth: usize,
+        /// What that segment holds (`string`, `number`, `array`, ...).
+        found: &'static str,
+    },
 }
 
 impl Field<'_> {
@@ -70,6 +89,7 @@ impl Field<'_> {
             Field::Str(_) => "string",
             Field::Bool(_) => "boolean",
             Field::Other(t) => t,
+            Field::Blocked { .. } => "unreachable",
         }
     }
 }
@@ -83,16 +103,31 @@ pub trait Fields {
 impl Fields for JsonValue {
     fn field(&self, path: &FieldPath) -> Field<'_> {
         let mut cur = self;
-        for part in &path.parts {
+        for (i, part) in path.parts.iter().enumerate() {
             match cur {
                 JsonValue::Object(map) => match map.get(part) {
                     Some(v) => cur = v,
                     None => return Field::Missing,
                 },
-                _ => return Field::Missing,
+                // A null level is an absent subtree; the root is checked to be an object by the decoder.
+                JsonValue::Null => return Field::Missing,
+                _ if i == 0 => return Field::Missing,
+                other => return Field::Blocked { depth: i - 1, found: json_type(other) },
             }
         }
         json_field(cur)
+    }
+}
+
+/// The JSON type of `v`, for error messages.
+pub fn json_type(v: &JsonValue) -> &'static str {
+    match v {
+        JsonValue::Null => "null",
+        JsonValue::Bool(_) => "boolean",
+        JsonValue::Number(_) => "number",
+        JsonValue::String(_) => "string",
+        JsonValue::Array(_) => "array",
+        JsonValue::Object(_) => "object",
     }
 }
 
@@ -113,11 +148,13 @@ fn json_field(v: &JsonValue) -> Field<'_> {
 impl Fields for AvroValue {
     fn field(&self, path: &FieldPath) -> Field<'_> {
         let mut cur = unwrap_union(self);
-        for part in &path.parts {
+        for (i, part) in path.parts.iter().enumerate() {
             let next = match cur {
                 AvroValue::Record(fields) => fields.iter().find(|(n, _)| n == part).map(|(_, v)| v),
                 AvroValue::Map(map) => map.get(part),
-                _ => None,
+                AvroValue::Null => None,
+                _ if i == 0 => None,
+                other => return Field::Blocked { depth: i - 1, found: avro_type(other) },
             };
             match next {
                 Some(v) => cur = unwrap_union(v),
@@ -132,6 +169,26 @@ fn unwrap_union(v: &AvroValue) -> &AvroValue {
     match v {
         AvroValue::Union(_, inner) => unwrap_union(inner),
         other => other,
+    }
+}
+
+/// The Avro type of `v`, for error messages.
+fn avro_type(v: &AvroValue) -> &'static str {
+    match v {
+        AvroValue::Null => "null",
+        AvroValue::Boolean(_) => "boolean",
+        AvroValue::Int(_) => "int",
+        AvroValue::Long(_) => "long",
+        AvroValue::Float(_) => "float",
+        AvroValue::Double(_) => "double",
+        AvroValue::String(_) => "string",
+        AvroValue::Enum(..) => "enum",
+        AvroValue::Bytes(_) => "bytes",
+        AvroValue::Fixed(..) => "fixed",
+        AvroValue::Array(_) => "array",
+        AvroValue::Map(_) => "map",
+        AvroValue::Record(_) => "record",
+        _ => "logical type",
     }
 }
 
@@ -163,7 +220,17 @@ mod tests {
         assert_eq!(v.field(&FieldPath::parse("i")), Field::Int(7));
         assert_eq!(v.field(&FieldPath::parse("n")), Field::Null);
         assert_eq!(v.field(&FieldPath::parse("a.x")), Field::Missing);
-        assert_eq!(v.field(&FieldPath::parse("i.x")), Field::Missing);
+        assert_eq!(v.field(&FieldPath::parse("n.x")), Field::Missing, "a null level is missing");
+    }
+
+    #[test]
+    fn a_json_level_that_is_not_an_object_blocks_the_path() {
+        let v: JsonValue = serde_json::json!({"i": 7, "a": {"s": "x", "l": [1]}});
+        assert_eq!(v.field(&FieldPath::parse("i.x")), Field::Blocked { depth: 0, found: "number" });
+        let p = FieldPath::parse("a.s.t.u");
+        assert_eq!(v.field(&p), Field::Blocked { depth: 1, found: "string" });
+        assert_eq!(p.blocked(1, "string"), "field 'a.s' (on the way to 'a.s.t.u') expected an object, got string");
+        assert_eq!(v.field(&FieldPath::parse("a.l.x")), Field::Blocked { depth: 1, found: "array" });
     }
 
     #[test]
@@ -180,5 +247,13 @@ mod tests {
         ]);
         assert_eq!(v.field(&FieldPath::parse("device.type")), Field::Str("mobile"));
         assert_eq!(v.field(&FieldPath::parse("d")), Field::Null);
+        assert_eq!(v.field(&FieldPath::parse("d.x")), Field::Missing, "a null branch is missing");
+    }
+
+    #[test]
+    fn an_avro_union_branch_that_is_not_a_record_blocks_the_path() {
+        let v =
+            AvroValue::Record(vec![("device".into(), AvroValue::Union(2, Box::new(AvroValue::String("tv".into()))))]);
+        assert_eq!(v.field(&FieldPath::parse("device.type")), Field::Blocked { depth: 0, found: "string" });
     }
 }

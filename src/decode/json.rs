@@ -17,6 +17,10 @@ struct Node {
     children: Vec<(String, usize)>,
     /// Every slot this path fills (one path may serve several roles, e.g. entity key and window key).
     slots: Vec<usize>,
+    /// Path segments from the root to this node (the root is 0).
+    depth: usize,
+    /// The slots of every path below this node: blocked when its value is not an object.
+    below: Vec<usize>,
 }
 
 /// The set of paths to extract, as a trie.
@@ -37,7 +41,7 @@ impl PathTrie {
                 cur = match nodes[cur].children.iter().find(|(k, _)| k == part) {
                     Some(&(_, i)) => i,
                     None => {
-                        nodes.push(Node::default());
+                        nodes.push(Node { depth: nodes[cur].depth + 1, ..Node::default() });
                         let i = nodes.len() - 1;
                         nodes[cur].children.push((part.clone(), i));
                         i
@@ -45,15 +49,21 @@ impl PathTrie {
                 };
             }
             nodes[cur].slots.push(path.slot());
+            // Every proper prefix of the path blocks this slot when it holds a non-object.
+            let mut prefix = 0;
+            for part in &path.parts()[..path.parts().len().saturating_sub(1)] {
+                prefix = nodes[prefix].children.iter().find(|(k, _)| k == part).map(|&(_, i)| i).unwrap_or(prefix);
+                nodes[prefix].below.push(path.slot());
+            }
             slots = slots.max(path.slot() + 1);
         }
         Self { nodes, slots }
     }
 
-    /// Parses `bytes`, keeping only the trie's paths.
-    pub fn extract<'de>(&self, bytes: &'de [u8]) -> Result<JsonFields<'de>, serde_json::Error> {
+    /// Parses `text` (checked UTF-8, see [`super::json_check`]), keeping only the trie's paths.
+    pub fn extract<'de>(&self, text: &'de str) -> Result<JsonFields<'de>, serde_json::Error> {
         let mut out = JsonFields { slots: vec![Slot::Missing; self.slots] };
-        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let mut de = serde_json::Deserializer::from_str(text);
         NodeSeed { trie: self, node: 0, out: &mut out.slots }.deserialize(&mut de)?;
         de.end()?;
         Ok(out)
@@ -69,6 +79,7 @@ enum Slot<'de> {
     Str(Cow<'de, str>),
     Bool(bool),
     Other(&'static str),
+    Blocked { depth: usize, found: &'static str },
 }
 
 /// The extracted fields of one JSON event.
@@ -87,6 +98,7 @@ impl Fields for JsonFields<'_> {
             Some(Slot::Str(s)) => Field::Str(s),
             Some(Slot::Bool(b)) => Field::Bool(*b),
             Some(Slot::Other(t)) => Field::Other(t),
+            Some(&Slot::Blocked { depth, found }) => Field::Blocked { depth, found },
         }
     }
 }
@@ -104,6 +116,23 @@ impl<'de> DeserializeSeed<'de> for NodeSeed<'_, '_, 'de> {
     }
 }
 
+impl<'de> NodeSeed<'_, '_, 'de> {
+    /// This node's value was `own` (filling the node's own slots, if a path ends here);
+    /// when it is `found` (neither an object nor null), every path below is blocked.
+    fn settle(self, own: Slot<'de>, found: Option<&'static str>) {
+        let node = &self.trie.nodes[self.node];
+        for &slot in &node.slots {
+            self.out[slot] = own.clone();
+        }
+        if let Some(found) = found {
+            let depth = node.depth.saturating_sub(1);
+            for &slot in &node.below {
+                self.out[slot] = Slot::Blocked { depth, found };
+            }
+        }
+    }
+}
+
 impl<'de> Visitor<'de> for NodeSeed<'_, '_, 'de> {
     type Value = ();
 
@@ -113,7 +142,7 @@ impl<'de> Visitor<'de> for NodeSeed<'_, '_, 'de> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let node = &self.trie.nodes[self.node];
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(key) = map.next_key_seed(KeySeed)? {
             match node.children.iter().find(|(k, _)| *k == key) {
                 Some(&(_, child)) => {
                     let c = &self.trie.nodes[child];
@@ -131,31 +160,70 @@ impl<'de> Visitor<'de> for NodeSeed<'_, '_, 'de> {
                 }
             }
         }
+        self.settle(Slot::Other("object"), None);
         Ok(())
     }
 
-    // An interior path that is not an object: its leaves stay Missing.
+    // An interior path that is not an object: the paths below it are blocked.
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
+        self.settle(Slot::Other("array"), Some("array"));
         Ok(())
     }
+    // A null level is an absent subtree: the paths below it are missing.
     fn visit_unit<E>(self) -> Result<(), E> {
+        self.settle(Slot::Null, None);
         Ok(())
     }
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.settle(Slot::Bool(v), Some("boolean"));
         Ok(())
     }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.settle(Slot::Int(v), Some("number"));
         Ok(())
     }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.settle(i64::try_from(v).map(Slot::Int).unwrap_or(Slot::Float(v as f64)), Some("number"));
         Ok(())
     }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        self.settle(Slot::Float(v), Some("number"));
         Ok(())
     }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<(), E> {
+        self.settle(Slot::Str(Cow::Borrowed(v)), Some("string"));
         Ok(())
+    }
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.settle(Slot::Str(Cow::Owned(v.to_string())), Some("string"));
+        Ok(())
+    }
+}
+
+/// Object keys, borrowed from the payload unless they contain escapes.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v.to_string()))
     }
 }
 
@@ -226,7 +294,7 @@ mod tests {
                        "s": "plain", "esc": "t\u00e9st", "n": 18446744073709551615, "arr": [1], "obj": {},
                        "deep": {"x": 7}}"#;
         let full: serde_json::Value = serde_json::from_str(text).unwrap();
-        let fast = trie.extract(text.as_bytes()).unwrap();
+        let fast = trie.extract(text).unwrap();
         for p in &ps {
             assert_eq!(fast.field(p), full.field(p), "{}", p.as_str());
         }
@@ -236,24 +304,58 @@ mod tests {
     #[test]
     fn one_path_can_fill_several_slots() {
         let ps = vec![FieldPath::parse("id").with_slot(0), FieldPath::parse("id").with_slot(1)];
-        let fields = PathTrie::new(&ps).extract(br#"{"id": "x"}"#).unwrap();
+        let fields = PathTrie::new(&ps).extract(r#"{"id": "x"}"#).unwrap();
         assert_eq!((fields.field(&ps[0]), fields.field(&ps[1])), (Field::Str("x"), Field::Str("x")));
     }
 
     #[test]
-    fn a_path_through_a_non_object_is_missing() {
+    fn a_path_through_null_or_nothing_is_missing() {
         let ps = paths(&["device.type"]);
         let trie = PathTrie::new(&ps);
-        for text in [r#"{"device": null}"#, r#"{"device": "x"}"#, r#"{}"#, r#"{"device": [1]}"#] {
-            assert_eq!(trie.extract(text.as_bytes()).unwrap().field(&ps[0]), Field::Missing, "{text}");
+        for text in [r#"{"device": null}"#, r#"{}"#, r#"{"device": {}}"#] {
+            assert_eq!(trie.extract(text).unwrap().field(&ps[0]), Field::Missing, "{text}");
         }
+    }
+
+    #[test]
+    fn a_path_through_a_scalar_or_array_is_blocked_where_it_stops() {
+        let ps = paths(&["a.b.c", "a.x", "a"]);
+        let trie = PathTrie::new(&ps);
+        let cases = [
+            (r#"{"a": "oops"}"#, [Field::Blocked { depth: 0, found: "string" }; 2]),
+            (r#"{"a": 1.5}"#, [Field::Blocked { depth: 0, found: "number" }; 2]),
+            (r#"{"a": true}"#, [Field::Blocked { depth: 0, found: "boolean" }; 2]),
+            (r#"{"a": [{"b": 1}]}"#, [Field::Blocked { depth: 0, found: "array" }; 2]),
+            (r#"{"a": {"b": 7, "x": 1}}"#, [Field::Blocked { depth: 1, found: "number" }, Field::Int(1)]),
+        ];
+        for (text, want) in cases {
+            let fast = trie.extract(text).unwrap();
+            let full: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert_eq!([fast.field(&ps[0]), fast.field(&ps[1])], want, "{text}");
+            for p in &ps {
+                assert_eq!(fast.field(p), full.field(p), "{text} {}", p.as_str());
+            }
+        }
+    }
+
+    #[test]
+    fn a_path_that_is_also_a_prefix_gets_its_value() {
+        let ps = paths(&["device", "device.type"]);
+        let trie = PathTrie::new(&ps);
+        let f = trie.extract(r#"{"device": {"type": "tv"}}"#).unwrap();
+        assert_eq!((f.field(&ps[0]), f.field(&ps[1])), (Field::Other("object"), Field::Str("tv")));
+        let f = trie.extract(r#"{"device": "tv"}"#).unwrap();
+        assert_eq!(
+            (f.field(&ps[0]), f.field(&ps[1])),
+            (Field::Str("tv"), Field::Blocked { depth: 0, found: "string" })
+        );
     }
 
     #[test]
     fn invalid_json_is_an_error() {
         let trie = PathTrie::new(&paths(&["a"]));
-        assert!(trie.extract(b"{\"a\": NaN}").is_err());
-        assert!(trie.extract(b"{\"a\": 1} trailing").is_err());
-        assert!(trie.extract(b"{\"a\": 1").is_err());
+        assert!(trie.extract(r#"{"a": NaN}"#).is_err());
+        assert!(trie.extract(r#"{"a": 1} trailing"#).is_err());
+        assert!(trie.extract(r#"{"a": 1"#).is_err());
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod fields;
 pub mod json;
+pub mod json_check;
 pub mod vectorize;
 
 use std::collections::HashMap;
@@ -113,6 +114,10 @@ pub struct DecodedEvent {
 pub struct Decoder {
     format: PayloadFormat,
     max_payload: usize,
+    /// `decode.event_time_min_ms`.
+    time_min_ms: i64,
+    /// `decode.event_time_max_ahead_ms` (0: no upper bound).
+    time_max_ahead_ms: i64,
     schemas: Arc<dyn SchemaSource>,
     event_id: FieldPath,
     entity_key: FieldPath,
@@ -162,6 +167,8 @@ impl Decoder {
         Self {
             format: cfg.format,
             max_payload: cfg.max_payload_bytes,
+            time_min_ms: cfg.event_time_min_ms,
+            time_max_ahead_ms: cfg.event_time_max_ahead_ms,
             schemas,
             event_id,
             entity_key,
@@ -192,9 +199,17 @@ impl Decoder {
         self.vectorizer.rows()
     }
 
-    /// Starts decoding one batch (caches Avro readers for the batch's schema ids).
+    /// Starts decoding one batch (caches Avro readers for the batch's schema ids); event
+    /// times are checked against the wall clock read now, once for the batch.
     pub fn batch(&self) -> BatchDecoder<'_> {
-        BatchDecoder { decoder: self, schemas: HashMap::new() }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        self.batch_at(i64::try_from(now.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    /// Starts decoding one batch as if the wall clock read `now_ms` (replays, tests).
+    pub fn batch_at(&self, now_ms: i64) -> BatchDecoder<'_> {
+        let time_max_ms = (self.time_max_ahead_ms > 0).then(|| now_ms.saturating_add(self.time_max_ahead_ms));
+        BatchDecoder { decoder: self, schemas: HashMap::new(), time_max_ms }
     }
 }
 
@@ -202,6 +217,8 @@ impl Decoder {
 pub struct BatchDecoder<'d> {
     decoder: &'d Decoder,
     schemas: HashMap<u32, Option<Arc<Schema>>>,
+    /// Latest event time accepted in this batch (wall clock + allowed lead), if bounded.
+    time_max_ms: Option<i64>,
 }
 
 impl BatchDecoder<'_> {
@@ -223,18 +240,50 @@ impl BatchDecoder<'_> {
             PayloadFormat::Json => false,
             PayloadFormat::Auto => bytes[0] == 0,
         };
-        if avro {
+        let event = if avro {
             let value = self.decode_avro(bytes)?;
-            extract(d, &value, row)
+            extract(d, &value, row)?
         } else {
-            if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-                return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            let text = json_check::text(bytes)?;
+            if !text.trim_start().starts_with('{') {
+                return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
                     Ok(_) => err(DeadLetterReason::WrongType, "JSON payload is not an object"),
-                    Err(e) => json_error(bytes, e),
+                    Err(e) => json_check::error(bytes, e),
                 });
             }
-            let fields = d.json.extract(bytes).map_err(|e| json_error(bytes, e))?;
-            extract(d, &fields, row)
+            let fields = d.json.extract(text).map_err(|e| json_check::error(bytes, e))?;
+            extract(d, &fields, row)?
+        };
+        // Last, so an event that is bad for another reason is dead-lettered for that reason.
+        self.check_time(event.event_time_ms)?;
+        Ok(event)
+    }
+
+    fn check_time(&self, t: i64) -> Result<(), DecodeError> {
+        let d = self.decoder;
+        let path = d.event_time.as_str();
+        if t < d.time_min_ms {
+            return Err(err(
+                DeadLetterReason::BadEventTime,
+                format!(
+                    "field '{path}' is {t}{}, before decode.event_time_min_ms {}{}",
+                    iso(t),
+                    d.time_min_ms,
+                    iso(d.time_min_ms)
+                ),
+            ));
+        }
+        match self.time_max_ms {
+            Some(max) if t > max => Err(err(
+                DeadLetterReason::BadEventTime,
+                format!(
+                    "field '{path}' is {t}{}, after the wall clock plus decode.event_time_max_ahead_ms ({} ms): {max}{}",
+                    iso(t),
+                    d.time_max_ahead_ms,
+                    iso(max)
+                ),
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -264,46 +313,14 @@ impl BatchDecoder<'_> {
     }
 }
 
-/// Classifies a JSON parse error. NaN/Infinity literals and overflowing numbers are not
-/// JSON; they are named for what they are.
-fn json_error(bytes: &[u8], e: serde_json::Error) -> DecodeError {
-    let at = byte_offset(bytes, e.line(), e.column());
-    let rest = &bytes[at.min(bytes.len())..];
-    let non_finite = ["NaN", "Infinity", "-Infinity", "+Infinity"].iter().any(|t| rest.starts_with(t.as_bytes()))
-        || e.to_string().contains("number out of range");
-    if non_finite {
-        let field = key_before(bytes, at).map(|k| format!(" in field '{k}'")).unwrap_or_default();
-        err(DeadLetterReason::NonFinite, format!("non-finite number{field} (not valid JSON): {e}"))
-    } else {
-        err(DeadLetterReason::Malformed, format!("invalid JSON: {e}"))
-    }
+/// ` (2000-01-01T00:00:00Z)` for epoch milliseconds jiff can represent, else nothing.
+fn iso(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map(|t| format!(" ({t})")).unwrap_or_default()
 }
 
-/// The object key whose value starts at `at` (`"key": <here>`), for error messages.
-fn key_before(bytes: &[u8], at: usize) -> Option<String> {
-    let head = &bytes[..at.min(bytes.len())];
-    let colon = head.iter().rposition(|b| !b.is_ascii_whitespace())?;
-    if head[colon] != b':' {
-        return None;
-    }
-    let close = head[..colon].iter().rposition(|b| !b.is_ascii_whitespace())?;
-    if head[close] != b'"' {
-        return None;
-    }
-    let open = head[..close].iter().rposition(|&b| b == b'"')?;
-    std::str::from_utf8(&head[open + 1..close]).ok().map(str::to_string)
-}
-
-/// serde_json reports 1-based line and column of the byte *after* the offending one.
-fn byte_offset(bytes: &[u8], line: usize, column: usize) -> usize {
-    let mut start = 0;
-    for _ in 1..line {
-        match bytes[start..].iter().position(|&b| b == b'\n') {
-            Some(p) => start += p + 1,
-            None => break,
-        }
-    }
-    (start + column).saturating_sub(1)
+/// A path that runs through a non-object: `wrong_type`, naming where it stopped.
+fn blocked(path: &FieldPath, depth: usize, found: &str) -> DecodeError {
+    err(DeadLetterReason::WrongType, path.blocked(depth, found))
 }
 
 fn extract(d: &Decoder, event: &dyn Fields, row: RowMut<'_>) -> Result<DecodedEvent, DecodeError> {
@@ -314,6 +331,7 @@ fn extract(d: &Decoder, event: &dyn Fields, row: RowMut<'_>) -> Result<DecodedEv
         Field::Missing | Field::Null => {
             return Err(err(DeadLetterReason::MissingField, format!("field '{}' is missing", d.event_time.as_str())))
         }
+        Field::Blocked { depth, found } => return Err(blocked(&d.event_time, depth, found)),
         other => {
             return Err(err(
                 DeadLetterReason::WrongType,
@@ -332,20 +350,19 @@ fn entity_input(event: &dyn Fields, p: &EntityPaths) -> Result<EntityInput, Deco
         Field::Missing | Field::Null => None,
         f => Some(identity(f, &p.key)?),
     };
-    let value = match p.value.as_ref().map(|v| event.field(v)) {
-        Some(Field::Int(i)) => Some(i as f64),
-        Some(Field::Float(f)) if f.is_finite() => Some(f),
-        Some(Field::Float(f)) => {
-            return Err(err(
-                DeadLetterReason::NonFinite,
-                format!("window value field '{}' is {f}", p.value.as_ref().unwrap().as_str()),
-            ))
+    let value = match p.value.as_ref().map(|v| (v, event.field(v))) {
+        Some((_, Field::Int(i))) => Some(i as f64),
+        Some((_, Field::Float(f))) if f.is_finite() => Some(f),
+        Some((v, Field::Float(f))) => {
+            return Err(err(DeadLetterReason::NonFinite, format!("window value field '{}' is {f}", v.as_str())))
         }
+        Some((v, Field::Blocked { depth, found })) => return Err(blocked(v, depth, found)),
         _ => None,
     };
-    let distinct = match p.distinct.as_ref().map(|d| event.field(d)) {
-        Some(Field::Str(s)) => Some(s.to_string()),
-        Some(Field::Int(i)) => Some(i.to_string()),
+    let distinct = match p.distinct.as_ref().map(|d| (d, event.field(d))) {
+        Some((_, Field::Str(s))) => Some(s.to_string()),
+        Some((_, Field::Int(i))) => Some(i.to_string()),
+        Some((d, Field::Blocked { depth, found })) => return Err(blocked(d, depth, found)),
         _ => None,
     };
     Ok(EntityInput { id, value, distinct })
@@ -358,6 +375,7 @@ fn identity(f: Field<'_>, path: &FieldPath) -> Result<String, DecodeError> {
         Field::Missing | Field::Null | Field::Str(_) => {
             Err(err(DeadLetterReason::MissingField, format!("field '{}' is missing", path.as_str())))
         }
+        Field::Blocked { depth, found } => Err(blocked(path, depth, found)),
         other => Err(err(
             DeadLetterReason::WrongType,
             format!("field '{}' expected string or integer, got {}", path.as_str(), other.type_name()),
@@ -365,5 +383,7 @@ fn identity(f: Field<'_>, path: &FieldPath) -> Result<String, DecodeError> {
     }
 }
 
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod tests;

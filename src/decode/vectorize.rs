@@ -281,8 +281,9 @@ impl Vectorizer {
     pub fn fill_enriched(&self, values: &[Option<f64>], row: &mut [f32], defaults: &mut Vec<u16>) {
         for (i, (col, slot)) in self.columns.iter().zip(row.iter_mut()).enumerate() {
             let Conv::Enriched(k) = col.conv else { continue };
+            // A value beyond the f32 range (a window sum of huge values) is no usable input either.
             *slot = match values.get(k).copied().flatten() {
-                Some(v) if v.is_finite() => v as f32,
+                Some(v) if (v as f32).is_finite() => v as f32,
                 _ => {
                     defaults.push(i as u16);
                     match col.missing {
@@ -334,6 +335,10 @@ impl Vectorizer {
                     f as f32
                 }
                 (_, Cell::Int(i)) => i as f64 as f32,
+                // A finite f64 beyond the f32 range would reach the model as ±inf.
+                (_, Cell::Float(f)) if f.is_finite() && !(f as f32).is_finite() => {
+                    return Err(col.error(DeadLetterReason::NonFinite, format!("is {f:e}, outside the float32 range")));
+                }
                 (_, Cell::Float(f)) => f as f32,
                 (_, Cell::Text(_) | Cell::DefaultText(_)) => f32::NAN, // excluded by the manifest check
             };
@@ -375,6 +380,10 @@ fn compile(c: &InputColumn, slot: usize, lane: Lane) -> Result<Column, String> {
 impl Column {
     fn value<'a>(&'a self, field: Field<'a>) -> Result<Cell<'a>, DecodeError> {
         match (&self.conv, field) {
+            (_, Field::Blocked { depth, found }) => Err(DecodeError {
+                reason: DeadLetterReason::WrongType,
+                detail: format!("column '{}' ({}): {}", self.name, self.path.as_str(), self.path.blocked(depth, found)),
+            }),
             (_, Field::Missing | Field::Null) => match &self.missing {
                 MissingPolicy::Nan => Ok(Cell::Float(f64::NAN)),
                 MissingPolicy::Default(DefaultValue::Number(x)) => Ok(Cell::Float(f64::from(*x))),
@@ -473,6 +482,53 @@ mod tests {
     }
 
     #[test]
+    fn a_number_beyond_the_float32_range_is_non_finite_whatever_the_missing_policy() {
+        let v = Vectorizer::new(&manifest(), &[]).unwrap();
+        for (event, column) in [
+            (json!({"amount": 1e308}), "'amount'"),
+            (json!({"amount": -3.5e38}), "'amount'"),
+            (json!({"amount": 1, "distance_km": 3.5e38}), "'dist'"),
+            (json!({"amount": 1, "card": {"age_days": -1e300}}), "'age'"),
+        ] {
+            let e = fill(&v, &event).unwrap_err();
+            assert_eq!(e.reason, DeadLetterReason::NonFinite, "{event}");
+            assert!(e.detail.contains(column) && e.detail.contains("outside the float32 range"), "{}", e.detail);
+        }
+        let rows = fill(&v, &json!({"amount": 3.4e38})).unwrap();
+        assert_eq!(rows.values_row(0)[0], 3.4e38f32, "the f32 range itself is fine");
+    }
+
+    #[test]
+    fn a_level_on_the_way_that_is_not_an_object_is_wrong_type_naming_it() {
+        let v = Vectorizer::new(&manifest(), &[]).unwrap();
+        for (card, got) in
+            [(json!("oops"), "string"), (json!(3), "number"), (json!(false), "boolean"), (json!([]), "array")]
+        {
+            let e = fill(&v, &json!({"amount": 1, "card": card})).unwrap_err();
+            assert_eq!(e.reason, DeadLetterReason::WrongType);
+            assert_eq!(
+                e.detail,
+                format!("column 'age' (card.age_days): field 'card' (on the way to 'card.age_days') expected an object, got {got}")
+            );
+        }
+        let rows = fill(&v, &json!({"amount": 1, "card": null})).unwrap();
+        assert_eq!(rows.values_row(0)[1], -1.0, "a null level is missing: the default applies");
+    }
+
+    #[test]
+    fn an_enriched_value_beyond_the_float32_range_takes_the_missing_policy() {
+        let m: Manifest = serde_json::from_value(json!({
+            "name": "t", "version": "1", "model_file": "m.onnx", "input_name": "input", "output_name": "probabilities",
+            "inputs": [{"name": "sum", "source": "window:card.10m.sum", "kind": "number", "missing": {"default": -1.0}}]
+        }))
+        .unwrap();
+        let v = Vectorizer::new(&m, &["window:card.10m.sum".to_string()]).unwrap();
+        let (mut row, mut defaults) = ([0f32], Vec::new());
+        v.fill_enriched(&[Some(1e300)], &mut row, &mut defaults);
+        assert_eq!((row[0], defaults), (-1.0, vec![0]));
+    }
+
+    #[test]
     fn f64_rounds_to_nearest_f32() {
         let v = Vectorizer::new(&manifest(), &[]).unwrap();
         let rows = fill(&v, &json!({"amount": 0.1})).unwrap();
@@ -537,6 +593,13 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.reason, DeadLetterReason::WrongType);
         assert!(e.detail.contains("'big_id'") && e.detail.contains("integer"), "{}", e.detail);
+        // Beyond i64 (or beyond exact f64 integers) is not an integer either.
+        for big in [json!(1e30), json!(18_446_744_073_709_551_615u64), json!(-9.3e18), json!(1e17)] {
+            let event = json!({"amount": 1, "event_time": t, "ids": {"big": big}, "device": {"type": "tv"}});
+            let e = fill(&v, &event).unwrap_err();
+            assert_eq!(e.reason, DeadLetterReason::WrongType, "{big}");
+            assert!(e.detail.contains("'big_id'") && e.detail.contains("expected an integer"), "{}", e.detail);
+        }
         let e = fill(&v, &json!({"amount": 1, "event_time": "noon", "device": {"type": "tv"}})).unwrap_err();
         assert!(e.detail.contains("'hour'") && e.detail.contains("epoch milliseconds"), "{}", e.detail);
     }
