@@ -160,7 +160,7 @@ fn a_path_through_a_non_object_is_wrong_type_and_through_null_is_missing() {
         assert_eq!(failure(&d, payload.as_bytes()), (DeadLetterReason::WrongType, detail.to_string()), "{payload}");
     };
     wrong(
-        format!(r#"{{"meta":"oops","card_id":"c","amount":1,"merchant_risk":0.1}}"#),
+        r#"{"meta":"oops","card_id":"c","amount":1,"merchant_risk":0.1}"#.to_string(),
         "field 'meta' (on the way to 'meta.id') expected an object, got string",
     );
     wrong(

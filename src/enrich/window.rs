@@ -30,10 +30,33 @@ pub struct WindowSpec {
 }
 
 impl WindowSpec {
+    /// The spec for a config in seconds; values beyond the i64 millisecond range saturate
+    /// (config validation allows any positive `u64`).
+    pub fn from_seconds(bucket_s: u64, sizes_s: impl IntoIterator<Item = u64>, lateness_s: u64) -> Self {
+        let ms = |s: u64| i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000);
+        Self { bucket_ms: ms(bucket_s), sizes_ms: sizes_s.into_iter().map(ms).collect(), lateness_ms: ms(lateness_s) }
+    }
+
     /// Longest window plus lateness: how long state must be kept (also the Redis TTL).
     pub fn retention_ms(&self) -> i64 {
-        self.sizes_ms.iter().copied().max().unwrap_or(0) + self.lateness_ms + self.bucket_ms
+        self.sizes_ms.iter().copied().max().unwrap_or(0).saturating_add(self.lateness_ms).saturating_add(self.bucket_ms)
     }
+
+    /// The bucket width, at least 1 ms (a zero width is refused by config validation).
+    fn bucket(&self) -> i64 {
+        self.bucket_ms.max(1)
+    }
+}
+
+/// Event times are any i64 (the decoder's bounds can be lowered for old files), so window
+/// arithmetic runs in i128 and clamps back: exact wherever the i64 result exists.
+fn clamp(x: i128) -> i64 {
+    x.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+}
+
+/// Start of the bucket holding `t` (`floor(t / B) * B`), clamped to i64.
+fn bucket_start(t: i64, bucket: i64) -> i64 {
+    clamp(i128::from(t.div_euclid(bucket)) * i128::from(bucket))
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -117,7 +140,12 @@ impl EntityState {
             .iter()
             .map(|&size| {
                 let mut a = WindowAggs::default();
-                for (_, b) in self.buckets.range(t - size - spec.bucket_ms + 1..=t) {
+                // Buckets with s + B > t - size, i.e. s >= t - size - B + 1 (below i64::MIN: all of them).
+                let first = clamp(i128::from(t) - i128::from(size) - i128::from(spec.bucket()) + 1);
+                if first > t {
+                    return a; // a negative size: an empty window
+                }
+                for (_, b) in self.buckets.range(first..=t) {
                     a.count += b.count;
                     a.sum += b.sum;
                     a.min = min_opt(a.min, b.min);
@@ -228,7 +256,7 @@ impl EntityState {
     /// be pushed back (as `window.lua` decides it: a tenth of `ttl_ms` since the last push),
     /// recording the push.
     pub fn push_expiry(&mut self, now_ms: i64, ttl_ms: i64) -> bool {
-        let due = self.expiry_pushed_ms.is_none_or(|x| now_ms - x > ttl_ms / 10);
+        let due = self.expiry_pushed_ms.is_none_or(|x| now_ms.saturating_sub(x) > ttl_ms / 10);
         if due {
             self.expiry_pushed_ms = Some(now_ms);
         }
@@ -297,13 +325,14 @@ impl EntityState {
     /// from the store (as `window.lua` read it), and records the value's bucket here too.
     fn apply_inner(&mut self, spec: &WindowSpec, u: &Update<'_>, prior: Option<Option<i64>>) -> Seen {
         let windows = self.aggregates(spec, u.time_ms);
-        let since_last_ms = self.newest_ms.map(|n| (u.time_ms - n).max(0));
+        let since_last_ms = self.newest_ms.map(|n| u.time_ms.saturating_sub(n).max(0));
         let replay = self.fence.get(u.fence_key).is_some_and(|&f| u.offset <= f);
-        let late = !replay && self.newest_ms.is_some_and(|n| u.time_ms < n - spec.lateness_ms);
+        // Saturating is exact here: below i64::MIN no time is late.
+        let late = !replay && self.newest_ms.is_some_and(|n| u.time_ms < n.saturating_sub(spec.lateness_ms));
         let applied = !replay && !late;
         let mut pruned = false;
         if applied {
-            let start = u.time_ms.div_euclid(spec.bucket_ms) * spec.bucket_ms;
+            let start = bucket_start(u.time_ms, spec.bucket());
             let b = self.buckets.entry(start).or_default();
             b.count += 1;
             if let Some(v) = u.value {
@@ -346,12 +375,13 @@ impl EntityState {
             }
             let newest = self.newest_ms.map_or(u.time_ms, |n| n.max(u.time_ms));
             self.newest_ms = Some(newest);
-            let horizon = newest - spec.retention_ms();
+            let horizon = i128::from(newest) - i128::from(spec.retention_ms());
+            let bucket = i128::from(spec.bucket());
             // Buckets are sorted: only when the oldest has expired is there anything to drop
             // (scanning them all for every event cost O(buckets) per event).
-            if self.buckets.first_key_value().is_some_and(|(&s, _)| s + spec.bucket_ms <= horizon) {
+            if self.buckets.first_key_value().is_some_and(|(&s, _)| i128::from(s) + bucket <= horizon) {
                 // Kept: s + bucket_ms > horizon, i.e. s >= horizon - bucket_ms + 1.
-                self.buckets = self.buckets.split_off(&(horizon - spec.bucket_ms + 1));
+                self.buckets = self.buckets.split_off(&clamp(horizon - bucket + 1));
                 let buckets = &self.buckets;
                 self.last_bucket.retain(|_, s| buckets.contains_key(s));
                 pruned = true;
@@ -394,6 +424,9 @@ fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
         (None, y) => y,
     }
 }
+
+#[cfg(test)]
+mod props;
 
 #[cfg(test)]
 mod tests {
@@ -480,5 +513,27 @@ mod tests {
         let ok = s.apply(&spec(), &up(2, 1_000_000 - 59_000, 1.0, "a"));
         assert!(ok.applied);
         assert_eq!(s.totals().0, 2);
+    }
+
+    #[test]
+    fn extreme_event_times_neither_panic_nor_wrap() {
+        // Was: `range start is greater than range end` (t - size - bucket + 1 overflowed).
+        let mut s = EntityState::default();
+        let low = s.apply(&spec(), &up(0, i64::MIN, 1.0, "a"));
+        assert!(low.applied);
+        assert_eq!(s.aggregates(&spec(), i64::MIN)[0].count, 1, "the bucket at i64::MIN is in its own window");
+        let high = s.apply(&spec(), &up(1, i64::MAX, 2.0, "b"));
+        assert_eq!((high.windows[0].count, high.since_last_ms), (0, Some(i64::MAX)));
+        assert!(high.pruned, "i64::MIN is far beyond retention of i64::MAX");
+        assert_eq!(s.totals(), (1, 2.0, 1));
+        assert!(s.apply(&spec(), &up(2, i64::MIN, 1.0, "c")).late);
+    }
+
+    #[test]
+    fn spec_from_seconds_saturates_instead_of_wrapping() {
+        let sp = WindowSpec::from_seconds(60, [600, u64::MAX], u64::MAX);
+        assert_eq!((sp.bucket_ms, sp.sizes_ms.clone(), sp.lateness_ms), (60_000, vec![600_000, i64::MAX], i64::MAX));
+        assert_eq!(sp.retention_ms(), i64::MAX);
+        assert_eq!(WindowSpec::from_seconds(60, [600, 3600], 60), spec());
     }
 }

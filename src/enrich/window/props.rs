@@ -1,0 +1,110 @@
+//! Property tests of the window code: any i64 time and any spec config validation allows
+//! never panics, and for times in 2000..2100 the windows agree with a direct count.
+
+use proptest::prelude::*;
+
+use super::*;
+
+/// A spec as `enrich` config validation allows it: bucket > 0, each size a positive
+/// multiple of the bucket, any lateness (all in seconds, as u64).
+fn valid_spec() -> impl Strategy<Value = WindowSpec> {
+    let bucket = prop_oneof![1u64..=3_600, 1u64..=u64::MAX, Just(u64::MAX), Just(i64::MAX as u64 / 1000 + 1)];
+    (bucket, prop_oneof![0u64..=86_400, any::<u64>()])
+        .prop_flat_map(|(bucket_s, lateness_s)| {
+            let most = u64::MAX / bucket_s;
+            (Just(bucket_s), prop::collection::vec(prop_oneof![1..=most.min(48), 1..=most], 1..4), Just(lateness_s))
+        })
+        .prop_map(|(bucket_s, ks, lateness_s)| {
+            WindowSpec::from_seconds(bucket_s, ks.into_iter().map(|k| k * bucket_s), lateness_s)
+        })
+}
+
+fn any_time() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        Just(i64::MIN),
+        Just(i64::MAX),
+        Just(0i64),
+        any::<i64>(),
+        i64::MIN..i64::MIN + 100_000_000,
+        i64::MAX - 100_000_000..=i64::MAX,
+        -100_000_000i64..100_000_000,
+    ]
+}
+
+fn update<'a>(offset: i64, t: i64, value: Option<f64>, distinct: Option<&'a str>) -> Update<'a> {
+    Update { fence_key: if offset % 3 == 0 { "events/0" } else { "events/1" }, offset, time_ms: t, value, distinct }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn window_code_never_panics_on_any_time_or_valid_spec(
+        spec in valid_spec(),
+        events in prop::collection::vec(
+            (any_time(), any::<i64>(), prop::option::of(any::<f64>()), prop::option::of("[abc]")),
+            1..40,
+        ),
+    ) {
+        let mut state = EntityState::default();
+        let mut blob = Vec::new();
+        for (t, offset, value, distinct) in &events {
+            let u = update(*offset, *t, *value, distinct.as_deref());
+            let mut follower = state.clone();
+            let seen = state.apply(&spec, &u);
+            prop_assert_eq!(seen.windows.len(), spec.sizes_ms.len());
+            // The Redis path follows the script's answer; the same answer must be accepted.
+            let status: &[u8] = if seen.applied { b"a" } else if seen.late { b"l" } else { b"r" };
+            prop_assert!(follower.follow(&spec, &u, status).is_ok());
+            state.aggregates(&spec, *t);
+            state.push_expiry(*t, spec.retention_ms());
+            blob.clear();
+            state.to_msgpack(&mut blob);
+            let back = EntityState::from_msgpack(&blob);
+            prop_assert!(back.is_ok(), "{:?}", back);
+        }
+        prop_assert!(spec.retention_ms() > 0);
+    }
+
+    #[test]
+    fn windows_agree_with_a_direct_count_for_times_in_this_century(
+        bucket_s in 1u64..=3_600,
+        ks in prop::collection::vec(1u64..=48, 1..4),
+        lateness_s in 0u64..=7_200,
+        t0 in 946_684_800_000i64..4_102_444_800_000,
+        events in prop::collection::vec((0i64..2 * 86_400_000, -1_000i32..1_000), 1..60),
+    ) {
+        let spec = WindowSpec::from_seconds(bucket_s, ks.iter().map(|k| k * bucket_s), lateness_s);
+        let b = spec.bucket_ms;
+        let mut state = EntityState::default();
+        let mut applied: Vec<(i64, f64)> = Vec::new();
+        let mut newest: Option<i64> = None;
+        for (offset, (dt, v)) in events.iter().enumerate() {
+            let (t, v) = (t0 + dt, f64::from(*v));
+            let seen = state.apply(&spec, &update(offset as i64 * 3, t, Some(v), None));
+            let late = newest.is_some_and(|n| t < n - spec.lateness_ms);
+            prop_assert_eq!((seen.late, seen.applied), (late, !late));
+            prop_assert_eq!(seen.since_last_ms, newest.map(|n| (t - n).max(0)));
+            if late {
+                continue;
+            }
+            for (size, got) in spec.sizes_ms.iter().zip(&seen.windows) {
+                // An event is in the window when its bucket [s, s + B) overlaps (t - size, t].
+                let inside: Vec<f64> = applied
+                    .iter()
+                    .filter(|(tj, _)| {
+                        let s = tj.div_euclid(b) * b;
+                        s + b > t - size && s <= t
+                    })
+                    .map(|&(_, v)| v)
+                    .collect();
+                prop_assert_eq!(got.count, inside.len() as u64);
+                prop_assert_eq!(got.sum, inside.iter().sum::<f64>());
+                prop_assert_eq!(got.min, inside.iter().copied().reduce(f64::min));
+                prop_assert_eq!(got.max, inside.iter().copied().reduce(f64::max));
+            }
+            applied.push((t, v));
+            newest = Some(newest.map_or(t, |n| n.max(t)));
+        }
+    }
+}
