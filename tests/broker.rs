@@ -556,7 +556,8 @@ fn hostile_input_through_a_real_broker_is_dead_lettered_and_nothing_stalls() {
     let health = http_get(a.port, "/healthz").unwrap();
     assert_eq!(health.0, 200, "{health:?}");
     let status = std::fs::read_to_string(format!("/proc/{}/status", a.child.id())).unwrap();
-    let rss_kib: u64 = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let rss_kib: u64 =
+        status.lines().find(|l| l.starts_with("VmHWM:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
     println!("verdict peak RSS with the hostile corpus: {} MiB", rss_kib / 1024);
     assert!(rss_kib < 1024 * 1024, "peak RSS {} MiB", rss_kib / 1024);
     a.terminate();
@@ -572,7 +573,11 @@ fn hostile_input_through_a_real_broker_is_dead_lettered_and_nothing_stalls() {
             dlq.iter().filter(|m| m.key.as_deref().is_some_and(|k| h.key.starts_with(k) && !k.is_empty())).collect();
         match found.as_slice() {
             [m] if m.header("verdict.dlq.reason") == Some(h.reason) => {}
-            other => wrong.push(format!("{}: {:?}", h.kind, other.iter().map(|m| m.header("verdict.dlq.reason")).collect::<Vec<_>>())),
+            other => wrong.push(format!(
+                "{}: {:?}",
+                h.kind,
+                other.iter().map(|m| m.header("verdict.dlq.reason")).collect::<Vec<_>>()
+            )),
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));

@@ -1,5 +1,5 @@
-//! Hostile input through the librdkafka mock cluster: 34 kinds of bad message (among them a
-//! 1.5 MB and a 20 MB one, extreme event times, f32 overflow, wrong types at every level,
+//! Hostile input through the librdkafka mock cluster: 33 kinds of bad message (among them a
+//! 1.5 MB one; the 20 MB one goes through the real broker in tests/broker.rs, extreme event times, f32 overflow, wrong types at every level,
 //! invalid UTF-8, deep nesting, truncated Avro, unknown schema ids) mixed into 10,000 good
 //! events, with verdict's producer at librdkafka's default limits. Every good event is decided
 //! exactly once, every hostile message is dead-lettered once with its reason, everything is
@@ -28,16 +28,37 @@ fn rss_kib() -> u64 {
 #[test]
 fn hostile_messages_are_dead_lettered_with_their_reason_and_every_good_event_is_decided_once() {
     let (mock, cfg) = mock_setup(4);
-    let corpus = corpus::corpus(7);
+    // The mock cluster drops a message over its ~5 MiB partition log at once, so the 20 MB
+    // message is left to the real-broker test (tests/broker.rs); the 1.5 MB one stays.
+    let corpus: Vec<corpus::Hostile> = corpus::corpus(7).into_iter().filter(|h| h.payload.len() < 5_000_000).collect();
     assert!(corpus.len() >= 25, "{} kinds", corpus.len());
     let ids = produce_events(&mock, "events", 0, 5_000, 11);
-    corpus::produce_hostile(mock.bootstrap(), "events", &corpus);
-    let more = produce_events(&mock, "events", 5_000, 5_000, 12);
-    let total = (ids.len() + more.len() + corpus.len()) as u64;
-
     let metrics = Metrics::new();
     let p = Pipeline::start(&cfg, metrics.clone()).unwrap();
-    wait_for("every message handled", Duration::from_secs(120), || handled(&metrics) >= total);
+    wait_for("the first good events", Duration::from_secs(60), || handled(&metrics) >= ids.len() as u64);
+    // One at a time: the mock cluster keeps only a few MiB per partition, and a 20 MB message
+    // would push unread ones out of it (a real broker keeps them; see tests/broker.rs).
+    for (i, h) in corpus.iter().enumerate() {
+        corpus::produce_hostile(mock.bootstrap(), "events", std::slice::from_ref(h));
+        let want = (ids.len() + i + 1) as u64;
+        wait_for(h.kind, Duration::from_secs(30), || handled(&metrics) >= want);
+    }
+    let more = produce_events(&mock, "events", 5_000, 5_000, 12);
+    let total = (ids.len() + more.len() + corpus.len()) as u64;
+    let start = std::time::Instant::now();
+    while handled(&metrics) < total {
+        let reasons: Vec<String> = verdict::error::DeadLetterReason::ALL
+            .iter()
+            .map(|r| format!("{}={}", r.code(), metrics.dead_letters.with_label_values(&[r.code()]).get()))
+            .collect();
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "handled {} of {total}; dead letters {reasons:?}; committed {:?}",
+            handled(&metrics),
+            mock.committed(&cfg.kafka.group_id, "events", 4)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(p.failure(), None);
     assert!(metrics.healthy());
     assert!(p.shutdown(Duration::from_secs(30)).clean);
