@@ -89,10 +89,36 @@ impl SchemaSource for LocalSchemas {
     }
 }
 
-/// Parses an `.avsc` file.
+/// The name of a record that refers to itself (directly or through its fields), if any.
+fn recursive_record<'a>(schema: &'a Schema, enclosing: &mut Vec<&'a apache_avro::schema::Name>) -> Option<String> {
+    match schema {
+        Schema::Ref { name } => enclosing.contains(&name).then(|| name.fullname(None)),
+        Schema::Record(r) => {
+            enclosing.push(&r.name);
+            let found = r.fields.iter().find_map(|f| recursive_record(&f.schema, enclosing));
+            enclosing.pop();
+            found
+        }
+        Schema::Array(a) => recursive_record(&a.items, enclosing),
+        Schema::Map(m) => recursive_record(&m.types, enclosing),
+        Schema::Union(u) => u.variants().iter().find_map(|v| recursive_record(v, enclosing)),
+        _ => None,
+    }
+}
+
+/// Parses an `.avsc` file. A recursive schema (a record that contains itself, such as a
+/// linked list) is refused: decoding a deep datum of it recurses without bound and would
+/// overflow the stack, which aborts the process.
 pub fn parse_schema_file(path: &Path) -> Result<Schema, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Schema::parse_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    let schema = Schema::parse_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if let Some(name) = recursive_record(&schema, &mut Vec::new()) {
+        return Err(format!(
+            "{}: record '{name}' contains itself; recursive schemas are not supported (a deep datum would overflow the stack)",
+            path.display()
+        ));
+    }
+    Ok(schema)
 }
 
 /// Identity of a decoded event; its model row is written into the batch matrix.

@@ -80,3 +80,24 @@ fn a_nan_literal_names_its_field() {
     assert_eq!(e.reason, DeadLetterReason::NonFinite);
     assert!(e.detail.contains("field 'amount'"), "{}", e.detail);
 }
+
+#[test]
+fn a_recursive_avro_schema_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("list.avsc");
+    std::fs::write(
+        &list,
+        r#"{"type":"record","name":"L","fields":[{"name":"v","type":"long"},{"name":"next","type":["null","L"]}]}"#,
+    )
+    .unwrap();
+    let e = super::parse_schema_file(&list).unwrap_err();
+    assert!(e.contains("record 'L' contains itself"), "{e}");
+    // The same named type used twice side by side is not recursion.
+    let pair = dir.path().join("pair.avsc");
+    std::fs::write(
+        &pair,
+        r#"{"type":"record","name":"P","fields":[{"name":"a","type":{"type":"record","name":"X","fields":[{"name":"v","type":"long"}]}},{"name":"b","type":"X"}]}"#,
+    )
+    .unwrap();
+    assert!(super::parse_schema_file(&pair).is_ok());
+}
