@@ -527,19 +527,15 @@ pub fn load_layers(layers: &[&str], file: Option<&Path>, env: HashMap<String, St
     let known = serde_json::to_value(Config::default()).expect("defaults serialize");
     strip_unknown(&mut tree, &known, "", &mut problems);
     entity_defaults(&mut tree, &mut problems);
-    match tracked::from_tree::<Config>(tree) {
-        Ok(cfg) => {
-            // A value already reported (and replaced) is not reported again by validate().
-            let path = |p: &String| p.split(':').next().unwrap_or_default().to_string();
-            let reported: std::collections::HashSet<String> = problems.iter().map(path).collect();
-            problems.extend(cfg.validate().into_iter().filter(|p| !reported.contains(&path(p))));
-            Loaded { config: Some(cfg), problems }
-        }
-        Err(errors) => {
-            problems.extend(errors);
-            fail(problems)
-        }
+    let (config, errors) = tracked::from_tree::<Config>(tree);
+    problems.extend(errors);
+    if let Some(cfg) = &config {
+        // A value already reported (and replaced by its default) is not reported again.
+        let path = |p: &String| p.split(':').next().unwrap_or_default().to_string();
+        let reported: std::collections::HashSet<String> = problems.iter().map(path).collect();
+        problems.extend(cfg.validate().into_iter().filter(|p| !reported.contains(&path(p))));
     }
+    Loaded { config, problems }
 }
 
 /// Neutral values of the optional keys of an `[[enrich.entities]]` entry. `name` and `key`
@@ -820,10 +816,9 @@ mod tests {
 
     #[test]
     fn type_errors_name_their_key_and_all_are_reported() {
-        let errs = load_str(
-            "[batch]\nmax_events = \"two\"\n[enrich]\nbackend = \"mongo\"\n[model]\ndir = \"models/demo\"\n",
-        )
-        .unwrap_err();
+        let errs =
+            load_str("[batch]\nmax_events = \"two\"\n[enrich]\nbackend = \"mongo\"\n[model]\ndir = \"models/demo\"\n")
+                .unwrap_err();
         let joined = errs.join("\n");
         assert!(joined.contains("batch.max_events: invalid type: string \"two\", expected usize"), "{joined}");
         assert!(joined.contains("enrich.backend: unknown variant `mongo`"), "{joined}");
@@ -856,10 +851,9 @@ mod tests {
 
     #[test]
     fn an_entity_entry_takes_neutral_defaults_and_needs_name_and_key() {
-        let cfg = load_str(
-            "[model]\ndir = \"models/demo\"\n[[enrich.entities]]\nname = \"device\"\nkey = \"device_id\"\n",
-        )
-        .unwrap();
+        let cfg =
+            load_str("[model]\ndir = \"models/demo\"\n[[enrich.entities]]\nname = \"device\"\nkey = \"device_id\"\n")
+                .unwrap();
         let e = &cfg.enrich.entities[..];
         assert_eq!(e.len(), 1);
         assert_eq!((e[0].name.as_str(), e[0].key.as_str()), ("device", "device_id"));

@@ -39,11 +39,6 @@ impl PathError {
         }
         s
     }
-
-    /// What is wrong with the value.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
 }
 
 impl fmt::Display for PathError {
@@ -69,19 +64,19 @@ pub fn is_secret_key(name: &str) -> bool {
 /// Deserializes `tree` as `T`, collecting every error with its path. After an error the
 /// offending value is removed (so its default applies) and deserialization is retried,
 /// so one bad key does not hide the next; an error about a value that contains one already
-/// reported (a struct left without a required field) is not reported again.
-pub fn from_tree<T: DeserializeOwned>(mut tree: Value) -> Result<T, Vec<String>> {
+/// reported (a struct left without a required field) is not reported again. Returns the
+/// value built from what was valid (None if nothing could be) and the errors.
+pub fn from_tree<T: DeserializeOwned>(mut tree: Value) -> (Option<T>, Vec<String>) {
     let mut errors = Vec::new();
     let mut removed: Vec<Vec<Step>> = Vec::new();
     // Each round removes one value, so the tree's size bounds the rounds; 64 is plenty.
     for _ in 0..64 {
         match T::deserialize(Tracked(tree.clone())) {
-            Ok(v) if errors.is_empty() => return Ok(v),
-            Ok(_) => return Err(errors),
+            Ok(v) => return (Some(v), errors),
             Err(e) => {
                 if e.path.is_empty() {
                     errors.push(e.message);
-                    return Err(errors);
+                    return (None, errors);
                 }
                 let covers_reported = removed.iter().any(|r| r.starts_with(&e.path));
                 if !covers_reported {
@@ -92,7 +87,7 @@ pub fn from_tree<T: DeserializeOwned>(mut tree: Value) -> Result<T, Vec<String>>
             }
         }
     }
-    Err(errors)
+    (None, errors)
 }
 
 /// `path: message`, with the value left out when its key may hold a secret.
@@ -289,7 +284,8 @@ mod tests {
             "inner": {"size": "two"},
             "list": [{"size": 1}, {"size": -1, "bogus": 1}],
         });
-        let errors = from_tree::<Outer>(tree).unwrap_err();
+        let (value, errors) = from_tree::<Outer>(tree);
+        assert_eq!(value.unwrap().list.len(), 2, "the valid rest is kept");
         assert_eq!(errors.len(), 4, "{errors:?}");
         assert!(errors.iter().any(|e| e.starts_with("name: invalid type: integer `3`")), "{errors:?}");
         assert!(errors.contains(&"inner.size: invalid type: string \"two\", expected usize".to_string()), "{errors:?}");
@@ -300,11 +296,11 @@ mod tests {
     #[test]
     fn a_secret_value_is_never_echoed() {
         let tree = serde_json::json!({"inner": {"api_key": ["hunter2"]}});
-        let errors = from_tree::<Outer>(tree).unwrap_err();
+        let errors = from_tree::<Outer>(tree).1;
         assert_eq!(errors.len(), 1);
         assert!(errors[0].starts_with("inner.api_key: invalid type"), "{errors:?}");
         let tree = serde_json::json!({"inner": {"api_key": 12345}});
-        let errors = from_tree::<Outer>(tree).unwrap_err();
+        let errors = from_tree::<Outer>(tree).1;
         assert!(!errors[0].contains("12345"), "{errors:?}");
     }
 }
