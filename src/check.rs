@@ -25,13 +25,13 @@ pub fn check(cfg: &Config, known: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     let has = |prefix: &str| known.iter().any(|p| p.starts_with(prefix));
 
-    check_kafka(
-        "kafka.consumer",
-        verdict::consume::consumer_config(&cfg.kafka, cfg.telemetry.stats_interval_ms),
-        &cfg.kafka.consumer,
-        &mut out,
-    );
-    check_kafka("kafka.producer", verdict::publish::producer_config(&cfg.kafka), &cfg.kafka.producer, &mut out);
+    // The whole client configuration includes verdict's own settings (kafka.compression is
+    // compression.type): a problem loading found in them would only be repeated.
+    let whole = !has("kafka");
+    let consumer = verdict::consume::consumer_config(&cfg.kafka, cfg.telemetry.stats_interval_ms);
+    check_kafka("kafka.consumer", whole.then_some(consumer), &cfg.kafka.consumer, &mut out);
+    let producer = verdict::publish::producer_config(&cfg.kafka);
+    check_kafka("kafka.producer", whole.then_some(producer), &cfg.kafka.producer, &mut out);
 
     if !has("decode.avro_schemas") {
         if let Err(e) = LocalSchemas::load(&cfg.decode.avro_schemas) {
@@ -42,13 +42,12 @@ pub fn check(cfg: &Config, known: &[String]) -> Vec<String> {
     let spec = if has("model.dir") { None } else { check_model(cfg, &mut out) };
 
     // The names the enrich stage produces; built without connecting (a Redis backend is
-    // checked for a well-formed URL, its names are those of the in-process store).
-    let names = if has("enrich") {
-        None
-    } else {
+    // checked for a well-formed URL, its names are those of the in-process store). A value
+    // already reported has taken its default here; a failure then only repeats it.
+    let names = {
         let mut enrich = cfg.enrich.clone();
         if enrich.backend == Backend::Redis {
-            if let Err(e) = redis::Client::open(enrich.redis_url.as_str()) {
+            if let (false, Err(e)) = (has("enrich.redis_url"), redis::Client::open(enrich.redis_url.as_str())) {
                 out.push(format!("enrich.redis_url: {e}"));
             }
             enrich.backend = Backend::Memory;
@@ -56,7 +55,9 @@ pub fn check(cfg: &Config, known: &[String]) -> Vec<String> {
         match Enricher::new(&enrich) {
             Ok(e) => Some(e.names().to_vec()),
             Err(e) => {
-                out.push(format!("enrich: {e}"));
+                if !has("enrich") {
+                    out.push(format!("enrich: {e}"));
+                }
                 None
             }
         }
@@ -131,8 +132,8 @@ fn check_model(cfg: &Config, out: &mut Vec<String>) -> Option<ModelSpec> {
 }
 
 /// Validates every librdkafka property of one client without creating it: each property
-/// the user set on its own (so each bad one is named), then the whole configuration.
-fn check_kafka(section: &str, full: ClientConfig, user: &BTreeMap<String, String>, out: &mut Vec<String>) {
+/// the user set on its own (so each bad one is named), then (if given) the whole configuration.
+fn check_kafka(section: &str, full: Option<ClientConfig>, user: &BTreeMap<String, String>, out: &mut Vec<String>) {
     let before = out.len();
     for (key, value) in user {
         let mut one = ClientConfig::new();
@@ -141,6 +142,7 @@ fn check_kafka(section: &str, full: ClientConfig, user: &BTreeMap<String, String
             out.push(format!("{section}.\"{key}\": {}", kafka_reason(&e, key, value)));
         }
     }
+    let Some(full) = full else { return };
     if out.len() == before {
         if let Err(e) = full.create_native_config() {
             let key = match &e {
