@@ -452,20 +452,26 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigErrors> {
 
 /// Like [`load`], with an explicit environment (tests use this).
 pub fn load_with_env(file: Option<&Path>, env: HashMap<String, String>) -> Result<Config, ConfigErrors> {
-    checked(load_layers(&[DEFAULTS_TOML], file, env))
+    checked(load_layers(&[DEFAULTS_TOML], file.as_slice(), env))
 }
 
-/// Loads defaults → the demo's configuration ([`DEMO_TOML`]) → `file` → environment, then
+/// Loads defaults → each of `files` in order (`--config a.toml --config b.toml`: b wins) →
+/// environment, then validates.
+pub fn load_files(files: &[&Path]) -> Result<Config, ConfigErrors> {
+    checked(load_layers(&[DEFAULTS_TOML], files, std::env::vars().collect()))
+}
+
+/// Loads defaults → the demo's configuration ([`DEMO_TOML`]) → `files` → environment, then
 /// validates: what `verdict demo` runs with.
-pub fn load_demo(file: Option<&Path>) -> Result<Config, ConfigErrors> {
-    checked(load_layers(&[DEFAULTS_TOML, DEMO_TOML], file, std::env::vars().collect()))
+pub fn load_demo(files: &[&Path]) -> Result<Config, ConfigErrors> {
+    checked(load_layers(&[DEFAULTS_TOML, DEMO_TOML], files, std::env::vars().collect()))
 }
 
 /// The demo's configuration (defaults → [`DEMO_TOML`]), unvalidated, without the
 /// environment: its paths (`models/demo`, `schemas/transaction.avsc`) are relative to the
 /// repository. Tests and benches start from it.
 pub fn demo() -> Config {
-    match load_layers(&[DEFAULTS_TOML, DEMO_TOML], None, HashMap::new()) {
+    match load_layers(&[DEFAULTS_TOML, DEMO_TOML], &[], HashMap::new()) {
         Loaded { config: Some(cfg), problems } if problems.is_empty() => cfg,
         Loaded { problems, .. } => panic!("config/demo.toml is invalid: {}", problems.join("; ")),
     }
@@ -488,17 +494,17 @@ fn checked(loaded: Loaded) -> Result<Config, ConfigErrors> {
     }
 }
 
-/// Merges the embedded `layers` (in order), `file` and `env`, deserializes the result and
+/// Merges the embedded `layers`, then `files` (in order), then `env`, deserializes the result and
 /// validates it, collecting every problem with its path. `verdict check-config` uses the
 /// configuration even when it has problems, to check what it can of the rest.
-pub fn load_layers(layers: &[&str], file: Option<&Path>, env: HashMap<String, String>) -> Loaded {
+pub fn load_layers(layers: &[&str], files: &[&Path], env: HashMap<String, String>) -> Loaded {
     use config::{Environment, File, FileFormat};
     let fail = |problems| Loaded { config: None, problems };
     let mut builder = config::Config::builder();
     for layer in layers {
         builder = builder.add_source(File::from_str(layer, FileFormat::Toml));
     }
-    if let Some(path) = file {
+    for &path in files {
         if !path.exists() {
             return fail(vec![format!("{}: file not found", path.display())]);
         }
@@ -876,9 +882,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("v.toml");
         std::fs::write(&file, "[[enrich.entities]]\nname = \"device\"\nkey = \"device_id\"\n").unwrap();
-        let cfg = checked(load_layers(&[DEFAULTS_TOML, DEMO_TOML], Some(&file), HashMap::new())).unwrap();
+        let cfg = checked(load_layers(&[DEFAULTS_TOML, DEMO_TOML], &[&file], HashMap::new())).unwrap();
         assert_eq!(cfg.enrich.entities.len(), 1, "{:?}", cfg.enrich.entities);
         assert_eq!(cfg.enrich.entities[0].name, "device");
         assert_eq!(cfg.enrich.entities[0].distinct_field, None);
+    }
+
+    #[test]
+    fn several_files_layer_in_order_the_last_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.toml"), dir.path().join("b.toml"));
+        std::fs::write(&a, "[kafka]\ngroup_id = \"a\"\nbrokers = \"a:1\"\n").unwrap();
+        std::fs::write(&b, "[kafka]\ngroup_id = \"b\"\n").unwrap();
+        let demo = Path::new("config/demo.toml");
+        let cfg = checked(load_layers(&[DEFAULTS_TOML], &[demo, &a, &b], HashMap::new())).unwrap();
+        assert_eq!((cfg.kafka.group_id.as_str(), cfg.kafka.brokers.as_str()), ("b", "a:1"));
+        assert_eq!(cfg.model.dir, PathBuf::from("models/demo"));
     }
 }

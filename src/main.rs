@@ -25,16 +25,17 @@ struct Cli {
 enum Command {
     /// Run the service against the configured Kafka cluster.
     Run {
-        /// TOML config file (layered over the built-in defaults; env VERDICT__SECTION__KEY wins).
+        /// TOML config file, layered over the built-in defaults; repeat to layer several (the
+        /// last wins; e.g. `-c config/demo.toml -c mine.toml`); env VERDICT__SECTION__KEY wins.
         #[arg(long, short)]
-        config: Option<PathBuf>,
+        config: Vec<PathBuf>,
     },
     /// Run the whole pipeline in-process (mock Kafka cluster, synthetic transactions, demo model).
     /// Settings: the defaults, then config/demo.toml (built in), then --config.
     Demo {
-        /// Optional config file over the demo's (Kafka settings are replaced by the in-process cluster).
+        /// Config file(s) over the demo's (Kafka settings are replaced by the in-process cluster).
         #[arg(long, short)]
-        config: Option<PathBuf>,
+        config: Vec<PathBuf>,
         /// Where the log goes (the screen shows progress only); default: verdict-demo.log in
         /// the system's temporary directory.
         #[arg(long)]
@@ -62,9 +63,9 @@ enum Command {
     /// Check a config as `run` would before consuming (model, schemas, rules, every Kafka
     /// client property); prints every problem and exits 2 if any.
     CheckConfig {
-        /// TOML config file.
+        /// TOML config file(s), layered as for `run`.
         #[arg(long, short)]
-        config: Option<PathBuf>,
+        config: Vec<PathBuf>,
     },
     /// Print the model input rows (and optionally scores) verdict builds for events in a
     /// JSON-lines file or an Avro object container file, one JSON object per event: the data
@@ -78,9 +79,9 @@ enum Command {
         /// Confluent-framed Avro, with the file's schema).
         #[arg(long)]
         events: PathBuf,
-        /// Config file (decode field mapping, enrich entities).
+        /// Config file(s) (decode field mapping, enrich entities), e.g. config/demo.toml.
         #[arg(long, short)]
-        config: Option<PathBuf>,
+        config: Vec<PathBuf>,
         /// Also score each row with ONNX Runtime.
         #[arg(long)]
         score: bool,
@@ -93,9 +94,9 @@ enum Command {
         /// JSON-lines sample events (decoded, windowed in process and scored as in service).
         #[arg(long)]
         events: Option<PathBuf>,
-        /// Config file (decode mapping, enrich entities, model, bands).
+        /// Config file(s) (decode mapping, enrich entities, model, bands), e.g. config/demo.toml.
         #[arg(long, short)]
-        config: Option<PathBuf>,
+        config: Vec<PathBuf>,
     },
     /// Write synthetic transactions as JSON lines (training data with --labels).
     Generate {
@@ -116,7 +117,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config } => run(config),
         Command::Demo { config, log_file, events, rate, partitions, bad_fraction, avro, redis } => {
-            let mut cfg = exit_on_problems(config::load_demo(config.as_deref()));
+            let mut cfg = exit_on_problems(config::load_demo(&paths(&config)));
             if let Some(url) = redis {
                 cfg.enrich.backend = verdict::enrich::Backend::Redis;
                 cfg.enrich.redis_url = url;
@@ -139,7 +140,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::CheckConfig { config } => {
-            let loaded = config::load_layers(&[config::DEFAULTS_TOML], config.as_deref(), std::env::vars().collect());
+            let loaded = config::load_layers(&[config::DEFAULTS_TOML], &paths(&config), std::env::vars().collect());
             let mut problems = loaded.problems;
             let Some(cfg) = loaded.config else { exit_with(&problems) };
             // Warnings (an execution provider unavailable) are worth seeing; progress is not.
@@ -158,13 +159,13 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Vectorize { model, events, config, score } => {
-            let mut cfg = load_or_exit(config.as_deref());
+            let mut cfg = load_or_exit(&config);
             cfg.model.dir = model;
             cfg.model.workers = 1;
             verdict::vectorize::run(&cfg, &events, score, &mut std::io::stdout().lock())
         }
         Command::CheckRules { file, events, config } => {
-            let cfg = load_or_exit(config.as_deref());
+            let cfg = load_or_exit(&config);
             let ok = verdict::vectorize::check_rules(&cfg, &file, events.as_deref(), &mut std::io::stdout().lock())?;
             if !ok {
                 std::process::exit(2);
@@ -189,8 +190,12 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Loads config or prints every problem and exits 2.
-fn load_or_exit(path: Option<&std::path::Path>) -> Config {
-    exit_on_problems(config::load(path))
+fn load_or_exit(files: &[PathBuf]) -> Config {
+    exit_on_problems(config::load_files(&paths(files)))
+}
+
+fn paths(files: &[PathBuf]) -> Vec<&std::path::Path> {
+    files.iter().map(PathBuf::as_path).collect()
 }
 
 fn exit_on_problems(loaded: Result<Config, config::ConfigErrors>) -> Config {
@@ -228,8 +233,8 @@ fn log_filter(level: &str) -> String {
     }
 }
 
-fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
-    let cfg = load_or_exit(path.as_deref());
+fn run(path: Vec<PathBuf>) -> anyhow::Result<()> {
+    let cfg = load_or_exit(&path);
     telemetry::init_logging(&cfg.telemetry.log_format, &log_filter(&cfg.telemetry.log_level));
     let metrics = Metrics::new();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
