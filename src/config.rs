@@ -487,7 +487,8 @@ pub struct Loaded {
     pub problems: Vec<String>,
 }
 
-fn checked(loaded: Loaded) -> Result<Config, ConfigErrors> {
+/// The configuration if it has no problem, else every problem.
+pub fn checked(loaded: Loaded) -> Result<Config, ConfigErrors> {
     match loaded {
         Loaded { config: Some(cfg), problems } if problems.is_empty() => Ok(cfg),
         Loaded { problems, .. } => Err(ConfigErrors(problems)),

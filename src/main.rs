@@ -159,8 +159,11 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Vectorize { model, events, config, score } => {
-            let mut cfg = load_or_exit(&config);
-            cfg.model.dir = model;
+            // --model is the top layer (model.dir is required, so it must be in place to validate).
+            let mut env: std::collections::HashMap<String, String> = std::env::vars().collect();
+            env.insert("VERDICT__MODEL__DIR".into(), model.display().to_string());
+            let mut cfg =
+                exit_on_problems(config::checked(config::load_layers(&[config::DEFAULTS_TOML], &paths(&config), env)));
             cfg.model.workers = 1;
             verdict::vectorize::run(&cfg, &events, score, &mut std::io::stdout().lock())
         }
