@@ -16,4 +16,4 @@ COPY config /opt/verdict/config
 ENV VERDICT_HOME=/opt/verdict
 EXPOSE 9464
 ENTRYPOINT ["verdict"]
-CMD ["run"]
+CMD ["run", "--config", "config/demo.toml"]

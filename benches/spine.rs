@@ -39,7 +39,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 fn config() -> Config {
-    let mut cfg = Config::default();
+    let mut cfg = verdict::config::demo();
     // BENCH_ROOT: the checkout when the built binary runs elsewhere (ops/gpu/check.sh).
     let root = std::env::var_os("BENCH_ROOT")
         .map(std::path::PathBuf::from)

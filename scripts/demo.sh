@@ -5,4 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-ort.sh
+# Settings: config/demo.toml, built into the binary (--config FILE layers over it).
 exec cargo run --release --quiet -- demo "$@"

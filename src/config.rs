@@ -2,21 +2,35 @@
 //!
 //! Layers, later wins: the embedded defaults (`config/defaults.toml`, which is also
 //! the annotated reference a user reads) → the TOML file given with `--config` →
-//! environment variables `VERDICT__SECTION__KEY` (lists comma-separated).
+//! environment variables `VERDICT__SECTION__KEY` (lists comma-separated). `verdict demo`
+//! adds `config/demo.toml` (embedded too) between the defaults and the file.
 //!
-//! [`load`] returns *every* problem at once: unknown keys, a type error, and each
+//! The defaults are neutral: they name no event field, schema, entity or model of any
+//! particular data set (the demo's live in `config/demo.toml`), so a deployment states
+//! what its events look like instead of inheriting the demo's. `model.dir` has no default.
+//!
+//! [`load`] returns *every* problem at once: unknown keys, type errors, and each
 //! semantic check of [`Config::validate`], each with its dotted path.
+
+mod tracked;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use tracked::is_secret_key;
+
 /// The embedded defaults, also shipped as the documented reference config.
 pub const DEFAULTS_TOML: &str = include_str!("../config/defaults.toml");
 
+/// The demo's configuration (`config/demo.toml`): the synthetic transactions' fields,
+/// schema, `card` entity and the bundled model. Layered over [`DEFAULTS_TOML`] by
+/// `verdict demo`, [`load_demo`] and [`demo`].
+pub const DEMO_TOML: &str = include_str!("../config/demo.toml");
+
 /// Root of the configuration tree.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Kafka connection, topics and client overrides.
@@ -41,6 +55,26 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Graceful shutdown limits.
     pub shutdown: ShutdownConfig,
+}
+
+impl Default for Config {
+    /// The embedded defaults: no entities (the enrich stage's own default is the demo's
+    /// `card` entity, which must not leak into a deployment), neutral field names, no model.
+    fn default() -> Self {
+        Self {
+            kafka: KafkaConfig::default(),
+            batch: BatchConfig::default(),
+            decode: DecodeConfig::default(),
+            enrich: crate::enrich::EnrichConfig { entities: Vec::new(), ..Default::default() },
+            model: ModelConfig::default(),
+            decide: DecideConfig::default(),
+            rules: RulesConfig::default(),
+            drift: DriftConfig::default(),
+            publish: PublishConfig::default(),
+            telemetry: TelemetryConfig::default(),
+            shutdown: ShutdownConfig::default(),
+        }
+    }
 }
 
 /// Kafka connection, topics and client overrides.
@@ -129,7 +163,7 @@ pub struct DecodeConfig {
     pub format: PayloadFormat,
     /// Messages larger than this (bytes) go to the dead-letter topic as `oversize`.
     pub max_payload_bytes: usize,
-    /// Avro writer schemas by Confluent schema id (`"1" = "schemas/transaction.avsc"`).
+    /// Avro writer schemas by Confluent schema id (`"1" = "schemas/transaction.avsc"`); none by default.
     pub avro_schemas: BTreeMap<String, PathBuf>,
     /// Which event fields carry identity and time (dotted paths).
     pub fields: FieldMapping,
@@ -142,12 +176,10 @@ pub struct DecodeConfig {
 
 impl Default for DecodeConfig {
     fn default() -> Self {
-        let mut avro_schemas = BTreeMap::new();
-        avro_schemas.insert("1".to_string(), PathBuf::from("schemas/transaction.avsc"));
         Self {
             format: PayloadFormat::Auto,
             max_payload_bytes: 64 * 1024,
-            avro_schemas,
+            avro_schemas: BTreeMap::new(),
             fields: FieldMapping::default(),
             event_time_min_ms: 946_684_800_000,
             event_time_max_ahead_ms: 86_400_000,
@@ -169,7 +201,7 @@ pub struct FieldMapping {
 
 impl Default for FieldMapping {
     fn default() -> Self {
-        Self { event_id: "event_id".into(), entity_key: "card_id".into(), event_time: "event_time".into() }
+        Self { event_id: "event_id".into(), entity_key: "entity_id".into(), event_time: "event_time".into() }
     }
 }
 
@@ -177,7 +209,7 @@ impl Default for FieldMapping {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// Directory with `manifest.json` and the `.onnx` file it names.
+    /// Directory with `manifest.json` and the `.onnx` file it names (required; no default).
     pub dir: PathBuf,
     /// Worker threads; each owns one ONNX Runtime session and decodes, scores and publishes whole batches.
     pub workers: usize,
@@ -207,7 +239,7 @@ pub struct ModelConfig {
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {
-            dir: PathBuf::from("models/demo"),
+            dir: PathBuf::new(),
             workers: 2,
             intra_threads: 1,
             chunk_rows: 64,
@@ -415,17 +447,67 @@ pub struct ConfigErrors(pub Vec<String>);
 
 /// Loads defaults → `file` → environment (`VERDICT__…`), then validates.
 pub fn load(file: Option<&Path>) -> Result<Config, ConfigErrors> {
-    let env: HashMap<String, String> = std::env::vars().collect();
-    load_with_env(file, env)
+    load_with_env(file, std::env::vars().collect())
 }
 
 /// Like [`load`], with an explicit environment (tests use this).
 pub fn load_with_env(file: Option<&Path>, env: HashMap<String, String>) -> Result<Config, ConfigErrors> {
+    checked(load_layers(&[DEFAULTS_TOML], file.as_slice(), env))
+}
+
+/// Loads defaults → each of `files` in order (`--config a.toml --config b.toml`: b wins) →
+/// environment, then validates.
+pub fn load_files(files: &[&Path]) -> Result<Config, ConfigErrors> {
+    checked(load_layers(&[DEFAULTS_TOML], files, std::env::vars().collect()))
+}
+
+/// Loads defaults → the demo's configuration ([`DEMO_TOML`]) → `files` → environment, then
+/// validates: what `verdict demo` runs with.
+pub fn load_demo(files: &[&Path]) -> Result<Config, ConfigErrors> {
+    checked(load_layers(&[DEFAULTS_TOML, DEMO_TOML], files, std::env::vars().collect()))
+}
+
+/// The demo's configuration (defaults → [`DEMO_TOML`]), unvalidated, without the
+/// environment: its paths (`models/demo`, `schemas/transaction.avsc`) are relative to the
+/// repository. Tests and benches start from it.
+pub fn demo() -> Config {
+    match load_layers(&[DEFAULTS_TOML, DEMO_TOML], &[], HashMap::new()) {
+        Loaded { config: Some(cfg), problems } if problems.is_empty() => cfg,
+        Loaded { problems, .. } => panic!("config/demo.toml is invalid: {}", problems.join("; ")),
+    }
+}
+
+/// A configuration as loaded, before [`Config::validate`] is acted on.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The configuration, when every layer parsed and the merged tree deserialized (an
+    /// invalid value is dropped, reported, and takes its default).
+    pub config: Option<Config>,
+    /// Every problem: parse errors, unknown keys, type errors, [`Config::validate`].
+    pub problems: Vec<String>,
+}
+
+/// The configuration if it has no problem, else every problem.
+pub fn checked(loaded: Loaded) -> Result<Config, ConfigErrors> {
+    match loaded {
+        Loaded { config: Some(cfg), problems } if problems.is_empty() => Ok(cfg),
+        Loaded { problems, .. } => Err(ConfigErrors(problems)),
+    }
+}
+
+/// Merges the embedded `layers`, then `files` (in order), then `env`, deserializes the result and
+/// validates it, collecting every problem with its path. `verdict check-config` uses the
+/// configuration even when it has problems, to check what it can of the rest.
+pub fn load_layers(layers: &[&str], files: &[&Path], env: HashMap<String, String>) -> Loaded {
     use config::{Environment, File, FileFormat};
-    let mut builder = config::Config::builder().add_source(File::from_str(DEFAULTS_TOML, FileFormat::Toml));
-    if let Some(path) = file {
+    let fail = |problems| Loaded { config: None, problems };
+    let mut builder = config::Config::builder();
+    for layer in layers {
+        builder = builder.add_source(File::from_str(layer, FileFormat::Toml));
+    }
+    for &path in files {
         if !path.exists() {
-            return Err(ConfigErrors(vec![format!("{}: file not found", path.display())]));
+            return fail(vec![format!("{}: file not found", path.display())]);
         }
         builder = builder.add_source(File::from(path).format(FileFormat::Toml));
     }
@@ -439,24 +521,61 @@ pub fn load_with_env(file: Option<&Path>, env: HashMap<String, String>) -> Resul
             .try_parsing(true)
             .source(Some(env)),
     );
-    let merged = builder.build().map_err(|e| ConfigErrors(vec![e.to_string()]))?;
-    let mut tree: serde_json::Value = merged.try_deserialize().map_err(|e| ConfigErrors(vec![e.to_string()]))?;
+    let merged = match builder.build() {
+        Ok(m) => m,
+        Err(e) => return fail(vec![e.to_string()]),
+    };
+    let mut tree: serde_json::Value = match merged.try_deserialize() {
+        Ok(t) => t,
+        Err(e) => return fail(vec![e.to_string()]),
+    };
 
-    let mut errors = Vec::new();
+    let mut problems = Vec::new();
     let known = serde_json::to_value(Config::default()).expect("defaults serialize");
-    strip_unknown(&mut tree, &known, "", &mut errors);
-    match serde_json::from_value::<Config>(tree) {
-        Ok(cfg) => {
-            errors.extend(cfg.validate());
-            if errors.is_empty() {
-                Ok(cfg)
-            } else {
-                Err(ConfigErrors(errors))
+    strip_unknown(&mut tree, &known, "", &mut problems);
+    entity_defaults(&mut tree, &mut problems);
+    let (config, errors) = tracked::from_tree::<Config>(tree);
+    problems.extend(errors);
+    if let Some(cfg) = &config {
+        // A value already reported (and replaced by its default) is not reported again.
+        let path = |p: &String| p.split(':').next().unwrap_or_default().to_string();
+        let reported: std::collections::HashSet<String> = problems.iter().map(path).collect();
+        problems.extend(cfg.validate().into_iter().filter(|p| !reported.contains(&path(p))));
+    }
+    Loaded { config, problems }
+}
+
+/// Neutral values of the optional keys of an `[[enrich.entities]]` entry. `name` and `key`
+/// have none: an entry without them is an error naming `enrich.entities[i].name` / `.key`.
+/// (The enrich stage's own struct default is the demo's `card` entity; filling the tree
+/// here keeps it from ever applying to a configuration file.)
+const ENTITY_DEFAULTS: &[(&str, &str)] = &[
+    ("bucket_s", "60"),
+    ("windows", "[]"),
+    ("value_field", "null"),
+    ("distinct_field", "null"),
+    ("features", "[]"),
+    ("max_feature_age_s", "604800"),
+];
+
+/// Fills each entity entry's missing optional keys with [`ENTITY_DEFAULTS`] and reports a
+/// missing `name` or `key`.
+fn entity_defaults(tree: &mut serde_json::Value, problems: &mut Vec<String>) {
+    let Some(entities) = tree.pointer_mut("/enrich/entities").and_then(|e| e.as_array_mut()) else {
+        return;
+    };
+    for (i, entity) in entities.iter_mut().enumerate() {
+        let Some(map) = entity.as_object_mut() else { continue };
+        for required in ["name", "key"] {
+            if !map.contains_key(required) {
+                problems.push(format!("enrich.entities[{i}].{required}: required (no default)"));
+                map.insert(required.into(), serde_json::Value::String(String::new()));
             }
         }
-        Err(e) => {
-            errors.push(e.to_string());
-            Err(ConfigErrors(errors))
+        for (k, v) in ENTITY_DEFAULTS {
+            if !map.contains_key(*k) {
+                map.insert((*k).into(), serde_json::from_str(v).expect("entity default"));
+            }
         }
     }
 }
@@ -568,7 +687,9 @@ impl Config {
         }
         e.extend(self.enrich.validate());
         let m = &self.model;
-        if !m.dir.join("manifest.json").exists() {
+        if m.dir.as_os_str().is_empty() {
+            e.push("model.dir: required: the directory holding manifest.json and the model it names".into());
+        } else if !m.dir.join("manifest.json").exists() {
             e.push(format!("model.dir: {} has no manifest.json", m.dir.display()));
         }
         if m.workers == 0 || m.workers > 64 {
@@ -660,12 +781,12 @@ mod tests {
     fn environment_overrides_file_and_lists_split_on_commas() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("v.toml");
-        std::fs::write(&file, "[kafka]\ngroup_id = \"from-file\"\nbrokers = \"a:1\"\n").unwrap();
+        std::fs::write(&file, "[kafka]\ngroup_id = \"from-file\"\nbrokers = \"a:1\"\n[model]\ndir = \"models/demo\"\n")
+            .unwrap();
         let cfg = load_with_env(
             Some(&file),
             env(&[("VERDICT__KAFKA__BROKERS", "b:2"), ("VERDICT__KAFKA__INPUT_TOPICS", "x,y")]),
         );
-        // model.dir does not exist relative to the unit-test cwd only if run elsewhere; ignore that error.
         let cfg = match cfg {
             Ok(c) => c,
             Err(e) => panic!("{e}"),
@@ -681,7 +802,7 @@ mod tests {
         let file = dir.path().join("bad.toml");
         std::fs::write(
             &file,
-            "[batch]\nmax_events = 0\nbogus = 1\n[decide]\nreview_at = 0.95\ndecline_at = 0.9\n[kafka]\ncompression = \"brotli\"\n",
+            "[batch]\nmax_events = 0\nbogus = 1\n[decide]\nreview_at = 0.95\ndecline_at = 0.9\n[kafka]\ncompression = \"brotli\"\n[model]\ndir = \"models/demo\"\n",
         )
         .unwrap();
         let errs = load_with_env(Some(&file), HashMap::new()).unwrap_err().0;
@@ -691,5 +812,92 @@ mod tests {
         assert!(joined.contains("decide.review_at"), "{joined}");
         assert!(joined.contains("kafka.compression"), "{joined}");
         assert_eq!(errs.len(), 4, "{joined}");
+    }
+
+    fn load_str(toml: &str) -> Result<Config, Vec<String>> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("v.toml");
+        std::fs::write(&file, toml).unwrap();
+        load_with_env(Some(&file), HashMap::new()).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn type_errors_name_their_key_and_all_are_reported() {
+        let errs =
+            load_str("[batch]\nmax_events = \"two\"\n[enrich]\nbackend = \"mongo\"\n[model]\ndir = \"models/demo\"\n")
+                .unwrap_err();
+        let joined = errs.join("\n");
+        assert!(joined.contains("batch.max_events: invalid type: string \"two\", expected usize"), "{joined}");
+        assert!(joined.contains("enrich.backend: unknown variant `mongo`"), "{joined}");
+        assert_eq!(errs.len(), 2, "{joined}");
+    }
+
+    #[test]
+    fn a_secret_value_is_not_echoed_in_an_error() {
+        let errs = load_str("[kafka.producer]\n\"sasl.password\" = [\"hunter2\"]\n[model]\ndir = \"models/demo\"\n")
+            .unwrap_err()
+            .join("\n");
+        assert!(errs.contains("kafka.producer.\"sasl.password\": invalid type"), "{errs}");
+        assert!(!errs.contains("hunter2"), "{errs}");
+    }
+
+    #[test]
+    fn defaults_name_no_demo_schema_entity_or_model() {
+        let cfg = Config::default();
+        assert!(cfg.decode.avro_schemas.is_empty());
+        assert!(cfg.enrich.entities.is_empty());
+        assert_eq!(cfg.decode.fields.entity_key, "entity_id");
+        assert_eq!(cfg.model.dir, PathBuf::new());
+        for demo_word in ["card", "merchant", "transaction", "models/demo", "chargeback"] {
+            let active: String = DEFAULTS_TOML.lines().filter(|l| !l.trim_start().starts_with('#')).collect();
+            assert!(!active.contains(demo_word), "defaults.toml sets a demo value: {demo_word}");
+        }
+        let errs = load_str("").unwrap_err();
+        assert_eq!(errs, vec!["model.dir: required: the directory holding manifest.json and the model it names"]);
+    }
+
+    #[test]
+    fn an_entity_entry_takes_neutral_defaults_and_needs_name_and_key() {
+        let cfg =
+            load_str("[model]\ndir = \"models/demo\"\n[[enrich.entities]]\nname = \"device\"\nkey = \"device_id\"\n")
+                .unwrap();
+        let e = &cfg.enrich.entities[..];
+        assert_eq!(e.len(), 1);
+        assert_eq!((e[0].name.as_str(), e[0].key.as_str()), ("device", "device_id"));
+        assert!(e[0].windows.is_empty() && e[0].features.is_empty(), "{e:?}");
+        assert_eq!((e[0].value_field.as_deref(), e[0].distinct_field.as_deref()), (None, None));
+        assert_eq!(e[0].bucket_s, 60);
+
+        let errs = load_str("[model]\ndir = \"models/demo\"\n[[enrich.entities]]\nname = \"device\"\n").unwrap_err();
+        assert_eq!(errs, vec!["enrich.entities[0].key: required (no default)"]);
+    }
+
+    #[test]
+    fn the_demo_layer_has_its_entity_and_a_file_replaces_it() {
+        let demo = demo();
+        assert_eq!(demo.model.dir, PathBuf::from("models/demo"));
+        assert_eq!(demo.enrich.entities.len(), 1);
+        assert_eq!(demo.enrich.entities[0].distinct_field.as_deref(), Some("merchant_id"));
+        assert!(demo.validate().is_empty(), "{:?}", demo.validate());
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("v.toml");
+        std::fs::write(&file, "[[enrich.entities]]\nname = \"device\"\nkey = \"device_id\"\n").unwrap();
+        let cfg = checked(load_layers(&[DEFAULTS_TOML, DEMO_TOML], &[&file], HashMap::new())).unwrap();
+        assert_eq!(cfg.enrich.entities.len(), 1, "{:?}", cfg.enrich.entities);
+        assert_eq!(cfg.enrich.entities[0].name, "device");
+        assert_eq!(cfg.enrich.entities[0].distinct_field, None);
+    }
+
+    #[test]
+    fn several_files_layer_in_order_the_last_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.toml"), dir.path().join("b.toml"));
+        std::fs::write(&a, "[kafka]\ngroup_id = \"a\"\nbrokers = \"a:1\"\n").unwrap();
+        std::fs::write(&b, "[kafka]\ngroup_id = \"b\"\n").unwrap();
+        let demo = Path::new("config/demo.toml");
+        let cfg = checked(load_layers(&[DEFAULTS_TOML], &[demo, &a, &b], HashMap::new())).unwrap();
+        assert_eq!((cfg.kafka.group_id.as_str(), cfg.kafka.brokers.as_str()), ("b", "a:1"));
+        assert_eq!(cfg.model.dir, PathBuf::from("models/demo"));
     }
 }

@@ -1,5 +1,7 @@
 //! The `verdict` command line: thin wrappers over the library.
 
+mod check;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,7 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use verdict::config::{self, Config};
-use verdict::demo::{self, DemoOptions, Generator};
+use verdict::demo::{self, DemoLog, DemoOptions, DemoReport, Generator};
 use verdict::pipeline::Pipeline;
 use verdict::telemetry::{self, Metrics};
 
@@ -23,15 +25,21 @@ struct Cli {
 enum Command {
     /// Run the service against the configured Kafka cluster.
     Run {
-        /// TOML config file (layered over the built-in defaults; env VERDICT__SECTION__KEY wins).
+        /// TOML config file, layered over the built-in defaults; repeat to layer several (the
+        /// last wins; e.g. `-c config/demo.toml -c mine.toml`); env VERDICT__SECTION__KEY wins.
         #[arg(long, short)]
-        config: Option<PathBuf>,
+        config: Vec<PathBuf>,
     },
     /// Run the whole pipeline in-process (mock Kafka cluster, synthetic transactions, demo model).
+    /// Settings: the defaults, then config/demo.toml (built in), then --config.
     Demo {
-        /// Optional config file (Kafka settings are replaced by the in-process cluster).
+        /// Config file(s) over the demo's (Kafka settings are replaced by the in-process cluster).
         #[arg(long, short)]
-        config: Option<PathBuf>,
+        config: Vec<PathBuf>,
+        /// Where the log goes (the screen shows progress only); default: verdict-demo.log in
+        /// the system's temporary directory.
+        #[arg(long)]
+        log_file: Option<PathBuf>,
         /// Number of events to generate.
         #[arg(long, default_value_t = 200_000)]
         events: u64,
@@ -52,11 +60,12 @@ enum Command {
         #[arg(long)]
         redis: Option<String>,
     },
-    /// Validate a config file; prints every problem and exits non-zero if any.
+    /// Check a config as `run` would before consuming (model, schemas, rules, every Kafka
+    /// client property); prints every problem and exits 2 if any.
     CheckConfig {
-        /// TOML config file.
+        /// TOML config file(s), layered as for `run`.
         #[arg(long, short)]
-        config: Option<PathBuf>,
+        config: Vec<PathBuf>,
     },
     /// Print the model input rows (and optionally scores) verdict builds for events in a
     /// JSON-lines file or an Avro object container file, one JSON object per event: the data
@@ -70,9 +79,9 @@ enum Command {
         /// Confluent-framed Avro, with the file's schema).
         #[arg(long)]
         events: PathBuf,
-        /// Config file (decode field mapping, enrich entities).
+        /// Config file(s) (decode field mapping, enrich entities), e.g. config/demo.toml.
         #[arg(long, short)]
-        config: Option<PathBuf>,
+        config: Vec<PathBuf>,
         /// Also score each row with ONNX Runtime.
         #[arg(long)]
         score: bool,
@@ -85,9 +94,9 @@ enum Command {
         /// JSON-lines sample events (decoded, windowed in process and scored as in service).
         #[arg(long)]
         events: Option<PathBuf>,
-        /// Config file (decode mapping, enrich entities, model, bands).
+        /// Config file(s) (decode mapping, enrich entities, model, bands), e.g. config/demo.toml.
         #[arg(long, short)]
-        config: Option<PathBuf>,
+        config: Vec<PathBuf>,
     },
     /// Write synthetic transactions as JSON lines (training data with --labels).
     Generate {
@@ -107,51 +116,38 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => run(config),
-        Command::Demo { config, events, rate, partitions, bad_fraction, avro, redis } => {
-            let mut cfg = load_or_exit(config.as_deref());
+        Command::Demo { config, log_file, events, rate, partitions, bad_fraction, avro, redis } => {
+            let mut cfg = exit_on_problems(config::load_demo(&paths(&config)));
             if let Some(url) = redis {
                 cfg.enrich.backend = verdict::enrich::Backend::Redis;
                 cfg.enrich.redis_url = url;
             }
-            telemetry::init_logging(&cfg.telemetry.log_format, "warn");
+            let log_path = log_file.unwrap_or_else(|| std::env::temp_dir().join("verdict-demo.log"));
+            let log = DemoLog::init(&log_path, &cfg.telemetry.log_format, &log_filter(&cfg.telemetry.log_level))
+                .with_context(|| format!("creating the log file {}", log_path.display()))?;
             let opts = DemoOptions { events, rate, partitions, bad_fraction, avro, ..DemoOptions::default() };
             eprintln!(
-                "verdict demo: {events} events at {} over {partitions} partitions, in-process Kafka mock cluster",
-                if rate == 0 { "full speed".to_string() } else { format!("{rate} ev/s") }
+                "verdict demo: {events} events at {} over {partitions} partitions, in-process Kafka mock cluster (log: {})",
+                if rate == 0 { "full speed".to_string() } else { format!("{rate} ev/s") },
+                log.path().display()
             );
             let r = demo::run(cfg, &opts)?;
-            println!("\n== summary ==");
-            println!("events produced     {}", r.produced);
-            println!(
-                "decisions           {}  (approve {}, review {}, decline {})",
-                r.decided, r.actions[0], r.actions[1], r.actions[2]
-            );
-            println!("dead-lettered       {}", r.dead_lettered);
-            println!("elapsed             {:.2} s", r.elapsed.as_secs_f64());
-            println!("throughput          {:.0} events/s", r.events_per_sec());
-            println!("latency p50         {:.3} ms", r.latency_us[0] as f64 / 1e3);
-            println!("latency p99         {:.3} ms", r.latency_us[1] as f64 / 1e3);
-            println!("latency p99.9       {:.3} ms", r.latency_us[2] as f64 / 1e3);
-            if let Some(s) = r.steady {
-                println!(
-                    "after {} s warm-up   p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  ({} events)",
-                    demo::WARM_UP.as_secs(),
-                    s.latency_us[0] as f64 / 1e3,
-                    s.latency_us[1] as f64 / 1e3,
-                    s.latency_us[2] as f64 / 1e3,
-                    s.events
-                );
+            print_demo_summary(&r);
+            match log.warnings() {
+                0 => println!("log                 no warnings, see {}", log.path().display()),
+                n => println!("log                 {n} warnings logged, see {}", log.path().display()),
             }
-            println!("execution provider  {}", r.execution_provider);
             Ok(())
         }
         Command::CheckConfig { config } => {
-            let cfg = load_or_exit(config.as_deref());
-            if !cfg.rules.file.is_empty() {
-                let rules = PathBuf::from(&cfg.rules.file);
-                if !verdict::vectorize::check_rules(&cfg, &rules, None, &mut std::io::stdout().lock())? {
-                    std::process::exit(2);
-                }
+            let loaded = config::load_layers(&[config::DEFAULTS_TOML], &paths(&config), std::env::vars().collect());
+            let mut problems = loaded.problems;
+            let Some(cfg) = loaded.config else { exit_with(&problems) };
+            // Warnings (an execution provider unavailable) are worth seeing; progress is not.
+            telemetry::init_logging(&cfg.telemetry.log_format, "warn");
+            problems.extend(check::check(&cfg, &problems));
+            if !problems.is_empty() {
+                exit_with(&problems);
             }
             println!(
                 "config OK: consuming {:?} from {} as group '{}', model {}",
@@ -163,13 +159,16 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Vectorize { model, events, config, score } => {
-            let mut cfg = load_or_exit(config.as_deref());
-            cfg.model.dir = model;
+            // --model is the top layer (model.dir is required, so it must be in place to validate).
+            let mut env: std::collections::HashMap<String, String> = std::env::vars().collect();
+            env.insert("VERDICT__MODEL__DIR".into(), model.display().to_string());
+            let mut cfg =
+                exit_on_problems(config::checked(config::load_layers(&[config::DEFAULTS_TOML], &paths(&config), env)));
             cfg.model.workers = 1;
             verdict::vectorize::run(&cfg, &events, score, &mut std::io::stdout().lock())
         }
         Command::CheckRules { file, events, config } => {
-            let cfg = load_or_exit(config.as_deref());
+            let cfg = load_or_exit(&config);
             let ok = verdict::vectorize::check_rules(&cfg, &file, events.as_deref(), &mut std::io::stdout().lock())?;
             if !ok {
                 std::process::exit(2);
@@ -194,22 +193,52 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Loads config or prints every problem and exits 2.
-fn load_or_exit(path: Option<&std::path::Path>) -> Config {
-    match config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{} problem(s) in configuration:", e.0.len());
-            for p in &e.0 {
-                eprintln!("  - {p}");
-            }
-            std::process::exit(2);
-        }
+fn load_or_exit(files: &[PathBuf]) -> Config {
+    exit_on_problems(config::load_files(&paths(files)))
+}
+
+fn paths(files: &[PathBuf]) -> Vec<&std::path::Path> {
+    files.iter().map(PathBuf::as_path).collect()
+}
+
+fn exit_on_problems(loaded: Result<Config, config::ConfigErrors>) -> Config {
+    loaded.unwrap_or_else(|e| exit_with(&e.0))
+}
+
+/// Prints every problem and exits 2.
+fn exit_with(problems: &[String]) -> ! {
+    eprintln!("{} problem(s) in configuration:", problems.len());
+    for p in problems {
+        eprintln!("  - {p}");
+    }
+    std::process::exit(2);
+}
+
+/// The log filter for `telemetry.log_level`: ONNX Runtime's own log (target `ort`: about
+/// 90 INFO lines per start, one per graph transformer and allocator) stays at warn unless
+/// the filter names `ort` itself.
+///
+/// This also hides ort's INFO line "ort 2.0.0-rc.15 was designed for ONNX Runtime 1.31.x
+/// and may have compatibility issues with ... version 1.32.0": ort rc.15 has no `api-32`
+/// feature (api-31 is its newest); it asks the library for C API version 31, which 1.32
+/// serves unchanged (ONNX Runtime's C API only appends, and refuses an unknown version
+/// loudly instead), and every session is validated against its manifest at load, so the
+/// line is expected and harmless with scripts/fetch-ort.sh's 1.32.0.
+fn log_filter(level: &str) -> String {
+    let names_ort = level.split(',').any(|d| {
+        let target = d.split('=').next().unwrap_or_default().trim();
+        target == "ort" || target.starts_with("ort::")
+    });
+    if names_ort {
+        level.to_string()
+    } else {
+        format!("{level},ort=warn")
     }
 }
 
-fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
-    let cfg = load_or_exit(path.as_deref());
-    telemetry::init_logging(&cfg.telemetry.log_format, &cfg.telemetry.log_level);
+fn run(path: Vec<PathBuf>) -> anyhow::Result<()> {
+    let cfg = load_or_exit(&path);
+    telemetry::init_logging(&cfg.telemetry.log_format, &log_filter(&cfg.telemetry.log_level));
     // Test-only fault injection (tests/guards.rs); nothing is armed without VERDICT_FAULTS.
     match verdict::fault::arm_from_env() {
         Ok(0) => {}
@@ -296,4 +325,30 @@ async fn wait_for_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+fn print_demo_summary(r: &DemoReport) {
+    println!("\n== summary ==");
+    println!("events produced     {}", r.produced);
+    println!(
+        "decisions           {}  (approve {}, review {}, decline {})",
+        r.decided, r.actions[0], r.actions[1], r.actions[2]
+    );
+    println!("dead-lettered       {}", r.dead_lettered);
+    println!("elapsed             {:.2} s", r.elapsed.as_secs_f64());
+    println!("throughput          {:.0} events/s", r.events_per_sec());
+    println!("latency p50         {:.3} ms", r.latency_us[0] as f64 / 1e3);
+    println!("latency p99         {:.3} ms", r.latency_us[1] as f64 / 1e3);
+    println!("latency p99.9       {:.3} ms", r.latency_us[2] as f64 / 1e3);
+    if let Some(s) = r.steady {
+        println!(
+            "after {} s warm-up   p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  ({} events)",
+            demo::WARM_UP.as_secs(),
+            s.latency_us[0] as f64 / 1e3,
+            s.latency_us[1] as f64 / 1e3,
+            s.latency_us[2] as f64 / 1e3,
+            s.events
+        );
+    }
+    println!("execution provider  {}", r.execution_provider);
 }

@@ -135,7 +135,7 @@ impl Instance {
         let log = std::fs::File::create(std::env::temp_dir().join(format!("verdict-e2e-{name}-{port}.log"))).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_verdict"))
             .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["run", "--config", config.to_str().unwrap()])
+            .args(["run", "--config", "config/demo.toml", "--config", config.to_str().unwrap()])
             .env("VERDICT__TELEMETRY__LISTEN", format!("127.0.0.1:{port}"))
             .env("VERDICT__TELEMETRY__LOG_LEVEL", std::env::var("TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::null())

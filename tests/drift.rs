@@ -17,7 +17,7 @@ use verdict::vectorize::Offline;
 const WINDOW: usize = 50_000;
 
 fn demo_config() -> Config {
-    let mut cfg = Config::default();
+    let mut cfg = verdict::config::demo();
     cfg.model.dir = crate_path("models/demo");
     cfg.decode.avro_schemas.insert("1".into(), crate_path("schemas/transaction.avsc"));
     cfg

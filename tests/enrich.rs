@@ -218,7 +218,7 @@ fn features_fed_to_the_model_equal_the_training_code() {
     let out = std::process::Command::new("python3")
         .arg(crate_path("ops/model/features.py"))
         .arg(crate_path("models/demo/manifest.json"))
-        .arg(crate_path("config/defaults.toml"))
+        .arg(crate_path("config/demo.toml"))
         .arg(&file)
         .output()
         .unwrap();
@@ -369,7 +369,7 @@ fn a_copy_that_knows_a_distinct_value_wrongly_is_not_stored() {
 /// An in-process enricher and two enrichers on `redis` (two instances), default entities.
 fn memory_and_redis_enrichers(redis: &RedisServer) -> (verdict::enrich::Enricher, [verdict::enrich::Enricher; 2]) {
     use verdict::enrich::{Backend, Enricher};
-    let mut cfg = verdict::config::Config::default();
+    let mut cfg = verdict::config::demo();
     cfg.enrich.backend = Backend::Memory;
     let memory = Enricher::new(&cfg.enrich).unwrap();
     cfg.enrich.backend = Backend::Redis;

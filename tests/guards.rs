@@ -90,7 +90,7 @@ fn a_worker_thread_that_dies_fails_health_and_verdict_run_exits_non_zero() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_verdict"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .arg("run")
+        .args(["run", "--config", "config/demo.toml"])
         .env("VERDICT_FAULTS", "kill:KILL-MARKER-3")
         .env("VERDICT__KAFKA__BROKERS", mock.bootstrap())
         .env("VERDICT__KAFKA__GROUP_ID", &cfg.kafka.group_id)

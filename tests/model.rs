@@ -104,7 +104,7 @@ fn memory_returns_to_its_level_over_50_reloads() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("fraud");
     write_model(&model, "0", None);
-    let mut cfg = verdict::config::Config::default();
+    let mut cfg = verdict::config::demo();
     cfg.model.dir = model.clone();
     cfg.model.workers = 2;
     let m = Metrics::new();
@@ -281,7 +281,7 @@ fn a_scoring_budget_caps_batches_under_load() {
 #[test]
 fn chunk_rows_zero_measures_the_fastest_size_and_scores_the_same() {
     let _serial = serial();
-    let mut cfg = verdict::config::Config::default();
+    let mut cfg = verdict::config::demo();
     cfg.model.dir = crate_path("models/demo");
     let env = verdict::score::init_runtime(None).unwrap();
     cfg.model.chunk_rows = 0;
@@ -304,7 +304,7 @@ fn models_whose_scores_depend_on_the_batch_are_scored_one_row_per_call() {
     let _serial = serial();
     let env = verdict::score::init_runtime(None).unwrap();
     let load = |dir: &str, allow: bool| {
-        let mut cfg = verdict::config::Config::default();
+        let mut cfg = verdict::config::demo();
         cfg.model.dir = crate_path(dir);
         cfg.model.chunk_rows = 64;
         cfg.model.allow_batch_dependent_scores = allow;

@@ -79,7 +79,7 @@ fn same_cell(a: &serde_json::Value, b: &serde_json::Value) -> bool {
 fn vectorize(model: &str, file: &std::path::Path) -> Vec<serde_json::Value> {
     let out = Command::new(env!("CARGO_BIN_EXE_verdict"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["vectorize", "--model", model, "--score", "--events"])
+        .args(["vectorize", "--config", "config/demo.toml", "--model", model, "--score", "--events"])
         .arg(file)
         .output()
         .unwrap();
@@ -132,7 +132,7 @@ fn parity_with(model: &str, per_row: bool) -> Vec<Vec<serde_json::Value>> {
     let py = Command::new("python3")
         .arg(crate_path("ops/model/features.py"))
         .arg(crate_path(model).join("manifest.json"))
-        .arg(crate_path("config/defaults.toml"))
+        .arg(crate_path("config/demo.toml"))
         .arg(&file)
         .arg("--score")
         .args(per_row.then_some("--per-row"))

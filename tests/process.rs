@@ -24,7 +24,8 @@ fn run_serves_metrics_and_readiness_and_sigterm_commits_everything() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_verdict"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .arg("run")
+        .args(["run", "--config", "config/demo.toml"])
+        .env_remove("RUST_LOG")
         .env("VERDICT__KAFKA__BROKERS", mock.bootstrap())
         .env("VERDICT__KAFKA__GROUP_ID", &cfg.kafka.group_id)
         .env("VERDICT__KAFKA__COMMIT_INTERVAL_MS", "200")
@@ -80,6 +81,17 @@ fn run_serves_metrics_and_readiness_and_sigterm_commits_everything() {
     child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
     assert!(exit.success(), "exit {exit:?}\n{log}");
     assert!(log.contains("pipeline stopped"), "{log}");
+    // A quiet start: ONNX Runtime's own INFO log (about 90 lines per start, and ort's note
+    // that it was built for ONNX Runtime 1.31) stays out unless asked for.
+    let records: Vec<serde_json::Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert_eq!(records.len(), log.lines().count(), "every line is a JSON record:\n{log}");
+    let ort_info: Vec<_> = records
+        .iter()
+        .filter(|r| r["target"].as_str().is_some_and(|t| t == "ort" || t.starts_with("ort::")))
+        .filter(|r| !matches!(r["level"].as_str(), Some("WARN" | "ERROR")))
+        .collect();
+    assert!(ort_info.is_empty(), "ort INFO lines: {ort_info:?}");
+    assert!(records.len() < 40, "{} log lines for a short run:\n{log}", records.len());
     let committed = mock.committed(&cfg.kafka.group_id, "events", 4);
     assert_eq!(committed.iter().sum::<i64>(), 5_000, "committed {committed:?}");
 }

@@ -124,12 +124,104 @@ fn check_config_prints_every_problem_and_exits_nonzero() {
     let out = verdict().args(["check-config", "--config"]).arg(&file).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("3 problem(s)"), "{err}");
-    for path in ["kafka.compression", "batch.max_events", "decide.review_at"] {
+    // model.dir has no default: a config must name its model.
+    assert!(err.contains("4 problem(s)"), "{err}");
+    for path in ["kafka.compression", "batch.max_events", "decide.review_at", "model.dir: required"] {
         assert!(err.contains(path), "missing {path} in: {err}");
     }
-    let ok = verdict().args(["check-config"]).output().unwrap();
+    let ok = verdict().args(["check-config", "--config", "config/demo.toml"]).output().unwrap();
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+}
+
+/// Copies the demo model's manifest with a model file of `bytes`.
+fn model_file_of(bytes: &[u8]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(crate_path("models/demo/manifest.json"), dir.path().join("manifest.json")).unwrap();
+    std::fs::write(dir.path().join("model.onnx"), bytes).unwrap();
+    dir
+}
+
+/// The demo's entity table, as a deployment's file would state it.
+fn card_entity() -> String {
+    let demo = std::fs::read_to_string(crate_path("config/demo.toml")).unwrap();
+    let start = demo.find("[[enrich.entities]]").unwrap();
+    let end = start + demo[start..].find("\n]\n").unwrap() + 3;
+    demo[start..end].to_string()
+}
+
+/// `verdict check-config --config <file with toml>`, run in `cwd`: (exit code, stdout, stderr).
+fn check_config_in(cwd: &Path, toml: &str) -> (Option<i32>, String, String) {
+    let file = cwd.join("verdict.toml");
+    std::fs::write(&file, toml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_verdict"))
+        .current_dir(cwd)
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn check_config_reports_every_problem_run_would_meet_at_once() {
+    // Each of these passed check-config before and made `run` fail at start-up.
+    let truncated = std::fs::read(crate_path("models/demo/model.onnx")).unwrap();
+    let truncated = model_file_of(&truncated[..truncated.len() / 3]);
+    let empty = model_file_of(b"");
+    let cwd = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[model]\ndir = {:?}\nshadow_dir = {:?}\n[kafka.consumer]\n\"foo.bar\" = \"1\"\n[kafka.producer]\n\"linger.mss\" = \"5\"\n\
+         [batch]\nmax_events = \"two\"\n[decode.fields]\nentity_key = \"card_id\"\n{}",
+        truncated.path(),
+        empty.path(),
+        card_entity()
+    );
+    let (code, _, err) = check_config_in(cwd.path(), &toml);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("5 problem(s)"), "{err}");
+    for expected in [
+        "kafka.consumer.\"foo.bar\": No such configuration property",
+        "kafka.producer.\"linger.mss\": No such configuration property",
+        "batch.max_events: invalid type: string \"two\", expected usize",
+        &format!("model.dir: {}: loading model", truncated.path().display()),
+        &format!("model.shadow_dir: {}: loading model", empty.path().display()),
+    ] {
+        assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
+    }
+
+    // An empty model file as the serving model, an unknown enrich backend, a rules file
+    // with a syntax error.
+    let rules = cwd.path().join("rules.toml");
+    std::fs::write(&rules, "[[rules]\n").unwrap();
+    let toml = format!("[model]\ndir = {:?}\n[enrich]\nbackend = \"mongo\"\n[rules]\nfile = {rules:?}\n", empty.path());
+    let (code, _, err) = check_config_in(cwd.path(), &toml);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains(&format!("model.dir: {}: loading model", empty.path().display())), "{err}");
+    assert!(err.contains("enrich.backend: unknown variant `mongo`"), "{err}");
+    assert!(err.contains("rules.file: rules file: TOML parse error"), "{err}");
+}
+
+#[test]
+fn check_config_passes_a_minimal_json_config_outside_the_repository() {
+    // No schemas, no demo files nearby: the defaults must not need any.
+    let cwd = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[decode]\nformat = \"json\"\n[decode.fields]\nentity_key = \"card_id\"\n[model]\ndir = {:?}\n{}",
+        crate_path("models/demo"),
+        card_entity()
+    );
+    let (code, out, err) = check_config_in(cwd.path(), &toml);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.starts_with("config OK"), "{out}");
+    assert!(err.is_empty(), "nothing logged: {err}");
+
+    // Without the entity the model's window and feature inputs have no source: named.
+    let toml = format!("[decode]\nformat = \"json\"\n[model]\ndir = {:?}\n", crate_path("models/demo"));
+    let (code, _, err) = check_config_in(cwd.path(), &toml);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("enrich.entities: ") && err.contains("window:card.10m.count"), "{err}");
 }
 
 #[test]
@@ -145,11 +237,35 @@ fn run_refuses_a_bad_config_the_same_way() {
     assert!(err.contains("batch.max_events") && err.contains("kafka.bogus: unknown key"), "{err}");
 }
 
+/// A line of the log (`2026-01-01T00:00:00.000Z  WARN verdict::drift: ...`), not of the screen.
+fn is_log_line(line: &str) -> bool {
+    ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"].iter().any(|l| line.contains(&format!(" {l} ")))
+        || line.contains("\"level\":")
+}
+
 #[test]
 fn demo_with_an_event_count_finishes_and_reports_throughput_and_p99() {
-    let out = verdict().args(["demo", "--events", "20000", "--rate", "0"]).output().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("demo.log");
+    let out = verdict().args(["demo", "--events", "20000", "--rate", "0", "--log-file"]).arg(&log).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // The screen: progress and summary only; the log (the cold stream's drift warnings
+    // among it) is in the file the first line names, counted in the last.
+    for line in stdout.lines().chain(stderr.lines()) {
+        assert!(!is_log_line(line), "a log line on the screen: {line}");
+    }
+    assert!(stderr.lines().next().unwrap().ends_with(&format!("(log: {})", log.display())), "{stderr}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("model loaded"), "{logged}");
+    let warnings = logged.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")).count();
+    let last = stdout.lines().last().unwrap();
+    let expected = match warnings {
+        0 => format!("log                 no warnings, see {}", log.display()),
+        n => format!("log                 {n} warnings logged, see {}", log.display()),
+    };
+    assert_eq!(last, expected);
     assert!(stdout.contains("throughput"), "{stdout}");
     assert!(stdout.contains("latency p99 "), "{stdout}");
     let decided: u64 = stdout

@@ -217,7 +217,7 @@ def main() -> None:
 
     events = generate(args.binary, args.rows, args.seed)
     manifest = {"inputs": inputs}
-    with open(root / "config/defaults.toml", "rb") as f:
+    with open(root / "config/demo.toml", "rb") as f:
         enrich = tomllib.load(f)["enrich"]
     x = vectorize_many(events, manifest, enrich)
     y = np.array([e["label"] for e in events], dtype=np.int64)
@@ -353,7 +353,7 @@ def train_pipeline(args, root: Path) -> None:
     inputs = pipeline_inputs()
     manifest = {"inputs": inputs, "graph_inputs": pipeline_graph_inputs(inputs)}
     events = generate(args.binary, args.rows, args.seed)
-    with open(root / "config/defaults.toml", "rb") as f:
+    with open(root / "config/demo.toml", "rb") as f:
         enrich = tomllib.load(f)["enrich"]
     rows = feature_rows(events, manifest, enrich)
     y = np.array([e["label"] for e in events], dtype=np.int64)

@@ -1,14 +1,14 @@
 use std::path::Path;
 
 use super::*;
-use crate::config::DecodeConfig;
 use crate::demo::{confluent_frame, Generator};
 
 fn decoder() -> Decoder {
     let manifest = crate::score::Manifest::load(Path::new("models/demo")).unwrap();
-    let cfg = DecodeConfig::default();
+    let demo = crate::config::demo();
+    let cfg = demo.decode;
     let schemas = LocalSchemas::load(&cfg.avro_schemas).unwrap();
-    let enricher = crate::enrich::Enricher::new(&crate::enrich::EnrichConfig::default()).unwrap();
+    let enricher = crate::enrich::Enricher::new(&demo.enrich).unwrap();
     Decoder::new(&cfg, Arc::new(schemas), Vectorizer::new(&manifest, enricher.names()).unwrap(), enricher.paths())
 }
 

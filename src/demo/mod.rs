@@ -3,6 +3,7 @@
 //! The end-to-end benchmark drives the same code.
 
 pub mod generator;
+pub mod log;
 pub mod mock;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use generator::{confluent_frame, Generator, Transaction};
+pub use log::DemoLog;
 pub use mock::{KafkaClient, MockKafka, ReadMessage};
 
 use crate::config::Config;

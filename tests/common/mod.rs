@@ -24,7 +24,7 @@ pub fn mock_setup(partitions: i32) -> (MockKafka, Config) {
     verdict::telemetry::init_logging("pretty", &std::env::var("TEST_LOG").unwrap_or_else(|_| "off".into()));
     let mock = MockKafka::start(1);
     let n = NEXT.fetch_add(1, Ordering::SeqCst);
-    let mut cfg = Config::default();
+    let mut cfg = verdict::config::demo();
     verdict::demo::use_mock(&mut cfg, &mock);
     cfg.kafka.group_id = format!("verdict-test-{n}");
     cfg.kafka.commit_interval_ms = 200;

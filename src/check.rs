@@ -1,0 +1,169 @@
+//! `verdict check-config` (a module of the binary): everything `run` does with a
+//! configuration before it consumes, short of connecting to anything.
+//!
+//! `run` would load ONNX Runtime and the model (manifest checks and a validated session),
+//! build the librdkafka consumer and producer configurations, load the Avro schemas, build
+//! the enrich stage and the model's input rows from its names, parse the rules file and the
+//! drift baseline. Each of those is done here, and each failure is reported with the key
+//! that causes it, so a configuration that passes here does not fail `run` at start-up for
+//! a reason it could have named (an unreachable broker or Redis is left to `run`).
+
+use std::collections::BTreeMap;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+
+use verdict::config::{is_secret_key, Config};
+use verdict::decode::{LocalSchemas, Vectorizer};
+use verdict::enrich::{Backend, Enricher};
+use verdict::score::{init_runtime, ModelSpec, OnnxScorer};
+
+/// Every problem `run` would meet before consuming, as `key.path: what is wrong`.
+/// `known` are the problems already reported by loading; a check whose keys already have
+/// one is skipped (it would only repeat it).
+pub fn check(cfg: &Config, known: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let has = |prefix: &str| known.iter().any(|p| p.starts_with(prefix));
+
+    // The whole client configuration includes verdict's own settings (kafka.compression is
+    // compression.type): a problem loading found in them would only be repeated.
+    let whole = !has("kafka");
+    let consumer = verdict::consume::consumer_config(&cfg.kafka, cfg.telemetry.stats_interval_ms);
+    check_kafka("kafka.consumer", whole.then_some(consumer), &cfg.kafka.consumer, &mut out);
+    let producer = verdict::publish::producer_config(&cfg.kafka);
+    check_kafka("kafka.producer", whole.then_some(producer), &cfg.kafka.producer, &mut out);
+
+    if !has("decode.avro_schemas") {
+        if let Err(e) = LocalSchemas::load(&cfg.decode.avro_schemas) {
+            out.push(if e.starts_with("decode.avro_schemas") { e } else { format!("decode.avro_schemas: {e}") });
+        }
+    }
+
+    let spec = if has("model.dir") { None } else { check_model(cfg, &mut out) };
+
+    // The names the enrich stage produces; built without connecting (a Redis backend is
+    // checked for a well-formed URL, its names are those of the in-process store). A value
+    // already reported has taken its default here; a failure then only repeats it.
+    let names = {
+        let mut enrich = cfg.enrich.clone();
+        if enrich.backend == Backend::Redis {
+            if let (false, Err(e)) = (has("enrich.redis_url"), redis::Client::open(enrich.redis_url.as_str())) {
+                out.push(format!("enrich.redis_url: {e}"));
+            }
+            enrich.backend = Backend::Memory;
+        }
+        match Enricher::new(&enrich) {
+            Ok(e) => Some(e.names().to_vec()),
+            Err(e) => {
+                if !has("enrich") {
+                    out.push(format!("enrich: {e}"));
+                }
+                None
+            }
+        }
+    };
+
+    if let (Some(spec), Some(names)) = (&spec, &names) {
+        if let Err(e) = Vectorizer::new(&spec.manifest, names) {
+            out.push(format!("enrich.entities: the model in {} needs what they do not give: {e}", spec.dir.display()));
+        }
+        if let Err(e) = verdict::drift::Baseline::from_manifest(&spec.manifest) {
+            out.push(format!("model.dir: {}: drift baseline: {e}", spec.dir.display()));
+        }
+    }
+
+    if !cfg.rules.file.is_empty() && !has("rules") {
+        match &names {
+            Some(names) => {
+                if let Err(errors) = verdict::rules::RuleSet::load(std::path::Path::new(&cfg.rules.file), names) {
+                    out.extend(errors.into_iter().map(|e| format!("rules.file: {e}")));
+                }
+            }
+            None => out.push(format!("rules.file: {}: not checked (fix enrich first)", cfg.rules.file)),
+        }
+    }
+    out
+}
+
+/// Loads ONNX Runtime, the manifest and one session (the manifest/session checks `run`
+/// makes for each worker), and the shadow model if one is configured.
+fn check_model(cfg: &Config, out: &mut Vec<String>) -> Option<ModelSpec> {
+    let env = match init_runtime(cfg.model.ort_library.as_deref()) {
+        Ok(env) => Some(env),
+        Err(e) => {
+            out.push(format!("model.ort_library: {e}"));
+            None
+        }
+    };
+    let dir = cfg.model.dir.display();
+    let spec = match ModelSpec::from_config(&cfg.model) {
+        Ok(spec) => spec,
+        Err(e) => {
+            out.push(format!("model.dir: {dir}: {e}"));
+            return None;
+        }
+    };
+    // A model that does not load is reported; the shadow model is still checked.
+    let loads = match env.map(|env| OnnxScorer::load(&spec, env)) {
+        Some(Err(e)) => {
+            out.push(format!("model.dir: {dir}: {e}"));
+            false
+        }
+        _ => true,
+    };
+    if let Some(shadow_dir) = &cfg.model.shadow_dir {
+        let shadow_cfg = verdict::config::ModelConfig { dir: shadow_dir.clone(), ..cfg.model.clone() };
+        let shadow = shadow_dir.display();
+        match ModelSpec::from_config(&shadow_cfg) {
+            Err(e) => out.push(format!("model.shadow_dir: {shadow}: {e}")),
+            Ok(s) if s.manifest.inputs != spec.manifest.inputs || s.manifest.lanes() != spec.manifest.lanes() => {
+                out.push(format!("model.shadow_dir: {shadow}: takes other inputs than the serving model {dir}"))
+            }
+            Ok(s) => {
+                if let Some(env) = env {
+                    if let Err(e) = OnnxScorer::load(&s, env) {
+                        out.push(format!("model.shadow_dir: {shadow}: {e}"));
+                    }
+                }
+            }
+        }
+    }
+    loads.then_some(spec)
+}
+
+/// Validates every librdkafka property of one client without creating it: each property
+/// the user set on its own (so each bad one is named), then (if given) the whole configuration.
+fn check_kafka(section: &str, full: Option<ClientConfig>, user: &BTreeMap<String, String>, out: &mut Vec<String>) {
+    let before = out.len();
+    for (key, value) in user {
+        let mut one = ClientConfig::new();
+        one.set(key, value);
+        if let Err(e) = one.create_native_config() {
+            out.push(format!("{section}.\"{key}\": {}", kafka_reason(&e, key, value)));
+        }
+    }
+    let Some(full) = full else { return };
+    if out.len() == before {
+        if let Err(e) = full.create_native_config() {
+            let key = match &e {
+                KafkaError::ClientConfig(_, _, key, _) => key.as_str(),
+                _ => "",
+            };
+            let value = full.get(key).unwrap_or_default();
+            out.push(format!("kafka: {}", kafka_reason(&e, key, value)));
+        }
+    }
+}
+
+/// librdkafka's own description of a refused property, without the value of a secret.
+fn kafka_reason(e: &KafkaError, key: &str, value: &str) -> String {
+    let reason = match e {
+        KafkaError::ClientConfig(_, desc, _, _) => desc.clone(),
+        other => other.to_string(),
+    };
+    if is_secret_key(key) && !value.is_empty() {
+        reason.replace(value, "***")
+    } else {
+        reason
+    }
+}
