@@ -12,15 +12,15 @@ const NOW: i64 = 1_764_000_000_000;
 
 fn decoder_with(cfg: &DecodeConfig, entities: Vec<EntityPaths>) -> Decoder {
     let manifest = crate::score::Manifest::load(Path::new("models/demo")).unwrap();
-    let enricher = crate::enrich::Enricher::new(&crate::enrich::EnrichConfig::default()).unwrap();
+    let enricher = crate::enrich::Enricher::new(&crate::config::demo().enrich).unwrap();
     let mut schemas = LocalSchemas::load(&cfg.avro_schemas).unwrap();
     schemas.insert(5, Schema::parse_str(UNION_SCHEMA).unwrap());
     Decoder::new(cfg, Arc::new(schemas), Vectorizer::new(&manifest, enricher.names()).unwrap(), entities)
 }
 
 fn decoder() -> Decoder {
-    let cfg = DecodeConfig::default();
-    let enricher = crate::enrich::Enricher::new(&crate::enrich::EnrichConfig::default()).unwrap();
+    let cfg = crate::config::demo().decode;
+    let enricher = crate::enrich::Enricher::new(&crate::config::demo().enrich).unwrap();
     decoder_with(&cfg, enricher.paths())
 }
 
@@ -82,8 +82,8 @@ fn an_event_time_too_far_ahead_of_the_batch_clock_is_a_bad_event_time() {
 
 #[test]
 fn no_upper_bound_when_max_ahead_is_zero_and_old_files_decode_with_a_lower_minimum() {
-    let cfg = DecodeConfig { event_time_max_ahead_ms: 0, event_time_min_ms: i64::MIN, ..DecodeConfig::default() };
-    let enricher = crate::enrich::Enricher::new(&crate::enrich::EnrichConfig::default()).unwrap();
+    let cfg = DecodeConfig { event_time_max_ahead_ms: 0, event_time_min_ms: i64::MIN, ..crate::config::demo().decode };
+    let enricher = crate::enrich::Enricher::new(&crate::config::demo().enrich).unwrap();
     let d = decoder_with(&cfg, enricher.paths());
     for t in [i64::MIN, -1, 1, i64::MAX] {
         assert_eq!(decode(&d, &event(t, "")).unwrap().event_time_ms, t);
@@ -143,7 +143,7 @@ fn every_non_finite_literal_names_its_field_path() {
 
 #[test]
 fn a_path_through_a_non_object_is_wrong_type_and_through_null_is_missing() {
-    let mut cfg = DecodeConfig::default();
+    let mut cfg = crate::config::demo().decode;
     cfg.fields.event_id = "meta.id".into();
     cfg.fields.event_time = "meta.time".into();
     let entity = EntityPaths {
@@ -255,8 +255,8 @@ fn invalid_utf8_anywhere_is_malformed_naming_where() {
 
 #[test]
 fn nesting_a_hundred_thousand_deep_is_malformed_without_overflowing_the_stack() {
-    let cfg = DecodeConfig { max_payload_bytes: 4 << 20, ..DecodeConfig::default() };
-    let enricher = crate::enrich::Enricher::new(&crate::enrich::EnrichConfig::default()).unwrap();
+    let cfg = DecodeConfig { max_payload_bytes: 4 << 20, ..crate::config::demo().decode };
+    let enricher = crate::enrich::Enricher::new(&crate::config::demo().enrich).unwrap();
     let d = decoder_with(&cfg, enricher.paths());
     let n = 100_000;
     let arrays = format!("{}{}", "[".repeat(n), "]".repeat(n));
