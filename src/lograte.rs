@@ -24,6 +24,9 @@ use crate::telemetry::Metrics;
 /// The window of [`LogRate::new`]'s usual callers.
 pub const WINDOW: Duration = Duration::from_secs(30);
 
+/// A new error kind tells the previous kind's repeats only if that one began this long ago.
+const CHANGE_AFTER: Duration = Duration::from_secs(1);
+
 /// Error kinds tracked at once per limiter; the oldest is summarized and dropped beyond it.
 const MAX_KINDS: usize = 32;
 
@@ -86,11 +89,13 @@ impl LogRate {
         let mut k = self.kinds.lock();
         self.expire(&mut k, now);
         let at = k.list.iter().position(|x| x.name == kind);
-        // The source's error changed: what the previous one repeated is told now (once a
-        // window, so alternating errors cannot make a line per change).
-        if let Some(prev) = k.last.filter(|&p| Some(p) != at) {
+        // The source's error changed to a new one: what the previous one repeated is told
+        // now, once a window (alternating errors cannot make a line per change), and only if
+        // it had gone on for a while: one failure shows as several kinds at once (a refused
+        // connection, then "transport failure", then "all brokers down"), which is no change.
+        if let (None, Some(prev)) = (at, k.last) {
             let p = &mut k.list[prev];
-            if p.repeats > 0 && !p.summarized {
+            if p.repeats > 0 && !p.summarized && now.duration_since(p.since) >= CHANGE_AFTER {
                 self.summary(p, now);
                 p.repeats = 0;
                 p.summarized = true;
@@ -213,6 +218,11 @@ impl KafkaLogs {
         self.rate.flush();
     }
 
+    /// The client's other repeating failures (commit errors...): see [`LogRate::admit`].
+    pub fn admit(&self, level: Level, kind: &str) -> bool {
+        self.rate.admit(level, kind)
+    }
+
     /// Counts suppressed lines in `metrics` from now on.
     pub fn count_in(&mut self, metrics: &Metrics) {
         self.rate.count_in(metrics);
@@ -223,7 +233,7 @@ impl KafkaLogs {
 /// global error and the same error returned by `poll` are one kind.
 fn kind(error: &KafkaError) -> String {
     match error.rdkafka_error_code() {
-        Some(code) => format!("kafka error {code:?} ({code})"),
+        Some(code) => format!("kafka error {code}"),
         None => format!("kafka error {error}"),
     }
 }
@@ -270,13 +280,15 @@ mod tests {
         for _ in 0..5 {
             assert!(!r.admit(Level::WARN, "broker down"));
         }
-        assert!(r.admit(Level::WARN, "auth failed"), "another kind is logged at once");
-        assert!(!r.admit(Level::WARN, "auth failed"));
+        assert!(r.admit(Level::WARN, "transport failure"), "another kind is logged at once");
+        assert!(!r.admit(Level::WARN, "transport failure"));
         assert_eq!(m.guards.log_suppressed.with_label_values(&["test"]).get(), 6);
-        // The change back to "broker down" told auth's repeat; broker's 5 were told when
-        // "auth failed" first came. Both keep their windows: still not logged again.
-        assert!(!r.admit(Level::WARN, "broker down"));
-        assert_eq!(r.pending(), 1, "only the newest repeat is untold");
+        assert_eq!(r.pending(), 6, "kinds arriving together are one failure: no summary yet");
+        // A second later the error changes: the previous kind's repeats are told then.
+        std::thread::sleep(CHANGE_AFTER);
+        assert!(r.admit(Level::WARN, "auth failed"));
+        assert_eq!(r.pending(), 5, "the one repeat of the last kind was told");
+        assert!(!r.admit(Level::WARN, "broker down"), "its window goes on: still counted, not logged");
     }
 
     #[test]
