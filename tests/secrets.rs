@@ -138,9 +138,11 @@ fn a_wrong_redis_password_is_reported_as_such_and_never_shown() {
 #[test]
 fn a_consumer_facing_a_closed_port_logs_a_few_lines_not_a_flood() {
     let (_turn, logs) = capture();
-    let mut kafka = verdict::config::KafkaConfig::default();
-    kafka.brokers = "127.0.0.1:1".into();
-    kafka.group_id = "verdict-closed-port".into();
+    let kafka = verdict::config::KafkaConfig {
+        brokers: "127.0.0.1:1".into(),
+        group_id: "verdict-closed-port".into(),
+        ..Default::default()
+    };
     let m = Metrics::new();
     let consumer = verdict::consume::create_consumer(&kafka, 1000, m.clone(), Arc::new(AtomicUsize::new(0))).unwrap();
     // What the consume loop does with what `poll` returns while the broker is down.
