@@ -22,6 +22,8 @@
 //! * [`demo`]: mock cluster, synthetic transactions, the demo and benchmark driver.
 //! * [`vectorize`]: the rows (and scores) the service would feed the model, for parity checks.
 //! * [`enrich`]: per-entity sliding windows and online features (memory or Redis).
+//! * [`redact`]: secrets (Redis passwords, secret librdkafka properties) masked in logs and errors.
+//! * [`lograte`]: repeated errors logged once per window with a count.
 //! * [`watchdog`]: the stall watchdog behind `/readyz` (work waiting, nothing acknowledged).
 
 #![warn(missing_docs)]
@@ -36,8 +38,10 @@ pub mod envelope;
 pub mod error;
 #[doc(hidden)]
 pub mod fault;
+pub mod lograte;
 pub mod pipeline;
 pub mod publish;
+pub mod redact;
 pub mod rules;
 pub mod score;
 pub mod telemetry;

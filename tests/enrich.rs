@@ -376,3 +376,92 @@ fn memory_and_redis_enrichers(redis: &RedisServer) -> (verdict::enrich::Enricher
     cfg.enrich.redis_url = redis.url();
     (memory, [Enricher::new(&cfg.enrich).unwrap(), Enricher::new(&cfg.enrich).unwrap()])
 }
+
+/// Log lines written on the calling thread while `f` runs.
+fn logs_of<T>(f: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let w = buf.clone();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || w.clone()).with_ansi(false).finish();
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
+    (out, text)
+}
+
+/// One event of card `id`; returns the enriched values by name.
+fn enrich_card(enricher: &mut verdict::enrich::Enricher, id: &str, offset: i64) -> Vec<(String, Option<f64>)> {
+    let now = verdict::publish::acker::wall_clock_ms();
+    let entities =
+        [verdict::enrich::EntityInput { id: Some(id.into()), value: Some(10.0), distinct: Some("m1".into()) }];
+    let req = verdict::enrich::Request { fence_key: "events/0", offset, time_ms: now, entities: &entities };
+    let mut out = Vec::new();
+    enricher.enrich(&[req], &mut out).unwrap();
+    enricher.names().iter().cloned().zip(out).collect()
+}
+
+fn value(values: &[(String, Option<f64>)], name: &str) -> Option<f64> {
+    values.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no {name}")).1
+}
+
+#[test]
+fn the_readme_feature_hash_is_read_and_a_hash_without_braces_is_counted_and_named() {
+    let redis = RedisServer::start();
+    let cfg = verdict::enrich::EnrichConfig {
+        backend: verdict::enrich::Backend::Redis,
+        redis_url: redis.url(),
+        ..Default::default()
+    };
+    let m = Metrics::new();
+    let mut enricher = verdict::enrich::Enricher::new(&cfg).unwrap().with_metrics(&m);
+    let missing = || m.guards.feature_hash_missing.with_label_values(&["card"]).get();
+
+    // The README's example line, run as written.
+    let readme = std::fs::read_to_string(crate_path("README.md")).unwrap();
+    let line = readme.lines().find(|l| l.starts_with("redis-cli -u \"$REDIS_URL\" HSET")).expect("the README example");
+    let status = std::process::Command::new("sh")
+        .args(["-c", line])
+        .env("REDIS_URL", redis.url())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{line}");
+    let values = enrich_card(&mut enricher, "c047094", 0);
+    assert_eq!(value(&values, "feature:card.chargebacks_90d"), Some(2.0));
+    assert_eq!(value(&values, "feature:card.avg_amount_30d"), Some(57.5));
+    assert!(value(&values, "feature:card.age_s").is_some_and(|age| (0.0..5.0).contains(&age)));
+    assert_eq!(missing(), 0, "the hash was there");
+
+    // The same hash written without the braces: verdict reads another key.
+    let now = verdict::publish::acker::wall_clock_ms();
+    let _: () = redis::cmd("HSET")
+        .arg("verdict:f:card:c999")
+        .arg("chargebacks_90d")
+        .arg(5)
+        .arg("_ts")
+        .arg(now)
+        .query(&mut redis.conn())
+        .unwrap();
+    let (values, logs) = logs_of(|| enrich_card(&mut enricher, "c999", 1));
+    assert_eq!(value(&values, "feature:card.chargebacks_90d"), None, "defaults");
+    assert_eq!(missing(), 1);
+    assert!(
+        logs.contains("no online-feature hash at verdict:f:card:{c999}"),
+        "the warning names the key read:\n{logs}"
+    );
+
+    // Another card without features: counted, not told again.
+    let (_, logs) = logs_of(|| enrich_card(&mut enricher, "c1000", 2));
+    assert_eq!(missing(), 2);
+    assert!(!logs.contains("no online-feature hash"), "one warning per entity type per window:\n{logs}");
+    assert_eq!(m.guards.log_suppressed.with_label_values(&["enrich"]).get(), 1);
+}

@@ -1,5 +1,6 @@
-//! librdkafka callbacks: rebalances (drain, commit, readiness), commit results and
-//! statistics (consumer lag per partition).
+//! librdkafka callbacks: rebalances (drain, commit, readiness), commit results,
+//! statistics (consumer lag per partition), and librdkafka's own logs and errors, rate
+//! limited (a broker that is down reports the same error many times a second).
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -7,11 +8,13 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::statistics::Statistics;
 use rdkafka::TopicPartitionList;
 
+use crate::lograte::KafkaLogs;
 use crate::telemetry::Metrics;
 
 /// How long a revoke waits for in-flight batches to be acknowledged before committing.
@@ -24,12 +27,14 @@ pub struct VerdictContext {
     abort: Mutex<Option<Arc<AtomicBool>>>,
     revoked: Mutex<Vec<(String, i32)>>,
     assigned: AtomicI64,
+    logs: KafkaLogs,
 }
 
 impl VerdictContext {
     /// A context reporting into `metrics`; `in_flight` counts unacknowledged batches.
     pub fn new(metrics: Arc<Metrics>, in_flight: Arc<AtomicUsize>) -> Self {
         Self {
+            logs: KafkaLogs::new("kafka_consumer", Some(&metrics)),
             metrics,
             in_flight,
             abort: Mutex::new(None),
@@ -53,13 +58,31 @@ impl VerdictContext {
         }
     }
 
+    /// Logs an error the consumer's `poll` returned, rate limited together with the
+    /// client's errors (a global error reaches [`ClientContext::error`] and then `poll`: one
+    /// line for both). The consume loop calls this instead of logging each error itself.
+    pub fn poll_error(&self, error: &KafkaError) {
+        self.logs.poll_error(error);
+    }
+
     fn aborted(&self) -> bool {
         self.abort.lock().as_ref().is_some_and(|a| a.load(Ordering::SeqCst))
     }
 }
 
 impl ClientContext for VerdictContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.logs.log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.logs.error(&error, reason);
+    }
+
     fn stats(&self, stats: Statistics) {
+        // The statistics interval is the context's only tick: summaries of ended windows go
+        // out here when no further error comes to trigger them.
+        self.logs.flush();
         for (topic, t) in &stats.topics {
             for (partition, p) in &t.partitions {
                 if *partition >= 0 && p.consumer_lag >= 0 {
@@ -136,7 +159,10 @@ impl ConsumerContext for VerdictContext {
             }
             Err(e) => {
                 self.metrics.commits.with_label_values(&["error"]).inc();
-                tracing::warn!(error = %e, "offset commit failed");
+                // Every interval while the broker is down: rate limited.
+                if self.logs.admit(tracing::Level::WARN, "offset commit failed") {
+                    tracing::warn!(error = %e, "offset commit failed");
+                }
             }
         }
     }

@@ -7,6 +7,9 @@
 //! Workers never wait on this: they hand scored events to a bounded queue drained by a
 //! writer thread (one pipelined round trip per chunk); when the queue is full the event is
 //! not kept (counted), so its label will count as unknown.
+//!
+//! Failures that repeat while Redis or the broker is down are logged rate limited
+//! ([`crate::lograte`]), and never with the Redis URL's password.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,7 +20,9 @@ use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message};
 use serde::{Deserialize, Serialize};
+use tracing::Level;
 
+use crate::lograte::{LimitedContext, LogRate, WINDOW};
 use crate::rules::Action;
 use crate::telemetry::Metrics;
 
@@ -194,6 +199,7 @@ pub fn spawn_writer(
 
 fn writer(store: LabelStore, rx: Receiver<(String, f32, Action)>, metrics: Arc<Metrics>) {
     let mut conn: Option<redis::Connection> = None;
+    let failures = LogRate::new("labels_writer", WINDOW, Some(&metrics));
     let mut chunk = Vec::with_capacity(1024);
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
@@ -222,7 +228,10 @@ fn writer(store: LabelStore, rx: Receiver<(String, f32, Action)>, metrics: Arc<M
             }
             Err(e) => {
                 metrics.labels.with_label_values(&["not_kept"]).inc_by(chunk.len() as u64);
-                tracing::warn!(error = %e, events = chunk.len(), "scored events not kept for label joins");
+                let error = crate::enrich::redis::redis_error(&e);
+                if failures.admit(Level::WARN, "scored events not kept for label joins") {
+                    tracing::warn!(%error, events = chunk.len(), "scored events not kept for label joins");
+                }
             }
         }
         chunk.clear();
@@ -288,10 +297,22 @@ pub fn spawn_joiner(
         for (k, v) in &extra {
             cc.set(k, v);
         }
-        let consumer: BaseConsumer = match cc.create() {
+        let context = LimitedContext::new("labels_consumer", Some(&metrics));
+        let consumer: BaseConsumer<LimitedContext> = match cc.create_with_context(context) {
             Ok(c) => c,
-            Err(e) => return tracing::error!(error = %e, "labels consumer not created; labels are not joined"),
+            Err(e) => {
+                let error = crate::redact::Secrets::from_values(
+                    extra
+                        .iter()
+                        .filter(|(k, _)| crate::redact::is_secret_property(k))
+                        .map(|(_, v)| v.clone())
+                        .collect(),
+                )
+                .scrub(&e.to_string());
+                return tracing::error!(%error, "labels consumer not created; labels are not joined");
+            }
         };
+        let join_failures = LogRate::new("labels_joiner", WINDOW, Some(&metrics));
         if let Err(e) = consumer.subscribe(&[&topic]) {
             return tracing::error!(error = %e, %topic, "labels topic not subscribed");
         }
@@ -310,7 +331,7 @@ pub fn spawn_joiner(
                         }
                     },
                     Some(Err(e)) => {
-                        tracing::warn!(error = %e, "labels consumer error");
+                        consumer.context().logs().poll_error(&e);
                         break;
                     }
                     None => break,
@@ -341,7 +362,10 @@ pub fn spawn_joiner(
                 }
                 Err(e) => {
                     // Kept for the next round; the consumer keeps its position meanwhile.
-                    tracing::warn!(error = %e, labels = pending.len(), "label join failed; retrying");
+                    let error = crate::enrich::redis::redis_error(&e);
+                    if join_failures.admit(Level::WARN, "label join failed; retrying") {
+                        tracing::warn!(%error, labels = pending.len(), "label join failed; retrying");
+                    }
                     std::thread::sleep(Duration::from_millis(500));
                 }
             }

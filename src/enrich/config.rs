@@ -129,7 +129,7 @@ impl EnrichConfig {
     pub fn validate(&self) -> Vec<String> {
         let mut e = Vec::new();
         if self.backend == Backend::Redis && !self.redis_url.starts_with("redis") {
-            e.push(format!("enrich.redis_url: '{}' is not a redis:// URL", self.redis_url));
+            e.push(format!("enrich.redis_url: '{}' is not a redis:// URL", crate::redact::redis_url(&self.redis_url)));
         }
         if self.timeout_ms == 0 {
             e.push("enrich.timeout_ms: must be > 0".into());

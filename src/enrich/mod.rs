@@ -242,6 +242,7 @@ pub struct Enricher {
     states: Option<StateCache>,
     tokens: Tokens,
     per_group: bool,
+    missing: redis::MissingHashes,
 }
 
 /// A bounded map used only inside the turnstile (one batch at a time, so no lock): two
@@ -365,7 +366,19 @@ impl Enricher {
         });
         let states = (cfg.backend == Backend::Redis && cfg.state_cache_capacity > 0)
             .then(|| StateCache::new(cfg.state_cache_capacity));
-        Ok(Self { entities, names, store, cache, states, tokens: Tokens::new(), per_group: cfg.redis_cluster })
+        let missing = redis::MissingHashes::new(
+            &cfg.key_prefix,
+            entities.iter().map(|e| (e.cfg.name.as_str(), &e.cfg.features[..])),
+        );
+        Ok(Self { entities, names, store, cache, states, tokens: Tokens::new(), per_group: cfg.redis_cluster, missing })
+    }
+
+    /// Counts online-feature reads that find no hash in
+    /// `verdict_feature_hash_missing_total{entity}` (the warning naming the key is logged
+    /// with or without this).
+    pub fn with_metrics(mut self, metrics: &crate::telemetry::Metrics) -> Self {
+        self.missing.count_in(metrics);
+        self
     }
 
     /// Names of the values this enricher produces, in output order.
@@ -462,6 +475,7 @@ impl Enricher {
                     let reply = store.run(&ask, now, self.per_group)?;
                     stats.round_trips = 1;
                     stats.commands = calls(&ask);
+                    self.missing.clear();
                     let mut read = ReplyReader {
                         entities: &self.entities,
                         now,
@@ -469,8 +483,10 @@ impl Enricher {
                         cache: self.cache.as_mut(),
                         states: self.states.as_mut(),
                         tokens: &mut self.tokens,
+                        missing: &mut self.missing,
                     };
                     let mut again = read.reply(&mut ask, &reply, out, &mut stats)?;
+                    read.missing.report(&ask);
                     // Copies Redis no longer matched (another instance wrote meanwhile): a
                     // second round trip has the script apply those groups' events.
                     if !again.is_empty() {
@@ -494,6 +510,7 @@ struct ReplyReader<'e> {
     cache: Option<&'e mut FeatureCache>,
     states: Option<&'e mut StateCache>,
     tokens: &'e mut Tokens,
+    missing: &'e mut redis::MissingHashes,
 }
 
 impl ReplyReader<'_> {
@@ -508,10 +525,14 @@ impl ReplyReader<'_> {
     ) -> Result<Vec<Group<'a>>, EnrichError> {
         let mut at = 0;
         let mut again = Vec::new();
-        for g in groups.iter_mut() {
+        for (i, g) in groups.iter_mut().enumerate() {
             let e = &self.entities[g.entity_idx];
             let rest = &reply[at.min(reply.len())..];
             let (used, stored) = parse_reply(g, e, rest, self.now, self.width, out, stats, self.states.as_deref_mut())?;
+            // Features read and no `_ts`: no hash at the key (or one verdict cannot date).
+            if !g.features.is_empty() && rest[g.features.len()].is_empty() {
+                self.missing.note(g.entity_idx, i);
+            }
             if let (Some(cache), false) = (self.cache.as_deref_mut(), g.features.is_empty()) {
                 let values = reply[at..at + g.features.len() + 1].iter().map(|v| number(v)).collect();
                 cache.insert(g.key.clone(), Arc::new(values));

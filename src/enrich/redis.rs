@@ -7,14 +7,24 @@
 //!   newest), field `d:{value}` = start of the distinct value's latest bucket; TTL = longest
 //!   window + lateness;
 //! * `{prefix}:f:{entity}:{id}` — online features: a hash of `name → number` plus `_ts`
-//!   (ms since epoch of the last update), written by the feature pipeline, read here.
+//!   (ms since epoch of the last update), written by the feature pipeline, read here. The
+//!   braces are part of the key. A read that finds no hash (or one without `_ts`) is counted
+//!   per entity and told in a rate-limited warning naming the key ([`MissingHashes`]): a
+//!   hash written under another key is otherwise invisible, every feature its default.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus::IntCounter;
 use redis::aio::ConnectionManager;
+use tracing::Level;
 
 use super::{EnrichError, Group};
+use crate::lograte::LogRate;
+use crate::telemetry::Metrics;
+
+/// How often the missing-hash warning repeats per entity type (with a count in between).
+const MISSING_WINDOW: Duration = Duration::from_secs(600);
 
 /// The window script, loaded once per connection (re-loaded on `NOSCRIPT`).
 pub const WINDOW_SCRIPT: &str = include_str!("window.lua");
@@ -47,7 +57,10 @@ impl RedisStore {
                 .build()
                 .map_err(|e| EnrichError::Config(format!("redis runtime: {e}")))?,
         );
-        let client = redis::Client::open(url).map_err(|e| EnrichError::Config(format!("enrich.redis_url: {e}")))?;
+        // The URL may carry a password: only its redacted form goes into messages.
+        let shown = crate::redact::redis_url(url);
+        let client = redis::Client::open(url)
+            .map_err(|e| EnrichError::Config(format!("enrich.redis_url '{shown}': {}", redis_error(&e))))?;
         let cfg = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
@@ -55,8 +68,8 @@ impl RedisStore {
             .set_max_delay(Duration::from_millis(500));
         let conn = rt
             .block_on(async { tokio::time::timeout(timeout * 3, client.get_connection_manager_with_config(cfg)).await })
-            .map_err(|_| EnrichError::Unavailable(format!("connecting to {url}: timed out")))?
-            .map_err(|e| EnrichError::Unavailable(format!("connecting to {url}: {e}")))?;
+            .map_err(|_| EnrichError::Unavailable(format!("connecting to {shown}: timed out")))?
+            .map_err(|e| EnrichError::Unavailable(format!("connecting to {shown}: {}", redis_error(&e))))?;
         let mut store = Self { rt, conn, sha: String::new(), prefix: prefix.to_string(), timeout };
         store.sha = store.load_script()?;
         Ok(store)
@@ -68,7 +81,7 @@ impl RedisStore {
             .block_on(async {
                 redis::cmd("SCRIPT").arg("LOAD").arg(WINDOW_SCRIPT).query_async::<String>(&mut conn).await
             })
-            .map_err(|e| EnrichError::Unavailable(format!("SCRIPT LOAD: {e}")))
+            .map_err(|e| EnrichError::Unavailable(format!("SCRIPT LOAD: {}", redis_error(&e))))
     }
 
     /// Runs the groups' script calls in one pipelined round trip — one call per group
@@ -115,11 +128,101 @@ impl RedisStore {
                     // depends only on its text, so the pipeline is re-sent unchanged).
                     self.sha = self.load_script()?;
                 }
-                Ok(Err(e)) => return Err(EnrichError::Unavailable(e.to_string())),
+                Ok(Err(e)) => return Err(EnrichError::Unavailable(redis_error(&e))),
                 Err(_) => return Err(EnrichError::Unavailable(format!("no reply within {timeout:?}"))),
             }
         }
         Err(EnrichError::Unavailable("script could not be loaded".into()))
+    }
+}
+
+/// Online-feature reads that found no hash, per entity type: counted in
+/// `verdict_feature_hash_missing_total{entity}` and told in a warning naming the exact key
+/// read, once per entity type every ten minutes (`verdict_log_suppressed_total` counts the
+/// rest). Gathered per batch: one counter update and at most one log call per entity type.
+pub struct MissingHashes {
+    prefix: String,
+    /// Per entity type: its name, first feature, warning kind and counter.
+    entities: Vec<(String, String, String, Option<IntCounter>)>,
+    /// Per entity type, in the current batch: reads that found no hash, and the first
+    /// such group's index.
+    batch: Vec<(u64, usize)>,
+    log: LogRate,
+}
+
+impl MissingHashes {
+    /// For entity types `(name, feature names)` under key prefix `prefix`.
+    pub fn new<'a>(prefix: &str, entities: impl Iterator<Item = (&'a str, &'a [String])>) -> Self {
+        let entities: Vec<_> = entities
+            .map(|(name, features)| {
+                let first = features.first().cloned().unwrap_or_default();
+                (name.to_string(), first, format!("no online-feature hash for entity {name}"), None)
+            })
+            .collect();
+        let batch = vec![(0, 0); entities.len()];
+        Self { prefix: prefix.to_string(), entities, batch, log: LogRate::new("enrich", MISSING_WINDOW, None) }
+    }
+
+    /// Counts into `metrics` from now on.
+    pub fn count_in(&mut self, metrics: &Metrics) {
+        for (name, _, _, counter) in &mut self.entities {
+            *counter = Some(metrics.guards.feature_hash_missing.with_label_values(&[name.as_str()]));
+        }
+        self.log.count_in(metrics);
+    }
+
+    /// Notes that group `index` of the batch, of entity type `entity`, found no hash.
+    pub fn note(&mut self, entity: usize, index: usize) {
+        let b = &mut self.batch[entity];
+        if b.0 == 0 {
+            b.1 = index;
+        }
+        b.0 += 1;
+    }
+
+    /// Counts and tells the batch's missing hashes (`groups`: the batch's groups as noted),
+    /// and starts the next batch.
+    pub fn report(&mut self, groups: &[Group<'_>]) {
+        for (i, b) in self.batch.iter_mut().enumerate() {
+            let (n, first) = std::mem::take(b);
+            if n == 0 {
+                continue;
+            }
+            let (entity, feature, kind, counter) = &self.entities[i];
+            if let Some(c) = counter {
+                c.inc_by(n);
+            }
+            if let (true, Some(g)) = (self.log.admit(Level::WARN, kind), groups.get(first)) {
+                let key = feature_key(&self.prefix, entity, g.id);
+                tracing::warn!(
+                    entity = %entity,
+                    %key,
+                    missing = n,
+                    "no online-feature hash at {key} (write it with HSET {key} {feature} <value> ... _ts <ms since \
+                     epoch>; the braces are part of the key); features take their defaults"
+                );
+            }
+        }
+    }
+
+    /// Forgets a batch that failed half-way.
+    pub fn clear(&mut self) {
+        self.batch.iter_mut().for_each(|b| *b = (0, 0));
+    }
+}
+
+/// A Redis error as verdict shows it: authentication failures named as such (the server
+/// says `WRONGPASS` or `NOAUTH`), and any URL in it without its password.
+pub fn redis_error(e: &redis::RedisError) -> String {
+    let text = crate::redact::text(&e.to_string()).into_owned();
+    let auth = e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("WRONGPASS" | "NOAUTH"))
+        || text.contains("WRONGPASS")
+        || text.contains("NOAUTH");
+    if auth && !text.to_ascii_lowercase().contains("authentication failed") {
+        format!("authentication failed (check the password in the Redis URL): {text}")
+    } else {
+        text
     }
 }
 

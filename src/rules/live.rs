@@ -186,10 +186,13 @@ pub fn fetch_list(spec: &ListSpec, redis_url: &str) -> Result<Option<HashSet<Str
         return Ok(Some(read_list(&t).collect()));
     }
     if let Some(key) = &spec.redis_set {
-        let client = redis::Client::open(redis_url).map_err(|e| e.to_string())?;
-        let mut conn = client.get_connection_with_timeout(Duration::from_secs(2)).map_err(|e| e.to_string())?;
+        // The URL may carry a password: messages name only its redacted form.
+        let shown = crate::redact::redis_url(redis_url);
+        let failed = |e: redis::RedisError| format!("{shown}: {}", crate::enrich::redis::redis_error(&e));
+        let client = redis::Client::open(redis_url).map_err(failed)?;
+        let mut conn = client.get_connection_with_timeout(Duration::from_secs(2)).map_err(failed)?;
         let members: HashSet<String> =
-            redis::cmd("SMEMBERS").arg(key).query(&mut conn).map_err(|e| format!("SMEMBERS {key}: {e}"))?;
+            redis::cmd("SMEMBERS").arg(key).query(&mut conn).map_err(|e| format!("SMEMBERS {key}: {}", failed(e)))?;
         return Ok(Some(members));
     }
     Ok(None)
