@@ -247,7 +247,9 @@ fn run(path: Vec<PathBuf>) -> anyhow::Result<()> {
     }
     let metrics = Metrics::new();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    let pipeline = Pipeline::start(&cfg, metrics.clone()).context("starting pipeline")?;
+    let pipeline = Pipeline::start(&cfg, metrics.clone()).map_err(|e| {
+        anyhow::anyhow!("starting pipeline: {}", verdict::redact::Secrets::of(&cfg).scrub(&e.to_string()))
+    })?;
     tracing::info!(brokers = %cfg.kafka.brokers, topics = ?cfg.kafka.input_topics, group = %cfg.kafka.group_id, "verdict running");
 
     let shutdown = tokio_util::sync::CancellationToken::new();

@@ -157,33 +157,12 @@ impl Pipeline {
         let ep = scorers[0].execution_provider().label().to_string();
         let schemas: Arc<dyn SchemaSource> =
             Arc::new(LocalSchemas::load(&cfg.decode.avro_schemas).map_err(StartError::Schemas)?);
-        let publisher =
-            Publisher::new(&cfg.kafka, &cfg.publish, metrics.clone()).map_err(|e| StartError::Kafka(e.to_string()))?;
-        let in_flight = Arc::new(AtomicUsize::new(0));
-        let in_flight_seen = in_flight.clone();
-        let control = Arc::new(Control::default());
-        let consumer = create_consumer(&cfg.kafka, cfg.telemetry.stats_interval_ms, metrics.clone(), in_flight.clone())
-            .map_err(|e| StartError::Kafka(e.to_string()))?;
-        consumer.context().set_abort_flag(control.abort.clone());
-
-        let (batch_tx, batch_rx) = crossbeam_channel::bounded(cfg.batch.queue_batches);
-        let (done_tx, done_rx) = crossbeam_channel::bounded(cfg.batch.max_unacked_batches);
-
-        let acker = Acker::new(
-            done_rx,
-            consumer.clone(),
-            publisher.clone(),
-            metrics.clone(),
-            control.abort.clone(),
-            in_flight.clone(),
-            crate::publish::acker::Refusals {
-                policy: cfg.publish.on_refused,
-                dead_letter_topic: cfg.kafka.dead_letter_topic.clone(),
-            },
-        );
-        let acker = spawn("verdict-acker", &control, &metrics, move || acker.run())?;
-
-        let enricher = Enricher::new(&cfg.enrich).map_err(|e| StartError::Enrich(e.to_string()))?;
+        let secrets = crate::redact::Secrets::of(cfg);
+        let publisher = Publisher::new(&cfg.kafka, &cfg.publish, metrics.clone())
+            .map_err(|e| StartError::Kafka(secrets.scrub(&e.to_string())))?;
+        let enricher = Enricher::new(&cfg.enrich)
+            .map(|e| e.with_metrics(&metrics))
+            .map_err(|e| StartError::Enrich(secrets.scrub(&e.to_string())))?;
         let vectorizer = Vectorizer::new(&spec.manifest, enricher.names())
             .map_err(|e| StartError::Score(ScoreError::Mismatch(e)))?;
         let entity_paths = enricher.paths();
@@ -239,6 +218,33 @@ impl Pipeline {
             .then(|| Arc::new(crate::score::budget::BatchBudget::new(cfg.batch.score_budget_us, cfg.batch.max_events)));
         let mut shadows = load_shadows(cfg, &spec, scorers.len())?;
         let queued = (cfg.decide.deadline_ms > 0).then(|| Arc::new(crate::envelope::Queued::default()));
+        // The consumer joins the group last, once everything that can fail has been built:
+        // dropping a subscribed consumer whose first assignment is in progress trips an
+        // assertion inside librdkafka that aborts the process.
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let in_flight_seen = in_flight.clone();
+        let control = Arc::new(Control::default());
+        let consumer = create_consumer(&cfg.kafka, cfg.telemetry.stats_interval_ms, metrics.clone(), in_flight.clone())
+            .map_err(|e| StartError::Kafka(secrets.scrub(&e.to_string())))?;
+        consumer.context().set_abort_flag(control.abort.clone());
+
+        let (batch_tx, batch_rx) = crossbeam_channel::bounded(cfg.batch.queue_batches);
+        let (done_tx, done_rx) = crossbeam_channel::bounded(cfg.batch.max_unacked_batches);
+
+        let acker = Acker::new(
+            done_rx,
+            consumer.clone(),
+            publisher.clone(),
+            metrics.clone(),
+            control.abort.clone(),
+            in_flight.clone(),
+            crate::publish::acker::Refusals {
+                policy: cfg.publish.on_refused,
+                dead_letter_topic: cfg.kafka.dead_letter_topic.clone(),
+            },
+        );
+        let acker = spawn("verdict-acker", &control, &metrics, move || acker.run())?;
+
         let mut workers = Vec::new();
         for (i, scorer) in scorers.into_iter().enumerate() {
             let mut worker = Worker::new(

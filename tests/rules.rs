@@ -187,7 +187,14 @@ reason = "y"
     std::fs::write(&sample, gen.stdout).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_verdict"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["check-rules", "--config", "config/demo.toml", "ops/rules/fraud.toml", "--events", sample.to_str().unwrap()])
+        .args([
+            "check-rules",
+            "--config",
+            "config/demo.toml",
+            "ops/rules/fraud.toml",
+            "--events",
+            sample.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

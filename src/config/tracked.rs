@@ -56,9 +56,11 @@ impl de::Error for PathError {
 }
 
 /// Key names whose values are never echoed in an error (they may hold credentials).
+/// The same rule as the log redaction ([`crate::redact::is_secret_property`]), plus names
+/// ending in `api_key` / `private_key`; `entity_key` or `key_prefix` are not secrets.
 pub fn is_secret_key(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    ["password", "secret", "token", "key"].iter().any(|s| n.contains(s))
+    crate::redact::is_secret_property(&n) || n.ends_with("api_key") || n.ends_with("private_key")
 }
 
 /// Deserializes `tree` as `T`, collecting every error with its path. After an error the

@@ -227,7 +227,7 @@ impl ConsumeLoop {
                     }
                     events.push(Self::envelope(&mut self.topics, &m));
                 }
-                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+                Some(Err(e)) => self.consumer.context().poll_error(&e),
                 None => {}
             }
             self.commit_tick();

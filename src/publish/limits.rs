@@ -207,11 +207,7 @@ mod tests {
         let (size, sha) = f.truncated.clone().unwrap();
         assert_eq!(size, 1_500_000);
         assert_eq!(sha, Sha256::digest(&big).iter().map(|b| format!("{b:02x}")).collect::<String>());
-        assert!(
-            f.payload.len() > 990_000 && f.payload.len() + 300 + 1024 + 160 < 1_000_000,
-            "{}",
-            f.payload.len()
-        );
+        assert!(f.payload.len() > 990_000 && f.payload.len() + 300 + 1024 + 160 < 1_000_000, "{}", f.payload.len());
         assert_eq!(f.payload, &big[..f.payload.len()], "a prefix of the original");
     }
 

@@ -85,7 +85,7 @@ impl StageError for PublishError {
 /// The idempotent producer shared by all workers.
 #[derive(Clone)]
 pub struct Publisher {
-    producer: FutureProducer,
+    producer: FutureProducer<crate::lograte::LimitedContext>,
     /// The largest dead-letter record (bytes, all told).
     dead_letter_limit: usize,
     metrics: std::sync::Arc<crate::telemetry::Metrics>,
@@ -99,7 +99,10 @@ impl Publisher {
         publish: &PublishConfig,
         metrics: std::sync::Arc<crate::telemetry::Metrics>,
     ) -> Result<Self, PublishError> {
-        let producer: FutureProducer = producer_config(cfg).create().map_err(PublishError::Create)?;
+        // librdkafka's own logs and errors (a broker down) go through a rate limit.
+        let context = crate::lograte::LimitedContext::new("kafka_producer", Some(&metrics));
+        let producer: FutureProducer<crate::lograte::LimitedContext> =
+            producer_config(cfg).create_with_context(context).map_err(PublishError::Create)?;
         let dead_letter_limit = limits::dead_letter_limit(
             publish.dead_letter_max_bytes,
             cfg.producer.get("message.max.bytes").map(String::as_str),
