@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use verdict::config::DecodeConfig;
 use verdict::decode::{parse_schema_file, Decoder, LocalSchemas, Vectorizer};
 use verdict::demo::{confluent_frame, Generator};
-use verdict::enrich::{EnrichConfig, Enricher};
+use verdict::enrich::Enricher;
 use verdict::score::Manifest;
 
 /// The generator's clock (2025-11-24), used as the batch wall clock.
@@ -31,13 +31,15 @@ struct Fixture {
 
 static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     let manifest = Manifest::load(Path::new("models/demo")).unwrap();
-    let enricher = Enricher::new(&EnrichConfig::default()).unwrap();
+    // The demo's decode mapping, schemas and entities (the embedded defaults are neutral).
+    let demo = verdict::config::demo();
+    let enricher = Enricher::new(&demo.enrich).unwrap();
     let build = |cfg: &DecodeConfig| {
         let schemas = LocalSchemas::load(&cfg.avro_schemas).unwrap();
         let vectorizer = Vectorizer::new(&manifest, enricher.names()).unwrap();
         Decoder::new(cfg, Arc::new(schemas), vectorizer, enricher.paths())
     };
-    let lenient = DecodeConfig { event_time_min_ms: i64::MIN, event_time_max_ahead_ms: 0, ..DecodeConfig::default() };
+    let lenient = DecodeConfig { event_time_min_ms: i64::MIN, event_time_max_ahead_ms: 0, ..demo.decode.clone() };
     let event_columns = manifest
         .inputs
         .iter()
@@ -50,7 +52,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     let mut g = Generator::new(7, 100, NOW);
     let events: Vec<_> = (0..32).map(|_| g.next_event()).collect();
     Fixture {
-        strict: build(&DecodeConfig::default()),
+        strict: build(&demo.decode),
         lenient: build(&lenient),
         event_columns,
         json: events.iter().map(|tx| serde_json::from_slice(&tx.to_json()).unwrap()).collect(),

@@ -336,11 +336,7 @@ impl Enricher {
                 // Seconds since the entity's features were written (`_ts`), as read.
                 names.push(format!("feature:{}.age_s", e.name));
             }
-            let spec = WindowSpec {
-                bucket_ms: e.bucket_s as i64 * 1000,
-                sizes_ms: e.windows.iter().map(|w| w.size_s as i64 * 1000).collect(),
-                lateness_ms: cfg.allowed_lateness_s as i64 * 1000,
-            };
+            let spec = WindowSpec::from_seconds(e.bucket_s, e.windows.iter().map(|w| w.size_s), cfg.allowed_lateness_s);
             entities.push(Entity { cfg: e.clone(), spec, first });
         }
         let store = match cfg.backend {
@@ -564,7 +560,7 @@ fn group<'a>(entities: &'a [Entity], reqs: &'a [Request<'a>]) -> Vec<Group<'a>> 
                     windows: !e.cfg.windows.is_empty(),
                     features: &e.cfg.features,
                     all_features: &e.cfg.features,
-                    max_age_ms: e.cfg.max_feature_age_s as i64 * 1000,
+                    max_age_ms: i64::try_from(e.cfg.max_feature_age_s).unwrap_or(i64::MAX).saturating_mul(1000),
                     updates: Vec::new(),
                     events: Vec::new(),
                     entity_idx: ei,
