@@ -464,4 +464,11 @@ fn the_readme_feature_hash_is_read_and_a_hash_without_braces_is_counted_and_name
     assert_eq!(missing(), 2);
     assert!(!logs.contains("no online-feature hash"), "one warning per entity type per window:\n{logs}");
     assert_eq!(m.guards.log_suppressed.with_label_values(&["enrich"]).get(), 1);
+
+    // A string written by hand where the hash should be: read as no hash, the batch goes on
+    // (before, the script failed with WRONGTYPE and the batch was retried for ever).
+    let _: () = redis::cmd("SET").arg("verdict:f:card:{c2000}").arg("oops").query(&mut redis.conn()).unwrap();
+    let values = enrich_card(&mut enricher, "c2000", 3);
+    assert_eq!(value(&values, "feature:card.chargebacks_90d"), None, "defaults");
+    assert_eq!(missing(), 3);
 }
