@@ -19,7 +19,6 @@ use crate::enrich::{Enricher, FailurePolicy, Request, Turnstile};
 use crate::envelope::{Batch, Envelope, Origin, RawMessage};
 use crate::error::DeadLetterReason;
 use crate::error::{Policy, StageError};
-use crate::publish::acker::RateLimit;
 use crate::publish::limits::Class;
 use crate::publish::record::ShadowVerdict;
 use crate::publish::{acker::wall_clock_ms, decision_headers_with, Completed, DecisionRecord, PublishError, Publisher};
@@ -28,6 +27,7 @@ use crate::rules::{Action, RuleMode, RuleSet, RulesHandle, RulesOutcome, Thresho
 use crate::score::budget::ScoringCost;
 use crate::score::OnnxScorer;
 use crate::telemetry::Metrics;
+use tracing::Level;
 
 /// Topics and formats a worker writes.
 #[derive(Clone)]
@@ -173,7 +173,7 @@ pub struct Worker {
     produced: usize,
     /// What to do with outputs refused for good (`publish.on_refused`).
     pub on_refused: RefusedPolicy,
-    log: std::cell::RefCell<RateLimit>,
+    log: crate::lograte::LogRate,
 }
 
 /// How an attempt to queue an output ended.
@@ -208,6 +208,7 @@ impl Worker {
     ) -> Self {
         let rows = vectorizer.rows();
         let cost = scorer.scoring_cost();
+        let log = crate::lograte::LogRate::new("worker", crate::lograte::WINDOW, Some(&metrics));
         Self {
             decoder,
             scorer,
@@ -244,7 +245,7 @@ impl Worker {
             pending: Vec::new(),
             produced: 0,
             on_refused: RefusedPolicy::DeadLetter,
-            log: std::cell::RefCell::new(RateLimit::default()),
+            log,
         }
     }
 
@@ -792,9 +793,9 @@ impl Worker {
                         return Sent::Stopped;
                     }
                     errors.with_label_values(&[&e.label(), "retried"]).inc();
-                    self.log
-                        .borrow_mut()
-                        .warn(|n| tracing::warn!(error = %e, repeated = n, "produce refused; retrying"));
+                    if self.log.admit(Level::WARN, "produce refused; retrying") {
+                        tracing::warn!(error = %e, "produce refused; retrying");
+                    }
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
@@ -815,16 +816,18 @@ impl Worker {
             }
             RefusedPolicy::Skip => {
                 errors.with_label_values(&[&label, "skipped"]).inc();
-                self.log
-                    .borrow_mut()
-                    .warn(|n| tracing::error!(error = %e, repeated = n, "output refused for good; skipped"));
+                if self.log.admit(Level::ERROR, "output refused for good; skipped") {
+                    tracing::error!(error = %e, "output refused for good; skipped");
+                }
                 Some(())
             }
             RefusedPolicy::DeadLetter => {
                 errors.with_label_values(&[&label, "dead_lettered"]).inc();
                 let reason = DeadLetterReason::OutputRefused;
                 self.metrics.dead_letters.with_label_values(&[reason.code()]).inc();
-                self.log.borrow_mut().warn(|n| tracing::warn!(error = %e, repeated = n, "output refused for good; event sent to the dead-letter topic"));
+                if self.log.admit(Level::WARN, "output refused for good; event sent to the dead-letter topic") {
+                    tracing::warn!(error = %e, "output refused for good; event sent to the dead-letter topic");
+                }
                 let detail = e.to_string();
                 match self
                     .retry(|| self.publisher.dead_letter(&self.outputs.dead_letter, ev, "publish", reason, &detail))
@@ -850,9 +853,9 @@ impl Worker {
             return None;
         }
         errors.with_label_values(&[&e.label(), "skipped"]).inc();
-        self.log
-            .borrow_mut()
-            .warn(|n| tracing::error!(error = %e, repeated = n, "dead-letter record refused for good; skipped"));
+        if self.log.admit(Level::ERROR, "dead-letter record refused for good; skipped") {
+            tracing::error!(error = %e, "dead-letter record refused for good; skipped");
+        }
         Some(())
     }
 }

@@ -18,6 +18,7 @@ use crate::config::RefusedPolicy;
 use crate::envelope::Origin;
 use crate::error::DeadLetterReason;
 use crate::telemetry::Metrics;
+use tracing::Level;
 
 /// Where acknowledged offsets go (the consumer, in production).
 pub trait OffsetStore: Send + Sync {
@@ -56,7 +57,7 @@ pub struct Acker {
     abort: Arc<AtomicBool>,
     in_flight: Arc<AtomicUsize>,
     refused: Refusals,
-    log: RateLimit,
+    log: crate::lograte::LogRate,
 }
 
 /// What to do with outputs the broker refuses for good.
@@ -79,7 +80,8 @@ impl Acker {
         in_flight: Arc<AtomicUsize>,
         refused: Refusals,
     ) -> Self {
-        Self { rx, offsets, publisher, metrics, abort, in_flight, refused, log: RateLimit::default() }
+        let log = crate::lograte::LogRate::new("publish", crate::lograte::WINDOW, Some(&metrics));
+        Self { rx, offsets, publisher, metrics, abort, in_flight, refused, log }
     }
 
     /// Runs until the channel closes (all workers done) or the pipeline aborts.
@@ -143,7 +145,9 @@ impl Acker {
                 Class::Retryable => {
                     self.metrics.delivery_retries.inc();
                     self.metrics.guards.produce_errors.with_label_values(&[&label, "retried"]).inc();
-                    self.log.warn(|n| tracing::warn!(%error, topic = rdkafka::Message::topic(&msg), repeated = n, "delivery failed; re-sending"));
+                    if self.log.admit(Level::WARN, "delivery failed; re-sending") {
+                        tracing::warn!(%error, topic = rdkafka::Message::topic(&msg), "delivery failed; re-sending");
+                    }
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     loop {
@@ -201,7 +205,9 @@ impl Acker {
             RefusedPolicy::DeadLetter if dead_letter => {
                 self.metrics.guards.produce_errors.with_label_values(&[&label, "dead_lettered"]).inc();
                 self.metrics.dead_letters.with_label_values(&[DeadLetterReason::OutputRefused.code()]).inc();
-                self.log.warn(|n| tracing::warn!(%error, topic, repeated = n, "output refused for good; sent to the dead-letter topic"));
+                if self.log.admit(Level::WARN, "output refused for good; sent to the dead-letter topic") {
+                    tracing::warn!(%error, topic, "output refused for good; sent to the dead-letter topic");
+                }
                 let mut backoff = Duration::from_millis(50);
                 loop {
                     match self.publisher.dead_letter_refused(&self.refused.dead_letter_topic, msg, error) {
@@ -228,31 +234,12 @@ impl Acker {
             }
             RefusedPolicy::DeadLetter | RefusedPolicy::Skip => {
                 self.metrics.guards.produce_errors.with_label_values(&[&label, "skipped"]).inc();
-                self.log.warn(|n| tracing::error!(%error, topic, repeated = n, "output refused for good; skipped"));
+                if self.log.admit(Level::ERROR, "output refused for good; skipped") {
+                    tracing::error!(%error, topic, "output refused for good; skipped");
+                }
                 true
             }
         }
-    }
-}
-
-/// Logs the first of a run of repeated warnings and then at most one every ten seconds,
-/// with how many were left out in between.
-#[derive(Debug, Default)]
-pub struct RateLimit {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimit {
-    /// Calls `log` with the number of lines left out since the last one, if it is time.
-    pub fn warn(&mut self, log: impl FnOnce(u64)) {
-        if self.last.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
-            self.suppressed += 1;
-            return;
-        }
-        log(self.suppressed);
-        self.suppressed = 0;
-        self.last = Some(Instant::now());
     }
 }
 
