@@ -1,4 +1,4 @@
-//! Hostile input through the librdkafka mock cluster: 33 kinds of bad message (among them a
+//! Hostile input through the librdkafka mock cluster: 34 kinds of bad message (among them a
 //! 1.5 MB one; the 20 MB one goes through the real broker in tests/broker.rs, extreme event times, f32 overflow, wrong types at every level,
 //! invalid UTF-8, deep nesting, truncated Avro, unknown schema ids) mixed into 10,000 good
 //! events, with verdict's producer at librdkafka's default limits. Every good event is decided

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{SendTimeoutError, Sender};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 
 pub use context::VerdictContext;
 
@@ -77,6 +77,37 @@ impl OffsetStore for KafkaConsumer {
             tracing::debug!(topic, partition, offset, error = %e, "offset not stored (partition revoked?)");
         }
     }
+}
+
+/// Copies a message's headers. rdkafka's header iterator unwraps each name as UTF-8, and a
+/// producer can send any bytes: one such header would panic the consume thread, and the
+/// restarted process would meet the same message. Names are read lossily here instead.
+fn copy_headers(hs: &rdkafka::message::BorrowedHeaders) -> Vec<(String, Vec<u8>)> {
+    use rdkafka::bindings as rd;
+    use rdkafka::message::Headers;
+    // A `BorrowedHeaders` reference is librdkafka's header-list pointer (rdkafka casts it so).
+    let ptr = hs as *const rdkafka::message::BorrowedHeaders as *const rd::rd_kafka_headers_t;
+    let mut out = Vec::with_capacity(hs.count());
+    for idx in 0..hs.count() {
+        let mut name: *const std::ffi::c_char = std::ptr::null();
+        let mut value: *const std::ffi::c_void = std::ptr::null();
+        let mut size = 0usize;
+        // SAFETY: `ptr` is the live header list of the borrowed message; idx < count.
+        let err = unsafe { rd::rd_kafka_header_get_all(ptr, idx, &mut name, &mut value, &mut size) };
+        if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || name.is_null() {
+            continue;
+        }
+        // SAFETY: librdkafka hands back a NUL-terminated name and `size` bytes of value, both
+        // valid while the message is borrowed; they are copied before it is released.
+        let key = unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy().into_owned();
+        let value = if value.is_null() {
+            Vec::new()
+        } else {
+            unsafe { std::slice::from_raw_parts(value.cast::<u8>(), size) }.to_vec()
+        };
+        out.push((key, value));
+    }
+    out
 }
 
 /// How the consume loop ends.
@@ -182,10 +213,7 @@ impl ConsumeLoop {
     }
 
     fn envelope(topics: &mut Vec<Arc<str>>, m: &rdkafka::message::BorrowedMessage<'_>) -> Envelope<RawMessage> {
-        let headers = m
-            .headers()
-            .map(|hs| hs.iter().map(|h| (h.key.to_string(), h.value.unwrap_or(&[]).to_vec())).collect())
-            .unwrap_or_default();
+        let headers = m.headers().map(copy_headers).unwrap_or_default();
         Envelope {
             origin: Origin { topic: intern(topics, m.topic()), partition: m.partition(), offset: m.offset() },
             received_at: Instant::now(),

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
@@ -20,7 +20,8 @@ pub struct Hostile {
     /// Payload bytes.
     pub payload: Vec<u8>,
     /// Message headers.
-    pub headers: Vec<(String, Vec<u8>)>,
+    /// Message headers (names as raw bytes: they need not be UTF-8).
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
     /// The `verdict.dlq.reason` it must get.
     pub reason: &'static str,
     /// A text the `verdict.dlq.detail` must contain (a field name), if any.
@@ -53,7 +54,7 @@ fn raw_amount(v: &Value, literal: &str) -> Vec<u8> {
     serde_json::to_string(&v).unwrap().replace("\"__AMOUNT__\"", literal).into_bytes()
 }
 
-/// The corpus: 30 kinds. Payload sizes include a 1.5 MB and a 20 MB message, so the
+/// The corpus: 35 kinds. Payload sizes include a 1.5 MB and a 20 MB message, so the
 /// dead-letter copies must be cut to fit the producer's default 1 MB limit.
 pub fn corpus(seed: u64) -> Vec<Hostile> {
     let mut g = Generator::new(seed, 1_000, 1_764_000_000_000);
@@ -147,13 +148,22 @@ pub fn corpus(seed: u64) -> Vec<Hostile> {
     add("avro_truncated", confluent_frame(1, &[0x08, b't', b'x']), "malformed", None);
     add("avro_unknown_schema", confluent_frame(999, &[2, 0x41]), "unknown_schema_id", None);
     add("confluent_header_short", vec![0, 0, 1], "bad_wire_format", None);
+    // A header whose name is not UTF-8 (rdkafka's own header iterator panics on it).
+    out.push(Hostile {
+        kind: "header_name_not_utf8",
+        key: b"hostile-header_name_not_utf8".to_vec(),
+        payload: b"{not json either".to_vec(),
+        headers: vec![(b"h\xff\xfe".to_vec(), b"v".to_vec())],
+        reason: "malformed",
+        detail: None,
+    });
     // Oversize, with a large key and 500 headers of 4 KiB: headers are dropped, the key cut.
     let many = pad(1_200_000);
     out.push(Hostile {
         kind: "oversize_with_big_key_and_headers",
         key: [b"hostile-bigkey-".as_slice(), &vec![b'k'; 200_000]].concat(),
         payload: many,
-        headers: (0..500).map(|i| (format!("h{i}"), vec![b'v'; 4096])).collect(),
+        headers: (0..500).map(|i| (format!("h{i}").into_bytes(), vec![b'v'; 4096])).collect(),
         reason: "oversize",
         detail: None,
     });
@@ -165,9 +175,22 @@ pub fn produce_hostile(bootstrap: &str, topic: &str, corpus: &[Hostile]) {
     let producer: BaseProducer =
         ClientConfig::new().set("bootstrap.servers", bootstrap).set("message.max.bytes", "67108864").create().unwrap();
     for h in corpus {
-        let mut headers = OwnedHeaders::new_with_capacity(h.headers.len());
+        let headers = OwnedHeaders::new_with_capacity(h.headers.len());
+        // Raw names: rdkafka's `Header` takes `&str`, and the corpus has a name that is not UTF-8.
+        let native = headers.as_borrowed() as *const rdkafka::message::BorrowedHeaders
+            as *mut rdkafka::bindings::rd_kafka_headers_t;
         for (k, v) in &h.headers {
-            headers = headers.insert(Header { key: k, value: Some(v) });
+            // SAFETY: `native` is the list `headers` owns; librdkafka copies name and value.
+            let err = unsafe {
+                rdkafka::bindings::rd_kafka_header_add(
+                    native,
+                    k.as_ptr().cast(),
+                    k.len() as isize,
+                    v.as_ptr().cast(),
+                    v.len() as isize,
+                )
+            };
+            assert_eq!(err, rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
         }
         let record = BaseRecord::<[u8], [u8]>::to(topic).key(&h.key).payload(&h.payload).headers(headers);
         producer.send(record).map_err(|(e, _)| e).unwrap();
