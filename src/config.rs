@@ -409,8 +409,8 @@ pub struct TelemetryConfig {
     pub log_level: String,
     /// How often librdkafka statistics (consumer lag) are refreshed (ms).
     pub stats_interval_ms: u64,
-    /// Stall watchdog: with consumer lag but no event decided for this long (s), `/readyz`
-    /// answers 503 and `verdict_stalled` is 1. 0: off.
+    /// Stall watchdog: with batches in flight but none acknowledged for this long (s),
+    /// `/readyz` answers 503 and `verdict_stalled` is 1. 0: off.
     pub stall_timeout_s: u64,
 }
 

@@ -125,7 +125,7 @@ pub const PANICS: &str = "verdict_panics_total";
 /// `verdict_pipeline_failed`: 1 once a pipeline thread ended unexpectedly (`/healthz` fails
 /// and the process exits).
 pub const PIPELINE_FAILED: &str = "verdict_pipeline_failed";
-/// `verdict_stalled`: 1 while there is consumer lag but nothing was decided for
+/// `verdict_stalled`: 1 while batches are in flight but none was acknowledged for
 /// `telemetry.stall_timeout_s` (`/readyz` fails).
 pub const STALLED: &str = "verdict_stalled";
 /// `verdict_last_progress_timestamp_seconds`: wall-clock time a batch was last acknowledged.
@@ -176,7 +176,9 @@ impl Guards {
         registry.register(Box::new(dead_letters_truncated.clone())).unwrap();
         let pipeline_failed = IntGauge::new(PIPELINE_FAILED, "1 once a pipeline thread ended unexpectedly").unwrap();
         registry.register(Box::new(pipeline_failed.clone())).unwrap();
-        let stalled = IntGauge::new(STALLED, "1 while there is lag but no progress for stall_timeout_s").unwrap();
+        let stalled =
+            IntGauge::new(STALLED, "1 while batches are in flight but none was acknowledged for stall_timeout_s")
+                .unwrap();
         registry.register(Box::new(stalled.clone())).unwrap();
         let last_progress =
             prometheus::Gauge::new(LAST_PROGRESS, "Wall-clock time a batch was last acknowledged (s)").unwrap();

@@ -1,15 +1,18 @@
 //! The stall watchdog: readiness means "making progress", not "started".
 //!
-//! Every quarter second it looks at whether there is work (consumer lag from librdkafka's
-//! statistics, or batches dispatched and not yet acknowledged) and when a batch was last
-//! acknowledged. With work waiting and no acknowledgement for `telemetry.stall_timeout_s`,
-//! `verdict_stalled` is 1 and `/readyz` answers 503, until progress resumes.
+//! Every quarter second it looks at whether there is work (batches dispatched and not yet
+//! acknowledged) and when a batch was last acknowledged. With work waiting and no
+//! acknowledgement for `telemetry.stall_timeout_s`, `verdict_stalled` is 1 and `/readyz`
+//! answers 503, until progress resumes.
+//!
+//! Consumer lag is not used: librdkafka measures it against the committed offset and keeps
+//! reporting it for revoked partitions, so an idle instance (after a rebalance, behind a
+//! transaction marker, or between commits) would look stalled. Whatever stops progress
+//! (a worker, the enrich stage, the acker, a full batch queue) leaves batches in flight.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use prometheus::core::Collector;
 
 use crate::telemetry::Metrics;
 
@@ -24,18 +27,6 @@ impl Watchdog {
     /// A watchdog that reports a stall after `timeout` without progress (zero: never).
     pub fn new(timeout: Duration, metrics: Arc<Metrics>, in_flight: Arc<AtomicUsize>) -> Self {
         Self { timeout, metrics, in_flight }
-    }
-
-    /// Consumer lag summed over the assigned partitions (from the last statistics).
-    fn lag(&self) -> i64 {
-        self.metrics
-            .consumer_lag
-            .collect()
-            .iter()
-            .flat_map(|family| family.get_metric())
-            .map(|m| m.get_gauge().get_value() as i64)
-            .filter(|&lag| lag > 0)
-            .sum()
     }
 
     /// Runs until `stopped` says so.
@@ -54,7 +45,7 @@ impl Watchdog {
         while !stopped() {
             std::thread::sleep(Duration::from_millis(250));
             let progress = last_progress.get();
-            let waiting = self.in_flight.load(Ordering::SeqCst) > 0 || self.lag() > 0;
+            let waiting = self.in_flight.load(Ordering::SeqCst) > 0;
             if progress != seen || !waiting {
                 seen = progress;
                 since = Instant::now();
@@ -64,7 +55,6 @@ impl Watchdog {
                 tracing::error!(
                     seconds = since.elapsed().as_secs(),
                     in_flight = self.in_flight.load(Ordering::SeqCst),
-                    lag = self.lag(),
                     "stalled: work is waiting but nothing was acknowledged; /readyz now fails"
                 );
             } else if !now_stalled && stalled.get() == 1 {

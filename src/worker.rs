@@ -176,6 +176,10 @@ pub struct Worker {
     log: crate::lograte::LogRate,
 }
 
+/// Tries at scoring one batch before its events are dead-lettered as `internal_error`
+/// (backoff 0.1, 0.2, 0.4, 0.8 s between them).
+const SCORE_ATTEMPTS: u32 = 5;
+
 /// How an attempt to queue an output ended.
 enum Sent {
     /// Queued; the acker awaits it.
@@ -455,6 +459,7 @@ impl Worker {
                 }
             }
         }
+        let mut attempts = 0;
         loop {
             let (rows, out) =
                 if any_late { (&self.live_rows, &mut self.live_scores) } else { (&self.rows, &mut self.scores) };
@@ -463,11 +468,15 @@ impl Worker {
             if self.control.abort.load(Ordering::SeqCst) {
                 return None;
             }
-            if e.policy() != Policy::Retry {
-                tracing::error!(error = %e, events = batch.events.len(), "scoring failed; the batch goes to the dead-letter topic");
+            // An inference error may be transient (a device busy or out of memory for a
+            // moment); one that persists through the retries is this batch's: dead-lettered,
+            // so it cannot hold up every batch behind it.
+            attempts += 1;
+            if e.policy() != Policy::Retry || attempts >= SCORE_ATTEMPTS {
+                tracing::error!(error = %e, attempts, events = batch.events.len(), "scoring failed; the batch goes to the dead-letter topic");
                 return self.dead_letter_rest(batch, "score", &format!("scoring failed: {e}"));
             }
-            tracing::error!(error = %e, "scoring failed; retrying batch");
+            tracing::error!(error = %e, attempts, "scoring failed; retrying batch");
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }

@@ -29,17 +29,20 @@ pub const DLQ_HEADERS_DROPPED: &str = "verdict.dlq.headers_dropped";
 /// The longest detail text a dead-letter record carries (the rest is cut, marked `…`).
 pub const MAX_DETAIL_BYTES: usize = 1024;
 
-/// How a produce error is handled.
+/// How a produce error is handled. Transient errors are an explicit list; so are the
+/// per-record refusals; anything else stops the pipeline with the error (a crash loop an
+/// operator sees beats records skipped or retried in silence).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
     /// Transient (broker unreachable, queue full, timeout, leader change): try again after
     /// a bounded backoff.
     Retryable,
-    /// This record can never be accepted (too large, topic unknown or not authorized,
-    /// invalid): handled by `publish.on_refused`, never retried.
+    /// This record can never be accepted (too large, invalid, refused by a topic policy):
+    /// handled by `publish.on_refused`, never retried.
     Refused,
-    /// The producer itself cannot go on (idempotence state lost, fenced, fatal error):
-    /// the pipeline stops.
+    /// Nothing can be produced as configured (topic unknown or not writable, producer fenced
+    /// or its idempotence state lost, unsupported compression, an unlisted code): the
+    /// pipeline stops and `verdict run` exits non-zero with the error.
     Fatal,
 }
 
@@ -55,33 +58,56 @@ pub fn classify(error: &KafkaError) -> Class {
         },
     };
     match code {
+        // Transient: librdkafka or the cluster will get past them.
+        C::QueueFull
+        | C::MessageTimedOut
+        | C::RequestTimedOut
+        | C::OperationTimedOut
+        | C::BrokerTransportFailure
+        | C::AllBrokersDown
+        | C::Resolve
+        | C::NotLeaderForPartition
+        | C::LeaderNotAvailable
+        | C::BrokerNotAvailable
+        | C::ReplicaNotAvailable
+        | C::NotEnoughReplicas
+        | C::NotEnoughReplicasAfterAppend
+        | C::NetworkException
+        | C::KafkaStorageError
+        | C::NotController
+        | C::CoordinatorNotAvailable
+        | C::NotCoordinator
+        | C::CoordinatorLoadInProgress
+        | C::FencedLeaderEpoch
+        | C::UnknownLeaderEpoch
+        | C::OffsetNotAvailable
+        | C::PreferredLeaderNotAvailable
+        | C::ThrottlingQuotaExceeded
+        | C::PurgeQueue
+        | C::PurgeInflight
+        | C::Interrupted
+        | C::Retry
+        | C::InProgress
+        | C::PreviousInProgress
+        | C::WaitingForCoordinator
+        | C::TimedOutQueue
+        // A partition unknown for a while (leader moves) is retried inside librdkafka until
+        // message.timeout.ms; a CRC error is a corruption on the way.
+        | C::UnknownTopicOrPartition
+        | C::InvalidMessage => Class::Retryable,
+        // This record, not the others: too large, invalid, refused by a topic policy.
         C::MessageSizeTooLarge
         | C::InvalidMessageSize
-        | C::InvalidMessage
         | C::BadMessage
         | C::InvalidRecord
         | C::MessageBatchTooLarge
-        | C::UnknownTopicOrPartition
-        | C::UnknownTopic
-        | C::UnknownPartition
-        | C::TopicAuthorizationFailed
-        | C::ClusterAuthorizationFailed
-        | C::InvalidTopic
         | C::PolicyViolation
-        | C::UnsupportedForMessageFormat
-        | C::InvalidArgument
-        | C::InvalidRequiredAcks
-        | C::InvalidType => Class::Refused,
-        C::Fatal
-        | C::ProducerFenced
-        | C::InvalidProducerEpoch
-        | C::InvalidProducerIdMapping
-        | C::OutOfOrderSequenceNumber
-        | C::DuplicateSequenceNumber
-        | C::UnknownProducerId
-        | C::SaslAuthenticationFailed
-        | C::Authentication => Class::Fatal,
-        _ => Class::Retryable,
+        | C::InvalidTimestamp => Class::Refused,
+        // Everything else stops the pipeline with the error: a topic that does not exist or
+        // may not be written (every record would be refused, dead letters included), a
+        // producer that lost its idempotence state or was fenced, a broker that cannot take
+        // the configured compression or request, and any code not listed above.
+        _ => Class::Fatal,
     }
 }
 
@@ -176,8 +202,10 @@ mod tests {
     fn errors_that_retrying_cannot_fix_are_refused_not_retried() {
         let p = |c| KafkaError::MessageProduction(c);
         assert_eq!(classify(&p(RDKafkaErrorCode::MessageSizeTooLarge)), Class::Refused);
-        assert_eq!(classify(&p(RDKafkaErrorCode::UnknownTopic)), Class::Refused);
-        assert_eq!(classify(&p(RDKafkaErrorCode::TopicAuthorizationFailed)), Class::Refused);
+        assert_eq!(classify(&p(RDKafkaErrorCode::UnknownTopic)), Class::Fatal, "every record would be refused");
+        assert_eq!(classify(&p(RDKafkaErrorCode::TopicAuthorizationFailed)), Class::Fatal);
+        assert_eq!(classify(&p(RDKafkaErrorCode::UnsupportedCompressionType)), Class::Fatal);
+        assert_eq!(classify(&p(RDKafkaErrorCode::UnknownTopicOrPartition)), Class::Retryable);
         assert_eq!(classify(&p(RDKafkaErrorCode::InvalidRecord)), Class::Refused);
         assert_eq!(classify(&p(RDKafkaErrorCode::QueueFull)), Class::Retryable);
         assert_eq!(classify(&p(RDKafkaErrorCode::MessageTimedOut)), Class::Retryable);
