@@ -17,6 +17,8 @@ pub enum Fault {
     Stall(Duration),
     /// The worker thread panics outside the batch guard and ends.
     KillThread,
+    /// Every scoring call for the batch fails (as ONNX Runtime failing on its rows would).
+    ScoreError,
 }
 
 static ARMED: AtomicBool = AtomicBool::new(false);
@@ -28,8 +30,8 @@ pub fn arm(marker: &[u8], fault: Fault) {
     ARMED.store(true, Ordering::SeqCst);
 }
 
-/// Arms faults from `VERDICT_FAULTS`: comma-separated `panic:MARKER`, `kill:MARKER` or
-/// `stall_ms=N:MARKER`. Returns how many were armed; unknown entries are errors.
+/// Arms faults from `VERDICT_FAULTS`: comma-separated `panic:MARKER`, `kill:MARKER`,
+/// `score_error:MARKER` or `stall_ms=N:MARKER`. Returns how many were armed; unknown entries are errors.
 pub fn arm_from_env() -> Result<usize, String> {
     let Ok(spec) = std::env::var("VERDICT_FAULTS") else { return Ok(0) };
     let mut n = 0;
@@ -39,9 +41,10 @@ pub fn arm_from_env() -> Result<usize, String> {
         let fault = match kind {
             "panic" => Fault::Panic,
             "kill" => Fault::KillThread,
+            "score_error" => Fault::ScoreError,
             k => match k.strip_prefix("stall_ms=").and_then(|ms| ms.parse().ok()) {
                 Some(ms) => Fault::Stall(Duration::from_millis(ms)),
-                None => return Err(format!("VERDICT_FAULTS: '{kind}' is not panic, kill or stall_ms=N")),
+                None => return Err(format!("VERDICT_FAULTS: '{kind}' is not panic, kill, score_error or stall_ms=N")),
             },
         };
         arm(marker.as_bytes(), fault);

@@ -460,11 +460,18 @@ impl Worker {
             }
         }
         let mut attempts = 0;
+        let injected_score_error = crate::fault::check(batch.events.iter().map(|e| e.payload.payload.as_deref()))
+            == Some(crate::fault::Fault::ScoreError);
         loop {
             let (rows, out) =
                 if any_late { (&self.live_rows, &mut self.live_scores) } else { (&self.rows, &mut self.scores) };
             out.clear();
-            let Err(e) = self.scorer.score(rows, out) else { break };
+            let result = if injected_score_error {
+                Err(crate::score::ScoreError::Inference("injected fault: scoring failed".into()))
+            } else {
+                self.scorer.score(rows, out)
+            };
+            let Err(e) = result else { break };
             if self.control.abort.load(Ordering::SeqCst) {
                 return None;
             }

@@ -66,6 +66,37 @@ fn a_panic_in_a_batch_dead_letters_that_batch_as_internal_error_and_the_worker_g
 }
 
 #[test]
+fn a_scoring_error_that_persists_dead_letters_its_batch_and_the_rest_are_decided() {
+    let (mock, cfg) = mock_setup(4);
+    fault::arm(b"SCORE-MARKER-4", Fault::ScoreError);
+    let (marked, ids) = produce_with_marker(&mock, 4_000, "SCORE-MARKER-4", 61);
+    let metrics = Metrics::new();
+    let p = Pipeline::start(&cfg, metrics.clone()).unwrap();
+    wait_for("every event handled", Duration::from_secs(60), || handled(&metrics) >= ids.len() as u64);
+    assert_eq!(p.failure(), None);
+    assert!(p.shutdown(Duration::from_secs(30)).clean);
+    let dlq = mock.read_all("dead-letter", Duration::from_secs(2));
+    assert!(dlq.iter().all(|m| m.header(DLQ_REASON) == Some("internal_error")));
+    assert!(
+        dlq.iter().all(|m| m.header(DLQ_DETAIL).is_some_and(|d| d.contains("scoring failed: inference"))),
+        "{:?}",
+        dlq[0].headers
+    );
+    let failed: Vec<String> = dlq
+        .iter()
+        .map(|m| {
+            serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap()["event_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert!(failed.contains(&marked));
+    let counts = id_counts(&decode_decisions(&mock.read_all("decisions", Duration::from_secs(2))));
+    for id in &ids {
+        assert_eq!(counts.get(id).copied().unwrap_or(0) + u32::from(failed.contains(id)), 1, "{id}");
+    }
+    assert_eq!(mock.committed(&cfg.kafka.group_id, "events", 4).iter().sum::<i64>(), ids.len() as i64);
+}
+
+#[test]
 fn a_stall_makes_readyz_fail_until_progress_resumes() {
     let (mock, mut cfg) = mock_setup(2);
     cfg.telemetry.stall_timeout_s = 1;
