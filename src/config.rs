@@ -365,8 +365,8 @@ pub struct PublishConfig {
     /// truncated to fit, with headers for its size and sha256. 0: what the producer's
     /// `message.max.bytes` allows.
     pub dead_letter_max_bytes: usize,
-    /// What to do with an output the broker refuses for good (too large, topic unknown or
-    /// not authorized, invalid record): `dead_letter` (its event goes to the dead-letter
+    /// What to do with an output the broker refuses for good (too large, invalid record,
+    /// refused by a topic policy): `dead_letter` (its event goes to the dead-letter
     /// topic as `output_refused`), `skip` (counted and logged), or `stop` (the process exits
     /// with an error; nothing after it is committed).
     pub on_refused: RefusedPolicy,

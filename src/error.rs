@@ -47,10 +47,11 @@ pub enum DeadLetterReason {
     NonFinite,
     /// The event time is outside `decode.event_time_min_ms` .. now + `event_time_max_ahead_ms`.
     BadEventTime,
-    /// verdict itself failed on this event (a caught panic); the detail has the message.
+    /// verdict itself failed on this event (a caught panic, or scoring that failed through its
+    /// retries); the detail has the message.
     InternalError,
     /// An output record for this event was refused by the broker for good (too large,
-    /// topic unknown or not authorized, invalid record); the refused record is attached.
+    /// invalid record, refused by a topic policy); the refused record is attached.
     OutputRefused,
 }
 

@@ -184,7 +184,7 @@ const SCORE_ATTEMPTS: u32 = 5;
 enum Sent {
     /// Queued; the acker awaits it.
     Queued(rdkafka::producer::DeliveryFuture),
-    /// Refused for good (too large, topic unknown or not authorized, invalid).
+    /// Refused for good (too large, invalid, refused by a topic policy).
     Refused(PublishError),
     /// Aborted, or the producer failed for good: the batch stops here.
     Stopped,
