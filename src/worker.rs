@@ -174,6 +174,8 @@ pub struct Worker {
     /// What to do with outputs refused for good (`publish.on_refused`).
     pub on_refused: RefusedPolicy,
     log: crate::lograte::LogRate,
+    /// The test-only fault armed for the batch in hand (see `crate::fault`).
+    fault: Option<crate::fault::Fault>,
 }
 
 /// Tries at scoring one batch before its events are dead-lettered as `internal_error`
@@ -250,6 +252,7 @@ impl Worker {
             produced: 0,
             on_refused: RefusedPolicy::DeadLetter,
             log,
+            fault: None,
         }
     }
 
@@ -326,8 +329,9 @@ impl Worker {
             if self.control.abort.load(Ordering::SeqCst) {
                 continue;
             }
-            let payloads = || batch.events.iter().map(|e| e.payload.payload.as_deref());
-            match crate::fault::check(payloads()) {
+            // Test-only faults, looked up once per batch (one atomic load when none is armed).
+            self.fault = crate::fault::check(batch.events.iter().map(|e| e.payload.payload.as_deref()));
+            match self.fault {
                 Some(crate::fault::Fault::KillThread) => panic!("injected fault: worker thread killed"),
                 Some(crate::fault::Fault::Stall(d)) => std::thread::sleep(d),
                 _ => {}
@@ -383,9 +387,7 @@ impl Worker {
     /// Decodes, scores, decides and sends one batch. None only if aborted mid-way or the
     /// pipeline must stop (a refused output under `on_refused = "stop"`, a fatal producer error).
     pub fn process(&mut self, batch: &Batch) -> Option<Completed> {
-        if crate::fault::check(batch.events.iter().map(|e| e.payload.payload.as_deref()))
-            == Some(crate::fault::Fault::Panic)
-        {
+        if self.fault == Some(crate::fault::Fault::Panic) {
             panic!("injected fault: panic while processing batch {}", batch.seq);
         }
         if let Some(q) = &self.queued {
@@ -460,8 +462,7 @@ impl Worker {
             }
         }
         let mut attempts = 0;
-        let injected_score_error = crate::fault::check(batch.events.iter().map(|e| e.payload.payload.as_deref()))
-            == Some(crate::fault::Fault::ScoreError);
+        let injected_score_error = self.fault == Some(crate::fault::Fault::ScoreError);
         loop {
             let (rows, out) =
                 if any_late { (&self.live_rows, &mut self.live_scores) } else { (&self.rows, &mut self.scores) };

@@ -29,6 +29,14 @@ fn produce_with_marker(mock: &verdict::demo::MockKafka, n: u64, marker: &str, se
     (tx.event_id, ids)
 }
 
+/// The event ids in dead-lettered JSON events.
+fn event_ids(dlq: &[verdict::demo::ReadMessage]) -> Vec<String> {
+    let id = |m: &verdict::demo::ReadMessage| {
+        serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap()["event_id"].as_str().unwrap().to_string()
+    };
+    dlq.iter().map(id).collect()
+}
+
 #[test]
 fn a_panic_in_a_batch_dead_letters_that_batch_as_internal_error_and_the_worker_goes_on() {
     let (mock, cfg) = mock_setup(4);
@@ -44,12 +52,7 @@ fn a_panic_in_a_batch_dead_letters_that_batch_as_internal_error_and_the_worker_g
     assert!(!dlq.is_empty());
     assert!(dlq.iter().all(|m| m.header(DLQ_REASON) == Some("internal_error")), "only the panicked batch");
     assert!(dlq.iter().all(|m| m.header(DLQ_DETAIL).is_some_and(|d| d.contains("panic: injected fault"))));
-    let panicked: Vec<String> = dlq
-        .iter()
-        .map(|m| {
-            serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap()["event_id"].as_str().unwrap().to_string()
-        })
-        .collect();
+    let panicked = event_ids(&dlq);
     assert!(panicked.contains(&marked), "the marked event's batch is dead-lettered");
     let decisions = decode_decisions(&mock.read_all("decisions", Duration::from_secs(2)));
     let counts = id_counts(&decisions);
@@ -82,12 +85,7 @@ fn a_scoring_error_that_persists_dead_letters_its_batch_and_the_rest_are_decided
         "{:?}",
         dlq[0].headers
     );
-    let failed: Vec<String> = dlq
-        .iter()
-        .map(|m| {
-            serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap()["event_id"].as_str().unwrap().to_string()
-        })
-        .collect();
+    let failed = event_ids(&dlq);
     assert!(failed.contains(&marked));
     let counts = id_counts(&decode_decisions(&mock.read_all("decisions", Duration::from_secs(2))));
     for id in &ids {
