@@ -8,6 +8,7 @@
 //! ```
 //!
 //! Module map:
+//! * [`backoff`]: the one retry backoff (doubling, capped, cancellable).
 //! * [`config`]: one tree of settings, layered defaults → file → env, all errors at once.
 //! * [`envelope`]: the envelope that carries source coordinates through the stages.
 //! * [`consume`]: group consumer thread, batching, pause/resume, rebalance handling.
@@ -28,6 +29,7 @@
 
 #![warn(missing_docs)]
 
+pub mod backoff;
 pub mod config;
 pub mod consume;
 pub mod decode;

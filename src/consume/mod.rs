@@ -128,6 +128,18 @@ pub struct Control {
     pub abort: Arc<AtomicBool>,
 }
 
+impl Control {
+    /// Whether the pipeline is aborting (crash-like stop: drop work, store nothing more).
+    pub fn aborted(&self) -> bool {
+        self.abort.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether the pipeline is stopping (gracefully or not).
+    pub fn stopping(&self) -> bool {
+        self.stop.load(std::sync::atomic::Ordering::SeqCst) || self.aborted()
+    }
+}
+
 /// The consume loop: runs on its own thread until `control` says stop.
 pub struct ConsumeLoop {
     consumer: Arc<KafkaConsumer>,
