@@ -1,6 +1,9 @@
 //! The pipeline's metrics registry: every metric created and registered once per
 //! pipeline, the counting helpers the stages call, and the exact latency distributions
 //! the demo and benchmarks summarise.
+//!
+//! A little over 400 lines, kept whole: most of it is the struct's field list and
+//! `Metrics::new`, one create-and-register line per metric, which read best side by side.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
