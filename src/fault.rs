@@ -21,6 +21,17 @@ pub enum Fault {
     ScoreError,
 }
 
+/// An entry of `VERDICT_FAULTS` that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FaultSpecError {
+    /// The entry has no `:MARKER`.
+    #[error("VERDICT_FAULTS: '{0}' has no ':MARKER'")]
+    NoMarker(String),
+    /// The part before the marker is not a fault kind.
+    #[error("VERDICT_FAULTS: '{0}' is not panic, kill, score_error or stall_ms=N")]
+    UnknownKind(String),
+}
+
 static ARMED: AtomicBool = AtomicBool::new(false);
 static FAULTS: RwLock<Vec<(Vec<u8>, Fault)>> = RwLock::new(Vec::new());
 
@@ -32,19 +43,18 @@ pub fn arm(marker: &[u8], fault: Fault) {
 
 /// Arms faults from `VERDICT_FAULTS`: comma-separated `panic:MARKER`, `kill:MARKER`,
 /// `score_error:MARKER` or `stall_ms=N:MARKER`. Returns how many were armed; unknown entries are errors.
-pub fn arm_from_env() -> Result<usize, String> {
+pub fn arm_from_env() -> Result<usize, FaultSpecError> {
     let Ok(spec) = std::env::var("VERDICT_FAULTS") else { return Ok(0) };
     let mut n = 0;
     for entry in spec.split(',').filter(|e| !e.is_empty()) {
-        let (kind, marker) =
-            entry.split_once(':').ok_or_else(|| format!("VERDICT_FAULTS: '{entry}' has no ':MARKER'"))?;
+        let (kind, marker) = entry.split_once(':').ok_or_else(|| FaultSpecError::NoMarker(entry.to_string()))?;
         let fault = match kind {
             "panic" => Fault::Panic,
             "kill" => Fault::KillThread,
             "score_error" => Fault::ScoreError,
             k => match k.strip_prefix("stall_ms=").and_then(|ms| ms.parse().ok()) {
                 Some(ms) => Fault::Stall(Duration::from_millis(ms)),
-                None => return Err(format!("VERDICT_FAULTS: '{kind}' is not panic, kill, score_error or stall_ms=N")),
+                None => return Err(FaultSpecError::UnknownKind(kind.to_string())),
             },
         };
         arm(marker.as_bytes(), fault);

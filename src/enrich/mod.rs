@@ -751,7 +751,7 @@ fn parse_reply(
     Ok((expected, true))
 }
 
-fn protocol<'a>(g: &'a Group<'_>) -> impl Fn(String) -> EnrichError + 'a {
+fn protocol<'a, E: std::fmt::Display>(g: &'a Group<'_>) -> impl Fn(E) -> EnrichError + 'a {
     move |e| EnrichError::Protocol(format!("entity {} {}: {e}", g.entity, g.id))
 }
 

@@ -18,6 +18,37 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+mod msgpack;
+
+/// A window state or a store reply this code cannot follow (a protocol error).
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The blob is not msgpack.
+    #[error("window state: {0}")]
+    Decode(#[source] rmpv::decode::Error),
+    /// The blob is msgpack but not a map.
+    #[error("window state: not a map")]
+    NotAMap,
+    /// A field of the map has the wrong shape; names the field.
+    #[error("window state: bad {0}")]
+    Bad(&'static str),
+    /// An event status the store should not send.
+    #[error("status '{0}'")]
+    Status(String),
+    /// The store's status for an event disagrees with the state it returned.
+    #[error("offset {offset} of {fence_key}: the store says '{store}', the state it returned says '{ours}'")]
+    Disagrees {
+        /// The event's source offset.
+        offset: i64,
+        /// Its fence key (topic/partition).
+        fence_key: String,
+        /// The store's status.
+        store: String,
+        /// What this state computed.
+        ours: String,
+    },
+}
+
 /// Bucket width, window sizes and lateness, in milliseconds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowSpec {
@@ -162,96 +193,6 @@ impl EntityState {
         self.apply_inner(spec, u, None)
     }
 
-    /// The state `window.lua` keeps in Redis (msgpack `{b, f, n}`: buckets, fences, newest);
-    /// distinct values live in their own hash there, so none are loaded.
-    pub fn from_msgpack(blob: &[u8]) -> Result<Self, String> {
-        use rmpv::Value;
-        let v = rmpv::decode::read_value(&mut &blob[..]).map_err(|e| format!("window state: {e}"))?;
-        let Value::Map(top) = v else { return Err("window state: not a map".into()) };
-        let num = |v: &Value| match v {
-            Value::Integer(i) => i.as_f64(),
-            Value::F32(f) => Some(f64::from(*f)),
-            Value::F64(f) => Some(*f),
-            _ => None,
-        };
-        let int = |v: &Value| v.as_i64().or_else(|| num(v).filter(|f| f.fract() == 0.0).map(|f| f as i64));
-        let bad = |what: &str| format!("window state: bad {what}");
-        let mut st = Self::default();
-        for (k, v) in &top {
-            match (k.as_str(), v) {
-                (Some("b"), Value::Array(buckets)) => {
-                    for b in buckets {
-                        let Value::Array(f) = b else { return Err(bad("bucket")) };
-                        if f.len() != 7 {
-                            return Err(bad("bucket"));
-                        }
-                        let has = f[3].as_bool().ok_or_else(|| bad("bucket flag"))?;
-                        let start = int(&f[0]).ok_or_else(|| bad("bucket start"))?;
-                        let bucket = Bucket {
-                            count: int(&f[1]).ok_or_else(|| bad("count"))? as u64,
-                            sum: num(&f[2]).ok_or_else(|| bad("sum"))?,
-                            min: if has { Some(num(&f[4]).ok_or_else(|| bad("min"))?) } else { None },
-                            max: if has { Some(num(&f[5]).ok_or_else(|| bad("max"))?) } else { None },
-                            last_of: int(&f[6]).ok_or_else(|| bad("distinct count"))?.max(0) as u64,
-                        };
-                        st.buckets.insert(start, bucket);
-                    }
-                }
-                (Some("f"), Value::Map(fences)) => {
-                    for (fk, off) in fences {
-                        let fk = fk.as_str().ok_or_else(|| bad("fence key"))?;
-                        st.fence.insert(fk.to_string(), int(off).ok_or_else(|| bad("fence"))?);
-                    }
-                }
-                (Some("n"), Value::Boolean(false)) => {}
-                // When the script last pushed the key's expiry back.
-                (Some("x"), x) => st.expiry_pushed_ms = Some(int(x).ok_or_else(|| bad("expiry"))?),
-                (Some("n"), n) => st.newest_ms = Some(int(n).ok_or_else(|| bad("newest"))?),
-                // An empty Lua table packs as an empty array.
-                (Some("f"), Value::Array(a)) if a.is_empty() => {}
-                _ => return Err(bad("field")),
-            }
-        }
-        Ok(st)
-    }
-
-    /// Encodes the state as `window.lua` keeps it in Redis (msgpack `{b, f, n, x}`); distinct
-    /// values are not part of it.
-    pub fn to_msgpack(&self, out: &mut Vec<u8>) {
-        use rmp::encode as w;
-        const VEC: &str = "writing to a Vec cannot fail";
-        w::write_map_len(out, 3 + u32::from(self.expiry_pushed_ms.is_some())).expect(VEC);
-        w::write_str(out, "b").expect(VEC);
-        w::write_array_len(out, self.buckets.len() as u32).expect(VEC);
-        for (&start, b) in &self.buckets {
-            w::write_array_len(out, 7).expect(VEC);
-            w::write_sint(out, start).expect(VEC);
-            w::write_uint(out, b.count).expect(VEC);
-            w::write_f64(out, b.sum).expect(VEC);
-            w::write_bool(out, b.min.is_some()).expect(VEC);
-            w::write_f64(out, b.min.unwrap_or(0.0)).expect(VEC);
-            w::write_f64(out, b.max.unwrap_or(0.0)).expect(VEC);
-            w::write_uint(out, b.last_of).expect(VEC);
-        }
-        w::write_str(out, "f").expect(VEC);
-        w::write_map_len(out, self.fence.len() as u32).expect(VEC);
-        for (k, &off) in &self.fence {
-            w::write_str(out, k).expect(VEC);
-            w::write_sint(out, off).expect(VEC);
-        }
-        w::write_str(out, "n").expect(VEC);
-        match self.newest_ms {
-            Some(n) => {
-                w::write_sint(out, n).expect(VEC);
-            }
-            None => w::write_bool(out, false).expect(VEC),
-        }
-        if let Some(x) = self.expiry_pushed_ms {
-            w::write_str(out, "x").expect(VEC);
-            w::write_sint(out, x).expect(VEC);
-        }
-    }
-
     /// After a batch changed the state at `now_ms`: whether the Redis key's expiry is due to
     /// be pushed back (as `window.lua` decides it: a tenth of `ttl_ms` since the last push),
     /// recording the push.
@@ -290,14 +231,14 @@ impl EntityState {
     /// does; a status this state disagrees with is an error.
     ///
     /// [`apply`]: EntityState::apply
-    pub fn follow(&mut self, spec: &WindowSpec, u: &Update<'_>, status: &[u8]) -> Result<Seen, String> {
+    pub fn follow(&mut self, spec: &WindowSpec, u: &Update<'_>, status: &[u8]) -> Result<Seen, StateError> {
         let prior = match status {
             [b'a'] => None,
             [b'a', rest @ ..] => Some(
                 std::str::from_utf8(rest)
                     .ok()
                     .and_then(|r| r.parse::<i64>().ok())
-                    .ok_or_else(|| format!("status '{}'", String::from_utf8_lossy(status)))?,
+                    .ok_or_else(|| StateError::Status(String::from_utf8_lossy(status).into_owned()))?,
             ),
             _ => None,
         };
@@ -310,13 +251,12 @@ impl EntityState {
             b"r"
         };
         if status.first() != expected.first() {
-            return Err(format!(
-                "offset {} of {}: the store says '{}', the state it returned says '{}'",
-                u.offset,
-                u.fence_key,
-                String::from_utf8_lossy(status),
-                String::from_utf8_lossy(expected)
-            ));
+            return Err(StateError::Disagrees {
+                offset: u.offset,
+                fence_key: u.fence_key.to_string(),
+                store: String::from_utf8_lossy(status).into_owned(),
+                ours: String::from_utf8_lossy(expected).into_owned(),
+            });
         }
         Ok(seen)
     }
@@ -429,111 +369,4 @@ fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 mod props;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec() -> WindowSpec {
-        WindowSpec { bucket_ms: 60_000, sizes_ms: vec![600_000, 3_600_000], lateness_ms: 60_000 }
-    }
-
-    fn up(offset: i64, t: i64, v: f64, d: &str) -> Update<'_> {
-        Update { fence_key: "events/0", offset, time_ms: t, value: Some(v), distinct: Some(d) }
-    }
-
-    #[test]
-    fn each_event_sees_the_window_before_itself() {
-        let mut s = EntityState::default();
-        let a = s.apply(&spec(), &up(0, 1_000, 10.0, "m1"));
-        assert_eq!(a.windows[0].count, 0);
-        assert_eq!(a.since_last_ms, None);
-        let b = s.apply(&spec(), &up(1, 61_000, 5.0, "m2"));
-        assert_eq!((b.windows[0].count, b.windows[0].sum, b.windows[0].distinct), (1, 10.0, 1));
-        assert_eq!(b.since_last_ms, Some(60_000));
-        let c = s.apply(&spec(), &up(2, 62_000, 1.0, "m1"));
-        assert_eq!((c.windows[0].count, c.windows[0].sum, c.windows[0].distinct), (2, 15.0, 2));
-        assert_eq!((c.windows[0].min, c.windows[0].max), (Some(5.0), Some(10.0)));
-        assert_eq!(c.windows[0].avg(), Some(7.5));
-    }
-
-    #[test]
-    fn old_buckets_leave_the_short_window_but_stay_in_the_long_one() {
-        let mut s = EntityState::default();
-        s.apply(&spec(), &up(0, 0, 1.0, "a"));
-        let later = s.apply(&spec(), &up(1, 700_000, 1.0, "a"));
-        assert_eq!(later.windows[0].count, 0, "10m window no longer holds t=0");
-        assert_eq!(later.windows[1].count, 1, "1h window still does");
-    }
-
-    #[test]
-    fn a_bucket_is_dropped_exactly_when_it_ends_before_the_retention_horizon() {
-        // Kept while start + bucket > newest - retention, as `window.lua` keeps it.
-        let (sp, mut s) = (spec(), EntityState::default());
-        let (b, keep) = (sp.bucket_ms, sp.retention_ms());
-        let starts = |s: &EntityState| s.buckets.keys().copied().collect::<Vec<_>>();
-        s.apply(&sp, &up(0, 0, 1.0, "a"));
-        s.apply(&sp, &up(1, b, 1.0, "b"));
-        // Horizon b - 1: bucket 0 ends after it.
-        let kept = s.apply(&sp, &up(2, keep + b - 1, 1.0, "c"));
-        assert!(!kept.pruned);
-        assert_eq!(starts(&s), vec![0, b, (keep + b - 1) / b * b]);
-        // Horizon 2b - 1: bucket 0 ends at or before it; bucket b ends after it.
-        let dropped = s.apply(&sp, &up(3, keep + 2 * b - 1, 1.0, "d"));
-        assert!(dropped.pruned);
-        assert_eq!(starts(&s)[..2], [b, (keep + b - 1) / b * b]);
-        assert!(!s.last_bucket.contains_key("a") && s.last_bucket.contains_key("b"), "a's only bucket went");
-        // Horizon 2b: bucket b ends exactly at it.
-        assert!(s.apply(&sp, &up(4, keep + 2 * b, 1.0, "e")).pruned);
-        assert_eq!(starts(&s)[0], (keep + b - 1) / b * b);
-    }
-
-    #[test]
-    fn replayed_offsets_are_read_but_never_applied_twice() {
-        let mut s = EntityState::default();
-        for o in 0..5 {
-            s.apply(&spec(), &up(o, o * 1000, 2.0, "m"));
-        }
-        let before = s.clone();
-        for o in 0..5 {
-            let seen = s.apply(&spec(), &up(o, o * 1000, 2.0, "m"));
-            assert!(!seen.applied);
-        }
-        assert_eq!(s, before);
-        assert_eq!(s.totals(), (5, 10.0, 1));
-        // Another partition's offsets are fenced separately.
-        let other = Update { fence_key: "events/1", ..up(0, 6000, 1.0, "n") };
-        assert!(s.apply(&spec(), &other).applied);
-    }
-
-    #[test]
-    fn events_later_than_the_allowed_lateness_are_not_applied() {
-        let mut s = EntityState::default();
-        s.apply(&spec(), &up(0, 1_000_000, 1.0, "a"));
-        let late = s.apply(&spec(), &up(1, 1_000_000 - 61_000, 1.0, "a"));
-        assert!(late.late && !late.applied);
-        let ok = s.apply(&spec(), &up(2, 1_000_000 - 59_000, 1.0, "a"));
-        assert!(ok.applied);
-        assert_eq!(s.totals().0, 2);
-    }
-
-    #[test]
-    fn extreme_event_times_neither_panic_nor_wrap() {
-        // Was: `range start is greater than range end` (t - size - bucket + 1 overflowed).
-        let mut s = EntityState::default();
-        let low = s.apply(&spec(), &up(0, i64::MIN, 1.0, "a"));
-        assert!(low.applied);
-        assert_eq!(s.aggregates(&spec(), i64::MIN)[0].count, 1, "the bucket at i64::MIN is in its own window");
-        let high = s.apply(&spec(), &up(1, i64::MAX, 2.0, "b"));
-        assert_eq!((high.windows[0].count, high.since_last_ms), (0, Some(i64::MAX)));
-        assert!(high.pruned, "i64::MIN is far beyond retention of i64::MAX");
-        assert_eq!(s.totals(), (1, 2.0, 1));
-        assert!(s.apply(&spec(), &up(2, i64::MIN, 1.0, "c")).late);
-    }
-
-    #[test]
-    fn spec_from_seconds_saturates_instead_of_wrapping() {
-        let sp = WindowSpec::from_seconds(60, [600, u64::MAX], u64::MAX);
-        assert_eq!((sp.bucket_ms, sp.sizes_ms.clone(), sp.lateness_ms), (60_000, vec![600_000, i64::MAX], i64::MAX));
-        assert_eq!(sp.retention_ms(), i64::MAX);
-        assert_eq!(WindowSpec::from_seconds(60, [600, 3600], 60), spec());
-    }
-}
+mod tests;
