@@ -16,7 +16,7 @@
 mod context;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ use crossbeam_channel::{SendTimeoutError, Sender};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
+use tokio_util::sync::CancellationToken;
 
 pub use context::VerdictContext;
 
@@ -119,24 +120,52 @@ pub enum Exit {
     Abort,
 }
 
-/// Signals shared between the pipeline owner and its threads.
-#[derive(Debug, Default)]
+/// The root of the pipeline's cancellation tree, shared between its owner and its threads:
+/// `abort` (crash-like: drop work, store nothing more) with its child `stop` (stop fetching
+/// and drain). Aborting also stops; stopping does not abort. The pipeline hangs a child
+/// token off these for each thread that is not told to end by its input channel closing.
+#[derive(Debug)]
 pub struct Control {
-    /// Stop fetching and drain.
-    pub stop: AtomicBool,
-    /// Stop at once without storing anything further.
-    pub abort: Arc<AtomicBool>,
+    abort: CancellationToken,
+    stop: CancellationToken,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        let abort = CancellationToken::new();
+        Self { stop: abort.child_token(), abort }
+    }
 }
 
 impl Control {
     /// Whether the pipeline is aborting (crash-like stop: drop work, store nothing more).
     pub fn aborted(&self) -> bool {
-        self.abort.load(std::sync::atomic::Ordering::SeqCst)
+        self.abort.is_cancelled()
     }
 
     /// Whether the pipeline is stopping (gracefully or not).
     pub fn stopping(&self) -> bool {
-        self.stop.load(std::sync::atomic::Ordering::SeqCst) || self.aborted()
+        self.stop.is_cancelled()
+    }
+
+    /// Stop fetching and drain.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Stop at once without storing anything further (also stops).
+    pub fn abort(&self) {
+        self.abort.cancel();
+    }
+
+    /// The root token: cancelled on abort.
+    pub fn abort_token(&self) -> &CancellationToken {
+        &self.abort
+    }
+
+    /// Cancelled on stop and on abort.
+    pub fn stop_token(&self) -> &CancellationToken {
+        &self.stop
     }
 }
 
@@ -240,10 +269,10 @@ impl ConsumeLoop {
         let mut events: Vec<Envelope<RawMessage>> = Vec::with_capacity(self.batch_cfg.max_events);
         let mut deadline = Instant::now();
         loop {
-            if self.control.abort.load(Ordering::SeqCst) {
+            if self.control.aborted() {
                 return Exit::Abort;
             }
-            if self.control.stop.load(Ordering::SeqCst) {
+            if self.control.stopping() {
                 if !events.is_empty() {
                     let batch = std::mem::take(&mut events);
                     if !self.dispatch(batch, &mut Vec::new()) {
@@ -328,7 +357,7 @@ impl ConsumeLoop {
                 }
                 Err(SendTimeoutError::Timeout(b)) => {
                     batch = b;
-                    if self.control.abort.load(Ordering::SeqCst) {
+                    if self.control.aborted() {
                         return false;
                     }
                     self.pause();

@@ -107,9 +107,18 @@ pub struct Baseline {
     pub score: FeatureBaseline,
 }
 
+/// The manifest's baseline is malformed (what is missing or wrong, and where).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BaselineError(pub String);
+
 impl Baseline {
     /// From the manifest's `baseline` (None when the manifest has none).
-    pub fn from_manifest(m: &Manifest) -> Result<Option<Self>, String> {
+    pub fn from_manifest(m: &Manifest) -> Result<Option<Self>, BaselineError> {
+        Self::read(m).map_err(BaselineError)
+    }
+
+    fn read(m: &Manifest) -> Result<Option<Self>, String> {
         let Some(b) = &m.baseline else { return Ok(None) };
         let feats = b.get("features").ok_or("baseline: 'features' missing")?;
         let mut features = Vec::with_capacity(m.inputs.len());
