@@ -14,6 +14,7 @@
 //! is taken.
 
 mod context;
+mod control;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,9 +25,9 @@ use crossbeam_channel::{SendTimeoutError, Sender};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
-use tokio_util::sync::CancellationToken;
 
 pub use context::VerdictContext;
+pub use control::Control;
 
 use crate::config::{BatchConfig, KafkaConfig};
 use crate::envelope::{Batch, Envelope, Origin, RawMessage};
@@ -118,55 +119,6 @@ pub enum Exit {
     Drain,
     /// Crash-like: drop the partial batch; nothing more is stored.
     Abort,
-}
-
-/// The root of the pipeline's cancellation tree, shared between its owner and its threads:
-/// `abort` (crash-like: drop work, store nothing more) with its child `stop` (stop fetching
-/// and drain). Aborting also stops; stopping does not abort. The pipeline hangs a child
-/// token off these for each thread that is not told to end by its input channel closing.
-#[derive(Debug)]
-pub struct Control {
-    abort: CancellationToken,
-    stop: CancellationToken,
-}
-
-impl Default for Control {
-    fn default() -> Self {
-        let abort = CancellationToken::new();
-        Self { stop: abort.child_token(), abort }
-    }
-}
-
-impl Control {
-    /// Whether the pipeline is aborting (crash-like stop: drop work, store nothing more).
-    pub fn aborted(&self) -> bool {
-        self.abort.is_cancelled()
-    }
-
-    /// Whether the pipeline is stopping (gracefully or not).
-    pub fn stopping(&self) -> bool {
-        self.stop.is_cancelled()
-    }
-
-    /// Stop fetching and drain.
-    pub fn stop(&self) {
-        self.stop.cancel();
-    }
-
-    /// Stop at once without storing anything further (also stops).
-    pub fn abort(&self) {
-        self.abort.cancel();
-    }
-
-    /// The root token: cancelled on abort.
-    pub fn abort_token(&self) -> &CancellationToken {
-        &self.abort
-    }
-
-    /// Cancelled on stop and on abort.
-    pub fn stop_token(&self) -> &CancellationToken {
-        &self.stop
-    }
 }
 
 /// The consume loop: runs on its own thread until `control` says stop.

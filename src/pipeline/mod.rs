@@ -7,8 +7,12 @@
 //! ```
 //!
 //! Shutdown order: stop fetching → flush the partial batch → workers drain →
-//! acker awaits every delivery and stores offsets → synchronous commit → close.
+//! acker awaits every delivery and stores offsets → watchers end → the drift publisher
+//! publishes the last window → synchronous commit → close. Every thread is joined.
 //! [`Pipeline::abort`] (and `Drop`) is the crash-like path: nothing more is stored.
+//!
+//! `start.rs` builds the stages and starts the threads; `threads.rs` owns them (the
+//! cancellation tree's children, the sentinel that fails `/healthz`, joining).
 
 mod start;
 mod threads;
