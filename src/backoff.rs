@@ -62,6 +62,21 @@ pub fn sleep_unless(d: Duration, cancel: &CancellationToken) -> bool {
     }
 }
 
+/// Waits until `kick` has a message or `interval` has passed (true), or `cancel` fires first
+/// (false): a watcher's wait between checks. `cancel` is looked at every 50 ms.
+pub fn wait_for_kick<T>(kick: &crossbeam_channel::Receiver<T>, interval: Duration, cancel: &CancellationToken) -> bool {
+    let due = crossbeam_channel::after(interval);
+    let ticks = crossbeam_channel::tick(Duration::from_millis(50));
+    while !cancel.is_cancelled() {
+        crossbeam_channel::select! {
+            recv(kick) -> _ => return !cancel.is_cancelled(),
+            recv(due) -> _ => return !cancel.is_cancelled(),
+            recv(ticks) -> _ => {}
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

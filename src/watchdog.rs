@@ -14,6 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::sleep_unless;
 use crate::telemetry::Metrics;
 
 /// Watches one pipeline for stalls.
@@ -29,12 +32,11 @@ impl Watchdog {
         Self { timeout, metrics, in_flight }
     }
 
-    /// Runs until `stopped` says so.
-    pub fn run(self, stopped: impl Fn() -> bool) {
+    /// Runs until `cancel` is cancelled.
+    pub fn run(self, cancel: &CancellationToken) {
+        const TICK: Duration = Duration::from_millis(250);
         if self.timeout.is_zero() {
-            while !stopped() {
-                std::thread::sleep(Duration::from_millis(250));
-            }
+            while sleep_unless(TICK, cancel) {}
             return;
         }
         let stalled = &self.metrics.guards.stalled;
@@ -42,8 +44,7 @@ impl Watchdog {
         let mut seen = last_progress.get();
         // When the pipeline last made progress or last had nothing to do.
         let mut since = Instant::now();
-        while !stopped() {
-            std::thread::sleep(Duration::from_millis(250));
+        while sleep_unless(TICK, cancel) {
             let progress = last_progress.get();
             let waiting = self.in_flight.load(Ordering::SeqCst) > 0;
             if progress != seen || !waiting {

@@ -5,7 +5,6 @@
 //! buffer), reused across batches, so the hot path does not allocate per event
 //! beyond the decoded identity strings and the produce records.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -326,7 +325,7 @@ impl Worker {
     pub fn run(mut self, rx: Receiver<Batch>, done: Sender<Completed>) {
         let thread = std::thread::current().name().unwrap_or("verdict-worker").to_string();
         while let Ok(batch) = rx.recv() {
-            if self.control.abort.load(Ordering::SeqCst) {
+            if self.control.aborted() {
                 continue;
             }
             // Test-only faults, looked up once per batch (one atomic load when none is armed).
@@ -347,7 +346,7 @@ impl Worker {
                     self.metrics.guards.panics.with_label_values(&[&thread]).inc();
                     tracing::error!(panic = %why, batch = batch.seq, events = batch.events.len(), "panic while processing a batch; its undecided events go to the dead-letter topic");
                     if let Some((turnstile, _)) = &self.enricher {
-                        turnstile.pass(batch.seq, &self.control.abort);
+                        turnstile.pass(batch.seq, self.control.abort_token());
                     }
                     match self.dead_letter_rest(&batch, "worker", &format!("panic: {why}")) {
                         Some(c) => c,
@@ -473,7 +472,7 @@ impl Worker {
                 self.scorer.score(rows, out)
             };
             let Err(e) = result else { break };
-            if self.control.abort.load(Ordering::SeqCst) {
+            if self.control.aborted() {
                 return None;
             }
             // An inference error may be transient (a device busy or out of memory for a
@@ -708,7 +707,7 @@ impl Worker {
             })
             .collect();
         let m = self.metrics.clone();
-        let abort = &self.control.abort;
+        let abort = self.control.abort_token();
         let out = &mut self.enriched;
         let degraded = turnstile.run(batch.seq, abort, |enricher| {
             let mut backoff = Duration::from_millis(100);
@@ -758,7 +757,7 @@ impl Worker {
                                 return Some(true);
                             }
                             FailurePolicy::Pause => {
-                                if abort.load(Ordering::SeqCst) {
+                                if abort.is_cancelled() {
                                     return None;
                                 }
                                 std::thread::sleep(backoff);
@@ -806,7 +805,7 @@ impl Worker {
                     return Sent::Stopped;
                 }
                 Class::Retryable => {
-                    if self.control.abort.load(Ordering::SeqCst) {
+                    if self.control.aborted() {
                         return Sent::Stopped;
                     }
                     errors.with_label_values(&[&e.label(), "retried"]).inc();

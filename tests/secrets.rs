@@ -114,7 +114,7 @@ fn a_wrong_redis_password_is_reported_as_such_and_never_shown() {
 
     // A rules list kept in a Redis set, read with the same URL.
     let spec = verdict::rules::set::ListSpec { file: None, values: None, redis_set: Some("blocked".into()) };
-    let err = verdict::rules::live::fetch_list(&spec, &url).unwrap_err();
+    let err = verdict::rules::live::fetch_list(&spec, &url).unwrap_err().to_string();
     assert!(err.contains("authentication failed"), "{err}");
     assert!(!err.contains(wrong), "the list refresh error shows the password: {err}");
 

@@ -2,7 +2,7 @@
 //! statistics (consumer lag per partition), and librdkafka's own logs and errors, rate
 //! limited (a broker that is down reports the same error many times a second).
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::statistics::Statistics;
 use rdkafka::TopicPartitionList;
+use tokio_util::sync::CancellationToken;
 
 use crate::lograte::KafkaLogs;
 use crate::telemetry::Metrics;
@@ -24,7 +25,7 @@ const REVOKE_DRAIN: Duration = Duration::from_secs(10);
 pub struct VerdictContext {
     metrics: Arc<Metrics>,
     in_flight: Arc<AtomicUsize>,
-    abort: Mutex<Option<Arc<AtomicBool>>>,
+    abort: Mutex<Option<CancellationToken>>,
     revoked: Mutex<Vec<(String, i32)>>,
     assigned: AtomicI64,
     logs: KafkaLogs,
@@ -43,8 +44,9 @@ impl VerdictContext {
         }
     }
 
-    /// When set, a revoke does not wait for in-flight batches (crash-like teardown).
-    pub fn set_abort_flag(&self, abort: Arc<AtomicBool>) {
+    /// Once `abort` is cancelled, a revoke does not wait for in-flight batches (crash-like
+    /// teardown). Set after creation: the consumer is created before the pipeline's tree.
+    pub fn set_abort_token(&self, abort: CancellationToken) {
         *self.abort.lock() = Some(abort);
     }
 
@@ -66,7 +68,7 @@ impl VerdictContext {
     }
 
     fn aborted(&self) -> bool {
-        self.abort.lock().as_ref().is_some_and(|a| a.load(Ordering::SeqCst))
+        self.abort.lock().as_ref().is_some_and(CancellationToken::is_cancelled)
     }
 }
 

@@ -14,9 +14,10 @@
 //! is taken.
 
 mod context;
+mod control;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 
 pub use context::VerdictContext;
+pub use control::Control;
 
 use crate::config::{BatchConfig, KafkaConfig};
 use crate::envelope::{Batch, Envelope, Origin, RawMessage};
@@ -117,27 +119,6 @@ pub enum Exit {
     Drain,
     /// Crash-like: drop the partial batch; nothing more is stored.
     Abort,
-}
-
-/// Signals shared between the pipeline owner and its threads.
-#[derive(Debug, Default)]
-pub struct Control {
-    /// Stop fetching and drain.
-    pub stop: AtomicBool,
-    /// Stop at once without storing anything further.
-    pub abort: Arc<AtomicBool>,
-}
-
-impl Control {
-    /// Whether the pipeline is aborting (crash-like stop: drop work, store nothing more).
-    pub fn aborted(&self) -> bool {
-        self.abort.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Whether the pipeline is stopping (gracefully or not).
-    pub fn stopping(&self) -> bool {
-        self.stop.load(std::sync::atomic::Ordering::SeqCst) || self.aborted()
-    }
 }
 
 /// The consume loop: runs on its own thread until `control` says stop.
@@ -240,10 +221,10 @@ impl ConsumeLoop {
         let mut events: Vec<Envelope<RawMessage>> = Vec::with_capacity(self.batch_cfg.max_events);
         let mut deadline = Instant::now();
         loop {
-            if self.control.abort.load(Ordering::SeqCst) {
+            if self.control.aborted() {
                 return Exit::Abort;
             }
-            if self.control.stop.load(Ordering::SeqCst) {
+            if self.control.stopping() {
                 if !events.is_empty() {
                     let batch = std::mem::take(&mut events);
                     if !self.dispatch(batch, &mut Vec::new()) {
@@ -328,7 +309,7 @@ impl ConsumeLoop {
                 }
                 Err(SendTimeoutError::Timeout(b)) => {
                     batch = b;
-                    if self.control.abort.load(Ordering::SeqCst) {
+                    if self.control.aborted() {
                         return false;
                     }
                     self.pause();

@@ -207,7 +207,9 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
         }
         start = Instant::now();
         let (m, o, s, t) = (mock.clone(), opts.clone(), stop.clone(), topic.clone());
-        producer = Some(std::thread::spawn(move || produce(&m, &t, &o, &s)));
+        let spawned = std::thread::Builder::new().name("demo-producer".into()).spawn(move || produce(&m, &t, &o, &s));
+        let thread = "demo-producer".to_string();
+        producer = Some(spawned.map_err(|source| crate::pipeline::SpawnError { thread, source })?);
     }
     let ep = pipeline.model().execution_provider.clone();
     let done = |m: &Metrics| m.counted("decode", "ok") + m.counted("decode", "dead_letter");

@@ -6,24 +6,22 @@
 //! A feature crossing a PSI threshold is logged once per state change.
 
 pub mod labels;
+mod publisher;
 pub mod stats;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use apache_avro::types::Value;
 use apache_avro::Schema;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-pub use stats::{Baseline, FeatureBaseline, FeatureStats, Moments, Window};
+pub use publisher::DriftPublisher;
+pub use stats::{Baseline, BaselineError, FeatureBaseline, FeatureStats, Moments, Window};
 
-use crate::config::{DecisionFormat, DriftConfig};
-use crate::publish::Publisher;
+use crate::config::DriftConfig;
 use crate::rules::Action;
-use crate::telemetry::Metrics;
 
 /// The drift record schema, embedded (also `schemas/drift.avsc`).
 pub const SCHEMA: &str = include_str!("../../schemas/drift.avsc");
@@ -104,6 +102,20 @@ pub struct DriftRecord {
     pub alerts: Vec<String>,
     /// Delayed labels joined in the window (None when the label join is off).
     pub labels: Option<labels::LabelStats>,
+}
+
+/// A drift record could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// Avro encoding, schema resolution or decoding failed.
+    #[error(transparent)]
+    Avro(#[from] apache_avro::Error),
+    /// JSON encoding failed.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// The bytes do not start with the Confluent frame (magic byte 0 and a schema id).
+    #[error("not Confluent-framed")]
+    NotFramed,
 }
 
 /// Identity of what is being watched.
@@ -192,24 +204,23 @@ impl DriftRecord {
     }
 
     /// Confluent-framed Avro (`schemas/drift.avsc`) with `schema_id`.
-    pub fn to_avro(&self, schema: &Schema, schema_id: u32) -> Result<Vec<u8>, String> {
-        let value = apache_avro::to_value(self).map_err(|e| e.to_string())?;
-        let value = value.resolve(schema).map_err(|e| e.to_string())?;
+    pub fn to_avro(&self, schema: &Schema, schema_id: u32) -> Result<Vec<u8>, CodecError> {
+        let value = apache_avro::to_value(self)?.resolve(schema)?;
         let mut out = vec![0];
         out.extend_from_slice(&schema_id.to_be_bytes());
-        let w = apache_avro::writer::datum::GenericDatumWriter::builder(schema).build().map_err(|e| e.to_string())?;
-        w.write_value(&mut out, value).map_err(|e| e.to_string())?;
+        let w = apache_avro::writer::datum::GenericDatumWriter::builder(schema).build()?;
+        w.write_value(&mut out, value)?;
         Ok(out)
     }
 
     /// Decodes a Confluent-framed Avro drift record.
-    pub fn from_avro(schema: &Schema, bytes: &[u8]) -> Result<Self, String> {
+    pub fn from_avro(schema: &Schema, bytes: &[u8]) -> Result<Self, CodecError> {
         if bytes.len() < 5 || bytes[0] != 0 {
-            return Err("not Confluent-framed".into());
+            return Err(CodecError::NotFramed);
         }
-        let r = apache_avro::reader::datum::GenericDatumReader::builder(schema).build().map_err(|e| e.to_string())?;
-        let v: Value = r.read_value(&mut &bytes[5..]).map_err(|e| e.to_string())?;
-        apache_avro::from_value(&v).map_err(|e| e.to_string())
+        let r = apache_avro::reader::datum::GenericDatumReader::builder(schema).build()?;
+        let v: Value = r.read_value(&mut &bytes[5..])?;
+        Ok(apache_avro::from_value(&v)?)
     }
 }
 
@@ -273,124 +284,6 @@ pub fn instance_id(cfg: &DriftConfig) -> String {
         return cfg.instance.clone();
     }
     std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| format!("pid-{}", std::process::id()))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-/// Publishes a record at the end of every window until `stop`; the last (partial) window
-/// is published on stop.
-#[allow(clippy::too_many_arguments)]
-pub fn spawn_publisher(
-    cfg: DriftConfig,
-    format: DecisionFormat,
-    schema_id: u32,
-    monitor: Arc<DriftMonitor>,
-    id: Identity,
-    publisher: Publisher,
-    metrics: Arc<Metrics>,
-    stop: Arc<AtomicBool>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let schema = Schema::parse_str(SCHEMA).expect("embedded drift schema parses");
-    std::thread::Builder::new().name("verdict-drift".into()).spawn(move || {
-        let mut started = Instant::now();
-        let mut start_ms = now_ms();
-        let mut states: BTreeMap<String, u8> = BTreeMap::new();
-        loop {
-            let stopping = stop.load(Ordering::SeqCst);
-            let due = started.elapsed() >= Duration::from_secs(cfg.window_s) || monitor.events() >= cfg.window_events;
-            if due || stopping {
-                let w = monitor.take();
-                let end_ms = now_ms();
-                let labels = monitor.labels.as_ref().map(|(l, t)| {
-                    let mut taken = std::mem::replace(&mut *l.lock(), labels::LabelStats::new(t));
-                    taken.derive();
-                    taken
-                });
-                let any_labels = labels.as_ref().is_some_and(|l| l.joined + l.unknown + l.invalid > 0);
-                if w.events > 0 || w.dead_letters.values().sum::<u64>() > 0 || any_labels {
-                    let mut rec = DriftRecord::build(&id, &monitor.baseline, &w, start_ms, end_ms, &cfg);
-                    rec.labels = labels;
-                    report(&rec, &cfg, &metrics, &mut states);
-                    let payload = match format {
-                        DecisionFormat::Avro => rec.to_avro(&schema, schema_id),
-                        DecisionFormat::Json => serde_json::to_vec(&rec).map_err(|e| e.to_string()),
-                    };
-                    match payload {
-                        Ok(p) => {
-                            if let Err(e) = publisher.send(&cfg.topic, Some(id.instance.as_bytes()), &p, None) {
-                                tracing::warn!(error = %e, "drift record not sent");
-                            }
-                        }
-                        Err(e) => tracing::error!(error = %e, "drift record not encoded"),
-                    }
-                }
-                started = Instant::now();
-                start_ms = end_ms;
-            }
-            if stopping {
-                publisher.flush(Duration::from_secs(5));
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    })
-}
-
-/// Gauges, and a log line per feature whose state (ok / warn / alert) changed.
-fn report(rec: &DriftRecord, cfg: &DriftConfig, m: &Metrics, states: &mut BTreeMap<String, u8>) {
-    let model = rec.model.as_str();
-    m.drift_windows.inc();
-    for f in rec.features.iter().chain(std::iter::once(&rec.score)) {
-        let l = [model, f.name.as_str()];
-        m.feature_psi.with_label_values(&l).set(f.psi);
-        m.feature_ks.with_label_values(&l).set(f.ks);
-        m.feature_default_rate.with_label_values(&l).set(f.default_rate);
-        m.feature_out_of_range_rate.with_label_values(&l).set(f.out_of_range_rate);
-        if let Some(mean) = f.mean {
-            m.feature_mean.with_label_values(&l).set(mean);
-        }
-        let state = if f.psi > cfg.psi_alert {
-            2
-        } else if f.psi > cfg.psi_warn {
-            1
-        } else {
-            0
-        };
-        m.feature_drift_state.with_label_values(&l).set(state as i64);
-        let before = states.insert(f.name.clone(), state).unwrap_or(0);
-        if before != state {
-            let word = ["ok", "warn", "alert"][state as usize];
-            if state == 0 {
-                tracing::info!(model, feature = %f.name, psi = f.psi, "drift back to {word}");
-            } else {
-                tracing::warn!(model, feature = %f.name, psi = f.psi, ks = f.ks, "drift {word}");
-            }
-        }
-    }
-    let n = rec.events.max(1) as f64;
-    for (a, c) in &rec.actions {
-        m.action_rate.with_label_values(&[model, a]).set(*c as f64 / n);
-    }
-    if let Some(l) = rec.labels.as_ref().filter(|l| l.joined > 0) {
-        for c in &l.thresholds {
-            let t = format!("{}", c.threshold);
-            if let Some(p) = c.precision {
-                m.label_precision.with_label_values(&[model, &t]).set(p);
-            }
-            if let Some(r) = c.recall {
-                m.label_recall.with_label_values(&[model, &t]).set(r);
-            }
-        }
-        if let Some(b) = l.brier {
-            m.label_brier.with_label_values(&[model]).set(b);
-        }
-    }
-    let total = (rec.events + rec.dead_letters.values().sum::<i64>()).max(1) as f64;
-    for (r, c) in &rec.dead_letters {
-        m.dead_letter_rate.with_label_values(&[model, r]).set(*c as f64 / total);
-    }
 }
 
 #[cfg(test)]

@@ -30,13 +30,13 @@ pub struct FeatureBaseline {
 }
 
 impl FeatureBaseline {
-    fn from_json(name: &str, v: &serde_json::Value, default: Option<f64>) -> Result<Self, String> {
-        let nums = |k: &str| -> Result<Vec<f64>, String> {
+    fn from_json(name: &str, v: &serde_json::Value, default: Option<f64>) -> Result<Self, BaselineError> {
+        let nums = |k: &str| -> Result<Vec<f64>, BaselineError> {
             v.get(k)
                 .and_then(|a| a.as_array())
-                .ok_or_else(|| format!("baseline {name}: '{k}' missing"))?
+                .ok_or_else(|| BaselineError(format!("baseline {name}: '{k}' missing")))?
                 .iter()
-                .map(|x| x.as_f64().ok_or_else(|| format!("baseline {name}: '{k}' holds a non-number")))
+                .map(|x| x.as_f64().ok_or_else(|| BaselineError(format!("baseline {name}: '{k}' holds a non-number"))))
                 .collect()
         };
         let mut edges = nums("edges")?;
@@ -51,11 +51,11 @@ impl FeatureBaseline {
         let point = edges.len() == 2 && edges[0] == edges[1];
         if edges.len() < 2 || proportions.len() != edges.len() - 1 || (!point && edges.windows(2).any(|w| w[0] >= w[1]))
         {
-            return Err(format!(
+            return Err(BaselineError(format!(
                 "baseline {name}: need k+1 ascending edges for k proportions (got {} edges, {} proportions)",
                 edges.len(),
                 proportions.len()
-            ));
+            )));
         }
         let mut expected = Vec::with_capacity(proportions.len() + 3);
         expected.push(default_rate);
@@ -107,17 +107,24 @@ pub struct Baseline {
     pub score: FeatureBaseline,
 }
 
+/// The manifest's baseline is malformed (what is missing or wrong, and where).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BaselineError(pub String);
+
 impl Baseline {
     /// From the manifest's `baseline` (None when the manifest has none).
-    pub fn from_manifest(m: &Manifest) -> Result<Option<Self>, String> {
+    pub fn from_manifest(m: &Manifest) -> Result<Option<Self>, BaselineError> {
         let Some(b) = &m.baseline else { return Ok(None) };
-        let feats = b.get("features").ok_or("baseline: 'features' missing")?;
+        let missing = |what: &str| BaselineError(format!("baseline: {what}"));
+        let feats = b.get("features").ok_or_else(|| missing("'features' missing"))?;
         let mut features = Vec::with_capacity(m.inputs.len());
         for c in &m.inputs {
-            let v = feats.get(&c.name).ok_or_else(|| format!("baseline: no entry for input '{}'", c.name))?;
+            let v = feats.get(&c.name).ok_or_else(|| missing(&format!("no entry for input '{}'", c.name)))?;
             features.push(FeatureBaseline::from_json(&c.name, v, c.default_value())?);
         }
-        let score = FeatureBaseline::from_json("score", b.get("score").ok_or("baseline: 'score' missing")?, None)?;
+        let score = b.get("score").ok_or_else(|| missing("'score' missing"))?;
+        let score = FeatureBaseline::from_json("score", score, None)?;
         Ok(Some(Self { features, score }))
     }
 }

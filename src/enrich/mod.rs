@@ -253,11 +253,13 @@ struct Generations<V> {
     current: HashMap<(usize, String), V>,
     previous: HashMap<(usize, String), V>,
     half: usize,
+    /// The thread freeing the last dropped generation: joined before the next one, and on drop.
+    freeing: Option<std::thread::JoinHandle<()>>,
 }
 
 impl<V: Send + 'static> Generations<V> {
     fn new(capacity: u64) -> Self {
-        Self { current: HashMap::new(), previous: HashMap::new(), half: (capacity as usize / 2).max(1) }
+        Self { current: HashMap::new(), previous: HashMap::new(), half: (capacity as usize / 2).max(1), freeing: None }
     }
 
     /// Removes and returns the entry.
@@ -279,11 +281,19 @@ impl<V: Send + 'static> Generations<V> {
             let dropped = std::mem::replace(&mut self.previous, std::mem::take(&mut self.current));
             if dropped.len() > 1000 {
                 // Freeing tens of thousands of states takes milliseconds: not in the turnstile.
-                std::thread::spawn(move || drop(dropped));
+                // (If no thread can be started, `dropped` is freed here.)
+                let _ = self.freeing.take().map(std::thread::JoinHandle::join);
+                self.freeing = std::thread::Builder::new().spawn(move || drop(dropped)).ok();
             }
         }
         self.previous.remove(&key);
         self.current.insert(key, value);
+    }
+}
+
+impl<V> Drop for Generations<V> {
+    fn drop(&mut self) {
+        let _ = self.freeing.take().map(std::thread::JoinHandle::join);
     }
 }
 

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
 
 /// Runs closures in batch-sequence order: window updates must be applied per source
 /// partition in offset order (the replay fence relies on it), while workers decode and
@@ -22,12 +23,12 @@ impl<T> Turnstile<T> {
         Self { state: Mutex::new((0, inner)), turn: parking_lot::Condvar::new() }
     }
 
-    /// Waits for batch `seq`'s turn, runs `f`, passes the turn on. None if `abort` was set
-    /// while waiting.
-    pub fn run<R>(&self, seq: u64, abort: &std::sync::atomic::AtomicBool, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+    /// Waits for batch `seq`'s turn, runs `f`, passes the turn on. None if `abort` was
+    /// cancelled while waiting.
+    pub fn run<R>(&self, seq: u64, abort: &CancellationToken, f: impl FnOnce(&mut T) -> R) -> Option<R> {
         let mut g = self.state.lock();
         while g.0 != seq {
-            if abort.load(std::sync::atomic::Ordering::SeqCst) {
+            if abort.is_cancelled() {
                 return None;
             }
             self.turn.wait_for(&mut g, Duration::from_millis(50));
@@ -47,10 +48,10 @@ impl<T> Turnstile<T> {
     /// Passes batch `seq`'s turn on without running anything, if it has not been taken:
     /// waits for the turn (unless aborted), then lets `seq + 1` go. A worker that lost a
     /// batch to a panic before its enrich turn calls this so later batches are not stuck.
-    pub fn pass(&self, seq: u64, abort: &std::sync::atomic::AtomicBool) {
+    pub fn pass(&self, seq: u64, abort: &CancellationToken) {
         let mut g = self.state.lock();
         while g.0 < seq {
-            if abort.load(std::sync::atomic::Ordering::SeqCst) {
+            if abort.is_cancelled() {
                 return;
             }
             self.turn.wait_for(&mut g, Duration::from_millis(50));
@@ -65,12 +66,12 @@ impl<T> Turnstile<T> {
 #[cfg(test)]
 mod tests {
     use super::Turnstile;
-    use std::sync::atomic::AtomicBool;
+    use tokio_util::sync::CancellationToken;
 
     #[test]
     fn a_panicking_turn_and_a_passed_turn_both_let_the_next_batch_go() {
         let t = Turnstile::new(0u32);
-        let abort = AtomicBool::new(false);
+        let abort = CancellationToken::new();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             t.run(0, &abort, |_| panic!("boom"));
         }));

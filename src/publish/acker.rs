@@ -5,15 +5,17 @@
 //! retried. A batch whose outputs are not all accounted for never has its offsets stored.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use rdkafka::producer::DeliveryFuture;
+use tokio_util::sync::CancellationToken;
 
 use super::limits::{self, Class};
 use super::Publisher;
+use crate::backoff::Backoff;
 use crate::config::RefusedPolicy;
 use crate::envelope::Origin;
 use crate::error::DeadLetterReason;
@@ -54,7 +56,7 @@ pub struct Acker {
     offsets: Arc<dyn OffsetStore>,
     publisher: Publisher,
     metrics: Arc<Metrics>,
-    abort: Arc<AtomicBool>,
+    abort: CancellationToken,
     in_flight: Arc<AtomicUsize>,
     refused: Refusals,
     log: crate::lograte::LogRate,
@@ -70,13 +72,14 @@ pub struct Refusals {
 }
 
 impl Acker {
-    /// An acker fed by `rx`; `in_flight` counts dispatched, not yet stored, batches.
+    /// An acker fed by `rx`; `in_flight` counts dispatched, not yet stored, batches; once
+    /// `abort` is cancelled nothing further is stored or re-sent.
     pub fn new(
         rx: Receiver<Completed>,
         offsets: Arc<dyn OffsetStore>,
         publisher: Publisher,
         metrics: Arc<Metrics>,
-        abort: Arc<AtomicBool>,
+        abort: CancellationToken,
         in_flight: Arc<AtomicUsize>,
         refused: Refusals,
     ) -> Self {
@@ -93,7 +96,7 @@ impl Acker {
             self.metrics.queue_depth.with_label_values(&["unacked"]).set(self.rx.len() as i64);
             waiting.insert(done.seq, done);
             while let Some(batch) = waiting.remove(&next_seq) {
-                if !self.await_deliveries(batch.deliveries) || self.abort.load(Ordering::SeqCst) {
+                if !self.await_deliveries(batch.deliveries) || self.abort.is_cancelled() {
                     return; // aborted: nothing further is stored
                 }
                 for o in &batch.offsets {
@@ -129,7 +132,7 @@ impl Acker {
     /// refusals to the policy (`dead_letter` only when `may_dead_letter`: not for a copy that
     /// is itself a dead letter of a refused output).
     fn await_one(&mut self, mut fut: DeliveryFuture, may_dead_letter: bool) -> bool {
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = resend_backoff();
         loop {
             let (error, msg) = match futures::executor::block_on(fut) {
                 Ok(Ok(_)) => return true,
@@ -137,7 +140,7 @@ impl Acker {
                 // The producer went away: the pipeline is being torn down.
                 Err(_canceled) => return false,
             };
-            if self.abort.load(Ordering::SeqCst) {
+            if self.abort.is_cancelled() {
                 return false;
             }
             let label = limits::error_label(&error);
@@ -148,19 +151,21 @@ impl Acker {
                     if self.log.admit(Level::WARN, "delivery failed; re-sending") {
                         tracing::warn!(%error, topic = rdkafka::Message::topic(&msg), "delivery failed; re-sending");
                     }
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    if !backoff.wait(&self.abort) {
+                        return false;
+                    }
                     loop {
                         match self.publisher.resend(&msg) {
                             Ok(f) => {
                                 fut = f;
                                 break;
                             }
-                            Err(e) if e.class() == Class::Retryable && !self.abort.load(Ordering::SeqCst) => {
-                                std::thread::sleep(backoff);
-                                backoff = (backoff * 2).min(Duration::from_secs(5));
+                            Err(e) if e.class() == Class::Retryable && !self.abort.is_cancelled() => {
+                                if !backoff.wait(&self.abort) {
+                                    return false;
+                                }
                             }
-                            Err(super::PublishError::Send { error, .. }) if !self.abort.load(Ordering::SeqCst) => {
+                            Err(super::PublishError::Send { error, .. }) if !self.abort.is_cancelled() => {
                                 return self.refused(&msg, &error, may_dead_letter);
                             }
                             Err(_) => return false,
@@ -208,15 +213,16 @@ impl Acker {
                 if self.log.admit(Level::WARN, "output refused for good; sent to the dead-letter topic") {
                     tracing::warn!(%error, topic, "output refused for good; sent to the dead-letter topic");
                 }
-                let mut backoff = Duration::from_millis(50);
+                let mut backoff = resend_backoff();
                 loop {
                     match self.publisher.dead_letter_refused(&self.refused.dead_letter_topic, msg, error) {
                         Ok(f) => return self.await_one(f, false),
-                        Err(e) if e.class() == Class::Retryable && !self.abort.load(Ordering::SeqCst) => {
-                            std::thread::sleep(backoff);
-                            backoff = (backoff * 2).min(Duration::from_secs(5));
+                        Err(e) if e.class() == Class::Retryable && !self.abort.is_cancelled() => {
+                            if !backoff.wait(&self.abort) {
+                                return false;
+                            }
                         }
-                        Err(super::PublishError::Send { error, .. }) if !self.abort.load(Ordering::SeqCst) => {
+                        Err(super::PublishError::Send { error, .. }) if !self.abort.is_cancelled() => {
                             let msg = rdkafka::message::OwnedMessage::new(
                                 None,
                                 None,
@@ -241,6 +247,11 @@ impl Acker {
             }
         }
     }
+}
+
+/// Re-sends after a transient failure: from 50 ms, doubling, at most 5 s apart.
+fn resend_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(50), Duration::from_secs(5))
 }
 
 /// Milliseconds since the Unix epoch.

@@ -8,12 +8,50 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::RwLock;
+use tokio_util::sync::CancellationToken;
 
 use super::set::{read_list, ListSpec, RuleSet};
 use crate::config::RulesConfig;
 use crate::telemetry::Metrics;
+
+/// The rules file is invalid.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("; "))]
+pub struct InvalidRules(pub Vec<String>);
+
+/// A named list could not be read (its previous entries stay in force).
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    /// The list file could not be read.
+    #[error("{}: {source}", path.display())]
+    File {
+        /// The list file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Redis failed; `url` is the redacted URL, `reason` names no password.
+    #[error("{url}: {reason}")]
+    Redis {
+        /// The Redis URL, password redacted.
+        url: String,
+        /// What failed, password redacted.
+        reason: String,
+    },
+    /// Reading the set failed.
+    #[error("SMEMBERS {key}: {url}: {reason}")]
+    Members {
+        /// The Redis set.
+        key: String,
+        /// The Redis URL, password redacted.
+        url: String,
+        /// What failed, password redacted.
+        reason: String,
+    },
+}
 
 /// One rules version plus the current entries of its named lists.
 #[derive(Debug)]
@@ -44,10 +82,10 @@ impl RulesHandle {
         enriched: &[String],
         default_redis: &str,
         metrics: Arc<Metrics>,
-    ) -> Result<Arc<Self>, Vec<String>> {
+    ) -> Result<Arc<Self>, InvalidRules> {
         let path = (!cfg.file.is_empty()).then(|| PathBuf::from(&cfg.file));
         let set = match &path {
-            Some(p) => RuleSet::load(p, enriched)?,
+            Some(p) => RuleSet::load(p, enriched).map_err(InvalidRules)?,
             None => RuleSet::empty(),
         };
         let redis_url = if cfg.redis_url.is_empty() { default_redis.to_string() } else { cfg.redis_url.clone() };
@@ -153,46 +191,42 @@ impl RulesHandle {
         self.metrics.rules_info.with_label_values(&[&*live.set.version, &live.set.rules.len().to_string()]).set(1);
     }
 
-    /// Runs the watcher until `stopped()` says so: file checks and list refreshes.
-    pub fn spawn_watcher(
-        self: &Arc<Self>,
-        cfg: &RulesConfig,
-        stopped: impl Fn() -> bool + Send + 'static,
-    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    /// The watcher (file checks and list refreshes), to run on its own thread until `cancel`
+    /// is cancelled.
+    pub fn watcher(self: &Arc<Self>, cfg: &RulesConfig, cancel: CancellationToken) -> impl FnOnce() + Send + 'static {
         let me = self.clone();
         let interval = Duration::from_millis(cfg.reload_interval_ms.max(10));
         let refresh = Duration::from_secs(cfg.list_refresh_s.max(1));
-        std::thread::Builder::new().name("verdict-rules".into()).spawn(move || {
+        move || {
             let mut last_refresh = Instant::now();
-            while !stopped() {
-                match me.kick.1.recv_timeout(interval) {
-                    Ok(()) | Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => return,
-                }
+            while crate::backoff::wait_for_kick(&me.kick.1, interval, &cancel) {
                 me.check();
                 if last_refresh.elapsed() >= refresh {
                     last_refresh = Instant::now();
                     me.refresh_lists();
                 }
             }
-        })
+        }
     }
 }
 
 /// Current entries of a list: None for inline lists (they never change).
-pub fn fetch_list(spec: &ListSpec, redis_url: &str) -> Result<Option<HashSet<String>>, String> {
+pub fn fetch_list(spec: &ListSpec, redis_url: &str) -> Result<Option<HashSet<String>>, ListError> {
     if let Some(f) = &spec.file {
-        let t = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let t = std::fs::read_to_string(f).map_err(|source| ListError::File { path: f.clone(), source })?;
         return Ok(Some(read_list(&t).collect()));
     }
     if let Some(key) = &spec.redis_set {
         // The URL may carry a password: messages name only its redacted form.
-        let shown = crate::redact::redis_url(redis_url);
-        let failed = |e: redis::RedisError| format!("{shown}: {}", crate::enrich::redis::redis_error(&e));
+        let url = crate::redact::redis_url(redis_url).into_owned();
+        let reason = |e: redis::RedisError| crate::enrich::redis::redis_error(&e);
+        let failed = |e| ListError::Redis { url: url.clone(), reason: reason(e) };
         let client = redis::Client::open(redis_url).map_err(failed)?;
         let mut conn = client.get_connection_with_timeout(Duration::from_secs(2)).map_err(failed)?;
-        let members: HashSet<String> =
-            redis::cmd("SMEMBERS").arg(key).query(&mut conn).map_err(|e| format!("SMEMBERS {key}: {}", failed(e)))?;
+        let members: HashSet<String> = redis::cmd("SMEMBERS")
+            .arg(key)
+            .query(&mut conn)
+            .map_err(|e| ListError::Members { key: key.clone(), url: url.clone(), reason: reason(e) })?;
         return Ok(Some(members));
     }
     Ok(None)

@@ -17,8 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
 
 use super::{ModelSpec, OnnxScorer, ScoreError};
 use crate::config::ModelConfig;
@@ -170,23 +171,14 @@ impl ModelReloader {
         Ok((bundles, spec.manifest.name.clone(), spec.manifest.version.clone(), ep))
     }
 
-    /// Runs the watcher until `stopped()`.
-    pub fn spawn(
-        self: &Arc<Self>,
-        interval: Duration,
-        stopped: impl Fn() -> bool + Send + 'static,
-    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    /// The watcher, to run on its own thread until `cancel` is cancelled: checks every
+    /// `interval` and whenever [`Self::reload_now`] asks.
+    pub fn watcher(self: &Arc<Self>, interval: Duration, cancel: CancellationToken) -> impl FnOnce() + Send + 'static {
         let me = self.clone();
-        std::thread::Builder::new().name("verdict-model".into()).spawn(move || {
-            while !stopped() {
-                match me.kick.1.recv_timeout(interval) {
-                    Ok(()) | Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => return,
-                }
-                if !stopped() {
-                    me.check();
-                }
+        move || {
+            while crate::backoff::wait_for_kick(&me.kick.1, interval, &cancel) {
+                me.check();
             }
-        })
+        }
     }
 }
