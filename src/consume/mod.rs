@@ -13,6 +13,7 @@
 //! nothing is buffered beyond librdkafka's bounded prefetch) and resumed once the batch
 //! is taken.
 
+pub mod config;
 mod context;
 
 use std::collections::HashSet;
@@ -27,7 +28,7 @@ use rdkafka::message::Message;
 
 pub use context::VerdictContext;
 
-use crate::config::{BatchConfig, KafkaConfig};
+use config::{BatchConfig, KafkaConfig};
 use crate::envelope::{Batch, Envelope, Origin, RawMessage};
 use crate::publish::OffsetStore;
 use crate::telemetry::Metrics;

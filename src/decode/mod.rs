@@ -4,6 +4,7 @@
 //! binary datum) with writer schemas from a [`SchemaSource`]. Anything that cannot be
 //! decided becomes a [`DecodeError`] carrying its [`DeadLetterReason`]; nothing panics.
 
+pub mod config;
 pub mod fields;
 pub mod json;
 pub mod json_check;
@@ -19,25 +20,11 @@ use apache_avro::Schema;
 pub use fields::{Field, FieldPath, Fields};
 pub use vectorize::{RowMut, Rows, Vectorizer};
 
-use crate::config::{DecodeConfig, PayloadFormat};
-use crate::enrich::{EntityInput, EntityPaths};
-use crate::error::{DeadLetterReason, Policy, StageError};
-
-/// Why one message could not be decoded.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{reason}: {detail}")]
-pub struct DecodeError {
-    /// Dead-letter reason code.
-    pub reason: DeadLetterReason,
-    /// Human-readable detail (names the field or column).
-    pub detail: String,
-}
-
-impl StageError for DecodeError {
-    fn policy(&self) -> Policy {
-        Policy::DeadLetter
-    }
-}
+pub use crate::core::event::{DecodeError, DecodedEvent};
+use crate::core::event::{EntityInput, EntityPaths};
+use crate::core::field::field_value;
+use crate::error::DeadLetterReason;
+pub use config::{DecodeConfig, FieldMapping, PayloadFormat};
 
 fn err(reason: DeadLetterReason, detail: impl Into<String>) -> DecodeError {
     DecodeError { reason, detail: detail.into() }
@@ -119,21 +106,6 @@ pub fn parse_schema_file(path: &Path) -> Result<Schema, String> {
         ));
     }
     Ok(schema)
-}
-
-/// Identity of a decoded event; its model row is written into the batch matrix.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DecodedEvent {
-    /// Unique event id.
-    pub event_id: String,
-    /// Entity key (decisions are keyed by it).
-    pub entity_key: String,
-    /// Event time, ms since epoch.
-    pub event_time_ms: i64,
-    /// Per configured entity: id, value and distinct fields for the enrich stage.
-    pub entities: Vec<EntityInput>,
-    /// The event fields the rules read, in [`Decoder::set_rule_paths`] order.
-    pub fields: Vec<crate::rules::expr::FieldValue>,
 }
 
 /// Decodes messages of one batch. Built once per worker; cheap to call per message.
@@ -367,7 +339,7 @@ fn extract(d: &Decoder, event: &dyn Fields, row: RowMut<'_>) -> Result<DecodedEv
     };
     d.vectorizer.fill(event, row)?;
     let entities = d.entities.iter().map(|p| entity_input(event, p)).collect::<Result<_, _>>()?;
-    let fields = d.rule_fields.iter().map(|p| crate::rules::set::field_value(event.field(p))).collect();
+    let fields = d.rule_fields.iter().map(|p| field_value(event.field(p))).collect();
     Ok(DecodedEvent { event_id, entity_key, event_time_ms, entities, fields })
 }
 

@@ -5,6 +5,7 @@
 //! and published as a [`DriftRecord`] to the drift topic and as Prometheus gauges.
 //! A feature crossing a PSI threshold is logged once per state change.
 
+pub mod config;
 pub mod labels;
 pub mod stats;
 
@@ -20,7 +21,8 @@ use serde::{Deserialize, Serialize};
 
 pub use stats::{Baseline, FeatureBaseline, FeatureStats, Moments, Window};
 
-use crate::config::{DecisionFormat, DriftConfig};
+use crate::publish::config::DecisionFormat;
+use config::DriftConfig;
 use crate::publish::Publisher;
 use crate::rules::Action;
 use crate::telemetry::Metrics;

@@ -25,7 +25,8 @@ pub use config::{Backend, EnrichConfig, EntityConfig, FailurePolicy};
 pub use turnstile::Turnstile;
 pub use window::{EntityState, Update, WindowSpec};
 
-use crate::decode::FieldPath;
+pub use crate::core::event::{EntityInput, EntityPaths};
+use crate::core::field::FieldPath;
 use crate::error::{Policy, StageError};
 
 /// Enrich-stage failures.
@@ -49,17 +50,6 @@ impl StageError for EnrichError {
             EnrichError::Unavailable(_) | EnrichError::Protocol(_) => Policy::Retry,
         }
     }
-}
-
-/// What the decoder extracts per event, per entity.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct EntityInput {
-    /// Entity id (None: the event has no such entity; its values are missing).
-    pub id: Option<String>,
-    /// The value field.
-    pub value: Option<f64>,
-    /// The distinct field.
-    pub distinct: Option<String>,
 }
 
 /// One event to enrich.
@@ -182,17 +172,6 @@ struct CachedState {
     /// value it does not know has never been seen. Otherwise a batch with a value the copy
     /// does not know is applied by the script, which reports the value's bucket.
     complete: bool,
-}
-
-/// Paths the decoder must extract for enrichment, per entity.
-#[derive(Debug, Clone)]
-pub struct EntityPaths {
-    /// Entity id.
-    pub key: FieldPath,
-    /// Value field.
-    pub value: Option<FieldPath>,
-    /// Distinct field.
-    pub distinct: Option<FieldPath>,
 }
 
 struct Entity {

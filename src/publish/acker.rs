@@ -14,7 +14,7 @@ use rdkafka::producer::DeliveryFuture;
 
 use super::limits::{self, Class};
 use super::Publisher;
-use crate::config::RefusedPolicy;
+use super::config::RefusedPolicy;
 use crate::envelope::Origin;
 use crate::error::DeadLetterReason;
 use crate::telemetry::Metrics;
@@ -243,7 +243,4 @@ impl Acker {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
+pub use crate::core::clock::wall_clock_ms;

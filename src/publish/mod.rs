@@ -5,6 +5,7 @@
 //! stores the source offsets, so a committed offset never covers an undelivered output.
 
 pub mod acker;
+pub mod config;
 pub mod limits;
 pub mod record;
 
@@ -15,7 +16,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
-use crate::config::{KafkaConfig, PublishConfig};
+use crate::consume::config::KafkaConfig;
+use config::PublishConfig;
 use crate::envelope::{Envelope, RawMessage};
 use crate::error::{DeadLetterReason, Policy, StageError};
 

@@ -12,7 +12,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::RwLock;
 
 use super::set::{read_list, ListSpec, RuleSet};
-use crate::config::RulesConfig;
+use super::config::RulesConfig;
 use crate::telemetry::Metrics;
 
 /// One rules version plus the current entries of its named lists.

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::expr::{compile, EvalError, FieldValue, Names, Node, Scope};
+use super::expr::{compile, EvalError, Names, Node, Scope};
 use super::{Action, RuleHit, RuleMode};
 
 #[derive(Debug, Deserialize)]
@@ -353,21 +353,10 @@ pub fn read_list(text: &str) -> impl Iterator<Item = String> + '_ {
     text.lines().map(|l| l.split('#').next().unwrap_or("").trim()).filter(|l| !l.is_empty()).map(str::to_string)
 }
 
-/// Converts a decoded field for the rules.
-pub fn field_value(f: crate::decode::Field<'_>) -> FieldValue {
-    use crate::decode::Field;
-    match f {
-        Field::Float(x) => FieldValue::Num(x),
-        Field::Int(i) => FieldValue::Num(i as f64),
-        Field::Str(s) => FieldValue::Str(s.to_string()),
-        Field::Bool(b) => FieldValue::Bool(b),
-        _ => FieldValue::Null,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::field::FieldValue;
 
     const ENRICHED: &[&str] = &["window:card.10m.count", "window:card.since_last_s", "feature:card.chargebacks_90d"];
 

@@ -21,7 +21,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
 use super::{ModelSpec, OnnxScorer, ScoreError};
-use crate::config::ModelConfig;
+use super::config::ModelConfig;
 use crate::decode::Vectorizer;
 use crate::telemetry::Metrics;
 

@@ -7,7 +7,8 @@
 
 pub mod budget;
 pub mod live;
-pub mod manifest;
+pub mod config;
+pub use crate::core::manifest;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -20,7 +21,7 @@ use ort::value::{Tensor, TensorElementType, TensorRef, ValueType};
 pub use manifest::Manifest;
 use manifest::TensorType;
 
-use crate::decode::Rows;
+use crate::core::rows::Rows;
 
 use crate::error::{Policy, StageError};
 
@@ -42,6 +43,12 @@ pub enum ScoreError {
     /// `Session::run` failed on a batch.
     #[error("inference: {0}")]
     Inference(String),
+}
+
+impl From<manifest::ManifestError> for ScoreError {
+    fn from(e: manifest::ManifestError) -> Self {
+        ScoreError::Manifest(e.0)
+    }
 }
 
 impl StageError for ScoreError {
@@ -257,7 +264,7 @@ pub struct ModelSpec {
 
 impl ModelSpec {
     /// Reads the manifest and resolves the provider preference (config overrides manifest).
-    pub fn from_config(cfg: &crate::config::ModelConfig) -> Result<Self, ScoreError> {
+    pub fn from_config(cfg: &config::ModelConfig) -> Result<Self, ScoreError> {
         let manifest = Manifest::load(&cfg.dir)?;
         let names = cfg.execution_providers.clone().unwrap_or_else(|| manifest.execution_providers.clone());
         let mut providers = Vec::new();
