@@ -17,6 +17,7 @@
 //! ([`load`](mod@load)) and validates the whole ([`Config::validate`]).
 
 mod load;
+mod secrets;
 mod tracked;
 mod validate;
 

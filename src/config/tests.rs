@@ -145,3 +145,21 @@ fn several_files_layer_in_order_the_last_wins() {
     assert_eq!((cfg.kafka.group_id.as_str(), cfg.kafka.brokers.as_str()), ("b", "a:1"));
     assert_eq!(cfg.model.dir, PathBuf::from("models/demo"));
 }
+
+#[test]
+fn a_configs_secrets_are_scrubbed_from_any_message() {
+    let mut cfg = Config::default();
+    cfg.enrich.redis_url = "redis://app:p%40ss-word@cache:6379/0".into();
+    cfg.kafka.consumer.insert("sasl.password".into(), "kafka-secret-1".into());
+    cfg.kafka.producer.insert("sasl.oauthbearer.config".into(), "principal=x secret=abc".into());
+    cfg.kafka.producer.insert("client.id".into(), "verdict".into());
+    let s = crate::redact::Secrets::of(&cfg);
+    let m = "failed: bad value 'kafka-secret-1'; auth p@ss-word rejected; oauth principal=x secret=abc; \
+             url redis://app:p%40ss-word@cache:6379/0; client verdict";
+    let scrubbed = s.scrub(m);
+    for secret in ["kafka-secret-1", "p@ss-word", "p%40ss-word", "principal=x secret=abc"] {
+        assert!(!scrubbed.contains(secret), "{secret} in {scrubbed}");
+    }
+    assert!(scrubbed.contains("redis://app:***@cache:6379/0"), "{scrubbed}");
+    assert!(scrubbed.contains("client verdict"), "non-secrets stay: {scrubbed}");
+}

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tracing::Level;
 
 use crate::lograte::{LimitedContext, LogRate, WINDOW};
-use crate::rules::Action;
+use crate::core::decision::Action;
 use crate::telemetry::Metrics;
 
 /// Reliability (calibration) bins over [0, 1].
@@ -228,7 +228,7 @@ fn writer(store: LabelStore, rx: Receiver<(String, f32, Action)>, metrics: Arc<M
             }
             Err(e) => {
                 metrics.labels.with_label_values(&["not_kept"]).inc_by(chunk.len() as u64);
-                let error = crate::enrich::redis::redis_error(&e);
+                let error = crate::redact::redis_error(&e);
                 if failures.admit(Level::WARN, "scored events not kept for label joins") {
                     tracing::warn!(%error, events = chunk.len(), "scored events not kept for label joins");
                 }
@@ -362,7 +362,7 @@ pub fn spawn_joiner(
                 }
                 Err(e) => {
                     // Kept for the next round; the consumer keeps its position meanwhile.
-                    let error = crate::enrich::redis::redis_error(&e);
+                    let error = crate::redact::redis_error(&e);
                     if join_failures.admit(Level::WARN, "label join failed; retrying") {
                         tracing::warn!(%error, labels = pending.len(), "label join failed; retrying");
                     }

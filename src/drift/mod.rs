@@ -24,7 +24,7 @@ pub use stats::{Baseline, FeatureBaseline, FeatureStats, Moments, Window};
 use crate::publish::config::DecisionFormat;
 use config::DriftConfig;
 use crate::publish::Publisher;
-use crate::rules::Action;
+use crate::core::decision::Action;
 use crate::telemetry::Metrics;
 
 /// The drift record schema, embedded (also `schemas/drift.avsc`).

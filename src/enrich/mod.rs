@@ -427,7 +427,7 @@ impl Enricher {
                     write_cached(g, &self.entities[g.entity_idx], width, out);
                 }
                 if !ask.is_empty() {
-                    let now = crate::publish::acker::wall_clock_ms();
+                    let now = crate::core::clock::wall_clock_ms();
                     let mut ask = ask;
                     for g in ask.iter_mut().filter(|g| g.windows) {
                         g.token = self.tokens.next();

@@ -20,11 +20,7 @@ use crate::error::DeadLetterReason;
 use crate::telemetry::Metrics;
 use tracing::Level;
 
-/// Where acknowledged offsets go (the consumer, in production).
-pub trait OffsetStore: Send + Sync {
-    /// Marks `offset` of `topic`/`partition` processed; the next commit covers it.
-    fn store(&self, topic: &str, partition: i32, offset: i64);
-}
+pub use crate::envelope::OffsetStore;
 
 /// A decided batch whose outputs are in flight.
 pub struct Completed {

@@ -36,6 +36,12 @@ pub struct RulesHandle {
     kick: (Sender<()>, Receiver<()>),
 }
 
+impl crate::envelope::RulesSource for RulesHandle {
+    fn current_stamp(&self) -> crate::envelope::Stamp {
+        self.current()
+    }
+}
+
 impl RulesHandle {
     /// Loads the configured rules file (or bands only when none); an invalid file fails
     /// start-up with every problem. `enriched` are the enrichment names rules may use.
@@ -188,7 +194,7 @@ pub fn fetch_list(spec: &ListSpec, redis_url: &str) -> Result<Option<HashSet<Str
     if let Some(key) = &spec.redis_set {
         // The URL may carry a password: messages name only its redacted form.
         let shown = crate::redact::redis_url(redis_url);
-        let failed = |e: redis::RedisError| format!("{shown}: {}", crate::enrich::redis::redis_error(&e));
+        let failed = |e: redis::RedisError| format!("{shown}: {}", crate::redact::redis_error(&e));
         let client = redis::Client::open(redis_url).map_err(failed)?;
         let mut conn = client.get_connection_with_timeout(Duration::from_secs(2)).map_err(failed)?;
         let members: HashSet<String> =

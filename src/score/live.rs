@@ -41,6 +41,12 @@ pub struct ModelSlots {
     slots: Vec<Mutex<Option<ModelBundle>>>,
 }
 
+impl crate::envelope::GenerationSource for ModelSlots {
+    fn current_generation(&self) -> u64 {
+        self.generation()
+    }
+}
+
 impl ModelSlots {
     /// Empty slots for `workers` workers, generation 0 (the model loaded at start-up).
     pub fn new(workers: usize) -> Self {
