@@ -16,7 +16,6 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-
 /// What a secret is replaced with.
 pub const MASK: &str = "***";
 

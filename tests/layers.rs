@@ -78,7 +78,8 @@ fn code_only(text: &str) -> String {
             if rest.get(1) == Some(&b'\\') {
                 i + 2 + rest[2..].iter().position(|&c| c == b'\'').unwrap_or(0) + 1
             } else {
-                match std::str::from_utf8(&rest[1..rest.len().min(6)]).ok().or(Some("")).and_then(|s| s.chars().next()) {
+                match std::str::from_utf8(&rest[1..rest.len().min(6)]).ok().or(Some("")).and_then(|s| s.chars().next())
+                {
                     Some(c) if rest.get(1 + c.len_utf8()) == Some(&b'\'') => i + 2 + c.len_utf8(),
                     _ => {
                         out.push(rest[0]);
@@ -197,7 +198,10 @@ fn module_graph(root: &Path) -> Graph {
     for (path, code) in parsed {
         let rel = path.strip_prefix(&src).unwrap();
         let top = rel.components().next().unwrap().as_os_str().to_string_lossy().trim_end_matches(".rs").to_string();
-        if top == "main" || top == "lib" || test_only.iter().any(|t| path.with_extension("") == *t || path.starts_with(t)) {
+        if top == "main"
+            || top == "lib"
+            || test_only.iter().any(|t| path.with_extension("") == *t || path.starts_with(t))
+        {
             continue;
         }
         let edges = graph.entry(top.clone()).or_default();
@@ -237,7 +241,7 @@ fn find_cycle(graph: &Graph) -> Option<Vec<String>> {
     }
     let mut state = BTreeMap::new();
     for n in graph.keys() {
-        if state.get(n).is_none() {
+        if !state.contains_key(n) {
             if let Some(c) = visit(n, graph, &mut state, &mut Vec::new()) {
                 return Some(c);
             }

@@ -28,10 +28,8 @@ fn environment_overrides_file_and_lists_split_on_commas() {
     let file = dir.path().join("v.toml");
     std::fs::write(&file, "[kafka]\ngroup_id = \"from-file\"\nbrokers = \"a:1\"\n[model]\ndir = \"models/demo\"\n")
         .unwrap();
-    let cfg = load_with_env(
-        Some(&file),
-        env(&[("VERDICT__KAFKA__BROKERS", "b:2"), ("VERDICT__KAFKA__INPUT_TOPICS", "x,y")]),
-    );
+    let cfg =
+        load_with_env(Some(&file), env(&[("VERDICT__KAFKA__BROKERS", "b:2"), ("VERDICT__KAFKA__INPUT_TOPICS", "x,y")]));
     let cfg = match cfg {
         Ok(c) => c,
         Err(e) => panic!("{e}"),
@@ -103,9 +101,8 @@ fn defaults_name_no_demo_schema_entity_or_model() {
 
 #[test]
 fn an_entity_entry_takes_neutral_defaults_and_needs_name_and_key() {
-    let cfg =
-        load_str("[model]\ndir = \"models/demo\"\n[[enrich.entities]]\nname = \"device\"\nkey = \"device_id\"\n")
-            .unwrap();
+    let cfg = load_str("[model]\ndir = \"models/demo\"\n[[enrich.entities]]\nname = \"device\"\nkey = \"device_id\"\n")
+        .unwrap();
     let e = &cfg.enrich.entities[..];
     assert_eq!(e.len(), 1);
     assert_eq!((e[0].name.as_str(), e[0].key.as_str()), ("device", "device_id"));

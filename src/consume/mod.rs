@@ -28,9 +28,9 @@ use rdkafka::message::Message;
 
 pub use context::VerdictContext;
 
-use config::{BatchConfig, KafkaConfig};
 use crate::envelope::{Batch, BatchLimit, Envelope, GenerationSource, OffsetStore, Origin, RawMessage, RulesSource};
 use crate::telemetry::Metrics;
+use config::{BatchConfig, KafkaConfig};
 
 /// How long a full worker queue may block the consumer before its partitions are paused.
 const PAUSE_AFTER: Duration = Duration::from_millis(250);

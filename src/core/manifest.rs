@@ -207,10 +207,8 @@ impl Manifest {
     /// Reads and checks `dir/manifest.json`.
     pub fn load(dir: &Path) -> Result<Self, ManifestError> {
         let path = dir.join("manifest.json");
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| ManifestError(format!("{}: {e}", path.display())))?;
-        let m: Manifest =
-            serde_json::from_str(&text).map_err(|e| ManifestError(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| ManifestError(format!("{}: {e}", path.display())))?;
+        let m: Manifest = serde_json::from_str(&text).map_err(|e| ManifestError(format!("{}: {e}", path.display())))?;
         let problems = m.problems();
         if !problems.is_empty() {
             return Err(ManifestError(format!("{}: {}", path.display(), problems.join("; "))));

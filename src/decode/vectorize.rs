@@ -8,11 +8,11 @@ use std::collections::HashMap;
 
 use super::fields::{Field, FieldPath, Fields};
 use super::DecodeError;
-use crate::error::DeadLetterReason;
-pub use crate::core::rows::{RowMut, Rows};
 use crate::core::manifest::{
     ColumnKind, DefaultValue, InputColumn, Lane, Manifest, MissingPolicy, TensorType, TimePart,
 };
+pub use crate::core::rows::{RowMut, Rows};
+use crate::error::DeadLetterReason;
 
 #[derive(Debug, Clone)]
 enum Conv {

@@ -22,8 +22,8 @@ use rdkafka::{ClientConfig, Message};
 use serde::{Deserialize, Serialize};
 use tracing::Level;
 
-use crate::lograte::{LimitedContext, LogRate, WINDOW};
 use crate::core::decision::Action;
+use crate::lograte::{LimitedContext, LogRate, WINDOW};
 use crate::telemetry::Metrics;
 
 /// Reliability (calibration) bins over [0, 1].

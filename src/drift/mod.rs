@@ -21,11 +21,11 @@ use serde::{Deserialize, Serialize};
 
 pub use stats::{Baseline, FeatureBaseline, FeatureStats, Moments, Window};
 
-use crate::publish::config::DecisionFormat;
-use config::DriftConfig;
-use crate::publish::Publisher;
 use crate::core::decision::Action;
+use crate::publish::config::DecisionFormat;
+use crate::publish::Publisher;
 use crate::telemetry::Metrics;
+use config::DriftConfig;
 
 /// The drift record schema, embedded (also `schemas/drift.avsc`).
 pub const SCHEMA: &str = include_str!("../../schemas/drift.avsc");

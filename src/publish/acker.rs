@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use rdkafka::producer::DeliveryFuture;
 
+use super::config::RefusedPolicy;
 use super::limits::{self, Class};
 use super::Publisher;
-use super::config::RefusedPolicy;
 use crate::envelope::Origin;
 use crate::error::DeadLetterReason;
 use crate::telemetry::Metrics;

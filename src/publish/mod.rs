@@ -17,9 +17,9 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
 use crate::consume::config::KafkaConfig;
-use config::PublishConfig;
 use crate::envelope::{Envelope, RawMessage};
 use crate::error::{DeadLetterReason, Policy, StageError};
+use config::PublishConfig;
 
 pub use acker::{Acker, Completed, OffsetStore};
 pub use record::DecisionRecord;

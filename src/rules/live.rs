@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::RwLock;
 
-use super::set::{read_list, ListSpec, RuleSet};
 use super::config::RulesConfig;
+use super::set::{read_list, ListSpec, RuleSet};
 use crate::telemetry::Metrics;
 
 /// One rules version plus the current entries of its named lists.

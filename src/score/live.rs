@@ -20,8 +20,8 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
-use super::{ModelSpec, OnnxScorer, ScoreError};
 use super::config::ModelConfig;
+use super::{ModelSpec, OnnxScorer, ScoreError};
 use crate::decode::Vectorizer;
 use crate::telemetry::Metrics;
 

@@ -6,8 +6,8 @@
 //! against the manifest at start-up ([`OnnxScorer::load`]).
 
 pub mod budget;
-pub mod live;
 pub mod config;
+pub mod live;
 pub use crate::core::manifest;
 
 use std::path::{Path, PathBuf};
