@@ -156,7 +156,7 @@ impl Pipeline {
         let (spec, scorers) = load_scorers(cfg, &metrics)?;
         let ep = scorers[0].execution_provider().label().to_string();
         let schemas: Arc<dyn SchemaSource> =
-            Arc::new(LocalSchemas::load(&cfg.decode.avro_schemas).map_err(StartError::Schemas)?);
+            Arc::new(LocalSchemas::load(&cfg.decode.avro_schemas).map_err(|e| StartError::Schemas(e.to_string()))?);
         let secrets = crate::redact::Secrets::of(cfg);
         let publisher = Publisher::new(&cfg.kafka, &cfg.publish, metrics.clone())
             .map_err(|e| StartError::Kafka(secrets.scrub(&e.to_string())))?;
@@ -164,7 +164,7 @@ impl Pipeline {
             .map(|e| e.with_metrics(&metrics))
             .map_err(|e| StartError::Enrich(secrets.scrub(&e.to_string())))?;
         let vectorizer = Vectorizer::new(&spec.manifest, enricher.names())
-            .map_err(|e| StartError::Score(ScoreError::Mismatch(e)))?;
+            .map_err(|e| StartError::Score(ScoreError::Mismatch(e.to_string())))?;
         let entity_paths = enricher.paths();
         let enriched_names = enricher.names().to_vec();
         let rules = RulesHandle::load(&cfg.rules, &enriched_names, &cfg.enrich.redis_url, metrics.clone())

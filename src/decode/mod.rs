@@ -4,20 +4,23 @@
 //! binary datum) with writer schemas from a [`SchemaSource`]. Anything that cannot be
 //! decided becomes a [`DecodeError`] carrying its [`DeadLetterReason`]; nothing panics.
 
+pub mod column;
 pub mod config;
 pub mod fields;
 pub mod json;
 pub mod json_check;
+pub mod schemas;
 pub mod vectorize;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::Schema;
 
+pub use column::{ColumnError, ColumnErrors};
 pub use fields::{Field, FieldPath, Fields};
+pub use schemas::{parse_schema_file, LocalSchemas, SchemaErrors, SchemaFileError, SchemaSource};
 pub use vectorize::{RowMut, Rows, Vectorizer};
 
 pub use crate::core::event::{DecodeError, DecodedEvent};
@@ -28,84 +31,6 @@ pub use config::{DecodeConfig, FieldMapping, PayloadFormat};
 
 fn err(reason: DeadLetterReason, detail: impl Into<String>) -> DecodeError {
     DecodeError { reason, detail: detail.into() }
-}
-
-/// Looks up Avro writer schemas by Confluent schema id. A Schema Registry client
-/// (fetch on miss, cache) implements the same trait.
-pub trait SchemaSource: Send + Sync {
-    /// The writer schema registered under `id`, if known.
-    fn schema(&self, id: u32) -> Option<Arc<Schema>>;
-}
-
-/// Schemas read from `.avsc` files at start-up (`decode.avro_schemas`).
-#[derive(Debug, Default)]
-pub struct LocalSchemas {
-    by_id: HashMap<u32, Arc<Schema>>,
-}
-
-impl LocalSchemas {
-    /// Parses each configured file; every failure is reported.
-    pub fn load(map: &std::collections::BTreeMap<String, std::path::PathBuf>) -> Result<Self, String> {
-        let mut by_id = HashMap::new();
-        let mut errors = Vec::new();
-        for (id, path) in map {
-            match (id.parse::<u32>(), parse_schema_file(path)) {
-                (Ok(id), Ok(s)) => {
-                    by_id.insert(id, Arc::new(s));
-                }
-                (Err(_), _) => errors.push(format!("decode.avro_schemas.{id}: not an unsigned integer")),
-                (_, Err(e)) => errors.push(format!("decode.avro_schemas.{id}: {e}")),
-            }
-        }
-        if errors.is_empty() {
-            Ok(Self { by_id })
-        } else {
-            Err(errors.join("; "))
-        }
-    }
-
-    /// Registers a schema (tests, embedded defaults).
-    pub fn insert(&mut self, id: u32, schema: Schema) {
-        self.by_id.insert(id, Arc::new(schema));
-    }
-}
-
-impl SchemaSource for LocalSchemas {
-    fn schema(&self, id: u32) -> Option<Arc<Schema>> {
-        self.by_id.get(&id).cloned()
-    }
-}
-
-/// The name of a record that refers to itself (directly or through its fields), if any.
-fn recursive_record<'a>(schema: &'a Schema, enclosing: &mut Vec<&'a apache_avro::schema::Name>) -> Option<String> {
-    match schema {
-        Schema::Ref { name } => enclosing.contains(&name).then(|| name.fullname(None)),
-        Schema::Record(r) => {
-            enclosing.push(&r.name);
-            let found = r.fields.iter().find_map(|f| recursive_record(&f.schema, enclosing));
-            enclosing.pop();
-            found
-        }
-        Schema::Array(a) => recursive_record(&a.items, enclosing),
-        Schema::Map(m) => recursive_record(&m.types, enclosing),
-        Schema::Union(u) => u.variants().iter().find_map(|v| recursive_record(v, enclosing)),
-        _ => None,
-    }
-}
-
-/// Parses an `.avsc` file. A recursive schema (a record that contains itself, such as a
-/// linked list) is refused: decoding a deep datum of it recurses without bound and would
-/// overflow the stack, which aborts the process.
-pub fn parse_schema_file(path: &Path) -> Result<Schema, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let schema = Schema::parse_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    if let Some(name) = recursive_record(&schema, &mut Vec::new()) {
-        return Err(format!(
-            "{}: record '{name}' contains itself; recursive schemas are not supported (a deep datum would overflow the stack)",
-            path.display()
-        ));
-    }
-    Ok(schema)
 }
 
 /// Decodes messages of one batch. Built once per worker; cheap to call per message.

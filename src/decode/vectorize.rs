@@ -4,53 +4,15 @@
 //! rules, and the parity tests compare the two as f32 bits (and exact integers / strings
 //! for columns that feed int64 or string graph inputs).
 
-use std::collections::HashMap;
-
-use super::fields::{Field, FieldPath, Fields};
+use super::column::{compile, set_text, Cell, Column, ColumnError, ColumnErrors, Conv};
+use super::fields::{FieldPath, Fields};
 use super::DecodeError;
-use crate::core::manifest::{
-    ColumnKind, DefaultValue, InputColumn, Lane, Manifest, MissingPolicy, TensorType, TimePart,
-};
+use crate::core::manifest::{ColumnKind, DefaultValue, Lane, Manifest, MissingPolicy, TensorType};
 pub use crate::core::rows::{RowMut, Rows};
 use crate::error::DeadLetterReason;
 
-#[derive(Debug, Clone)]
-enum Conv {
-    Number,
-    Bool,
-    Lookup {
-        table: HashMap<String, f32>,
-        unknown: f32,
-    },
-    Timestamp {
-        part: TimePart,
-        zone: jiff::tz::TimeZone,
-    },
-    Text,
-    /// Filled by the enrich stage: index into [`crate::enrich::Enricher::names`].
-    Enriched(usize),
-}
-
 /// Prefixes of column sources produced by the enrich stage rather than read from the event.
 pub const ENRICHED_PREFIXES: [&str; 2] = ["window:", "feature:"];
-
-#[derive(Debug, Clone)]
-struct Column {
-    name: String,
-    path: FieldPath,
-    conv: Conv,
-    missing: MissingPolicy,
-    lane: Lane,
-}
-
-/// A column's value before it is written to its lane.
-enum Cell<'a> {
-    Float(f64),
-    Int(i64),
-    Text(&'a str),
-    /// The missing-value default of a string column.
-    DefaultText(&'a str),
-}
 
 /// The manifest's input columns, compiled once.
 #[derive(Debug, Clone)]
@@ -64,7 +26,7 @@ impl Vectorizer {
     /// Compiles the manifest's `inputs`.
     /// `enriched` names the values the enrich stage produces; a column whose source
     /// names anything else with an enrich prefix is an error naming it.
-    pub fn new(manifest: &Manifest, enriched: &[String]) -> Result<Self, String> {
+    pub fn new(manifest: &Manifest, enriched: &[String]) -> Result<Self, ColumnErrors> {
         let mut columns = Vec::new();
         let mut problems = Vec::new();
         let lanes = manifest.lanes();
@@ -79,19 +41,17 @@ impl Vectorizer {
             if ENRICHED_PREFIXES.iter().any(|p| c.source.starts_with(p)) {
                 match enriched.iter().position(|n| *n == c.source) {
                     Some(i) => col.conv = Conv::Enriched(i),
-                    None => problems.push(format!(
-                        "column '{}': source '{}' is not produced by the enrich config (it produces {})",
-                        c.name,
-                        c.source,
-                        if enriched.is_empty() { "nothing".to_string() } else { enriched.join(", ") }
-                    )),
+                    None => problems.push(ColumnError::NotEnriched {
+                        column: c.name.clone(),
+                        name: c.source.clone(),
+                        produced: if enriched.is_empty() { "nothing".to_string() } else { enriched.join(", ") },
+                    }),
                 }
                 if c.missing == MissingPolicy::Reject {
-                    problems.push(format!("column '{}': an enriched column cannot use missing = reject", c.name));
+                    problems.push(ColumnError::EnrichedRejects { column: c.name.clone() });
                 }
                 if lane.ty != TensorType::Float32 || c.kind != ColumnKind::Number {
-                    problems
-                        .push(format!("column '{}': an enriched column is a number feeding a float32 input", c.name));
+                    problems.push(ColumnError::EnrichedNotFloat { column: c.name.clone() });
                 }
             }
             columns.push(col);
@@ -99,7 +59,7 @@ impl Vectorizer {
         if problems.is_empty() {
             Ok(Self { columns, lanes, empty: Rows::for_manifest(manifest) })
         } else {
-            Err(problems.join("; "))
+            Err(ColumnErrors(problems))
         }
     }
 
@@ -191,87 +151,6 @@ impl Vectorizer {
             };
         }
         Ok(())
-    }
-}
-
-fn set_text(slot: &mut String, s: &str) {
-    slot.clear();
-    slot.push_str(s);
-}
-
-fn compile(c: &InputColumn, slot: usize, lane: Lane) -> Result<Column, String> {
-    let conv = match c.kind {
-        ColumnKind::Number => Conv::Number,
-        ColumnKind::Bool => Conv::Bool,
-        ColumnKind::Lookup => Conv::Lookup {
-            table: c.table.clone().unwrap_or_default().into_iter().collect(),
-            unknown: c.unknown.unwrap_or(-1.0),
-        },
-        ColumnKind::Timestamp => {
-            let name = c.timezone.as_deref().unwrap_or("UTC");
-            let zone =
-                jiff::tz::TimeZone::get(name).map_err(|e| format!("column '{}': timezone '{name}': {e}", c.name))?;
-            Conv::Timestamp { part: c.part.unwrap_or(TimePart::Hour), zone }
-        }
-        ColumnKind::String => Conv::Text,
-    };
-    Ok(Column {
-        name: c.name.clone(),
-        path: FieldPath::parse(&c.source).with_slot(slot),
-        conv,
-        missing: c.missing.clone(),
-        lane,
-    })
-}
-
-impl Column {
-    fn value<'a>(&'a self, field: Field<'a>) -> Result<Cell<'a>, DecodeError> {
-        match (&self.conv, field) {
-            (_, Field::Blocked { depth, found }) => Err(DecodeError {
-                reason: DeadLetterReason::WrongType,
-                detail: format!("column '{}' ({}): {}", self.name, self.path.as_str(), self.path.blocked(depth, found)),
-            }),
-            (_, Field::Missing | Field::Null) => match &self.missing {
-                MissingPolicy::Nan => Ok(Cell::Float(f64::NAN)),
-                MissingPolicy::Default(DefaultValue::Number(x)) => Ok(Cell::Float(f64::from(*x))),
-                MissingPolicy::Default(DefaultValue::Text(s)) => Ok(Cell::DefaultText(s)),
-                MissingPolicy::Reject => Err(self.error(DeadLetterReason::MissingField, "is missing or null".into())),
-            },
-            (Conv::Number, Field::Int(i)) => Ok(Cell::Int(i)),
-            (Conv::Number, Field::Float(f)) if f.is_finite() => Ok(Cell::Float(f)),
-            (Conv::Number, Field::Float(f)) => Err(self.error(DeadLetterReason::NonFinite, format!("is {f}"))),
-            (Conv::Bool, Field::Bool(b)) => Ok(Cell::Int(i64::from(b))),
-            (Conv::Lookup { table, unknown }, Field::Str(s)) => {
-                Ok(Cell::Float(f64::from(*table.get(s).unwrap_or(unknown))))
-            }
-            (Conv::Text, Field::Str(s)) => Ok(Cell::Text(s)),
-            (Conv::Timestamp { part, zone }, Field::Int(ms)) => {
-                let t = jiff::Timestamp::from_millisecond(ms).map_err(|e| {
-                    self.error(DeadLetterReason::WrongType, format!("is not a valid epoch-ms time: {e}"))
-                })?;
-                let dt = zone.to_datetime(t);
-                Ok(Cell::Int(match part {
-                    TimePart::Hour => i64::from(dt.hour()),
-                    TimePart::Dow => i64::from(dt.weekday().to_monday_zero_offset()),
-                    TimePart::Day => i64::from(dt.day()),
-                    TimePart::Month => i64::from(dt.month()),
-                    TimePart::Minute => i64::from(dt.minute()),
-                }))
-            }
-            (conv, other) => {
-                let want = match conv {
-                    Conv::Number | Conv::Enriched(_) => "number",
-                    Conv::Bool => "boolean",
-                    Conv::Lookup { .. } | Conv::Text => "string",
-                    Conv::Timestamp { .. } => "epoch milliseconds",
-                };
-                Err(self.error(DeadLetterReason::WrongType, format!("expected {want}, got {}", other.type_name())))
-            }
-        }
-    }
-
-    fn error(&self, reason: DeadLetterReason, what: String) -> DecodeError {
-        DecodeError { reason, detail: format!("column '{}' ({}) {what}", self.name, self.path.as_str()) }
     }
 }
 

@@ -164,7 +164,8 @@ impl ModelReloader {
     #[allow(clippy::type_complexity)]
     fn load(&self) -> Result<(Vec<ModelBundle>, String, String, String), ScoreError> {
         let spec = Arc::new(ModelSpec::from_config(&self.cfg)?);
-        let vectorizer = Vectorizer::new(&spec.manifest, &self.enriched).map_err(ScoreError::Mismatch)?;
+        let vectorizer =
+            Vectorizer::new(&spec.manifest, &self.enriched).map_err(|e| ScoreError::Mismatch(e.to_string()))?;
         let env = super::init_runtime(self.cfg.ort_library.as_deref())?;
         let mut bundles = Vec::with_capacity(self.cfg.workers);
         let mut ep = String::new();
