@@ -289,6 +289,14 @@ fn bottom_modules_import_only_bottom_modules() {
 }
 
 #[test]
+fn the_stage_trait_imports_only_bottom_modules() {
+    let graph = crate_graph();
+    let wrong: Vec<&String> =
+        graph.get("stage").into_iter().flat_map(|e| e.keys()).filter(|to| !BOTTOM.contains(&to.as_str())).collect();
+    assert!(wrong.is_empty(), "`stage` sits just above the bottom; it imports {wrong:?}");
+}
+
+#[test]
 fn stages_import_no_top_module_and_no_other_stage_but_the_listed_edges() {
     let graph = crate_graph();
     let mut wrong = Vec::new();

@@ -3,6 +3,14 @@
 //! JSON, or Avro in the Confluent wire format (0x00, 4-byte big-endian schema id,
 //! binary datum) with writer schemas from a [`SchemaSource`]. Anything that cannot be
 //! decided becomes a [`DecodeError`] carrying its [`DeadLetterReason`]; nothing panics.
+//!
+//! Takes a message's payload bytes; hands on a [`DecodedEvent`] (identity, entity inputs,
+//! the fields the rules read) and the event's model row, written into the batch's [`Rows`].
+//! Both types live in [`crate::core`], so the stages after this one never import it.
+//!
+//! Files: [`schemas`] (writer schemas), [`fields`] (JSON/Avro field lookup), [`json`] and
+//! [`json_check`] (single-pass JSON extraction, error detail), [`vectorize`] and [`column`]
+//! (the manifest's columns → the row), [`config`] (`decode.*`).
 
 pub mod column;
 pub mod config;
@@ -19,6 +27,7 @@ use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::Schema;
 
 pub use column::{ColumnError, ColumnErrors};
+pub use config::{DecodeConfig, FieldMapping, PayloadFormat};
 pub use fields::{Field, FieldPath, Fields};
 pub use schemas::{parse_schema_file, LocalSchemas, SchemaErrors, SchemaFileError, SchemaSource};
 pub use vectorize::{RowMut, Rows, Vectorizer};
@@ -27,7 +36,6 @@ pub use crate::core::event::{DecodeError, DecodedEvent};
 use crate::core::event::{EntityInput, EntityPaths};
 use crate::core::field::field_value;
 use crate::error::DeadLetterReason;
-pub use config::{DecodeConfig, FieldMapping, PayloadFormat};
 
 fn err(reason: DeadLetterReason, detail: impl Into<String>) -> DecodeError {
     DecodeError { reason, detail: detail.into() }

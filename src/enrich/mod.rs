@@ -9,6 +9,13 @@
 //! * `window:{entity}.since_last_s` — seconds since the entity's previous event;
 //! * `feature:{entity}.{name}` — online feature from Redis (missing or stale → the column's
 //!   missing policy, recorded in the decision's `defaults_used`).
+//!
+//! Takes each event's [`EntityInput`]s (from the decoder, via [`crate::core::event`]); hands on
+//! one value per name, per event, which the worker writes into the row's enriched columns.
+//!
+//! Files: `plan.rs` (groups, compare-and-set planning), `reply.rs` (the script reply
+//! protocol), `cache.rs` (state copies, feature cache, version tokens), [`redis`] (the
+//! store), [`window`] (window state), [`turnstile`] (one batch at a time), [`config`].
 
 mod cache;
 pub mod config;
