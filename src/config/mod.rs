@@ -14,7 +14,7 @@
 //!
 //! Each stage's section type lives in the stage's folder (`decode::config`, …) and is
 //! re-exported here; this module composes them into [`Config`], loads the layers
-//! ([`load`](mod@load)) and validates the whole ([`Config::validate`]).
+//! (`config/load.rs`) and validates the whole ([`Config::validate`]).
 
 mod load;
 mod secrets;

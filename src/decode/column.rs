@@ -1,5 +1,5 @@
 //! One manifest input column, compiled: where it reads the event, how it converts the
-//! value ([`Conv`]), what a missing value becomes, and which lane of the row it writes.
+//! value (`Conv`), what a missing value becomes, and which lane of the row it writes.
 //! The [`Vectorizer`](super::Vectorizer) runs these over an event.
 
 use std::collections::HashMap;

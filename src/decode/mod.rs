@@ -9,10 +9,10 @@
 //! Both types live in [`crate::core`], so the stages after this one never import it.
 //!
 //! Files: [`schemas`] (writer schemas), [`fields`] (JSON/Avro field lookup), [`json`] and
-//! [`json_check`] (single-pass JSON extraction, error detail), [`vectorize`] and [`column`]
+//! [`json_check`] (single-pass JSON extraction, error detail), [`vectorize`] and `column.rs`
 //! (the manifest's columns → the row), [`config`] (`decode.*`).
 
-pub mod column;
+mod column;
 pub mod config;
 pub mod fields;
 pub mod json;
