@@ -35,7 +35,7 @@ pub fn check(cfg: &Config, known: &[String]) -> Vec<String> {
 
     if !has("decode.avro_schemas") {
         if let Err(e) = LocalSchemas::load(&cfg.decode.avro_schemas) {
-            out.push(if e.starts_with("decode.avro_schemas") { e } else { format!("decode.avro_schemas: {e}") });
+            out.push(e.to_string()); // each entry names its `decode.avro_schemas.<id>` key
         }
     }
 

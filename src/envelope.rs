@@ -2,7 +2,13 @@
 //!
 //! Source coordinates (topic, partition, offset) ride along so that only the publish
 //! stage, after the broker acknowledged every output, marks the offset done.
+//!
+//! The consumer builds a [`Batch`] and stamps it with what is in force at dispatch; it
+//! learns that through the narrow traits here ([`RulesSource`], [`GenerationSource`],
+//! [`BatchLimit`]), and the publish stage hands offsets back through [`OffsetStore`], so
+//! the consumer knows neither the rules, the model, the scoring budget nor the publisher.
 
+use std::any::Any;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -51,7 +57,8 @@ pub struct Batch {
     pub events: Vec<Envelope<RawMessage>>,
     /// The rules version that decides this batch, stamped at dispatch in `seq` order, so
     /// versions never go backwards along a partition even with several workers.
-    pub rules: Option<std::sync::Arc<crate::rules::LiveRules>>,
+    /// Opaque here: the decide stage reads it back with [`Batch::rules_as`].
+    pub rules: Option<Stamp>,
     /// The model generation in force at dispatch (see `score::live`): the worker swaps in
     /// a newer model before deciding this batch.
     pub model_generation: u64,
@@ -84,7 +91,40 @@ impl Queued {
     }
 }
 
+/// A version stamped on a batch at dispatch (the rules set in force), opaque to the consumer.
+pub type Stamp = Arc<dyn Any + Send + Sync>;
+
+/// Where the consumer gets the rules version to stamp on each batch (the rules handle).
+pub trait RulesSource: Send + Sync {
+    /// The version in force now.
+    fn current_stamp(&self) -> Stamp;
+}
+
+/// Where the consumer gets the model generation to stamp on each batch (the model slots).
+pub trait GenerationSource: Send + Sync {
+    /// The newest generation.
+    fn current_generation(&self) -> u64;
+}
+
+/// How many events a batch may hold now (the scoring budget).
+pub trait BatchLimit: Send + Sync {
+    /// The most events per batch.
+    fn max_events(&self) -> usize;
+}
+
+/// Where acknowledged offsets go (the consumer, in production).
+pub trait OffsetStore: Send + Sync {
+    /// Marks `offset` of `topic`/`partition` processed; the next commit covers it.
+    fn store(&self, topic: &str, partition: i32, offset: i64);
+}
+
 impl Batch {
+    /// The rules version stamped at dispatch, as the type its source made (`None` when
+    /// nothing was stamped or it is of another type).
+    pub fn rules_as<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.rules.clone().and_then(|r| r.downcast::<T>().ok())
+    }
+
     /// When its oldest event happened (wall-clock ms): the Kafka timestamp, or the poll time
     /// for events without one. `now_ms` is the wall clock now.
     pub fn oldest_ms(&self, now_ms: i64) -> Option<i64> {

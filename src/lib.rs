@@ -9,12 +9,13 @@
 //!
 //! Module map:
 //! * [`backoff`]: the one retry backoff (doubling, capped, cancellable).
+//! * [`core`]: the types several stages share (fields, rows, manifest, clock, event, decision).
 //! * [`config`]: one tree of settings, layered defaults → file → env, all errors at once.
 //! * [`envelope`]: the envelope that carries source coordinates through the stages.
 //! * [`consume`]: group consumer thread, batching, pause/resume, rebalance handling.
 //! * [`decode`]: JSON / Confluent-Avro decoding and the manifest-driven model row.
 //! * [`score`]: ONNX Runtime loading, manifest checks, one session per worker.
-//! * [`rules`]: threshold bands → [`rules::Decision`].
+//! * [`rules`]: threshold bands → [`core::decision::Decision`].
 //! * [`publish`]: decision / review / dead-letter records and the ordered acker.
 //! * [`worker`]: one batch through decode → score → decide → publish.
 //! * [`pipeline`]: wires the stages with bounded channels; start, shutdown, abort.
@@ -32,6 +33,7 @@
 pub mod backoff;
 pub mod config;
 pub mod consume;
+pub mod core;
 pub mod decode;
 pub mod demo;
 pub mod drift;

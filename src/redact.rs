@@ -9,13 +9,12 @@
 //!   strings of unknown origin);
 //! * [`kafka_properties`]: librdkafka properties with secret values masked
 //!   ([`is_secret_property`] says which);
-//! * [`Secrets`]: every secret value of a [`Config`], to scrub from any message
+//! * [`Secrets`]: every secret value of a configuration (`Secrets::of`, on the config side),
+//!   to scrub from any message
 //!   (start-up errors, `check-config` output), whatever printed it.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-
-use crate::config::Config;
 
 /// What a secret is replaced with.
 pub const MASK: &str = "***";
@@ -119,7 +118,7 @@ pub fn kafka_properties<'a>(props: impl IntoIterator<Item = (&'a String, &'a Str
 }
 
 /// The password in a URL's userinfo, as written and percent-decoded.
-fn url_password(url: &str) -> Vec<String> {
+pub fn url_password(url: &str) -> Vec<String> {
     let Some(rest) = url.find("://").map(|i| &url[i + 3..]) else { return Vec::new() };
     let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
     let Some((_, password)) = authority.rfind('@').and_then(|at| authority[..at].split_once(':')) else {
@@ -157,6 +156,21 @@ fn percent_decode(s: &str) -> Result<String, std::string::FromUtf8Error> {
     String::from_utf8(out)
 }
 
+/// A Redis error as verdict shows it: authentication failures named as such (the server
+/// says `WRONGPASS` or `NOAUTH`), and any URL in it without its password.
+pub fn redis_error(e: &redis::RedisError) -> String {
+    let text = text(&e.to_string()).into_owned();
+    let auth = e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("WRONGPASS" | "NOAUTH"))
+        || text.contains("WRONGPASS")
+        || text.contains("NOAUTH");
+    if auth && !text.to_ascii_lowercase().contains("authentication failed") {
+        format!("authentication failed (check the password in the Redis URL): {text}")
+    } else {
+        text
+    }
+}
+
 /// Every secret value of a configuration: the Redis passwords (`enrich.redis_url`,
 /// `rules.redis_url`) and the secret librdkafka properties (`kafka.consumer`,
 /// `kafka.producer`). [`Secrets::scrub`] masks them in any message.
@@ -167,20 +181,6 @@ pub struct Secrets {
 }
 
 impl Secrets {
-    /// The secrets of `cfg`.
-    pub fn of(cfg: &Config) -> Self {
-        let mut values = Vec::new();
-        for url in [&cfg.enrich.redis_url, &cfg.rules.redis_url] {
-            values.extend(url_password(url));
-        }
-        for (k, v) in cfg.kafka.consumer.iter().chain(&cfg.kafka.producer) {
-            if is_secret_property(k) && !v.is_empty() {
-                values.push(v.clone());
-            }
-        }
-        Self::from_values(values)
-    }
-
     /// Secrets given as they are.
     pub fn from_values(mut values: Vec<String>) -> Self {
         values.retain(|v| !v.is_empty());
@@ -248,23 +248,5 @@ mod tests {
         let shown = kafka_properties(&props);
         assert_eq!(shown["sasl.password"], MASK);
         assert_eq!(shown["sasl.username"], "app");
-    }
-
-    #[test]
-    fn a_configs_secrets_are_scrubbed_from_any_message() {
-        let mut cfg = Config::default();
-        cfg.enrich.redis_url = "redis://app:p%40ss-word@cache:6379/0".into();
-        cfg.kafka.consumer.insert("sasl.password".into(), "kafka-secret-1".into());
-        cfg.kafka.producer.insert("sasl.oauthbearer.config".into(), "principal=x secret=abc".into());
-        cfg.kafka.producer.insert("client.id".into(), "verdict".into());
-        let s = Secrets::of(&cfg);
-        let m = "failed: bad value 'kafka-secret-1'; auth p@ss-word rejected; oauth principal=x secret=abc; \
-                 url redis://app:p%40ss-word@cache:6379/0; client verdict";
-        let scrubbed = s.scrub(m);
-        for secret in ["kafka-secret-1", "p@ss-word", "p%40ss-word", "principal=x secret=abc"] {
-            assert!(!scrubbed.contains(secret), "{secret} in {scrubbed}");
-        }
-        assert!(scrubbed.contains("redis://app:***@cache:6379/0"), "{scrubbed}");
-        assert!(scrubbed.contains("client verdict"), "non-secrets stay: {scrubbed}");
     }
 }

@@ -395,7 +395,7 @@ impl Worker {
         self.swap_model(batch.model_generation);
         let m = self.metrics.clone();
         // One rules version for the whole batch.
-        let live = batch.rules.clone().unwrap_or_else(|| self.rules.current());
+        let live = batch.rules_as::<crate::rules::LiveRules>().unwrap_or_else(|| self.rules.current());
         if !self.rules_seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, &live.set)) {
             self.decoder.set_rule_paths(live.set.event_paths());
             self.rules_seen = Some(live.set.clone());

@@ -13,6 +13,7 @@
 //! nothing is buffered beyond librdkafka's bounded prefetch) and resumed once the batch
 //! is taken.
 
+pub mod config;
 mod context;
 mod control;
 
@@ -29,10 +30,9 @@ use rdkafka::message::Message;
 pub use context::VerdictContext;
 pub use control::Control;
 
-use crate::config::{BatchConfig, KafkaConfig};
-use crate::envelope::{Batch, Envelope, Origin, RawMessage};
-use crate::publish::OffsetStore;
+use crate::envelope::{Batch, BatchLimit, Envelope, GenerationSource, OffsetStore, Origin, RawMessage, RulesSource};
 use crate::telemetry::Metrics;
+use config::{BatchConfig, KafkaConfig};
 
 /// How long a full worker queue may block the consumer before its partitions are paused.
 const PAUSE_AFTER: Duration = Duration::from_millis(250);
@@ -134,9 +134,9 @@ pub struct ConsumeLoop {
     paused: bool,
     commit_interval: Duration,
     last_commit: Instant,
-    rules: Option<Arc<crate::rules::RulesHandle>>,
-    models: Option<Arc<crate::score::live::ModelSlots>>,
-    budget: Option<Arc<crate::score::budget::BatchBudget>>,
+    rules: Option<Arc<dyn RulesSource>>,
+    models: Option<Arc<dyn GenerationSource>>,
+    budget: Option<Arc<dyn BatchLimit>>,
     /// Queued batches' oldest event times, for the deadline check (`decide.deadline_ms`).
     pub queued: Option<Arc<crate::envelope::Queued>>,
 }
@@ -173,19 +173,19 @@ impl ConsumeLoop {
     }
 
     /// Caps batches to what the scoring budget allows.
-    pub fn with_budget(mut self, budget: Option<Arc<crate::score::budget::BatchBudget>>) -> Self {
-        self.budget = budget;
+    pub fn with_budget<B: BatchLimit + 'static>(mut self, budget: Option<Arc<B>>) -> Self {
+        self.budget = budget.map(|b| b as Arc<dyn BatchLimit>);
         self
     }
 
     /// Stamps each batch with the model generation in force when it is dispatched.
-    pub fn with_models(mut self, models: Arc<crate::score::live::ModelSlots>) -> Self {
+    pub fn with_models(mut self, models: Arc<dyn GenerationSource>) -> Self {
         self.models = Some(models);
         self
     }
 
     /// Stamps each batch with the rules version in force when it is dispatched.
-    pub fn with_rules(mut self, rules: Arc<crate::rules::RulesHandle>) -> Self {
+    pub fn with_rules(mut self, rules: Arc<dyn RulesSource>) -> Self {
         self.rules = Some(rules);
         self
     }
@@ -253,7 +253,7 @@ impl ConsumeLoop {
             }
             self.commit_tick();
             self.drop_revoked(&mut events);
-            let max_events = self.budget.as_ref().map_or(self.batch_cfg.max_events, |b| b.limit());
+            let max_events = self.budget.as_ref().map_or(self.batch_cfg.max_events, |b| b.max_events());
             if events.len() >= max_events || (!events.is_empty() && Instant::now() >= deadline) {
                 let batch = std::mem::replace(&mut events, Vec::with_capacity(self.batch_cfg.max_events));
                 let mut overflow = Vec::new();
@@ -284,11 +284,11 @@ impl ConsumeLoop {
     fn dispatch(&mut self, events: Vec<Envelope<RawMessage>>, overflow: &mut Vec<Envelope<RawMessage>>) -> bool {
         self.metrics.batch_events.observe(events.len() as f64);
         self.metrics.count("consume", "received", events.len() as u64);
-        let rules = self.rules.as_ref().map(|r| r.current());
-        let model_generation = self.models.as_ref().map_or(0, |m| m.generation());
+        let rules = self.rules.as_ref().map(|r| r.current_stamp());
+        let model_generation = self.models.as_ref().map_or(0, |m| m.current_generation());
         let mut batch = Batch { seq: self.next_seq, events, rules, model_generation };
         if let Some(q) = &self.queued {
-            if let Some(t) = batch.oldest_ms(crate::publish::acker::wall_clock_ms()) {
+            if let Some(t) = batch.oldest_ms(crate::core::clock::wall_clock_ms()) {
                 q.push(batch.seq, t);
             }
         }

@@ -1,109 +1,15 @@
-//! Format-neutral field access: one [`Field`] view over JSON and Avro values, found
-//! by a dotted path compiled once ([`FieldPath`]).
+//! The JSON and Avro implementations of [`Fields`]: one [`Field`] view over either
+//! encoding, found by a [`FieldPath`] (those types live in [`crate::core::field`]).
 
 use apache_avro::types::Value as AvroValue;
 use serde_json::Value as JsonValue;
 
-/// A dotted path (`payment.card.bin`), split once at start-up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldPath {
-    text: String,
-    parts: Vec<String>,
-    slot: usize,
-}
-
-impl FieldPath {
-    /// Compiles `a.b.c`.
-    pub fn parse(text: &str) -> Self {
-        Self { text: text.to_string(), parts: text.split('.').map(str::to_string).collect(), slot: 0 }
-    }
-
-    /// Assigns the slot this path fills in a single-pass extraction ([`super::json::PathTrie`]).
-    pub fn with_slot(mut self, slot: usize) -> Self {
-        self.slot = slot;
-        self
-    }
-
-    /// Slot index in a single-pass extraction.
-    pub fn slot(&self) -> usize {
-        self.slot
-    }
-
-    /// The path's segments.
-    pub fn parts(&self) -> &[String] {
-        &self.parts
-    }
-
-    /// The path as written.
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-
-    /// Describes a [`Field::Blocked`] lookup of this path, for dead-letter details:
-    /// `field 'a' (on the way to 'a.b') expected an object, got string`.
-    pub fn blocked(&self, depth: usize, found: &str) -> String {
-        let end = (depth + 1).min(self.parts.len());
-        format!(
-            "field '{}' (on the way to '{}') expected an object, got {found}",
-            self.parts[..end].join("."),
-            self.text
-        )
-    }
-}
-
-/// A field as found in an event, independent of encoding.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Field<'a> {
-    /// No such field.
-    Missing,
-    /// Present and null.
-    Null,
-    /// Floating-point number.
-    Float(f64),
-    /// Integer.
-    Int(i64),
-    /// String (Avro enums too).
-    Str(&'a str),
-    /// Boolean.
-    Bool(bool),
-    /// Anything else (object, array, bytes), named for error messages.
-    Other(&'static str),
-    /// A level on the way is neither an object (record, map) nor null: segment `depth` of
-    /// the path holds a `found`. The event is malformed for this path, not missing it.
-    Blocked {
-        /// Index of the path segment whose value is not an object.
-        depth: usize,
-        /// What that segment holds (`string`, `number`, `array`, ...).
-        found: &'static str,
-    },
-}
-
-impl Field<'_> {
-    /// Name of the type, for error messages.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            Field::Missing => "missing",
-            Field::Null => "null",
-            Field::Float(_) => "float",
-            Field::Int(_) => "integer",
-            Field::Str(_) => "string",
-            Field::Bool(_) => "boolean",
-            Field::Other(t) => t,
-            Field::Blocked { .. } => "unreachable",
-        }
-    }
-}
-
-/// A decoded event whose fields can be looked up by path.
-pub trait Fields {
-    /// The field at `path`, or [`Field::Missing`].
-    fn field(&self, path: &FieldPath) -> Field<'_>;
-}
+pub use crate::core::field::{Field, FieldPath, Fields};
 
 impl Fields for JsonValue {
     fn field(&self, path: &FieldPath) -> Field<'_> {
         let mut cur = self;
-        for (i, part) in path.parts.iter().enumerate() {
+        for (i, part) in path.parts().iter().enumerate() {
             match cur {
                 JsonValue::Object(map) => match map.get(part) {
                     Some(v) => cur = v,
@@ -148,7 +54,7 @@ fn json_field(v: &JsonValue) -> Field<'_> {
 impl Fields for AvroValue {
     fn field(&self, path: &FieldPath) -> Field<'_> {
         let mut cur = unwrap_union(self);
-        for (i, part) in path.parts.iter().enumerate() {
+        for (i, part) in path.parts().iter().enumerate() {
             let next = match cur {
                 AvroValue::Record(fields) => fields.iter().find(|(n, _)| n == part).map(|(_, v)| v),
                 AvroValue::Map(map) => map.get(part),

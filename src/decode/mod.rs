@@ -3,137 +3,42 @@
 //! JSON, or Avro in the Confluent wire format (0x00, 4-byte big-endian schema id,
 //! binary datum) with writer schemas from a [`SchemaSource`]. Anything that cannot be
 //! decided becomes a [`DecodeError`] carrying its [`DeadLetterReason`]; nothing panics.
+//!
+//! Takes a message's payload bytes; hands on a [`DecodedEvent`] (identity, entity inputs,
+//! the fields the rules read) and the event's model row, written into the batch's [`Rows`].
+//! Both types live in [`crate::core`], so the stages after this one never import it.
+//!
+//! Files: [`schemas`] (writer schemas), [`fields`] (JSON/Avro field lookup), [`json`] and
+//! [`json_check`] (single-pass JSON extraction, error detail), [`vectorize`] and `column.rs`
+//! (the manifest's columns → the row), [`config`] (`decode.*`).
 
+mod column;
+pub mod config;
 pub mod fields;
 pub mod json;
 pub mod json_check;
+pub mod schemas;
 pub mod vectorize;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::Schema;
 
+pub use column::{ColumnError, ColumnErrors};
+pub use config::{DecodeConfig, FieldMapping, PayloadFormat};
 pub use fields::{Field, FieldPath, Fields};
+pub use schemas::{parse_schema_file, LocalSchemas, SchemaErrors, SchemaFileError, SchemaSource};
 pub use vectorize::{RowMut, Rows, Vectorizer};
 
-use crate::config::{DecodeConfig, PayloadFormat};
-use crate::enrich::{EntityInput, EntityPaths};
-use crate::error::{DeadLetterReason, Policy, StageError};
-
-/// Why one message could not be decoded.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{reason}: {detail}")]
-pub struct DecodeError {
-    /// Dead-letter reason code.
-    pub reason: DeadLetterReason,
-    /// Human-readable detail (names the field or column).
-    pub detail: String,
-}
-
-impl StageError for DecodeError {
-    fn policy(&self) -> Policy {
-        Policy::DeadLetter
-    }
-}
+pub use crate::core::event::{DecodeError, DecodedEvent};
+use crate::core::event::{EntityInput, EntityPaths};
+use crate::core::field::field_value;
+use crate::error::DeadLetterReason;
 
 fn err(reason: DeadLetterReason, detail: impl Into<String>) -> DecodeError {
     DecodeError { reason, detail: detail.into() }
-}
-
-/// Looks up Avro writer schemas by Confluent schema id. A Schema Registry client
-/// (fetch on miss, cache) implements the same trait.
-pub trait SchemaSource: Send + Sync {
-    /// The writer schema registered under `id`, if known.
-    fn schema(&self, id: u32) -> Option<Arc<Schema>>;
-}
-
-/// Schemas read from `.avsc` files at start-up (`decode.avro_schemas`).
-#[derive(Debug, Default)]
-pub struct LocalSchemas {
-    by_id: HashMap<u32, Arc<Schema>>,
-}
-
-impl LocalSchemas {
-    /// Parses each configured file; every failure is reported.
-    pub fn load(map: &std::collections::BTreeMap<String, std::path::PathBuf>) -> Result<Self, String> {
-        let mut by_id = HashMap::new();
-        let mut errors = Vec::new();
-        for (id, path) in map {
-            match (id.parse::<u32>(), parse_schema_file(path)) {
-                (Ok(id), Ok(s)) => {
-                    by_id.insert(id, Arc::new(s));
-                }
-                (Err(_), _) => errors.push(format!("decode.avro_schemas.{id}: not an unsigned integer")),
-                (_, Err(e)) => errors.push(format!("decode.avro_schemas.{id}: {e}")),
-            }
-        }
-        if errors.is_empty() {
-            Ok(Self { by_id })
-        } else {
-            Err(errors.join("; "))
-        }
-    }
-
-    /// Registers a schema (tests, embedded defaults).
-    pub fn insert(&mut self, id: u32, schema: Schema) {
-        self.by_id.insert(id, Arc::new(schema));
-    }
-}
-
-impl SchemaSource for LocalSchemas {
-    fn schema(&self, id: u32) -> Option<Arc<Schema>> {
-        self.by_id.get(&id).cloned()
-    }
-}
-
-/// The name of a record that refers to itself (directly or through its fields), if any.
-fn recursive_record<'a>(schema: &'a Schema, enclosing: &mut Vec<&'a apache_avro::schema::Name>) -> Option<String> {
-    match schema {
-        Schema::Ref { name } => enclosing.contains(&name).then(|| name.fullname(None)),
-        Schema::Record(r) => {
-            enclosing.push(&r.name);
-            let found = r.fields.iter().find_map(|f| recursive_record(&f.schema, enclosing));
-            enclosing.pop();
-            found
-        }
-        Schema::Array(a) => recursive_record(&a.items, enclosing),
-        Schema::Map(m) => recursive_record(&m.types, enclosing),
-        Schema::Union(u) => u.variants().iter().find_map(|v| recursive_record(v, enclosing)),
-        _ => None,
-    }
-}
-
-/// Parses an `.avsc` file. A recursive schema (a record that contains itself, such as a
-/// linked list) is refused: decoding a deep datum of it recurses without bound and would
-/// overflow the stack, which aborts the process.
-pub fn parse_schema_file(path: &Path) -> Result<Schema, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let schema = Schema::parse_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    if let Some(name) = recursive_record(&schema, &mut Vec::new()) {
-        return Err(format!(
-            "{}: record '{name}' contains itself; recursive schemas are not supported (a deep datum would overflow the stack)",
-            path.display()
-        ));
-    }
-    Ok(schema)
-}
-
-/// Identity of a decoded event; its model row is written into the batch matrix.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DecodedEvent {
-    /// Unique event id.
-    pub event_id: String,
-    /// Entity key (decisions are keyed by it).
-    pub entity_key: String,
-    /// Event time, ms since epoch.
-    pub event_time_ms: i64,
-    /// Per configured entity: id, value and distinct fields for the enrich stage.
-    pub entities: Vec<EntityInput>,
-    /// The event fields the rules read, in [`Decoder::set_rule_paths`] order.
-    pub fields: Vec<crate::rules::expr::FieldValue>,
 }
 
 /// Decodes messages of one batch. Built once per worker; cheap to call per message.
@@ -367,7 +272,7 @@ fn extract(d: &Decoder, event: &dyn Fields, row: RowMut<'_>) -> Result<DecodedEv
     };
     d.vectorizer.fill(event, row)?;
     let entities = d.entities.iter().map(|p| entity_input(event, p)).collect::<Result<_, _>>()?;
-    let fields = d.rule_fields.iter().map(|p| crate::rules::set::field_value(event.field(p))).collect();
+    let fields = d.rule_fields.iter().map(|p| field_value(event.field(p))).collect();
     Ok(DecodedEvent { event_id, entity_key, event_time_ms, entities, fields })
 }
 

@@ -4,206 +4,15 @@
 //! rules, and the parity tests compare the two as f32 bits (and exact integers / strings
 //! for columns that feed int64 or string graph inputs).
 
-use std::collections::HashMap;
-
-use super::fields::{Field, FieldPath, Fields};
+use super::column::{compile, set_text, Cell, Column, ColumnError, ColumnErrors, Conv};
+use super::fields::{FieldPath, Fields};
 use super::DecodeError;
+use crate::core::manifest::{ColumnKind, DefaultValue, Lane, Manifest, MissingPolicy, TensorType};
+pub use crate::core::rows::{RowMut, Rows};
 use crate::error::DeadLetterReason;
-use crate::score::manifest::{
-    ColumnKind, DefaultValue, InputColumn, Lane, Manifest, MissingPolicy, TensorType, TimePart,
-};
-
-/// The model input rows of a batch.
-///
-/// Every column has an `f32` value (`values`, row-major, one per manifest column): what a
-/// float32 graph input receives, and what drift statistics see. Columns feeding an int64
-/// graph input also have their exact value in `ints`, and string columns their text in
-/// `texts` (their `f32` value is 0, or NaN when the default was used).
-#[derive(Debug, Clone, Default)]
-pub struct Rows {
-    width: usize,
-    int_width: usize,
-    text_width: usize,
-    n: usize,
-    values: Vec<f32>,
-    ints: Vec<i64>,
-    /// Longer than `n * text_width` when rows were removed: the strings keep their buffers.
-    texts: Vec<String>,
-}
-
-/// One row of [`Rows`], being filled.
-#[derive(Debug)]
-pub struct RowMut<'a> {
-    /// Every column as `f32`.
-    pub values: &'a mut [f32],
-    /// Exact values of the int64-lane columns.
-    pub ints: &'a mut [i64],
-    /// Texts of the string-lane columns.
-    pub texts: &'a mut [String],
-}
-
-impl Rows {
-    /// Empty rows for the manifest's columns.
-    pub fn for_manifest(m: &Manifest) -> Self {
-        let lanes = m.lanes();
-        let count = |t| lanes.iter().filter(|l| l.ty == t).count();
-        Self::with_layout(m.inputs.len(), count(TensorType::Int64), count(TensorType::String))
-    }
-
-    /// Empty rows of `width` columns, `ints` of them int64 and `texts` strings.
-    pub fn with_layout(width: usize, ints: usize, texts: usize) -> Self {
-        Self { width, int_width: ints, text_width: texts, ..Self::default() }
-    }
-
-    /// Number of rows.
-    pub fn len(&self) -> usize {
-        self.n
-    }
-
-    /// Whether there are no rows.
-    pub fn is_empty(&self) -> bool {
-        self.n == 0
-    }
-
-    /// Columns per row (every manifest column).
-    pub fn width(&self) -> usize {
-        self.width
-    }
-
-    /// Int64-lane columns per row.
-    pub fn int_width(&self) -> usize {
-        self.int_width
-    }
-
-    /// String-lane columns per row.
-    pub fn text_width(&self) -> usize {
-        self.text_width
-    }
-
-    /// Removes every row (string buffers are kept for reuse).
-    pub fn clear(&mut self) {
-        self.truncate(0);
-    }
-
-    /// Keeps the first `n` rows.
-    pub fn truncate(&mut self, n: usize) {
-        if n < self.n {
-            self.n = n;
-            self.values.truncate(n * self.width);
-            self.ints.truncate(n * self.int_width);
-        }
-    }
-
-    /// Appends a zeroed row and returns it.
-    pub fn push(&mut self) -> RowMut<'_> {
-        self.n += 1;
-        self.values.resize(self.n * self.width, 0.0);
-        self.ints.resize(self.n * self.int_width, 0);
-        if self.texts.len() < self.n * self.text_width {
-            self.texts.resize(self.n * self.text_width, String::new());
-        }
-        self.row_mut(self.n - 1)
-    }
-
-    /// Row `k`, for filling.
-    pub fn row_mut(&mut self, k: usize) -> RowMut<'_> {
-        let (w, iw, tw) = (self.width, self.int_width, self.text_width);
-        RowMut {
-            values: &mut self.values[k * w..(k + 1) * w],
-            ints: &mut self.ints[k * iw..(k + 1) * iw],
-            texts: &mut self.texts[k * tw..(k + 1) * tw],
-        }
-    }
-
-    /// Appends a copy of `other`'s row `k` (same layout).
-    pub fn push_copy(&mut self, other: &Rows, k: usize) {
-        let row = self.push();
-        row.values.copy_from_slice(other.values_row(k));
-        row.ints.copy_from_slice(&other.ints[k * other.int_width..(k + 1) * other.int_width]);
-        for (t, s) in row.texts.iter_mut().zip(other.texts_row(k)) {
-            t.clear();
-            t.push_str(s);
-        }
-    }
-
-    /// Every row's `f32` values, row-major.
-    pub fn values(&self) -> &[f32] {
-        &self.values
-    }
-
-    /// Row `k`'s `f32` values.
-    pub fn values_row(&self, k: usize) -> &[f32] {
-        &self.values[k * self.width..(k + 1) * self.width]
-    }
-
-    /// Every row's int64-lane values, row-major.
-    pub fn ints(&self) -> &[i64] {
-        &self.ints
-    }
-
-    /// Row `k`'s texts.
-    pub fn texts_row(&self, k: usize) -> &[String] {
-        &self.texts[k * self.text_width..(k + 1) * self.text_width]
-    }
-
-    /// Every row's texts, row-major.
-    pub fn texts(&self) -> &[String] {
-        &self.texts[..self.n * self.text_width]
-    }
-
-    /// Row `k` as JSON, one value per column: floats as `f32` (null for NaN), int64-lane
-    /// columns as integers, string columns as text. `verdict vectorize` prints this.
-    pub fn row_json(&self, lanes: &[Lane], k: usize) -> Vec<serde_json::Value> {
-        lanes
-            .iter()
-            .zip(self.values_row(k))
-            .map(|(lane, &v)| match lane.ty {
-                TensorType::Float32 if v.is_nan() => serde_json::Value::Null,
-                TensorType::Float32 => serde_json::json!(v),
-                TensorType::Int64 => serde_json::json!(self.ints[k * self.int_width + lane.index]),
-                TensorType::String => serde_json::json!(self.texts_row(k)[lane.index]),
-            })
-            .collect()
-    }
-}
-
-#[derive(Debug, Clone)]
-enum Conv {
-    Number,
-    Bool,
-    Lookup {
-        table: HashMap<String, f32>,
-        unknown: f32,
-    },
-    Timestamp {
-        part: TimePart,
-        zone: jiff::tz::TimeZone,
-    },
-    Text,
-    /// Filled by the enrich stage: index into [`crate::enrich::Enricher::names`].
-    Enriched(usize),
-}
 
 /// Prefixes of column sources produced by the enrich stage rather than read from the event.
 pub const ENRICHED_PREFIXES: [&str; 2] = ["window:", "feature:"];
-
-#[derive(Debug, Clone)]
-struct Column {
-    name: String,
-    path: FieldPath,
-    conv: Conv,
-    missing: MissingPolicy,
-    lane: Lane,
-}
-
-/// A column's value before it is written to its lane.
-enum Cell<'a> {
-    Float(f64),
-    Int(i64),
-    Text(&'a str),
-    /// The missing-value default of a string column.
-    DefaultText(&'a str),
-}
 
 /// The manifest's input columns, compiled once.
 #[derive(Debug, Clone)]
@@ -217,7 +26,7 @@ impl Vectorizer {
     /// Compiles the manifest's `inputs`.
     /// `enriched` names the values the enrich stage produces; a column whose source
     /// names anything else with an enrich prefix is an error naming it.
-    pub fn new(manifest: &Manifest, enriched: &[String]) -> Result<Self, String> {
+    pub fn new(manifest: &Manifest, enriched: &[String]) -> Result<Self, ColumnErrors> {
         let mut columns = Vec::new();
         let mut problems = Vec::new();
         let lanes = manifest.lanes();
@@ -232,19 +41,17 @@ impl Vectorizer {
             if ENRICHED_PREFIXES.iter().any(|p| c.source.starts_with(p)) {
                 match enriched.iter().position(|n| *n == c.source) {
                     Some(i) => col.conv = Conv::Enriched(i),
-                    None => problems.push(format!(
-                        "column '{}': source '{}' is not produced by the enrich config (it produces {})",
-                        c.name,
-                        c.source,
-                        if enriched.is_empty() { "nothing".to_string() } else { enriched.join(", ") }
-                    )),
+                    None => problems.push(ColumnError::NotEnriched {
+                        column: c.name.clone(),
+                        name: c.source.clone(),
+                        produced: if enriched.is_empty() { "nothing".to_string() } else { enriched.join(", ") },
+                    }),
                 }
                 if c.missing == MissingPolicy::Reject {
-                    problems.push(format!("column '{}': an enriched column cannot use missing = reject", c.name));
+                    problems.push(ColumnError::EnrichedRejects { column: c.name.clone() });
                 }
                 if lane.ty != TensorType::Float32 || c.kind != ColumnKind::Number {
-                    problems
-                        .push(format!("column '{}': an enriched column is a number feeding a float32 input", c.name));
+                    problems.push(ColumnError::EnrichedNotFloat { column: c.name.clone() });
                 }
             }
             columns.push(col);
@@ -252,7 +59,7 @@ impl Vectorizer {
         if problems.is_empty() {
             Ok(Self { columns, lanes, empty: Rows::for_manifest(manifest) })
         } else {
-            Err(problems.join("; "))
+            Err(ColumnErrors(problems))
         }
     }
 
@@ -344,87 +151,6 @@ impl Vectorizer {
             };
         }
         Ok(())
-    }
-}
-
-fn set_text(slot: &mut String, s: &str) {
-    slot.clear();
-    slot.push_str(s);
-}
-
-fn compile(c: &InputColumn, slot: usize, lane: Lane) -> Result<Column, String> {
-    let conv = match c.kind {
-        ColumnKind::Number => Conv::Number,
-        ColumnKind::Bool => Conv::Bool,
-        ColumnKind::Lookup => Conv::Lookup {
-            table: c.table.clone().unwrap_or_default().into_iter().collect(),
-            unknown: c.unknown.unwrap_or(-1.0),
-        },
-        ColumnKind::Timestamp => {
-            let name = c.timezone.as_deref().unwrap_or("UTC");
-            let zone =
-                jiff::tz::TimeZone::get(name).map_err(|e| format!("column '{}': timezone '{name}': {e}", c.name))?;
-            Conv::Timestamp { part: c.part.unwrap_or(TimePart::Hour), zone }
-        }
-        ColumnKind::String => Conv::Text,
-    };
-    Ok(Column {
-        name: c.name.clone(),
-        path: FieldPath::parse(&c.source).with_slot(slot),
-        conv,
-        missing: c.missing.clone(),
-        lane,
-    })
-}
-
-impl Column {
-    fn value<'a>(&'a self, field: Field<'a>) -> Result<Cell<'a>, DecodeError> {
-        match (&self.conv, field) {
-            (_, Field::Blocked { depth, found }) => Err(DecodeError {
-                reason: DeadLetterReason::WrongType,
-                detail: format!("column '{}' ({}): {}", self.name, self.path.as_str(), self.path.blocked(depth, found)),
-            }),
-            (_, Field::Missing | Field::Null) => match &self.missing {
-                MissingPolicy::Nan => Ok(Cell::Float(f64::NAN)),
-                MissingPolicy::Default(DefaultValue::Number(x)) => Ok(Cell::Float(f64::from(*x))),
-                MissingPolicy::Default(DefaultValue::Text(s)) => Ok(Cell::DefaultText(s)),
-                MissingPolicy::Reject => Err(self.error(DeadLetterReason::MissingField, "is missing or null".into())),
-            },
-            (Conv::Number, Field::Int(i)) => Ok(Cell::Int(i)),
-            (Conv::Number, Field::Float(f)) if f.is_finite() => Ok(Cell::Float(f)),
-            (Conv::Number, Field::Float(f)) => Err(self.error(DeadLetterReason::NonFinite, format!("is {f}"))),
-            (Conv::Bool, Field::Bool(b)) => Ok(Cell::Int(i64::from(b))),
-            (Conv::Lookup { table, unknown }, Field::Str(s)) => {
-                Ok(Cell::Float(f64::from(*table.get(s).unwrap_or(unknown))))
-            }
-            (Conv::Text, Field::Str(s)) => Ok(Cell::Text(s)),
-            (Conv::Timestamp { part, zone }, Field::Int(ms)) => {
-                let t = jiff::Timestamp::from_millisecond(ms).map_err(|e| {
-                    self.error(DeadLetterReason::WrongType, format!("is not a valid epoch-ms time: {e}"))
-                })?;
-                let dt = zone.to_datetime(t);
-                Ok(Cell::Int(match part {
-                    TimePart::Hour => i64::from(dt.hour()),
-                    TimePart::Dow => i64::from(dt.weekday().to_monday_zero_offset()),
-                    TimePart::Day => i64::from(dt.day()),
-                    TimePart::Month => i64::from(dt.month()),
-                    TimePart::Minute => i64::from(dt.minute()),
-                }))
-            }
-            (conv, other) => {
-                let want = match conv {
-                    Conv::Number | Conv::Enriched(_) => "number",
-                    Conv::Bool => "boolean",
-                    Conv::Lookup { .. } | Conv::Text => "string",
-                    Conv::Timestamp { .. } => "epoch milliseconds",
-                };
-                Err(self.error(DeadLetterReason::WrongType, format!("expected {want}, got {}", other.type_name())))
-            }
-        }
-    }
-
-    fn error(&self, reason: DeadLetterReason, what: String) -> DecodeError {
-        DecodeError { reason, detail: format!("column '{}' ({}) {what}", self.name, self.path.as_str()) }
     }
 }
 

@@ -5,6 +5,7 @@
 //! and published as a [`DriftRecord`] to the drift topic and as Prometheus gauges.
 //! A feature crossing a PSI threshold is logged once per state change.
 
+pub mod config;
 pub mod labels;
 mod publisher;
 pub mod stats;
@@ -20,8 +21,8 @@ use serde::{Deserialize, Serialize};
 pub use publisher::DriftPublisher;
 pub use stats::{Baseline, BaselineError, FeatureBaseline, FeatureStats, Moments, Window};
 
-use crate::config::DriftConfig;
-use crate::rules::Action;
+use crate::core::decision::Action;
+use config::DriftConfig;
 
 /// The drift record schema, embedded (also `schemas/drift.avsc`).
 pub const SCHEMA: &str = include_str!("../../schemas/drift.avsc");

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use apache_avro::Schema;
 use tokio_util::sync::CancellationToken;
 
+use super::config::DriftConfig;
 use super::{labels, CodecError, DriftMonitor, DriftRecord, Identity, SCHEMA};
 use crate::backoff::sleep_unless;
-use crate::config::{DecisionFormat, DriftConfig};
+use crate::publish::config::DecisionFormat;
 use crate::publish::Publisher;
 use crate::telemetry::Metrics;
 

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::score::Manifest;
+use crate::core::manifest::Manifest;
 
 /// Smoothing for empty buckets in PSI (both sides), so one empty bucket is not infinite.
 pub const PSI_EPSILON: f64 = 1e-4;

@@ -21,6 +21,7 @@ use tracing::Level;
 
 use super::{EnrichError, Group};
 use crate::lograte::LogRate;
+pub use crate::redact::redis_error;
 use crate::telemetry::Metrics;
 
 /// How often the missing-hash warning repeats per entity type (with a count in between).
@@ -208,21 +209,6 @@ impl MissingHashes {
     /// Forgets a batch that failed half-way.
     pub fn clear(&mut self) {
         self.batch.iter_mut().for_each(|b| *b = (0, 0));
-    }
-}
-
-/// A Redis error as verdict shows it: authentication failures named as such (the server
-/// says `WRONGPASS` or `NOAUTH`), and any URL in it without its password.
-pub fn redis_error(e: &redis::RedisError) -> String {
-    let text = crate::redact::text(&e.to_string()).into_owned();
-    let auth = e.kind() == redis::ErrorKind::AuthenticationFailed
-        || matches!(e.code(), Some("WRONGPASS" | "NOAUTH"))
-        || text.contains("WRONGPASS")
-        || text.contains("NOAUTH");
-    if auth && !text.to_ascii_lowercase().contains("authentication failed") {
-        format!("authentication failed (check the password in the Redis URL): {text}")
-    } else {
-        text
     }
 }
 

@@ -45,9 +45,9 @@ pub enum StartError {
     /// The manifest's drift baseline is malformed.
     #[error("model manifest: {0}")]
     Baseline(#[from] BaselineError),
-    /// Avro schemas could not be loaded (the decode stage reports them as text).
+    /// Avro schemas could not be loaded: every problem.
     #[error("schemas: {0}")]
-    Schemas(String),
+    Schemas(#[source] crate::decode::SchemaErrors),
     /// The Kafka consumer could not be created or subscribed.
     #[error("kafka: {0}")]
     Kafka(#[source] Scrubbed<rdkafka::error::KafkaError>),

@@ -112,7 +112,8 @@ impl Parts {
         let enricher = Enricher::new(&cfg.enrich)
             .map(|e| e.with_metrics(metrics))
             .map_err(|e| StartError::Enrich(Scrubbed::new(e, &secrets)))?;
-        let vectorizer = Vectorizer::new(&spec.manifest, enricher.names()).map_err(ScoreError::Mismatch)?;
+        let vectorizer =
+            Vectorizer::new(&spec.manifest, enricher.names()).map_err(|e| ScoreError::Mismatch(e.to_string()))?;
         let entity_paths = enricher.paths();
         let enriched_names = enricher.names().to_vec();
         let rules = RulesHandle::load(&cfg.rules, &enriched_names, &cfg.enrich.redis_url, metrics.clone())?;

@@ -13,20 +13,16 @@ use crossbeam_channel::Receiver;
 use rdkafka::producer::DeliveryFuture;
 use tokio_util::sync::CancellationToken;
 
+use super::config::RefusedPolicy;
 use super::limits::{self, Class};
 use super::Publisher;
 use crate::backoff::Backoff;
-use crate::config::RefusedPolicy;
 use crate::envelope::Origin;
 use crate::error::DeadLetterReason;
 use crate::telemetry::Metrics;
 use tracing::Level;
 
-/// Where acknowledged offsets go (the consumer, in production).
-pub trait OffsetStore: Send + Sync {
-    /// Marks `offset` of `topic`/`partition` processed; the next commit covers it.
-    fn store(&self, topic: &str, partition: i32, offset: i64);
-}
+pub use crate::envelope::OffsetStore;
 
 /// A decided batch whose outputs are in flight.
 pub struct Completed {
@@ -254,7 +250,4 @@ fn resend_backoff() -> Backoff {
     Backoff::new(Duration::from_millis(50), Duration::from_secs(5))
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
+pub use crate::core::clock::wall_clock_ms;

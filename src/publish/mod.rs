@@ -5,6 +5,7 @@
 //! stores the source offsets, so a committed offset never covers an undelivered output.
 
 pub mod acker;
+pub mod config;
 pub mod limits;
 pub mod record;
 
@@ -15,9 +16,10 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
-use crate::config::{KafkaConfig, PublishConfig};
+use crate::consume::config::KafkaConfig;
 use crate::envelope::{Envelope, RawMessage};
 use crate::error::{DeadLetterReason, Policy, StageError};
+use config::PublishConfig;
 
 pub use acker::{Acker, Completed, OffsetStore};
 pub use record::DecisionRecord;

@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use crate::rules::{Decision, RuleHit};
+use crate::core::decision::{Decision, RuleHit};
 
 /// Everything a decision record says about one event.
 #[derive(Debug, Serialize)]
@@ -59,7 +59,7 @@ pub struct ShadowVerdict<'a> {
     /// Its score.
     pub score: f32,
     /// What it would have decided.
-    pub action: crate::rules::Action,
+    pub action: crate::core::decision::Action,
 }
 
 fn aggregates_map<S: serde::Serializer>(f: &(&[String], &[Option<f64>]), s: S) -> Result<S::Ok, S::Error> {
@@ -105,8 +105,8 @@ fn rule_hits(buf: &mut Vec<u8>, hits: &[RuleHit]) {
             string(
                 buf,
                 match h.mode {
-                    crate::rules::RuleMode::Enforce => "enforce",
-                    crate::rules::RuleMode::Monitor => "monitor",
+                    crate::core::decision::RuleMode::Enforce => "enforce",
+                    crate::core::decision::RuleMode::Monitor => "monitor",
                 },
             );
             string(buf, &h.action);
@@ -208,7 +208,7 @@ impl DecisionRecord<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::{Action, RuleMode};
+    use crate::core::decision::{Action, RuleMode};
     use apache_avro::types::Value;
 
     fn decision() -> Decision {

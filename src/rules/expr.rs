@@ -41,18 +41,7 @@ pub enum Val<'a> {
     Bool(bool),
 }
 
-/// An owned event field value, extracted by the decoder for the rules.
-#[derive(Debug, Clone, PartialEq)]
-pub enum FieldValue {
-    /// Missing or null.
-    Null,
-    /// A number.
-    Num(f64),
-    /// A string.
-    Str(String),
-    /// A boolean.
-    Bool(bool),
-}
+pub use crate::core::field::FieldValue;
 
 impl FieldValue {
     /// As an evaluation value.

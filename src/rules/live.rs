@@ -12,8 +12,8 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::RwLock;
 use tokio_util::sync::CancellationToken;
 
+use super::config::RulesConfig;
 use super::set::{read_list, ListSpec, RuleSet};
-use crate::config::RulesConfig;
 use crate::telemetry::Metrics;
 
 /// The rules file is invalid.
@@ -72,6 +72,12 @@ pub struct RulesHandle {
     /// Content of the last rejected file, so a bad file is reported once, not every interval.
     rejected: parking_lot::Mutex<Option<Vec<u8>>>,
     kick: (Sender<()>, Receiver<()>),
+}
+
+impl crate::envelope::RulesSource for RulesHandle {
+    fn current_stamp(&self) -> crate::envelope::Stamp {
+        self.current()
+    }
 }
 
 impl RulesHandle {
@@ -219,7 +225,7 @@ pub fn fetch_list(spec: &ListSpec, redis_url: &str) -> Result<Option<HashSet<Str
     if let Some(key) = &spec.redis_set {
         // The URL may carry a password: messages name only its redacted form.
         let url = crate::redact::redis_url(redis_url).into_owned();
-        let reason = |e: redis::RedisError| crate::enrich::redis::redis_error(&e);
+        let reason = |e: redis::RedisError| crate::redact::redis_error(&e);
         let failed = |e| ListError::Redis { url: url.clone(), reason: reason(e) };
         let client = redis::Client::open(redis_url).map_err(failed)?;
         let mut conn = client.get_connection_with_timeout(Duration::from_secs(2)).map_err(failed)?;

@@ -31,7 +31,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::expr::{EvalError, FieldValue, Names, Node, Scope};
+use super::expr::{EvalError, Names, Node, Scope};
 use super::{Action, RuleHit, RuleMode};
 
 mod load;
@@ -165,16 +165,4 @@ impl Default for RulesOutcome {
 /// Entries of a list file: one per line, blank lines and `#` comments skipped.
 pub fn read_list(text: &str) -> impl Iterator<Item = String> + '_ {
     text.lines().map(|l| l.split('#').next().unwrap_or("").trim()).filter(|l| !l.is_empty()).map(str::to_string)
-}
-
-/// Converts a decoded field for the rules.
-pub fn field_value(f: crate::decode::Field<'_>) -> FieldValue {
-    use crate::decode::Field;
-    match f {
-        Field::Float(x) => FieldValue::Num(x),
-        Field::Int(i) => FieldValue::Num(i as f64),
-        Field::Str(s) => FieldValue::Str(s.to_string()),
-        Field::Bool(b) => FieldValue::Bool(b),
-        _ => FieldValue::Null,
-    }
 }

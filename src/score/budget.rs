@@ -20,6 +20,12 @@ pub struct BatchBudget {
     limit: AtomicUsize,
 }
 
+impl crate::envelope::BatchLimit for BatchBudget {
+    fn max_events(&self) -> usize {
+        self.limit()
+    }
+}
+
 impl BatchBudget {
     /// A budget of `budget_us` per batch's scoring, batches at most `cap` events.
     pub fn new(budget_us: u64, cap: usize) -> Self {

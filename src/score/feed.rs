@@ -6,7 +6,7 @@ use ort::session::SessionInputValue;
 use ort::value::{Tensor, TensorRef};
 
 use super::manifest::{self, Manifest, TensorType};
-use crate::decode::Rows;
+use crate::core::rows::Rows;
 
 /// One graph input: the lane indices of its columns, and a buffer for gathering them when
 /// they are not the whole lane in order.

@@ -21,8 +21,8 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use super::config::ModelConfig;
 use super::{ModelSpec, OnnxScorer, ScoreError};
-use crate::config::ModelConfig;
 use crate::decode::Vectorizer;
 use crate::telemetry::Metrics;
 
@@ -40,6 +40,12 @@ pub struct ModelBundle {
 pub struct ModelSlots {
     generation: AtomicU64,
     slots: Vec<Mutex<Option<ModelBundle>>>,
+}
+
+impl crate::envelope::GenerationSource for ModelSlots {
+    fn current_generation(&self) -> u64 {
+        self.generation()
+    }
 }
 
 impl ModelSlots {
@@ -159,7 +165,8 @@ impl ModelReloader {
     #[allow(clippy::type_complexity)]
     fn load(&self) -> Result<(Vec<ModelBundle>, String, String, String), ScoreError> {
         let spec = Arc::new(ModelSpec::from_config(&self.cfg)?);
-        let vectorizer = Vectorizer::new(&spec.manifest, &self.enriched).map_err(ScoreError::Mismatch)?;
+        let vectorizer =
+            Vectorizer::new(&spec.manifest, &self.enriched).map_err(|e| ScoreError::Mismatch(e.to_string()))?;
         let env = super::init_runtime(self.cfg.ort_library.as_deref())?;
         let mut bundles = Vec::with_capacity(self.cfg.workers);
         let mut ep = String::new();

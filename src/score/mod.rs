@@ -6,8 +6,9 @@
 //! against the manifest at start-up ([`OnnxScorer::load`]).
 
 pub mod budget;
+pub mod config;
 pub mod live;
-pub mod manifest;
+pub use crate::core::manifest;
 
 mod feed;
 mod runtime;
@@ -39,6 +40,12 @@ pub enum ScoreError {
     /// `Session::run` failed on a batch.
     #[error("inference: {0}")]
     Inference(String),
+}
+
+impl From<manifest::ManifestError> for ScoreError {
+    fn from(e: manifest::ManifestError) -> Self {
+        ScoreError::Manifest(e.0)
+    }
 }
 
 impl StageError for ScoreError {

@@ -8,7 +8,7 @@ use super::feed::Feed;
 use super::manifest::{self, Manifest, TensorType};
 use super::session::{build_session, check_io, ExecutionProviderKind, ModelSpec};
 use super::{budget, ScoreError};
-use crate::decode::Rows;
+use crate::core::rows::Rows;
 
 /// One ONNX Runtime session, validated against its manifest, scoring [`Rows`].
 pub struct OnnxScorer {

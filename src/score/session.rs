@@ -66,7 +66,7 @@ pub struct ModelSpec {
 
 impl ModelSpec {
     /// Reads the manifest and resolves the provider preference (config overrides manifest).
-    pub fn from_config(cfg: &crate::config::ModelConfig) -> Result<Self, ScoreError> {
+    pub fn from_config(cfg: &super::config::ModelConfig) -> Result<Self, ScoreError> {
         let manifest = Manifest::load(&cfg.dir)?;
         let names = cfg.execution_providers.clone().unwrap_or_else(|| manifest.execution_providers.clone());
         let mut providers = Vec::new();

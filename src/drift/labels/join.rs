@@ -15,8 +15,8 @@ use tracing::Level;
 
 use super::{parse_label, LabelStats};
 use crate::backoff::Backoff;
+use crate::core::decision::Action;
 use crate::lograte::{LimitedContext, LogRate, WINDOW};
-use crate::rules::Action;
 use crate::telemetry::Metrics;
 
 /// Scored events on their way to Redis.
@@ -116,7 +116,7 @@ impl ScoredWriter {
                 }
                 Err(e) => {
                     metrics.labels.with_label_values(&["not_kept"]).inc_by(chunk.len() as u64);
-                    let error = crate::enrich::redis::redis_error(&e);
+                    let error = crate::redact::redis_error(&e);
                     if failures.admit(Level::WARN, "scored events not kept for label joins") {
                         tracing::warn!(%error, events = chunk.len(), "scored events not kept for label joins");
                     }
@@ -219,7 +219,7 @@ impl LabelJoiner {
                     }
                 }
                 Err(e) => {
-                    let error = crate::enrich::redis::redis_error(&e);
+                    let error = crate::redact::redis_error(&e);
                     if join_failures.admit(Level::WARN, "label join failed; retrying") {
                         tracing::warn!(%error, labels = pending.len(), "label join failed; retrying");
                     }

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use super::*;
+use crate::core::field::FieldValue;
 
 const ENRICHED: &[&str] = &["window:card.10m.count", "window:card.since_last_s", "feature:card.chargebacks_90d"];
 

@@ -2,14 +2,20 @@
 //! and which output is the positive-class probability.
 //!
 //! `ops/model/train.py` writes it next to the `.onnx`; `ops/model/features.py`
-//! builds rows from it the same way [`crate::decode::Vectorizer`] does.
+//! builds rows from it the same way `decode::Vectorizer` does.
+//!
+//! In `core` because it is the contract between two stages: the decode stage builds rows
+//! by it and the score stage checks its session against it (`score::manifest` re-exports it).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::ScoreError;
+/// A manifest that cannot be read or is inconsistent (the text names the file and field).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct ManifestError(pub String);
 
 /// `manifest.json` in a model directory.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -187,7 +193,7 @@ impl InputColumn {
 }
 
 /// Where one column's value travels to the model: its graph input's type and its index
-/// among the columns of that type (see [`crate::decode::Rows`]).
+/// among the columns of that type (see [`crate::core::rows::Rows`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lane {
     /// Element type of the graph input the column feeds.
@@ -199,15 +205,13 @@ pub struct Lane {
 
 impl Manifest {
     /// Reads and checks `dir/manifest.json`.
-    pub fn load(dir: &Path) -> Result<Self, ScoreError> {
+    pub fn load(dir: &Path) -> Result<Self, ManifestError> {
         let path = dir.join("manifest.json");
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| ScoreError::Manifest(format!("{}: {e}", path.display())))?;
-        let m: Manifest =
-            serde_json::from_str(&text).map_err(|e| ScoreError::Manifest(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| ManifestError(format!("{}: {e}", path.display())))?;
+        let m: Manifest = serde_json::from_str(&text).map_err(|e| ManifestError(format!("{}: {e}", path.display())))?;
         let problems = m.problems();
         if !problems.is_empty() {
-            return Err(ScoreError::Manifest(format!("{}: {}", path.display(), problems.join("; "))));
+            return Err(ManifestError(format!("{}: {}", path.display(), problems.join("; "))));
         }
         Ok(m)
     }

@@ -1,0 +1,21 @@
+//! The secrets of a configuration, collected on the config side so that `redact` (a bottom
+//! module every stage uses) need not know the configuration tree.
+
+use super::Config;
+use crate::redact::Secrets;
+
+impl Secrets {
+    /// The secrets of `cfg`.
+    pub fn of(cfg: &Config) -> Self {
+        let mut values = Vec::new();
+        for url in [&cfg.enrich.redis_url, &cfg.rules.redis_url] {
+            values.extend(crate::redact::url_password(url));
+        }
+        for (k, v) in cfg.kafka.consumer.iter().chain(&cfg.kafka.producer) {
+            if crate::redact::is_secret_property(k) && !v.is_empty() {
+                values.push(v.clone());
+            }
+        }
+        Self::from_values(values)
+    }
+}

@@ -1,0 +1,162 @@
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[test]
+fn embedded_defaults_equal_struct_defaults() {
+    let from_toml: Config = toml_from(DEFAULTS_TOML);
+    assert_eq!(from_toml, Config::default());
+}
+
+fn toml_from(s: &str) -> Config {
+    config::Config::builder()
+        .add_source(config::File::from_str(s, config::FileFormat::Toml))
+        .build()
+        .unwrap()
+        .try_deserialize()
+        .unwrap()
+}
+
+#[test]
+fn environment_overrides_file_and_lists_split_on_commas() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("v.toml");
+    std::fs::write(&file, "[kafka]\ngroup_id = \"from-file\"\nbrokers = \"a:1\"\n[model]\ndir = \"models/demo\"\n")
+        .unwrap();
+    let cfg =
+        load_with_env(Some(&file), env(&[("VERDICT__KAFKA__BROKERS", "b:2"), ("VERDICT__KAFKA__INPUT_TOPICS", "x,y")]));
+    let cfg = match cfg {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(cfg.kafka.group_id, "from-file");
+    assert_eq!(cfg.kafka.brokers, "b:2");
+    assert_eq!(cfg.kafka.input_topics, vec!["x", "y"]);
+}
+
+#[test]
+fn every_problem_is_reported_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "[batch]\nmax_events = 0\nbogus = 1\n[decide]\nreview_at = 0.95\ndecline_at = 0.9\n[kafka]\ncompression = \"brotli\"\n[model]\ndir = \"models/demo\"\n",
+    )
+    .unwrap();
+    let errs = load_with_env(Some(&file), HashMap::new()).unwrap_err().0;
+    let joined = errs.join("\n");
+    assert!(joined.contains("batch.bogus: unknown key"), "{joined}");
+    assert!(joined.contains("batch.max_events"), "{joined}");
+    assert!(joined.contains("decide.review_at"), "{joined}");
+    assert!(joined.contains("kafka.compression"), "{joined}");
+    assert_eq!(errs.len(), 4, "{joined}");
+}
+
+fn load_str(toml: &str) -> Result<Config, Vec<String>> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("v.toml");
+    std::fs::write(&file, toml).unwrap();
+    load_with_env(Some(&file), HashMap::new()).map_err(|e| e.0)
+}
+
+#[test]
+fn type_errors_name_their_key_and_all_are_reported() {
+    let errs =
+        load_str("[batch]\nmax_events = \"two\"\n[enrich]\nbackend = \"mongo\"\n[model]\ndir = \"models/demo\"\n")
+            .unwrap_err();
+    let joined = errs.join("\n");
+    assert!(joined.contains("batch.max_events: invalid type: string \"two\", expected usize"), "{joined}");
+    assert!(joined.contains("enrich.backend: unknown variant `mongo`"), "{joined}");
+    assert_eq!(errs.len(), 2, "{joined}");
+}
+
+#[test]
+fn a_secret_value_is_not_echoed_in_an_error() {
+    let errs = load_str("[kafka.producer]\n\"sasl.password\" = [\"hunter2\"]\n[model]\ndir = \"models/demo\"\n")
+        .unwrap_err()
+        .join("\n");
+    assert!(errs.contains("kafka.producer.\"sasl.password\": invalid type"), "{errs}");
+    assert!(!errs.contains("hunter2"), "{errs}");
+}
+
+#[test]
+fn defaults_name_no_demo_schema_entity_or_model() {
+    let cfg = Config::default();
+    assert!(cfg.decode.avro_schemas.is_empty());
+    assert!(cfg.enrich.entities.is_empty());
+    assert_eq!(cfg.decode.fields.entity_key, "entity_id");
+    assert_eq!(cfg.model.dir, PathBuf::new());
+    for demo_word in ["card", "merchant", "transaction", "models/demo", "chargeback"] {
+        let active: String = DEFAULTS_TOML.lines().filter(|l| !l.trim_start().starts_with('#')).collect();
+        assert!(!active.contains(demo_word), "defaults.toml sets a demo value: {demo_word}");
+    }
+    let errs = load_str("").unwrap_err();
+    assert_eq!(errs, vec!["model.dir: required: the directory holding manifest.json and the model it names"]);
+}
+
+#[test]
+fn an_entity_entry_takes_neutral_defaults_and_needs_name_and_key() {
+    let cfg = load_str("[model]\ndir = \"models/demo\"\n[[enrich.entities]]\nname = \"device\"\nkey = \"device_id\"\n")
+        .unwrap();
+    let e = &cfg.enrich.entities[..];
+    assert_eq!(e.len(), 1);
+    assert_eq!((e[0].name.as_str(), e[0].key.as_str()), ("device", "device_id"));
+    assert!(e[0].windows.is_empty() && e[0].features.is_empty(), "{e:?}");
+    assert_eq!((e[0].value_field.as_deref(), e[0].distinct_field.as_deref()), (None, None));
+    assert_eq!(e[0].bucket_s, 60);
+
+    let errs = load_str("[model]\ndir = \"models/demo\"\n[[enrich.entities]]\nname = \"device\"\n").unwrap_err();
+    assert_eq!(errs, vec!["enrich.entities[0].key: required (no default)"]);
+}
+
+#[test]
+fn the_demo_layer_has_its_entity_and_a_file_replaces_it() {
+    let demo = demo();
+    assert_eq!(demo.model.dir, PathBuf::from("models/demo"));
+    assert_eq!(demo.enrich.entities.len(), 1);
+    assert_eq!(demo.enrich.entities[0].distinct_field.as_deref(), Some("merchant_id"));
+    assert!(demo.validate().is_empty(), "{:?}", demo.validate());
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("v.toml");
+    std::fs::write(&file, "[[enrich.entities]]\nname = \"device\"\nkey = \"device_id\"\n").unwrap();
+    let cfg = checked(load_layers(&[DEFAULTS_TOML, DEMO_TOML], &[&file], HashMap::new())).unwrap();
+    assert_eq!(cfg.enrich.entities.len(), 1, "{:?}", cfg.enrich.entities);
+    assert_eq!(cfg.enrich.entities[0].name, "device");
+    assert_eq!(cfg.enrich.entities[0].distinct_field, None);
+}
+
+#[test]
+fn several_files_layer_in_order_the_last_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.toml"), dir.path().join("b.toml"));
+    std::fs::write(&a, "[kafka]\ngroup_id = \"a\"\nbrokers = \"a:1\"\n").unwrap();
+    std::fs::write(&b, "[kafka]\ngroup_id = \"b\"\n").unwrap();
+    let demo = Path::new("config/demo.toml");
+    let cfg = checked(load_layers(&[DEFAULTS_TOML], &[demo, &a, &b], HashMap::new())).unwrap();
+    assert_eq!((cfg.kafka.group_id.as_str(), cfg.kafka.brokers.as_str()), ("b", "a:1"));
+    assert_eq!(cfg.model.dir, PathBuf::from("models/demo"));
+}
+
+#[test]
+fn a_configs_secrets_are_scrubbed_from_any_message() {
+    let mut cfg = Config::default();
+    cfg.enrich.redis_url = "redis://app:p%40ss-word@cache:6379/0".into();
+    cfg.kafka.consumer.insert("sasl.password".into(), "kafka-secret-1".into());
+    cfg.kafka.producer.insert("sasl.oauthbearer.config".into(), "principal=x secret=abc".into());
+    cfg.kafka.producer.insert("client.id".into(), "verdict".into());
+    let s = crate::redact::Secrets::of(&cfg);
+    let m = "failed: bad value 'kafka-secret-1'; auth p@ss-word rejected; oauth principal=x secret=abc; \
+             url redis://app:p%40ss-word@cache:6379/0; client verdict";
+    let scrubbed = s.scrub(m);
+    for secret in ["kafka-secret-1", "p@ss-word", "p%40ss-word", "principal=x secret=abc"] {
+        assert!(!scrubbed.contains(secret), "{secret} in {scrubbed}");
+    }
+    assert!(scrubbed.contains("redis://app:***@cache:6379/0"), "{scrubbed}");
+    assert!(scrubbed.contains("client verdict"), "non-secrets stay: {scrubbed}");
+}

@@ -1,0 +1,63 @@
+//! What the decode stage hands on: one event's identity and the values the later stages
+//! read ([`DecodedEvent`], with an [`EntityInput`] per configured entity), or why it could
+//! not be decoded ([`DecodeError`]); and what the enrich stage asks the decoder to extract
+//! ([`EntityPaths`]).
+//!
+//! In `core` because decode produces these and enrich consumes them (and enrich tells
+//! decode which paths to read): with the types here, neither stage imports the other.
+
+use super::field::{FieldPath, FieldValue};
+use crate::error::{DeadLetterReason, Policy, StageError};
+
+/// Why one message could not be decoded.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{reason}: {detail}")]
+pub struct DecodeError {
+    /// Dead-letter reason code.
+    pub reason: DeadLetterReason,
+    /// Human-readable detail (names the field or column).
+    pub detail: String,
+}
+
+impl StageError for DecodeError {
+    fn policy(&self) -> Policy {
+        Policy::DeadLetter
+    }
+}
+
+/// Identity of a decoded event; its model row is written into the batch matrix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedEvent {
+    /// Unique event id.
+    pub event_id: String,
+    /// Entity key (decisions are keyed by it).
+    pub entity_key: String,
+    /// Event time, ms since epoch.
+    pub event_time_ms: i64,
+    /// Per configured entity: id, value and distinct fields for the enrich stage.
+    pub entities: Vec<EntityInput>,
+    /// The event fields the rules read, in `decode::Decoder::set_rule_paths` order.
+    pub fields: Vec<FieldValue>,
+}
+
+/// What the decoder extracts per event, per entity.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EntityInput {
+    /// Entity id (None: the event has no such entity; its values are missing).
+    pub id: Option<String>,
+    /// The value field.
+    pub value: Option<f64>,
+    /// The distinct field.
+    pub distinct: Option<String>,
+}
+
+/// Paths the decoder must extract for enrichment, per entity.
+#[derive(Debug, Clone)]
+pub struct EntityPaths {
+    /// Entity id.
+    pub key: FieldPath,
+    /// Value field.
+    pub value: Option<FieldPath>,
+    /// Distinct field.
+    pub distinct: Option<FieldPath>,
+}

@@ -1,0 +1,24 @@
+//! The bottom of the crate: the types more than one stage names, so that no stage has to
+//! import another.
+//!
+//! * [`field`]: field paths, the borrowed [`field::Field`] view and the owned
+//!   [`field::FieldValue`] (decode reads them; enrich and the rules consume them).
+//! * [`rows`]: the model input rows of a batch (decode fills, enrich completes, score feeds,
+//!   drift reads).
+//! * [`manifest`]: the model manifest, the contract between the rows decode builds and the
+//!   session score runs.
+//! * [`clock`]: the wall clock.
+//! * [`event`]: the decoded event, its decode error, and the entity inputs and paths that
+//!   pass between decode and enrich.
+//! * [`decision`]: the decision vocabulary (action, rule hits, decision) the decide stage
+//!   makes and publish and drift record.
+//!
+//! Nothing here imports a stage, `config` or a top module (`tests/layers.rs` checks it):
+//! types flow down.
+
+pub mod clock;
+pub mod decision;
+pub mod event;
+pub mod field;
+pub mod manifest;
+pub mod rows;
