@@ -19,14 +19,13 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::consume::{commit_stored, create_consumer, ConsumeLoop, Control, Exit, KafkaConsumer};
-use crate::decode::{Decoder, LocalSchemas, SchemaSource, Vectorizer};
+use crate::decode::{LocalSchemas, SchemaSource, Vectorizer};
 use crate::enrich::{Enricher, Turnstile};
 use crate::error::{Policy, StageError};
 use crate::publish::{Acker, Publisher};
-use crate::rules::{RulesHandle, ThresholdBands};
+use crate::rules::RulesHandle;
 use crate::score::{init_runtime, ModelSpec, OnnxScorer, ScoreError};
 use crate::telemetry::Metrics;
-use crate::worker::{Outputs, Worker};
 
 /// Why the pipeline could not start.
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +171,6 @@ impl Pipeline {
         // Windows are maintained whenever entities are configured, used by the model or not:
         // rules (and later rule versions) read them, and they must be exact when they do.
         let enricher = enricher.is_enabled().then(|| (Arc::new(Turnstile::new(enricher)), cfg.enrich.on_failure));
-        let outputs = Outputs::new(cfg, &spec.manifest.name, &spec.manifest.version, &vectorizer, &enriched_names);
         let baseline = crate::drift::Baseline::from_manifest(&spec.manifest)
             .map_err(|e| StartError::Score(ScoreError::Manifest(e)))?;
         let drift_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -245,35 +243,26 @@ impl Pipeline {
         );
         let acker = spawn("verdict-acker", &control, &metrics, move || acker.run())?;
 
+        let builder = crate::worker::WorkerBuilder {
+            cfg,
+            publisher: &publisher,
+            metrics: &metrics,
+            control: &control,
+            rules: &rules,
+            schemas: &schemas,
+            vectorizer: &vectorizer,
+            model: (&spec.manifest.name, &spec.manifest.version),
+            entities: (&entity_paths, &enriched_names),
+            enricher: enricher.as_ref(),
+            drift: drift.as_deref(),
+            model_slots: &model_slots,
+            scored: scored.as_ref(),
+            queued: queued.as_ref(),
+            budget: budget.as_ref(),
+        };
         let mut workers = Vec::new();
         for (i, scorer) in scorers.into_iter().enumerate() {
-            let mut worker = Worker::new(
-                Decoder::new(&cfg.decode, schemas.clone(), vectorizer.clone(), entity_paths.clone()),
-                scorer,
-                ThresholdBands::new(&cfg.decide),
-                publisher.clone(),
-                outputs.clone(),
-                metrics.clone(),
-                control.clone(),
-                enricher.clone(),
-                vectorizer.clone(),
-                rules.clone(),
-            );
-            worker.drift = drift.as_ref().map(|d| d.recorder(i));
-            let mut worker = worker.with_model_reload(crate::worker::ModelReload {
-                slots: model_slots.clone(),
-                index: i,
-                decode: cfg.decode.clone(),
-                schemas: schemas.clone(),
-                entity_paths: entity_paths.clone(),
-                generation: 0,
-            });
-            worker.scored = scored.clone();
-            worker.shadow = shadows.pop();
-            worker.deadline_ms = cfg.decide.deadline_ms;
-            worker.queued = queued.clone();
-            worker.budget = budget.clone();
-            worker.on_refused = cfg.publish.on_refused;
+            let worker = builder.build(i, scorer, shadows.pop());
             let (rx, tx) = (batch_rx.clone(), done_tx.clone());
             workers.push(spawn(&format!("verdict-worker-{i}"), &control, &metrics, move || worker.run(rx, tx))?);
         }

@@ -7,6 +7,7 @@
 pub mod fields;
 pub mod json;
 pub mod json_check;
+pub mod stage;
 pub mod vectorize;
 
 use std::collections::HashMap;

@@ -6,6 +6,7 @@
 //! A feature crossing a PSI threshold is logged once per state change.
 
 pub mod labels;
+pub mod stage;
 pub mod stats;
 
 use std::collections::BTreeMap;

@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod redis;
+pub mod stage;
 pub mod turnstile;
 pub mod window;
 

@@ -7,6 +7,7 @@
 pub mod acker;
 pub mod limits;
 pub mod record;
+pub mod stage;
 
 use std::time::Duration;
 

@@ -8,6 +8,7 @@
 pub mod expr;
 pub mod live;
 pub mod set;
+pub mod stage;
 
 use std::sync::Arc;
 

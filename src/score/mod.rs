@@ -8,6 +8,7 @@
 pub mod budget;
 pub mod live;
 pub mod manifest;
+pub mod stage;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -1,0 +1,219 @@
+//! The one shape every pipeline stage has, and the batch they pass along.
+//!
+//! A stage is a struct built from its parts (a decoder, the enricher's turnstile, a model
+//! session, the rules, a producer) with one method, [`Stage::run`], that reads what the stages
+//! before it left in a [`StagedBatch`] and adds its own part. The service's worker and the
+//! offline tools (`verdict vectorize`, `verdict check-rules`) run the same stage objects; only
+//! the source of batches and what happens to the result differ.
+//!
+//! ```text
+//! Batch ─▶ Decode ─▶ Enrich ─▶ Score ─▶ Decide ─▶ Publish ─▶ Drift
+//!          outcomes   enriched  scores   decisions pending
+//!          rows       defaults  late     shadow    produced
+//!                     degraded  shadow   actions
+//! ```
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::decode::{DecodeError, DecodedEvent, Rows};
+use crate::envelope::{Batch, Envelope, RawMessage};
+use crate::rules::{Action, Decision};
+
+/// One step of the pipeline over a whole batch.
+pub trait Stage {
+    /// The stage's name (metric label, dead-letter `stage` header).
+    fn name(&self) -> &'static str;
+
+    /// Adds this stage's part to `batch`; an error says what becomes of the batch.
+    fn run(&mut self, batch: &mut StagedBatch) -> Result<(), StageFailure>;
+}
+
+/// What happens to a batch a stage could not finish.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StageFailure {
+    /// The pipeline is aborting: drop the batch, store nothing more.
+    #[error("aborted")]
+    Aborted,
+    /// The batch cannot be decided: its events without an output yet go to the
+    /// dead-letter topic as `internal_error`, and the batch completes.
+    #[error("{stage}: {detail}")]
+    DeadLetterRest {
+        /// The stage that gave up (dead-letter `stage` header).
+        stage: &'static str,
+        /// Why (dead-letter detail header).
+        detail: String,
+    },
+    /// Nothing can go on: the pipeline fails with this reason.
+    #[error("{0}")]
+    Stop(String),
+}
+
+/// One event's decode result.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Decoded: its model row is the next row of [`StagedBatch::rows`].
+    Decided(DecodedEvent),
+    /// Not decodable: it goes to the dead-letter topic with this reason.
+    Dead(DecodeError),
+}
+
+/// A batch on its way through the stages. Its buffers are kept and cleared between
+/// batches, so the hot path does not reallocate them.
+///
+/// Per-event vectors (`outcomes`) have one entry per event of `batch`; per-row vectors
+/// (`defaults`, `late`, `scores`, `shadow_scores`, `decisions`, `shadow_actions`) one per
+/// decoded event, in batch order.
+pub struct StagedBatch {
+    /// The batch as consumed (its rules snapshot stamped before the stages run).
+    pub batch: Batch,
+    /// Per event: decoded, or why not (Decode).
+    pub outcomes: Vec<Outcome>,
+    /// The decoded events' model rows (Decode; Enrich fills the enriched columns).
+    pub rows: Rows,
+    /// Enrichment values, `enriched_width` per decoded event (Enrich).
+    pub enriched: Vec<Option<f64>>,
+    /// Enrichment values per decoded event (0 without an enrich stage).
+    pub enriched_width: usize,
+    /// Per decoded event, the columns that took their default (Enrich).
+    pub defaults: Vec<Vec<u16>>,
+    /// The state store failed and the batch was decided on defaults (Enrich).
+    pub degraded: bool,
+    /// Per decoded event, decided without the model: its deadline cannot be met (Score;
+    /// empty when no deadline is set).
+    pub late: Vec<bool>,
+    /// When the deadline check ran and the scoring time it predicted (Score).
+    pub checked: Option<(Instant, Duration)>,
+    /// Per decoded event, the model's score (NaN when late) (Score).
+    pub scores: Vec<f32>,
+    /// Per decoded event, the shadow model's score if it scored it (Score).
+    pub shadow_scores: Vec<Option<f32>>,
+    /// Name and version of the shadow model that scored (Score).
+    pub shadow_model: Option<(Arc<str>, Arc<str>)>,
+    /// Per decoded event, the decision (Decide).
+    pub decisions: Vec<Decision>,
+    /// Per decoded event, what the shadow model's score would have decided (Decide).
+    pub shadow_actions: Vec<Option<Action>>,
+    /// The outputs queued so far, kept here so a caught panic does not lose them (Publish).
+    pub pending: Vec<rdkafka::producer::DeliveryFuture>,
+    /// How many of the batch's events (from the first) have every output queued (Publish).
+    pub produced: usize,
+    /// The test-only fault armed for this batch (see `crate::fault`).
+    pub fault: Option<crate::fault::Fault>,
+}
+
+impl StagedBatch {
+    /// An empty staged batch whose rows have `rows`' layout.
+    pub fn new(rows: Rows) -> Self {
+        Self {
+            batch: Batch { seq: 0, events: Vec::new(), rules: None, model_generation: 0 },
+            outcomes: Vec::new(),
+            rows,
+            enriched: Vec::new(),
+            enriched_width: 0,
+            defaults: Vec::new(),
+            degraded: false,
+            late: Vec::new(),
+            checked: None,
+            scores: Vec::new(),
+            shadow_scores: Vec::new(),
+            shadow_model: None,
+            decisions: Vec::new(),
+            shadow_actions: Vec::new(),
+            pending: Vec::new(),
+            produced: 0,
+            fault: None,
+        }
+    }
+
+    /// Takes `batch` in, clearing what the last batch left (buffers keep their capacity).
+    pub fn start(&mut self, batch: Batch) {
+        self.batch = batch;
+        self.outcomes.clear();
+        self.rows.clear();
+        self.enriched.clear();
+        self.enriched_width = 0;
+        self.defaults.iter_mut().for_each(Vec::clear);
+        self.degraded = false;
+        self.late.clear();
+        self.checked = None;
+        self.scores.clear();
+        self.shadow_scores.clear();
+        self.shadow_model = None;
+        self.decisions.clear();
+        self.shadow_actions.clear();
+        self.pending.clear();
+        self.produced = 0;
+        self.fault = None;
+    }
+
+    /// The rules snapshot that decides this batch.
+    ///
+    /// # Panics
+    /// If none was stamped (the worker and the offline tools stamp one before the stages run).
+    pub fn rules(&self) -> &Arc<crate::rules::LiveRules> {
+        self.batch.rules.as_ref().expect("a rules snapshot is stamped on every staged batch")
+    }
+
+    /// The decoded events with their envelopes, in batch order (row k is the k-th).
+    pub fn decided(&self) -> impl Iterator<Item = (&Envelope<RawMessage>, &DecodedEvent)> {
+        self.batch.events.iter().zip(&self.outcomes).filter_map(|(ev, o)| match o {
+            Outcome::Decided(d) => Some((ev, d)),
+            Outcome::Dead(_) => None,
+        })
+    }
+
+    /// How many events decoded.
+    pub fn decided_count(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Decoded event `k`'s enrichment values (empty without an enrich stage).
+    pub fn enriched_row(&self, k: usize) -> &[Option<f64>] {
+        let w = self.enriched_width;
+        self.enriched.get(k * w..(k + 1) * w).unwrap_or(&[])
+    }
+
+    /// Whether decoded event `k` is decided without the model.
+    pub fn is_late(&self, k: usize) -> bool {
+        self.late.get(k).copied().unwrap_or(false)
+    }
+}
+
+/// The pipeline's abort flag as the stages see it: checked between retries, and the
+/// sleep between them wakes early when it is set.
+#[derive(Debug, Clone, Default)]
+pub struct Abort(Arc<AtomicBool>);
+
+impl Abort {
+    /// Watches `flag`.
+    pub fn new(flag: Arc<AtomicBool>) -> Self {
+        Self(flag)
+    }
+
+    /// Whether the pipeline is aborting.
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// The flag itself (for the turnstile).
+    pub fn flag(&self) -> &AtomicBool {
+        &self.0
+    }
+
+    /// Sleeps `d` unless the abort comes first (checked every 10 ms); whether it slept it all.
+    pub fn sleep(&self, d: Duration) -> bool {
+        let end = Instant::now() + d;
+        loop {
+            if self.is_set() {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= end {
+                return true;
+            }
+            std::thread::sleep((end - now).min(Duration::from_millis(10)));
+        }
+    }
+}
