@@ -7,10 +7,10 @@
 //! the source of batches and what happens to the result differ.
 //!
 //! ```text
-//! Batch ─▶ Decode ─▶ Enrich ─▶ Score ─▶ Decide ─▶ Publish ─▶ Drift
-//!          outcomes   enriched  scores   decisions pending
-//!          rows       defaults  late     shadow    produced
-//!                     degraded  shadow   actions
+//! Batch ─▶ Decode ─▶ Enrich ─▶ Fill ─▶ Score ─▶ Decide ─▶ Publish ─▶ Drift
+//!          outcomes   enriched  rows    scores   decisions pending
+//!          rows       degraded  defaults late    shadow    produced
+//!                                       shadow   actions
 //! ```
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +28,14 @@ pub trait Stage {
 
     /// Adds this stage's part to `batch`; an error says what becomes of the batch.
     fn run(&mut self, batch: &mut StagedBatch) -> Result<(), StageFailure>;
+}
+
+/// Where the decide stage hands events decided with the model (the drift folder's
+/// scored-event sink, for the delayed-label join); a trait so that the decide stage need
+/// not know the drift folder.
+pub trait ScoredEvents: Send + Sync {
+    /// Keeps one decided event (never blocks).
+    fn keep(&self, event_id: &str, score: f32, action: Action);
 }
 
 /// What happens to a batch a stage could not finish.
@@ -70,13 +78,13 @@ pub struct StagedBatch {
     pub batch: Batch,
     /// Per event: decoded, or why not (Decode).
     pub outcomes: Vec<Outcome>,
-    /// The decoded events' model rows (Decode; Enrich fills the enriched columns).
+    /// The decoded events' model rows (Decode; Fill writes the enriched columns).
     pub rows: Rows,
     /// Enrichment values, `enriched_width` per decoded event (Enrich).
     pub enriched: Vec<Option<f64>>,
     /// Enrichment values per decoded event (0 without an enrich stage).
     pub enriched_width: usize,
-    /// Per decoded event, the columns that took their default (Enrich).
+    /// Per decoded event, the columns that took their default (Fill).
     pub defaults: Vec<Vec<u16>>,
     /// The state store failed and the batch was decided on defaults (Enrich).
     pub degraded: bool,
@@ -146,6 +154,11 @@ impl StagedBatch {
         self.pending.clear();
         self.produced = 0;
         self.fault = None;
+    }
+
+    /// The event paths the rules of this batch's snapshot read (the decoder extracts them).
+    pub fn rule_paths(&self) -> &[String] {
+        self.rules().set.event_paths()
     }
 
     /// The rules snapshot that decides this batch.

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::Config;
-use crate::decode::stage::Decode;
+use crate::decode::stage::{Decode, Fill};
 use crate::decode::{DecodeError, DecodedEvent, Decoder, LocalSchemas, Rows, Vectorizer};
 use crate::enrich::stage::Enrich;
 use crate::enrich::{Backend, EnrichError, Enricher, FailurePolicy, Turnstile};
@@ -59,6 +59,7 @@ pub enum OfflineError {
 pub struct Offline {
     decode: Decode,
     enrich: Enrich,
+    fill: Fill,
     score: Option<Score>,
     decide: Option<Decide>,
     vectorizer: Vectorizer,
@@ -115,7 +116,8 @@ impl Offline {
         let empty = RuleSet::empty();
         Ok(Self {
             decode: Decode::new(decoder, metrics.clone()),
-            enrich: Enrich::new(turnstile, FailurePolicy::Pause, vectorizer.clone(), metrics.clone(), abort),
+            enrich: Enrich::new(turnstile, FailurePolicy::Pause, metrics.clone(), abort),
+            fill: Fill::new(vectorizer.clone(), metrics.clone()),
             score,
             decide: None,
             vectorizer,
@@ -161,6 +163,7 @@ impl Offline {
             return Ok(());
         }
         self.enrich.run(b)?;
+        self.fill.run(b)?;
         if let Some(s) = &mut self.score {
             s.run(b)?;
         }

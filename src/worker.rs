@@ -12,7 +12,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::Config;
 use crate::consume::Control;
-use crate::decode::stage::Decode;
+use crate::decode::stage::{Decode, Fill};
 use crate::decode::{Decoder, SchemaSource, Vectorizer};
 use crate::drift::stage::Drift;
 use crate::drift::DriftMonitor;
@@ -27,7 +27,7 @@ use crate::score::budget::BatchBudget;
 use crate::score::live::ModelSlots;
 use crate::score::stage::{Deadline, Score};
 use crate::score::OnnxScorer;
-use crate::stage::{Abort, Stage, StageFailure, StagedBatch};
+use crate::stage::{Abort, ScoredEvents, Stage, StageFailure, StagedBatch};
 use crate::telemetry::Metrics;
 
 pub use crate::publish::stage::Outputs;
@@ -90,13 +90,17 @@ impl WorkerBuilder<'_> {
         let stages = Stages {
             decode: Decode::new(decoder, m.clone()),
             enrich: self.enricher.map(|(turnstile, policy)| {
-                Enrich::new(turnstile.clone(), *policy, self.vectorizer.clone(), m.clone(), abort.clone())
+                (
+                    Enrich::new(turnstile.clone(), *policy, m.clone(), abort.clone()),
+                    Fill::new(self.vectorizer.clone(), m.clone()),
+                )
             }),
             score: Score::new(scorer, rows.clone(), m.clone(), abort.clone())
                 .with_deadline(Some(Deadline { deadline_ms: cfg.decide.deadline_ms, queued: self.queued.cloned() }))
                 .with_budget(self.budget.cloned())
                 .with_shadow(shadow),
-            decide: Decide::new(ThresholdBands::new(&cfg.decide), m.clone()).with_scored(self.scored.cloned()),
+            decide: Decide::new(ThresholdBands::new(&cfg.decide), m.clone())
+                .with_scored(self.scored.map(|s| s.clone() as Arc<dyn ScoredEvents>)),
             publish: Publish::new(self.publisher.clone(), outputs, cfg.publish.on_refused, m.clone(), abort),
             drift: self.drift.map(|d| Drift::new(d.recorder(index), m.clone())),
         };
@@ -136,7 +140,8 @@ struct Reload {
 /// A worker's stages, in the order a batch goes through them.
 struct Stages {
     decode: Decode,
-    enrich: Option<Enrich>,
+    /// Enrich, and fill the enriched columns (when enrichment is on).
+    enrich: Option<(Enrich, Fill)>,
     score: Score,
     decide: Decide,
     publish: Publish,
@@ -180,7 +185,7 @@ impl Worker {
                 let (seq, events) = (self.staged.batch.seq, self.staged.batch.events.len());
                 self.metrics.guards.panics.with_label_values(&[&thread]).inc();
                 tracing::error!(panic = %why, batch = seq, events, "panic while processing a batch; its undecided events go to the dead-letter topic");
-                if let Some(e) = &self.stages.enrich {
+                if let Some((e, _)) = &self.stages.enrich {
                     e.pass(seq);
                 }
                 Err(StageFailure::DeadLetterRest { stage: "worker", detail: format!("panic: {why}") })
@@ -208,9 +213,11 @@ impl Worker {
             b.batch.rules = Some(self.rules.current());
         }
         let s = &mut self.stages;
-        let stages: [Option<&mut dyn Stage>; 6] = [
+        let (enrich, fill) = s.enrich.as_mut().map(|(e, f)| (e as &mut dyn Stage, f as &mut dyn Stage)).unzip();
+        let stages: [Option<&mut dyn Stage>; 7] = [
             Some(&mut s.decode),
-            s.enrich.as_mut().map(|e| e as &mut dyn Stage),
+            enrich,
+            fill,
             Some(&mut s.score),
             Some(&mut s.decide),
             Some(&mut s.publish),
@@ -274,8 +281,8 @@ impl Worker {
             tracing::warn!("the new model has other inputs; drift statistics stop until restart");
         }
         s.decode.replace_decoder(decoder);
-        if let Some(e) = &mut s.enrich {
-            e.set_vectorizer(m.vectorizer.clone());
+        if let Some((_, fill)) = &mut s.enrich {
+            fill.set_vectorizer(m.vectorizer.clone());
         }
         s.score.replace_scorer(m.scorer, m.vectorizer.rows());
         let columns = m.vectorizer.names().map(str::to_string).collect();

@@ -1,35 +1,36 @@
 //! The decode stage: takes the batch's raw messages and hands on, per event, its decoded
 //! identity (or the reason it goes to the dead-letter topic) and the decoded events' model
 //! rows. The rules snapshot stamped on the batch says which event fields to extract for the
-//! rules; a new rules version rebuilds the extraction paths once.
+//! rules; a rules version that reads other fields rebuilds the extraction paths once.
+//!
+//! Also the fill stage: takes the enrich stage's values and writes them into the model
+//! rows' enriched columns (the column layout is the decoder's), defaults where missing,
+//! noting per row which columns took their default.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::decode::Decoder;
-use crate::rules::RuleSet;
+use crate::decode::{Decoder, Vectorizer};
 use crate::stage::{Outcome, Stage, StageFailure, StagedBatch};
 use crate::telemetry::Metrics;
 
 /// Decodes every message of a batch.
 pub struct Decode {
     decoder: Decoder,
-    /// The rules version whose paths the decoder extracts.
-    rules_seen: Option<Arc<RuleSet>>,
+    /// The rule paths the decoder extracts.
+    rule_paths: Vec<String>,
     metrics: Arc<Metrics>,
 }
 
 impl Decode {
     /// From a decoder for the serving model's columns.
     pub fn new(decoder: Decoder, metrics: Arc<Metrics>) -> Self {
-        Self { decoder, rules_seen: None, metrics }
+        Self { decoder, rule_paths: Vec::new(), metrics }
     }
 
     /// Swaps in a decoder for another model's columns, extracting the same rule fields.
     pub fn replace_decoder(&mut self, mut decoder: Decoder) {
-        if let Some(set) = &self.rules_seen {
-            decoder.set_rule_paths(set.event_paths());
-        }
+        decoder.set_rule_paths(&self.rule_paths);
         self.decoder = decoder;
     }
 }
@@ -41,10 +42,9 @@ impl Stage for Decode {
 
     fn run(&mut self, b: &mut StagedBatch) -> Result<(), StageFailure> {
         let t = Instant::now();
-        let set = &b.rules().set;
-        if !self.rules_seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, set)) {
-            self.decoder.set_rule_paths(set.event_paths());
-            self.rules_seen = Some(set.clone());
+        if self.rule_paths != b.rule_paths() {
+            self.rule_paths = b.rule_paths().to_vec();
+            self.decoder.set_rule_paths(&self.rule_paths);
         }
         b.outcomes.clear();
         b.rows.clear();
@@ -60,6 +60,44 @@ impl Stage for Decode {
             }
         }
         self.metrics.stage_seconds.with_label_values(&["decode"]).observe(t.elapsed().as_secs_f64());
+        Ok(())
+    }
+}
+
+/// Writes the enrichment values into the model rows' enriched columns.
+pub struct Fill {
+    vectorizer: Vectorizer,
+    metrics: Arc<Metrics>,
+}
+
+impl Fill {
+    /// For the serving model's columns.
+    pub fn new(vectorizer: Vectorizer, metrics: Arc<Metrics>) -> Self {
+        Self { vectorizer, metrics }
+    }
+
+    /// Another model's columns (model hot-reload).
+    pub fn set_vectorizer(&mut self, vectorizer: Vectorizer) {
+        self.vectorizer = vectorizer;
+    }
+}
+
+impl Stage for Fill {
+    fn name(&self) -> &'static str {
+        "fill"
+    }
+
+    fn run(&mut self, b: &mut StagedBatch) -> Result<(), StageFailure> {
+        let (n, w) = (b.decided_count(), b.enriched_width);
+        if b.defaults.len() < n {
+            b.defaults.resize_with(n, Vec::new);
+        }
+        for (k, d) in b.defaults[..n].iter_mut().enumerate() {
+            d.clear();
+            self.vectorizer.fill_enriched(&b.enriched[k * w..(k + 1) * w], b.rows.row_mut(k).values, d);
+            self.metrics.feature_defaults.inc_by(d.len() as u64);
+        }
+        b.defaults.truncate(n);
         Ok(())
     }
 }

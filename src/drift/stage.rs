@@ -1,13 +1,15 @@
 //! The drift stage: takes a published batch's model rows, scores and decisions (and the
 //! dead-letter reasons of events that did not decode) and adds them to this worker's drift
-//! window; it hands nothing on.
+//! window; it hands nothing on. The scored-event sink is what the decide stage keeps
+//! decided events in (for the delayed-label join).
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::drift::labels::ScoredSink;
 use crate::drift::DriftRecorder;
 use crate::rules::Action;
-use crate::stage::{Outcome, Stage, StageFailure, StagedBatch};
+use crate::stage::{Outcome, ScoredEvents, Stage, StageFailure, StagedBatch};
 use crate::telemetry::Metrics;
 
 /// Records a batch's inputs and outputs for the drift statistics.
@@ -44,5 +46,11 @@ impl Stage for Drift {
         self.recorder.observe(b.rows.values(), b.rows.width(), &b.scores, &self.actions, &dead);
         self.metrics.stage_seconds.with_label_values(&["drift"]).observe(t.elapsed().as_secs_f64());
         Ok(())
+    }
+}
+
+impl ScoredEvents for ScoredSink {
+    fn keep(&self, event_id: &str, score: f32, action: Action) {
+        ScoredSink::keep(self, event_id, score, action);
     }
 }

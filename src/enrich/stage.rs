@@ -1,6 +1,6 @@
 //! The enrich stage: takes the decoded events (identity, entities, event time) and hands on
-//! their window aggregates and online features, written into the model rows' enriched
-//! columns (defaults where a value is missing, noted per row) and kept for the rules.
+//! their window aggregates and online features (`enriched`, for the rules and, through the
+//! fill stage, the model rows), and whether the batch was decided on defaults.
 //!
 //! Window updates must be applied per source partition in offset order, so the stage runs
 //! in batch-sequence order across workers (the [`Turnstile`]). A failure is handled as its
@@ -12,18 +12,38 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backoff::Backoff;
-use crate::decode::Vectorizer;
 use crate::enrich::{BatchStats, EnrichError, Enricher, FailurePolicy, Request, Turnstile};
 use crate::error::{Policy, StageError};
 use crate::stage::{Abort, Outcome, Stage, StageFailure, StagedBatch};
 use crate::telemetry::Metrics;
 
+/// What the stage does about a failed enrich call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnFailure {
+    /// Decide the batch on defaults, marked degraded.
+    Degrade,
+    /// Wait (backoff, cancellable) and try the same batch again.
+    Retry,
+    /// Send the batch's events to the dead-letter topic.
+    DeadLetter,
+    /// Stop the pipeline.
+    Stop,
+}
+
+/// The error's own policy decides; only a transient error follows `enrich.on_failure`.
+fn on_failure(error: Policy, configured: FailurePolicy) -> OnFailure {
+    match (error, configured) {
+        (Policy::Retry, FailurePolicy::Degraded) => OnFailure::Degrade,
+        (Policy::Retry, FailurePolicy::Pause) => OnFailure::Retry,
+        (Policy::DeadLetter, _) => OnFailure::DeadLetter,
+        (Policy::Fatal, _) => OnFailure::Stop,
+    }
+}
+
 /// Enriches a batch through the shared enricher.
 pub struct Enrich {
     turnstile: Arc<Turnstile<Enricher>>,
     policy: FailurePolicy,
-    /// The serving model's columns (which of them are enriched, and their defaults).
-    vectorizer: Vectorizer,
     metrics: Arc<Metrics>,
     abort: Abort,
     /// `topic/partition` per source partition seen (the replay fence's key).
@@ -31,20 +51,14 @@ pub struct Enrich {
 }
 
 impl Enrich {
-    /// From the shared enricher, `enrich.on_failure` and the serving model's columns.
+    /// From the shared enricher and `enrich.on_failure`.
     pub fn new(
         turnstile: Arc<Turnstile<Enricher>>,
         policy: FailurePolicy,
-        vectorizer: Vectorizer,
         metrics: Arc<Metrics>,
         abort: Abort,
     ) -> Self {
-        Self { turnstile, policy, vectorizer, metrics, abort, fence_keys: Vec::new() }
-    }
-
-    /// Another model's columns (model hot-reload).
-    pub fn set_vectorizer(&mut self, vectorizer: Vectorizer) {
-        self.vectorizer = vectorizer;
+        Self { turnstile, policy, metrics, abort, fence_keys: Vec::new() }
     }
 
     /// Lets batch `seq + 1` through without enriching `seq` (its worker lost it to a panic).
@@ -140,22 +154,22 @@ impl Stage for Enrich {
                     Err(e) => e,
                 };
                 this.failed(&e);
-                match (e.policy(), this.policy) {
-                    (Policy::Retry, FailurePolicy::Degraded) => {
+                match on_failure(e.policy(), this.policy) {
+                    OnFailure::Degrade => {
                         out.clear();
                         out.resize(reqs.len() * enricher.names().len(), None);
                         this.metrics.degraded_events.inc_by(reqs.len() as u64);
                         return Ok(true);
                     }
-                    (Policy::Retry, FailurePolicy::Pause) => {
+                    OnFailure::Retry => {
                         if !this.abort.sleep(backoff.next_delay()) {
                             return Err(StageFailure::Aborted);
                         }
                     }
-                    (Policy::DeadLetter, _) => {
+                    OnFailure::DeadLetter => {
                         return Err(StageFailure::DeadLetterRest { stage: "enrich", detail: e.to_string() })
                     }
-                    (Policy::Fatal, _) => return Err(StageFailure::Stop(format!("enrich failed for good: {e}"))),
+                    OnFailure::Stop => return Err(StageFailure::Stop(format!("enrich failed for good: {e}"))),
                 }
             }
         });
@@ -164,18 +178,24 @@ impl Stage for Enrich {
         drop(reqs);
         b.degraded = degraded;
         b.enriched_width = b.enriched.len() / n.max(1);
-        let w = b.enriched_width;
-        if b.defaults.len() < n {
-            b.defaults.resize_with(n, Vec::new);
-        }
-        for k in 0..n {
-            let d = &mut b.defaults[k];
-            d.clear();
-            self.vectorizer.fill_enriched(&b.enriched[k * w..(k + 1) * w], b.rows.row_mut(k).values, d);
-            self.metrics.feature_defaults.inc_by(d.len() as u64);
-        }
-        b.defaults.truncate(n);
         self.metrics.stage_seconds.with_label_values(&["enrich"]).observe(t.elapsed().as_secs_f64());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_transient_errors_follow_on_failure_the_others_dead_letter_or_stop() {
+        for configured in [FailurePolicy::Degraded, FailurePolicy::Pause] {
+            assert_eq!(on_failure(Policy::DeadLetter, configured), OnFailure::DeadLetter);
+            assert_eq!(on_failure(Policy::Fatal, configured), OnFailure::Stop);
+        }
+        assert_eq!(on_failure(Policy::Retry, FailurePolicy::Degraded), OnFailure::Degrade);
+        assert_eq!(on_failure(Policy::Retry, FailurePolicy::Pause), OnFailure::Retry);
+        // A configuration error is fatal, whatever `on_failure` says.
+        assert_eq!(on_failure(EnrichError::Config("x".into()).policy(), FailurePolicy::Pause), OnFailure::Stop);
     }
 }

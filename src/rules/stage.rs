@@ -7,17 +7,16 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::drift::labels::ScoredSink;
 use crate::rules::expr::Scope;
 use crate::rules::{Action, RuleMode, RulesOutcome, ThresholdBands};
-use crate::stage::{Stage, StageFailure, StagedBatch};
+use crate::stage::{ScoredEvents, Stage, StageFailure, StagedBatch};
 use crate::telemetry::Metrics;
 
 /// Decides a scored batch.
 pub struct Decide {
     bands: ThresholdBands,
     /// Scored events kept for the delayed-label join.
-    scored: Option<Arc<ScoredSink>>,
+    scored: Option<Arc<dyn ScoredEvents>>,
     metrics: Arc<Metrics>,
     out: RulesOutcome,
     /// How often each rule of the batch's snapshot fired in the last batch.
@@ -31,7 +30,7 @@ impl Decide {
     }
 
     /// Hands every event decided with the model to `scored`.
-    pub fn with_scored(mut self, scored: Option<Arc<ScoredSink>>) -> Self {
+    pub fn with_scored(mut self, scored: Option<Arc<dyn ScoredEvents>>) -> Self {
         self.scored = scored;
         self
     }
