@@ -155,20 +155,15 @@ impl Offline {
         let seq = self.seq;
         self.seq += 1;
         self.staged.start(Batch { seq, events, rules: Some(self.rules.clone()), model_generation: 0 });
-        let b = &mut self.staged;
-        self.decode.run(b)?;
-        if b.decided_count() == 0 {
-            // Nothing to enrich or score; the enrich turn still passes in sequence.
-            self.enrich.pass(seq);
-            return Ok(());
-        }
-        self.enrich.run(b)?;
-        self.fill.run(b)?;
-        if let Some(s) = &mut self.score {
-            s.run(b)?;
-        }
-        if let Some(d) = &mut self.decide {
-            d.run(b)?;
+        let stages: [Option<&mut dyn Stage>; 5] = [
+            Some(&mut self.decode),
+            Some(&mut self.enrich),
+            Some(&mut self.fill),
+            self.score.as_mut().map(|s| s as &mut dyn Stage),
+            self.decide.as_mut().map(|d| d as &mut dyn Stage),
+        ];
+        for stage in stages.into_iter().flatten() {
+            stage.run(&mut self.staged)?;
         }
         Ok(())
     }
