@@ -161,6 +161,14 @@ impl StagedBatch {
         self.rules().set.event_paths()
     }
 
+    /// Lets go of the batch's messages and decoded events once it is handed on (the
+    /// buffers keep their capacity for the next batch).
+    pub fn finish(&mut self) {
+        self.batch.events.clear();
+        self.outcomes.clear();
+        self.decisions.clear();
+    }
+
     /// The rules snapshot that decides this batch.
     ///
     /// # Panics

@@ -190,7 +190,9 @@ impl Worker {
                 }
                 Err(StageFailure::DeadLetterRest { stage: "worker", detail: format!("panic: {why}") })
             });
-            let Some(completed) = self.complete(result) else { continue };
+            let completed = self.complete(result);
+            self.staged.finish();
+            let Some(completed) = completed else { continue };
             if done.send(completed).is_err() {
                 return;
             }
