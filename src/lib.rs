@@ -17,7 +17,8 @@
 //! * [`score`]: ONNX Runtime loading, manifest checks, one session per worker.
 //! * [`rules`]: threshold bands → [`core::decision::Decision`].
 //! * [`publish`]: decision / review / dead-letter records and the ordered acker.
-//! * [`worker`]: one batch through decode → score → decide → publish.
+//! * [`stage`]: the one shape of every stage ([`stage::Stage`]) and the batch they pass along.
+//! * [`worker`]: a short loop running each batch through the stages (decode → enrich → score → decide → publish → drift).
 //! * [`pipeline`]: wires the stages with bounded channels; start, shutdown, abort.
 //! * [`telemetry`]: metric names, Prometheus registry, `/metrics` `/healthz` `/readyz`.
 //! * [`error`]: error policies (retry / dead-letter / fatal) and dead-letter reasons.
@@ -48,6 +49,7 @@ pub mod publish;
 pub mod redact;
 pub mod rules;
 pub mod score;
+pub mod stage;
 pub mod telemetry;
 pub mod vectorize;
 pub mod watchdog;

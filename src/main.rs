@@ -165,7 +165,7 @@ fn main() -> anyhow::Result<()> {
             let mut cfg =
                 exit_on_problems(config::checked(config::load_layers(&[config::DEFAULTS_TOML], &paths(&config), env)));
             cfg.model.workers = 1;
-            verdict::vectorize::run(&cfg, &events, score, &mut std::io::stdout().lock())
+            Ok(verdict::vectorize::run(&cfg, &events, score, &mut std::io::stdout().lock())?)
         }
         Command::CheckRules { file, events, config } => {
             let cfg = load_or_exit(&config);

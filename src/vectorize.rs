@@ -1,44 +1,93 @@
-//! Offline tools over a file of events (JSON lines, or an Avro object container file), with
-//! the service's own decode, window (in process, file order) and scoring code:
+//! Offline tools over a file of events (JSON lines, or an Avro object container file). They
+//! run the service's own stage objects (decode, enrich with in-process windows in file
+//! order, score, decide; see [`crate::stage`]) with the file as the source of batches and a
+//! sink that prints JSON lines instead of the publish stage:
 //!
 //! - `verdict vectorize`: the rows (and scores) the service would feed the model, so a data
 //!   scientist can diff them against their training code;
 //! - `verdict check-rules --events`: the decisions a rules file makes and the rules that fire.
+//!
+//! Each event is a batch of its own: the model scores one row per call, as the parity
+//! references do (a dynamically quantized model's scores depend on the batch).
 
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::config::Config;
+use crate::decode::stage::{Decode, Fill};
 use crate::decode::{DecodeError, DecodedEvent, Decoder, LocalSchemas, Rows, Vectorizer};
-use crate::enrich::{Backend, Enricher, Request};
-use crate::rules::expr::Scope;
-use crate::rules::{RuleSet, RulesOutcome, ThresholdBands};
-use crate::score::{init_runtime, ModelSpec, OnnxScorer};
+use crate::enrich::stage::Enrich;
+use crate::enrich::{Backend, EnrichError, Enricher, FailurePolicy, Turnstile};
+use crate::envelope::{Batch, Envelope, Origin, RawMessage};
+use crate::rules::stage::Decide;
+use crate::rules::{LiveRules, RuleSet, ThresholdBands};
+use crate::score::stage::Score;
+use crate::score::{init_runtime, ModelSpec, OnnxScorer, ScoreError};
+use crate::stage::{Abort, Outcome, Stage, StageFailure, StagedBatch};
+use crate::telemetry::Metrics;
 
-/// Decodes, enriches (memory windows) and optionally scores events one at a time.
+/// Why an offline tool could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    /// Reading the events or writing the output failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// Model, manifest or runtime problem.
+    #[error(transparent)]
+    Score(#[from] ScoreError),
+    /// The enrich stage could not start.
+    #[error(transparent)]
+    Enrich(#[from] EnrichError),
+    /// The model's columns do not match the configuration.
+    #[error("{0}")]
+    Columns(#[from] crate::decode::ColumnErrors),
+    /// The configured Avro schemas could not be loaded.
+    #[error("{0}")]
+    Schemas(#[from] crate::decode::SchemaErrors),
+    /// The Avro container file could not be read or re-encoded.
+    #[error("{0}")]
+    Events(String),
+    /// A stage failed on an event.
+    #[error("{0}")]
+    Stage(#[from] StageFailure),
+}
+
+/// The service's stages (decode, enrich in memory, optionally score and decide) over
+/// events fed one at a time.
 pub struct Offline {
-    enricher: Enricher,
+    decode: Decode,
+    enrich: Enrich,
+    fill: Fill,
+    score: Option<Score>,
+    decide: Option<Decide>,
     vectorizer: Vectorizer,
-    decoder: Decoder,
-    scorer: Option<OnnxScorer>,
+    enriched_names: Vec<String>,
+    staged: StagedBatch,
+    rules: Arc<LiveRules>,
+    topic: Arc<str>,
+    /// Sequence number of the next batch (the enrich turnstile takes them in order).
+    seq: u64,
     /// The model row of the last event (one row).
     pub row: Rows,
     /// Enrichment values of the last event, in [`Offline::enriched_names`] order.
     pub values: Vec<Option<f64>>,
-    scores: Vec<f32>,
-    defaults: Vec<u16>,
 }
 
 impl Offline {
     /// From config; with `score`, loads ONNX Runtime and the model.
-    pub fn new(cfg: &Config, score: bool) -> anyhow::Result<Self> {
+    pub fn new(cfg: &Config, score: bool) -> Result<Self, OfflineError> {
         Self::with_schema(cfg, score, None)
     }
 
     /// As [`Offline::new`], with one more Avro writer schema under `extra.0` (an Avro
     /// container file's own schema).
-    pub fn with_schema(cfg: &Config, score: bool, extra: Option<(u32, apache_avro::Schema)>) -> anyhow::Result<Self> {
+    pub fn with_schema(
+        cfg: &Config,
+        score: bool,
+        extra: Option<(u32, apache_avro::Schema)>,
+    ) -> Result<Self, OfflineError> {
         let spec = ModelSpec::from_config(&cfg.model)?;
         let mut enrich_cfg = cfg.enrich.clone();
         if enrich_cfg.backend == Backend::Redis {
@@ -46,61 +95,96 @@ impl Offline {
             enrich_cfg.backend = Backend::Memory;
         }
         let enricher = Enricher::new(&enrich_cfg)?;
-        let vectorizer = Vectorizer::new(&spec.manifest, enricher.names()).map_err(anyhow::Error::msg)?;
-        let mut schemas = LocalSchemas::load(&cfg.decode.avro_schemas).map_err(anyhow::Error::msg)?;
+        let enriched_names = enricher.names().to_vec();
+        let vectorizer = Vectorizer::new(&spec.manifest, enricher.names()).map_err(OfflineError::Columns)?;
+        let mut schemas = LocalSchemas::load(&cfg.decode.avro_schemas).map_err(OfflineError::Schemas)?;
         if let Some((id, schema)) = extra {
             schemas.insert(id, schema);
         }
         let decoder = Decoder::new(&cfg.decode, Arc::new(schemas), vectorizer.clone(), enricher.paths());
-        let scorer = if score {
-            Some(OnnxScorer::load(&spec, init_runtime(cfg.model.ort_library.as_deref())?)?.0)
-        } else {
-            None
+        let metrics = Metrics::new();
+        let abort = Abort::default();
+        let rows = decoder.rows();
+        let score = match score {
+            true => {
+                let scorer = OnnxScorer::load(&spec, init_runtime(cfg.model.ort_library.as_deref())?)?.0;
+                Some(Score::new(scorer, rows.clone(), metrics.clone(), abort.clone()))
+            }
+            false => None,
         };
-        let row = decoder.rows();
+        let turnstile = Arc::new(Turnstile::new(enricher));
+        let empty = RuleSet::empty();
         Ok(Self {
-            enricher,
+            decode: Decode::new(decoder, metrics.clone()),
+            enrich: Enrich::new(turnstile, FailurePolicy::Pause, metrics.clone(), abort),
+            fill: Fill::new(vectorizer.clone(), metrics.clone()),
+            score,
+            decide: None,
             vectorizer,
-            decoder,
-            scorer,
-            row,
+            enriched_names,
+            staged: StagedBatch::new(rows.clone()),
+            rules: Arc::new(LiveRules { lists: empty.initial_lists.clone(), set: Arc::new(empty) }),
+            topic: Arc::from("offline"),
+            seq: 0,
+            row: rows,
             values: Vec::new(),
-            scores: Vec::new(),
-            defaults: Vec::new(),
         })
     }
 
     /// Enrichment names (`window:…`, `feature:…`).
     pub fn enriched_names(&self) -> &[String] {
-        self.enricher.names()
+        &self.enriched_names
     }
 
-    /// Event paths to extract for rules.
-    pub fn set_rule_paths(&mut self, paths: &[String]) {
-        self.decoder.set_rule_paths(paths);
+    /// Decides every event with `rules` (after scoring it) and the score bands of `cfg`.
+    fn decide_with(&mut self, cfg: &Config, rules: LiveRules) {
+        self.rules = Arc::new(rules);
+        self.decide = Some(Decide::new(ThresholdBands::new(&cfg.decide), Metrics::new()));
+    }
+
+    /// Runs the event on line `n` through the stages; what they made is in `self.staged`.
+    fn feed(&mut self, n: usize, payload: Vec<u8>) -> Result<(), StageFailure> {
+        let mut events = std::mem::take(&mut self.staged.batch.events);
+        events.clear();
+        events.push(Envelope {
+            origin: Origin { topic: self.topic.clone(), partition: 0, offset: n as i64 },
+            received_at: Instant::now(),
+            timestamp_ms: None,
+            payload: RawMessage { key: None, payload: Some(payload), headers: Vec::new() },
+        });
+        let seq = self.seq;
+        self.seq += 1;
+        self.staged.start(Batch { seq, events, rules: Some(self.rules.clone()), model_generation: 0 });
+        self.staged.set_rule_paths(self.rules.set.event_paths());
+        let stages: [Option<&mut dyn Stage>; 5] = [
+            Some(&mut self.decode),
+            Some(&mut self.enrich),
+            Some(&mut self.fill),
+            self.score.as_mut().map(|s| s as &mut dyn Stage),
+            self.decide.as_mut().map(|d| d as &mut dyn Stage),
+        ];
+        for stage in stages.into_iter().flatten() {
+            stage.run(&mut self.staged)?;
+        }
+        Ok(())
     }
 
     /// Processes the event on line `n`: its row and values land in `self.row` / `self.values`.
     /// Returns the decoded event and its score (if scoring).
-    pub fn next(&mut self, n: usize, line: &[u8]) -> anyhow::Result<Result<(DecodedEvent, Option<f32>), DecodeError>> {
-        self.row.clear();
-        let d = match self.decoder.batch().decode(Some(line), self.row.push()) {
-            Ok(d) => d,
-            Err(e) => return Ok(Err(e)),
-        };
-        let req = Request { fence_key: "offline/0", offset: n as i64, time_ms: d.event_time_ms, entities: &d.entities };
-        self.enricher.enrich(std::slice::from_ref(&req), &mut self.values)?;
-        self.defaults.clear();
-        self.vectorizer.fill_enriched(&self.values, self.row.row_mut(0).values, &mut self.defaults);
-        let score = match self.scorer.as_mut() {
-            Some(s) => {
-                self.scores.clear();
-                s.score(&self.row, &mut self.scores)?;
-                Some(self.scores[0])
-            }
-            None => None,
-        };
-        Ok(Ok((d, score)))
+    pub fn next(
+        &mut self,
+        n: usize,
+        line: &[u8],
+    ) -> Result<Result<(DecodedEvent, Option<f32>), DecodeError>, OfflineError> {
+        self.feed(n, line.to_vec())?;
+        let b = &mut self.staged;
+        let score = b.scores.first().copied();
+        std::mem::swap(&mut self.row, &mut b.rows);
+        std::mem::swap(&mut self.values, &mut b.enriched);
+        match b.outcomes.pop().expect("one outcome per event") {
+            Outcome::Decided(d) => Ok(Ok((d, score))),
+            Outcome::Dead(e) => Ok(Err(e)),
+        }
     }
 }
 
@@ -112,16 +196,18 @@ const CONTAINER_SCHEMA_ID: u32 = u32::MAX;
 /// Confluent frame of the file's schema (so it takes the service's Avro decode path).
 /// Returns (record number from 0, payload) pairs and, for a container, its schema.
 #[allow(clippy::type_complexity)]
-pub fn payloads(events: &Path) -> anyhow::Result<(Vec<(usize, Vec<u8>)>, Option<apache_avro::Schema>)> {
+pub fn payloads(events: &Path) -> Result<(Vec<(usize, Vec<u8>)>, Option<apache_avro::Schema>), OfflineError> {
     let mut file = std::io::BufReader::new(std::fs::File::open(events)?);
     if file.fill_buf()?.starts_with(b"Obj\x01") {
-        let reader = apache_avro::Reader::new(file).map_err(|e| anyhow::anyhow!("{}: {e}", events.display()))?;
+        let bad = |e: &dyn std::fmt::Display| OfflineError::Events(format!("{}: {e}", events.display()));
+        let reader = apache_avro::Reader::new(file).map_err(|e| bad(&e))?;
         let schema = reader.writer_schema().clone();
-        let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&schema).build()?;
+        let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&schema).build().map_err(|e| bad(&e))?;
         let mut out = Vec::new();
         for (n, v) in reader.enumerate() {
-            let v = v.map_err(|e| anyhow::anyhow!("{}: record {}: {e}", events.display(), n + 1))?;
-            out.push((n, crate::demo::confluent_frame(CONTAINER_SCHEMA_ID, &writer.write_value_to_vec(v)?)));
+            let v = v.map_err(|e| OfflineError::Events(format!("{}: record {}: {e}", events.display(), n + 1)))?;
+            let datum = writer.write_value_to_vec(v).map_err(|e| bad(&e))?;
+            out.push((n, crate::demo::confluent_frame(CONTAINER_SCHEMA_ID, &datum)));
         }
         return Ok((out, Some(schema)));
     }
@@ -136,7 +222,7 @@ pub fn payloads(events: &Path) -> anyhow::Result<(Vec<(usize, Vec<u8>)>, Option<
 }
 
 /// An [`Offline`] for `events`' payloads (Avro container: its schema registered, Avro decoding).
-fn offline_for(cfg: &Config, score: bool, schema: Option<apache_avro::Schema>) -> anyhow::Result<Offline> {
+fn offline_for(cfg: &Config, score: bool, schema: Option<apache_avro::Schema>) -> Result<Offline, OfflineError> {
     match schema {
         Some(s) => {
             let mut cfg = cfg.clone();
@@ -150,25 +236,26 @@ fn offline_for(cfg: &Config, score: bool, schema: Option<apache_avro::Schema>) -
 /// Reads the events in `events` (JSON lines or an Avro container file), writes one JSON
 /// object per event to `out`: `{"line", "event_id", "row": [..] (null = NaN), "score"?}` or
 /// `{"line", "error", "reason"}` (`line` counts records in a container file).
-pub fn run(cfg: &Config, events: &Path, score: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+pub fn run(cfg: &Config, events: &Path, score: bool, out: &mut dyn Write) -> Result<(), OfflineError> {
     let (payloads, schema) = payloads(events)?;
     let mut off = offline_for(cfg, score, schema)?;
     for (n, payload) in payloads {
-        let (d, s) = match off.next(n, &payload)? {
-            Ok(x) => x,
-            Err(e) => {
-                writeln!(out, "{}", serde_json::json!({"line": n + 1, "error": e.detail, "reason": e.reason.code()}))?;
-                continue;
+        off.feed(n, payload)?;
+        let b = &off.staged;
+        let obj = match &b.outcomes[0] {
+            Outcome::Dead(e) => serde_json::json!({"line": n + 1, "error": e.detail, "reason": e.reason.code()}),
+            Outcome::Decided(d) => {
+                let mut obj = serde_json::json!({
+                    "line": n + 1,
+                    "event_id": d.event_id,
+                    "row": b.rows.row_json(off.vectorizer.lanes(), 0),
+                });
+                if let Some(&s) = b.scores.first() {
+                    obj["score"] = serde_json::json!(s);
+                }
+                obj
             }
         };
-        let mut obj = serde_json::json!({
-            "line": n + 1,
-            "event_id": d.event_id,
-            "row": off.row.row_json(off.vectorizer.lanes(), 0),
-        });
-        if let Some(s) = s {
-            obj["score"] = serde_json::json!(s);
-        }
         writeln!(out, "{obj}")?;
     }
     out.flush()?;
@@ -178,7 +265,12 @@ pub fn run(cfg: &Config, events: &Path, score: bool, out: &mut dyn Write) -> any
 /// `verdict check-rules`: validates `rules` (every problem listed, Err if any) and, given
 /// `events`, prints one JSON object per event with its decision and the rules that fired,
 /// then a summary of actions and hits per rule.
-pub fn check_rules(cfg: &Config, rules: &Path, events: Option<&Path>, out: &mut dyn Write) -> anyhow::Result<bool> {
+pub fn check_rules(
+    cfg: &Config,
+    rules: &Path,
+    events: Option<&Path>,
+    out: &mut dyn Write,
+) -> Result<bool, OfflineError> {
     let (payloads, schema) = match events {
         Some(e) => payloads(e)?,
         None => (Vec::new(), None),
@@ -214,15 +306,17 @@ pub fn check_rules(cfg: &Config, rules: &Path, events: Option<&Path>, out: &mut 
             }
         }
     }
-    off.set_rule_paths(set.event_paths());
+    let set = Arc::new(set);
+    off.decide_with(cfg, LiveRules { set: set.clone(), lists });
     let bands = ThresholdBands::new(&cfg.decide);
-    let mut outcome = RulesOutcome::default();
     let mut fired = vec![0u64; set.rules.len()];
     let mut actions = std::collections::BTreeMap::<String, u64>::new();
     for (n, payload) in payloads {
-        let (d, score) = match off.next(n, &payload)? {
-            Ok((d, s)) => (d, s.unwrap_or(0.0)),
-            Err(e) => {
+        off.feed(n, payload)?;
+        let b = &off.staged;
+        let d = match &b.outcomes[0] {
+            Outcome::Decided(d) => d,
+            Outcome::Dead(e) => {
                 writeln!(
                     out,
                     "{}",
@@ -232,25 +326,27 @@ pub fn check_rules(cfg: &Config, rules: &Path, events: Option<&Path>, out: &mut 
                 continue;
             }
         };
-        let band = bands.decide(score);
-        let scope = Scope { score: f64::from(score), fields: &d.fields, enriched: &off.values, lists: &lists };
-        set.decide(band.action, &scope, &mut outcome, &mut fired);
-        let action = outcome.action_name.as_deref().unwrap_or(outcome.action.label()).to_string();
+        let score = b.scores.first().copied().unwrap_or(0.0);
+        let decision = &b.decisions[0];
+        for (f, n) in fired.iter_mut().zip(off.decide.as_ref().map_or(&[][..], Decide::fired)) {
+            *f += n;
+        }
+        let action = decision.action_name.as_deref().unwrap_or(decision.action.label()).to_string();
         *actions.entry(action.clone()).or_default() += 1;
         let mut obj = serde_json::json!({
             "line": n + 1,
             "event_id": d.event_id,
             "score": score,
-            "band": band.action.label(),
+            "band": bands.decide(score).action.label(),
             "action": action,
-            "reason": outcome.reason.as_deref().unwrap_or(&band.reason),
-            "rules_fired": outcome.hits,
+            "reason": &*decision.reason,
+            "rules_fired": decision.rule_hits,
         });
-        if outcome.errors > 0 {
-            obj["rule_errors"] = serde_json::json!(outcome.errors);
+        if decision.rule_errors > 0 {
+            obj["rule_errors"] = serde_json::json!(decision.rule_errors);
         }
-        if outcome.action == crate::rules::Action::Review {
-            obj["review_priority"] = serde_json::json!(set.review_priority(&scope));
+        if let Some(p) = decision.review_priority {
+            obj["review_priority"] = serde_json::json!(p);
         }
         writeln!(out, "{obj}")?;
     }

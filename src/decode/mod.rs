@@ -18,6 +18,7 @@ pub mod fields;
 pub mod json;
 pub mod json_check;
 pub mod schemas;
+pub mod stage;
 pub mod vectorize;
 
 use std::collections::HashMap;

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod labels;
 mod publisher;
+pub mod stage;
 pub mod stats;
 
 use std::collections::BTreeMap;

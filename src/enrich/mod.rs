@@ -22,6 +22,7 @@ pub mod config;
 mod plan;
 pub mod redis;
 mod reply;
+pub mod stage;
 pub mod turnstile;
 pub mod window;
 

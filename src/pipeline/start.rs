@@ -13,7 +13,7 @@ use super::threads::{Ends, Threads};
 use super::{ModelInfo, Pipeline, Scrubbed, StartError};
 use crate::config::Config;
 use crate::consume::{create_consumer, ConsumeLoop, Control, KafkaConsumer};
-use crate::decode::{Decoder, LocalSchemas, SchemaSource, Vectorizer};
+use crate::decode::{LocalSchemas, SchemaSource, Vectorizer};
 use crate::drift::labels::{LabelJoiner, LabelStats, LabelStore, ScoredSink};
 use crate::drift::{DriftMonitor, DriftPublisher};
 use crate::enrich::{Enricher, EntityPaths, FailurePolicy, Turnstile};
@@ -21,12 +21,12 @@ use crate::envelope::{Batch, Queued};
 use crate::publish::acker::{Completed, Refusals};
 use crate::publish::{Acker, Publisher};
 use crate::redact::Secrets;
-use crate::rules::{RulesHandle, ThresholdBands};
+use crate::rules::RulesHandle;
 use crate::score::budget::BatchBudget;
 use crate::score::live::{ModelReloader, ModelSlots};
 use crate::score::{init_runtime, ModelSpec, OnnxScorer, ScoreError};
 use crate::telemetry::Metrics;
-use crate::worker::{ModelReload, Outputs, Shadow, Worker};
+use crate::worker::{Shadow, Worker, WorkerBuilder};
 
 /// Loads ORT, the manifest and one validated session per worker.
 pub fn load_scorers(cfg: &Config, metrics: &Metrics) -> Result<(ModelSpec, Vec<OnnxScorer>), ScoreError> {
@@ -95,7 +95,6 @@ pub(super) struct Parts {
     pub(super) enriched_names: Vec<String>,
     pub(super) enricher: Option<(Arc<Turnstile<Enricher>>, FailurePolicy)>,
     pub(super) rules: Arc<RulesHandle>,
-    pub(super) outputs: Outputs,
     pub(super) model_slots: Arc<ModelSlots>,
     pub(super) budget: Option<Arc<BatchBudget>>,
     pub(super) queued: Option<Arc<Queued>>,
@@ -120,7 +119,6 @@ impl Parts {
         // Windows are maintained whenever entities are configured, used by the model or not:
         // rules (and later rule versions) read them, and they must be exact when they do.
         let enricher = enricher.is_enabled().then(|| (Arc::new(Turnstile::new(enricher)), cfg.enrich.on_failure));
-        let outputs = Outputs::new(cfg, &spec.manifest.name, &spec.manifest.version, &vectorizer, &enriched_names);
         let budget = (cfg.batch.score_budget_us > 0)
             .then(|| Arc::new(BatchBudget::new(cfg.batch.score_budget_us, cfg.batch.max_events)));
         let queued = (cfg.decide.deadline_ms > 0).then(|| Arc::new(Queued::default()));
@@ -133,7 +131,6 @@ impl Parts {
             enriched_names,
             enricher,
             rules,
-            outputs,
             model_slots: Arc::new(ModelSlots::new(workers)),
             budget,
             queued,
@@ -226,36 +223,26 @@ fn spawn_workers(
     (batch_rx, done_tx): (Receiver<Batch>, Sender<Completed>),
     threads: &mut Threads,
 ) -> Result<(), StartError> {
-    let Parts { schemas, publisher, vectorizer, entity_paths, enricher, rules, outputs, model_slots, .. } = parts;
-    let (metrics, scored) = (threads.metrics().clone(), &drift.scored);
-    for (i, scorer) in scorers.into_iter().enumerate() {
-        let mut worker = Worker::new(
-            Decoder::new(&cfg.decode, schemas.clone(), vectorizer.clone(), entity_paths.clone()),
-            scorer,
-            ThresholdBands::new(&cfg.decide),
-            publisher.clone(),
-            outputs.clone(),
-            metrics.clone(),
-            control.clone(),
-            enricher.clone(),
-            vectorizer.clone(),
-            rules.clone(),
-        );
-        worker.drift = drift.monitor.as_ref().map(|d| d.recorder(i));
-        let mut worker = worker.with_model_reload(ModelReload {
-            slots: model_slots.clone(),
-            index: i,
-            decode: cfg.decode.clone(),
-            schemas: schemas.clone(),
-            entity_paths: entity_paths.clone(),
-            generation: 0,
-        });
-        worker.scored = scored.clone();
-        worker.shadow = shadows.pop();
-        worker.deadline_ms = cfg.decide.deadline_ms;
-        worker.queued = parts.queued.clone();
-        worker.budget = parts.budget.clone();
-        worker.on_refused = cfg.publish.on_refused;
+    let builder = WorkerBuilder {
+        cfg,
+        publisher: &parts.publisher,
+        metrics: threads.metrics(),
+        control,
+        rules: &parts.rules,
+        schemas: &parts.schemas,
+        vectorizer: &parts.vectorizer,
+        model: (&parts.spec.manifest.name, &parts.spec.manifest.version),
+        entities: (&parts.entity_paths, &parts.enriched_names),
+        enricher: parts.enricher.as_ref(),
+        drift: drift.monitor.as_deref(),
+        model_slots: &parts.model_slots,
+        scored: drift.scored.as_ref(),
+        queued: parts.queued.as_ref(),
+        budget: parts.budget.as_ref(),
+    };
+    let workers: Vec<Worker> =
+        scorers.into_iter().enumerate().map(|(i, scorer)| builder.build(i, scorer, shadows.pop())).collect();
+    for (i, worker) in workers.into_iter().enumerate() {
         let (rx, tx) = (batch_rx.clone(), done_tx.clone());
         threads.worker(format!("verdict-worker-{i}"), move || worker.run(rx, tx))?;
     }

@@ -8,6 +8,7 @@ pub mod acker;
 pub mod config;
 pub mod limits;
 pub mod record;
+pub mod stage;
 
 use std::time::Duration;
 

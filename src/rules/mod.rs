@@ -9,6 +9,7 @@ pub mod config;
 pub mod expr;
 pub mod live;
 pub mod set;
+pub mod stage;
 
 use std::sync::Arc;
 

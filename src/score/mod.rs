@@ -9,6 +9,7 @@ pub mod budget;
 pub mod config;
 pub mod live;
 pub use crate::core::manifest;
+pub mod stage;
 
 mod feed;
 mod runtime;

@@ -1,0 +1,326 @@
+//! The publish stage: takes the decisions (and the dead-letter outcomes of events that did
+//! not decode) and hands on, for the acker, one in-flight delivery per output record: the
+//! encoded decision on the decisions topic, review decisions also on the review topic, and
+//! undecodable events on the dead-letter topic.
+//!
+//! Transient produce errors are retried with a backoff; a record refused for good follows
+//! `publish.on_refused` (dead-letter the event, skip it, or stop the pipeline); a fatal
+//! producer error stops the pipeline.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::producer::DeliveryFuture;
+use tracing::Level;
+
+use super::config::{DecisionFormat, RefusedPolicy};
+use super::limits::Class;
+use super::record::ShadowVerdict;
+use super::{decision_headers_with, DecisionRecord, PublishError, Publisher};
+use crate::backoff::Backoff;
+use crate::core::clock::wall_clock_ms;
+use crate::core::decision::Action;
+use crate::core::event::{DecodeError, DecodedEvent};
+use crate::envelope::{Envelope, RawMessage};
+use crate::error::DeadLetterReason;
+use crate::stage::{Abort, Outcome, Stage, StageFailure, StagedBatch};
+use crate::telemetry::Metrics;
+
+/// Topics and formats a worker writes, and the serving model's identity.
+#[derive(Clone)]
+pub struct Outputs {
+    /// Decisions topic.
+    pub decisions: String,
+    /// Review topic.
+    pub review: String,
+    /// Dead-letter topic.
+    pub dead_letter: String,
+    /// Decision record format.
+    pub format: DecisionFormat,
+    /// Schema id of the Avro decision record.
+    pub schema_id: u32,
+    /// Serving model name.
+    pub model_name: String,
+    /// Serving model version.
+    pub model_version: String,
+    /// The model's input columns.
+    pub columns: Arc<Vec<String>>,
+    /// Enrichment names.
+    pub aggregates: Arc<Vec<String>>,
+    /// Whether decisions carry the model inputs and aggregates.
+    pub include_features: bool,
+}
+
+/// How an attempt to queue an output ended.
+enum Sent {
+    /// Queued; the acker awaits it.
+    Queued(DeliveryFuture),
+    /// Refused for good (too large, invalid, refused by a topic policy).
+    Refused(PublishError),
+}
+
+/// Encodes and sends a decided batch.
+pub struct Publish {
+    publisher: Publisher,
+    outputs: Outputs,
+    /// What to do with outputs refused for good (`publish.on_refused`).
+    on_refused: RefusedPolicy,
+    metrics: Arc<Metrics>,
+    abort: Abort,
+    log: crate::lograte::LogRate,
+    buf: Vec<u8>,
+}
+
+impl Publish {
+    /// From the producer and where to write.
+    pub fn new(
+        publisher: Publisher,
+        outputs: Outputs,
+        on_refused: RefusedPolicy,
+        metrics: Arc<Metrics>,
+        abort: Abort,
+    ) -> Self {
+        let log = crate::lograte::LogRate::new("worker", crate::lograte::WINDOW, Some(&metrics));
+        Self { publisher, outputs, on_refused, metrics, abort, log, buf: Vec::new() }
+    }
+
+    /// The serving model's input columns.
+    pub fn columns(&self) -> &[String] {
+        &self.outputs.columns
+    }
+
+    /// Another model now serves (model hot-reload): its name, version and columns go in
+    /// the decisions.
+    pub fn set_model(&mut self, name: &str, version: &str, columns: Vec<String>) {
+        self.outputs.model_name = name.to_string();
+        self.outputs.model_version = version.to_string();
+        self.outputs.columns = Arc::new(columns);
+    }
+
+    /// Sends the batch's events that have no output queued yet to the dead-letter topic as
+    /// `internal_error` (`stage` failed with `detail`).
+    pub fn dead_letter_rest(&mut self, b: &mut StagedBatch, stage: &str, detail: &str) -> Result<(), StageFailure> {
+        let reason = DeadLetterReason::InternalError;
+        for ev in &b.batch.events[b.produced.min(b.batch.events.len())..] {
+            self.metrics.dead_letters.with_label_values(&[reason.code()]).inc();
+            self.metrics.count(stage, "dead_letter", 1);
+            match self.retry(|| self.publisher.dead_letter(&self.outputs.dead_letter, ev, stage, reason, detail))? {
+                Sent::Queued(f) => b.pending.push(f),
+                Sent::Refused(e) => self.refused_dead_letter(&e)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes decoded event `k`'s decision record into `self.buf`.
+    fn encode(&mut self, b: &StagedBatch, k: usize, ev: &Envelope<RawMessage>, d: &DecodedEvent, decided_at: i64) {
+        let o = &self.outputs;
+        let row = b.rows.values_row(k);
+        let defaults_used: Vec<&str> =
+            b.defaults.get(k).map(|d| d.iter().map(|&c| o.columns[c as usize].as_str()).collect()).unwrap_or_default();
+        let enriched = b.enriched_row(k);
+        let features: (&[String], &[f32]) = if o.include_features { (&o.columns, row) } else { (&[], &[]) };
+        let aggregates: (&[String], &[Option<f64>]) =
+            if o.include_features { (&o.aggregates, enriched) } else { (&[], &[]) };
+        let shadow = match (&b.shadow_model, b.shadow_scores.get(k).copied().flatten(), b.shadow_actions.get(k)) {
+            (Some((model, version)), Some(score), Some(Some(action))) => {
+                Some(ShadowVerdict { model, version, score, action: *action })
+            }
+            _ => None,
+        };
+        let record = DecisionRecord {
+            event_id: &d.event_id,
+            entity_key: &d.entity_key,
+            decision: &b.decisions[k],
+            model_name: &o.model_name,
+            model_version: &o.model_version,
+            event_time: d.event_time_ms,
+            decided_at,
+            latency_us: ev.received_at.elapsed().as_micros() as i64,
+            degraded: b.degraded,
+            source_topic: &ev.origin.topic,
+            source_partition: ev.origin.partition,
+            source_offset: ev.origin.offset,
+            defaults_used,
+            features,
+            aggregates,
+            shadow,
+        };
+        self.buf.clear();
+        match o.format {
+            DecisionFormat::Avro => record.write_avro(o.schema_id, &mut self.buf),
+            DecisionFormat::Json => record.write_json(&mut self.buf),
+        }
+    }
+
+    /// Sends decoded event `k`'s decision (and review) record, encoded in `self.buf`.
+    fn send_decision(
+        &mut self,
+        pending: &mut Vec<DeliveryFuture>,
+        ev: &Envelope<RawMessage>,
+        d: &DecodedEvent,
+        action: Action,
+        priority: Option<i64>,
+    ) -> Result<(), StageFailure> {
+        let key = d.entity_key.as_bytes();
+        let headers = || decision_headers_with(&d.event_id, &self.outputs.model_version, None);
+        let sent =
+            self.retry(|| self.publisher.send(&self.outputs.decisions, Some(key), &self.buf, Some(headers())))?;
+        match sent {
+            Sent::Queued(f) => pending.push(f),
+            Sent::Refused(e) => return self.refused_output(pending, ev, &e),
+        }
+        if action == Action::Review {
+            let headers = || decision_headers_with(&d.event_id, &self.outputs.model_version, priority);
+            match self.retry(|| self.publisher.send(&self.outputs.review, Some(key), &self.buf, Some(headers())))? {
+                Sent::Queued(f) => pending.push(f),
+                Sent::Refused(e) => self.refused_output(pending, ev, &e)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn send_dead_letter(
+        &mut self,
+        pending: &mut Vec<DeliveryFuture>,
+        ev: &Envelope<RawMessage>,
+        e: &DecodeError,
+    ) -> Result<(), StageFailure> {
+        self.metrics.dead_letters.with_label_values(&[e.reason.code()]).inc();
+        let topic = &self.outputs.dead_letter;
+        match self.retry(|| self.publisher.dead_letter(topic, ev, "decode", e.reason, &e.detail))? {
+            Sent::Queued(f) => pending.push(f),
+            Sent::Refused(e) => self.refused_dead_letter(&e)?,
+        }
+        Ok(())
+    }
+
+    /// Retries transient errors with a bounded backoff (counted, logged at most every 10 s);
+    /// hands back refusals; stops on abort or a fatal producer error.
+    fn retry(&self, mut f: impl FnMut() -> Result<DeliveryFuture, PublishError>) -> Result<Sent, StageFailure> {
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+        loop {
+            let e = match f() {
+                Ok(v) => return Ok(Sent::Queued(v)),
+                Err(e) => e,
+            };
+            let errors = &self.metrics.guards.produce_errors;
+            match e.class() {
+                Class::Refused => return Ok(Sent::Refused(e)),
+                Class::Fatal => {
+                    errors.with_label_values(&[&e.label(), "stopped"]).inc();
+                    return Err(StageFailure::Stop(format!("producer failed for good: {e}")));
+                }
+                Class::Retryable => {
+                    if self.abort.is_set() {
+                        return Err(StageFailure::Aborted);
+                    }
+                    errors.with_label_values(&[&e.label(), "retried"]).inc();
+                    if self.log.admit(Level::WARN, "produce refused; retrying") {
+                        tracing::warn!(error = %e, "produce refused; retrying");
+                    }
+                    if !self.abort.sleep(backoff.next_delay()) {
+                        return Err(StageFailure::Aborted);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A decision or review record for `ev` was refused for good: `publish.on_refused`
+    /// decides.
+    fn refused_output(
+        &self,
+        pending: &mut Vec<DeliveryFuture>,
+        ev: &Envelope<RawMessage>,
+        e: &PublishError,
+    ) -> Result<(), StageFailure> {
+        let label = e.label();
+        let errors = &self.metrics.guards.produce_errors;
+        match self.on_refused {
+            RefusedPolicy::Stop => {
+                errors.with_label_values(&[&label, "stopped"]).inc();
+                Err(StageFailure::Stop(format!("{e} (publish.on_refused = \"stop\")")))
+            }
+            RefusedPolicy::Skip => {
+                errors.with_label_values(&[&label, "skipped"]).inc();
+                if self.log.admit(Level::ERROR, "output refused for good; skipped") {
+                    tracing::error!(error = %e, "output refused for good; skipped");
+                }
+                Ok(())
+            }
+            RefusedPolicy::DeadLetter => {
+                errors.with_label_values(&[&label, "dead_lettered"]).inc();
+                let reason = DeadLetterReason::OutputRefused;
+                self.metrics.dead_letters.with_label_values(&[reason.code()]).inc();
+                if self.log.admit(Level::WARN, "output refused for good; event sent to the dead-letter topic") {
+                    tracing::warn!(error = %e, "output refused for good; event sent to the dead-letter topic");
+                }
+                let detail = e.to_string();
+                let topic = &self.outputs.dead_letter;
+                match self.retry(|| self.publisher.dead_letter(topic, ev, "publish", reason, &detail))? {
+                    Sent::Queued(f) => pending.push(f),
+                    Sent::Refused(e) => self.refused_dead_letter(&e)?,
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// A dead-letter record was refused for good (the topic is missing or not writable):
+    /// skipped and counted, unless `on_refused = "stop"`.
+    fn refused_dead_letter(&self, e: &PublishError) -> Result<(), StageFailure> {
+        let errors = &self.metrics.guards.produce_errors;
+        if self.on_refused == RefusedPolicy::Stop {
+            errors.with_label_values(&[&e.label(), "stopped"]).inc();
+            return Err(StageFailure::Stop(format!("dead-letter record refused: {e} (publish.on_refused = \"stop\")")));
+        }
+        errors.with_label_values(&[&e.label(), "skipped"]).inc();
+        if self.log.admit(Level::ERROR, "dead-letter record refused for good; skipped") {
+            tracing::error!(error = %e, "dead-letter record refused for good; skipped");
+        }
+        Ok(())
+    }
+}
+
+impl Stage for Publish {
+    fn name(&self) -> &'static str {
+        "publish"
+    }
+
+    fn run(&mut self, b: &mut StagedBatch) -> Result<(), StageFailure> {
+        let t = Instant::now();
+        let n = b.batch.events.len();
+        let mut pending = std::mem::take(&mut b.pending);
+        pending.reserve(n + n / 8);
+        let decided_at = wall_clock_ms();
+        let (mut k, mut dead) = (0usize, 0u64);
+        let mut result = Ok(());
+        for i in 0..n {
+            let ev = &b.batch.events[i];
+            result = match &b.outcomes[i] {
+                Outcome::Decided(d) => {
+                    self.encode(b, k, ev, d, decided_at);
+                    let decision = &b.decisions[k];
+                    k += 1;
+                    self.send_decision(&mut pending, ev, d, decision.action, decision.review_priority)
+                }
+                Outcome::Dead(e) => {
+                    dead += 1;
+                    self.send_dead_letter(&mut pending, ev, e)
+                }
+            };
+            if result.is_err() {
+                break;
+            }
+            b.produced += 1;
+        }
+        b.pending = pending;
+        result?;
+        let m = &self.metrics;
+        m.stage_seconds.with_label_values(&["publish"]).observe(t.elapsed().as_secs_f64());
+        m.count("decode", "ok", (n as u64) - dead);
+        m.count("decode", "dead_letter", dead);
+        Ok(())
+    }
+}
