@@ -472,3 +472,47 @@ fn the_readme_feature_hash_is_read_and_a_hash_without_braces_is_counted_and_name
     assert_eq!(value(&values, "feature:card.chargebacks_90d"), None, "defaults");
     assert_eq!(missing(), 3);
 }
+
+#[test]
+fn a_key_of_the_wrong_type_dead_letters_its_batches_instead_of_pausing_for_ever() {
+    let redis = RedisServer::start();
+    let (mock, mut cfg) = mock_setup(4);
+    with_redis(&mut cfg, &redis);
+    assert_eq!(cfg.enrich.on_failure, verdict::enrich::FailurePolicy::Pause);
+    let events = produce_transactions(&mock, "events", 3_000, 31, None);
+    // One card's window key holds a string: every script call that touches it fails with
+    // WRONGTYPE, which no retry can fix.
+    let bad = events[0].card_id.clone();
+    let entity = &cfg.enrich.entities[0].name;
+    let key = verdict::enrich::redis::window_key(&cfg.enrich.key_prefix, entity, &bad);
+    redis::cmd("SET").arg(&key).arg("not a hash").exec(&mut redis.conn()).unwrap();
+
+    let m = Metrics::new();
+    let p = Pipeline::start(&cfg, m.clone()).unwrap();
+    wait_for("every event handled", Duration::from_secs(60), || handled(&m) >= events.len() as u64);
+    assert_eq!(p.failure(), None, "a data error in Redis does not fail the pipeline");
+    assert!(p.shutdown(Duration::from_secs(30)).clean);
+
+    let dlq = mock.read_all("dead-letter", IDLE);
+    assert!(!dlq.is_empty());
+    for d in &dlq {
+        assert_eq!(d.header(verdict::publish::DLQ_REASON), Some("internal_error"));
+        let detail = d.header(verdict::publish::DLQ_DETAIL).unwrap_or_default();
+        assert!(detail.contains("WRONGTYPE"), "the detail names the Redis error: {detail}");
+    }
+    let dead: Vec<String> = dlq
+        .iter()
+        .map(|d| serde_json::from_slice::<serde_json::Value>(&d.payload).unwrap()["event_id"].as_str().unwrap().into())
+        .collect();
+    let decided = id_counts(&decode_decisions(&mock.read_all("decisions", IDLE)));
+    for e in &events {
+        let n = decided.get(&e.event_id).copied().unwrap_or(0) + u32::from(dead.contains(&e.event_id));
+        assert_eq!(n, 1, "{}: exactly one decision or one dead letter", e.event_id);
+        if e.card_id == bad {
+            assert!(dead.contains(&e.event_id), "the bad card's events cannot be decided");
+        }
+    }
+    assert!(dead.len() < events.len() / 2, "only the batches touching the bad key: {} dead", dead.len());
+    assert_eq!(m.dead_letters.with_label_values(&["internal_error"]).get(), dlq.len() as u64);
+    assert_eq!(mock.committed(&cfg.kafka.group_id, "events", 4).iter().sum::<i64>(), events.len() as i64);
+}

@@ -53,7 +53,8 @@ pub enum EnrichError {
     /// The state store did not answer.
     #[error("state store unavailable: {0}")]
     Unavailable(String),
-    /// The store answered something unexpected.
+    /// The store answered something unexpected, or refused this batch's data (a key of the
+    /// wrong type, a script error): the same batch would fail again, so it is not retried.
     #[error("state store reply: {0}")]
     Protocol(String),
 }
@@ -62,7 +63,10 @@ impl StageError for EnrichError {
     fn policy(&self) -> Policy {
         match self {
             EnrichError::Config(_) => Policy::Fatal,
-            EnrichError::Unavailable(_) | EnrichError::Protocol(_) => Policy::Retry,
+            EnrichError::Unavailable(_) => Policy::Retry,
+            // Retrying cannot help: the batch's events go to the dead-letter topic with the
+            // reply in the detail, and the pipeline goes on (it used to retry for ever).
+            EnrichError::Protocol(_) => Policy::DeadLetter,
         }
     }
 }

@@ -129,11 +129,33 @@ impl RedisStore {
                     // depends only on its text, so the pipeline is re-sent unchanged).
                     self.sha = self.load_script()?;
                 }
-                Ok(Err(e)) => return Err(EnrichError::Unavailable(redis_error(&e))),
+                Ok(Err(e)) => return Err(classify(&e)),
                 Err(_) => return Err(EnrichError::Unavailable(format!("no reply within {timeout:?}"))),
             }
         }
         Err(EnrichError::Unavailable("script could not be loaded".into()))
+    }
+}
+
+/// A Redis error as the enrich stage treats it: the server or the connection failing
+/// (unreachable, timed out, loading, busy, out of memory, read-only replica, cluster down,
+/// credentials refused: an operator or time fixes it) is `Unavailable` and retried; a reply
+/// about this batch's data (a key holding another type, the script failing on a stored
+/// value) or one verdict cannot parse is `Protocol`: retrying the batch would fail the same way.
+pub fn classify(e: &redis::RedisError) -> EnrichError {
+    let text = redis_error(e);
+    let script_failed = text.to_ascii_lowercase().contains("user_script");
+    // A pipeline's errors come as a list, one per failed command; a plain error has one code.
+    let codes: Vec<String> = match e.clone().into_server_errors() {
+        Some(items) => items.iter().map(|(_, s)| s.code().to_string()).collect(),
+        None => e.code().map(str::to_string).into_iter().collect(),
+    };
+    let data = codes.iter().any(|c| c == "WRONGTYPE" || (c == "ERR" && script_failed))
+        || matches!(e.kind(), redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType);
+    if data {
+        EnrichError::Protocol(text)
+    } else {
+        EnrichError::Unavailable(text)
     }
 }
 

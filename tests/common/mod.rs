@@ -68,6 +68,7 @@ pub fn handled(m: &Metrics) -> u64 {
         + m.counted("decode", "dead_letter")
         + m.counted("worker", "dead_letter")
         + m.counted("score", "dead_letter")
+        + m.counted("enrich", "dead_letter")
 }
 
 /// A decoded decision record.
