@@ -59,7 +59,7 @@ pub struct Batch {
     /// versions never go backwards along a partition even with several workers.
     /// Opaque here: the decide stage reads it back with [`Batch::rules_as`].
     pub rules: Option<Stamp>,
-    /// The model generation in force at dispatch (see `score::live`): the worker swaps in
+    /// The model generation in force at dispatch (see `reload`): the worker swaps in
     /// a newer model before deciding this batch.
     pub model_generation: u64,
 }

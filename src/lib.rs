@@ -25,6 +25,7 @@
 //! * [`demo`]: mock cluster, synthetic transactions, the demo and benchmark driver.
 //! * [`vectorize`]: the rows (and scores) the service would feed the model, for parity checks.
 //! * [`enrich`]: per-entity sliding windows and online features (memory or Redis).
+//! * [`reload`]: model hot reload (a new version's sessions and columns, offered by generation).
 //! * [`redact`]: secrets (Redis passwords, secret librdkafka properties) masked in logs and errors.
 //! * [`lograte`]: repeated errors logged once per window with a count.
 //! * [`watchdog`]: the stall watchdog behind `/readyz` (work waiting, nothing acknowledged).
@@ -47,6 +48,7 @@ pub mod lograte;
 pub mod pipeline;
 pub mod publish;
 pub mod redact;
+pub mod reload;
 pub mod rules;
 pub mod score;
 pub mod stage;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::*;
 use verdict::config::DecisionFormat;
 use verdict::pipeline::Pipeline;
-use verdict::score::live::{ModelReloader, ModelSlots};
+use verdict::reload::{ModelReloader, ModelSlots};
 use verdict::telemetry::Metrics;
 
 const IDLE: Duration = Duration::from_secs(2);

@@ -12,6 +12,9 @@
 //!   pass between decode and enrich.
 //! * [`decision`]: the decision vocabulary (action, rule hits, decision) the decide stage
 //!   makes and publish and drift record.
+//! * [`kafka`]: the Kafka connection, topics and client overrides (consume and publish).
+//! * [`output`]: the record encoding and the sink a stage writes records through (publish
+//!   implements it; drift uses it).
 //!
 //! Nothing here imports a stage, `config` or a top module (`tests/layers.rs` checks it):
 //! types flow down.
@@ -20,5 +23,7 @@ pub mod clock;
 pub mod decision;
 pub mod event;
 pub mod field;
+pub mod kafka;
 pub mod manifest;
+pub mod output;
 pub mod rows;

@@ -1,7 +1,8 @@
 //! The drift publisher thread: at the end of every window (`drift.window_s` or
 //! `drift.window_events`, whichever first) it merges the workers' windows and the label
 //! statistics, publishes one [`DriftRecord`] to the drift topic and sets the gauges. It takes
-//! the [`DriftMonitor`] the workers record into and hands records to the [`Publisher`].
+//! the [`DriftMonitor`] the workers record into and hands records to a [`RecordSink`] (the
+//! publish stage's producer).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,8 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::DriftConfig;
 use super::{labels, CodecError, DriftMonitor, DriftRecord, Identity, SCHEMA};
 use crate::backoff::sleep_unless;
-use crate::publish::config::DecisionFormat;
-use crate::publish::Publisher;
+use crate::core::output::{DecisionFormat, RecordSink};
 use crate::telemetry::Metrics;
 
 /// How often the publisher looks whether a window has ended.
@@ -28,7 +28,7 @@ pub struct DriftPublisher {
     schema: Schema,
     monitor: Arc<DriftMonitor>,
     id: Identity,
-    publisher: Publisher,
+    publisher: Arc<dyn RecordSink>,
     metrics: Arc<Metrics>,
 }
 
@@ -40,7 +40,7 @@ impl DriftPublisher {
         schema_id: u32,
         monitor: Arc<DriftMonitor>,
         id: Identity,
-        publisher: Publisher,
+        publisher: Arc<dyn RecordSink>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, CodecError> {
         let schema = Schema::parse_str(SCHEMA)?;
@@ -64,7 +64,7 @@ impl DriftPublisher {
                 start_ms = end_ms;
             }
             if stopping {
-                self.publisher.flush(Duration::from_secs(5));
+                self.publisher.flush_records(Duration::from_secs(5));
                 return;
             }
             sleep_unless(TICK, cancel);
@@ -92,7 +92,7 @@ impl DriftPublisher {
         };
         match payload {
             Ok(p) => {
-                if let Err(e) = self.publisher.send(&self.cfg.topic, Some(self.id.instance.as_bytes()), &p, None) {
+                if let Err(e) = self.publisher.send_record(&self.cfg.topic, Some(self.id.instance.as_bytes()), &p) {
                     tracing::warn!(error = %e, "drift record not sent");
                 }
             }

@@ -26,9 +26,9 @@ use crate::enrich::EnrichError;
 use crate::error::{Policy, StageError};
 use crate::publish::{PublishError, Publisher};
 use crate::redact::Secrets;
+use crate::reload::ModelReloader;
 use crate::rules::live::InvalidRules;
 use crate::rules::RulesHandle;
-use crate::score::live::ModelReloader;
 use crate::score::ScoreError;
 use crate::telemetry::Metrics;
 
@@ -160,7 +160,7 @@ impl Pipeline {
         Self { control, metrics, consumer: Some(consumer), publisher, threads, model, rules, models }
     }
 
-    /// The model reloader (check now with [`crate::score::live::ModelReloader::reload_now`]).
+    /// The model reloader (check now with [`crate::reload::ModelReloader::reload_now`]).
     pub fn models(&self) -> &Arc<ModelReloader> {
         &self.models
     }

@@ -21,9 +21,9 @@ use crate::envelope::{Batch, Queued};
 use crate::publish::acker::{Completed, Refusals};
 use crate::publish::{Acker, Publisher};
 use crate::redact::Secrets;
+use crate::reload::{ModelReloader, ModelSlots};
 use crate::rules::RulesHandle;
 use crate::score::budget::BatchBudget;
-use crate::score::live::{ModelReloader, ModelSlots};
 use crate::score::{init_runtime, ModelSpec, OnnxScorer, ScoreError};
 use crate::telemetry::Metrics;
 use crate::worker::{Shadow, Worker, WorkerBuilder};
@@ -204,7 +204,7 @@ fn start_drift_publisher(
             model_version: parts.spec.manifest.version.clone(),
             instance: crate::drift::instance_id(&cfg.drift),
         },
-        parts.publisher.clone(),
+        Arc::new(parts.publisher.clone()),
         threads.metrics().clone(),
     )?;
     threads.side("verdict-drift", Ends::AfterWorkers, move |cancel| publisher.run(&cancel))?;

@@ -5,15 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Encodings of decision records.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum DecisionFormat {
-    /// Confluent wire format with `schemas/decision.avsc`.
-    Avro,
-    /// One JSON object per record.
-    Json,
-}
+pub use crate::core::output::DecisionFormat;
 
 /// How decision records are written.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -17,7 +17,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
-use crate::consume::config::KafkaConfig;
+use crate::core::kafka::KafkaConfig;
 use crate::envelope::{Envelope, RawMessage};
 use crate::error::{DeadLetterReason, Policy, StageError};
 use config::PublishConfig;
@@ -282,4 +282,20 @@ fn base_headers(event_id: &str, model_version: &str) -> OwnedHeaders {
     OwnedHeaders::new_with_capacity(3)
         .insert(Header { key: EVENT_ID, value: Some(event_id) })
         .insert(Header { key: MODEL_VERSION, value: Some(model_version) })
+}
+
+impl crate::core::output::RecordSink for Publisher {
+    fn send_record(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+    ) -> Result<(), crate::core::output::SinkError> {
+        // The record is queued; its delivery is librdkafka's (the drift records are not acked).
+        self.send(topic, key, payload, None).map(drop).map_err(Into::into)
+    }
+
+    fn flush_records(&self, timeout: Duration) {
+        self.flush(timeout);
+    }
 }

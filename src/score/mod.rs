@@ -7,7 +7,6 @@
 
 pub mod budget;
 pub mod config;
-pub mod live;
 pub use crate::core::manifest;
 pub mod stage;
 

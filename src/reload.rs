@@ -12,6 +12,9 @@
 //! a batch stamped with a newer generation. A batch is never scored by two versions, and
 //! versions never go backwards along a partition. A model that fails validation is logged,
 //! counted (`verdict_model_reloads_total{result="rejected"}`) and never served.
+//!
+//! It sits above the stages: a new version is a score-stage session plus the decode stage's
+//! column plan for it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,9 +24,9 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use super::config::ModelConfig;
-use super::{ModelSpec, OnnxScorer, ScoreError};
 use crate::decode::Vectorizer;
+use crate::score::config::ModelConfig;
+use crate::score::{ModelSpec, OnnxScorer, ScoreError};
 use crate::telemetry::Metrics;
 
 /// What a worker needs to serve one model version.
@@ -90,7 +93,7 @@ pub struct ModelReloader {
 /// size and modification time.
 pub fn fingerprint(cfg: &ModelConfig) -> Vec<u8> {
     let mut out = std::fs::read(cfg.dir.join("manifest.json")).unwrap_or_default();
-    if let Ok(m) = serde_json::from_slice::<super::Manifest>(&out) {
+    if let Ok(m) = serde_json::from_slice::<crate::score::Manifest>(&out) {
         if let Ok(meta) = std::fs::metadata(m.model_path(&cfg.dir)) {
             out.extend_from_slice(&meta.len().to_le_bytes());
             if let Ok(t) = meta.modified() {
@@ -167,7 +170,7 @@ impl ModelReloader {
         let spec = Arc::new(ModelSpec::from_config(&self.cfg)?);
         let vectorizer =
             Vectorizer::new(&spec.manifest, &self.enriched).map_err(|e| ScoreError::Mismatch(e.to_string()))?;
-        let env = super::init_runtime(self.cfg.ort_library.as_deref())?;
+        let env = crate::score::init_runtime(self.cfg.ort_library.as_deref())?;
         let mut bundles = Vec::with_capacity(self.cfg.workers);
         let mut ep = String::new();
         for _ in 0..self.cfg.workers {
