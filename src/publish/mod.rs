@@ -23,7 +23,7 @@ use crate::error::{DeadLetterReason, Policy, StageError};
 use config::PublishConfig;
 
 pub use acker::{Acker, Completed, OffsetStore};
-pub use record::DecisionRecord;
+pub use record::{DecisionRecord, DefaultsUsed};
 
 /// Header naming the stage that rejected a dead-lettered message.
 pub const DLQ_STAGE: &str = "verdict.dlq.stage";
