@@ -1,10 +1,12 @@
-//! Decision-record Avro encoding, two ways (issue 16, item 6): verdict's hand encoder
-//! (`DecisionRecord::write_avro`) and apache-avro's schema-aware serde path
-//! (`GenericDatumWriter::write_ser`, the same as `write_avro_datum_ref`) against
-//! `schemas/decision.avsc`. Prints µs per record and bytes per record for three records the
-//! worker writes: bands only without features, the full feature map and aggregates
-//! (`publish.include_features`, the default), and that plus rule hits and a shadow verdict.
-//! Checks first that both paths write the same bytes.
+//! Decision-record encoding (issues 16 and 17): verdict's hand Avro encoder
+//! (`DecisionRecord::write_avro`) against apache-avro's schema-aware serde path
+//! (`GenericDatumWriter::write_ser`, the same as `write_avro_datum_ref`) on
+//! `schemas/decision.avsc`, and the record's size in Avro and JSON. The records are the
+//! spine benchmark's (demo model and config, in-memory windows, no online feature seeded):
+//! bands only with `publish.include_features` and `include_aggregates` off, features on (the
+//! default), features and aggregates on, and that plus rule hits and a shadow verdict.
+//! Checks first that both Avro paths write the same bytes. Then the cost of building the
+//! `defaults_used` names per record (a `Vec<&str>`, before issue 17) against borrowing them.
 //!
 //!     cargo bench --bench avro
 //!     BENCH_SECONDS=2 cargo bench --bench avro     # seconds per case (default 2)
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 use apache_avro::writer::datum::GenericDatumWriter;
 use serde::ser::{SerializeMap, SerializeStruct, Serializer};
 use serde::Serialize;
-use verdict::publish::record::{DecisionRecord, ShadowVerdict};
+use verdict::publish::record::{DecisionRecord, DefaultsUsed, ShadowVerdict};
 use verdict::rules::{Action, Decision, RuleHit, RuleMode};
 
 /// The demo model's sixteen inputs.
@@ -39,18 +41,33 @@ const FEATURES: &[&str] = &[
     "card_chargebacks_90d",
 ];
 
-/// The demo's window aggregates and online feature, as the worker names them.
-const AGGREGATES: &[&str] = &[
-    "window:card.10m.count",
-    "window:card.10m.sum",
-    "window:card.10m.distinct",
-    "window:card.1h.count",
-    "window:card.1h.sum",
-    "window:card.24h.count",
-    "window:card.24h.avg",
-    "window:card.since_last_s",
-    "feature:card.chargebacks_90d",
+/// The demo's window aggregates, as the worker names them, with the values one spine event
+/// had (no online feature: the spine benchmark seeds none).
+const AGGREGATES: &[(&str, f64)] = &[
+    ("window:card.10m.count", 220.0),
+    ("window:card.10m.sum", 18260.889999999996),
+    ("window:card.10m.avg", 83.00404545454543),
+    ("window:card.10m.min", 1.27),
+    ("window:card.10m.max", 2738.71),
+    ("window:card.10m.distinct", 117.0),
+    ("window:card.1h.count", 220.0),
+    ("window:card.1h.sum", 18260.889999999996),
+    ("window:card.1h.avg", 83.00404545454543),
+    ("window:card.1h.min", 1.27),
+    ("window:card.1h.max", 2738.71),
+    ("window:card.1h.distinct", 117.0),
+    ("window:card.24h.count", 220.0),
+    ("window:card.24h.sum", 18260.889999999996),
+    ("window:card.24h.avg", 83.00404545454543),
+    ("window:card.24h.min", 1.27),
+    ("window:card.24h.max", 2738.71),
+    ("window:card.24h.distinct", 117.0),
+    ("window:card.since_last_s", 0.113),
 ];
+
+/// That event's model inputs, in the demo model's order.
+const VALUES: &[f32] =
+    &[4.53, 7.0, 0.0, -1.0, 2914.0, 1557.4, 0.0, 1.0, 0.025921, 220.0, 117.0, 18260.89, 220.0, 83.00404, 0.113, 0.0];
 
 /// The decision record in the schema's field order, for apache-avro's serde path: what
 /// `publish/record.rs` would hold if it used the library.
@@ -144,7 +161,8 @@ impl Serialize for SerdeView<'_, '_> {
 struct Case {
     name: &'static str,
     decision: Decision,
-    with_features: bool,
+    features: bool,
+    aggregates: bool,
     shadow: bool,
 }
 
@@ -170,8 +188,8 @@ fn decision(hits: bool) -> Decision {
     Decision {
         action: if hits { Action::Review } else { Action::Approve },
         action_name: None,
-        reason: Arc::from(if hits { "card_velocity" } else { "low_score" }),
-        score: 0.0371,
+        reason: Arc::from(if hits { "card_velocity" } else { "score_below_review_threshold" }),
+        score: 0.013989568,
         rule_hits,
         rule_errors: 0,
         rules_version: Arc::from(if hits { "9f2c4e1a7b3d5f60" } else { "" }),
@@ -185,51 +203,63 @@ fn main() {
     let schema = verdict::decode::parse_schema_file(std::path::Path::new("schemas/decision.avsc")).expect("schema");
     let writer = GenericDatumWriter::builder(&schema).human_readable(false).build().expect("writer");
     let names: Vec<String> = FEATURES.iter().map(|s| s.to_string()).collect();
-    let values: Vec<f32> = (0..names.len()).map(|i| i as f32 * 1.37 + 0.5).collect();
-    let agg_names: Vec<String> = AGGREGATES.iter().map(|s| s.to_string()).collect();
-    let agg: Vec<Option<f64>> =
-        (0..agg_names.len()).map(|i| if i == 7 { None } else { Some(i as f64 * 12.5 + 1.0) }).collect();
+    let agg_names: Vec<String> = AGGREGATES.iter().map(|(n, _)| n.to_string()).collect();
+    let agg: Vec<Option<f64>> = AGGREGATES.iter().map(|(_, v)| Some(*v)).collect();
+    // The spine workload never seeds the online feature: every event defaults it.
+    let defaulted: &[u16] = &[15];
 
+    let case = |name, hits, features, aggregates, shadow| Case {
+        name,
+        decision: decision(hits),
+        features,
+        aggregates,
+        shadow,
+    };
     let cases = [
-        Case { name: "bands only, features off", decision: decision(false), with_features: false, shadow: false },
-        Case { name: "bands, features + aggregates", decision: decision(false), with_features: true, shadow: false },
-        Case { name: "rules (2 hits), features, shadow", decision: decision(true), with_features: true, shadow: true },
+        case("bands, features off, aggregates off", false, false, false, false),
+        case("bands, features on, aggregates off (the defaults)", false, true, false, false),
+        case("bands, features + aggregates", false, true, true, false),
+        case("rules (2 hits), features + aggregates, shadow", true, true, true, true),
     ];
-    println!("| record | bytes | hand encoder µs/record | apache-avro serde µs/record | difference µs |");
-    println!("|---|---|---|---|---|");
-    for c in &cases {
-        let features: (&[String], &[f32]) = if c.with_features { (&names, &values) } else { (&[], &[]) };
-        let aggregates: (&[String], &[Option<f64>]) = if c.with_features { (&agg_names, &agg) } else { (&[], &[]) };
-        let record = DecisionRecord {
-            event_id: "evt-00000000001234567",
-            entity_key: "card-004217",
-            decision: &c.decision,
-            model_name: "demo-fraud-gbdt",
-            model_version: "3",
-            event_time: 1_764_700_000_123,
-            decided_at: 1_764_700_000_131,
-            latency_us: 8_412,
-            degraded: false,
-            source_topic: "events",
-            source_partition: 11,
-            source_offset: 48_213_377,
-            defaults_used: if c.with_features { vec!["card_chargebacks_90d"] } else { Vec::new() },
-            features,
-            aggregates,
-            shadow: c.shadow.then_some(ShadowVerdict {
-                model: "demo-fraud-mlp",
-                version: "1",
-                score: 0.052,
-                action: Action::Approve,
-            }),
-        };
+    let record = |c: &'static Case| DecisionRecord {
+        event_id: "tx-0000001379",
+        entity_key: "card-000001",
+        decision: &c.decision,
+        model_name: "demo-fraud-gbdt",
+        model_version: "1",
+        event_time: 1_764_000_013_181,
+        decided_at: 1_796_306_325_789,
+        latency_us: 11_223,
+        degraded: false,
+        source_topic: "events",
+        source_partition: 0,
+        source_offset: 1_379,
+        defaults_used: DefaultsUsed { names: &names, columns: defaulted },
+        features: if c.features { (&names, VALUES) } else { (&[], &[]) },
+        aggregates: if c.aggregates { (&agg_names, &agg) } else { (&[], &[]) },
+        shadow: c.shadow.then_some(ShadowVerdict {
+            model: "demo-fraud-mlp",
+            version: "1",
+            score: 0.052,
+            action: Action::Approve,
+        }),
+    };
+    let cases: &'static [Case] = Box::leak(Box::new(cases));
+    println!(
+        "| record | Avro bytes | JSON bytes | hand Avro µs/record | apache-avro serde µs/record | JSON µs/record |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for c in cases {
+        let record = record(c);
         let mut hand = Vec::new();
         record.write_avro(1, &mut hand);
         let mut serde = vec![0, 0, 0, 0, 1];
         writer.write_ser(&mut serde, &SerdeView(&record)).expect("serde path encodes");
         assert_eq!(hand, serde, "{}: both paths write the same bytes", c.name);
+        let mut json = Vec::new();
+        record.write_json(&mut json);
 
-        let mut buf = Vec::with_capacity(1024);
+        let mut buf = Vec::with_capacity(2048);
         let hand_us = time(seconds, || {
             buf.clear();
             black_box(&record).write_avro(1, &mut buf);
@@ -242,7 +272,42 @@ fn main() {
             writer.write_ser(&mut buf, &SerdeView(black_box(&record))).expect("encodes");
             black_box(&buf);
         });
-        println!("| {} | {} | {:.3} | {:.3} | {:+.3} |", c.name, hand.len(), hand_us, serde_us, serde_us - hand_us);
+        let json_us = time(seconds, || {
+            buf.clear();
+            black_box(&record).write_json(&mut buf);
+            black_box(&buf);
+        });
+        let (a, j) = (hand.len(), json.len());
+        println!("| {} | {a} | {j} | {hand_us:.3} | {serde_us:.3} | {json_us:.3} |", c.name);
+    }
+
+    // Before issue 17 the publish stage collected `defaults_used` into a `Vec<&str>` per
+    // record; now the record borrows the batch's column indices and the names table.
+    println!();
+    println!("| defaults_used, first record above (1 defaulted input) | Avro µs/record | JSON µs/record |");
+    println!("|---|---|---|");
+    let mut buf = Vec::with_capacity(2048);
+    for (label, collect) in
+        [("a `Vec<&str>` collected per record (before)", true), ("borrowed column indices (after)", false)]
+    {
+        let mut us = [0.0; 2];
+        for (slot, json) in us.iter_mut().zip([false, true]) {
+            *slot = time(seconds, || {
+                if collect {
+                    let list: Vec<&str> = black_box(defaulted).iter().map(|&k| names[k as usize].as_str()).collect();
+                    black_box(&list);
+                }
+                let r = record(&cases[0]);
+                buf.clear();
+                if json {
+                    black_box(&r).write_json(&mut buf);
+                } else {
+                    black_box(&r).write_avro(1, &mut buf);
+                }
+                black_box(&buf);
+            });
+        }
+        println!("| {label} | {:.3} | {:.3} |", us[0], us[1]);
     }
 }
 

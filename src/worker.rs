@@ -85,6 +85,7 @@ impl WorkerBuilder<'_> {
             columns: Arc::new(self.vectorizer.names().map(str::to_string).collect()),
             aggregates: Arc::new(enriched.to_vec()),
             include_features: cfg.publish.include_features,
+            include_aggregates: cfg.publish.include_aggregates,
         };
         let rows = self.vectorizer.rows();
         let stages = Stages {

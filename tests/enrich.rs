@@ -122,6 +122,7 @@ fn seeded_entities_get_their_features_and_unknown_ones_get_defaults_listed() {
     let (mock, mut cfg) = mock_setup(1);
     with_redis(&mut cfg, &redis);
     cfg.publish.format = verdict::config::DecisionFormat::Json;
+    cfg.publish.include_aggregates = true;
     let events = produce_transactions(&mock, "events", 2_000, 25, Some(0));
     let mut seeded: Vec<String> = Vec::new();
     for e in &events {

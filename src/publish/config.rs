@@ -17,6 +17,9 @@ pub struct PublishConfig {
     pub decision_schema_id: u32,
     /// Put every model input (name → value) in the decision record, for reviewers and audits.
     pub include_features: bool,
+    /// Put the window aggregates and online features (name → value) in the decision record,
+    /// independently of `include_features`; off by default: they are most of the record.
+    pub include_aggregates: bool,
     /// Schema id written in the Confluent header of Avro drift records.
     pub drift_schema_id: u32,
     /// Largest dead-letter record (bytes, payload plus headers and key); a larger original is
@@ -36,6 +39,7 @@ impl Default for PublishConfig {
             format: DecisionFormat::Avro,
             decision_schema_id: 100,
             include_features: true,
+            include_aggregates: false,
             drift_schema_id: 101,
             dead_letter_max_bytes: 0,
             on_refused: RefusedPolicy::DeadLetter,

@@ -10,6 +10,7 @@ pub mod limits;
 pub mod record;
 pub mod stage;
 
+use std::io::Write;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
@@ -23,7 +24,7 @@ use crate::error::{DeadLetterReason, Policy, StageError};
 use config::PublishConfig;
 
 pub use acker::{Acker, Completed, OffsetStore};
-pub use record::DecisionRecord;
+pub use record::{DecisionRecord, DefaultsUsed};
 
 /// Header naming the stage that rejected a dead-lettered message.
 pub const DLQ_STAGE: &str = "verdict.dlq.stage";
@@ -270,7 +271,14 @@ pub fn decision_headers(event_id: &str, model_version: &str) -> OwnedHeaders {
 pub fn decision_headers_with(event_id: &str, model_version: &str, review_priority: Option<i64>) -> OwnedHeaders {
     let h = base_headers(event_id, model_version);
     match review_priority {
-        Some(p) => h.insert(Header { key: REVIEW_PRIORITY, value: Some(&p.to_string()) }),
+        Some(p) => {
+            // Formatted on the stack: no String per review record. An i64 is at most 20 bytes.
+            let mut digits = [0u8; 20];
+            let mut rest = &mut digits[..];
+            write!(rest, "{p}").expect("an i64 fits in 20 bytes");
+            let n = 20 - rest.len();
+            h.insert(Header { key: REVIEW_PRIORITY, value: Some(&digits[..n]) })
+        }
         None => h,
     }
 }
@@ -297,5 +305,22 @@ impl crate::core::output::RecordSink for Publisher {
 
     fn flush_records(&self, timeout: Duration) {
         self.flush(timeout);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::message::Headers;
+
+    use super::*;
+
+    #[test]
+    fn review_priority_header_is_the_decimal_priority() {
+        for p in [40, -7, 0, i64::MIN, i64::MAX] {
+            let h = decision_headers_with("tx-1", "3", Some(p));
+            let got = h.iter().find(|h| h.key == REVIEW_PRIORITY).and_then(|h| h.value);
+            assert_eq!(got, Some(p.to_string().as_bytes()), "{p}");
+        }
+        assert!(decision_headers("tx-1", "3").iter().all(|h| h.key != REVIEW_PRIORITY));
     }
 }

@@ -38,11 +38,12 @@ pub struct DecisionRecord<'a> {
     /// Source offset.
     pub source_offset: i64,
     /// Names of model inputs that took their default.
-    pub defaults_used: Vec<&'a str>,
+    pub defaults_used: DefaultsUsed<'a>,
     /// Model inputs: names and the values fed to the model (empty to omit).
     #[serde(serialize_with = "features_map")]
     pub features: (&'a [String], &'a [f32]),
-    /// Window aggregates and online features: names and values (None = absent, omitted).
+    /// Window aggregates and online features: names and values (None = absent, omitted;
+    /// empty unless `publish.include_aggregates`).
     #[serde(serialize_with = "aggregates_map")]
     pub aggregates: (&'a [String], &'a [Option<f64>]),
     /// The shadow model's verdict on this event, if it scored it.
@@ -60,6 +61,39 @@ pub struct ShadowVerdict<'a> {
     pub score: f32,
     /// What it would have decided.
     pub action: crate::core::decision::Action,
+}
+
+/// The model inputs that took their default, as column indices into the names table: borrowed
+/// from the batch and written out by name, so no list of names is built per event.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultsUsed<'a> {
+    /// The model's input names.
+    pub names: &'a [String],
+    /// Indices into `names`.
+    pub columns: &'a [u16],
+}
+
+impl<'a> DefaultsUsed<'a> {
+    /// Number of defaulted inputs.
+    pub fn len(&self) -> usize {
+        self.columns.len()
+    }
+
+    /// Whether no input took its default.
+    pub fn is_empty(&self) -> bool {
+        self.columns.is_empty()
+    }
+
+    /// The defaulted inputs' names.
+    pub fn iter(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.columns.iter().map(|&c| self.names[c as usize].as_str())
+    }
+}
+
+impl Serialize for DefaultsUsed<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
 }
 
 fn aggregates_map<S: serde::Serializer>(f: &(&[String], &[Option<f64>]), s: S) -> Result<S::Ok, S::Error> {
@@ -137,7 +171,7 @@ impl DecisionRecord<'_> {
         zigzag(buf, self.source_offset);
         if !self.defaults_used.is_empty() {
             zigzag(buf, self.defaults_used.len() as i64);
-            for d in &self.defaults_used {
+            for d in self.defaults_used.iter() {
                 string(buf, d);
             }
         }
@@ -248,7 +282,7 @@ mod tests {
             source_topic: "events",
             source_partition: 3,
             source_offset: 123_456_789,
-            defaults_used: vec!["age"],
+            defaults_used: DefaultsUsed { names: &NAMES, columns: &[1] },
             features: (&NAMES, &[1.5, -1.0]),
             aggregates: (&AGG, &[Some(3.0), None]),
             shadow: Some(ShadowVerdict { model: "challenger", version: "7", score: 0.25, action: Action::Approve }),

@@ -15,7 +15,7 @@ use tracing::Level;
 
 use super::config::{DecisionFormat, RefusedPolicy};
 use super::limits::Class;
-use super::record::ShadowVerdict;
+use super::record::{DefaultsUsed, ShadowVerdict};
 use super::{decision_headers_with, DecisionRecord, PublishError, Publisher};
 use crate::backoff::Backoff;
 use crate::core::clock::wall_clock_ms;
@@ -47,8 +47,11 @@ pub struct Outputs {
     pub columns: Arc<Vec<String>>,
     /// Enrichment names.
     pub aggregates: Arc<Vec<String>>,
-    /// Whether decisions carry the model inputs and aggregates.
+    /// Whether decisions carry the model inputs (`publish.include_features`).
     pub include_features: bool,
+    /// Whether decisions carry the window aggregates and online features
+    /// (`publish.include_aggregates`).
+    pub include_aggregates: bool,
 }
 
 /// How an attempt to queue an output ended.
@@ -116,12 +119,11 @@ impl Publish {
     fn encode(&mut self, b: &StagedBatch, k: usize, ev: &Envelope<RawMessage>, d: &DecodedEvent, decided_at: i64) {
         let o = &self.outputs;
         let row = b.rows.values_row(k);
-        let defaults_used: Vec<&str> =
-            b.defaults.get(k).map(|d| d.iter().map(|&c| o.columns[c as usize].as_str()).collect()).unwrap_or_default();
+        let defaults_used = DefaultsUsed { names: &o.columns, columns: b.defaults.get(k).map_or(&[], Vec::as_slice) };
         let enriched = b.enriched_row(k);
         let features: (&[String], &[f32]) = if o.include_features { (&o.columns, row) } else { (&[], &[]) };
         let aggregates: (&[String], &[Option<f64>]) =
-            if o.include_features { (&o.aggregates, enriched) } else { (&[], &[]) };
+            if o.include_aggregates { (&o.aggregates, enriched) } else { (&[], &[]) };
         let shadow = match (&b.shadow_model, b.shadow_scores.get(k).copied().flatten(), b.shadow_actions.get(k)) {
             (Some((model, version)), Some(score), Some(Some(action))) => {
                 Some(ShadowVerdict { model, version, score, action: *action })
