@@ -154,6 +154,8 @@ fn refusing(policy: RefusedPolicy) -> (verdict::demo::MockKafka, verdict::config
     let (mock, mut cfg) = mock_setup(2);
     cfg.kafka.producer.insert("message.max.bytes".into(), "1000".into());
     cfg.publish.format = verdict::config::DecisionFormat::Json;
+    // With the aggregates every JSON decision record is over 1,000 bytes (~1.35 KB).
+    cfg.publish.include_aggregates = true;
     cfg.publish.on_refused = policy;
     cfg.drift.enabled = false;
     let ids = produce_events(&mock, "events", 0, 500, 51);
