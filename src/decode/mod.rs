@@ -134,8 +134,7 @@ impl Decoder {
     /// Starts decoding one batch (caches Avro readers for the batch's schema ids); event
     /// times are checked against the wall clock read now, once for the batch.
     pub fn batch(&self) -> BatchDecoder<'_> {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        self.batch_at(i64::try_from(now.as_millis()).unwrap_or(i64::MAX))
+        self.batch_at(crate::core::clock::wall_clock_ms())
     }
 
     /// Starts decoding one batch as if the wall clock read `now_ms` (replays, tests).

@@ -97,7 +97,7 @@ impl Stage for Fill {
             self.vectorizer.fill_enriched(&b.enriched[k * w..(k + 1) * w], b.rows.row_mut(k).values, d);
             self.metrics.feature_defaults.inc_by(d.len() as u64);
         }
-        b.defaults.truncate(n);
+        // Rows past `n` keep their (cleared) buffers for the next, larger batch.
         Ok(())
     }
 }

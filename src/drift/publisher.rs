@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::DriftConfig;
 use super::{labels, CodecError, DriftMonitor, DriftRecord, Identity, SCHEMA};
 use crate::backoff::sleep_unless;
+use crate::core::clock::wall_clock_ms;
 use crate::core::output::{DecisionFormat, RecordSink};
 use crate::telemetry::Metrics;
 
@@ -51,14 +52,14 @@ impl DriftPublisher {
     /// Cancel it only once every worker has ended, so that window has all their events.
     pub fn run(self, cancel: &CancellationToken) {
         let mut started = Instant::now();
-        let mut start_ms = now_ms();
+        let mut start_ms = wall_clock_ms();
         let mut states: BTreeMap<String, u8> = BTreeMap::new();
         loop {
             let stopping = cancel.is_cancelled();
             let due = started.elapsed() >= Duration::from_secs(self.cfg.window_s)
                 || self.monitor.events() >= self.cfg.window_events;
             if due || stopping {
-                let end_ms = now_ms();
+                let end_ms = wall_clock_ms();
                 self.publish_window(start_ms, end_ms, &mut states);
                 started = Instant::now();
                 start_ms = end_ms;
@@ -99,10 +100,6 @@ impl DriftPublisher {
             Err(e) => tracing::error!(error = %e, "drift record not encoded"),
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// Gauges, and a log line per feature whose state (ok / warn / alert) changed.
