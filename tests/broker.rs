@@ -2,8 +2,9 @@
 //! the released binary as separate `verdict run` processes sharing one consumer group and
 //! one redis-server, scaled out and in, SIGKILLed mid-batch, SIGTERMed and restarted, on an
 //! 8-partition topic. Every test accounts for every produced event: at least one decision
-//! each, duplicates only after a SIGKILL (counted, bounded and printed), none after graceful
-//! shutdowns, window aggregates in Redis exact against the produced stream.
+//! each, re-decisions only after a SIGKILL (counted, bounded by the checkpoint interval,
+//! equal to the first decision in score, action and aggregates, and printed), none after
+//! graceful shutdowns, window aggregates in Redis exact against the produced stream.
 //!
 //! `cargo test --release --test broker -- --nocapture` prints the measured rebalance stalls.
 
@@ -14,7 +15,7 @@ mod corpus;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -24,10 +25,13 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message};
 use verdict::demo::{Generator, KafkaClient, ReadMessage, Transaction};
 
+
 const PARTITIONS: i32 = 8;
 const GROUP: &str = "verdict-e2e";
-/// Offsets are committed this often; bounds what a SIGKILL can replay.
+/// Offsets are committed this often (only up to the partition's checkpoint).
 const COMMIT_INTERVAL_MS: u64 = 500;
+/// Partition-owned state is checkpointed this often; bounds what a SIGKILL can replay.
+const CHECKPOINT_INTERVAL_MS: u64 = 1_000;
 
 /// One test at a time: each runs a broker, redis-server and up to three verdict processes,
 /// which is what two CI cores can carry without turning timeouts into flakes.
@@ -102,6 +106,10 @@ commit_interval_ms = {COMMIT_INTERVAL_MS}
 [enrich]
 backend = "redis"
 redis_url = "{}"
+checkpoint_interval_ms = {CHECKPOINT_INTERVAL_MS}
+[publish]
+# Re-decisions are compared with the first decision, aggregates included.
+include_aggregates = true
 [model]
 workers = 1
 [telemetry]
@@ -189,48 +197,6 @@ impl Drop for Instance {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Produces generated events keyed by card at a steady rate on a thread.
-struct Stream {
-    events: Arc<Mutex<Vec<Transaction>>>,
-    produced: Arc<AtomicU64>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Stream {
-    fn start(bootstrap: &str, first_id: u64, n: u64, rate: u64, seed: u64) -> Self {
-        let events = Arc::new(Mutex::new(Vec::with_capacity(n as usize)));
-        let produced = Arc::new(AtomicU64::new(0));
-        let (ev, pr, bootstrap) = (events.clone(), produced.clone(), bootstrap.to_string());
-        let handle = std::thread::spawn(move || {
-            let client = KafkaClient::connect(&bootstrap);
-            let mut g = Generator::new(seed, 20_000, 1_764_000_000_000 + first_id as i64 * 20).with_first_id(first_id);
-            let start = Instant::now();
-            for i in 0..n {
-                let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
-                if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                    std::thread::sleep(wait);
-                }
-                let tx = g.next_event();
-                client.produce("events", None, tx.card_id.as_bytes(), &tx.to_json());
-                ev.lock().unwrap().push(tx);
-                pr.fetch_add(1, Ordering::Relaxed);
-            }
-            client.flush();
-        });
-        Self { events, produced, handle: Some(handle) }
-    }
-
-    fn produced(&self) -> u64 {
-        self.produced.load(Ordering::Relaxed)
-    }
-
-    /// Waits for the last event to be acknowledged by the broker; returns every event.
-    fn finish(mut self) -> Vec<Transaction> {
-        self.handle.take().unwrap().join().unwrap();
-        std::mem::take(&mut *self.events.lock().unwrap())
     }
 }
 
@@ -341,39 +307,24 @@ impl Drop for Tail {
     }
 }
 
-/// What the decisions topic says about a stream: the duplicates (events decided more than
-/// once), after checking that every event has a decision and each duplicate is a re-decision
-/// of the same input record (same partition and offset).
-fn account(events: &[Transaction], rows: &[DecisionRow]) -> u64 {
+/// What the decisions topic says about a stream (see `check_redecisions`: every event
+/// decided, every re-decision of the same input record and equal to the first in score,
+/// action and aggregates), with the re-decided offset ranges per partition printed.
+fn account(events: &[Transaction], rows: &[DecisionRow]) -> Redecisions {
+    let r = check_redecisions(events, rows);
     let mut by_id: HashMap<&str, Vec<&DecisionRow>> = HashMap::new();
-    for r in rows {
-        by_id.entry(&r.event_id).or_default().push(r);
+    for row in rows {
+        by_id.entry(&row.event_id).or_default().push(row);
     }
-    let missing: Vec<&str> =
-        events.iter().map(|e| e.event_id.as_str()).filter(|id| !by_id.contains_key(id)).take(5).collect();
-    assert!(missing.is_empty(), "events without a decision, e.g. {missing:?}");
-    assert_eq!(by_id.len(), events.len(), "decisions for events never produced");
-    let mut duplicates = 0;
     let mut ranges: std::collections::BTreeMap<i32, (i64, i64, u64)> = Default::default();
-    for (id, rs) in &by_id {
-        if rs.len() > 1 {
-            let r = ranges.entry(rs[0].source_partition).or_insert((i64::MAX, 0, 0));
-            r.0 = r.0.min(rs[0].source_offset);
-            r.1 = r.1.max(rs[0].source_offset);
-            r.2 += 1;
-        }
-        let first = rs[0];
-        for r in &rs[1..] {
-            assert_eq!(
-                (r.source_partition, r.source_offset),
-                (first.source_partition, first.source_offset),
-                "{id}: decided twice from different input records"
-            );
-            duplicates += 1;
-        }
+    for rs in by_id.values().filter(|rs| rs.len() > 1) {
+        let e = ranges.entry(rs[0].source_partition).or_insert((i64::MAX, 0, 0));
+        e.0 = e.0.min(rs[0].source_offset);
+        e.1 = e.1.max(rs[0].source_offset);
+        e.2 += 1;
     }
-    eprintln!("duplicates by partition (first offset, last offset, count): {ranges:?}");
-    duplicates
+    eprintln!("re-decided events by partition (first offset, last offset, count): {ranges:?}");
+    r
 }
 
 fn wait_ready(i: &Instance) -> Duration {
@@ -426,7 +377,7 @@ fn scale_out_to_three_and_back_to_one_loses_and_duplicates_nothing() {
     wait_for("a committing everything", Duration::from_secs(30), || committed_total(&c) == events.len() as i64);
     a.terminate();
     std::thread::sleep(Duration::from_secs(1));
-    let duplicates = account(&events, &tail.rows());
+    let duplicates = account(&events, &tail.rows()).copies;
     eprintln!(
         "scale 1→3→1: {} events; b decided {hb}, c {hc}; first decision of a joining instance {:?} after spawn; \
          longest partition stall: join {join_stall:?}, graceful leave {leave_stall:?}; duplicates {duplicates}",
@@ -440,7 +391,7 @@ fn scale_out_to_three_and_back_to_one_loses_and_duplicates_nothing() {
 }
 
 #[test]
-fn sigkill_mid_batch_replays_only_uncommitted_events_and_windows_stay_exact() {
+fn sigkill_x5_mid_stream_redecides_identically_and_windows_stay_exact() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let c = Cluster::start();
     let tail = Tail::start(&c.broker.bootstrap);
@@ -449,10 +400,10 @@ fn sigkill_mid_batch_replays_only_uncommitted_events_and_windows_stay_exact() {
         wait_ready(i);
     }
     const RATE: u64 = 1_500;
-    const EVENTS: u64 = 90_000;
+    const EVENTS: u64 = 150_000;
     let stream = Stream::start(&c.broker.bootstrap, 0, EVENTS, RATE, 62);
-    let mut stalls = Vec::new();
-    let kills = 3;
+    let (mut stalls, mut checked) = (Vec::new(), Vec::new());
+    let kills = 5;
     for k in 0..kills {
         // Alternate victims; each has been deciding a while, and the stream is running.
         let victim = k % 2;
@@ -460,11 +411,18 @@ fn sigkill_mid_batch_replays_only_uncommitted_events_and_windows_stay_exact() {
             instances.iter().flatten().all(|i| i.partitions() > 0)
                 && instances[victim].as_ref().unwrap().handled() > 1_000
         });
-        assert!(stream.produced() < EVENTS * 8 / 10, "the stream ended before kill {k}");
+        assert!(stream.produced() < EVENTS * 9 / 10, "the stream ended before kill {k}");
         let killed_at = Instant::now();
         instances[victim].take().unwrap().kill();
-        // Restarted at once, as a supervisor would; the broker notices the dead member only
-        // when its session times out.
+        // Each partition's checkpoint holds exactly its events below the checkpoint offset
+        // (partitions the survivor checkpoints while they are read are read again or skipped).
+        checked.push(assert_checkpoints_match_inputs(
+            &mut c.redis.conn(),
+            &read_inputs(&c.client, "events"),
+            PARTITIONS,
+        ));
+        // Restarted, as a supervisor would; the broker notices the dead member only when its
+        // session times out.
         instances[victim] = Some(c.spawn(&format!("{}{}", ["a", "b"][victim], k + 1)));
         wait_for("all 8 partitions owned by live instances", Duration::from_secs(60), || {
             instances.iter().flatten().map(Instance::partitions).sum::<u64>() == 8
@@ -475,24 +433,34 @@ fn sigkill_mid_batch_replays_only_uncommitted_events_and_windows_stay_exact() {
     let events = stream.finish();
     tail.wait_all(&events, Duration::from_secs(120));
     wait_for("everything committed", Duration::from_secs(30), || committed_total(&c) == events.len() as i64);
+    let mut redelivered = 0;
+    let mut resume = Vec::new();
     for i in instances.into_iter().flatten() {
+        let m = i.metrics();
+        redelivered += metric(&m, "verdict_redelivered_events_total");
+        resume.push((i.name.clone(), histogram(&m, "verdict_partition_resume_seconds")));
         i.terminate();
     }
     std::thread::sleep(Duration::from_secs(1));
-    let duplicates = account(&events, &tail.rows());
+    let r = account(&events, &tail.rows());
     eprintln!(
-        "SIGKILL ×{kills} at {RATE} events/s: {} events, {duplicates} decided twice ({:.2}%); \
-         longest partition stall after each kill: {stalls:?}",
+        "SIGKILL ×{kills} at {RATE} events/s: {} events; {} decided again ({} extra decisions, {:.2}%), all equal to \
+         the first in score, action and aggregates; {} flagged redelivery; the last two instances counted {redelivered} \
+         redelivered; checkpoints checked after each kill (partitions compared, skipped, cards): {checked:?}; \
+         resume seconds (sum, count): {resume:?}; longest partition stall after each kill: {stalls:?}",
         events.len(),
-        100.0 * duplicates as f64 / events.len() as f64
+        r.events,
+        r.copies,
+        100.0 * r.copies as f64 / events.len() as f64,
+        r.flagged
     );
-    // At-least-once allows a killed instance's uncommitted events to be decided again: what
-    // its partitions received since its last commit (one commit interval) plus what it had
-    // in flight. It owns about half the partitions, so a whole interval of the full rate
-    // leaves a 2x margin. (With librdkafka's auto-commit, which pauses while the group
-    // rebalances, a kill right after a rebalance replayed ~10 s: 10k+ duplicates here.)
-    let allowed = kills as u64 * RATE * COMMIT_INTERVAL_MS / 1000;
-    assert!(duplicates <= allowed, "{duplicates} duplicates, more than at-least-once allows ({allowed})");
+    // A killed instance's events since its partitions' last checkpoint are decided again:
+    // one checkpoint interval of its share (about half the partitions) plus what it had in
+    // flight, so a whole interval of the full rate per kill leaves a 2x margin.
+    let allowed = kills as u64 * RATE * CHECKPOINT_INTERVAL_MS / 1000;
+    assert!(r.copies as u64 <= allowed, "{} re-decisions, more than the checkpoint interval allows ({allowed})", r.copies);
+    assert!(checked.iter().all(|(compared, _, _)| *compared > 0), "no partition stable enough to compare: {checked:?}");
+    assert_eq!(layout(&mut c.redis.conn(), "card").as_deref(), Some("partition"));
     assert_windows_exact(&c.redis, &events);
 }
 
@@ -523,7 +491,7 @@ fn whole_group_restart_resumes_from_committed_offsets() {
     }
     std::thread::sleep(Duration::from_secs(1));
     let events: Vec<Transaction> = before.into_iter().chain(during).collect();
-    let duplicates = account(&events, &tail.rows());
+    let duplicates = account(&events, &tail.rows()).copies;
     eprintln!("group restart: 10000 events backlog decided {resumed:?} after two fresh instances started");
     assert_eq!(duplicates, 0, "a restart after graceful shutdowns re-decides nothing");
     assert_windows_exact(&c.redis, &events);

@@ -32,10 +32,14 @@ fn per_entity_calls_for_redis_cluster_are_exact_too() {
     crash_and_restart(true);
 }
 
+/// The shared (per-batch compare-and-set) path: the card entity is set `shared`, so the
+/// replay fence, not a checkpoint, keeps the windows exact. The partition-owned path has its
+/// own crash tests in tests/owned.rs.
 fn crash_and_restart(cluster: bool) {
     let redis = RedisServer::start();
     let (mock, mut cfg) = mock_setup(4);
     with_redis(&mut cfg, &redis);
+    share_entities(&mut cfg.enrich);
     cfg.enrich.redis_cluster = cluster;
     let events = produce_transactions(&mock, "events", 20_000, 21, None);
     let m1 = Metrics::new();
@@ -171,9 +175,12 @@ fn seeded_entities_get_their_features_and_unknown_ones_get_defaults_listed() {
 
 #[test]
 fn feature_reads_and_window_updates_cost_one_round_trip_per_batch() {
+    // The shared path's contract (one script call per batch carries features and window
+    // updates); partition-owned windows write checkpoints instead.
     let redis = RedisServer::start();
     let (mock, mut cfg) = mock_setup(4);
     with_redis(&mut cfg, &redis);
+    share_entities(&mut cfg.enrich);
     produce_transactions(&mock, "events", 10_000, 26, None);
     let mut conn = redis.conn();
     let evalsha_calls = |c: &mut redis::Connection| -> u64 {
@@ -371,11 +378,20 @@ fn a_copy_that_knows_a_distinct_value_wrongly_is_not_stored() {
 fn memory_and_redis_enrichers(redis: &RedisServer) -> (verdict::enrich::Enricher, [verdict::enrich::Enricher; 2]) {
     use verdict::enrich::{Backend, Enricher};
     let mut cfg = verdict::config::demo();
+    share_entities(&mut cfg.enrich);
     cfg.enrich.backend = Backend::Memory;
     let memory = Enricher::new(&cfg.enrich).unwrap();
     cfg.enrich.backend = Backend::Redis;
     cfg.enrich.redis_url = redis.url();
     (memory, [Enricher::new(&cfg.enrich).unwrap(), Enricher::new(&cfg.enrich).unwrap()])
+}
+
+/// Sets every entity `shared`: the tests of the per-batch compare-and-set path (Redis key
+/// `verdict:win:<entity>:{<id>}`) keep testing it now that entities are partition-owned by default.
+fn share_entities(cfg: &mut verdict::enrich::EnrichConfig) {
+    for e in &mut cfg.entities {
+        e.ownership = verdict::enrich::Ownership::Shared;
+    }
 }
 
 /// Log lines written on the calling thread while `f` runs.
@@ -417,11 +433,13 @@ fn value(values: &[(String, Option<f64>)], name: &str) -> Option<f64> {
 #[test]
 fn the_readme_feature_hash_is_read_and_a_hash_without_braces_is_counted_and_named() {
     let redis = RedisServer::start();
-    let cfg = verdict::enrich::EnrichConfig {
+    let mut cfg = verdict::enrich::EnrichConfig {
         backend: verdict::enrich::Backend::Redis,
         redis_url: redis.url(),
         ..Default::default()
     };
+    // An Enricher alone (no pipeline, no partition claimed): the shared path.
+    share_entities(&mut cfg);
     let m = Metrics::new();
     let mut enricher = verdict::enrich::Enricher::new(&cfg).unwrap().with_metrics(&m);
     let missing = || m.guards.feature_hash_missing.with_label_values(&["card"]).get();
@@ -479,6 +497,8 @@ fn a_key_of_the_wrong_type_dead_letters_its_batches_instead_of_pausing_for_ever(
     let redis = RedisServer::start();
     let (mock, mut cfg) = mock_setup(4);
     with_redis(&mut cfg, &redis);
+    // The shared layout's key (`window_key`) is the one made wrong below.
+    share_entities(&mut cfg.enrich);
     assert_eq!(cfg.enrich.on_failure, verdict::enrich::FailurePolicy::Pause);
     let events = produce_transactions(&mock, "events", 3_000, 31, None);
     // One card's window key holds a string: every script call that touches it fails with
