@@ -1,0 +1,266 @@
+//! Window state in Redis (either layout), checkpoint offsets, and what the decisions say
+//! about re-decisions: the checks of the crash, rebalance and zombie tests.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::{DecisionRow, RedisServer};
+
+/// Per-card (count, sum, distinct merchants) from the stored window state (shared layout).
+pub fn stored_totals(conn: &mut redis::Connection, card: &str) -> (u64, f64, u64) {
+    stored_blob_totals(conn, "card", card)
+}
+
+/// An entity's (count, sum, distinct) from the shared layout: the msgpack blob `s` of
+/// `verdict:win:{entity}:{<id>}` and its `d:` fields.
+pub fn stored_blob_totals(conn: &mut redis::Connection, entity: &str, id: &str) -> (u64, f64, u64) {
+    let script = redis::Script::new(
+        "local raw = redis.call('HGET', KEYS[1], 's'); if not raw then return {'0','0','0'} end
+         local st = cmsgpack.unpack(raw); local c, s = 0, 0
+         for _, b in ipairs(st.b) do c = c + b[2]; s = s + b[3] end
+         local d = 0
+         for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+           if string.sub(f, 1, 2) == 'd:' then d = d + 1 end
+         end
+         return {tostring(c), string.format('%.17g', s), tostring(d)}",
+    );
+    let r: Vec<String> = script.key(verdict::enrich::redis::window_key("verdict", entity, id)).invoke(conn).unwrap();
+    (r[0].parse().unwrap(), r[1].parse().unwrap(), r[2].parse().unwrap())
+}
+
+/// Partitions tried when reading a partition-owned entity's state.
+pub const MAX_PARTITIONS: i32 = 16;
+
+/// Which layout writes `entity`'s state (`HGET verdict:layout <entity>`): `partition`,
+/// `shared`, or None before any instance recorded one.
+pub fn layout(conn: &mut redis::Connection, entity: &str) -> Option<String> {
+    redis::cmd("HGET").arg("verdict:layout").arg(entity).query(conn).unwrap()
+}
+
+/// An entity's (count, sum, distinct) in Redis, from whichever layout `verdict:layout` names.
+pub fn stored_entity_totals(conn: &mut redis::Connection, entity: &str, id: &str) -> (u64, f64, u64) {
+    if layout(conn, entity).as_deref() == Some("partition") {
+        partition_totals(conn, entity, id, MAX_PARTITIONS)
+    } else {
+        stored_blob_totals(conn, entity, id)
+    }
+}
+
+/// A partition-owned entity's checkpointed (count, sum, distinct); zeros when none.
+pub fn partition_totals(conn: &mut redis::Connection, entity: &str, id: &str, partitions: i32) -> (u64, f64, u64) {
+    verdict::enrich::owned::stored_state(conn, "verdict", "events", partitions, entity, id)
+        .map_or((0, 0.0, 0), |s| s.totals())
+}
+
+/// Reference (count, sum, distinct values) per entity id.
+pub type Reference = HashMap<String, (u64, f64, std::collections::HashSet<String>)>;
+
+/// Reference totals per card from the produced events.
+pub fn reference_totals(events: &[verdict::demo::Transaction]) -> Reference {
+    reference_by(events.iter().map(|e| (e.card_id.as_str(), e.amount, e.merchant_id.as_str())))
+}
+
+/// Reference totals from (entity id, value, distinct value) triples.
+pub fn reference_by<'a>(items: impl Iterator<Item = (&'a str, f64, &'a str)>) -> Reference {
+    let mut m = Reference::new();
+    for (id, value, distinct) in items {
+        let r = m.entry(id.to_string()).or_default();
+        r.0 += 1;
+        r.1 += value;
+        r.2.insert(distinct.to_string());
+    }
+    m
+}
+
+/// Asserts that Redis holds exactly the reference aggregates for every card, reading the
+/// layout `verdict:layout` names (partition-owned checkpoints or the shared blob).
+pub fn assert_windows_exact(redis: &RedisServer, events: &[verdict::demo::Transaction]) {
+    assert_entity_exact(&mut redis.conn(), "card", &reference_totals(events));
+}
+
+/// Asserts that Redis holds exactly `reference` for every id of `entity`.
+pub fn assert_entity_exact(conn: &mut redis::Connection, entity: &str, reference: &Reference) {
+    let layout = layout(conn, entity);
+    for (id, (count, sum, distinct)) in reference {
+        let (c, s, d) = match layout.as_deref() {
+            Some("partition") => partition_totals(conn, entity, id, MAX_PARTITIONS),
+            _ => stored_blob_totals(conn, entity, id),
+        };
+        assert_eq!(c, *count, "{entity} {id} ({layout:?} layout): window count");
+        assert!((s - sum).abs() <= 1e-6 * sum.abs().max(1.0), "{entity} {id} ({layout:?} layout): sum {s} vs {sum}");
+        assert_eq!(d, distinct.len() as u64, "{entity} {id} ({layout:?} layout): distinct values");
+    }
+}
+
+/// The partition meta hash `verdict:po:{<topic>/<p>}`.
+pub fn partition_meta_key(topic: &str, partition: i32) -> String {
+    format!("verdict:po:{{{topic}/{partition}}}")
+}
+
+/// Per-partition checkpoint (resume) offsets of `topic` (`HGET <meta> offset`); None for a
+/// partition never checkpointed.
+pub fn checkpoint_offsets(conn: &mut redis::Connection, topic: &str, partitions: i32) -> Vec<Option<i64>> {
+    meta_offsets(conn, topic, partitions, "offset")
+}
+
+/// Per-partition offsets below which every event's decision is acknowledged (`HGET <meta> acked`).
+pub fn acked_offsets(conn: &mut redis::Connection, topic: &str, partitions: i32) -> Vec<Option<i64>> {
+    meta_offsets(conn, topic, partitions, "acked")
+}
+
+fn meta_offsets(conn: &mut redis::Connection, topic: &str, partitions: i32, field: &str) -> Vec<Option<i64>> {
+    (0..partitions)
+        .map(|p| {
+            let v: Option<String> =
+                redis::cmd("HGET").arg(partition_meta_key(topic, p)).arg(field).query(conn).unwrap();
+            v.filter(|s| !s.is_empty()).map(|s| s.parse().unwrap())
+        })
+        .collect()
+}
+
+/// The input events read back from a topic (JSON payloads), with their partition and offset.
+#[derive(Debug, Clone)]
+pub struct InputEvent {
+    pub partition: i32,
+    pub offset: i64,
+    pub card: String,
+    pub amount: f64,
+    pub merchant: String,
+}
+
+/// Reads every event of `topic` back, with partition and offset.
+pub fn read_inputs(client: &verdict::demo::KafkaClient, topic: &str) -> Vec<InputEvent> {
+    client
+        .read_all(topic, Duration::from_secs(2))
+        .iter()
+        .map(|m| {
+            let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            InputEvent {
+                partition: m.partition,
+                offset: m.offset,
+                card: v["card_id"].as_str().unwrap().to_string(),
+                amount: v["amount"].as_f64().unwrap(),
+                merchant: v["merchant_id"].as_str().unwrap().to_string(),
+            }
+        })
+        .collect()
+}
+
+/// Checks, partition by partition, that the checkpointed card states equal the reference
+/// computed from that partition's events below its checkpoint offset (cards with no event
+/// below it: no state). A partition whose offset moves while it is read (an instance is
+/// still checkpointing it) is read again, up to 5 times, then skipped. Returns (partitions
+/// compared, skipped, cards compared).
+pub fn assert_checkpoints_match_inputs(
+    conn: &mut redis::Connection,
+    inputs: &[InputEvent],
+    partitions: i32,
+) -> (usize, usize, usize) {
+    let (mut compared, mut skipped, mut cards) = (0, 0, 0);
+    for p in 0..partitions {
+        let mut done = false;
+        for _ in 0..5 {
+            let before = checkpoint_offsets(conn, "events", partitions)[p as usize];
+            let below = before.unwrap_or(0);
+            let mine: Vec<&InputEvent> = inputs.iter().filter(|e| e.partition == p).collect();
+            let reference = reference_by(
+                mine.iter().filter(|e| e.offset < below).map(|e| (e.card.as_str(), e.amount, e.merchant.as_str())),
+            );
+            let ids: std::collections::HashSet<&str> = mine.iter().map(|e| e.card.as_str()).collect();
+            let mut found = Vec::with_capacity(ids.len());
+            for id in &ids {
+                let key = format!("{}:card:{id}", partition_meta_key("events", p));
+                let fields: Vec<(Vec<u8>, Vec<u8>)> = redis::cmd("HGETALL").arg(&key).query(conn).unwrap();
+                let totals = if fields.is_empty() {
+                    (0, 0.0, 0)
+                } else {
+                    verdict::enrich::owned::stored_state(conn, "verdict", "events", p + 1, "card", id)
+                        .map_or((0, 0.0, 0), |s| s.totals())
+                };
+                found.push((*id, totals));
+            }
+            if checkpoint_offsets(conn, "events", partitions)[p as usize] != before {
+                continue;
+            }
+            for (id, (c, s, d)) in found {
+                let (count, sum, distinct) = reference.get(id).map_or((0, 0.0, 0), |r| (r.0, r.1, r.2.len() as u64));
+                assert_eq!(c, count, "partition {p} (checkpoint {before:?}): card {id}: window count");
+                assert!(
+                    (s - sum).abs() <= 1e-6 * sum.abs().max(1.0),
+                    "partition {p} (checkpoint {before:?}): card {id}: sum {s} vs {sum}"
+                );
+                assert_eq!(d, distinct, "partition {p} (checkpoint {before:?}): card {id}: distinct merchants");
+                cards += 1;
+            }
+            done = true;
+            break;
+        }
+        if done {
+            compared += 1;
+        } else {
+            skipped += 1;
+        }
+    }
+    (compared, skipped, cards)
+}
+
+/// What the decisions say about re-decisions.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Redecisions {
+    /// Events decided more than once.
+    pub events: usize,
+    /// Decisions beyond the first of each event.
+    pub copies: usize,
+    /// Decisions that carry `redelivery`.
+    pub flagged: usize,
+}
+
+/// Checks the decisions of `events`: each has one at least, none is of an event never
+/// produced, every copy of an event's decision is of the same input record with a bit-equal
+/// score, the same action and bit-equal aggregates, and at least one copy of each event is
+/// not flagged `redelivery` (the flag marks a copy of a decision published before).
+pub fn check_redecisions(events: &[verdict::demo::Transaction], rows: &[DecisionRow]) -> Redecisions {
+    let mut by_id: HashMap<&str, Vec<&DecisionRow>> = HashMap::new();
+    for r in rows {
+        by_id.entry(&r.event_id).or_default().push(r);
+    }
+    let missing: Vec<&str> =
+        events.iter().map(|e| e.event_id.as_str()).filter(|id| !by_id.contains_key(id)).take(5).collect();
+    assert!(missing.is_empty(), "events without a decision, e.g. {missing:?}");
+    assert_eq!(by_id.len(), events.len(), "decisions for events never produced");
+    let mut out = Redecisions::default();
+    let mut differing = Vec::new();
+    for (id, rs) in &by_id {
+        out.flagged += rs.iter().filter(|r| r.redelivery).count();
+        assert!(rs.iter().any(|r| !r.redelivery), "{id}: every decision of it is flagged redelivery");
+        if rs.len() < 2 {
+            continue;
+        }
+        out.events += 1;
+        out.copies += rs.len() - 1;
+        let first = rs[0];
+        for r in &rs[1..] {
+            assert_eq!(
+                (r.source_partition, r.source_offset),
+                (first.source_partition, first.source_offset),
+                "{id}: decided twice from different input records"
+            );
+            if r.score.to_bits() != first.score.to_bits() || r.action != first.action || r.aggregates != first.aggregates
+            {
+                differing.push(format!(
+                    "{id}: score {} vs {}, action {} vs {}, aggregates {:?} vs {:?}",
+                    first.score, r.score, first.action, r.action, first.aggregates, r.aggregates
+                ));
+            }
+        }
+    }
+    assert!(
+        differing.is_empty(),
+        "{} of {} re-decisions differ from the first decision, e.g.\n{}",
+        differing.len(),
+        out.copies,
+        differing.iter().take(5).cloned().collect::<Vec<_>>().join("\n")
+    );
+    out
+}
+
