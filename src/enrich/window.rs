@@ -304,7 +304,7 @@ impl EntityState {
         let bucket = i128::from(spec.bucket());
         // Buckets are sorted: only when the oldest has expired is there anything to drop
         // (scanning them all for every event cost O(buckets) per event).
-        if !self.buckets.first_start().is_some_and(|s| i128::from(s) + bucket <= horizon) {
+        if self.buckets.first_start().is_none_or(|s| i128::from(s) + bucket > horizon) {
             return false;
         }
         // Kept: s + bucket_ms > horizon, i.e. s >= horizon - bucket_ms + 1.

@@ -13,8 +13,11 @@ type Model = HashMap<Vec<u8>, Vec<u8>>;
 /// One event: time, value, distinct value.
 type Event = (i64, Option<f64>, Option<String>);
 
+/// One window's aggregates with its floats as bits.
+type Bits = (u64, u64, Option<u64>, Option<u64>, u64);
+
 /// Windows compared bit for bit (`-0.0` and `NaN` included).
-fn bits(w: &[WindowAggs]) -> Vec<(u64, u64, Option<u64>, Option<u64>, u64)> {
+fn bits(w: &[WindowAggs]) -> Vec<Bits> {
     w.iter().map(|a| (a.count, a.sum.to_bits(), a.min.map(f64::to_bits), a.max.map(f64::to_bits), a.distinct)).collect()
 }
 
