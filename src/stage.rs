@@ -117,13 +117,16 @@ pub struct StagedBatch {
     pub produced: usize,
     /// The test-only fault armed for this batch (see `crate::fault`).
     pub fault: Option<crate::fault::Fault>,
+    /// What the acker runs once the batch's outputs are acknowledged: the partitions'
+    /// state checkpoints and acknowledged offsets (Enrich, partition-owned state).
+    pub after_ack: Option<Box<dyn crate::envelope::AfterAck>>,
 }
 
 impl StagedBatch {
     /// An empty staged batch whose rows have `rows`' layout.
     pub fn new(rows: Rows) -> Self {
         Self {
-            batch: Batch { seq: 0, events: Vec::new(), rules: None, model_generation: 0 },
+            batch: Batch { seq: 0, events: Vec::new(), rules: None, model_generation: 0, turns: Vec::new() },
             rule_paths: Vec::new(),
             outcomes: Vec::new(),
             redelivered: Vec::new(),
@@ -142,6 +145,7 @@ impl StagedBatch {
             pending: Vec::new(),
             produced: 0,
             fault: None,
+            after_ack: None,
         }
     }
 
@@ -166,6 +170,7 @@ impl StagedBatch {
         self.pending.clear();
         self.produced = 0;
         self.fault = None;
+        self.after_ack = None;
     }
 
     /// The event paths the rules of this batch's snapshot read (the decoder extracts them).

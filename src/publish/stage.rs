@@ -391,7 +391,13 @@ mod tests {
         let mut publish = Publish::new(publisher.clone(), outputs, RefusedPolicy::Stop, metrics, Abort::default());
 
         let mut b = StagedBatch::new(Rows::with_layout(0, 0, 0));
-        b.start(Batch { seq: 1, events: vec![event(7), event(8)], rules: None, model_generation: 0 });
+        b.start(Batch {
+            seq: 1,
+            events: vec![event(7), event(8)],
+            rules: None,
+            model_generation: 0,
+            turns: Vec::new(),
+        });
         assert_eq!(b.redelivered, [false, false], "start resets the flags, one per event");
         b.redelivered[0] = true;
         b.outcomes.extend([decided("tx-7"), decided("tx-8")]);

@@ -24,6 +24,8 @@ const BUCKET_LEN: usize = 41;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct Tracking {
     on: bool,
+    /// Never records (an in-process state that is not checkpointed).
+    never: bool,
     newest: bool,
     /// Starts of buckets flagged dirty, each once.
     buckets: Vec<i64>,
@@ -38,7 +40,7 @@ pub(super) struct Tracking {
 impl Tracking {
     /// Starts recording changes.
     pub(super) fn start(&mut self) {
-        self.on = true;
+        self.on = !self.never;
     }
 
     /// Whether changes are recorded.
@@ -168,6 +170,14 @@ fn parse_i64(v: &[u8]) -> Option<i64> {
 }
 
 impl EntityState {
+    /// Records no deltas from now on: the state lives only in process (the `memory`
+    /// backend), so nothing would ever take them.
+    pub fn untracked(&mut self) {
+        if !self.track.never {
+            self.track = Tracking { never: true, ..Tracking::default() };
+        }
+    }
+
     /// Whether anything changed since the last [`EntityState::take_delta`].
     pub fn is_dirty(&self) -> bool {
         !self.track.is_empty()
