@@ -125,7 +125,7 @@ impl Serialize for SerdeView<'_, '_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let r = self.0;
         let d = r.decision;
-        let mut w = s.serialize_struct("Decision", 28)?;
+        let mut w = s.serialize_struct("Decision", 29)?;
         w.serialize_field("event_id", r.event_id)?;
         w.serialize_field("entity_key", r.entity_key)?;
         w.serialize_field("action", &d.action)?;
@@ -154,6 +154,7 @@ impl Serialize for SerdeView<'_, '_> {
         w.serialize_field("shadow_score", &sh.map(|s| f64::from(s.score)))?;
         w.serialize_field("shadow_action", &sh.map(|s| s.action.label()))?;
         w.serialize_field("fallback", &d.fallback)?;
+        w.serialize_field("redelivery", &r.redelivery)?;
         w.end()
     }
 }
@@ -243,6 +244,7 @@ fn main() {
             score: 0.052,
             action: Action::Approve,
         }),
+        redelivery: false,
     };
     let cases: &'static [Case] = Box::leak(Box::new(cases));
     println!(

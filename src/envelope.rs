@@ -62,6 +62,53 @@ pub struct Batch {
     /// The model generation in force at dispatch (see `reload`): the worker swaps in
     /// a newer model before deciding this batch.
     pub model_generation: u64,
+    /// Per source partition of the batch with partition-owned state, its place in that
+    /// partition's order (stamped at dispatch, in consume order).
+    pub turns: Vec<Turn>,
+}
+
+/// A batch's place in one partition's order: the enrich stage applies the partition's
+/// events batch after batch in this order, whichever worker holds each batch.
+#[derive(Debug, Clone)]
+pub struct Turn {
+    /// Source topic.
+    pub topic: Arc<str>,
+    /// Source partition.
+    pub partition: i32,
+    /// The batch's number in this partition's order (0, 1, ...).
+    pub seq: u64,
+    /// The partition's state, as its owner made it (opaque here).
+    pub slot: Stamp,
+}
+
+/// Where the consumer gets each partition's next turn (the partition-owned state).
+pub trait PartitionTurns: Send + Sync {
+    /// The next turn of `topic`/`partition`, None when it keeps no state.
+    fn next_turn(&self, topic: &Arc<str>, partition: i32) -> Option<Turn>;
+
+    /// Partitions whose state another instance took over (fenced) since the last call: the
+    /// consumer stops fetching them until the group revokes them.
+    fn take_fenced(&self) -> Vec<(Arc<str>, i32)>;
+}
+
+/// What the consumer's rebalance callbacks tell the partition-owned state.
+pub trait PartitionResume: Send + Sync {
+    /// `topic`/`partition` is now ours: claims its state and returns the offset to resume
+    /// from (its checkpoint), None to start from the committed offset. Blocks until the
+    /// state store answers or `abort` is cancelled.
+    fn assigned(&self, topic: &str, partition: i32, abort: &tokio_util::sync::CancellationToken) -> Option<i64>;
+
+    /// `topic`/`partition` is no longer ours. `drained`: every batch of it is acknowledged,
+    /// so a final checkpoint is written (and its offset stored into `offsets`) first.
+    fn revoked(&self, topic: &str, partition: i32, drained: bool, offsets: &dyn OffsetStore);
+}
+
+/// What the acker runs once a batch's outputs are all acknowledged, before storing offsets:
+/// it makes the batch's partition-state checkpoints durable and says which offsets may be
+/// stored now (a partition's offset only once a checkpoint covering it is durable).
+pub trait AfterAck: Send {
+    /// Runs; returns the offsets to store (none if `abort` was cancelled meanwhile).
+    fn run(self: Box<Self>, abort: &tokio_util::sync::CancellationToken) -> Vec<Origin>;
 }
 
 /// Batches dispatched to the workers and not yet taken by one, as (sequence number, wall-clock

@@ -71,7 +71,7 @@ pub enum Outcome {
 /// A batch on its way through the stages. Its buffers are kept and cleared between
 /// batches, so the hot path does not reallocate them.
 ///
-/// Per-event vectors (`outcomes`) have one entry per event of `batch`; per-row vectors
+/// Per-event vectors (`outcomes`, `redelivered`) have one entry per event of `batch`; per-row vectors
 /// (`defaults`, `late`, `scores`, `shadow_scores`, `decisions`, `shadow_actions`) one per
 /// decoded event, in batch order.
 pub struct StagedBatch {
@@ -83,6 +83,9 @@ pub struct StagedBatch {
     rule_paths: Vec<String>,
     /// Per event: decoded, or why not (Decode).
     pub outcomes: Vec<Outcome>,
+    /// Whether each event is a re-decision: its decision was already published before a
+    /// crash or rebalance (set by the enrich stage from the partition's checkpoint).
+    pub redelivered: Vec<bool>,
     /// The decoded events' model rows (Decode; Fill writes the enriched columns).
     pub rows: Rows,
     /// Enrichment values, `enriched_width` per decoded event (Enrich).
@@ -114,15 +117,19 @@ pub struct StagedBatch {
     pub produced: usize,
     /// The test-only fault armed for this batch (see `crate::fault`).
     pub fault: Option<crate::fault::Fault>,
+    /// What the acker runs once the batch's outputs are acknowledged: the partitions'
+    /// state checkpoints and acknowledged offsets (Enrich, partition-owned state).
+    pub after_ack: Option<Box<dyn crate::envelope::AfterAck>>,
 }
 
 impl StagedBatch {
     /// An empty staged batch whose rows have `rows`' layout.
     pub fn new(rows: Rows) -> Self {
         Self {
-            batch: Batch { seq: 0, events: Vec::new(), rules: None, model_generation: 0 },
+            batch: Batch { seq: 0, events: Vec::new(), rules: None, model_generation: 0, turns: Vec::new() },
             rule_paths: Vec::new(),
             outcomes: Vec::new(),
+            redelivered: Vec::new(),
             rows,
             enriched: Vec::new(),
             enriched_width: 0,
@@ -138,6 +145,7 @@ impl StagedBatch {
             pending: Vec::new(),
             produced: 0,
             fault: None,
+            after_ack: None,
         }
     }
 
@@ -145,6 +153,8 @@ impl StagedBatch {
     pub fn start(&mut self, batch: Batch) {
         self.batch = batch;
         self.outcomes.clear();
+        self.redelivered.clear();
+        self.redelivered.resize(self.batch.events.len(), false);
         self.rows.clear();
         self.enriched.clear();
         self.enriched_width = 0;
@@ -160,6 +170,7 @@ impl StagedBatch {
         self.pending.clear();
         self.produced = 0;
         self.fault = None;
+        self.after_ack = None;
     }
 
     /// The event paths the rules of this batch's snapshot read (the decoder extracts them).
@@ -179,6 +190,7 @@ impl StagedBatch {
     pub fn finish(&mut self) {
         self.batch.events.clear();
         self.outcomes.clear();
+        self.redelivered.clear();
         self.decisions.clear();
     }
 
@@ -199,6 +211,11 @@ impl StagedBatch {
     pub fn enriched_row(&self, k: usize) -> &[Option<f64>] {
         let w = self.enriched_width;
         self.enriched.get(k * w..(k + 1) * w).unwrap_or(&[])
+    }
+
+    /// Whether event `i` (batch order, not decoded order) is a re-decision.
+    pub fn is_redelivered(&self, i: usize) -> bool {
+        self.redelivered.get(i).copied().unwrap_or(false)
     }
 
     /// Whether decoded event `k` is decided without the model.

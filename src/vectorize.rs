@@ -19,7 +19,8 @@ use crate::config::Config;
 use crate::decode::stage::{Decode, Fill};
 use crate::decode::{DecodeError, DecodedEvent, Decoder, LocalSchemas, Rows, Vectorizer};
 use crate::enrich::stage::Enrich;
-use crate::enrich::{Backend, EnrichError, Enricher, FailurePolicy, Turnstile};
+use crate::enrich::stage::EnrichParts;
+use crate::enrich::{Backend, EnrichError, EnrichSetup, Enricher, FailurePolicy};
 use crate::envelope::{Batch, Envelope, Origin, RawMessage};
 use crate::rules::stage::Decide;
 use crate::rules::{LiveRules, RuleSet, ThresholdBands};
@@ -112,11 +113,15 @@ impl Offline {
             }
             false => None,
         };
-        let turnstile = Arc::new(Turnstile::new(enricher));
+        let setup = EnrichSetup::new(&enrich_cfg, enricher, &metrics)?;
+        let parts = match &setup {
+            Some(s) => s.worker_parts()?,
+            None => EnrichParts { features: None, owned: None, shared: None, width: 0 },
+        };
         let empty = RuleSet::empty();
         Ok(Self {
             decode: Decode::new(decoder, metrics.clone()),
-            enrich: Enrich::new(turnstile, FailurePolicy::Pause, metrics.clone(), abort),
+            enrich: Enrich::new(parts, FailurePolicy::Pause, metrics.clone(), abort),
             fill: Fill::new(vectorizer.clone(), metrics.clone()),
             score,
             decide: None,
@@ -154,7 +159,13 @@ impl Offline {
         });
         let seq = self.seq;
         self.seq += 1;
-        self.staged.start(Batch { seq, events, rules: Some(self.rules.clone()), model_generation: 0 });
+        self.staged.start(Batch {
+            seq,
+            events,
+            rules: Some(self.rules.clone()),
+            model_generation: 0,
+            turns: Vec::new(),
+        });
         self.staged.set_rule_paths(self.rules.set.event_paths());
         let stages: [Option<&mut dyn Stage>; 5] = [
             Some(&mut self.decode),

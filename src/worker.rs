@@ -16,8 +16,8 @@ use crate::decode::stage::{Decode, Fill};
 use crate::decode::{Decoder, SchemaSource, Vectorizer};
 use crate::drift::stage::Drift;
 use crate::drift::DriftMonitor;
-use crate::enrich::stage::Enrich;
-use crate::enrich::{Enricher, EntityPaths, FailurePolicy, Turnstile};
+use crate::enrich::stage::{Enrich, EnrichParts};
+use crate::enrich::{EnrichSetup, EntityPaths};
 use crate::envelope::{Batch, Envelope, Origin, Queued, RawMessage};
 use crate::publish::stage::Publish;
 use crate::publish::{Completed, Publisher};
@@ -53,8 +53,8 @@ pub struct WorkerBuilder<'a> {
     pub model: (&'a str, &'a str),
     /// The enrich stage's entity paths and enrichment names.
     pub entities: (&'a [EntityPaths], &'a [String]),
-    /// The shared enricher and `enrich.on_failure` (None: enrichment off).
-    pub enricher: Option<&'a (Arc<Turnstile<Enricher>>, FailurePolicy)>,
+    /// The enrich stage's shared parts (None: enrichment off).
+    pub enricher: Option<&'a EnrichSetup>,
     /// Drift statistics (when the model has a baseline and drift is on).
     pub drift: Option<&'a DriftMonitor>,
     /// Where newer model versions wait.
@@ -68,8 +68,15 @@ pub struct WorkerBuilder<'a> {
 }
 
 impl WorkerBuilder<'_> {
-    /// Worker `index`, with its own model session and shadow session.
-    pub fn build(&self, index: usize, scorer: OnnxScorer, shadow: Option<Shadow>) -> Worker {
+    /// Worker `index`, with its own model session and shadow session, and its own enrich
+    /// parts (from [`EnrichSetup::worker_parts`]; None when enrichment is off).
+    pub fn build(
+        &self,
+        index: usize,
+        scorer: OnnxScorer,
+        shadow: Option<Shadow>,
+        enrich: Option<EnrichParts>,
+    ) -> Worker {
         let (cfg, m) = (self.cfg, self.metrics);
         let abort = Abort::new(self.control.abort_token().clone());
         let (entity_paths, enriched) = self.entities;
@@ -90,9 +97,9 @@ impl WorkerBuilder<'_> {
         let rows = self.vectorizer.rows();
         let stages = Stages {
             decode: Decode::new(decoder, m.clone()),
-            enrich: self.enricher.map(|(turnstile, policy)| {
+            enrich: self.enricher.zip(enrich).map(|(setup, parts)| {
                 (
-                    Enrich::new(turnstile.clone(), *policy, m.clone(), abort.clone()),
+                    Enrich::new(parts, setup.policy, m.clone(), abort.clone()),
                     Fill::new(self.vectorizer.clone(), m.clone()),
                 )
             }),
@@ -106,6 +113,7 @@ impl WorkerBuilder<'_> {
             drift: self.drift.map(|d| Drift::new(d.recorder(index), m.clone())),
         };
         Worker {
+            durable_state: self.enricher.is_some_and(EnrichSetup::durable),
             stages,
             staged: StagedBatch::new(rows),
             metrics: m.clone(),
@@ -159,6 +167,9 @@ pub struct Worker {
     /// Batches queued for the workers: this worker takes its batch off it.
     queued: Option<Arc<Queued>>,
     reload: Reload,
+    /// Partition-owned state is checkpointed to Redis: offsets are stored only as its
+    /// checkpoints say.
+    durable_state: bool,
 }
 
 impl Worker {
@@ -186,11 +197,15 @@ impl Worker {
                 let (seq, events) = (self.staged.batch.seq, self.staged.batch.events.len());
                 self.metrics.guards.panics.with_label_values(&[&thread]).inc();
                 tracing::error!(panic = %why, batch = seq, events, "panic while processing a batch; its undecided events go to the dead-letter topic");
-                if let Some((e, _)) = &self.stages.enrich {
-                    e.pass(seq);
-                }
                 Err(StageFailure::DeadLetterRest { stage: "worker", detail: format!("panic: {why}") })
             });
+            // A batch that failed before (or inside) its enrich stage lets its turns go by, and
+            // hands on checkpoints sealed before a panic (both no-ops when the stage finished).
+            if result.is_err() {
+                if let Some((e, _)) = &mut self.stages.enrich {
+                    e.recover(&mut self.staged);
+                }
+            }
             let completed = self.complete(result);
             self.staged.finish();
             let Some(completed) = completed else { continue };
@@ -266,7 +281,13 @@ impl Worker {
         };
         Some(Completed {
             seq: b.batch.seq,
-            offsets: max_offsets(&b.batch.events),
+            // With checkpointed partition state, offsets come from the checkpoints (after_ack).
+            offsets: if self.durable_state && !b.batch.turns.is_empty() {
+                Vec::new()
+            } else {
+                max_offsets(&b.batch.events)
+            },
+            after_ack: b.after_ack.take(),
             deliveries: std::mem::take(&mut b.pending),
             received: b.batch.events.iter().map(|e| e.received_at).collect(),
             timestamps,

@@ -83,6 +83,7 @@ impl Config {
             }
         }
         e.extend(self.enrich.validate());
+        e.extend(self.enrich.validate_ownership(&self.decode.fields.entity_key));
         let m = &self.model;
         if m.dir.as_os_str().is_empty() {
             e.push("model.dir: required: the directory holding manifest.json and the model it names".into());

@@ -12,9 +12,11 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::statistics::Statistics;
-use rdkafka::TopicPartitionList;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use crate::envelope::PartitionResume;
 use crate::lograte::KafkaLogs;
 use crate::telemetry::Metrics;
 
@@ -29,6 +31,7 @@ pub struct VerdictContext {
     revoked: Mutex<Vec<(String, i32)>>,
     assigned: AtomicI64,
     logs: KafkaLogs,
+    resume: Mutex<Option<Arc<dyn PartitionResume>>>,
 }
 
 impl VerdictContext {
@@ -41,7 +44,22 @@ impl VerdictContext {
             abort: Mutex::new(None),
             revoked: Mutex::new(Vec::new()),
             assigned: AtomicI64::new(0),
+            resume: Mutex::new(None),
         }
+    }
+
+    /// Partition-owned state to claim on assignment (and resume from its checkpoint) and
+    /// to checkpoint and release on revocation. Set after creation, before the first poll.
+    pub fn set_resume(&self, resume: Arc<dyn PartitionResume>) {
+        *self.resume.lock() = Some(resume);
+    }
+
+    fn resume(&self) -> Option<Arc<dyn PartitionResume>> {
+        self.resume.lock().clone()
+    }
+
+    fn abort_token(&self) -> CancellationToken {
+        self.abort.lock().clone().unwrap_or_default()
     }
 
     /// Once `abort` is cancelled, a revoke does not wait for in-flight batches (crash-like
@@ -103,6 +121,25 @@ fn list(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
 }
 
 impl ConsumerContext for VerdictContext {
+    /// rdkafka's own rebalance handling, with one step added: newly assigned partitions
+    /// with a state checkpoint start from its offset (set in the assignment itself; a seek
+    /// right after an assignment is refused while the partition is not yet fetching).
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
+            if let Some(resume) = self.resume() {
+                let abort = self.abort_token();
+                for (topic, partition) in list(tpl) {
+                    if let Some(offset) = resume.assigned(&topic, partition, &abort) {
+                        if let Err(e) = tpl.set_partition_offset(&topic, partition, Offset::Offset(offset)) {
+                            tracing::warn!(%topic, partition, offset, error = %e, "checkpoint offset not applied");
+                        }
+                    }
+                }
+            }
+        }
+        default_rebalance(self, consumer, err, tpl);
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let parts = list(tpl);
@@ -111,6 +148,14 @@ impl ConsumerContext for VerdictContext {
             let start = Instant::now();
             while self.in_flight.load(Ordering::SeqCst) > 0 && start.elapsed() < REVOKE_DRAIN && !self.aborted() {
                 std::thread::sleep(Duration::from_millis(2));
+            }
+            // Partition-owned state: a final checkpoint (only when every batch of the partition
+            // was acknowledged) and its offset stored, then the state is let go.
+            if let Some(resume) = self.resume() {
+                let drained = self.in_flight.load(Ordering::SeqCst) == 0 && !self.aborted();
+                for (topic, partition) in &parts {
+                    resume.revoked(topic, *partition, drained, consumer);
+                }
             }
             if !self.aborted() {
                 match consumer.commit_consumer_state(CommitMode::Sync) {
@@ -168,4 +213,32 @@ impl ConsumerContext for VerdictContext {
             }
         }
     }
+}
+
+/// rdkafka's default `ConsumerContext::rebalance` (pre-rebalance, the assignment, then
+/// post-rebalance), which an override cannot call.
+fn default_rebalance(
+    ctx: &VerdictContext,
+    consumer: &BaseConsumer<VerdictContext>,
+    err: RDKafkaRespErr,
+    tpl: &mut TopicPartitionList,
+) {
+    use rdkafka::consumer::RebalanceProtocol;
+    let rebalance = match err {
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(tpl),
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(tpl),
+        _ => Rebalance::Error(KafkaError::Rebalance(err.into())),
+    };
+    ctx.pre_rebalance(consumer, &rebalance);
+    let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+    let result = match (err, cooperative) {
+        (RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, true) => consumer.incremental_assign(tpl),
+        (RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, false) => consumer.assign(tpl),
+        (_, true) => consumer.incremental_unassign(tpl),
+        (_, false) => consumer.unassign(),
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "applying the rebalance");
+    }
+    ctx.post_rebalance(consumer, &rebalance);
 }

@@ -30,7 +30,9 @@ use rdkafka::message::Message;
 pub use context::VerdictContext;
 pub use control::Control;
 
-use crate::envelope::{Batch, BatchLimit, Envelope, GenerationSource, OffsetStore, Origin, RawMessage, RulesSource};
+use crate::envelope::{
+    Batch, BatchLimit, Envelope, GenerationSource, OffsetStore, Origin, PartitionTurns, RawMessage, RulesSource, Turn,
+};
 use crate::telemetry::Metrics;
 use config::{BatchConfig, KafkaConfig};
 
@@ -137,6 +139,9 @@ pub struct ConsumeLoop {
     rules: Option<Arc<dyn RulesSource>>,
     models: Option<Arc<dyn GenerationSource>>,
     budget: Option<Arc<dyn BatchLimit>>,
+    turns: Option<Arc<dyn PartitionTurns>>,
+    /// Partitions another instance took over: not fetched, their messages dropped, until revoked.
+    fenced: HashSet<(Arc<str>, i32)>,
     /// Queued batches' oldest event times, for the deadline check (`decide.deadline_ms`).
     pub queued: Option<Arc<crate::envelope::Queued>>,
 }
@@ -168,8 +173,16 @@ impl ConsumeLoop {
             rules: None,
             models: None,
             budget: None,
+            turns: None,
+            fenced: HashSet::new(),
             queued: None,
         }
+    }
+
+    /// Stamps each batch with its turn in each of its partitions' order (partition-owned state).
+    pub fn with_turns(mut self, turns: Option<Arc<dyn PartitionTurns>>) -> Self {
+        self.turns = turns;
+        self
     }
 
     /// Caps batches to what the scoring budget allows.
@@ -270,13 +283,45 @@ impl ConsumeLoop {
 
     /// Messages of partitions revoked while they sat in the partial batch are dropped:
     /// their offsets were never stored, so the partitions' new owner reads them again.
-    fn drop_revoked(&self, events: &mut Vec<Envelope<RawMessage>>) {
+    fn drop_revoked(&mut self, events: &mut Vec<Envelope<RawMessage>>) {
         let revoked = self.consumer.context().take_revoked();
-        if revoked.is_empty() || events.is_empty() {
-            return;
+        if !revoked.is_empty() {
+            self.fenced.retain(|(t, p)| !revoked.iter().any(|(rt, rp)| rp == p && **t == **rt));
+            if !events.is_empty() {
+                let set: HashSet<(String, i32)> = revoked.into_iter().collect();
+                events.retain(|e| !set.contains(&(e.origin.topic.to_string(), e.origin.partition)));
+            }
         }
-        let set: HashSet<(String, i32)> = revoked.into_iter().collect();
-        events.retain(|e| !set.contains(&(e.origin.topic.to_string(), e.origin.partition)));
+        // Partitions fenced by another instance's claim: stop fetching them; the group
+        // revokes them from this member soon (it was presumed dead).
+        if let Some(turns) = &self.turns {
+            let fenced = turns.take_fenced();
+            if !fenced.is_empty() {
+                let mut tpl = rdkafka::TopicPartitionList::new();
+                for (t, p) in &fenced {
+                    tpl.add_partition(t, *p);
+                }
+                let _ = self.consumer.pause(&tpl);
+                tracing::warn!(partitions = ?fenced, "partitions fenced by another instance; not fetched any more");
+                self.fenced.extend(fenced);
+            }
+        }
+        if !self.fenced.is_empty() {
+            let fenced = &self.fenced;
+            events.retain(|e| !fenced.contains(&(e.origin.topic.clone(), e.origin.partition)));
+        }
+    }
+
+    /// The batch's turn in each of its partitions' order, in first-seen order.
+    fn turns(&self, events: &[Envelope<RawMessage>]) -> Vec<Turn> {
+        let Some(source) = &self.turns else { return Vec::new() };
+        let mut seen: Vec<(&Arc<str>, i32)> = Vec::new();
+        for e in events {
+            if !seen.iter().any(|(t, p)| *p == e.origin.partition && ***t == *e.origin.topic) {
+                seen.push((&e.origin.topic, e.origin.partition));
+            }
+        }
+        seen.into_iter().filter_map(|(t, p)| source.next_turn(t, p)).collect()
     }
 
     /// Hands a batch to the workers, pausing the partitions while the queue is full.
@@ -286,7 +331,8 @@ impl ConsumeLoop {
         self.metrics.count("consume", "received", events.len() as u64);
         let rules = self.rules.as_ref().map(|r| r.current_stamp());
         let model_generation = self.models.as_ref().map_or(0, |m| m.current_generation());
-        let mut batch = Batch { seq: self.next_seq, events, rules, model_generation };
+        let turns = self.turns(&events);
+        let mut batch = Batch { seq: self.next_seq, events, rules, model_generation, turns };
         if let Some(q) = &self.queued {
             if let Some(t) = batch.oldest_ms(crate::core::clock::wall_clock_ms()) {
                 q.push(batch.seq, t);
@@ -343,7 +389,13 @@ impl ConsumeLoop {
     fn resume(&mut self) {
         if self.paused {
             if let Ok(assignment) = self.consumer.assignment() {
-                let _ = self.consumer.resume(&assignment);
+                let mut tpl = rdkafka::TopicPartitionList::new();
+                for e in assignment.elements() {
+                    if !self.fenced.iter().any(|(t, p)| *p == e.partition() && **t == *e.topic()) {
+                        tpl.add_partition(e.topic(), e.partition());
+                    }
+                }
+                let _ = self.consumer.resume(&tpl);
             }
             self.paused = false;
             self.metrics.paused.set(0);

@@ -10,7 +10,7 @@ pub enum Backend {
     Off,
     /// In-process state (demo, single instance): not shared, lost on restart.
     Memory,
-    /// Redis: shared by every instance, replay-fenced, survives restarts.
+    /// Redis: partition state checkpointed with its offsets, shared entities read and written per batch.
     Redis,
 }
 
@@ -51,6 +51,19 @@ pub struct EnrichConfig {
     /// Redis Cluster: one script call per entity (one slot each) instead of one per batch.
     /// Both are one pipelined round trip per batch.
     pub redis_cluster: bool,
+    /// Event path whose value producers use as the Kafka record key (so one partition sees
+    /// every event of that value). Empty: `decode.fields.entity_key`. A partition-owned
+    /// entity must be keyed by it (checked at start-up).
+    pub record_key: String,
+    /// How often each partition's window state is checkpointed to Redis with its offset
+    /// (ms; partition-owned entities, `redis` backend). Longer: fewer Redis writes, and more
+    /// events decided again after a crash (everything since the last checkpoint).
+    pub checkpoint_interval_ms: u64,
+    /// Partition-owned entities kept in process per partition (all partitions together);
+    /// past it, entities whose state is already in Redis are dropped from memory and read
+    /// again when next seen (`memory` backend: the least recently seen are dropped and
+    /// their windows restart; counted in `verdict_window_evictions_total`).
+    pub max_entities: u64,
     /// Entities whose windows and features the model can use.
     pub entities: Vec<EntityConfig>,
 }
@@ -68,9 +81,27 @@ impl Default for EnrichConfig {
             state_cache_capacity: 100_000,
             timeout_ms: 1_000,
             redis_cluster: false,
+            record_key: String::new(),
+            checkpoint_interval_ms: 1_000,
+            max_entities: 1_000_000,
             entities: vec![EntityConfig::default()],
         }
     }
+}
+
+/// Who owns an entity's window state.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Ownership {
+    /// Keyed by the input record key, so one partition sees all of the entity's events: the
+    /// state lives in process with the partition that owns it and is checkpointed to Redis
+    /// with the partition's offset (a replayed event sees what it saw the first time).
+    #[default]
+    Partition,
+    /// Keyed by another field (merchant windows on a topic keyed by card): events of one
+    /// entity arrive on many partitions, so every batch reads and writes the state in Redis
+    /// (compare and set, replay-fenced per source partition).
+    Shared,
 }
 
 /// One entity type (card, device, merchant...): its key, windows and online features.
@@ -81,6 +112,8 @@ pub struct EntityConfig {
     pub name: String,
     /// Dotted event path of the entity id.
     pub key: String,
+    /// `partition` (the default: keyed by the record key) or `shared`.
+    pub ownership: Ownership,
     /// Bucket width of this entity's windows (s); window sizes must be multiples of it.
     pub bucket_s: u64,
     /// Sliding windows in event time.
@@ -100,6 +133,7 @@ impl Default for EntityConfig {
         Self {
             name: "card".into(),
             key: "card_id".into(),
+            ownership: Ownership::Partition,
             bucket_s: 60,
             windows: vec![
                 WindowConfig { name: "10m".into(), size_s: 600 },
@@ -125,6 +159,50 @@ pub struct WindowConfig {
 }
 
 impl EnrichConfig {
+    /// The event path producers key records by: `record_key`, else `entity_key`
+    /// (`decode.fields.entity_key`).
+    pub fn record_key_path<'a>(&'a self, entity_key: &'a str) -> &'a str {
+        if self.record_key.is_empty() {
+            entity_key
+        } else {
+            &self.record_key
+        }
+    }
+
+    /// Partition-owned entities with windows must be keyed by the record key's source
+    /// (`entity_key`: `decode.fields.entity_key`); every problem, naming the keys.
+    pub fn validate_ownership(&self, entity_key: &str) -> Vec<String> {
+        let record_key = self.record_key_path(entity_key);
+        let source = if self.record_key.is_empty() { "decode.fields.entity_key" } else { "enrich.record_key" };
+        self.entities
+            .iter()
+            .enumerate()
+            .filter(|(_, ent)| {
+                ent.ownership == Ownership::Partition && !ent.windows.is_empty() && ent.key != record_key
+            })
+            .map(|(i, ent)| {
+                format!(
+                    "enrich.entities[{i}].ownership: '{}' is partition-owned, so its key ('{}') must be the field the \
+                     input records are keyed by ({source} = '{record_key}'); set ownership = \"shared\" for an \
+                     entity keyed by another field, or enrich.record_key if the records are keyed by '{}'",
+                    ent.name, ent.key, ent.key
+                )
+            })
+            .collect()
+    }
+
+    /// Whether any entity keeps partition-owned windows.
+    pub fn has_owned_windows(&self) -> bool {
+        self.backend != Backend::Off
+            && self.entities.iter().any(|e| e.ownership == Ownership::Partition && !e.windows.is_empty())
+    }
+
+    /// Whether any entity keeps shared windows.
+    pub fn has_shared_windows(&self) -> bool {
+        self.backend != Backend::Off
+            && self.entities.iter().any(|e| e.ownership == Ownership::Shared && !e.windows.is_empty())
+    }
+
     /// Every problem, with its path.
     pub fn validate(&self) -> Vec<String> {
         let mut e = Vec::new();
@@ -133,6 +211,9 @@ impl EnrichConfig {
         }
         if self.timeout_ms == 0 {
             e.push("enrich.timeout_ms: must be > 0".into());
+        }
+        if self.max_entities == 0 {
+            e.push("enrich.max_entities: must be > 0".into());
         }
         for (i, ent) in self.entities.iter().enumerate() {
             let p = format!("enrich.entities[{i}]");

@@ -19,9 +19,11 @@
 
 mod cache;
 pub mod config;
+pub mod owned;
 mod plan;
 pub mod redis;
 mod reply;
+pub mod setup;
 pub mod stage;
 pub mod turnstile;
 pub mod window;
@@ -31,8 +33,9 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-pub use config::{Backend, EnrichConfig, EntityConfig, FailurePolicy};
+pub use config::{Backend, EnrichConfig, EntityConfig, FailurePolicy, Ownership};
 pub use plan::{CompareAndSet, Group};
+pub use setup::EnrichSetup;
 pub use turnstile::Turnstile;
 pub use window::{EntityState, Update, WindowSpec};
 
@@ -91,6 +94,30 @@ struct Entity {
     first: usize,
 }
 
+/// Which entities an [`Enricher`] serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Every entity, windows and features, through the store (tools and tests).
+    All,
+    /// Only the online features of entities whose windows are partition-owned (or that
+    /// have none): read per batch, in parallel with other batches.
+    Features,
+    /// Only the shared entities, windows and features (one batch at a time).
+    Shared,
+}
+
+impl Part {
+    /// Whether `e` is served, and whether its windows are.
+    fn serves(self, e: &EntityConfig) -> (bool, bool) {
+        let shared = e.ownership == Ownership::Shared && !e.windows.is_empty();
+        match self {
+            Part::All => (true, true),
+            Part::Features => (!shared && !e.features.is_empty(), false),
+            Part::Shared => (shared, true),
+        }
+    }
+}
+
 enum Store {
     Off,
     Memory(moka::sync::Cache<(usize, String), Arc<Mutex<EntityState>>>),
@@ -132,6 +159,7 @@ pub struct Enricher {
     tokens: Tokens,
     per_group: bool,
     missing: redis::MissingHashes,
+    part: Part,
 }
 
 const AGGS: [&str; 6] = ["count", "sum", "avg", "min", "max", "distinct"];
@@ -193,7 +221,43 @@ impl Enricher {
             &cfg.key_prefix,
             entities.iter().map(|e| (e.cfg.name.as_str(), &e.cfg.features[..])),
         );
-        Ok(Self { entities, names, store, cache, states, tokens: Tokens::new(), per_group: cfg.redis_cluster, missing })
+        Ok(Self {
+            entities,
+            names,
+            store,
+            cache,
+            states,
+            tokens: Tokens::new(),
+            per_group: cfg.redis_cluster,
+            missing,
+            part: Part::All,
+        })
+    }
+
+    /// Serves only `part` of the entities.
+    pub fn for_part(mut self, part: Part) -> Self {
+        self.part = part;
+        self
+    }
+
+    /// Whether this enricher has anything to do for its part.
+    pub fn serves_any(&self) -> bool {
+        self.entities.iter().any(|e| self.part.serves(&e.cfg).0)
+    }
+
+    /// The entities whose windows are partition-owned, with where their values go.
+    pub fn owned_entities(&self) -> Vec<owned::OwnedEntity> {
+        self.entities
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.cfg.ownership == Ownership::Partition && !e.cfg.windows.is_empty())
+            .map(|(index, e)| owned::OwnedEntity {
+                index,
+                name: e.cfg.name.clone(),
+                spec: e.spec.clone(),
+                first: e.first,
+            })
+            .collect()
     }
 
     /// Counts online-feature reads that find no hash in
@@ -228,14 +292,26 @@ impl Enricher {
 
     /// Enriches a batch: `out` receives `names().len()` values per request (None = missing).
     pub fn enrich(&mut self, reqs: &[Request<'_>], out: &mut Vec<Option<f64>>) -> Result<BatchStats, EnrichError> {
-        let width = self.names.len();
         out.clear();
-        out.resize(reqs.len() * width, None);
+        out.resize(reqs.len() * self.names.len(), None);
+        self.enrich_into(reqs, out)
+    }
+
+    /// Enriches a batch into `out`, already `names().len()` values per request: only the
+    /// values of this enricher's part are written.
+    pub fn enrich_into(&mut self, reqs: &[Request<'_>], out: &mut [Option<f64>]) -> Result<BatchStats, EnrichError> {
+        let width = self.names.len();
         let mut stats = BatchStats::default();
         if self.entities.is_empty() || reqs.is_empty() {
             return Ok(stats);
         }
-        let groups = group(&self.entities, reqs);
+        let part = self.part;
+        let mut groups = group(&self.entities, reqs);
+        groups.retain_mut(|g| {
+            let (served, windows) = part.serves(&self.entities[g.entity_idx].cfg);
+            g.windows &= windows;
+            served && (g.windows || !g.features.is_empty())
+        });
         match &mut self.store {
             Store::Off => {}
             Store::Memory(cache) => {

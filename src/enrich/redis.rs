@@ -288,7 +288,7 @@ fn push_group(cmd: &mut redis::Cmd, g: &Group<'_>) {
                 }
             }
         }
-    } else {
-        cmd.arg(0);
     }
+    // A group without windows (an entity with none, or whose windows are partition-owned)
+    // sends nothing more: its type says nw = 0 and the script reads no mode.
 }

@@ -121,7 +121,7 @@ fn parse_reply(
     if reply.len() < nf {
         return Err(short(nf));
     }
-    let feature_first = e.first + if g.windows { g.spec.sizes_ms.len() * 6 + 1 } else { 0 };
+    let feature_first = e.first + if e.cfg.windows.is_empty() { 0 } else { e.cfg.windows.len() * 6 + 1 };
     if g.cached.is_some() {
         write_cached(g, e, width, out);
     } else {

@@ -15,10 +15,25 @@
 //!   move a value's bucket back).
 //! * Buckets whose end is older than `newest - longest window - lateness` are dropped,
 //!   so memory per entity is bounded by `longest window / B` buckets.
+//!
+//! Two kinds of state use this type. Shared entities (several partitions write them) live
+//! in Redis as a msgpack blob (`msgpack.rs`), fenced per source partition and followed
+//! from the script's answers (`shared.rs`). Partition-owned entities are applied here with
+//! [`EntityState::apply_owned`] (`owned.rs`, no fence) and checkpointed as deltas of a
+//! Redis hash (`delta.rs`). Buckets are kept sorted in a deque (`buckets.rs`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::sync::Arc;
 
+mod buckets;
+mod delta;
 mod msgpack;
+mod owned;
+mod shared;
+
+use buckets::{Bucket, Buckets};
+pub use delta::Delta;
+pub use owned::OwnedSeen;
 
 /// A window state or a store reply this code cannot follow (a protocol error).
 #[derive(Debug, thiserror::Error)]
@@ -90,16 +105,6 @@ fn bucket_start(t: i64, bucket: i64) -> i64 {
     clamp(i128::from(t.div_euclid(bucket)) * i128::from(bucket))
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
-struct Bucket {
-    count: u64,
-    sum: f64,
-    min: Option<f64>,
-    max: Option<f64>,
-    /// Distinct values whose most recent bucket is this one.
-    last_of: u64,
-}
-
 /// Aggregates of one window as seen by one event.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct WindowAggs {
@@ -152,67 +157,60 @@ pub struct Seen {
     pub pruned: bool,
 }
 
-/// Window state of one entity.
+/// Window state of one entity. Equality covers what is pending for the next delta too.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EntityState {
-    buckets: BTreeMap<i64, Bucket>,
-    /// Distinct value → start of the most recent bucket it was seen in.
-    last_bucket: HashMap<String, i64>,
+    buckets: Buckets,
+    /// Distinct value → the most recent bucket it was seen in.
+    last_bucket: HashMap<Arc<str>, Slot>,
     fence: HashMap<String, i64>,
     newest_ms: Option<i64>,
     /// When `window.lua` last pushed the Redis key's expiry back (its field `x`, ms).
     expiry_pushed_ms: Option<i64>,
+    /// What changed since the last delta (partition-owned states only).
+    track: delta::Tracking,
+}
+
+/// A distinct value's most recent bucket.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Slot {
+    bucket: i64,
+    /// Its bucket changed since the last delta (only when the state tracks deltas).
+    dirty: bool,
 }
 
 impl EntityState {
     /// Aggregates at time `t` over the applied events.
     pub fn aggregates(&self, spec: &WindowSpec, t: i64) -> Vec<WindowAggs> {
-        spec.sizes_ms
-            .iter()
-            .map(|&size| {
-                let mut a = WindowAggs::default();
-                // Buckets with s + B > t - size, i.e. s >= t - size - B + 1 (below i64::MIN: all of them).
-                let first = clamp(i128::from(t) - i128::from(size) - i128::from(spec.bucket()) + 1);
-                if first > t {
-                    return a; // a negative size: an empty window
-                }
-                for (_, b) in self.buckets.range(first..=t) {
-                    a.count += b.count;
-                    a.sum += b.sum;
-                    a.min = min_opt(a.min, b.min);
-                    a.max = max_opt(a.max, b.max);
-                    a.distinct += b.last_of;
-                }
-                a
-            })
-            .collect()
+        let mut out = vec![WindowAggs::default(); spec.sizes_ms.len()];
+        self.aggregates_into(spec, t, &mut out);
+        out
+    }
+
+    /// Aggregates at time `t` into `out`, one per window of `spec` (`out` is as long as
+    /// `spec.sizes_ms`), without allocating.
+    pub fn aggregates_into(&self, spec: &WindowSpec, t: i64, out: &mut [WindowAggs]) {
+        debug_assert_eq!(out.len(), spec.sizes_ms.len());
+        for (a, &size) in out.iter_mut().zip(&spec.sizes_ms) {
+            *a = WindowAggs::default();
+            // Buckets with s + B > t - size, i.e. s >= t - size - B + 1 (below i64::MIN: all of them).
+            let first = clamp(i128::from(t) - i128::from(size) - i128::from(spec.bucket()) + 1);
+            if first > t {
+                continue; // a negative size: an empty window
+            }
+            for b in self.buckets.range(first, t) {
+                a.count += b.count;
+                a.sum += b.sum;
+                a.min = min_opt(a.min, b.min);
+                a.max = max_opt(a.max, b.max);
+                a.distinct += b.last_of;
+            }
+        }
     }
 
     /// Reads the aggregates before `u`, then applies it unless fenced or late.
     pub fn apply(&mut self, spec: &WindowSpec, u: &Update<'_>) -> Seen {
         self.apply_inner(spec, u, None)
-    }
-
-    /// After a batch changed the state at `now_ms`: whether the Redis key's expiry is due to
-    /// be pushed back (as `window.lua` decides it: a tenth of `ttl_ms` since the last push),
-    /// recording the push.
-    pub fn push_expiry(&mut self, now_ms: i64, ttl_ms: i64) -> bool {
-        let due = self.expiry_pushed_ms.is_none_or(|x| now_ms.saturating_sub(x) > ttl_ms / 10);
-        if due {
-            self.expiry_pushed_ms = Some(now_ms);
-        }
-        due
-    }
-
-    /// Adds the distinct values `older` knew of and this state does not, as long as their
-    /// bucket is still here. A copy's values are assumptions the store checks before it
-    /// stores a compare and set, so stale ones only cost a conflict.
-    pub fn learn_distinct(&mut self, older: &EntityState) {
-        for (v, &s) in &older.last_bucket {
-            if self.buckets.contains_key(&s) && !self.last_bucket.contains_key(v) {
-                self.last_bucket.insert(v.clone(), s);
-            }
-        }
     }
 
     /// The newest applied event time (ms).
@@ -222,111 +220,18 @@ impl EntityState {
 
     /// The start of the latest bucket of distinct value `v`, as far as this copy knows.
     pub fn distinct_bucket(&self, v: &str) -> Option<i64> {
-        self.last_bucket.get(v).copied()
-    }
-
-    /// Follows an event the Redis script already fenced and applied: `status` is its reply
-    /// for the event (`r` replayed, `l` late, `a` applied, `a<ms>` applied and its distinct
-    /// value's previous bucket). Returns what the event saw, computed exactly as [`apply`]
-    /// does; a status this state disagrees with is an error.
-    ///
-    /// [`apply`]: EntityState::apply
-    pub fn follow(&mut self, spec: &WindowSpec, u: &Update<'_>, status: &[u8]) -> Result<Seen, StateError> {
-        let prior = match status {
-            [b'a'] => None,
-            [b'a', rest @ ..] => Some(
-                std::str::from_utf8(rest)
-                    .ok()
-                    .and_then(|r| r.parse::<i64>().ok())
-                    .ok_or_else(|| StateError::Status(String::from_utf8_lossy(status).into_owned()))?,
-            ),
-            _ => None,
-        };
-        let seen = self.apply_inner(spec, u, Some(prior));
-        let expected: &[u8] = if seen.applied {
-            b"a"
-        } else if seen.late {
-            b"l"
-        } else {
-            b"r"
-        };
-        if status.first() != expected.first() {
-            return Err(StateError::Disagrees {
-                offset: u.offset,
-                fence_key: u.fence_key.to_string(),
-                store: String::from_utf8_lossy(status).into_owned(),
-                ours: String::from_utf8_lossy(expected).into_owned(),
-            });
-        }
-        Ok(seen)
+        self.last_bucket.get(v).map(|s| s.bucket)
     }
 
     /// `prior`: None keeps distinct values here; Some(x) takes the value's previous bucket
     /// from the store (as `window.lua` read it), and records the value's bucket here too.
     fn apply_inner(&mut self, spec: &WindowSpec, u: &Update<'_>, prior: Option<Option<i64>>) -> Seen {
         let windows = self.aggregates(spec, u.time_ms);
-        let since_last_ms = self.newest_ms.map(|n| u.time_ms.saturating_sub(n).max(0));
+        let since_last_ms = self.since_last(u.time_ms);
         let replay = self.fence.get(u.fence_key).is_some_and(|&f| u.offset <= f);
-        // Saturating is exact here: below i64::MIN no time is late.
-        let late = !replay && self.newest_ms.is_some_and(|n| u.time_ms < n.saturating_sub(spec.lateness_ms));
+        let late = !replay && self.is_late(spec, u.time_ms);
         let applied = !replay && !late;
-        let mut pruned = false;
-        if applied {
-            let start = bucket_start(u.time_ms, spec.bucket());
-            let b = self.buckets.entry(start).or_default();
-            b.count += 1;
-            if let Some(v) = u.value {
-                b.sum += v;
-                b.min = min_opt(b.min, Some(v));
-                b.max = max_opt(b.max, Some(v));
-            }
-            // The value's previous bucket: from the store (which keeps the map), or here.
-            let previous = match (u.distinct, prior) {
-                (Some(d), Some(p)) if !d.is_empty() => {
-                    // Learn the value's bucket, so a later batch can assume it.
-                    let now_in = p.map_or(start, |p| p.max(start));
-                    self.last_bucket.insert(d.to_string(), now_in);
-                    Some(p)
-                }
-                (Some(d), None) => Some(match self.last_bucket.get_mut(d) {
-                    Some(last) => {
-                        let old = *last;
-                        *last = old.max(start);
-                        Some(old)
-                    }
-                    None => {
-                        self.last_bucket.insert(d.to_string(), start);
-                        None
-                    }
-                }),
-                _ => None,
-            };
-            if let Some(previous) = previous {
-                match previous {
-                    Some(last) if last < start => {
-                        if let Some(old) = self.buckets.get_mut(&last) {
-                            old.last_of = old.last_of.saturating_sub(1);
-                        }
-                        self.buckets.get_mut(&start).expect("bucket just created").last_of += 1;
-                    }
-                    Some(_) => {}
-                    None => self.buckets.get_mut(&start).expect("bucket just created").last_of += 1,
-                }
-            }
-            let newest = self.newest_ms.map_or(u.time_ms, |n| n.max(u.time_ms));
-            self.newest_ms = Some(newest);
-            let horizon = i128::from(newest) - i128::from(spec.retention_ms());
-            let bucket = i128::from(spec.bucket());
-            // Buckets are sorted: only when the oldest has expired is there anything to drop
-            // (scanning them all for every event cost O(buckets) per event).
-            if self.buckets.first_key_value().is_some_and(|(&s, _)| i128::from(s) + bucket <= horizon) {
-                // Kept: s + bucket_ms > horizon, i.e. s >= horizon - bucket_ms + 1.
-                self.buckets = self.buckets.split_off(&clamp(horizon - bucket + 1));
-                let buckets = &self.buckets;
-                self.last_bucket.retain(|_, s| buckets.contains_key(s));
-                pruned = true;
-            }
-        }
+        let pruned = applied && self.add(spec, u.time_ms, u.value, u.distinct, prior);
         if !replay {
             match self.fence.get_mut(u.fence_key) {
                 Some(f) => *f = u.offset,
@@ -338,10 +243,109 @@ impl EntityState {
         Seen { windows, since_last_ms, applied, late, pruned }
     }
 
+    /// Time since the newest applied event, for an event at `t`.
+    fn since_last(&self, t: i64) -> Option<i64> {
+        self.newest_ms.map(|n| t.saturating_sub(n).max(0))
+    }
+
+    /// Whether an event at `t` is later than the allowed lateness.
+    fn is_late(&self, spec: &WindowSpec, t: i64) -> bool {
+        // Saturating is exact here: below i64::MIN no time is late.
+        self.newest_ms.is_some_and(|n| t < n.saturating_sub(spec.lateness_ms))
+    }
+
+    /// Applies an event (neither replayed nor late) and expires old buckets; returns whether
+    /// any expired. `prior` as in [`EntityState::apply_inner`].
+    fn add(
+        &mut self,
+        spec: &WindowSpec,
+        t: i64,
+        value: Option<f64>,
+        distinct: Option<&str>,
+        prior: Option<Option<i64>>,
+    ) -> bool {
+        let start = bucket_start(t, spec.bucket());
+        let at = self.buckets.slot(start);
+        let b = self.buckets.at(at);
+        b.count += 1;
+        if let Some(v) = value {
+            b.sum += v;
+            b.min = min_opt(b.min, Some(v));
+            b.max = max_opt(b.max, Some(v));
+        }
+        self.track.bucket_changed(start, b);
+        // The value's previous bucket: from the store (which keeps the map), or here.
+        let previous = match (distinct, prior) {
+            (Some(d), Some(p)) if !d.is_empty() => {
+                // Learn the value's bucket, so a later batch can assume it.
+                self.move_value(d, p.map_or(start, |p| p.max(start)));
+                Some(p)
+            }
+            (Some(d), None) => Some(self.move_value(d, start)),
+            _ => None,
+        };
+        match previous {
+            Some(Some(last)) if last < start => {
+                if let Some(old) = self.buckets.get_mut(last) {
+                    old.last_of = old.last_of.saturating_sub(1);
+                    self.track.bucket_changed(last, old);
+                }
+                self.buckets.at(at).last_of += 1;
+            }
+            Some(None) => self.buckets.at(at).last_of += 1,
+            _ => {}
+        }
+        let newest = self.newest_ms.map_or(t, |n| n.max(t));
+        if self.newest_ms != Some(newest) {
+            self.newest_ms = Some(newest);
+            self.track.newest_changed();
+        }
+        let horizon = i128::from(newest) - i128::from(spec.retention_ms());
+        let bucket = i128::from(spec.bucket());
+        // Buckets are sorted: only when the oldest has expired is there anything to drop
+        // (scanning them all for every event cost O(buckets) per event).
+        if self.buckets.first_start().is_none_or(|s| i128::from(s) + bucket > horizon) {
+            return false;
+        }
+        // Kept: s + bucket_ms > horizon, i.e. s >= horizon - bucket_ms + 1.
+        let track = &mut self.track;
+        self.buckets.drop_before(clamp(horizon - bucket + 1), |s| track.bucket_dropped(s));
+        let buckets = &self.buckets;
+        self.last_bucket.retain(|v, slot| {
+            let keep = buckets.contains(slot.bucket);
+            if !keep {
+                track.value_dropped(v);
+            }
+            keep
+        });
+        true
+    }
+
+    /// Moves distinct value `d` to bucket `to` unless it is in a later one already (adding
+    /// it if new: the only allocation, once per value); returns its bucket before.
+    fn move_value(&mut self, d: &str, to: i64) -> Option<i64> {
+        let Some(slot) = self.last_bucket.get_mut(d) else {
+            let (key, mut slot) = (Arc::<str>::from(d), Slot { bucket: to, dirty: false });
+            self.track.value_changed(&key, &mut slot);
+            self.last_bucket.insert(key, slot);
+            return None;
+        };
+        let old = slot.bucket;
+        if to > old {
+            slot.bucket = to;
+            // The key (an Arc clone) is needed only the first time the value moves per delta.
+            if self.track.on() && !slot.dirty {
+                let key = self.last_bucket.get_key_value(d).map(|(k, _)| k.clone()).expect("present");
+                self.track.value_changed(&key, self.last_bucket.get_mut(d).expect("present"));
+            }
+        }
+        Some(old)
+    }
+
     /// Totals over every retained bucket: (count, sum, distinct) — what tests compare.
     pub fn totals(&self) -> (u64, f64, u64) {
         let (mut c, mut s) = (0, 0.0);
-        for b in self.buckets.values() {
+        for (_, b) in self.buckets.iter() {
             c += b.count;
             s += b.sum;
         }
@@ -370,3 +374,6 @@ mod props;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod owned_tests;

@@ -143,6 +143,8 @@ pub struct Pipeline {
     model: ModelInfo,
     rules: Arc<RulesHandle>,
     models: Arc<ModelReloader>,
+    /// Partition-owned window state (final checkpoints on a graceful stop).
+    partitions: Option<Arc<crate::enrich::owned::Partitions>>,
 }
 
 impl Pipeline {
@@ -157,7 +159,7 @@ impl Pipeline {
         rules: Arc<RulesHandle>,
         models: Arc<ModelReloader>,
     ) -> Self {
-        Self { control, metrics, consumer: Some(consumer), publisher, threads, model, rules, models }
+        Self { control, metrics, consumer: Some(consumer), publisher, threads, model, rules, models, partitions: None }
     }
 
     /// The model reloader (check now with [`crate::reload::ModelReloader::reload_now`]).
@@ -197,6 +199,11 @@ impl Pipeline {
             tracing::warn!("shutdown timed out; undelivered events will be re-processed by the group");
         }
         if let Some(consumer) = self.consumer.take() {
+            // Every batch is acknowledged: a final checkpoint per partition, so a restart
+            // replays nothing.
+            if let (true, Some(p)) = (clean, &self.partitions) {
+                p.release_all(&*consumer);
+            }
             commit_stored(&consumer, &self.metrics);
             // Everything stored is committed. The revoke callback that close runs must not
             // commit again: a synchronous commit inside librdkafka's close can block for

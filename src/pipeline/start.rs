@@ -16,7 +16,7 @@ use crate::consume::{create_consumer, ConsumeLoop, Control, KafkaConsumer};
 use crate::decode::{LocalSchemas, SchemaSource, Vectorizer};
 use crate::drift::labels::{LabelJoiner, LabelStats, LabelStore, ScoredSink};
 use crate::drift::{DriftMonitor, DriftPublisher};
-use crate::enrich::{Enricher, EntityPaths, FailurePolicy, Turnstile};
+use crate::enrich::{EnrichSetup, Enricher, EntityPaths};
 use crate::envelope::{Batch, Queued};
 use crate::publish::acker::{Completed, Refusals};
 use crate::publish::{Acker, Publisher};
@@ -93,7 +93,7 @@ pub(super) struct Parts {
     pub(super) vectorizer: Vectorizer,
     pub(super) entity_paths: Vec<EntityPaths>,
     pub(super) enriched_names: Vec<String>,
-    pub(super) enricher: Option<(Arc<Turnstile<Enricher>>, FailurePolicy)>,
+    pub(super) enricher: Option<EnrichSetup>,
     pub(super) rules: Arc<RulesHandle>,
     pub(super) model_slots: Arc<ModelSlots>,
     pub(super) budget: Option<Arc<BatchBudget>>,
@@ -101,6 +101,11 @@ pub(super) struct Parts {
 }
 
 impl Parts {
+    /// The partition-owned window state, if any.
+    pub(super) fn partitions(&self) -> Option<Arc<crate::enrich::owned::Partitions>> {
+        self.enricher.as_ref().and_then(|e| e.partitions.clone())
+    }
+
     /// Builds the stages from `cfg` around the loaded model.
     fn build(cfg: &Config, metrics: &Arc<Metrics>, spec: ModelSpec, workers: usize) -> Result<Self, StartError> {
         let secrets = Secrets::of(cfg);
@@ -118,7 +123,8 @@ impl Parts {
         let rules = RulesHandle::load(&cfg.rules, &enriched_names, &cfg.enrich.redis_url, metrics.clone())?;
         // Windows are maintained whenever entities are configured, used by the model or not:
         // rules (and later rule versions) read them, and they must be exact when they do.
-        let enricher = enricher.is_enabled().then(|| (Arc::new(Turnstile::new(enricher)), cfg.enrich.on_failure));
+        let enricher = EnrichSetup::new(&cfg.enrich, enricher, metrics)
+            .map_err(|e| StartError::Enrich(Scrubbed::new(e, &secrets)))?;
         let budget = (cfg.batch.score_budget_us > 0)
             .then(|| Arc::new(BatchBudget::new(cfg.batch.score_budget_us, cfg.batch.max_events)));
         let queued = (cfg.decide.deadline_ms > 0).then(|| Arc::new(Queued::default()));
@@ -240,8 +246,16 @@ fn spawn_workers(
         queued: parts.queued.as_ref(),
         budget: parts.budget.as_ref(),
     };
-    let workers: Vec<Worker> =
-        scorers.into_iter().enumerate().map(|(i, scorer)| builder.build(i, scorer, shadows.pop())).collect();
+    let mut workers: Vec<Worker> = Vec::with_capacity(scorers.len());
+    for (i, scorer) in scorers.into_iter().enumerate() {
+        let enrich = parts
+            .enricher
+            .as_ref()
+            .map(EnrichSetup::worker_parts)
+            .transpose()
+            .map_err(|e| StartError::Enrich(Scrubbed::new(e, &Secrets::of(cfg))))?;
+        workers.push(builder.build(i, scorer, shadows.pop(), enrich));
+    }
     for (i, worker) in workers.into_iter().enumerate() {
         let (rx, tx) = (batch_rx.clone(), done_tx.clone());
         threads.worker(format!("verdict-worker-{i}"), move || worker.run(rx, tx))?;
@@ -323,7 +337,8 @@ fn start_consume(
     )
     .with_rules(parts.rules.clone())
     .with_models(parts.model_slots.clone())
-    .with_budget(parts.budget.clone());
+    .with_budget(parts.budget.clone())
+    .with_turns(parts.partitions().map(|p| p as Arc<dyn crate::envelope::PartitionTurns>));
     consume_loop.queued = parts.queued.clone();
     threads.consume(move || consume_loop.run())?;
     Ok(())
@@ -347,6 +362,9 @@ impl Pipeline {
         let consumer = create_consumer(&cfg.kafka, cfg.telemetry.stats_interval_ms, metrics.clone(), in_flight.clone())
             .map_err(|e| StartError::Kafka(Scrubbed::new(e, &Secrets::of(cfg))))?;
         consumer.context().set_abort_token(control.abort_token().clone());
+        if let Some(p) = parts.partitions() {
+            consumer.context().set_resume(p);
+        }
         let (batch_tx, batch_rx) = crossbeam_channel::bounded(cfg.batch.queue_batches);
         let (done_tx, done_rx) = crossbeam_channel::bounded(cfg.batch.max_unacked_batches);
         start_acker(cfg, &parts, &consumer, done_rx, &in_flight, &mut threads)?;
@@ -366,6 +384,10 @@ impl Pipeline {
             version: parts.spec.manifest.version.clone(),
             execution_provider: ep,
         };
-        Ok(Pipeline::new(control, metrics, consumer, parts.publisher, threads, model, parts.rules, models))
+        let partitions = parts.partitions();
+        let mut pipeline =
+            Pipeline::new(control, metrics, consumer, parts.publisher, threads, model, parts.rules, models);
+        pipeline.partitions = partitions;
+        Ok(pipeline)
     }
 }

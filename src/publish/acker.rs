@@ -17,7 +17,7 @@ use super::config::RefusedPolicy;
 use super::limits::{self, Class};
 use super::Publisher;
 use crate::backoff::Backoff;
-use crate::envelope::Origin;
+use crate::envelope::{AfterAck, Origin};
 use crate::error::DeadLetterReason;
 use crate::telemetry::Metrics;
 use tracing::Level;
@@ -30,6 +30,9 @@ pub struct Completed {
     pub seq: u64,
     /// Highest offset per (topic, partition) in the batch.
     pub offsets: Vec<Origin>,
+    /// Partition-owned state: makes the batch's checkpoints durable once its outputs are
+    /// acknowledged, and says which offsets to store instead of `offsets`.
+    pub after_ack: Option<Box<dyn AfterAck>>,
     /// One future per produced record.
     pub deliveries: Vec<DeliveryFuture>,
     /// Poll time of every event, for latency.
@@ -95,7 +98,16 @@ impl Acker {
                 if !self.await_deliveries(batch.deliveries) || self.abort.is_cancelled() {
                     return; // aborted: nothing further is stored
                 }
-                for o in &batch.offsets {
+                // With partition-owned state, an offset is stored only once a checkpoint
+                // covering it is durable (the checkpoint is where a restart resumes).
+                let offsets = match batch.after_ack {
+                    Some(after) => after.run(&self.abort),
+                    None => batch.offsets,
+                };
+                if self.abort.is_cancelled() {
+                    return;
+                }
+                for o in &offsets {
                     self.offsets.store(&o.topic, o.partition, o.offset);
                 }
                 self.in_flight.fetch_sub(1, Ordering::SeqCst);

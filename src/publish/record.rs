@@ -48,6 +48,11 @@ pub struct DecisionRecord<'a> {
     pub aggregates: (&'a [String], &'a [Option<f64>]),
     /// The shadow model's verdict on this event, if it scored it.
     pub shadow: Option<ShadowVerdict<'a>>,
+    /// A re-decision: this event was decided (and its record published) before a crash or
+    /// rebalance, and is decided again from the partition's checkpoint. In JSON the key is
+    /// written only when true, to keep records small; Avro always carries it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub redelivery: bool,
 }
 
 /// A shadow (challenger) model's score and would-be action: recorded, never acted on.
@@ -231,6 +236,7 @@ impl DecisionRecord<'_> {
             }
         }
         buf.push(u8::from(self.decision.fallback));
+        buf.push(u8::from(self.redelivery));
     }
 
     /// Appends the JSON encoding to `buf`.
@@ -286,7 +292,58 @@ mod tests {
             features: (&NAMES, &[1.5, -1.0]),
             aggregates: (&AGG, &[Some(3.0), None]),
             shadow: Some(ShadowVerdict { model: "challenger", version: "7", score: 0.25, action: Action::Approve }),
+            redelivery: false,
         }
+    }
+
+    /// `schemas/decision.avsc` as it was before `redelivery` (docs left out: they do not
+    /// take part in schema resolution).
+    const BEFORE_REDELIVERY: &str = r#"{"type": "record", "name": "Decision", "namespace": "verdict", "fields": [
+        {"name": "event_id", "type": "string"}, {"name": "entity_key", "type": "string"},
+        {"name": "action", "type": {"type": "enum", "name": "Action", "symbols": ["approve", "review", "decline"]}},
+        {"name": "reason", "type": "string"}, {"name": "score", "type": "double"},
+        {"name": "model_name", "type": "string"}, {"name": "model_version", "type": "string"},
+        {"name": "rule_hits", "type": {"type": "array", "items": {"type": "record", "name": "RuleHit", "fields": [
+            {"name": "id", "type": "string"}, {"name": "reason", "type": "string"},
+            {"name": "mode", "type": "string"}, {"name": "action", "type": "string", "default": ""}]}},
+         "default": []},
+        {"name": "event_time", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        {"name": "decided_at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        {"name": "latency_us", "type": "long"}, {"name": "degraded", "type": "boolean", "default": false},
+        {"name": "source_topic", "type": "string"}, {"name": "source_partition", "type": "int"},
+        {"name": "source_offset", "type": "long"},
+        {"name": "defaults_used", "type": {"type": "array", "items": "string"}, "default": []},
+        {"name": "features", "type": {"type": "map", "values": "double"}, "default": {}},
+        {"name": "rules_version", "type": "string", "default": ""},
+        {"name": "action_name", "type": ["null", "string"], "default": null},
+        {"name": "review_priority", "type": ["null", "long"], "default": null},
+        {"name": "rule_errors", "type": "int", "default": 0},
+        {"name": "aggregates", "type": {"type": "map", "values": "double"}, "default": {}},
+        {"name": "shadow_model", "type": "string", "default": ""},
+        {"name": "shadow_version", "type": "string", "default": ""},
+        {"name": "shadow_score", "type": ["null", "double"], "default": null},
+        {"name": "shadow_action", "type": ["null", "string"], "default": null},
+        {"name": "fallback", "type": "boolean", "default": false}
+    ]}"#;
+
+    fn schema_file() -> apache_avro::Schema {
+        crate::decode::parse_schema_file(std::path::Path::new("schemas/decision.avsc")).unwrap()
+    }
+
+    /// Reads `body` (no Confluent framing) written with `writer` as `reader` sees it; all of it.
+    fn read_fields(
+        writer: &apache_avro::Schema,
+        reader: &apache_avro::Schema,
+        mut body: &[u8],
+    ) -> Vec<(String, Value)> {
+        let r = apache_avro::reader::datum::GenericDatumReader::builder(writer).reader_schema(reader).build().unwrap();
+        let Value::Record(fields) = r.read_value(&mut body).unwrap() else { panic!("not a record") };
+        assert!(body.is_empty(), "no trailing bytes");
+        fields
+    }
+
+    fn field(fields: &[(String, Value)], name: &str) -> Option<Value> {
+        fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
     }
 
     #[test]
@@ -326,6 +383,57 @@ mod tests {
         assert_eq!(a["window:card.10m.count"], Value::Double(3.0));
         let Value::Record(hit) = &hits[0] else { panic!() };
         assert_eq!(hit[3], ("action".to_string(), Value::String("step_up".into())));
+        assert_eq!(get("redelivery"), Value::Boolean(false));
+    }
+
+    #[test]
+    fn redelivered_record_says_so_in_avro_and_json() {
+        let d = decision();
+        let r = DecisionRecord { redelivery: true, ..record(&d) };
+        let mut avro = Vec::new();
+        r.write_avro(100, &mut avro);
+        let schema = schema_file();
+        let fields = read_fields(&schema, &schema, &avro[5..]);
+        assert_eq!(field(&fields, "redelivery"), Some(Value::Boolean(true)));
+        assert_eq!(fields.last().unwrap().0, "redelivery", "appended after every older field");
+        assert_eq!(field(&fields, "fallback"), Some(Value::Boolean(false)));
+
+        let mut json = Vec::new();
+        r.write_json(&mut json);
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v["redelivery"], true);
+    }
+
+    #[test]
+    fn json_record_omits_redelivery_when_false() {
+        let d = decision();
+        let mut json = Vec::new();
+        record(&d).write_json(&mut json);
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert!(v.get("redelivery").is_none(), "{v}");
+        assert!(!String::from_utf8(json).unwrap().contains("redelivery"));
+    }
+
+    #[test]
+    fn a_consumer_holding_the_schema_before_redelivery_reads_redelivered_records() {
+        let d = decision();
+        let mut buf = Vec::new();
+        DecisionRecord { redelivery: true, ..record(&d) }.write_avro(100, &mut buf);
+        let new = schema_file();
+        let old = apache_avro::Schema::parse_str(BEFORE_REDELIVERY).unwrap();
+        let fields = read_fields(&new, &old, &buf[5..]);
+        assert_eq!(field(&fields, "redelivery"), None, "the old reader sees only its own fields");
+        assert_eq!(field(&fields, "event_id"), Some(Value::String("tx-1".into())));
+        assert_eq!(field(&fields, "shadow_action"), Some(Value::Union(1, Box::new(Value::String("approve".into())))));
+        assert_eq!(field(&fields, "fallback"), Some(Value::Boolean(false)));
+
+        // Records written before the field read with the new schema as not redelivered.
+        let mut old_bytes = Vec::new();
+        let w = apache_avro::writer::datum::GenericDatumWriter::builder(&old).build().unwrap();
+        w.write_value(&mut old_bytes, Value::Record(fields)).unwrap();
+        let fields = read_fields(&old, &new, &old_bytes);
+        assert_eq!(field(&fields, "redelivery"), Some(Value::Boolean(false)));
+        assert_eq!(field(&fields, "source_offset"), Some(Value::Long(123_456_789)));
     }
 
     #[test]

@@ -115,8 +115,10 @@ impl Publish {
         Ok(())
     }
 
-    /// Encodes decoded event `k`'s decision record into `self.buf`.
-    fn encode(&mut self, b: &StagedBatch, k: usize, ev: &Envelope<RawMessage>, d: &DecodedEvent, decided_at: i64) {
+    /// Encodes the decision record of event `i`, decoded event `k`, into `self.buf` (the
+    /// review-topic copy sends the same bytes, so it carries the same flags).
+    fn encode(&mut self, b: &StagedBatch, i: usize, k: usize, d: &DecodedEvent, decided_at: i64) {
+        let ev = &b.batch.events[i];
         let o = &self.outputs;
         let row = b.rows.values_row(k);
         let defaults_used = DefaultsUsed { names: &o.columns, columns: b.defaults.get(k).map_or(&[], Vec::as_slice) };
@@ -147,6 +149,7 @@ impl Publish {
             features,
             aggregates,
             shadow,
+            redelivery: b.is_redelivered(i),
         };
         self.buf.clear();
         match o.format {
@@ -302,7 +305,7 @@ impl Stage for Publish {
             let ev = &b.batch.events[i];
             result = match &b.outcomes[i] {
                 Outcome::Decided(d) => {
-                    self.encode(b, k, ev, d, decided_at);
+                    self.encode(b, i, k, d, decided_at);
                     let decision = &b.decisions[k];
                     k += 1;
                     self.send_decision(&mut pending, ev, d, decision.action, decision.review_priority)
@@ -324,5 +327,98 @@ impl Stage for Publish {
         m.count("decode", "ok", (n as u64) - dead);
         m.count("decode", "dead_letter", dead);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::decision::Decision;
+    use crate::core::rows::Rows;
+    use crate::envelope::{Batch, Origin};
+
+    fn event(offset: i64) -> Envelope<RawMessage> {
+        let origin = Origin { topic: Arc::from("events"), partition: 0, offset };
+        Envelope { origin, received_at: Instant::now(), timestamp_ms: None, payload: RawMessage::default() }
+    }
+
+    fn decided(id: &str) -> Outcome {
+        let event_id = id.to_string();
+        Outcome::Decided(DecodedEvent {
+            event_id,
+            entity_key: "card-1".into(),
+            event_time_ms: 0,
+            entities: Vec::new(),
+            fields: Vec::new(),
+        })
+    }
+
+    fn review() -> Decision {
+        Decision {
+            action: Action::Review,
+            action_name: None,
+            reason: "r".into(),
+            score: 0.5,
+            rule_hits: Vec::new(),
+            rule_errors: 0,
+            rules_version: "".into(),
+            review_priority: Some(50),
+            fallback: false,
+        }
+    }
+
+    #[test]
+    fn redelivered_events_are_flagged_on_decision_and_review_records_only() {
+        let mock = crate::demo::MockKafka::start(1);
+        let mut cfg = crate::config::Config::default();
+        crate::demo::use_mock(&mut cfg, &mock);
+        crate::demo::create_topics(&mock, &cfg, 1);
+        let metrics = Metrics::new();
+        let publisher = Publisher::new(&cfg.kafka, &cfg.publish, metrics.clone()).unwrap();
+        let outputs = Outputs {
+            decisions: cfg.kafka.decisions_topic.clone(),
+            review: cfg.kafka.review_topic.clone(),
+            dead_letter: cfg.kafka.dead_letter_topic.clone(),
+            format: DecisionFormat::Json,
+            schema_id: 1,
+            model_name: "m".into(),
+            model_version: "1".into(),
+            columns: Arc::new(Vec::new()),
+            aggregates: Arc::new(Vec::new()),
+            include_features: false,
+            include_aggregates: false,
+        };
+        let mut publish = Publish::new(publisher.clone(), outputs, RefusedPolicy::Stop, metrics, Abort::default());
+
+        let mut b = StagedBatch::new(Rows::with_layout(0, 0, 0));
+        b.start(Batch {
+            seq: 1,
+            events: vec![event(7), event(8)],
+            rules: None,
+            model_generation: 0,
+            turns: Vec::new(),
+        });
+        assert_eq!(b.redelivered, [false, false], "start resets the flags, one per event");
+        b.redelivered[0] = true;
+        b.outcomes.extend([decided("tx-7"), decided("tx-8")]);
+        b.rows.push();
+        b.rows.push();
+        b.decisions.extend([review(), review()]);
+        publish.run(&mut b).unwrap();
+        publisher.flush(Duration::from_secs(10));
+
+        let idle = Duration::from_millis(500);
+        for topic in [&cfg.kafka.decisions_topic, &cfg.kafka.review_topic] {
+            let msgs = mock.read_all(topic, idle);
+            assert_eq!(msgs.len(), 2, "{topic}");
+            for m in msgs {
+                let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+                let again = v["event_id"] == "tx-7";
+                assert_eq!(v.get("redelivery"), again.then_some(&serde_json::Value::Bool(true)), "{topic}: {v}");
+                assert!(m.headers.iter().all(|(k, _)| !k.contains("redeliver")), "{topic}: no header");
+            }
+        }
+        b.finish();
+        assert!(b.redelivered.is_empty());
     }
 }

@@ -16,6 +16,7 @@ use prometheus::{
 
 use super::guards::Guards;
 use super::names::*;
+use super::state::StateMetrics;
 use crate::error::DeadLetterReason;
 
 /// All metrics of one pipeline, plus the state `/readyz` reports.
@@ -125,6 +126,8 @@ pub struct Metrics {
     pub(super) execution_provider: Mutex<String>,
     /// Produce errors, panics, stalls and health.
     pub guards: Guards,
+    /// Partition-owned window state: checkpoints, loads, evictions.
+    pub state: StateMetrics,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -286,6 +289,7 @@ impl Metrics {
         #[cfg(target_os = "linux")]
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())).ok();
         let guards = Guards::new(&registry);
+        let state = StateMetrics::new(&registry);
         for reason in DeadLetterReason::ALL {
             dead_letters.with_label_values(&[reason.code()]);
         }
@@ -343,6 +347,7 @@ impl Metrics {
             model_loaded: AtomicBool::new(false),
             execution_provider: Mutex::new(String::new()),
             guards,
+            state,
         })
     }
 

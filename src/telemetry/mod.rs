@@ -13,11 +13,13 @@ mod guards;
 mod health;
 mod metrics;
 mod names;
+mod state;
 
 pub use guards::Guards;
 pub use health::serve;
 pub use metrics::Metrics;
 pub use names::*;
+pub use state::StateMetrics;
 
 /// Installs the global `tracing` subscriber (pretty or JSON lines).
 pub fn init_logging(format: &str, level: &str) {

@@ -120,3 +120,20 @@ pub const LAST_PROGRESS: &str = "verdict_last_progress_timestamp_seconds";
 pub const LOG_SUPPRESSED: &str = "verdict_log_suppressed_total";
 /// `verdict_feature_hash_missing_total{entity}`: online-feature reads that found no hash.
 pub const FEATURE_HASH_MISSING: &str = "verdict_feature_hash_missing_total";
+/// `verdict_checkpoints_total{result}`: partition state checkpoints written, fenced (another
+/// instance owns the partition now) or failed.
+pub const CHECKPOINTS: &str = "verdict_checkpoints_total";
+/// `verdict_checkpoint_fields_total`: hash fields written or deleted by checkpoints.
+pub const CHECKPOINT_FIELDS: &str = "verdict_checkpoint_fields_total";
+/// `verdict_checkpoint_seconds`: time of one checkpoint write.
+pub const CHECKPOINT_SECONDS: &str = "verdict_checkpoint_seconds";
+/// `verdict_state_loads_total{result}`: entity states read from Redis on first touch.
+pub const STATE_LOADS: &str = "verdict_state_loads_total";
+/// `verdict_window_evictions_total{reason}`: partition-owned entities dropped from memory.
+pub const WINDOW_EVICTIONS: &str = "verdict_window_evictions_total";
+/// `verdict_state_entities`: partition-owned entities held in memory.
+pub const STATE_ENTITIES: &str = "verdict_state_entities";
+/// `verdict_redelivered_events_total`: events decided again after a crash or rebalance.
+pub const REDELIVERED: &str = "verdict_redelivered_events_total";
+/// `verdict_partition_resume_seconds`: partition assignment → first decided batch.
+pub const RESUME_SECONDS: &str = "verdict_partition_resume_seconds";

@@ -35,6 +35,7 @@ impl EntityState {
                             min: if has { Some(num(&f[4]).ok_or_else(|| bad("min"))?) } else { None },
                             max: if has { Some(num(&f[5]).ok_or_else(|| bad("max"))?) } else { None },
                             last_of: int(&f[6]).ok_or_else(|| bad("distinct count"))?.max(0) as u64,
+                            dirty: false,
                         };
                         st.buckets.insert(start, bucket);
                     }
@@ -65,7 +66,7 @@ impl EntityState {
         w::write_map_len(out, 3 + u32::from(self.expiry_pushed_ms.is_some())).expect(VEC);
         w::write_str(out, "b").expect(VEC);
         w::write_array_len(out, self.buckets.len() as u32).expect(VEC);
-        for (&start, b) in &self.buckets {
+        for (start, b) in self.buckets.iter() {
             w::write_array_len(out, 7).expect(VEC);
             w::write_sint(out, start).expect(VEC);
             w::write_uint(out, b.count).expect(VEC);

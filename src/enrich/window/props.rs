@@ -7,7 +7,7 @@ use super::*;
 
 /// A spec as `enrich` config validation allows it: bucket > 0, each size a positive
 /// multiple of the bucket, any lateness (all in seconds, as u64).
-fn valid_spec() -> impl Strategy<Value = WindowSpec> {
+pub(super) fn valid_spec() -> impl Strategy<Value = WindowSpec> {
     let bucket = prop_oneof![1u64..=3_600, 1u64..=u64::MAX, Just(u64::MAX), Just(i64::MAX as u64 / 1000 + 1)];
     (bucket, prop_oneof![0u64..=86_400, any::<u64>()])
         .prop_flat_map(|(bucket_s, lateness_s)| {
@@ -19,7 +19,7 @@ fn valid_spec() -> impl Strategy<Value = WindowSpec> {
         })
 }
 
-fn any_time() -> impl Strategy<Value = i64> {
+pub(super) fn any_time() -> impl Strategy<Value = i64> {
     prop_oneof![
         Just(i64::MIN),
         Just(i64::MAX),

@@ -39,7 +39,7 @@ fn a_bucket_is_dropped_exactly_when_it_ends_before_the_retention_horizon() {
     // Kept while start + bucket > newest - retention, as `window.lua` keeps it.
     let (sp, mut s) = (spec(), EntityState::default());
     let (b, keep) = (sp.bucket_ms, sp.retention_ms());
-    let starts = |s: &EntityState| s.buckets.keys().copied().collect::<Vec<_>>();
+    let starts = |s: &EntityState| s.buckets.iter().map(|(start, _)| start).collect::<Vec<_>>();
     s.apply(&sp, &up(0, 0, 1.0, "a"));
     s.apply(&sp, &up(1, b, 1.0, "b"));
     // Horizon b - 1: bucket 0 ends after it.

@@ -1,0 +1,230 @@
+//! One partition's state: its entities, its turn (batches apply in consume order), where
+//! its checkpoint stands, and sealing the changes since the last checkpoint.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use tokio_util::sync::CancellationToken;
+
+use super::store::{entity_key, partition_key, Claim, EntityWrite, Write};
+use super::OwnedEntity;
+use crate::enrich::window::{Delta, EntityState};
+use crate::telemetry::Metrics;
+
+/// One partition held by this instance.
+pub struct Slot {
+    /// Source topic.
+    pub topic: Arc<str>,
+    /// Source partition.
+    pub partition: i32,
+    /// Its Redis meta key (and entity key prefix).
+    pub(super) key: String,
+    /// Turns handed out at dispatch.
+    pub(super) dispatched: AtomicU64,
+    pub(super) state: Mutex<Held>,
+    turn: Condvar,
+    /// Revoked, or fenced by another instance's claim: nothing more is checkpointed.
+    pub(super) gone: AtomicBool,
+    pub(super) assigned_at: Instant,
+    /// Its first batch after assignment has been acknowledged.
+    pub(super) first_done: AtomicBool,
+    /// The newest seal whose checkpoint is durable in Redis.
+    pub(super) durable_seal: AtomicU64,
+}
+
+/// An entity's state in memory.
+pub(super) struct Entry {
+    pub(super) state: EntityState,
+    /// The batch tick it was last seen at (least recently seen are let go first).
+    pub(super) seen: u64,
+    /// The seal its last changes went into (0: none since it was read).
+    pub(super) sealed_in: u64,
+}
+
+/// What the turn protects.
+pub(super) struct Held {
+    next: u64,
+    /// The claim (Redis): epoch, checkpoint offset, acknowledged offset.
+    pub(super) claim: Option<Claim>,
+    /// Per configured entity index: id → state.
+    pub(super) entities: Vec<HashMap<String, Entry>>,
+    /// Highest source offset applied.
+    pub(super) last_offset: Option<i64>,
+    pub(super) last_seal: Instant,
+    seals: u64,
+    /// Newest event time applied (ms).
+    pub(super) clock_ms: Option<i64>,
+    /// Batches applied.
+    pub(super) tick: u64,
+}
+
+/// A sealed checkpoint: the write, its seal number, and the last offset it covers.
+pub(super) struct Sealed {
+    pub(super) write: Write,
+    pub(super) seal: u64,
+    pub(super) last: i64,
+}
+
+impl Slot {
+    pub(super) fn new(topic: Arc<str>, partition: i32, prefix: &str, entities: usize, claim: Option<Claim>) -> Self {
+        Self {
+            key: partition_key(prefix, &topic, partition),
+            topic,
+            partition,
+            dispatched: AtomicU64::new(0),
+            state: Mutex::new(Held {
+                next: 0,
+                claim,
+                entities: (0..entities).map(|_| HashMap::new()).collect(),
+                last_offset: None,
+                last_seal: Instant::now(),
+                seals: 0,
+                clock_ms: None,
+                tick: 0,
+            }),
+            turn: Condvar::new(),
+            gone: AtomicBool::new(false),
+            assigned_at: Instant::now(),
+            first_done: AtomicBool::new(false),
+            durable_seal: AtomicU64::new(0),
+        }
+    }
+
+    /// Waits for turn `seq` (None if `abort` is cancelled meanwhile), runs `f`, and passes
+    /// the turn on, also when `f` unwinds.
+    pub(super) fn run<R>(&self, seq: u64, abort: &CancellationToken, f: impl FnOnce(&mut Held) -> R) -> Option<R> {
+        let mut g = self.state.lock();
+        while g.next != seq {
+            if abort.is_cancelled() || g.next > seq {
+                return None;
+            }
+            self.turn.wait_for(&mut g, Duration::from_millis(50));
+        }
+        struct Next<'a, 'b>(&'a mut MutexGuard<'b, Held>, &'a Condvar);
+        impl Drop for Next<'_, '_> {
+            fn drop(&mut self) {
+                self.0.next += 1;
+                self.1.notify_all();
+            }
+        }
+        let next = Next(&mut g, &self.turn);
+        Some(f(next.0))
+    }
+
+    /// Passes turn `seq` on without applying anything (its batch was lost to a panic
+    /// before its enrich stage), once the turns before it are done.
+    pub(super) fn pass(&self, seq: u64, abort: &CancellationToken) {
+        let mut g = self.state.lock();
+        while g.next < seq {
+            if abort.is_cancelled() {
+                return;
+            }
+            self.turn.wait_for(&mut g, Duration::from_millis(50));
+        }
+        if g.next == seq {
+            g.next += 1;
+            self.turn.notify_all();
+        }
+    }
+}
+
+impl Held {
+    pub(super) fn entity_count(&self) -> usize {
+        self.entities.iter().map(HashMap::len).sum()
+    }
+
+    /// Seals the changes since the last seal into a checkpoint at the offset after the last
+    /// applied event. None without a claim or an applied event.
+    pub(super) fn seal(&mut self, slot: &Slot, entities: &[OwnedEntity]) -> Option<Sealed> {
+        let claim = self.claim?;
+        let last = self.last_offset?;
+        self.seals += 1;
+        self.last_seal = Instant::now();
+        let mut writes = Vec::new();
+        for e in entities {
+            for (id, entry) in self.entities[e.index].iter_mut() {
+                if !entry.state.is_dirty() {
+                    continue;
+                }
+                let mut d = Delta::default();
+                entry.state.take_delta(&mut d);
+                entry.sealed_in = self.seals;
+                writes.push(EntityWrite { key: entity_key(&slot.key, &e.name, id), set: d.set, del: d.del });
+            }
+        }
+        Some(Sealed {
+            write: Write {
+                key: slot.key.clone(),
+                epoch: claim.epoch,
+                acked: last + 1,
+                checkpoint: Some((last + 1, writes)),
+            },
+            seal: self.seals,
+            last,
+        })
+    }
+
+    /// Records a trim without a checkpoint (the memory backend).
+    pub(super) fn mark_sealed(&mut self) {
+        self.last_seal = Instant::now();
+    }
+
+    /// Whether a checkpoint is due.
+    pub(super) fn due(&self, interval: Duration) -> bool {
+        self.last_seal.elapsed() >= interval
+    }
+
+    /// Lets go of entities whose windows have all expired, then of the least recently seen
+    /// past `budget`; with Redis only those whose state is durable there (read again on
+    /// their next event). Returns how many are held now.
+    pub(super) fn trim(&mut self, entities: &[OwnedEntity], budget: usize, durable: Option<u64>, m: &Metrics) {
+        let before = self.entity_count();
+        let evictable = |e: &Entry| !e.state.is_dirty() && durable.is_none_or(|d| e.sealed_in <= d);
+        if let Some(clock) = self.clock_ms {
+            let mut expired = 0u64;
+            for e in entities {
+                let horizon = clock.saturating_sub(e.spec.retention_ms());
+                self.entities[e.index].retain(|_, entry| {
+                    let keep = !evictable(entry) || entry.state.newest_ms().is_none_or(|n| n >= horizon);
+                    expired += u64::from(!keep);
+                    keep
+                });
+            }
+            if expired > 0 {
+                m.state.evictions.with_label_values(&["expired"]).inc_by(expired);
+            }
+        }
+        let held = self.entity_count();
+        if held > budget {
+            let mut candidates: Vec<(u64, usize, String)> = Vec::new();
+            for e in entities {
+                for (id, entry) in &self.entities[e.index] {
+                    if evictable(entry) {
+                        candidates.push((entry.seen, e.index, id.clone()));
+                    }
+                }
+            }
+            let n = (held - budget).min(candidates.len());
+            if n > 0 {
+                candidates.select_nth_unstable(n - 1);
+                for (_, index, id) in candidates.drain(..n) {
+                    self.entities[index].remove(&id);
+                }
+                m.state.evictions.with_label_values(&["bound"]).inc_by(n as u64);
+            }
+        }
+        let after = self.entity_count();
+        m.state.entities.add(after as i64 - before as i64);
+    }
+}
+
+/// Turns of a slot: whether `gone` (revoked or fenced).
+impl Slot {
+    /// Revoked or fenced: nothing more is checkpointed for it.
+    pub fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::SeqCst)
+    }
+}

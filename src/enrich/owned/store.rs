@@ -1,0 +1,271 @@
+//! Redis I/O of the partition-owned state: claiming a partition (a new owner epoch and its
+//! checkpoint), reading entity states on first touch, writing checkpoints (one atomic
+//! script call per partition, every key in the partition's cluster slot), and the start-up
+//! check of which layout holds each entity's state.
+//!
+//! Key layout (`{topic/partition}` is the hash tag):
+//! * `{prefix}:po:{topic/partition}` — the partition's hash: `epoch` (the owner's claim),
+//!   `offset` (where the checkpointed state stands: resume here), `acked` (every event
+//!   below it has a published decision), `layout`;
+//! * `{prefix}:po:{topic/partition}:{entity}:{id}` — an entity's window fields (`n`,
+//!   `b:<start>`, `d:<value>`: see `window`), expiring after the longest window;
+//! * `{prefix}:layout` — per entity type, which layout writes its state (`partition`
+//!   or `shared`), so two layouts never write the same entity.
+
+use std::time::Duration;
+
+use redis::{Connection, RedisResult};
+
+use super::super::redis::{classify, redis_error};
+use super::super::EnrichError;
+
+/// The checkpoint script (see its header for KEYS and ARGV).
+pub const CHECKPOINT_SCRIPT: &str = include_str!("checkpoint.lua");
+/// The claim script.
+pub const CLAIM_SCRIPT: &str = include_str!("claim.lua");
+
+/// The partition's meta key (also the prefix of its entity keys).
+pub fn partition_key(prefix: &str, topic: &str, partition: i32) -> String {
+    format!("{prefix}:po:{{{topic}/{partition}}}")
+}
+
+/// An entity's key within its partition.
+pub fn entity_key(partition_key: &str, entity: &str, id: &str) -> String {
+    format!("{partition_key}:{entity}:{id}")
+}
+
+/// An entity hash's fields and values, as read.
+pub type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// What a claim found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    /// This owner's epoch: its writes are refused once another instance claims.
+    pub epoch: u64,
+    /// Where the checkpointed state stands (resume here); None: never checkpointed.
+    pub offset: Option<i64>,
+    /// Every event below this offset has a published decision (re-decisions say so).
+    pub acked: Option<i64>,
+}
+
+/// One partition's write: its acknowledged offset, and a checkpoint if one was sealed.
+#[derive(Debug, Clone, Default)]
+pub struct Write {
+    /// The partition's meta key.
+    pub key: String,
+    /// The claim's epoch.
+    pub epoch: u64,
+    /// Acknowledged offset.
+    pub acked: i64,
+    /// Resume offset and the entities' changed fields (key, set, delete).
+    pub checkpoint: Option<(i64, Vec<EntityWrite>)>,
+}
+
+/// One entity's changed fields in a checkpoint.
+#[derive(Debug, Clone, Default)]
+pub struct EntityWrite {
+    /// The entity's key.
+    pub key: String,
+    /// Fields written.
+    pub set: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Fields deleted.
+    pub del: Vec<Vec<u8>>,
+}
+
+impl Write {
+    /// Hash fields the write changes.
+    pub fn fields(&self) -> u64 {
+        self.checkpoint.as_ref().map_or(0, |(_, es)| es.iter().map(|e| (e.set.len() + e.del.len()) as u64).sum())
+    }
+}
+
+/// How a partition's write ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// Durable.
+    Ok,
+    /// Refused: another instance claimed the partition (its epoch, as Redis holds it).
+    Fenced(String),
+}
+
+/// A blocking connection for one thread (the consume thread, the acker, one per worker),
+/// connected on first use and again after a failure.
+pub struct Store {
+    client: redis::Client,
+    conn: Option<Connection>,
+    timeout: Duration,
+    shown: String,
+    checkpoint: redis::Script,
+    claim: redis::Script,
+}
+
+impl Store {
+    /// A store for `url` (not connected yet).
+    pub fn new(url: &str, timeout: Duration) -> Result<Self, EnrichError> {
+        let shown = crate::redact::redis_url(url).into_owned();
+        let client = redis::Client::open(url)
+            .map_err(|e| EnrichError::Config(format!("enrich.redis_url '{shown}': {}", redis_error(&e))))?;
+        Ok(Self {
+            client,
+            conn: None,
+            timeout,
+            shown,
+            checkpoint: redis::Script::new(CHECKPOINT_SCRIPT),
+            claim: redis::Script::new(CLAIM_SCRIPT),
+        })
+    }
+
+    /// Runs `f` on the connection; a failure drops it (the next call reconnects).
+    fn call<T>(&mut self, f: impl FnOnce(&mut Connection, &Self) -> RedisResult<T>) -> Result<T, EnrichError> {
+        if self.conn.is_none() {
+            let conn = self
+                .client
+                .get_connection_with_timeout(self.timeout)
+                .map_err(|e| EnrichError::Unavailable(format!("connecting to {}: {}", self.shown, redis_error(&e))))?;
+            let _ = conn.set_read_timeout(Some(self.timeout));
+            let _ = conn.set_write_timeout(Some(self.timeout));
+            self.conn = Some(conn);
+        }
+        let mut conn = self.conn.take().expect("connected above");
+        match f(&mut conn, self) {
+            Ok(v) => {
+                self.conn = Some(conn);
+                Ok(v)
+            }
+            Err(e) => Err(classify(&e)),
+        }
+    }
+
+    /// Claims `key`'s partition: a new epoch, and where its checkpoint stands.
+    pub fn claim(&mut self, key: &str) -> Result<Claim, EnrichError> {
+        let (epoch, offset, acked): (String, String, String) = self.call(|c, s| s.claim.key(key).invoke(c))?;
+        let num = |v: &str| v.parse::<i64>().ok();
+        let epoch = epoch.parse().map_err(|_| EnrichError::Protocol(format!("{key}: epoch '{epoch}'")))?;
+        Ok(Claim { epoch, offset: num(&offset), acked: num(&acked) })
+    }
+
+    /// Every field of each key (empty: no such entity), in one pipelined round trip.
+    pub fn load(&mut self, keys: &[String]) -> Result<Vec<Fields>, EnrichError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.call(|c, _| {
+            let mut pipe = redis::pipe();
+            for k in keys {
+                pipe.cmd("HGETALL").arg(k);
+            }
+            pipe.query::<Vec<Fields>>(c)
+        })
+    }
+
+    /// The partitions' writes in one pipelined round trip, one script call each.
+    pub fn write(&mut self, writes: &[&Write], ttl_ms: i64) -> Result<Vec<Written>, EnrichError> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let replies: Vec<String> = self.call(|c, s| {
+            let mut pipe = redis::pipe();
+            for w in writes {
+                let mut cmd = redis::cmd("EVALSHA");
+                cmd.arg(s.checkpoint.get_hash());
+                match &w.checkpoint {
+                    Some((offset, entities)) => {
+                        cmd.arg(1 + entities.len()).arg(&w.key);
+                        for e in entities {
+                            cmd.arg(&e.key);
+                        }
+                        cmd.arg(w.epoch).arg(*offset).arg(w.acked).arg(ttl_ms);
+                        for e in entities {
+                            cmd.arg(e.set.len());
+                            for (f, v) in &e.set {
+                                cmd.arg(f.as_slice()).arg(v.as_slice());
+                            }
+                            cmd.arg(e.del.len());
+                            for f in &e.del {
+                                cmd.arg(f.as_slice());
+                            }
+                        }
+                    }
+                    None => {
+                        cmd.arg(1).arg(&w.key).arg(w.epoch).arg("").arg(w.acked).arg(ttl_ms);
+                    }
+                }
+                pipe.add_command(cmd);
+            }
+            // A NOSCRIPT reply (first use, or Redis restarted) loads the script and the
+            // pipeline is sent again: the writes are absolute values, so repeating is safe.
+            match pipe.query::<Vec<String>>(c) {
+                Err(e) if e.code() == Some("NOSCRIPT") => {
+                    redis::cmd("SCRIPT").arg("LOAD").arg(CHECKPOINT_SCRIPT).query::<String>(c)?;
+                    pipe.query::<Vec<String>>(c)
+                }
+                r => r,
+            }
+        })?;
+        replies
+            .into_iter()
+            .map(|r| match r.as_str() {
+                "ok" => Ok(Written::Ok),
+                f if f.starts_with("fenced:") => Ok(Written::Fenced(f["fenced:".len()..].to_string())),
+                other => Err(EnrichError::Protocol(format!("checkpoint script replied '{other}'"))),
+            })
+            .collect()
+    }
+
+    /// Start-up: which layout holds each entity type's state (`{prefix}:layout`). An entity
+    /// recorded under the other layout, or a partition-owned entity with state in the
+    /// shared layout (written by an earlier verdict, which records nothing), is refused:
+    /// two layouts must never write one entity. Records the layout of each entity otherwise.
+    pub fn check_layout(&mut self, prefix: &str, entities: &[(&str, bool)]) -> Result<(), EnrichError> {
+        let layout_key = format!("{prefix}:layout");
+        let mut problems = Vec::new();
+        for &(entity, owned) in entities {
+            let want = if owned { "partition" } else { "shared" };
+            let have: Option<String> = self.call(|c, _| redis::cmd("HGET").arg(&layout_key).arg(entity).query(c))?;
+            match have.as_deref() {
+                Some(h) if h == want => continue,
+                Some(h) => problems.push(format!(
+                    "entity '{entity}': Redis holds its window state in the '{h}' layout ({layout_key} {entity}), \
+                     and this config makes it '{want}'-owned; stop every instance of the other layout and delete \
+                     that state (or wait for it to expire after the longest window) before changing ownership"
+                )),
+                None if owned => {
+                    let pattern = format!("{prefix}:win:{entity}:*");
+                    if let Some(found) = self.scan_one(&pattern)? {
+                        problems.push(format!(
+                            "entity '{entity}': Redis holds window state in the shared layout written by an earlier \
+                             verdict (e.g. {found}); set ownership = \"shared\" for it to keep that state, or stop \
+                             those instances and delete the keys {pattern} (they also expire after the longest \
+                             window) to start partition-owned state"
+                        ));
+                        continue;
+                    }
+                }
+                None => {}
+            }
+            self.call(|c, _| redis::cmd("HSETNX").arg(&layout_key).arg(entity).arg(want).query::<i64>(c))?;
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(EnrichError::Config(problems.join("; ")))
+        }
+    }
+
+    /// The first key matching `pattern` (a full SCAN: start-up only).
+    fn scan_one(&mut self, pattern: &str) -> Result<Option<String>, EnrichError> {
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self.call(|c, _| {
+                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(10_000).query(c)
+            })?;
+            if let Some(k) = keys.into_iter().next() {
+                return Ok(Some(k));
+            }
+            if next == 0 {
+                return Ok(None);
+            }
+            cursor = next;
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Building the enrich stage: what every worker shares (the partition-owned state, the
+//! shared-windows enricher and its turnstile) and what each worker gets of its own (a
+//! feature reader with its own connection, a handle on the owned state).
+
+use std::sync::Arc;
+
+use super::owned::{OwnedWindows, Partitions};
+use super::stage::EnrichParts;
+use super::{Backend, EnrichConfig, EnrichError, Enricher, FailurePolicy, Ownership, Part, Turnstile};
+use crate::telemetry::Metrics;
+
+/// The enrich stage's shared parts, built once per pipeline.
+pub struct EnrichSetup {
+    /// `enrich.on_failure`.
+    pub policy: FailurePolicy,
+    /// Values per event.
+    pub width: usize,
+    /// Shared windows, one batch at a time in sequence order.
+    pub shared: Option<Arc<Turnstile<Enricher>>>,
+    /// Partition-owned windows.
+    pub partitions: Option<Arc<Partitions>>,
+    /// Online features are read by each worker.
+    features: bool,
+    cfg: EnrichConfig,
+    metrics: Arc<Metrics>,
+}
+
+impl EnrichSetup {
+    /// From the config and the pipeline's enricher (which serves the shared windows);
+    /// None when nothing is enriched. Checks the state layout in Redis.
+    pub fn new(cfg: &EnrichConfig, enricher: Enricher, metrics: &Arc<Metrics>) -> Result<Option<Self>, EnrichError> {
+        if !enricher.is_enabled() {
+            return Ok(None);
+        }
+        let width = enricher.names().len();
+        let partitions = Partitions::new(cfg, enricher.owned_entities(), metrics.clone())?;
+        let features = cfg.backend == Backend::Redis
+            && cfg
+                .entities
+                .iter()
+                .any(|e| !e.features.is_empty() && (e.ownership != Ownership::Shared || e.windows.is_empty()));
+        let shared = enricher.for_part(Part::Shared);
+        let shared = shared.serves_any().then(|| Arc::new(Turnstile::new(shared)));
+        Ok(Some(Self {
+            policy: cfg.on_failure,
+            width,
+            shared,
+            partitions,
+            features,
+            cfg: cfg.clone(),
+            metrics: metrics.clone(),
+        }))
+    }
+
+    /// A worker's own parts: a feature reader (its own Redis connection) and a handle on
+    /// the partition-owned state.
+    pub fn worker_parts(&self) -> Result<EnrichParts, EnrichError> {
+        let features = if self.features {
+            Some(Enricher::new(&self.cfg)?.with_metrics(&self.metrics).for_part(Part::Features))
+        } else {
+            None
+        };
+        let owned = self.partitions.as_ref().map(|p| OwnedWindows::new(p.clone())).transpose()?;
+        Ok(EnrichParts { features, owned, shared: self.shared.clone(), width: self.width })
+    }
+
+    /// Whether offsets wait for checkpoints (partition-owned state in Redis).
+    pub fn durable(&self) -> bool {
+        self.partitions.as_ref().is_some_and(|p| p.durable())
+    }
+}

@@ -1,0 +1,116 @@
+//! An entity's time buckets, contiguous and sorted by start.
+//!
+//! Events almost always land in the newest bucket and expiry drops the oldest, so a deque
+//! sorted by start does both at its ends; a window is a contiguous range found by binary
+//! search. An out-of-order event may still create a bucket in the middle (rare).
+
+use std::collections::VecDeque;
+
+/// One bucket's aggregates.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct Bucket {
+    pub(super) count: u64,
+    pub(super) sum: f64,
+    pub(super) min: Option<f64>,
+    pub(super) max: Option<f64>,
+    /// Distinct values whose most recent bucket is this one.
+    pub(super) last_of: u64,
+    /// Changed since the last delta was taken (only when the state tracks deltas).
+    pub(super) dirty: bool,
+}
+
+/// Buckets sorted by start, each start at most once.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct Buckets(VecDeque<(i64, Bucket)>);
+
+impl Buckets {
+    /// `Ok(index)` of the bucket starting at `start`, or `Err(index)` where it would go.
+    fn find(&self, start: i64) -> Result<usize, usize> {
+        match self.0.back() {
+            None => Err(0),
+            Some(&(last, _)) if last == start => Ok(self.0.len() - 1),
+            Some(&(last, _)) if last < start => Err(self.0.len()),
+            _ => self.0.binary_search_by_key(&start, |&(s, _)| s),
+        }
+    }
+
+    /// Index of the bucket starting at `start`, created empty if it is not there.
+    pub(super) fn slot(&mut self, start: i64) -> usize {
+        match self.find(start) {
+            Ok(i) => i,
+            Err(i) => {
+                self.0.insert(i, (start, Bucket::default()));
+                i
+            }
+        }
+    }
+
+    /// The bucket at `index` (from [`Buckets::slot`]).
+    pub(super) fn at(&mut self, index: usize) -> &mut Bucket {
+        &mut self.0[index].1
+    }
+
+    /// The bucket starting at `start`.
+    pub(super) fn get_mut(&mut self, start: i64) -> Option<&mut Bucket> {
+        self.find(start).ok().map(|i| &mut self.0[i].1)
+    }
+
+    /// Whether a bucket starts at `start`.
+    pub(super) fn contains(&self, start: i64) -> bool {
+        self.find(start).is_ok()
+    }
+
+    /// Sets the bucket starting at `start`, replacing one already there.
+    pub(super) fn insert(&mut self, start: i64, bucket: Bucket) {
+        match self.find(start) {
+            Ok(i) => self.0[i].1 = bucket,
+            Err(i) => self.0.insert(i, (start, bucket)),
+        }
+    }
+
+    /// Builds from buckets in any order; of two with the same start the later one stays.
+    pub(super) fn from_unsorted(mut all: Vec<(i64, Bucket)>) -> Self {
+        all.sort_by_key(|&(s, _)| s); // stable: equal starts keep their order
+        let mut out = VecDeque::with_capacity(all.len());
+        for (s, b) in all {
+            match out.back_mut() {
+                Some((last, kept)) if *last == s => *kept = b,
+                _ => out.push_back((s, b)),
+            }
+        }
+        Self(out)
+    }
+
+    /// The buckets starting in `first..=last`, oldest first.
+    pub(super) fn range(&self, first: i64, last: i64) -> impl Iterator<Item = &Bucket> {
+        let from = self.0.partition_point(|&(s, _)| s < first);
+        let to = self.0.partition_point(|&(s, _)| s <= last).max(from);
+        self.0.range(from..to).map(|(_, b)| b)
+    }
+
+    /// The oldest bucket's start.
+    pub(super) fn first_start(&self) -> Option<i64> {
+        self.0.front().map(|&(s, _)| s)
+    }
+
+    /// Drops the buckets starting before `keep_from`, telling `gone` each start.
+    pub(super) fn drop_before(&mut self, keep_from: i64, mut gone: impl FnMut(i64)) {
+        while let Some(&(s, _)) = self.0.front() {
+            if s >= keep_from {
+                break;
+            }
+            gone(s);
+            self.0.pop_front();
+        }
+    }
+
+    /// Every bucket with its start, oldest first.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (i64, &Bucket)> {
+        self.0.iter().map(|(s, b)| (*s, b))
+    }
+
+    /// The number of buckets.
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
