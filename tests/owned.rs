@@ -18,23 +18,76 @@ use verdict::config::Config;
 use verdict::pipeline::Pipeline;
 use verdict::telemetry::Metrics;
 
-const IDLE: Duration = Duration::from_secs(2);
-
-/// JSON decision records with the window aggregates, so re-decisions can be compared.
+/// JSON decision records with the window aggregates, so re-decisions can be compared;
+/// without the model inputs and compressed, because a mock partition keeps only ~5 MiB (the
+/// oldest decisions of a long stream would be gone before they are read).
 fn json_with_aggregates(cfg: &mut Config) {
     cfg.publish.format = verdict::config::DecisionFormat::Json;
     cfg.publish.include_aggregates = true;
+    cfg.publish.include_features = false;
+    cfg.kafka.producer.insert("compression.type".into(), "lz4".into());
 }
 
-/// Every decision so far (JSON records).
-fn decisions(mock: &verdict::demo::MockKafka, idle: Duration) -> Vec<DecisionRow> {
-    json_decision_rows(&mock.read_all("decisions", idle))
-}
-
-/// Whether every event of `events` has a decision.
-fn all_decided(mock: &verdict::demo::MockKafka, events: &[verdict::demo::Transaction]) -> bool {
-    let ids = id_counts(&decisions(mock, Duration::from_millis(300)));
-    events.iter().all(|e| ids.contains_key(&e.event_id))
+/// Waits until every event has a decision; on timeout, says which partitions lack decisions
+/// (from which offset) and what the pipeline's metrics and Redis say.
+fn wait_all_decided(
+    mock: &verdict::demo::MockKafka,
+    tail: &DecisionTail,
+    redis: &RedisServer,
+    group: &str,
+    events: &[verdict::demo::Transaction],
+    metrics: &[&Metrics],
+    timeout: Duration,
+) {
+    let start = std::time::Instant::now();
+    while !tail.all_decided(events) {
+        if start.elapsed() < timeout {
+            std::thread::sleep(Duration::from_millis(500));
+            continue;
+        }
+        let ids = id_counts(&tail.rows());
+        let mut missing: std::collections::BTreeMap<i32, (i64, u64)> = Default::default();
+        let mut ranges: std::collections::BTreeMap<i32, Vec<(i64, i64)>> = Default::default();
+        for e in read_inputs(mock, "events").iter().filter(|e| !ids.contains_key(&e.event_id)) {
+            let m = missing.entry(e.partition).or_insert((i64::MAX, 0));
+            m.0 = m.0.min(e.offset);
+            m.1 += 1;
+            let r = ranges.entry(e.partition).or_default();
+            match r.last_mut() {
+                Some(last) if last.1 + 1 == e.offset => last.1 = e.offset,
+                _ => r.push((e.offset, e.offset)),
+            }
+        }
+        let low = {
+            use rdkafka::consumer::{BaseConsumer, Consumer};
+            let c: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", mock.bootstrap()).create().unwrap();
+            (0..8).filter_map(|p| c.fetch_watermarks("decisions", p, Duration::from_secs(5)).ok()).collect::<Vec<_>>()
+        };
+        eprintln!("undecided offset ranges: {:?}; decisions watermarks {low:?}", ranges.iter().map(|(p, r)| (p, &r[..r.len().min(8)])).collect::<Vec<_>>());
+        let mut conn = redis.conn();
+        let n = missing.keys().max().map_or(1, |p| p + 1).max(4);
+        let state: Vec<String> = metrics
+            .iter()
+            .map(|m| {
+                format!(
+                    "handled {}, partitions {}, checkpoints written {} fenced {} failed {}, failure {:?}",
+                    handled(m),
+                    m.partitions_assigned.get(),
+                    m.state.checkpoints.with_label_values(&["written"]).get(),
+                    m.state.checkpoints.with_label_values(&["fenced"]).get(),
+                    m.state.checkpoints.with_label_values(&["failed"]).get(),
+                    m.guards.failure()
+                )
+            })
+            .collect();
+        panic!(
+            "not every event decided after {timeout:?}: undecided per partition (first offset, count) {missing:?}; \
+             checkpoint offsets {:?}, acked {:?}, committed {:?}; pipelines: {state:?}",
+            checkpoint_offsets(&mut conn, "events", n),
+            acked_offsets(&mut conn, "events", n),
+            mock.committed(group, "events", n)
+        );
+    }
 }
 
 fn written(m: &Metrics) -> u64 {
@@ -51,20 +104,24 @@ fn five_crashes_mid_stream_redecide_identically_and_checkpoints_hold_the_input_b
     let (mock, mut cfg) = mock_setup(4);
     with_redis(&mut cfg, &redis);
     json_with_aggregates(&mut cfg);
-    const EVENTS: u64 = 120_000;
-    let stream = Stream::start(mock.bootstrap(), 0, EVENTS, 1_500, 41);
+    let tail = DecisionTail::start(mock.bootstrap(), "decisions");
+    const EVENTS: u64 = 60_000;
+    let stream = Stream::start(mock.bootstrap(), 0, EVENTS, 1_000, 41);
     let (mut redelivered, mut resumes, mut checked) = (0, Vec::new(), Vec::new());
     // Per crash and partition: [checkpoint, acked) — events decided and acknowledged but not
     // checkpointed, which the next run decides again and must flag `redelivery`.
     let mut must_flag: Vec<(i32, i64, i64)> = Vec::new();
     for k in 0..5 {
+        let t = std::time::Instant::now();
         let m = Metrics::new();
         let p = Pipeline::start(&cfg, m.clone()).unwrap();
         wait_for("decisions and checkpoints in this run", Duration::from_secs(60), || {
             handled(&m) >= 2_000 && written(&m) >= 2
         });
         assert!(stream.produced() < EVENTS, "the stream ended before crash {k}");
+        let ran = t.elapsed();
         drop(p); // crash: in-flight batches abandoned, nothing checkpointed on the way out
+        eprintln!("run {k}: {ran:?} to 2,000 events and 2 checkpoints, crashed {:?} in; {} produced", t.elapsed(), stream.produced());
         redelivered += m.state.redelivered.get();
         resumes.push(resume(&m));
         let mut conn = redis.conn();
@@ -77,16 +134,17 @@ fn five_crashes_mid_stream_redecide_identically_and_checkpoints_hold_the_input_b
         let c = assert_checkpoints_match_inputs(&mut conn, &read_inputs(&mock, "events"), 4);
         assert_eq!(c.1, 0, "no partition moves after a crash: {c:?}");
         checked.push(c);
+        eprintln!("run {k}: checkpoints checked {:?} after start", t.elapsed());
     }
     let m = Metrics::new();
     let p = Pipeline::start(&cfg, m.clone()).unwrap();
     let events = stream.finish();
-    wait_for("every event decided", Duration::from_secs(120), || all_decided(&mock, &events));
+    wait_all_decided(&mock, &tail, &redis, &cfg.kafka.group_id, &events, &[&m], Duration::from_secs(120));
     assert!(p.shutdown(Duration::from_secs(30)).clean);
     redelivered += m.state.redelivered.get();
     resumes.push(resume(&m));
 
-    let rows = decisions(&mock, IDLE);
+    let rows = tail.settled_rows();
     let r = check_redecisions(&events, &rows);
     // Every event acknowledged but not checkpointed at a crash has a flagged decision: the
     // next run decides it again knowing it was published (or crashes first, and a later
@@ -136,6 +194,7 @@ fn a_shared_entity_alongside_a_partition_owned_one_stays_exact_after_a_crash() {
     let (mock, mut cfg) = mock_setup(4);
     with_redis(&mut cfg, &redis);
     json_with_aggregates(&mut cfg);
+    let tail = DecisionTail::start(mock.bootstrap(), "decisions");
     cfg.enrich.entities.push(verdict::enrich::EntityConfig {
         name: "merchant".into(),
         key: "merchant_id".into(),
@@ -156,10 +215,10 @@ fn a_shared_entity_alongside_a_partition_owned_one_stays_exact_after_a_crash() {
     drop(first);
     let m2 = Metrics::new();
     let second = Pipeline::start(&cfg, m2.clone()).unwrap();
-    wait_for("every event decided", Duration::from_secs(90), || all_decided(&mock, &events));
+    wait_all_decided(&mock, &tail, &redis, &cfg.kafka.group_id, &events, &[&m1, &m2], Duration::from_secs(90));
     assert!(second.shutdown(Duration::from_secs(30)).clean);
 
-    let rows = decisions(&mock, IDLE);
+    let rows = tail.settled_rows();
     // The card's aggregates and the score are compared; the merchant's shared windows see
     // a replayed event as applied already, so theirs may differ (counted, not asserted).
     let card_only: Vec<DecisionRow> = rows
@@ -202,6 +261,7 @@ fn rebalance_one_to_three_to_one_redecides_nothing_and_windows_stay_exact() {
     let (mock, mut cfg) = mock_setup(8);
     with_redis(&mut cfg, &redis);
     json_with_aggregates(&mut cfg);
+    let tail = DecisionTail::start(mock.bootstrap(), "decisions");
     cfg.model.workers = 1;
     let stream = Stream::start(mock.bootstrap(), 0, 45_000, 1_500, 43);
     let ma = Metrics::new();
@@ -226,10 +286,10 @@ fn rebalance_one_to_three_to_one_redecides_nothing_and_windows_stay_exact() {
     assert!(c.shutdown(Duration::from_secs(30)).clean);
     wait_for("a owning all 8", Duration::from_secs(60), || ma.partitions_assigned.get() == 8);
     let events = stream.finish();
-    wait_for("every event decided", Duration::from_secs(120), || all_decided(&mock, &events));
+    wait_all_decided(&mock, &tail, &redis, &cfg.kafka.group_id, &events, &[&ma, &mb, &mc], Duration::from_secs(120));
     assert!(a.shutdown(Duration::from_secs(30)).clean);
 
-    let r = check_redecisions(&events, &decisions(&mock, IDLE));
+    let r = check_redecisions(&events, &tail.settled_rows());
     let ra = resume(&ma);
     let mean = |(s, n): (f64, u64)| if n == 0 { 0.0 } else { s / n as f64 };
     eprintln!(

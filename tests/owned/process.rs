@@ -22,6 +22,7 @@ fn free_port() -> u16 {
 
 /// The mock cluster, redis-server, topics and the config file every instance shares.
 struct Setup {
+    tail: DecisionTail,
     mock: MockKafka,
     redis: RedisServer,
     config: PathBuf,
@@ -56,6 +57,9 @@ commit_interval_ms = 500
 "socket.nagle.disable" = "true"
 [kafka.producer]
 "socket.nagle.disable" = "true"
+# A mock partition keeps only ~5 MiB: compressed records without the model inputs keep
+# every decision of the stream readable.
+"compression.type" = "lz4"
 [enrich]
 backend = "redis"
 redis_url = "{}"
@@ -63,6 +67,7 @@ checkpoint_interval_ms = {CHECKPOINT_INTERVAL_MS}
 [publish]
 format = "json"
 include_aggregates = true
+include_features = false
 [model]
 workers = 1
 [telemetry]
@@ -74,7 +79,8 @@ stats_interval_ms = 1000
             ),
         )
         .unwrap();
-        Self { mock, redis, config, group, partitions, _dir: dir }
+        let tail = DecisionTail::start(mock.bootstrap(), "decisions");
+        Self { tail, mock, redis, config, group, partitions, _dir: dir }
     }
 
     fn spawn(&self, name: &str) -> Instance {
@@ -85,15 +91,8 @@ stats_interval_ms = 1000
         self.mock.committed(&self.group, "events", self.partitions).iter().map(|o| (*o).max(0)).sum()
     }
 
-    fn rows(&self) -> Vec<DecisionRow> {
-        json_decision_rows(&self.mock.read_all("decisions", Duration::from_secs(2)))
-    }
-
     fn wait_all_decided(&self, events: &[verdict::demo::Transaction], timeout: Duration) {
-        wait_for("every event decided", timeout, || {
-            let ids = id_counts(&json_decision_rows(&self.mock.read_all("decisions", Duration::from_millis(300))));
-            events.iter().all(|e| ids.contains_key(&e.event_id))
-        });
+        wait_for("every event decided", timeout, || self.tail.all_decided(events));
     }
 }
 
@@ -216,7 +215,7 @@ fn sigkill_x5_of_verdict_run_on_the_mock_cluster_redecides_identically_and_windo
         resume.push((i.name.clone(), histogram(&m, "verdict_partition_resume_seconds")));
         i.terminate();
     }
-    let r = check_redecisions(&events, &s.rows());
+    let r = check_redecisions(&events, &s.tail.settled_rows());
     eprintln!(
         "SIGKILL ×{kills} (verdict run, mock cluster) at {RATE} events/s: {} events; {} decided again ({} extra \
          decisions), all equal to the first in score, action and aggregates; {} flagged redelivery; the last two \
@@ -265,7 +264,7 @@ fn a_paused_instance_whose_partitions_moved_is_fenced_and_nothing_is_double_coun
     let survivor_fenced = b.checkpoints("fenced");
     a.terminate();
     b.terminate();
-    let r = check_redecisions(&events, &s.rows());
+    let r = check_redecisions(&events, &s.tail.settled_rows());
     eprintln!(
         "zombie: owned {a_partitions} of {PARTITIONS} partitions when stopped; they moved {moved_after:?} later; \
          after SIGCONT {fenced} checkpoint writes fenced ({zombie_written} written in all), survivor fenced \
