@@ -90,6 +90,27 @@ fn wait_all_decided(
     }
 }
 
+/// Waits until this run handled `events` and wrote `checkpoints`; says where it stands if not.
+fn wait_progress(m: &Metrics, events: u64, checkpoints: u64, timeout: Duration) {
+    let start = std::time::Instant::now();
+    while handled(m) < events || written(m) < checkpoints {
+        assert!(
+            start.elapsed() < timeout,
+            "after {timeout:?}: handled {} (want {events}), checkpoints written {} (want {checkpoints}), fenced {}, \
+             failed {}, window updates applied {} late {}, partitions {}, failure {:?}",
+            handled(m),
+            written(m),
+            m.state.checkpoints.with_label_values(&["fenced"]).get(),
+            m.state.checkpoints.with_label_values(&["failed"]).get(),
+            m.window_updates.with_label_values(&["applied"]).get(),
+            m.window_updates.with_label_values(&["late"]).get(),
+            m.partitions_assigned.get(),
+            m.guards.failure()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn written(m: &Metrics) -> u64 {
     m.state.checkpoints.with_label_values(&["written"]).get()
 }
@@ -115,9 +136,7 @@ fn five_crashes_mid_stream_redecide_identically_and_checkpoints_hold_the_input_b
         let t = std::time::Instant::now();
         let m = Metrics::new();
         let p = Pipeline::start(&cfg, m.clone()).unwrap();
-        wait_for("decisions and checkpoints in this run", Duration::from_secs(60), || {
-            handled(&m) >= 2_000 && written(&m) >= 2
-        });
+        wait_progress(&m, 2_000, 2, Duration::from_secs(60));
         assert!(stream.produced() < EVENTS, "the stream ended before crash {k}");
         let ran = t.elapsed();
         drop(p); // crash: in-flight batches abandoned, nothing checkpointed on the way out
@@ -205,16 +224,17 @@ fn a_shared_entity_alongside_a_partition_owned_one_stays_exact_after_a_crash() {
         features: Vec::new(),
         ..Default::default()
     });
-    // 16,000 events span ~150 s of event time: inside the merchant's 10 minutes.
-    let events = produce_transactions(&mock, "events", 16_000, 42, None);
+    // 16,000 events span ~150 s of event time: inside the merchant's 10 minutes. Produced
+    // as a stream (a drained backlog is never checkpointed: see the idle test below).
+    let stream = Stream::start(mock.bootstrap(), 0, 16_000, 1_000, 42);
     let m1 = Metrics::new();
     let first = Pipeline::start(&cfg, m1.clone()).unwrap();
-    wait_for("part of the stream, checkpointed", Duration::from_secs(60), || {
-        handled(&m1) >= 6_000 && written(&m1) >= 1
-    });
+    wait_progress(&m1, 6_000, 1, Duration::from_secs(60));
+    assert!(stream.produced() < 16_000, "the stream ended before the crash");
     drop(first);
     let m2 = Metrics::new();
     let second = Pipeline::start(&cfg, m2.clone()).unwrap();
+    let events = stream.finish();
     wait_all_decided(&mock, &tail, &redis, &cfg.kafka.group_id, &events, &[&m1, &m2], Duration::from_secs(90));
     assert!(second.shutdown(Duration::from_secs(30)).clean);
 
@@ -308,5 +328,45 @@ fn rebalance_one_to_three_to_one_redecides_nothing_and_windows_stay_exact() {
     assert!(rb.1 > 0 && rc.1 > 0, "the joining instances measured their partitions' resume");
     // A graceful hand-over checkpoints what it decided before the partition moves.
     assert_eq!(r.copies, 0, "graceful rebalances must not decide any event twice");
+    assert_windows_exact(&redis, &events);
+}
+
+#[test]
+fn a_drained_backlog_is_checkpointed_and_committed_while_the_partitions_are_idle() {
+    // The last events before a quiet spell must not wait for the next event to be
+    // checkpointed: until then their offsets are not committed, and a crash decides them again.
+    let redis = RedisServer::start();
+    let (mock, mut cfg) = mock_setup(4);
+    with_redis(&mut cfg, &redis);
+    let events = produce_transactions(&mock, "events", 5_000, 44, None);
+    let m = Metrics::new();
+    let p = Pipeline::start(&cfg, m.clone()).unwrap();
+    wait_for("every event handled", Duration::from_secs(60), || handled(&m) >= 5_000);
+    let drained = std::time::Instant::now();
+    let ends: Vec<Option<i64>> = {
+        let mut high = vec![None; 4];
+        for e in read_inputs(&mock, "events") {
+            high[e.partition as usize] = Some(e.offset + 1);
+        }
+        high
+    };
+    let interval = Duration::from_millis(cfg.enrich.checkpoint_interval_ms);
+    let deadline = interval * 5;
+    while checkpoint_offsets(&mut redis.conn(), "events", 4) != ends {
+        assert!(
+            drained.elapsed() < deadline,
+            "{deadline:?} after the backlog was decided: checkpoint offsets {:?}, partition ends {ends:?}, \
+             committed {:?}, checkpoints written {}",
+            checkpoint_offsets(&mut redis.conn(), "events", 4),
+            mock.committed(&cfg.kafka.group_id, "events", 4),
+            written(&m)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_for("the checkpointed offsets committed", Duration::from_secs(5), || {
+        mock.committed(&cfg.kafka.group_id, "events", 4).iter().sum::<i64>() == events.len() as i64
+    });
+    eprintln!("idle: every partition checkpointed at its end {:?} after the backlog was decided", drained.elapsed());
+    assert!(p.shutdown(Duration::from_secs(30)).clean);
     assert_windows_exact(&redis, &events);
 }
