@@ -374,7 +374,9 @@ fn scale_out_to_three_and_back_to_one_loses_and_duplicates_nothing() {
 
     let events = stream.finish();
     tail.wait_all(&events, Duration::from_secs(120));
-    wait_for("a committing everything", Duration::from_secs(30), || committed_total(&c) == events.len() as i64);
+    // Asserted last, so that the other checks run either way.
+    let committed =
+        wait_or_fail_later("a committing everything", Duration::from_secs(30), || committed_total(&c) == events.len() as i64);
     a.terminate();
     std::thread::sleep(Duration::from_secs(1));
     let duplicates = account(&events, &tail.rows()).copies;
@@ -388,6 +390,7 @@ fn scale_out_to_three_and_back_to_one_loses_and_duplicates_nothing() {
     assert_eq!(duplicates, 0, "graceful rebalances must not decide any event twice");
     assert_eq!(tail.count(), events.len());
     assert_windows_exact(&c.redis, &events);
+    committed.unwrap();
 }
 
 #[test]
@@ -432,7 +435,9 @@ fn sigkill_x5_mid_stream_redecides_identically_and_windows_stay_exact() {
     }
     let events = stream.finish();
     tail.wait_all(&events, Duration::from_secs(120));
-    wait_for("everything committed", Duration::from_secs(30), || committed_total(&c) == events.len() as i64);
+    // Asserted last, so that the other checks run either way.
+    let committed =
+        wait_or_fail_later("everything committed", Duration::from_secs(30), || committed_total(&c) == events.len() as i64);
     let mut redelivered = 0;
     let mut resume = Vec::new();
     for i in instances.into_iter().flatten() {
@@ -462,6 +467,7 @@ fn sigkill_x5_mid_stream_redecides_identically_and_windows_stay_exact() {
     assert!(checked.iter().all(|(compared, _, _)| *compared > 0), "no partition stable enough to compare: {checked:?}");
     assert_eq!(layout(&mut c.redis.conn(), "card").as_deref(), Some("partition"));
     assert_windows_exact(&c.redis, &events);
+    committed.unwrap();
 }
 
 #[test]
@@ -485,7 +491,8 @@ fn whole_group_restart_resumes_from_committed_offsets() {
     let second = [c.spawn("a2"), c.spawn("b2")];
     tail.wait_all(&during, Duration::from_secs(90));
     let resumed = restarted_at.elapsed();
-    wait_for("everything committed", Duration::from_secs(30), || committed_total(&c) == 20_000);
+    // Asserted last, so that the other checks run either way.
+    let committed = wait_or_fail_later("everything committed", Duration::from_secs(30), || committed_total(&c) == 20_000);
     for i in second {
         i.terminate();
     }
@@ -495,6 +502,7 @@ fn whole_group_restart_resumes_from_committed_offsets() {
     eprintln!("group restart: 10000 events backlog decided {resumed:?} after two fresh instances started");
     assert_eq!(duplicates, 0, "a restart after graceful shutdowns re-decides nothing");
     assert_windows_exact(&c.redis, &events);
+    committed.unwrap();
 }
 
 #[test]

@@ -64,6 +64,19 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Like `wait_for`, but a timeout is returned (to be asserted once the test's other checks
+/// ran) instead of panicking at once.
+pub fn wait_or_fail_later(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<(), String> {
+    let start = Instant::now();
+    while !f() {
+        if start.elapsed() >= timeout {
+            return Err(format!("timed out after {timeout:?} waiting for {what}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 /// Decided + dead-lettered events so far (also those a caught panic or a scoring failure
 /// sent to the dead-letter topic).
 pub fn handled(m: &Metrics) -> u64 {

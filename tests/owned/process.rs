@@ -91,8 +91,42 @@ stats_interval_ms = 1000
         self.mock.committed(&self.group, "events", self.partitions).iter().map(|o| (*o).max(0)).sum()
     }
 
-    fn wait_all_decided(&self, events: &[verdict::demo::Transaction], timeout: Duration) {
-        wait_for("every event decided", timeout, || self.tail.all_decided(events));
+    /// Waits until every event has a decision; on timeout, says which partitions lack
+    /// decisions (offset ranges) and where each instance and Redis stand.
+    fn wait_all_decided(&self, events: &[verdict::demo::Transaction], timeout: Duration, instances: &[&Instance]) {
+        if wait_or_fail_later("every event decided", timeout, || self.tail.all_decided(events)).is_ok() {
+            return;
+        }
+        let ids = id_counts(&self.tail.rows());
+        let mut ranges: std::collections::BTreeMap<i32, Vec<(i64, i64)>> = Default::default();
+        for e in read_inputs(&self.mock, "events").iter().filter(|e| !ids.contains_key(&e.event_id)) {
+            let r = ranges.entry(e.partition).or_default();
+            match r.last_mut() {
+                Some(last) if last.1 + 1 == e.offset => last.1 = e.offset,
+                _ => r.push((e.offset, e.offset)),
+            }
+        }
+        let mut conn = self.redis.conn();
+        let state: Vec<String> = instances
+            .iter()
+            .map(|i| {
+                format!(
+                    "{}: handled {}, partitions {}, checkpoints written {} fenced {}",
+                    i.name,
+                    i.handled(),
+                    i.partitions(),
+                    i.checkpoints("written"),
+                    i.checkpoints("fenced")
+                )
+            })
+            .collect();
+        panic!(
+            "not every event decided after {timeout:?}: undecided offset ranges {ranges:?}; checkpoint offsets {:?}, \
+             acked {:?}, committed {:?}; {state:?}",
+            checkpoint_offsets(&mut conn, "events", self.partitions),
+            acked_offsets(&mut conn, "events", self.partitions),
+            self.mock.committed(&self.group, "events", self.partitions)
+        );
     }
 }
 
@@ -181,8 +215,9 @@ impl Drop for Instance {
 fn sigkill_x5_of_verdict_run_on_the_mock_cluster_redecides_identically_and_windows_stay_exact() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     const PARTITIONS: i32 = 8;
-    const RATE: u64 = 1_500;
-    const EVENTS: u64 = 150_000;
+    // A mock partition keeps ~5 MiB: 90,000 events stay readable from offset 0.
+    const RATE: u64 = 1_000;
+    const EVENTS: u64 = 90_000;
     let s = Setup::start(PARTITIONS);
     let mut instances = vec![Some(s.spawn("a0")), Some(s.spawn("b0"))];
     for i in instances.iter().flatten() {
@@ -206,8 +241,10 @@ fn sigkill_x5_of_verdict_run_on_the_mock_cluster_redecides_identically_and_windo
         });
     }
     let events = stream.finish();
-    s.wait_all_decided(&events, Duration::from_secs(120));
-    wait_for("everything committed", Duration::from_secs(30), || s.committed_total() == events.len() as i64);
+    s.wait_all_decided(&events, Duration::from_secs(120), &instances.iter().flatten().collect::<Vec<_>>());
+    // Checked last (see the idle test in tests/owned.rs): the other checks run either way.
+    let committed =
+        wait_or_fail_later("everything committed", Duration::from_secs(30), || s.committed_total() == events.len() as i64);
     let (mut redelivered, mut resume) = (0, Vec::new());
     for i in instances.into_iter().flatten() {
         let m = i.metrics();
@@ -231,6 +268,7 @@ fn sigkill_x5_of_verdict_run_on_the_mock_cluster_redecides_identically_and_windo
     assert!(r.copies as u64 <= allowed, "{} re-decisions, more than the checkpoint interval allows ({allowed})", r.copies);
     assert!(checked.iter().all(|(compared, _, _)| *compared > 0), "no partition stable enough to compare: {checked:?}");
     assert_windows_exact(&s.redis, &events);
+    committed.unwrap();
 }
 
 #[test]
@@ -258,8 +296,9 @@ fn a_paused_instance_whose_partitions_moved_is_fenced_and_nothing_is_double_coun
     a.signal("-CONT");
     wait_for("the zombie's checkpoint writes refused", Duration::from_secs(30), || a.checkpoints("fenced") > 0);
     let events = stream.finish();
-    s.wait_all_decided(&events, Duration::from_secs(120));
-    wait_for("everything committed", Duration::from_secs(60), || s.committed_total() == events.len() as i64);
+    s.wait_all_decided(&events, Duration::from_secs(120), &[&a, &b]);
+    let committed =
+        wait_or_fail_later("everything committed", Duration::from_secs(30), || s.committed_total() == events.len() as i64);
     let (fenced, zombie_written) = (a.checkpoints("fenced"), a.checkpoints("written"));
     let survivor_fenced = b.checkpoints("fenced");
     a.terminate();
@@ -276,4 +315,5 @@ fn a_paused_instance_whose_partitions_moved_is_fenced_and_nothing_is_double_coun
     );
     assert!(fenced > 0);
     assert_windows_exact(&s.redis, &events);
+    committed.unwrap();
 }
