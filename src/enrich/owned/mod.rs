@@ -238,6 +238,10 @@ impl PartitionTurns for Partitions {
         Some(Turn { topic: topic.clone(), partition, seq, slot: slot as crate::envelope::Stamp })
     }
 
+    fn idle_flush(&self) -> Option<Duration> {
+        self.redis.is_some().then_some(self.interval.max(Duration::from_millis(10)))
+    }
+
     fn take_fenced(&self) -> Vec<(Arc<str>, i32)> {
         let mut f = self.fenced.lock();
         if f.is_empty() {
