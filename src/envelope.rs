@@ -89,6 +89,10 @@ pub trait PartitionTurns: Send + Sync {
     /// Partitions whose state another instance took over (fenced) since the last call: the
     /// consumer stops fetching them until the group revokes them.
     fn take_fenced(&self) -> Vec<(Arc<str>, i32)>;
+
+    /// How long a partition may sit idle with changes not yet checkpointed before the
+    /// consumer sends it an empty batch to seal them (None: nothing is checkpointed).
+    fn idle_flush(&self) -> Option<std::time::Duration>;
 }
 
 /// What the consumer's rebalance callbacks tell the partition-owned state.

@@ -142,6 +142,10 @@ pub struct ConsumeLoop {
     turns: Option<Arc<dyn PartitionTurns>>,
     /// Partitions another instance took over: not fetched, their messages dropped, until revoked.
     fenced: HashSet<(Arc<str>, i32)>,
+    /// Per partition with state: when a batch of it was last dispatched, and whether one was
+    /// since the last idle flush.
+    dispatched: std::collections::HashMap<(Arc<str>, i32), (Instant, bool)>,
+    last_flush_check: Instant,
     /// Queued batches' oldest event times, for the deadline check (`decide.deadline_ms`).
     pub queued: Option<Arc<crate::envelope::Queued>>,
 }
@@ -175,6 +179,8 @@ impl ConsumeLoop {
             budget: None,
             turns: None,
             fenced: HashSet::new(),
+            dispatched: std::collections::HashMap::new(),
+            last_flush_check: Instant::now(),
             queued: None,
         }
     }
@@ -266,6 +272,9 @@ impl ConsumeLoop {
             }
             self.commit_tick();
             self.drop_revoked(&mut events);
+            if !self.flush_idle(&events) {
+                return Exit::Abort;
+            }
             let max_events = self.budget.as_ref().map_or(self.batch_cfg.max_events, |b| b.max_events());
             if events.len() >= max_events || (!events.is_empty() && Instant::now() >= deadline) {
                 let batch = std::mem::replace(&mut events, Vec::with_capacity(self.batch_cfg.max_events));
@@ -312,6 +321,50 @@ impl ConsumeLoop {
         }
     }
 
+    /// Partitions with state that got events and then none for a checkpoint interval get an
+    /// empty batch: its turn seals their last changes into a checkpoint, which the acker
+    /// writes in order (otherwise a drained partition's state and offset would wait for its
+    /// next event). Not for a partition with events in the partial batch. False if aborted.
+    fn flush_idle(&mut self, partial: &[Envelope<RawMessage>]) -> bool {
+        let Some(interval) = self.turns.as_ref().and_then(|t| t.idle_flush()) else { return true };
+        if self.last_flush_check.elapsed() < interval / 4 {
+            return true;
+        }
+        self.last_flush_check = Instant::now();
+        let idle: Vec<(Arc<str>, i32)> = self
+            .dispatched
+            .iter()
+            .filter(|(k, (at, pending))| {
+                *pending
+                    && at.elapsed() >= interval
+                    && !self.fenced.contains(*k)
+                    && !partial.iter().any(|e| e.origin.partition == k.1 && e.origin.topic == k.0)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        if idle.is_empty() {
+            return true;
+        }
+        let assigned = self.consumer.assignment().ok();
+        let turns: Vec<Turn> = idle
+            .iter()
+            .filter(|(t, p)| {
+                assigned.as_ref().is_some_and(|a| a.elements().iter().any(|e| e.partition() == *p && e.topic() == &**t))
+            })
+            .filter_map(|(t, p)| self.turns.as_ref().and_then(|s| s.next_turn(t, *p)))
+            .collect();
+        for k in &idle {
+            self.dispatched.remove(k);
+        }
+        if turns.is_empty() {
+            return true;
+        }
+        self.send(
+            Batch { seq: self.next_seq, events: Vec::new(), rules: None, model_generation: 0, turns },
+            &mut Vec::new(),
+        )
+    }
+
     /// The batch's turn in each of its partitions' order, in first-seen order.
     fn turns(&self, events: &[Envelope<RawMessage>]) -> Vec<Turn> {
         let Some(source) = &self.turns else { return Vec::new() };
@@ -332,12 +385,21 @@ impl ConsumeLoop {
         let rules = self.rules.as_ref().map(|r| r.current_stamp());
         let model_generation = self.models.as_ref().map_or(0, |m| m.current_generation());
         let turns = self.turns(&events);
-        let mut batch = Batch { seq: self.next_seq, events, rules, model_generation, turns };
+        let now = Instant::now();
+        for t in &turns {
+            self.dispatched.insert((t.topic.clone(), t.partition), (now, true));
+        }
+        let batch = Batch { seq: self.next_seq, events, rules, model_generation, turns };
         if let Some(q) = &self.queued {
             if let Some(t) = batch.oldest_ms(crate::core::clock::wall_clock_ms()) {
                 q.push(batch.seq, t);
             }
         }
+        self.send(batch, overflow)
+    }
+
+    /// Sends a batch to the workers (see [`ConsumeLoop::dispatch`]). False if aborted.
+    fn send(&mut self, mut batch: Batch, overflow: &mut Vec<Envelope<RawMessage>>) -> bool {
         // Short waits are ordinary backpressure: block (without polling) instead of pausing.
         // Pausing purges librdkafka's prefetched messages and resuming re-fetches them, which
         // measured 3.5x slower when done for every full queue. Pause only when the wait is long

@@ -187,7 +187,9 @@ impl Enrich {
         let Some(owned) = parts.owned.as_mut() else { return (Ok(false), None) };
         let turns: &[Turn] = if stamped.is_empty() { local_turns } else { stamped };
         let ctx = Ctx { policy: *policy, metrics, abort };
-        let result = owned_turns(owned, turns, which, redelivered, &ctx, reqs, parts.width, out);
+        // A batch without events is the consumer's idle flush: it seals a checkpoint.
+        let flush = !turns.is_empty() && which.iter().take(turns.len()).all(|(_, max_offset)| *max_offset < 0);
+        let result = owned_turns(owned, turns, which, redelivered, &ctx, reqs, parts.width, out, flush);
         (result, owned.take_after_ack())
     }
 
@@ -360,7 +362,7 @@ fn with_policy(
 
 /// Applies each turn's partition-owned windows in order; on a failure the later turns are
 /// let go by.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // the stage's parts, borrowed apart
 fn owned_turns(
     owned: &mut OwnedWindows,
     turns: &[Turn],
@@ -370,12 +372,13 @@ fn owned_turns(
     reqs: &[Request<'_>],
     width: usize,
     out: &mut [Option<f64>],
+    flush: bool,
 ) -> Result<bool, StageFailure> {
     let mut degraded = false;
     redelivered.clear();
     redelivered.resize(reqs.len(), false);
     for (k, (t, (which, max_offset))) in turns.iter().zip(which).enumerate() {
-        let events = TurnEvents { reqs, which, max_offset: *max_offset };
+        let events = TurnEvents { reqs, which, max_offset: *max_offset, flush };
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let mut failure: Option<StageFailure> = None;
         let mut on_error = |e: &EnrichError| {

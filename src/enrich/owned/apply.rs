@@ -34,6 +34,8 @@ pub struct TurnEvents<'a> {
     pub which: &'a [usize],
     /// The partition's highest offset in the batch (dead-lettered events included).
     pub max_offset: i64,
+    /// An idle flush (a batch without events): checkpoint now, due or not.
+    pub flush: bool,
 }
 
 /// What applying a partition's events did.
@@ -109,7 +111,7 @@ impl OwnedWindows {
                             applied.degraded = true;
                             held.last_offset =
                                 Some(held.last_offset.map_or(events.max_offset, |o| o.max(events.max_offset)));
-                            this.after(&slot, held);
+                            this.after(&slot, held, events.flush);
                             return Ok(applied);
                         }
                         OnError::Fail => return Err(e),
@@ -117,7 +119,7 @@ impl OwnedWindows {
                 }
             }
             this.apply_events(held, events, out, &mut applied);
-            this.after(&slot, held);
+            this.after(&slot, held, events.flush);
             Ok(applied)
         })
     }
@@ -228,14 +230,14 @@ impl OwnedWindows {
             }
             held.clock_ms = Some(held.clock_ms.map_or(req.time_ms, |c| c.max(req.time_ms)));
         }
-        held.last_offset = Some(held.last_offset.map_or(events.max_offset, |o| o.max(events.max_offset)));
+        held.advance(events.max_offset);
         self.parts.metrics.state.entities.add(added);
     }
 
     /// After a partition's events: a checkpoint when due (Redis), the acknowledged offset
     /// otherwise; entities let go when due.
-    fn after(&mut self, slot: &Arc<Slot>, held: &mut Held) {
-        let due = held.due(self.parts.interval);
+    fn after(&mut self, slot: &Arc<Slot>, held: &mut Held, flush: bool) {
+        let due = flush || held.due(self.parts.interval);
         if self.store.is_some() {
             if slot.is_gone() {
                 return;

@@ -167,6 +167,14 @@ impl Held {
         })
     }
 
+    /// The partition's events up to `offset` are applied (-1: a batch without any of its
+    /// events, such as an idle flush).
+    pub(super) fn advance(&mut self, offset: i64) {
+        if offset >= 0 {
+            self.last_offset = Some(self.last_offset.map_or(offset, |o| o.max(offset)));
+        }
+    }
+
     /// Records a trim without a checkpoint (the memory backend).
     pub(super) fn mark_sealed(&mut self) {
         self.last_seal = Instant::now();
