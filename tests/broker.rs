@@ -25,7 +25,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message};
 use verdict::demo::{Generator, KafkaClient, ReadMessage, Transaction};
 
-
 const PARTITIONS: i32 = 8;
 const GROUP: &str = "verdict-e2e";
 /// Offsets are committed this often (only up to the partition's checkpoint).
@@ -375,8 +374,9 @@ fn scale_out_to_three_and_back_to_one_loses_and_duplicates_nothing() {
     let events = stream.finish();
     tail.wait_all(&events, Duration::from_secs(120));
     // Asserted last, so that the other checks run either way.
-    let committed =
-        wait_or_fail_later("a committing everything", Duration::from_secs(30), || committed_total(&c) == events.len() as i64);
+    let committed = wait_or_fail_later("a committing everything", Duration::from_secs(30), || {
+        committed_total(&c) == events.len() as i64
+    });
     a.terminate();
     std::thread::sleep(Duration::from_secs(1));
     let duplicates = account(&events, &tail.rows()).copies;
@@ -436,8 +436,9 @@ fn sigkill_x5_mid_stream_redecides_identically_and_windows_stay_exact() {
     let events = stream.finish();
     tail.wait_all(&events, Duration::from_secs(120));
     // Asserted last, so that the other checks run either way.
-    let committed =
-        wait_or_fail_later("everything committed", Duration::from_secs(30), || committed_total(&c) == events.len() as i64);
+    let committed = wait_or_fail_later("everything committed", Duration::from_secs(30), || {
+        committed_total(&c) == events.len() as i64
+    });
     let mut redelivered = 0;
     let mut resume = Vec::new();
     for i in instances.into_iter().flatten() {
@@ -463,7 +464,11 @@ fn sigkill_x5_mid_stream_redecides_identically_and_windows_stay_exact() {
     // one checkpoint interval of its share (about half the partitions) plus what it had in
     // flight, so a whole interval of the full rate per kill leaves a 2x margin.
     let allowed = kills as u64 * RATE * CHECKPOINT_INTERVAL_MS / 1000;
-    assert!(r.copies as u64 <= allowed, "{} re-decisions, more than the checkpoint interval allows ({allowed})", r.copies);
+    assert!(
+        r.copies as u64 <= allowed,
+        "{} re-decisions, more than the checkpoint interval allows ({allowed})",
+        r.copies
+    );
     assert!(checked.iter().all(|(compared, _, _)| *compared > 0), "no partition stable enough to compare: {checked:?}");
     assert_eq!(layout(&mut c.redis.conn(), "card").as_deref(), Some("partition"));
     assert_windows_exact(&c.redis, &events);
@@ -492,7 +497,8 @@ fn whole_group_restart_resumes_from_committed_offsets() {
     tail.wait_all(&during, Duration::from_secs(90));
     let resumed = restarted_at.elapsed();
     // Asserted last, so that the other checks run either way.
-    let committed = wait_or_fail_later("everything committed", Duration::from_secs(30), || committed_total(&c) == 20_000);
+    let committed =
+        wait_or_fail_later("everything committed", Duration::from_secs(30), || committed_total(&c) == 20_000);
     for i in second {
         i.terminate();
     }

@@ -60,10 +60,14 @@ fn wait_all_decided(
         }
         let low = {
             use rdkafka::consumer::{BaseConsumer, Consumer};
-            let c: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", mock.bootstrap()).create().unwrap();
+            let c: BaseConsumer =
+                rdkafka::ClientConfig::new().set("bootstrap.servers", mock.bootstrap()).create().unwrap();
             (0..8).filter_map(|p| c.fetch_watermarks("decisions", p, Duration::from_secs(5)).ok()).collect::<Vec<_>>()
         };
-        eprintln!("undecided offset ranges: {:?}; decisions watermarks {low:?}", ranges.iter().map(|(p, r)| (p, &r[..r.len().min(8)])).collect::<Vec<_>>());
+        eprintln!(
+            "undecided offset ranges: {:?}; decisions watermarks {low:?}",
+            ranges.iter().map(|(p, r)| (p, &r[..r.len().min(8)])).collect::<Vec<_>>()
+        );
         let mut conn = redis.conn();
         let n = missing.keys().max().map_or(1, |p| p + 1).max(4);
         let state: Vec<String> = metrics
@@ -140,7 +144,11 @@ fn five_crashes_mid_stream_redecide_identically_and_checkpoints_hold_the_input_b
         assert!(stream.produced() < EVENTS, "the stream ended before crash {k}");
         let ran = t.elapsed();
         drop(p); // crash: in-flight batches abandoned, nothing checkpointed on the way out
-        eprintln!("run {k}: {ran:?} to 2,000 events and 2 checkpoints, crashed {:?} in; {} produced", t.elapsed(), stream.produced());
+        eprintln!(
+            "run {k}: {ran:?} to 2,000 events and 2 checkpoints, crashed {:?} in; {} produced",
+            t.elapsed(),
+            stream.produced()
+        );
         redelivered += m.state.redelivered.get();
         resumes.push(resume(&m));
         let mut conn = redis.conn();
@@ -261,7 +269,8 @@ fn a_shared_entity_alongside_a_partition_owned_one_stays_exact_after_a_crash() {
             }
         }
     }
-    let late = m1.window_updates.with_label_values(&["late"]).get() + m2.window_updates.with_label_values(&["late"]).get();
+    let late =
+        m1.window_updates.with_label_values(&["late"]).get() + m2.window_updates.with_label_values(&["late"]).get();
     eprintln!(
         "card (partition) + merchant (shared), one crash: {} re-decisions, {merchant_differs} with other merchant \
          aggregates; {late} late window updates",

@@ -282,7 +282,9 @@ pub fn check_redecisions(events: &[verdict::demo::Transaction], rows: &[Decision
                 (first.source_partition, first.source_offset),
                 "{id}: decided twice from different input records"
             );
-            if r.score.to_bits() != first.score.to_bits() || r.action != first.action || r.aggregates != first.aggregates
+            if r.score.to_bits() != first.score.to_bits()
+                || r.action != first.action
+                || r.aggregates != first.aggregates
             {
                 differing.push(format!(
                     "{id}: score {} vs {}, action {} vs {}, aggregates {:?} vs {:?}",
@@ -300,7 +302,6 @@ pub fn check_redecisions(events: &[verdict::demo::Transaction], rows: &[Decision
     );
     out
 }
-
 
 /// Reads a decisions topic from the beginning, continuously, on a thread (JSON or Avro
 /// records): a mock partition keeps only ~5 MiB, so a long stream's first decisions are

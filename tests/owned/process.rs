@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::common::*;
@@ -243,8 +243,9 @@ fn sigkill_x5_of_verdict_run_on_the_mock_cluster_redecides_identically_and_windo
     let events = stream.finish();
     s.wait_all_decided(&events, Duration::from_secs(120), &instances.iter().flatten().collect::<Vec<_>>());
     // Checked last (see the idle test in tests/owned.rs): the other checks run either way.
-    let committed =
-        wait_or_fail_later("everything committed", Duration::from_secs(30), || s.committed_total() == events.len() as i64);
+    let committed = wait_or_fail_later("everything committed", Duration::from_secs(30), || {
+        s.committed_total() == events.len() as i64
+    });
     let (mut redelivered, mut resume) = (0, Vec::new());
     for i in instances.into_iter().flatten() {
         let m = i.metrics();
@@ -265,7 +266,11 @@ fn sigkill_x5_of_verdict_run_on_the_mock_cluster_redecides_identically_and_windo
     );
     assert!(r.copies > 0, "five kills mid-stream left events to decide again");
     let allowed = kills as u64 * RATE * CHECKPOINT_INTERVAL_MS / 1000;
-    assert!(r.copies as u64 <= allowed, "{} re-decisions, more than the checkpoint interval allows ({allowed})", r.copies);
+    assert!(
+        r.copies as u64 <= allowed,
+        "{} re-decisions, more than the checkpoint interval allows ({allowed})",
+        r.copies
+    );
     assert!(checked.iter().all(|(compared, _, _)| *compared > 0), "no partition stable enough to compare: {checked:?}");
     assert_windows_exact(&s.redis, &events);
     committed.unwrap();
@@ -286,9 +291,7 @@ fn a_paused_instance_whose_partitions_moved_is_fenced_and_nothing_is_double_coun
     let a_partitions = a.partitions();
     a.signal("-STOP");
     let stopped_at = Instant::now();
-    wait_for("the survivor owning every partition", Duration::from_secs(60), || {
-        b.partitions() == PARTITIONS as u64
-    });
+    wait_for("the survivor owning every partition", Duration::from_secs(60), || b.partitions() == PARTITIONS as u64);
     let moved_after = stopped_at.elapsed();
     // The survivor claims the moved partitions and checkpoints them.
     let written = b.checkpoints("written");
@@ -297,8 +300,9 @@ fn a_paused_instance_whose_partitions_moved_is_fenced_and_nothing_is_double_coun
     wait_for("the zombie's checkpoint writes refused", Duration::from_secs(30), || a.checkpoints("fenced") > 0);
     let events = stream.finish();
     s.wait_all_decided(&events, Duration::from_secs(120), &[&a, &b]);
-    let committed =
-        wait_or_fail_later("everything committed", Duration::from_secs(30), || s.committed_total() == events.len() as i64);
+    let committed = wait_or_fail_later("everything committed", Duration::from_secs(30), || {
+        s.committed_total() == events.len() as i64
+    });
     let (fenced, zombie_written) = (a.checkpoints("fenced"), a.checkpoints("written"));
     let survivor_fenced = b.checkpoints("fenced");
     a.terminate();
