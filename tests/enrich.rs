@@ -115,8 +115,11 @@ fn redis_outage_under_degraded_marks_decisions_degraded() {
     let degraded = decisions.iter().filter(|d| d["degraded"] == true).count();
     assert!(degraded > 0, "decisions during the outage carry degraded=true");
     assert_eq!(m.degraded_events.get() as usize, degraded);
+    // The online features could not be read: they took their defaults. (The card's windows are
+    // partition-owned and in process: they have values wherever the partition's state was
+    // claimed and the card's state read before the outage.)
     for d in decisions.iter().filter(|d| d["degraded"] == true) {
-        assert!(d["defaults_used"].as_array().unwrap().iter().any(|c| c == "card_10m_count"), "{d}");
+        assert!(d["defaults_used"].as_array().unwrap().iter().any(|c| c == "card_chargebacks_90d"), "{d}");
     }
 }
 

@@ -29,6 +29,7 @@ pub struct VerdictContext {
     in_flight: Arc<AtomicUsize>,
     abort: Mutex<Option<CancellationToken>>,
     revoked: Mutex<Vec<(String, i32)>>,
+    newly_assigned: Mutex<Vec<(String, i32)>>,
     assigned: AtomicI64,
     logs: KafkaLogs,
     resume: Mutex<Option<Arc<dyn PartitionResume>>>,
@@ -43,6 +44,7 @@ impl VerdictContext {
             in_flight,
             abort: Mutex::new(None),
             revoked: Mutex::new(Vec::new()),
+            newly_assigned: Mutex::new(Vec::new()),
             assigned: AtomicI64::new(0),
             resume: Mutex::new(None),
         }
@@ -71,6 +73,16 @@ impl VerdictContext {
     /// Partitions revoked since the last call.
     pub fn take_revoked(&self) -> Vec<(String, i32)> {
         let mut r = self.revoked.lock();
+        if r.is_empty() {
+            Vec::new()
+        } else {
+            std::mem::take(&mut *r)
+        }
+    }
+
+    /// Partitions assigned since the last call.
+    pub fn take_assigned(&self) -> Vec<(String, i32)> {
+        let mut r = self.newly_assigned.lock();
         if r.is_empty() {
             Vec::new()
         } else {
@@ -185,6 +197,7 @@ impl ConsumerContext for VerdictContext {
         self.metrics.partitions_assigned.set(assigned);
         match rebalance {
             Rebalance::Assign(tpl) => {
+                self.newly_assigned.lock().extend(list(tpl));
                 tracing::info!(added = ?list(tpl), assigned, "partitions assigned")
             }
             Rebalance::Revoke(_) => tracing::info!(assigned, "revoke complete"),

@@ -293,6 +293,21 @@ impl ConsumeLoop {
     /// Messages of partitions revoked while they sat in the partial batch are dropped:
     /// their offsets were never stored, so the partitions' new owner reads them again.
     fn drop_revoked(&mut self, events: &mut Vec<Envelope<RawMessage>>) {
+        // A partition fenced earlier and assigned to this member again is claimed anew: fetch it.
+        let assigned = self.consumer.context().take_assigned();
+        if !assigned.is_empty() && !self.fenced.is_empty() {
+            let mut tpl = rdkafka::TopicPartitionList::new();
+            self.fenced.retain(|(t, p)| {
+                let again = assigned.iter().any(|(at, ap)| ap == p && **t == **at);
+                if again {
+                    tpl.add_partition(t, *p);
+                }
+                !again
+            });
+            if tpl.count() > 0 && !self.paused {
+                let _ = self.consumer.resume(&tpl);
+            }
+        }
         let revoked = self.consumer.context().take_revoked();
         if !revoked.is_empty() {
             self.fenced.retain(|(t, p)| !revoked.iter().any(|(rt, rp)| rp == p && **t == **rt));

@@ -221,7 +221,7 @@ impl Enrich {
             .collect();
         let ctx = Ctx { policy: self.policy, metrics: &self.metrics, abort: &self.abort };
         let features = match self.parts.features.as_mut() {
-            Some(f) => with_policy(&ctx, reqs.len(), out, |out| f.enrich_into(&reqs, out)),
+            Some(f) => with_policy(&ctx, out, |out| f.enrich_into(&reqs, out)),
             None => Ok(false),
         };
         let mut degraded = match features {
@@ -246,7 +246,7 @@ impl Enrich {
         if let Some(shared) = &self.parts.shared {
             let ctx = Ctx { policy: self.policy, metrics: &self.metrics, abort: &self.abort };
             let r = shared.run(batch.seq, self.abort.token(), |enricher| {
-                with_policy(&ctx, reqs.len(), out, |out| enricher.enrich_into(&reqs, out))
+                with_policy(&ctx, out, |out| enricher.enrich_into(&reqs, out))
             });
             match r {
                 Some(Ok(d)) => degraded |= d,
@@ -327,7 +327,6 @@ impl Ctx<'_> {
 /// Runs `call` until it succeeds, as the error policy says. Ok(true): decided on defaults.
 fn with_policy(
     ctx: &Ctx<'_>,
-    n: usize,
     out: &mut [Option<f64>],
     mut call: impl FnMut(&mut [Option<f64>]) -> Result<BatchStats, EnrichError>,
 ) -> Result<bool, StageFailure> {
@@ -344,7 +343,6 @@ fn with_policy(
         match on_failure(e.policy(), ctx.policy) {
             OnFailure::Degrade => {
                 out.iter_mut().for_each(|v| *v = None);
-                ctx.metrics.degraded_events.inc_by(n as u64);
                 return Ok(true);
             }
             OnFailure::Retry => {
@@ -403,9 +401,6 @@ fn owned_turns(
             Some(Ok(a)) => {
                 degraded |= a.degraded;
                 ctx.observe_owned(&a);
-                if a.degraded {
-                    ctx.metrics.degraded_events.inc_by(which.len() as u64);
-                }
             }
             None | Some(Err(_)) => {
                 for rest in &turns[k + 1..] {
@@ -459,6 +454,10 @@ impl Stage for Enrich {
             }
         }
         b.degraded = degraded;
+        if degraded {
+            // Every decision of the batch says degraded: counted once per event.
+            self.metrics.degraded_events.inc_by(b.decided_count() as u64);
+        }
         b.enriched_width = self.parts.width;
         self.metrics.stage_seconds.with_label_values(&["enrich"]).observe(t.elapsed().as_secs_f64());
         Ok(())

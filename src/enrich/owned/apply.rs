@@ -150,8 +150,12 @@ impl OwnedWindows {
     ) -> Result<(), EnrichError> {
         let Some(store) = self.store.as_mut() else { return Ok(()) };
         if held.claim.is_none() {
-            held.claim = Some(store.claim(&slot.key)?);
-            tracing::warn!(topic = %slot.topic, partition = slot.partition, "partition state claimed late (no assignment callback)");
+            let claim = store.claim(&slot.key)?;
+            // Consumption started at the committed offset, which may lag the checkpoint.
+            held.applied_below = claim.offset;
+            held.claim = Some(claim);
+            tracing::info!(topic = %slot.topic, partition = slot.partition, epoch = claim.epoch,
+                "partition state claimed at its first batch");
         }
         self.missing.clear();
         self.keys.clear();
@@ -220,6 +224,13 @@ impl OwnedWindows {
                 self.aggs.clear();
                 self.aggs.resize(e.spec.sizes_ms.len(), WindowAggs::default());
                 let distinct = input.distinct.as_deref().filter(|d| !d.is_empty());
+                if held.applied_below.is_some_and(|b| req.offset < b) {
+                    // Already in the checkpointed state: read, not applied twice.
+                    entry.state.aggregates_into(&e.spec, req.time_ms, &mut self.aggs);
+                    let since = entry.state.newest_ms().map(|n| req.time_ms.saturating_sub(n).max(0));
+                    write_seen(&mut out.values[r * out.width + e.first..], &self.aggs, since);
+                    continue;
+                }
                 let seen = entry.state.apply_owned(&e.spec, req.time_ms, input.value, distinct, &mut self.aggs);
                 if seen.applied {
                     applied.applied += 1;

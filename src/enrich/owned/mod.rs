@@ -255,31 +255,42 @@ impl PartitionTurns for Partitions {
 impl PartitionResume for Partitions {
     fn assigned(&self, topic: &str, partition: i32, abort: &CancellationToken) -> Option<i64> {
         let topic: Arc<str> = Arc::from(topic);
+        // A few quick tries: the rebalance callback must not hold the consumer for long. If
+        // Redis does not answer, the partition starts from its committed offset (stored only
+        // up to durable checkpoints) and the enrich stage claims it on its first batch, as
+        // `enrich.on_failure` says (pause: wait; degraded: decide without its windows).
         let claim = match &self.redis {
             None => None,
             Some(_) => {
                 let mut guard = self.consume_store.lock();
-                let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
                 let key = store::partition_key(&self.prefix, &topic, partition);
-                loop {
+                let mut claim = None;
+                for attempt in 0..3 {
                     let result = match guard.as_mut() {
                         Some(s) => s.claim(&key),
                         None => match self.store() {
                             Ok(Some(s)) => guard.insert(s).claim(&key),
-                            Ok(None) => unreachable!("redis target without a store"),
+                            Ok(None) => break,
                             Err(e) => Err(e),
                         },
                     };
                     match result {
-                        Ok(c) => break Some(c),
-                        Err(e) => {
-                            tracing::warn!(%topic, partition, error = %e, "claiming the partition's state; retrying");
-                            if !crate::backoff::sleep_unless(backoff.next_delay(), abort) {
+                        Ok(c) => {
+                            claim = Some(c);
+                            break;
+                        }
+                        Err(e) if attempt == 2 => {
+                            tracing::warn!(%topic, partition, error = %e,
+                                "partition state not claimed at assignment; its first batch claims it");
+                        }
+                        Err(_) => {
+                            if !crate::backoff::sleep_unless(Duration::from_millis(100), abort) {
                                 return None;
                             }
                         }
                     }
                 }
+                claim
             }
         };
         let slot = Arc::new(Slot::new(topic.clone(), partition, &self.prefix, self.configured, claim));

@@ -59,6 +59,9 @@ pub(super) struct Held {
     pub(super) clock_ms: Option<i64>,
     /// Batches applied.
     pub(super) tick: u64,
+    /// Claimed only at a first batch (Redis was down at assignment): events below this
+    /// offset are already in the checkpointed state, read but not applied again.
+    pub(super) applied_below: Option<i64>,
 }
 
 /// A sealed checkpoint: the write, its seal number, and the last offset it covers.
@@ -84,6 +87,7 @@ impl Slot {
                 seals: 0,
                 clock_ms: None,
                 tick: 0,
+                applied_below: None,
             }),
             turn: Condvar::new(),
             gone: AtomicBool::new(false),
