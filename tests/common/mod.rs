@@ -13,6 +13,7 @@ use verdict::demo::{Generator, MockKafka, ReadMessage};
 use verdict::telemetry::Metrics;
 
 mod state;
+#[allow(unused_imports)] // not every test binary uses the state checks
 pub use state::*;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
