@@ -67,7 +67,7 @@ impl AfterAck for Checkpoints {
                     _ => return Vec::new(),
                 },
             };
-            match store.write(&writes, parts.ttl_ms) {
+            match store.write(&writes, parts.ttl_ms, parts.per_partition) {
                 Ok(r) => break r,
                 Err(e @ EnrichError::Unavailable(_)) => {
                     m.checkpoints.with_label_values(&["retried"]).inc();

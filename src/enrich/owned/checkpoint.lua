@@ -1,56 +1,75 @@
--- One partition's checkpoint, atomically: the changed window fields of the entities it
--- touched since the last checkpoint, its resume offset and its acknowledged offset, written
+-- Partitions' checkpoints: per partition, the changed window fields of the entities it
+-- touched since its last checkpoint, its resume offset and its acknowledged offset, written
 -- only while this instance still holds the partition (its claim's epoch is the current one).
--- Every key is in the partition's Redis Cluster slot (hash tag {topic/partition}).
+-- One call holds one partition with enrich.redis_cluster (every key of a partition is in its
+-- cluster slot: hash tag {topic/partition}), or every partition of a batch otherwise. A call
+-- runs atomically; partitions are independent of each other (one fenced, the rest written).
 --
--- KEYS[1]      the partition's meta hash: epoch, offset (resume here), acked, layout
--- KEYS[2..]    entity hashes (see window field encoding in src/enrich/window)
--- ARGV[1]      the writer's epoch
--- ARGV[2]      resume offset ('' = unchanged: an acknowledgement only)
--- ARGV[3]      acknowledged offset (every event below it has its decision published)
--- ARGV[4]      entity key time to live (ms)
--- then per entity key: nset, field, value, ... , ndel, field, ...
--- Returns 'ok', or 'fenced:<epoch>' when another instance claimed the partition since.
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if epoch ~= ARGV[1] then
-  return 'fenced:' .. tostring(epoch)
-end
-local i = 5
+-- KEYS   per partition: its meta hash (epoch, offset, acked, layout), then its entity hashes
+-- ARGV   ttl_ms (entity key time to live), np, then per partition:
+--          ne (entity keys), epoch, resume offset ('' = unchanged: an acknowledgement only),
+--          acknowledged offset (every event below it has its decision published),
+--          then per entity: nset, field, value, ..., ndel, field, ...
+-- Returns per partition 'ok', or 'fenced:<epoch>' when another instance has claimed it.
+local ttl = ARGV[1]
+local np = tonumber(ARGV[2])
 local CHUNK = 1000
-for k = 2, #KEYS do
-  local nset = tonumber(ARGV[i])
-  i = i + 1
-  local j = 0
-  while j < nset do
-    local n = math.min(CHUNK, nset - j)
-    local args = {}
-    for m = 0, n - 1 do
-      args[#args + 1] = ARGV[i + 2 * (j + m)]
-      args[#args + 1] = ARGV[i + 2 * (j + m) + 1]
+local out = {}
+local a, k = 3, 1
+for p = 1, np do
+  local ne = tonumber(ARGV[a])
+  local epoch, offset, acked = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  a = a + 4
+  local meta = KEYS[k]
+  local mine = redis.call('HGET', meta, 'epoch') == epoch
+  if not mine then
+    out[p] = 'fenced:' .. tostring(redis.call('HGET', meta, 'epoch'))
+  end
+  for e = 1, ne do
+    local key = KEYS[k + e]
+    local nset = tonumber(ARGV[a])
+    a = a + 1
+    if mine then
+      local j = 0
+      while j < nset do
+        local n = math.min(CHUNK, nset - j)
+        local args = {}
+        for m = 0, n - 1 do
+          args[#args + 1] = ARGV[a + 2 * (j + m)]
+          args[#args + 1] = ARGV[a + 2 * (j + m) + 1]
+        end
+        redis.call('HSET', key, unpack(args))
+        j = j + n
+      end
     end
-    redis.call('HSET', KEYS[k], unpack(args))
-    j = j + n
-  end
-  i = i + 2 * nset
-  local ndel = tonumber(ARGV[i])
-  i = i + 1
-  j = 0
-  while j < ndel do
-    local n = math.min(CHUNK, ndel - j)
-    local args = {}
-    for m = 0, n - 1 do
-      args[#args + 1] = ARGV[i + j + m]
+    a = a + 2 * nset
+    local ndel = tonumber(ARGV[a])
+    a = a + 1
+    if mine then
+      local j = 0
+      while j < ndel do
+        local n = math.min(CHUNK, ndel - j)
+        local args = {}
+        for m = 0, n - 1 do
+          args[#args + 1] = ARGV[a + j + m]
+        end
+        redis.call('HDEL', key, unpack(args))
+        j = j + n
+      end
+      if redis.call('EXISTS', key) == 1 then
+        redis.call('PEXPIRE', key, ttl)
+      end
     end
-    redis.call('HDEL', KEYS[k], unpack(args))
-    j = j + n
+    a = a + ndel
   end
-  i = i + ndel
-  if redis.call('EXISTS', KEYS[k]) == 1 then
-    redis.call('PEXPIRE', KEYS[k], ARGV[4])
+  if mine then
+    if offset ~= '' then
+      redis.call('HSET', meta, 'offset', offset, 'acked', acked)
+    else
+      redis.call('HSET', meta, 'acked', acked)
+    end
+    out[p] = 'ok'
   end
+  k = k + 1 + ne
 end
-if ARGV[2] ~= '' then
-  redis.call('HSET', KEYS[1], 'offset', ARGV[2])
-end
-redis.call('HSET', KEYS[1], 'acked', ARGV[3])
-return 'ok'
+return out

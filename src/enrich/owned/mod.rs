@@ -84,6 +84,8 @@ pub struct Partitions {
     /// Writes held back while Redis is unreachable (`on_failure = "degraded"`).
     pending: Mutex<Vec<ack::Mark>>,
     policy: super::FailurePolicy,
+    /// One checkpoint call per partition (Redis Cluster) instead of one per batch.
+    per_partition: bool,
     metrics: Arc<Metrics>,
 }
 
@@ -125,6 +127,7 @@ impl Partitions {
             fenced: Mutex::new(Vec::new()),
             pending: Mutex::new(Vec::new()),
             policy: cfg.on_failure,
+            per_partition: cfg.redis_cluster,
             metrics,
         })))
     }
@@ -199,7 +202,7 @@ impl Partitions {
         };
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
         for attempt in 0..5 {
-            match store.write(&writes, self.ttl_ms) {
+            match store.write(&writes, self.ttl_ms, self.per_partition) {
                 Ok(r) if r.iter().all(|w| *w == store::Written::Ok) => {
                     self.metrics.state.checkpoints.with_label_values(&["written"]).inc();
                     self.metrics.state.checkpoint_fields.inc_by(sealed.write.fields());

@@ -158,50 +158,65 @@ impl Store {
         })
     }
 
-    /// The partitions' writes in one pipelined round trip, one script call each.
-    pub fn write(&mut self, writes: &[&Write], ttl_ms: i64) -> Result<Vec<Written>, EnrichError> {
+    /// The partitions' writes in one round trip: one script call for all of them, or one
+    /// per partition (`per_partition`: Redis Cluster, where each partition is its own slot).
+    pub fn write(&mut self, writes: &[&Write], ttl_ms: i64, per_partition: bool) -> Result<Vec<Written>, EnrichError> {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
-        let replies: Vec<String> = self.call(|c, s| {
+        let replies: Vec<Vec<String>> = self.call(|c, s| {
             let mut pipe = redis::pipe();
-            for w in writes {
+            let calls: Vec<&[&Write]> = if per_partition { writes.chunks(1).collect() } else { vec![writes] };
+            for call in calls {
                 let mut cmd = redis::cmd("EVALSHA");
-                cmd.arg(s.checkpoint.get_hash());
-                match &w.checkpoint {
-                    Some((offset, entities)) => {
-                        cmd.arg(1 + entities.len()).arg(&w.key);
-                        for e in entities {
-                            cmd.arg(&e.key);
-                        }
-                        cmd.arg(w.epoch).arg(*offset).arg(w.acked).arg(ttl_ms);
-                        for e in entities {
-                            cmd.arg(e.set.len());
-                            for (f, v) in &e.set {
-                                cmd.arg(f.as_slice()).arg(v.as_slice());
-                            }
-                            cmd.arg(e.del.len());
-                            for f in &e.del {
-                                cmd.arg(f.as_slice());
-                            }
-                        }
+                let keys: usize = call.iter().map(|w| 1 + w.checkpoint.as_ref().map_or(0, |(_, es)| es.len())).sum();
+                cmd.arg(s.checkpoint.get_hash()).arg(keys);
+                for w in call {
+                    cmd.arg(&w.key);
+                    for e in w.checkpoint.iter().flat_map(|(_, es)| es) {
+                        cmd.arg(&e.key);
                     }
-                    None => {
-                        cmd.arg(1).arg(&w.key).arg(w.epoch).arg("").arg(w.acked).arg(ttl_ms);
+                }
+                cmd.arg(ttl_ms).arg(call.len());
+                for w in call {
+                    let entities = w.checkpoint.as_ref().map_or(&[][..], |(_, es)| es.as_slice());
+                    cmd.arg(entities.len()).arg(w.epoch);
+                    match &w.checkpoint {
+                        Some((offset, _)) => cmd.arg(*offset),
+                        None => cmd.arg(""),
+                    };
+                    cmd.arg(w.acked);
+                    for e in entities {
+                        cmd.arg(e.set.len());
+                        for (f, v) in &e.set {
+                            cmd.arg(f.as_slice()).arg(v.as_slice());
+                        }
+                        cmd.arg(e.del.len());
+                        for f in &e.del {
+                            cmd.arg(f.as_slice());
+                        }
                     }
                 }
                 pipe.add_command(cmd);
             }
             // A NOSCRIPT reply (first use, or Redis restarted) loads the script and the
             // pipeline is sent again: the writes are absolute values, so repeating is safe.
-            match pipe.query::<Vec<String>>(c) {
+            match pipe.query::<Vec<Vec<String>>>(c) {
                 Err(e) if e.code() == Some("NOSCRIPT") => {
                     redis::cmd("SCRIPT").arg("LOAD").arg(CHECKPOINT_SCRIPT).query::<String>(c)?;
-                    pipe.query::<Vec<String>>(c)
+                    pipe.query::<Vec<Vec<String>>>(c)
                 }
                 r => r,
             }
         })?;
+        let replies: Vec<String> = replies.into_iter().flatten().collect();
+        if replies.len() != writes.len() {
+            return Err(EnrichError::Protocol(format!(
+                "checkpoint script replied {} statuses for {} partitions",
+                replies.len(),
+                writes.len()
+            )));
+        }
         replies
             .into_iter()
             .map(|r| match r.as_str() {
