@@ -23,6 +23,7 @@
 //!     BENCH_STEP_MS=0.05 BENCH_RATE=20000 cargo bench --bench spine     # event time ≈ wall clock
 //!     BENCH_DRAIN_SECONDS=60 BENCH_PHASES=throughput cargo bench --bench spine  # 60 s of backlog drain
 //!     BENCH_CHECKPOINT_MS=250 cargo bench --bench spine                 # enrich.checkpoint_interval_ms
+//!     BENCH_PRODUCE_LINGER_MS=20 cargo bench --bench spine              # offered-rate producer's linger
 //!
 //! Phases, one pipeline on one mock cluster for all of them (BENCH_PHASES picks
 //! `throughput`, `latency` or both; the default):
@@ -32,7 +33,8 @@
 //!    ending at the wall clock, drained in backlogs of BENCH_EVENTS, so every busy card's
 //!    windows are full and expiring before anything is measured. The measured phases continue
 //!    the same event clock, BENCH_STEP_MS apart (default 9.5 ms, the generator's mean step;
-//!    1000 / BENCH_RATE makes event time follow the wall clock);
+//!    1000 / BENCH_RATE makes event time follow the wall clock; events more than
+//!    `decode.event_time_max_ahead_ms`, a day, ahead of the wall clock are dead-lettered);
 //! 3. throughput: backlogs of BENCH_EVENTS events (default 300,000; a mock partition keeps
 //!    ~5 MiB, ~60,000 of these events, and the busiest card's partition gets ~16% of them),
 //!    each generated while the pipeline idles, then produced and drained (events/s from the
@@ -261,10 +263,11 @@ fn main() {
         let rate = env_u64("BENCH_RATE", 50_000);
         let secs = env_u64("BENCH_SECONDS", 10);
         println!(
-            "\nlatency at {rate} events/s offered for {secs} s (producer in the same process; event times {step} ms apart):"
+            "\nlatency at {rate} events/s offered for {secs} s (producer in the same process, linger {} ms; event times {step} ms apart):",
+            env_u64("BENCH_PRODUCE_LINGER_MS", 5)
         );
         let fallback = s.fallback();
-        let decided = s.offered(rate, secs);
+        let decided = s.offered(rate, secs, env_u64("BENCH_PRODUCE_LINGER_MS", 5));
         if cfg.decide.deadline_ms > 0 {
             let fallback = s.fallback() - fallback;
             println!(

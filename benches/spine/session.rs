@@ -117,7 +117,7 @@ impl Session {
 
     /// Offers `rate` events/s for `secs` seconds; prints a row per tenth of the run and the
     /// totals, then the checkpoint figures. Returns the events decided.
-    pub fn offered(&mut self, rate: u64, secs: u64) -> u64 {
+    pub fn offered(&mut self, rate: u64, secs: u64, linger_ms: u64) -> u64 {
         let events = rate * secs;
         let sent = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -130,7 +130,10 @@ impl Session {
             let (sent, stop) = (sent.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("bench-producer".into())
-                .spawn(move || feed::produce_at_rate(&mock, &topic, feed, events, rate, &sent, &stop))
+                .spawn(move || {
+                    let offer = feed::Offer { events, rate, linger_ms };
+                    feed::produce_at_rate(&mock, &topic, feed, offer, &sent, &stop)
+                })
                 .expect("producer thread")
         };
         let start = Instant::now();
@@ -188,7 +191,8 @@ impl Session {
             all_ev.value_at_quantile(0.999),
         );
         let cards = self.feed().take_cards();
-        let group = (rate * self.interval_ms / 1000) as usize;
+        // Events per checkpoint interval at the rate decided (below the offered one when behind).
+        let group = (decided as f64 / elapsed.as_secs_f64() * self.interval_ms as f64 / 1000.0) as usize;
         let after = self.snapshot();
         let touched = Some(feed::distinct_per_group(&cards, group));
         self.print_stats(&before, &after, elapsed, decided, touched);

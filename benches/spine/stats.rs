@@ -25,6 +25,8 @@ pub struct Snapshot {
     evicted: [u64; 2],
     entities: i64,
     redelivered: u64,
+    /// Events dead-lettered (e.g. `bad_event_time`: more than a day ahead of the wall clock).
+    dead: u64,
     /// Worker seconds by stage.
     stages: Vec<(&'static str, f64)>,
     redis: Option<RedisInfo>,
@@ -70,6 +72,7 @@ impl Snapshot {
             ],
             entities: s.entities.get(),
             redelivered: s.redelivered.get(),
+            dead: m.counted("decode", "dead_letter"),
             stages: STAGES.iter().map(|st| (*st, m.stage_seconds.with_label_values(&[st]).get_sample_sum())).collect(),
             redis: redis.and_then(|c| redis_info(c).map_err(|e| eprintln!("  (INFO from Redis failed: {e})")).ok()),
         }
@@ -122,6 +125,9 @@ pub fn print(a: &Snapshot, b: &Snapshot, span: &Span) {
         .map(|((name, x), (_, y))| format!("{name} {:.2}", (x - y) * 1e6 / events))
         .collect();
     println!("  worker µs/event by stage: {}", stages.join(", "));
+    if b.dead > a.dead {
+        println!("  DEAD-LETTERED: {} events (event times more than a day ahead? see BENCH_STEP_MS)", b.dead - a.dead);
+    }
     if a.redis.is_none() && b.writes.0 == a.writes.0 {
         println!("  checkpoints: none (memory backend); entities held {} (was {})", b.entities, a.entities);
         return;
