@@ -18,23 +18,55 @@
 //!     BENCH_EP=cuda,cpu cargo bench --bench spine                       # execution providers (GPU)
 //!     BENCH_EP=tensorrt,cpu BENCH_TRT_FP16=1 cargo bench --bench spine  # TensorRT FP16 engines
 //!
-//! Phases:
+//!     BENCH_WARM=1 cargo bench --bench spine                            # windows full first (issue 17)
+//!     BENCH_WARM_EVENTS=4000000 BENCH_WARM_HOURS=26 cargo bench --bench spine  # a denser warm-up
+//!     BENCH_STEP_MS=0.05 BENCH_RATE=20000 cargo bench --bench spine     # event time ≈ wall clock
+//!     BENCH_DRAIN_SECONDS=60 BENCH_PHASES=throughput cargo bench --bench spine  # 60 s of backlog drain
+//!     BENCH_CHECKPOINT_MS=250 cargo bench --bench spine                 # enrich.checkpoint_interval_ms
+//!     BENCH_PRODUCE_LINGER_MS=20 cargo bench --bench spine              # offered-rate producer's linger
+//!
+//! Phases, one pipeline on one mock cluster for all of them (BENCH_PHASES picks
+//! `throughput`, `latency` or both; the default):
 //! 1. raw ORT: rows/s of the demo model at several rows-per-call, one session, one thread;
-//! 2. throughput: a backlog of BENCH_EVENTS events is preloaded, then drained by the
-//!    pipeline (events/s from pipeline start to the last decision);
-//! 3. latency: events offered at BENCH_RATE events/s for BENCH_SECONDS while the pipeline
-//!    runs; poll → every output acknowledged, p50/p99/p99.9, over the whole run and without
-//!    its first second (steady state).
+//! 2. warm-up (BENCH_WARM=1: 2,000,000 events, or BENCH_WARM_EVENTS=N): events evenly spread
+//!    over BENCH_WARM_HOURS (default 25) of event time, more than the longest window (24 h),
+//!    ending at the wall clock, drained in backlogs of BENCH_EVENTS, so every busy card's
+//!    windows are full and expiring before anything is measured. The measured phases continue
+//!    the same event clock, BENCH_STEP_MS apart (default 9.5 ms, the generator's mean step;
+//!    1000 / BENCH_RATE makes event time follow the wall clock; events more than
+//!    `decode.event_time_max_ahead_ms`, a day, ahead of the wall clock are dead-lettered);
+//! 3. throughput: backlogs of BENCH_EVENTS events (default 300,000; a mock partition keeps
+//!    ~5 MiB, ~60,000 of these events, and the busiest card's partition gets ~16% of them),
+//!    each generated while the pipeline idles, then produced and drained (events/s from the
+//!    first produce to the last decision), until BENCH_DRAIN_SECONDS of draining (default 0:
+//!    one backlog);
+//! 4. latency: events offered at BENCH_RATE events/s for BENCH_SECONDS while the pipeline
+//!    runs; poll → every output acknowledged, p50/p99/p99.9 per tenth of the run and overall.
+//!
+//! After each phase: worker time by stage, the partition-owned state's checkpoints (written,
+//! fields per checkpoint, Redis write time), state loads, entities touched per checkpoint
+//! interval and, with Redis, Redis's own command times and CPU.
+
+#[path = "spine/feed.rs"]
+mod feed;
+#[path = "spine/session.rs"]
+mod session;
+#[path = "spine/stats.rs"]
+mod stats;
 
 use std::path::Path;
 use std::time::Instant;
 
 use verdict::config::Config;
 use verdict::decode::{Decoder, LocalSchemas, Vectorizer};
-use verdict::demo::{self, DemoOptions, Generator};
+use verdict::demo::Generator;
 use verdict::score::{init_runtime, ModelSpec, OnnxScorer};
 
 fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn env_f64(name: &str, default: f64) -> f64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
@@ -75,6 +107,7 @@ fn config() -> Config {
     if let Ok(rules) = std::env::var("BENCH_RULES") {
         cfg.rules.file = root.join(rules).to_string_lossy().into_owned();
     }
+    cfg.enrich.checkpoint_interval_ms = env_u64("BENCH_CHECKPOINT_MS", cfg.enrich.checkpoint_interval_ms);
     if let Ok(linger) = std::env::var("BENCH_LINGER_MS") {
         cfg.kafka.producer.insert("linger.ms".into(), linger);
     }
@@ -129,93 +162,124 @@ fn raw_ort(cfg: &Config) {
     }
 }
 
-/// Worker time per event by stage (µs), from `verdict_stage_seconds`.
-fn stage_split(r: &demo::DemoReport) -> String {
-    let events = (r.decided + r.dead_lettered).max(1) as f64;
-    let parts: Vec<String> = r
-        .stages
-        .iter()
-        .filter(|(_, _, n)| *n > 0)
-        .map(|(name, secs, _)| format!("{name} {:.2} µs/event", secs * 1e6 / events))
-        .collect();
-    format!("worker time by stage: {}", parts.join(", "))
-}
-
 fn main() {
-    // `cargo bench` passes --bench; nothing else to parse.
-    let cfg = config();
+    // `cargo bench` passes --bench; nothing else to parse. Warnings and errors go to stderr
+    // (RUST_LOG overrides; the drift publisher's alerts are about the synthetic data).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "warn,verdict::drift::publisher=error".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(std::io::stderr).init();
+    let mut cfg = config();
     if std::env::var("BENCH_RAW").as_deref() != Ok("off") {
         raw_ort(&cfg);
     }
-
-    let events = env_u64("BENCH_EVENTS", 300_000);
+    // A key prefix of its own: a checkpoint left in Redis by an earlier run would make this
+    // run's fresh cluster (offsets from 0 again) resume from that run's offsets.
+    cfg.enrich.key_prefix = format!("{}-bench-{}-{}", cfg.enrich.key_prefix, std::process::id(), wall_ms());
+    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "throughput,latency".into());
+    let chunk = env_u64("BENCH_EVENTS", 300_000);
     let partitions = env_u64("BENCH_PARTITIONS", 16) as i32;
-    let opts =
-        DemoOptions { events, preload: true, partitions, bad_fraction: 0.0, progress: false, ..DemoOptions::default() };
-    let r = demo::run(cfg.clone(), &opts).expect("pipeline");
-    assert_eq!(r.decided, events, "every event decided");
-    println!("\nenrichment: {:?}", cfg.enrich.backend);
-    println!("{}", stage_split(&r));
+    let step = env_f64("BENCH_STEP_MS", 9.5);
+    let span_ms = env_f64("BENCH_WARM_HOURS", 25.0) * 3_600_000.0;
+    let warm = match (env_u64("BENCH_WARM", 0), env_u64("BENCH_WARM_EVENTS", 0)) {
+        (_, n) if n > 0 => n,
+        (1, _) => 2_000_000,
+        _ => 0,
+    };
+    let start_ms = if warm > 0 { wall_ms() - span_ms as i64 } else { wall_ms() };
+    let warm_step = if warm > 0 { span_ms / warm as f64 } else { step };
+    let mut s = session::Session::start(cfg.clone(), partitions, feed::Feed::new(42, start_ms, warm_step));
     println!(
-        "\nthroughput (preloaded backlog of {events} JSON events, {partitions} partitions, {} workers, batch {}, rows/call {}):\n  {:.0} events/s  ({:.2} s)  [backlog latency p50 {:.1} ms, p99 {:.1} ms]",
+        "\nenrichment: {:?}, {partitions} partitions, {} workers, batch {}, rows/call {}, checkpoint interval {} ms",
+        cfg.enrich.backend,
         cfg.model.workers,
         cfg.batch.max_events,
         cfg.model.chunk_rows,
-        r.events_per_sec(),
-        r.elapsed.as_secs_f64(),
-        r.latency_us[0] as f64 / 1e3,
-        r.latency_us[1] as f64 / 1e3
+        s.interval_ms()
     );
 
-    let rate = env_u64("BENCH_RATE", 50_000);
-    let secs = env_u64("BENCH_SECONDS", 10);
-    let opts = DemoOptions {
-        events: rate * secs,
-        rate,
-        preload: false,
-        partitions,
-        bad_fraction: 0.0,
-        progress: false,
-        ..DemoOptions::default()
-    };
-    // A fresh broker numbers offsets from 0 again: with the throughput phase's Redis state,
-    // its events would be fenced as replays. Its own keys, as a new deployment would have.
-    let mut cfg = cfg.clone();
-    cfg.enrich.key_prefix = format!("{}-latency", cfg.enrich.key_prefix);
-    let r = demo::run(cfg.clone(), &opts).expect("pipeline");
-    println!(
-        "\nlatency at {rate} events/s offered for {secs} s ({} events, producer in the same process):\n  p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  ({:.0} events/s achieved)",
-        r.decided,
-        r.latency_us[0] as f64 / 1e3,
-        r.latency_us[1] as f64 / 1e3,
-        r.latency_us[2] as f64 / 1e3,
-        r.events_per_sec()
-    );
-    println!(
-        "  produce → decision (includes time waiting in Kafka): p50 {} ms  p99 {} ms  p99.9 {} ms",
-        r.event_latency_ms[0], r.event_latency_ms[1], r.event_latency_ms[2]
-    );
-    match r.steady {
-        Some(s) => println!(
-            "  steady state (without the first {} s: group join, first fetch, cold caches; {} events):\n    p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms;  produce → decision p50 {} ms  p99 {} ms  p99.9 {} ms",
-            verdict::demo::WARM_UP.as_secs(),
-            s.events,
-            s.latency_us[0] as f64 / 1e3,
-            s.latency_us[1] as f64 / 1e3,
-            s.latency_us[2] as f64 / 1e3,
-            s.event_latency_ms[0],
-            s.event_latency_ms[1],
-            s.event_latency_ms[2]
-        ),
-        None => println!("  steady state: run shorter than the {} s warm-up", verdict::demo::WARM_UP.as_secs()),
-    }
-    if cfg.decide.deadline_ms > 0 {
+    if warm > 0 {
+        let before = s.snapshot();
+        let (first, t) = (s.feed().clock_ms(), Instant::now());
+        let (mut done, mut secs) = (0, 0.0);
+        while done < warm {
+            let d = s.drain(chunk.min(warm - done));
+            done += d.events;
+            secs += d.secs;
+        }
+        let last = s.feed().clock_ms() - warm_step as i64;
+        s.feed().take_cards();
         println!(
-            "  deadline {} ms: {} of {} events decided by rules alone (fallback, {:.1}%)",
-            cfg.decide.deadline_ms,
-            r.fallback,
-            r.decided,
-            100.0 * r.fallback as f64 / r.decided.max(1) as f64
+            "\nwarm-up: {warm} events, event time {:.2} h ({} → {} ms, {:.1} ms apart), drained at {:.0} events/s ({:.1} s draining, {:.1} s in all); RSS {:.0} MiB",
+            (last - first) as f64 / 3.6e6,
+            first,
+            last,
+            warm_step,
+            warm as f64 / secs,
+            secs,
+            t.elapsed().as_secs_f64(),
+            feed::rss_mib()
         );
+        let after = s.snapshot();
+        s.print_stats(&before, &after, t.elapsed(), warm, None);
     }
+    s.feed().set_step(step);
+
+    if phases.contains("throughput") {
+        let drain_secs = env_f64("BENCH_DRAIN_SECONDS", 0.0);
+        println!("\nthroughput (backlogs of {chunk} JSON events, event times {step} ms apart):");
+        println!("  {:>9} {:>8} {:>10} {:>11} {:>8}", "events", "s", "events/s", "produce s", "RSS MiB");
+        let before = s.snapshot();
+        let (mut events, mut secs, mut touched) = (0u64, 0.0, 0.0);
+        let t = Instant::now();
+        loop {
+            let d = s.drain(chunk);
+            let rate = d.events as f64 / d.secs;
+            println!(
+                "  {:>9} {:>8.2} {:>10.0} {:>11.2} {:>8.0}",
+                d.events,
+                d.secs,
+                rate,
+                d.produce_secs,
+                feed::rss_mib()
+            );
+            let group = (rate * s.interval_ms() as f64 / 1000.0) as usize;
+            touched += feed::distinct_per_group(&d.cards, group) * d.secs;
+            events += d.events;
+            secs += d.secs;
+            if secs >= drain_secs {
+                break;
+            }
+        }
+        println!(
+            "  backlog drained: {:.0} events/s ({events} events in {secs:.2} s of draining, {:.1} s in all)",
+            events as f64 / secs,
+            t.elapsed().as_secs_f64()
+        );
+        let after = s.snapshot();
+        s.print_stats(&before, &after, std::time::Duration::from_secs_f64(secs), events, Some(touched / secs));
+    }
+
+    if phases.contains("latency") {
+        let rate = env_u64("BENCH_RATE", 50_000);
+        let secs = env_u64("BENCH_SECONDS", 10);
+        println!(
+            "\nlatency at {rate} events/s offered for {secs} s (producer in the same process, linger {} ms; event times {step} ms apart):",
+            env_u64("BENCH_PRODUCE_LINGER_MS", 5)
+        );
+        let fallback = s.fallback();
+        let decided = s.offered(rate, secs, env_u64("BENCH_PRODUCE_LINGER_MS", 5));
+        if cfg.decide.deadline_ms > 0 {
+            let fallback = s.fallback() - fallback;
+            println!(
+                "  deadline {} ms: {fallback} of {decided} events decided by rules alone (fallback, {:.1}%)",
+                cfg.decide.deadline_ms,
+                100.0 * fallback as f64 / decided.max(1) as f64
+            );
+        }
+    }
+    s.stop();
+}
+
+fn wall_ms() -> i64 {
+    verdict::publish::acker::wall_clock_ms()
 }
