@@ -186,6 +186,7 @@ impl OwnedWindows {
                 })?
             };
             held.entities[index].insert(id, Entry { state, seen: held.tick, sealed_in: 0 });
+            self.parts.metrics.state.entities.inc();
         }
         Ok(())
     }
