@@ -158,8 +158,8 @@ fn five_crashes_mid_stream_redecide_identically_and_checkpoints_hold_the_input_b
                 must_flag.push((p as i32, o, *a));
             }
         }
-        let c = assert_checkpoints_match_inputs(&mut conn, &read_inputs(&mock, "events"), 4);
-        assert_eq!(c.1, 0, "no partition moves after a crash: {c:?}");
+        let c = assert_checkpoints_match_inputs(&mut conn, || read_inputs(&mock, "events"), 4);
+        assert!(c.0 > 0, "a crash found no checkpoint: {c:?}");
         checked.push(c);
         eprintln!("run {k}: checkpoints checked {:?} after start", t.elapsed());
     }
@@ -199,7 +199,7 @@ fn five_crashes_mid_stream_redecide_identically_and_checkpoints_hold_the_input_b
     eprintln!(
         "crash ×5 (in process): {} events; {} decided again ({} extra decisions), all equal to the first in score, \
          action and aggregates; {} flagged redelivery on the topic, {redelivered} counted redelivered; checkpoints \
-         after each crash (partitions compared, skipped, cards): {checked:?}; resume seconds (sum, count) per run: \
+         after each crash (partitions checkpointed, not yet, cards compared): {checked:?}; resume seconds (sum, count) per run: \
          {resumes:?}",
         events.len(),
         r.events,

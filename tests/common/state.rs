@@ -178,67 +178,103 @@ pub fn read_inputs(client: &verdict::demo::KafkaClient, topic: &str) -> Vec<Inpu
     out
 }
 
+/// Every partition's checkpoint of `topic` read in one atomic step (a Lua script: no
+/// checkpoint write lands between two reads): its offset and the fields of each stored
+/// `entity` hash, by id.
+pub type Snapshot = Vec<(Option<i64>, HashMap<String, Vec<(Vec<u8>, Vec<u8>)>>)>;
+
+/// Reads [`Snapshot`] of `partitions` partitions of `topic`.
+pub fn checkpoint_snapshot(conn: &mut redis::Connection, topic: &str, entity: &str, partitions: i32) -> Snapshot {
+    let script = redis::Script::new(
+        "local out = {}
+         for p = 0, tonumber(ARGV[1]) - 1 do
+           local meta = 'verdict:po:{' .. ARGV[2] .. '/' .. p .. '}'
+           local part = {redis.call('HGET', meta, 'offset') or ''}
+           for _, k in ipairs(redis.call('KEYS', meta .. ':' .. ARGV[3] .. ':*')) do
+             table.insert(part, k)
+             table.insert(part, redis.call('HGETALL', k))
+           end
+           table.insert(out, part)
+         end
+         return out",
+    );
+    let parts: Vec<redis::Value> = script.arg(partitions).arg(topic).arg(entity).invoke(conn).unwrap();
+    let bytes = |v: &redis::Value| -> Vec<u8> { redis::from_redis_value(v.clone()).unwrap() };
+    parts
+        .iter()
+        .enumerate()
+        .map(|(p, part)| {
+            let redis::Value::Array(items) = part else { panic!("snapshot of partition {p}: {part:?}") };
+            let offset = String::from_utf8(bytes(&items[0])).unwrap();
+            let prefix = format!("{}:{entity}:", partition_meta_key(topic, p as i32));
+            let mut states = HashMap::new();
+            for kv in items[1..].chunks(2) {
+                let key = String::from_utf8(bytes(&kv[0])).unwrap();
+                let flat: Vec<Vec<u8>> = redis::from_redis_value(kv[1].clone()).unwrap();
+                let fields = flat.chunks(2).map(|f| (f[0].clone(), f[1].clone())).collect();
+                states.insert(key.strip_prefix(&prefix).unwrap().to_string(), fields);
+            }
+            ((!offset.is_empty()).then(|| offset.parse().unwrap()), states)
+        })
+        .collect()
+}
+
 /// Checks, partition by partition, that the checkpointed card states equal the reference
-/// computed from that partition's events below its checkpoint offset (cards with no event
-/// below it: no state). A partition whose offset moves while it is read (an instance is
-/// still checkpointing it) is read again, up to 5 times, then skipped. Returns (partitions
-/// compared, skipped, cards compared).
+/// computed from that partition's events below its checkpoint offset: every card with an
+/// event below it, and every stored card (one with none must hold nothing). The checkpoints
+/// are read in one atomic step first, the inputs after (re-read while they do not yet reach
+/// a checkpoint offset), so an instance still checkpointing cannot tear the comparison.
+/// Returns (partitions checkpointed, partitions not, cards compared).
 pub fn assert_checkpoints_match_inputs(
     conn: &mut redis::Connection,
-    inputs: &[InputEvent],
+    mut read: impl FnMut() -> Vec<InputEvent>,
     partitions: i32,
 ) -> (usize, usize, usize) {
-    let (mut compared, mut skipped, mut cards) = (0, 0, 0);
-    for p in 0..partitions {
-        let mut done = false;
-        for _ in 0..5 {
-            let before = checkpoint_offsets(conn, "events", partitions)[p as usize];
-            let below = before.unwrap_or(0);
-            let mine: Vec<&InputEvent> = inputs.iter().filter(|e| e.partition == p).collect();
-            if mine.last().map_or(0, |e| e.offset + 1) < below {
-                // Checkpointed past what was read: read with a later offset, or skip.
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
-            }
-            let reference = reference_by(
-                mine.iter().filter(|e| e.offset < below).map(|e| (e.card.as_str(), e.amount, e.merchant.as_str())),
-            );
-            let ids: std::collections::HashSet<&str> = mine.iter().map(|e| e.card.as_str()).collect();
-            let mut found = Vec::with_capacity(ids.len());
-            for id in &ids {
-                let key = format!("{}:card:{id}", partition_meta_key("events", p));
-                let fields: Vec<(Vec<u8>, Vec<u8>)> = redis::cmd("HGETALL").arg(&key).query(conn).unwrap();
-                let totals = if fields.is_empty() {
-                    (0, 0.0, 0)
-                } else {
-                    verdict::enrich::owned::stored_state(conn, "verdict", "events", p + 1, "card", id)
-                        .map_or((0, 0.0, 0), |s| s.totals())
-                };
-                found.push((*id, totals));
-            }
-            if checkpoint_offsets(conn, "events", partitions)[p as usize] != before {
-                continue;
-            }
-            for (id, (c, s, d)) in found {
-                let (count, sum, distinct) = reference.get(id).map_or((0, 0.0, 0), |r| (r.0, r.1, r.2.len() as u64));
-                assert_eq!(c, count, "partition {p} (checkpoint {before:?}): card {id}: window count");
-                assert!(
-                    (s - sum).abs() <= 1e-6 * sum.abs().max(1.0),
-                    "partition {p} (checkpoint {before:?}): card {id}: sum {s} vs {sum}"
-                );
-                assert_eq!(d, distinct, "partition {p} (checkpoint {before:?}): card {id}: distinct merchants");
-                cards += 1;
-            }
-            done = true;
+    let snapshot = checkpoint_snapshot(conn, "events", "card", partitions);
+    let covers = |inputs: &[InputEvent]| {
+        snapshot.iter().enumerate().all(|(p, (offset, _))| {
+            let end = inputs.iter().filter(|e| e.partition == p as i32).map(|e| e.offset + 1).max().unwrap_or(0);
+            end >= offset.unwrap_or(0)
+        })
+    };
+    let mut inputs = read();
+    for _ in 0..20 {
+        if covers(&inputs) {
             break;
         }
-        if done {
-            compared += 1;
-        } else {
-            skipped += 1;
+        std::thread::sleep(Duration::from_millis(250));
+        inputs = read();
+    }
+    assert!(covers(&inputs), "the inputs read back do not reach the checkpoint offsets");
+    let (mut checkpointed, mut cards) = (0, 0);
+    for (p, (offset, states)) in snapshot.iter().enumerate() {
+        let below = offset.unwrap_or(0);
+        checkpointed += usize::from(offset.is_some());
+        let reference = reference_by(
+            inputs
+                .iter()
+                .filter(|e| e.partition == p as i32 && e.offset < below)
+                .map(|e| (e.card.as_str(), e.amount, e.merchant.as_str())),
+        );
+        let ids: std::collections::HashSet<&str> =
+            reference.keys().map(String::as_str).chain(states.keys().map(String::as_str)).collect();
+        for id in ids {
+            let (c, s, d) = states.get(id).map_or((0, 0.0, 0), |fields| {
+                verdict::enrich::EntityState::from_fields(fields.iter().map(|(f, v)| (f.as_slice(), v.as_slice())))
+                    .unwrap()
+                    .totals()
+            });
+            let (count, sum, distinct) = reference.get(id).map_or((0, 0.0, 0), |r| (r.0, r.1, r.2.len() as u64));
+            assert_eq!(c, count, "partition {p} (checkpoint {offset:?}): card {id}: window count");
+            assert!(
+                (s - sum).abs() <= 1e-6 * sum.abs().max(1.0),
+                "partition {p} (checkpoint {offset:?}): card {id}: sum {s} vs {sum}"
+            );
+            assert_eq!(d, distinct, "partition {p} (checkpoint {offset:?}): card {id}: distinct merchants");
+            cards += 1;
         }
     }
-    (compared, skipped, cards)
+    (checkpointed, snapshot.len() - checkpointed, cards)
 }
 
 /// What the decisions say about re-decisions.
