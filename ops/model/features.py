@@ -191,18 +191,21 @@ class EntityState:
         self.newest: int | None = None
 
     def aggregates(self, t: int, size: int, bucket: int):
-        c, s, mn, mx, d = 0, 0.0, None, None, 0
+        """A window's sum is the correctly rounded sum of its bucket sums (math.fsum), each
+        bucket summing its events in order: verdict keeps it running, exactly. Window values
+        are finite and within +-1e288 (verdict dead-letters others), so fsum cannot overflow."""
+        c, sums, mn, mx, d = 0, [], None, None, 0
         for start in sorted(self.buckets):
             if start > t or start + bucket <= t - size:
                 continue
             b = self.buckets[start]
             c += b[0]
-            s += b[1]
+            sums.append(b[1])
             if b[2] is not None:
                 mn = b[2] if mn is None else min(mn, b[2])
                 mx = b[3] if mx is None else max(mx, b[3])
             d += b[4]
-        return c, s, mn, mx, d
+        return c, math.fsum(sums), mn, mx, d
 
     def apply(self, t: int, value, distinct, bucket: int, retention: int, lateness: int) -> bool:
         if self.newest is not None and t < self.newest - lateness:

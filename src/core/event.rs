@@ -40,12 +40,17 @@ pub struct DecodedEvent {
     pub fields: Vec<FieldValue>,
 }
 
+/// The largest magnitude a window value may have: sums of up to 2^64 such values stay
+/// finite, so window sums are always exact (see `enrich/window/exact.rs`). The decoder
+/// dead-letters larger ones (`non_finite`, naming the field).
+pub const WINDOW_VALUE_LIMIT: f64 = 1e288;
+
 /// What the decoder extracts per event, per entity.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EntityInput {
     /// Entity id (None: the event has no such entity; its values are missing).
     pub id: Option<String>,
-    /// The value field.
+    /// The value field: finite, at most [`WINDOW_VALUE_LIMIT`] in magnitude.
     pub value: Option<f64>,
     /// The distinct field.
     pub distinct: Option<String>,

@@ -280,3 +280,17 @@ fn nesting_a_hundred_thousand_deep_is_malformed_without_overflowing_the_stack() 
     // The default size limit stops such payloads before parsing.
     assert_eq!(failure(&decoder(), arrays.as_bytes()).0, DeadLetterReason::Oversize);
 }
+
+#[test]
+fn a_window_value_beyond_the_window_limit_is_non_finite_naming_it() {
+    let cfg = crate::config::demo().decode;
+    let mut entities = crate::enrich::Enricher::new(&crate::config::demo().enrich).unwrap().paths();
+    entities[0].value = Some(FieldPath::parse("spend"));
+    let d = decoder_with(&cfg, entities);
+    assert_eq!(
+        failure(&d, &event(NOW, r#","spend":-2.5e300"#)),
+        (DeadLetterReason::NonFinite, "window value field 'spend' is -2.5e300, beyond ±1e288".to_string())
+    );
+    let ok = decode(&d, &event(NOW, r#","spend":1e288"#)).unwrap();
+    assert_eq!(ok.entities[0].value, Some(1e288));
+}

@@ -34,7 +34,7 @@ pub use schemas::{parse_schema_file, LocalSchemas, SchemaErrors, SchemaFileError
 pub use vectorize::{RowMut, Rows, Vectorizer};
 
 pub use crate::core::event::{DecodeError, DecodedEvent};
-use crate::core::event::{EntityInput, EntityPaths};
+use crate::core::event::{EntityInput, EntityPaths, WINDOW_VALUE_LIMIT};
 use crate::core::field::field_value;
 use crate::error::DeadLetterReason;
 
@@ -283,7 +283,13 @@ fn entity_input(event: &dyn Fields, p: &EntityPaths) -> Result<EntityInput, Deco
     };
     let value = match p.value.as_ref().map(|v| (v, event.field(v))) {
         Some((_, Field::Int(i))) => Some(i as f64),
-        Some((_, Field::Float(f))) if f.is_finite() => Some(f),
+        Some((_, Field::Float(f))) if f.abs() <= WINDOW_VALUE_LIMIT => Some(f),
+        Some((v, Field::Float(f))) if f.is_finite() => {
+            return Err(err(
+                DeadLetterReason::NonFinite,
+                format!("window value field '{}' is {f:e}, beyond ±{WINDOW_VALUE_LIMIT:e}", v.as_str()),
+            ))
+        }
         Some((v, Field::Float(f))) => {
             return Err(err(DeadLetterReason::NonFinite, format!("window value field '{}' is {f}", v.as_str())))
         }

@@ -9,7 +9,9 @@
 //!   below the fence of its source partition (a replay: read, never applied twice), or it
 //!   is older than the entity's newest event by more than the allowed lateness (late:
 //!   counted, not applied). Either way the fence advances.
-//! * Sums are added in event order within a bucket and in bucket order across buckets.
+//! * Sums are added in event order within a bucket; a window's sum is the correctly rounded
+//!   sum of its bucket sums (Python's `math.fsum`; `exact.rs` has the corner cases), so it
+//!   can be kept running as buckets enter and leave (`running.rs`) and stays exact.
 //! * Distinct counts use each value's most recent bucket: a value counts in a window when
 //!   that bucket is in the window (exact for in-order streams; an out-of-order event cannot
 //!   move a value's bucket back).
@@ -27,8 +29,10 @@ use std::sync::Arc;
 
 mod buckets;
 mod delta;
+mod exact;
 mod msgpack;
 mod owned;
+mod running;
 mod shared;
 
 use buckets::{Bucket, Buckets};
@@ -169,6 +173,8 @@ pub struct EntityState {
     expiry_pushed_ms: Option<i64>,
     /// What changed since the last delta (partition-owned states only).
     track: delta::Tracking,
+    /// Running aggregates per window (a cache, rebuilt when absent).
+    running: running::Running,
 }
 
 /// A distinct value's most recent bucket.
@@ -188,7 +194,8 @@ impl EntityState {
     }
 
     /// Aggregates at time `t` into `out`, one per window of `spec` (`out` is as long as
-    /// `spec.sizes_ms`), without allocating.
+    /// `spec.sizes_ms`), without allocating, by a walk over the buckets: the reference the
+    /// running aggregates ([`EntityState::aggregates_running`]) equal.
     pub fn aggregates_into(&self, spec: &WindowSpec, t: i64, out: &mut [WindowAggs]) {
         debug_assert_eq!(out.len(), spec.sizes_ms.len());
         for (a, &size) in out.iter_mut().zip(&spec.sizes_ms) {
@@ -200,11 +207,21 @@ impl EntityState {
             }
             for b in self.buckets.range(first, t) {
                 a.count += b.count;
-                a.sum += b.sum;
                 a.min = min_opt(a.min, b.min);
                 a.max = max_opt(a.max, b.max);
                 a.distinct += b.last_of;
             }
+            a.sum = exact::window_sum(|| self.buckets.range(first, t).map(|b| b.sum));
+        }
+    }
+
+    /// [`EntityState::aggregates_into`] from the running aggregates: O(windows) for an event
+    /// at or after the newest bucket (the walk otherwise). Same numbers.
+    pub fn aggregates_running(&mut self, spec: &WindowSpec, t: i64, out: &mut [WindowAggs]) {
+        if self.buckets.last_start().is_some_and(|s| s > t) {
+            self.aggregates_into(spec, t, out);
+        } else {
+            self.running.aggregates_into(&self.buckets, spec, t, out);
         }
     }
 
@@ -226,7 +243,8 @@ impl EntityState {
     /// `prior`: None keeps distinct values here; Some(x) takes the value's previous bucket
     /// from the store (as `window.lua` read it), and records the value's bucket here too.
     fn apply_inner(&mut self, spec: &WindowSpec, u: &Update<'_>, prior: Option<Option<i64>>) -> Seen {
-        let windows = self.aggregates(spec, u.time_ms);
+        let mut windows = vec![WindowAggs::default(); spec.sizes_ms.len()];
+        self.aggregates_running(spec, u.time_ms, &mut windows);
         let since_last_ms = self.since_last(u.time_ms);
         let replay = self.fence.get(u.fence_key).is_some_and(|&f| u.offset <= f);
         let late = !replay && self.is_late(spec, u.time_ms);
@@ -266,7 +284,9 @@ impl EntityState {
     ) -> bool {
         let start = bucket_start(t, spec.bucket());
         let at = self.buckets.slot(start);
+        let newest = at + 1 == self.buckets.len();
         let b = self.buckets.at(at);
+        let old_sum = b.sum;
         b.count += 1;
         if let Some(v) = value {
             b.sum += v;
@@ -274,6 +294,7 @@ impl EntityState {
             b.max = max_opt(b.max, Some(v));
         }
         self.track.bucket_changed(start, b);
+        self.running.bucket_changed(start, newest, old_sum, b);
         // The value's previous bucket: from the store (which keeps the map), or here.
         let previous = match (distinct, prior) {
             (Some(d), Some(p)) if !d.is_empty() => {
@@ -287,12 +308,19 @@ impl EntityState {
         match previous {
             Some(Some(last)) if last < start => {
                 if let Some(old) = self.buckets.get_mut(last) {
+                    if old.last_of > 0 {
+                        self.running.distinct_moved(last, -1);
+                    }
                     old.last_of = old.last_of.saturating_sub(1);
                     self.track.bucket_changed(last, old);
                 }
                 self.buckets.at(at).last_of += 1;
+                self.running.distinct_moved(start, 1);
             }
-            Some(None) => self.buckets.at(at).last_of += 1,
+            Some(None) => {
+                self.buckets.at(at).last_of += 1;
+                self.running.distinct_moved(start, 1);
+            }
             _ => {}
         }
         let newest = self.newest_ms.map_or(t, |n| n.max(t));
@@ -308,8 +336,11 @@ impl EntityState {
             return false;
         }
         // Kept: s + bucket_ms > horizon, i.e. s >= horizon - bucket_ms + 1.
-        let track = &mut self.track;
-        self.buckets.drop_before(clamp(horizon - bucket + 1), |s| track.bucket_dropped(s));
+        let (track, running) = (&mut self.track, &mut self.running);
+        self.buckets.drop_before(clamp(horizon - bucket + 1), |s, b| {
+            track.bucket_dropped(s);
+            running.bucket_dropped(s, b);
+        });
         let buckets = &self.buckets;
         self.last_bucket.retain(|v, slot| {
             let keep = buckets.contains(slot.bucket);
@@ -344,11 +375,8 @@ impl EntityState {
 
     /// Totals over every retained bucket: (count, sum, distinct) — what tests compare.
     pub fn totals(&self) -> (u64, f64, u64) {
-        let (mut c, mut s) = (0, 0.0);
-        for (_, b) in self.buckets.iter() {
-            c += b.count;
-            s += b.sum;
-        }
+        let c = self.buckets.iter().map(|(_, b)| b.count).sum();
+        let s = exact::window_sum(|| self.buckets.iter().map(|(_, b)| b.sum));
         (c, s, self.last_bucket.len() as u64)
     }
 }

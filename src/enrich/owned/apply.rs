@@ -227,7 +227,7 @@ impl OwnedWindows {
                 let distinct = input.distinct.as_deref().filter(|d| !d.is_empty());
                 if held.applied_below.is_some_and(|b| req.offset < b) {
                     // Already in the checkpointed state: read, not applied twice.
-                    entry.state.aggregates_into(&e.spec, req.time_ms, &mut self.aggs);
+                    entry.state.aggregates_running(&e.spec, req.time_ms, &mut self.aggs);
                     let since = entry.state.newest_ms().map(|n| req.time_ms.saturating_sub(n).max(0));
                     write_seen(&mut out.values[r * out.width + e.first..], &self.aggs, since);
                     continue;

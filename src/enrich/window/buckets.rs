@@ -88,18 +88,29 @@ impl Buckets {
         self.0.range(from..to).map(|(_, b)| b)
     }
 
+    /// The buckets starting at or after `first`, with their starts, oldest first.
+    pub(super) fn iter_from(&self, first: i64) -> impl Iterator<Item = (i64, &Bucket)> {
+        let from = self.0.partition_point(|&(s, _)| s < first);
+        self.0.range(from..).map(|(s, b)| (*s, b))
+    }
+
+    /// The newest bucket's start.
+    pub(super) fn last_start(&self) -> Option<i64> {
+        self.0.back().map(|&(s, _)| s)
+    }
+
     /// The oldest bucket's start.
     pub(super) fn first_start(&self) -> Option<i64> {
         self.0.front().map(|&(s, _)| s)
     }
 
-    /// Drops the buckets starting before `keep_from`, telling `gone` each start.
-    pub(super) fn drop_before(&mut self, keep_from: i64, mut gone: impl FnMut(i64)) {
-        while let Some(&(s, _)) = self.0.front() {
-            if s >= keep_from {
+    /// Drops the buckets starting before `keep_from`, telling `gone` each one.
+    pub(super) fn drop_before(&mut self, keep_from: i64, mut gone: impl FnMut(i64, &Bucket)) {
+        while let Some((s, b)) = self.0.front() {
+            if *s >= keep_from {
                 break;
             }
-            gone(s);
+            gone(*s, b);
             self.0.pop_front();
         }
     }

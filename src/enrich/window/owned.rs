@@ -30,7 +30,7 @@ impl EntityState {
         out: &mut [WindowAggs],
     ) -> OwnedSeen {
         self.track.start();
-        self.aggregates_into(spec, time_ms, out);
+        self.aggregates_running(spec, time_ms, out);
         let since_last_ms = self.since_last(time_ms);
         let late = self.is_late(spec, time_ms);
         if !late {

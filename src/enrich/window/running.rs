@@ -1,0 +1,197 @@
+//! Running aggregates: each window keeps its count, exact sum, distinct count and min/max
+//! over the buckets at or after its lower edge, updated as events land and as the edge
+//! moves, so an event costs O(windows) instead of a walk over every bucket of its longest
+//! window (1,440 one-minute buckets for a day).
+//!
+//! The edge of a window for an event at `t` is `t - size - B + 1`: buckets starting there or
+//! later are in it. In order, events only move edges forward, and each bucket enters and
+//! leaves each window once. Min and max use monotonic deques (bucket start, value): the
+//! front is the window's extreme, and a newer bucket with a better value drops the worse
+//! ones behind it. The rare cases that do not fit (an event older than the newest bucket,
+//! an edge moving back, an out-of-order event landing in an older bucket) walk the
+//! buckets, exactly as [`EntityState::aggregates`] does; the results are the same numbers
+//! either way (the sum is exact, see `exact.rs`).
+
+use std::collections::VecDeque;
+
+use super::buckets::{Bucket, Buckets};
+use super::exact::{window_sum, ExactSum};
+use super::{clamp, WindowAggs, WindowSpec};
+
+/// One window's running aggregates over the buckets starting at or after `edge`.
+#[derive(Debug, Clone, Default)]
+struct Window {
+    edge: i64,
+    count: u64,
+    sum: ExactSum,
+    distinct: u64,
+    /// Increasing values from the front: the front is the minimum.
+    min: VecDeque<(i64, f64)>,
+    /// Decreasing values from the front: the front is the maximum.
+    max: VecDeque<(i64, f64)>,
+    /// A bucket other than the newest changed its min or max: rebuild the deques.
+    extremes_stale: bool,
+}
+
+/// The running aggregates of an entity's windows; empty until first asked (and after any
+/// change it cannot follow). A cache: it takes no part in equality.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Running(Vec<Window>);
+
+impl PartialEq for Running {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// The first bucket start inside a window of `size` for an event at `t` (below i64::MIN:
+/// every bucket); None for an empty window (a negative size).
+fn edge_of(spec: &WindowSpec, size: i64, t: i64) -> Option<i64> {
+    let first = clamp(i128::from(t) - i128::from(size) - i128::from(spec.bucket()) + 1);
+    (first <= t).then_some(first)
+}
+
+impl Running {
+    /// Writes the aggregates at `t` into `out` (one per window of `spec`), moving each
+    /// window's edge to `t`. The caller walks instead when a bucket starts after `t`.
+    pub(super) fn aggregates_into(&mut self, buckets: &Buckets, spec: &WindowSpec, t: i64, out: &mut [WindowAggs]) {
+        if self.0.len() != spec.sizes_ms.len() {
+            self.0 = spec.sizes_ms.iter().map(|_| Window::build(buckets, i64::MAX)).collect();
+        }
+        for ((w, a), &size) in self.0.iter_mut().zip(out.iter_mut()).zip(&spec.sizes_ms) {
+            let Some(edge) = edge_of(spec, size, t) else {
+                *a = WindowAggs::default();
+                continue;
+            };
+            w.move_edge(buckets, edge);
+            *a = w.aggregates(buckets);
+        }
+    }
+
+    /// An event changed the bucket starting at `start` (`newest`: the last bucket), whose
+    /// sum was `old_sum` before.
+    pub(super) fn bucket_changed(&mut self, start: i64, newest: bool, old_sum: f64, b: &Bucket) {
+        for w in self.0.iter_mut().filter(|w| start >= w.edge) {
+            w.count += 1;
+            if old_sum.to_bits() != b.sum.to_bits() {
+                w.sum.sub(old_sum);
+                w.sum.add(b.sum);
+            }
+            if newest {
+                w.push_extremes(start, b);
+            } else {
+                w.extremes_stale = true;
+            }
+        }
+    }
+
+    /// A distinct value left (`-1`) or joined (`+1`) the bucket starting at `start`.
+    pub(super) fn distinct_moved(&mut self, start: i64, delta: i64) {
+        for w in self.0.iter_mut().filter(|w| start >= w.edge) {
+            w.distinct = w.distinct.saturating_add_signed(delta);
+        }
+    }
+
+    /// The bucket starting at `start` expired (normally long behind every edge).
+    pub(super) fn bucket_dropped(&mut self, start: i64, b: &Bucket) {
+        for w in self.0.iter_mut().filter(|w| start >= w.edge) {
+            w.leave(b);
+            w.extremes_stale = true;
+        }
+    }
+}
+
+impl Window {
+    /// The aggregates of the buckets starting at or after `edge`, built by a walk.
+    fn build(buckets: &Buckets, edge: i64) -> Self {
+        let mut w = Window { edge, ..Window::default() };
+        for b in buckets.range(edge, i64::MAX) {
+            w.enter(b);
+        }
+        w.rebuild_extremes(buckets);
+        w
+    }
+
+    fn enter(&mut self, b: &Bucket) {
+        self.count += b.count;
+        self.sum.add(b.sum);
+        self.distinct += b.last_of;
+    }
+
+    fn leave(&mut self, b: &Bucket) {
+        self.count = self.count.saturating_sub(b.count);
+        self.sum.sub(b.sum);
+        self.distinct = self.distinct.saturating_sub(b.last_of);
+    }
+
+    /// Moves the edge to `edge`: buckets between the two leave (forward) or enter (back).
+    fn move_edge(&mut self, buckets: &Buckets, edge: i64) {
+        if edge > self.edge {
+            for b in buckets.range(self.edge, edge - 1) {
+                self.leave(b);
+            }
+            self.edge = edge;
+            while self.min.front().is_some_and(|&(s, _)| s < edge) {
+                self.min.pop_front();
+            }
+            while self.max.front().is_some_and(|&(s, _)| s < edge) {
+                self.max.pop_front();
+            }
+        } else if edge < self.edge {
+            for b in buckets.range(edge, self.edge - 1) {
+                self.enter(b);
+            }
+            self.edge = edge;
+            self.extremes_stale = true;
+        }
+    }
+
+    /// The newest bucket's min or max may have improved: drop what it beats, then add it.
+    fn push_extremes(&mut self, start: i64, b: &Bucket) {
+        if let Some(v) = b.min {
+            while self.min.back().is_some_and(|&(s, x)| x >= v || s == start) {
+                self.min.pop_back();
+            }
+            self.min.push_back((start, v));
+        }
+        if let Some(v) = b.max {
+            while self.max.back().is_some_and(|&(s, x)| x <= v || s == start) {
+                self.max.pop_back();
+            }
+            self.max.push_back((start, v));
+        }
+    }
+
+    fn rebuild_extremes(&mut self, buckets: &Buckets) {
+        self.min.clear();
+        self.max.clear();
+        for (s, b) in buckets.iter_from(self.edge) {
+            self.push_extremes(s, b);
+        }
+        self.extremes_stale = false;
+    }
+
+    fn aggregates(&mut self, buckets: &Buckets) -> WindowAggs {
+        if self.extremes_stale {
+            self.rebuild_extremes(buckets);
+        }
+        let sum = match self.sum.value() {
+            Some(s) => s,
+            None => {
+                // The partials overflowed: start them again from the buckets (still
+                // overflowed while the window holds such sums: then summed plainly).
+                let mut fresh = ExactSum::default();
+                buckets.range(self.edge, i64::MAX).for_each(|b| fresh.add(b.sum));
+                self.sum = fresh;
+                window_sum(|| buckets.range(self.edge, i64::MAX).map(|b| b.sum))
+            }
+        };
+        WindowAggs {
+            count: self.count,
+            sum,
+            min: self.min.front().map(|&(_, v)| v),
+            max: self.max.front().map(|&(_, v)| v),
+            distinct: self.distinct,
+        }
+    }
+}
