@@ -41,6 +41,8 @@ struct RedisInfo {
 }
 
 const STAGES: [&str; 7] = ["decode", "enrich", "score", "shadow", "decide", "publish", "drift"];
+/// Parts of the enrich stage (`verdict_enrich_part_seconds{part}`), printed after the stages.
+const PARTS: [&str; 3] = ["enrich.features", "enrich.owned", "enrich.shared"];
 
 impl Snapshot {
     /// Reads `m` (and Redis's counters when `redis` is given).
@@ -73,7 +75,11 @@ impl Snapshot {
             entities: s.entities.get(),
             redelivered: s.redelivered.get(),
             dead: m.counted("decode", "dead_letter"),
-            stages: STAGES.iter().map(|st| (*st, m.stage_seconds.with_label_values(&[st]).get_sample_sum())).collect(),
+            stages: STAGES
+                .iter()
+                .map(|st| (*st, m.stage_seconds.with_label_values(&[st]).get_sample_sum()))
+                .chain(PARTS.iter().map(|p| (*p, m.enrich_part_seconds.with_label_values(&[&p[7..]]).get_sample_sum())))
+                .collect(),
             redis: redis.and_then(|c| redis_info(c).map_err(|e| eprintln!("  (INFO from Redis failed: {e})")).ok()),
         }
     }

@@ -220,8 +220,16 @@ impl Enrich {
             })
             .collect();
         let ctx = Ctx { policy: self.policy, metrics: &self.metrics, abort: &self.abort };
+        let part = |name: &str, since: Instant| {
+            self.metrics.enrich_part_seconds.with_label_values(&[name]).observe(since.elapsed().as_secs_f64())
+        };
+        let t = Instant::now();
         let features = match self.parts.features.as_mut() {
-            Some(f) => with_policy(&ctx, out, |out| f.enrich_into(&reqs, out)),
+            Some(f) => {
+                let r = with_policy(&ctx, out, |out| f.enrich_into(&reqs, out));
+                part("features", t);
+                r
+            }
             None => Ok(false),
         };
         let mut degraded = match features {
@@ -233,7 +241,11 @@ impl Enrich {
         };
         // Partition-owned windows take each partition's turn; shared windows then wait for the
         // batch's turn in sequence order (never the other way round: no cycle).
+        let t = Instant::now();
         let (owned, after_ack) = self.owned(&batch.turns, &reqs, out);
+        if self.parts.owned.is_some() {
+            self.metrics.enrich_part_seconds.with_label_values(&["owned"]).observe(t.elapsed().as_secs_f64());
+        }
         match owned {
             Ok(d) => degraded |= d,
             Err(e) => {
@@ -245,9 +257,11 @@ impl Enrich {
         }
         if let Some(shared) = &self.parts.shared {
             let ctx = Ctx { policy: self.policy, metrics: &self.metrics, abort: &self.abort };
+            let t = Instant::now();
             let r = shared.run(batch.seq, self.abort.token(), |enricher| {
                 with_policy(&ctx, out, |out| enricher.enrich_into(&reqs, out))
             });
+            self.metrics.enrich_part_seconds.with_label_values(&["shared"]).observe(t.elapsed().as_secs_f64());
             match r {
                 Some(Ok(d)) => degraded |= d,
                 Some(Err(e)) => return (Err(e), after_ack),

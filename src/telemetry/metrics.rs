@@ -28,6 +28,8 @@ pub struct Metrics {
     pub dead_letters: IntCounterVec,
     /// See [`STAGE_SECONDS`].
     pub stage_seconds: HistogramVec,
+    /// See [`ENRICH_PART_SECONDS`].
+    pub enrich_part_seconds: HistogramVec,
     /// See [`BATCH_EVENTS`].
     pub batch_events: Histogram,
     /// See [`QUEUE_DEPTH`].
@@ -149,6 +151,12 @@ impl Metrics {
         let stage_seconds = HistogramVec::new(
             HistogramOpts::new(STAGE_SECONDS, "Wall time per batch in each stage").buckets(latency_buckets()),
             &["stage"],
+        )
+        .unwrap();
+        let enrich_part_seconds = HistogramVec::new(
+            HistogramOpts::new(ENRICH_PART_SECONDS, "Wall time per batch in each part of the enrich stage")
+                .buckets(latency_buckets()),
+            &["part"],
         )
         .unwrap();
         let batch_events = Histogram::with_opts(
@@ -280,6 +288,7 @@ impl Metrics {
             registry.register(Box::new(g.clone())).unwrap();
         }
         registry.register(Box::new(stage_seconds.clone())).unwrap();
+        registry.register(Box::new(enrich_part_seconds.clone())).unwrap();
         for h in [&batch_events, &pipeline_latency, &event_latency] {
             registry.register(Box::new(h.clone())).unwrap();
         }
@@ -298,6 +307,7 @@ impl Metrics {
             events,
             dead_letters,
             stage_seconds,
+            enrich_part_seconds,
             batch_events,
             queue_depth,
             consumer_lag,

@@ -7,6 +7,10 @@ pub const EVENTS_TOTAL: &str = "verdict_events_total";
 pub const DEAD_LETTERS_TOTAL: &str = "verdict_dead_letters_total";
 /// `verdict_stage_seconds{stage}`: wall time per batch in each stage.
 pub const STAGE_SECONDS: &str = "verdict_stage_seconds";
+/// `verdict_enrich_part_seconds{part}`: wall time per batch in each part of the enrich
+/// stage: `features` (online features), `owned` (partition-owned windows, turn waits
+/// included), `shared` (shared windows, turnstile wait included).
+pub const ENRICH_PART_SECONDS: &str = "verdict_enrich_part_seconds";
 /// `verdict_batch_events`: events per dispatched batch.
 pub const BATCH_EVENTS: &str = "verdict_batch_events";
 /// `verdict_queue_depth{queue}`: batches waiting in each bounded queue.
