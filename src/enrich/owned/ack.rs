@@ -2,6 +2,11 @@
 //! acknowledged, write its partitions' checkpoints and acknowledged offsets (one pipelined
 //! round trip, one atomic script call per partition), and only then hand back the offsets
 //! the consumer may store: a partition's, up to its checkpoint, once that is durable.
+//!
+//! A batch that seals no checkpoint only moves acknowledged offsets, which say which
+//! re-decisions to flag after a crash. Those are written at most every [`ACK_ONLY_GAP`]
+//! (with the next checkpoint otherwise), the latest per partition: one write per batch kept
+//! the acker busy most of its time at 40k events/s.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -42,6 +47,26 @@ impl Checkpoints {
 /// acker waits for Redis instead.
 const MAX_PENDING: usize = 20_000;
 
+/// The least time between two writes that carry acknowledged offsets only.
+pub(super) const ACK_ONLY_GAP: Duration = Duration::from_millis(100);
+
+/// Drops every acknowledgement-only write that a later write of the same partition
+/// supersedes (it carries a later acknowledged offset); checkpoints all stay, in order.
+fn coalesce(pending: &mut Vec<Mark>) {
+    let mut seen: Vec<*const Slot> = Vec::new();
+    let mut keep = vec![true; pending.len()];
+    for (i, k) in pending.iter().enumerate().rev() {
+        let slot = Arc::as_ptr(&k.slot);
+        if k.seal.is_none() && seen.contains(&slot) {
+            keep[i] = false;
+        } else if !seen.contains(&slot) {
+            seen.push(slot);
+        }
+    }
+    let mut keep = keep.into_iter();
+    pending.retain(|_| keep.next().unwrap_or(true));
+}
+
 impl AfterAck for Checkpoints {
     fn run(self: Box<Self>, abort: &CancellationToken) -> Vec<Origin> {
         let Checkpoints { parts, marks } = *self;
@@ -52,7 +77,9 @@ impl AfterAck for Checkpoints {
         // A revoked or fenced partition's writes are dropped: its new owner resumes from
         // the last checkpoint that was durable.
         pending.retain(|k| !k.slot.is_gone());
-        if pending.is_empty() {
+        coalesce(&mut pending);
+        let recent = parts.last_write.lock().is_some_and(|t| t.elapsed() < ACK_ONLY_GAP);
+        if pending.is_empty() || (recent && pending.iter().all(|k| k.seal.is_none())) {
             return Vec::new();
         }
         let writes: Vec<&Write> = pending.iter().map(|k| &k.write).collect();
@@ -96,6 +123,7 @@ impl AfterAck for Checkpoints {
             }
         };
         drop(writes);
+        *parts.last_write.lock() = Some(Instant::now());
         m.checkpoint_seconds.observe(started.elapsed().as_secs_f64());
         let mut offsets: Vec<Origin> = Vec::new();
         for (mark, reply) in pending.drain(..).zip(replies) {

@@ -81,8 +81,11 @@ pub struct Partitions {
     max_entities: u64,
     ttl_ms: i64,
     fenced: Mutex<Vec<(Arc<str>, i32)>>,
-    /// Writes held back while Redis is unreachable (`on_failure = "degraded"`).
+    /// Writes held back while Redis is unreachable (`on_failure = "degraded"`), and
+    /// acknowledged offsets waiting for the next write (see `ack::ACK_ONLY_GAP`).
     pending: Mutex<Vec<ack::Mark>>,
+    /// When the acker last wrote to Redis.
+    last_write: Mutex<Option<std::time::Instant>>,
     policy: super::FailurePolicy,
     /// One checkpoint call per partition (Redis Cluster) instead of one per batch.
     per_partition: bool,
@@ -126,6 +129,7 @@ impl Partitions {
             ttl_ms,
             fenced: Mutex::new(Vec::new()),
             pending: Mutex::new(Vec::new()),
+            last_write: Mutex::new(None),
             policy: cfg.on_failure,
             per_partition: cfg.redis_cluster,
             metrics,
