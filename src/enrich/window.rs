@@ -207,9 +207,9 @@ impl EntityState {
             }
             for b in self.buckets.range(first, t) {
                 a.count += b.count;
-                a.min = min_opt(a.min, b.min);
-                a.max = max_opt(a.max, b.max);
-                a.distinct += b.last_of;
+                a.min = min_opt(a.min, b.min());
+                a.max = max_opt(a.max, b.max());
+                a.distinct += u64::from(b.last_of);
             }
             a.sum = exact::window_sum(|| self.buckets.range(first, t).map(|b| b.sum));
         }
@@ -283,15 +283,15 @@ impl EntityState {
         prior: Option<Option<i64>>,
     ) -> bool {
         let start = bucket_start(t, spec.bucket());
-        let at = self.buckets.slot(start);
+        let most = usize::try_from(spec.retention_ms() / spec.bucket()).unwrap_or(usize::MAX).saturating_add(2);
+        let at = self.buckets.slot(start, most);
         let newest = at + 1 == self.buckets.len();
         let b = self.buckets.at(at);
         let old_sum = b.sum;
         b.count += 1;
         if let Some(v) = value {
             b.sum += v;
-            b.min = min_opt(b.min, Some(v));
-            b.max = max_opt(b.max, Some(v));
+            b.see(v);
         }
         self.track.bucket_changed(start, b);
         self.running.bucket_changed(start, newest, old_sum, b);
@@ -314,11 +314,13 @@ impl EntityState {
                     old.last_of = old.last_of.saturating_sub(1);
                     self.track.bucket_changed(last, old);
                 }
-                self.buckets.at(at).last_of += 1;
+                let b = self.buckets.at(at);
+                b.last_of = b.last_of.saturating_add(1);
                 self.running.distinct_moved(start, 1);
             }
             Some(None) => {
-                self.buckets.at(at).last_of += 1;
+                let b = self.buckets.at(at);
+                b.last_of = b.last_of.saturating_add(1);
                 self.running.distinct_moved(start, 1);
             }
             _ => {}

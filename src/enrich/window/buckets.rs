@@ -6,17 +6,56 @@
 
 use std::collections::VecDeque;
 
-/// One bucket's aggregates.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// One bucket's aggregates: 40 bytes (48 with its start), since an entity holds up to
+/// `retention / bucket` of them (1,442 for a day of one-minute buckets).
+#[derive(Debug, Clone)]
 pub(super) struct Bucket {
     pub(super) count: u64,
     pub(super) sum: f64,
-    pub(super) min: Option<f64>,
-    pub(super) max: Option<f64>,
+    /// Minimum and maximum value; NaN while no event carried one (window values are finite).
+    lo: f64,
+    hi: f64,
     /// Distinct values whose most recent bucket is this one.
-    pub(super) last_of: u64,
+    pub(super) last_of: u32,
     /// Changed since the last delta was taken (only when the state tracks deltas).
     pub(super) dirty: bool,
+}
+
+impl Default for Bucket {
+    fn default() -> Self {
+        Self { count: 0, sum: 0.0, lo: f64::NAN, hi: f64::NAN, last_of: 0, dirty: false }
+    }
+}
+
+impl PartialEq for Bucket {
+    fn eq(&self, o: &Self) -> bool {
+        (self.count, self.sum.to_bits(), self.min(), self.max(), self.last_of, self.dirty)
+            == (o.count, o.sum.to_bits(), o.min(), o.max(), o.last_of, o.dirty)
+    }
+}
+
+impl Bucket {
+    /// A bucket from its stored parts.
+    pub(super) fn with(count: u64, sum: f64, min_max: Option<(f64, f64)>, last_of: u64) -> Self {
+        let (lo, hi) = min_max.unwrap_or((f64::NAN, f64::NAN));
+        Self { count, sum, lo, hi, last_of: u32::try_from(last_of).unwrap_or(u32::MAX), dirty: false }
+    }
+
+    /// The least value, None when no event carried one.
+    pub(super) fn min(&self) -> Option<f64> {
+        (!self.lo.is_nan()).then_some(self.lo)
+    }
+
+    /// The greatest value.
+    pub(super) fn max(&self) -> Option<f64> {
+        (!self.hi.is_nan()).then_some(self.hi)
+    }
+
+    /// Counts a value in min and max (a NaN is ignored, as `f64::min` does).
+    pub(super) fn see(&mut self, v: f64) {
+        self.lo = self.lo.min(v);
+        self.hi = self.hi.max(v);
+    }
 }
 
 /// Buckets sorted by start, each start at most once.
@@ -34,11 +73,17 @@ impl Buckets {
         }
     }
 
-    /// Index of the bucket starting at `start`, created empty if it is not there.
-    pub(super) fn slot(&mut self, start: i64) -> usize {
+    /// Index of the bucket starting at `start`, created empty if it is not there. `most`:
+    /// how many buckets the entity can hold (retention / width): the deque grows by
+    /// doubling, but never past that, so a full day of buckets holds no unused half.
+    pub(super) fn slot(&mut self, start: i64, most: usize) -> usize {
         match self.find(start) {
             Ok(i) => i,
             Err(i) => {
+                let len = self.0.len();
+                if len == self.0.capacity() && len < most {
+                    self.0.reserve_exact(len.max(4).min(most - len));
+                }
                 self.0.insert(i, (start, Bucket::default()));
                 i
             }

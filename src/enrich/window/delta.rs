@@ -143,10 +143,10 @@ fn decimal(out: &mut Vec<u8>, n: i64) {
 fn encode_bucket(out: &mut Vec<u8>, b: &Bucket) {
     out.extend_from_slice(&b.count.to_le_bytes());
     out.extend_from_slice(&b.sum.to_bits().to_le_bytes());
-    out.extend_from_slice(&b.min.unwrap_or(0.0).to_bits().to_le_bytes());
-    out.extend_from_slice(&b.max.unwrap_or(0.0).to_bits().to_le_bytes());
-    out.extend_from_slice(&b.last_of.to_le_bytes());
-    out.push(u8::from(b.min.is_some()));
+    out.extend_from_slice(&b.min().unwrap_or(0.0).to_bits().to_le_bytes());
+    out.extend_from_slice(&b.max().unwrap_or(0.0).to_bits().to_le_bytes());
+    out.extend_from_slice(&u64::from(b.last_of).to_le_bytes());
+    out.push(u8::from(b.min().is_some()));
 }
 
 fn decode_bucket(v: &[u8]) -> Option<Bucket> {
@@ -155,14 +155,12 @@ fn decode_bucket(v: &[u8]) -> Option<Bucket> {
     }
     let word = |i: usize| u64::from_le_bytes(v[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
     let has = v[40] & 1 == 1;
-    Some(Bucket {
-        count: word(0),
-        sum: f64::from_bits(word(1)),
-        min: has.then(|| f64::from_bits(word(2))),
-        max: has.then(|| f64::from_bits(word(3))),
-        last_of: word(4),
-        dirty: false,
-    })
+    Some(Bucket::with(
+        word(0),
+        f64::from_bits(word(1)),
+        has.then(|| (f64::from_bits(word(2)), f64::from_bits(word(3)))),
+        word(4),
+    ))
 }
 
 fn parse_i64(v: &[u8]) -> Option<i64> {

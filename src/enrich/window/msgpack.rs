@@ -29,14 +29,17 @@ impl EntityState {
                         }
                         let has = f[3].as_bool().ok_or_else(|| bad("bucket flag"))?;
                         let start = int(&f[0]).ok_or_else(|| bad("bucket start"))?;
-                        let bucket = Bucket {
-                            count: int(&f[1]).ok_or_else(|| bad("count"))? as u64,
-                            sum: num(&f[2]).ok_or_else(|| bad("sum"))?,
-                            min: if has { Some(num(&f[4]).ok_or_else(|| bad("min"))?) } else { None },
-                            max: if has { Some(num(&f[5]).ok_or_else(|| bad("max"))?) } else { None },
-                            last_of: int(&f[6]).ok_or_else(|| bad("distinct count"))?.max(0) as u64,
-                            dirty: false,
+                        let min_max = if has {
+                            Some((num(&f[4]).ok_or_else(|| bad("min"))?, num(&f[5]).ok_or_else(|| bad("max"))?))
+                        } else {
+                            None
                         };
+                        let bucket = Bucket::with(
+                            int(&f[1]).ok_or_else(|| bad("count"))? as u64,
+                            num(&f[2]).ok_or_else(|| bad("sum"))?,
+                            min_max,
+                            int(&f[6]).ok_or_else(|| bad("distinct count"))?.max(0) as u64,
+                        );
                         st.buckets.insert(start, bucket);
                     }
                 }
@@ -71,10 +74,10 @@ impl EntityState {
             w::write_sint(out, start).expect(VEC);
             w::write_uint(out, b.count).expect(VEC);
             w::write_f64(out, b.sum).expect(VEC);
-            w::write_bool(out, b.min.is_some()).expect(VEC);
-            w::write_f64(out, b.min.unwrap_or(0.0)).expect(VEC);
-            w::write_f64(out, b.max.unwrap_or(0.0)).expect(VEC);
-            w::write_uint(out, b.last_of).expect(VEC);
+            w::write_bool(out, b.min().is_some()).expect(VEC);
+            w::write_f64(out, b.min().unwrap_or(0.0)).expect(VEC);
+            w::write_f64(out, b.max().unwrap_or(0.0)).expect(VEC);
+            w::write_uint(out, u64::from(b.last_of)).expect(VEC);
         }
         w::write_str(out, "f").expect(VEC);
         w::write_map_len(out, self.fence.len() as u32).expect(VEC);

@@ -115,13 +115,13 @@ impl Window {
     fn enter(&mut self, b: &Bucket) {
         self.count += b.count;
         self.sum.add(b.sum);
-        self.distinct += b.last_of;
+        self.distinct += u64::from(b.last_of);
     }
 
     fn leave(&mut self, b: &Bucket) {
         self.count = self.count.saturating_sub(b.count);
         self.sum.sub(b.sum);
-        self.distinct = self.distinct.saturating_sub(b.last_of);
+        self.distinct = self.distinct.saturating_sub(u64::from(b.last_of));
     }
 
     /// Moves the edge to `edge`: buckets between the two leave (forward) or enter (back).
@@ -148,13 +148,13 @@ impl Window {
 
     /// The newest bucket's min or max may have improved: drop what it beats, then add it.
     fn push_extremes(&mut self, start: i64, b: &Bucket) {
-        if let Some(v) = b.min {
+        if let Some(v) = b.min() {
             while self.min.back().is_some_and(|&(s, x)| x >= v || s == start) {
                 self.min.pop_back();
             }
             self.min.push_back((start, v));
         }
-        if let Some(v) = b.max {
+        if let Some(v) = b.max() {
             while self.max.back().is_some_and(|&(s, x)| x <= v || s == start) {
                 self.max.pop_back();
             }
