@@ -105,7 +105,8 @@ fn over_tls_with_the_readme_acl_user_windows_and_features_are_exact_and_nothing_
 
     let m = Metrics::new();
     let p = Pipeline::start(&cfg, m.clone()).unwrap();
-    wait_for("all decided", Duration::from_secs(60), || handled(&m) >= 4_000);
+    let decided = wait_or_fail_later("all decided", Duration::from_secs(60), || handled(&m) >= 4_000);
+    assert!(decided.is_ok(), "{decided:?}; refused by the ACL: {:?}", server.acl_denials());
     wait_for("scored events kept", Duration::from_secs(10), || m.labels.with_label_values(&["kept"]).get() == 4_000);
     let decisions: Vec<serde_json::Value> = mock
         .read_all("decisions", Duration::from_millis(500))

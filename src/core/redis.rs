@@ -102,7 +102,9 @@ pub fn client(key: &str, url: &str, cfg: &RedisConfig) -> Result<redis::Client, 
         reason: crate::redact::redis_error(&e),
     };
     let mut info = redis::IntoConnectionInfo::into_connection_info(url).map_err(refused)?;
-    let mut settings = info.redis_settings().clone();
+    // No `CLIENT SETINFO` at connect: Redis before 7.2 does not know it, and an ACL user
+    // would need it allowed for nothing verdict uses (README "Security").
+    let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
     if !cfg.username.is_empty() {
         settings = settings.set_username(&cfg.username);
     }
