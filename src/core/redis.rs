@@ -37,8 +37,8 @@ pub struct RedisConfig {
     /// ACL password. Prefer `password_file` or the environment (`VERDICT__REDIS__PASSWORD`)
     /// to a value in a file under version control.
     pub password: String,
-    /// File holding the ACL password (a trailing newline is ignored); read at each connect,
-    /// so a rotated password is picked up on reconnection.
+    /// File holding the ACL password (a trailing newline is ignored), read when verdict
+    /// builds its clients (at start-up).
     pub password_file: String,
 }
 
@@ -92,8 +92,8 @@ pub enum ClientError {
 }
 
 /// A client for `url` (found under the key `key`, named in errors) with `cfg`'s TLS files and
-/// credentials; connects nothing yet. Reads the files each call (a rotated password or
-/// certificate is used by the next client).
+/// credentials; connects nothing yet. Reads the files each call; the client keeps what it read
+/// for all its connections.
 pub fn client(key: &str, url: &str, cfg: &RedisConfig) -> Result<redis::Client, ClientError> {
     let shown = || crate::redact::redis_url(url).into_owned();
     let refused = |e: redis::RedisError| ClientError::Url {
