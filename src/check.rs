@@ -47,8 +47,10 @@ pub fn check(cfg: &Config, known: &[String]) -> Vec<String> {
     let names = {
         let mut enrich = cfg.enrich.clone();
         if enrich.backend == Backend::Redis {
-            if let (false, Err(e)) = (has("enrich.redis_url"), redis::Client::open(enrich.redis_url.as_str())) {
-                out.push(format!("enrich.redis_url: {e}"));
+            // The client as `run` builds it: the URL, the [redis] files read and their PEM parsed.
+            let client = verdict::core::redis::client("enrich.redis_url", &enrich.redis_url, &cfg.redis);
+            if let (false, Err(e)) = (has("enrich.redis_url") || has("redis."), client) {
+                out.push(e.to_string());
             }
             enrich.backend = Backend::Memory;
         }

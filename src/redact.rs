@@ -165,14 +165,14 @@ pub fn redis_error(e: &redis::RedisError) -> String {
         || text.contains("WRONGPASS")
         || text.contains("NOAUTH");
     if auth && !text.to_ascii_lowercase().contains("authentication failed") {
-        format!("authentication failed (check the password in the Redis URL): {text}")
+        format!("authentication failed (check the user and password: [redis] or the Redis URL): {text}")
     } else {
         text
     }
 }
 
 /// Every secret value of a configuration: the Redis passwords (`enrich.redis_url`,
-/// `rules.redis_url`) and the secret librdkafka properties (`kafka.consumer`,
+/// `rules.redis_url`, `[redis]` password and password file) and the secret librdkafka properties (`kafka.consumer`,
 /// `kafka.producer`). [`Secrets::scrub`] masks them in any message.
 #[derive(Debug, Clone, Default)]
 pub struct Secrets {

@@ -113,7 +113,7 @@ impl Offline {
             }
             false => None,
         };
-        let setup = EnrichSetup::new(&enrich_cfg, enricher, &metrics)?;
+        let setup = EnrichSetup::new(&enrich_cfg, &cfg.redis, enricher, &metrics)?;
         let parts = match &setup {
             Some(s) => s.worker_parts()?,
             None => EnrichParts { features: None, owned: None, shared: None, width: 0 },
@@ -311,7 +311,7 @@ pub fn check_rules(
     let mut lists = set.initial_lists.clone();
     for (i, (name, spec)) in set.list_specs.iter().enumerate() {
         if spec.redis_set.is_some() {
-            match crate::rules::live::fetch_list(spec, &cfg.enrich.redis_url) {
+            match crate::rules::live::fetch_list(spec, &cfg.enrich.redis_url, &cfg.redis) {
                 Ok(Some(l)) => lists[i] = Arc::new(l),
                 _ => writeln!(out, "note: list '{name}' (Redis set) unreachable; treated as empty")?,
             }

@@ -114,13 +114,18 @@ fn a_wrong_redis_password_is_reported_as_such_and_never_shown() {
 
     // A rules list kept in a Redis set, read with the same URL.
     let spec = verdict::rules::set::ListSpec { file: None, values: None, redis_set: Some("blocked".into()) };
-    let err = verdict::rules::live::fetch_list(&spec, &url).unwrap_err().to_string();
+    let err = verdict::rules::live::fetch_list(&spec, &url, &Default::default()).unwrap_err().to_string();
     assert!(err.contains("authentication failed"), "{err}");
     assert!(!err.contains(wrong), "the list refresh error shows the password: {err}");
 
     // Scored events kept for label joins: the writer logs its failure.
     let m = Metrics::new();
-    let store = verdict::drift::labels::LabelStore { redis_url: url.clone(), prefix: "verdict".into(), horizon_s: 60 };
+    let store = verdict::drift::labels::LabelStore {
+        redis_url: url.clone(),
+        redis: Default::default(),
+        prefix: "verdict".into(),
+        horizon_s: 60,
+    };
     let (sink, _writer) = verdict::drift::labels::spawn_writer(store, 16, m.clone()).unwrap();
     for i in 0..3 {
         sink.keep(&format!("tx-{i}"), 0.5, verdict::rules::Action::Approve);

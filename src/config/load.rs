@@ -72,6 +72,14 @@ pub fn load_layers(layers: &[&str], files: &[&Path], env: HashMap<String, String
         }
         builder = builder.add_source(File::from(path).format(FileFormat::Toml));
     }
+    let verbatim: HashMap<String, String> = env
+        .iter()
+        .filter(|(k, _)| {
+            let key = k.to_ascii_lowercase().strip_prefix("verdict__").map(|r| r.replace("__", "."));
+            key.is_some_and(|key| VERBATIM_ENV_KEYS.contains(&key.as_str()))
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     builder = builder.add_source(
         Environment::with_prefix("VERDICT")
             .prefix_separator("__")
@@ -82,6 +90,9 @@ pub fn load_layers(layers: &[&str], files: &[&Path], env: HashMap<String, String
             .try_parsing(true)
             .source(Some(env)),
     );
+    // Again, unparsed, for the keys that are strings whatever they look like.
+    builder = builder
+        .add_source(Environment::with_prefix("VERDICT").prefix_separator("__").separator("__").source(Some(verbatim)));
     let merged = match builder.build() {
         Ok(m) => m,
         Err(e) => return fail(vec![e.to_string()]),
@@ -105,6 +116,17 @@ pub fn load_layers(layers: &[&str], files: &[&Path], env: HashMap<String, String
     }
     Loaded { config, problems }
 }
+
+/// Keys whose environment value is taken as written: a password of digits (or `true`) must
+/// not become a number (the other keys' values are parsed: `VERDICT__BATCH__MAX_EVENTS=500`).
+const VERBATIM_ENV_KEYS: &[&str] = &[
+    "redis.username",
+    "redis.password",
+    "redis.password_file",
+    "redis.tls_ca_file",
+    "redis.tls_cert_file",
+    "redis.tls_key_file",
+];
 
 /// Neutral values of the optional keys of an `[[enrich.entities]]` entry. `name` and `key`
 /// have none: an entry without them is an error naming `enrich.entities[i].name` / `.key`.

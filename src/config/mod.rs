@@ -27,6 +27,7 @@ pub use load::{checked, demo, load, load_demo, load_files, load_layers, load_wit
 pub use tracked::is_secret_key;
 
 pub use crate::consume::config::{BatchConfig, KafkaConfig};
+pub use crate::core::redis::RedisConfig;
 pub use crate::decode::config::{DecodeConfig, FieldMapping, PayloadFormat};
 pub use crate::drift::config::DriftConfig;
 pub use crate::enrich::EnrichConfig;
@@ -60,6 +61,8 @@ pub struct Config {
     pub decide: DecideConfig,
     /// Business rules over the event, features, windows and score; reloaded live.
     pub rules: RulesConfig,
+    /// TLS and ACL credentials for every Redis URL (`enrich.redis_url`, `rules.redis_url`).
+    pub redis: RedisConfig,
     /// Drift statistics against the model's training baseline.
     pub drift: DriftConfig,
     /// How decision records are written.
@@ -82,6 +85,7 @@ impl Default for Config {
             model: ModelConfig::default(),
             decide: DecideConfig::default(),
             rules: RulesConfig::default(),
+            redis: RedisConfig::default(),
             drift: DriftConfig::default(),
             publish: PublishConfig::default(),
             telemetry: TelemetryConfig::default(),

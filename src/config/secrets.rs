@@ -11,6 +11,7 @@ impl Secrets {
         for url in [&cfg.enrich.redis_url, &cfg.rules.redis_url] {
             values.extend(crate::redact::url_password(url));
         }
+        values.extend(cfg.redis.secrets());
         for (k, v) in cfg.kafka.consumer.iter().chain(&cfg.kafka.producer) {
             if crate::redact::is_secret_property(k) && !v.is_empty() {
                 values.push(v.clone());

@@ -82,6 +82,11 @@ impl Config {
                 e.push(format!("decode.fields.{name}: must not be empty"));
             }
         }
+        let mut redis_urls = vec![("enrich.redis_url", self.enrich.redis_url.as_str())];
+        if !self.rules.redis_url.is_empty() {
+            redis_urls.push(("rules.redis_url", self.rules.redis_url.as_str()));
+        }
+        e.extend(self.redis.validate(&redis_urls));
         e.extend(self.enrich.validate());
         e.extend(self.enrich.validate_ownership(&self.decode.fields.entity_key));
         let m = &self.model;

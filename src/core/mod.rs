@@ -13,6 +13,8 @@
 //! * [`decision`]: the decision vocabulary (action, rule hits, decision) the decide stage
 //!   makes and publish and drift record.
 //! * [`kafka`]: the Kafka connection, topics and client overrides (consume and publish).
+//! * [`redis`]: the `[redis]` security settings and the one function that makes a Redis
+//!   client from a URL and them (enrich, rules and drift connect through it).
 //! * [`output`]: the record encoding and the sink a stage writes records through (publish
 //!   implements it; drift uses it).
 //!
@@ -26,4 +28,5 @@ pub mod field;
 pub mod kafka;
 pub mod manifest;
 pub mod output;
+pub mod redis;
 pub mod rows;

@@ -45,6 +45,7 @@ use reply::{count, write_cached, write_seen, ReplyReader};
 
 pub use crate::core::event::{EntityInput, EntityPaths};
 use crate::core::field::FieldPath;
+use crate::core::redis::RedisConfig;
 use crate::error::{Policy, StageError};
 
 /// Enrich-stage failures.
@@ -165,8 +166,14 @@ pub struct Enricher {
 const AGGS: [&str; 6] = ["count", "sum", "avg", "min", "max", "distinct"];
 
 impl Enricher {
-    /// Builds the enricher and connects to its store.
+    /// Builds the enricher and connects to its store by its URL alone, without `[redis]`
+    /// security settings (tests, tools); the service uses [`Enricher::connect`].
     pub fn new(cfg: &EnrichConfig) -> Result<Self, EnrichError> {
+        Self::connect(cfg, &RedisConfig::default())
+    }
+
+    /// Builds the enricher and connects to its store with `redis`' TLS and credentials.
+    pub fn connect(cfg: &EnrichConfig, redis: &RedisConfig) -> Result<Self, EnrichError> {
         let problems = cfg.validate();
         if !problems.is_empty() {
             return Err(EnrichError::Config(problems.join("; ")));
@@ -207,6 +214,7 @@ impl Enricher {
             }
             Backend::Redis => Store::Redis(Box::new(redis::RedisStore::connect(
                 &cfg.redis_url,
+                redis,
                 &cfg.key_prefix,
                 Duration::from_millis(cfg.timeout_ms),
             )?)),

@@ -20,6 +20,7 @@ use redis::aio::ConnectionManager;
 use tracing::Level;
 
 use super::{EnrichError, Group};
+use crate::core::redis::RedisConfig;
 use crate::lograte::LogRate;
 pub use crate::redact::redis_error;
 use crate::telemetry::Metrics;
@@ -50,8 +51,9 @@ pub fn feature_key(prefix: &str, entity: &str, id: &str) -> String {
 }
 
 impl RedisStore {
-    /// Connects (with reconnects managed by `ConnectionManager`) and loads the script.
-    pub fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, EnrichError> {
+    /// Connects (with reconnects managed by `ConnectionManager`, TLS and credentials from
+    /// `security`) and loads the script.
+    pub fn connect(url: &str, security: &RedisConfig, prefix: &str, timeout: Duration) -> Result<Self, EnrichError> {
         let rt = Arc::new(
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -60,8 +62,8 @@ impl RedisStore {
         );
         // The URL may carry a password: only its redacted form goes into messages.
         let shown = crate::redact::redis_url(url);
-        let client = redis::Client::open(url)
-            .map_err(|e| EnrichError::Config(format!("enrich.redis_url '{shown}': {}", redis_error(&e))))?;
+        let client = crate::core::redis::client("enrich.redis_url", url, security)
+            .map_err(|e| EnrichError::Config(e.to_string()))?;
         let cfg = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::owned::{OwnedWindows, Partitions};
 use super::stage::EnrichParts;
 use super::{Backend, EnrichConfig, EnrichError, Enricher, FailurePolicy, Ownership, Part, Turnstile};
+use crate::core::redis::RedisConfig;
 use crate::telemetry::Metrics;
 
 /// The enrich stage's shared parts, built once per pipeline.
@@ -22,18 +23,24 @@ pub struct EnrichSetup {
     /// Online features are read by each worker.
     features: bool,
     cfg: EnrichConfig,
+    security: RedisConfig,
     metrics: Arc<Metrics>,
 }
 
 impl EnrichSetup {
-    /// From the config and the pipeline's enricher (which serves the shared windows);
-    /// None when nothing is enriched. Checks the state layout in Redis.
-    pub fn new(cfg: &EnrichConfig, enricher: Enricher, metrics: &Arc<Metrics>) -> Result<Option<Self>, EnrichError> {
+    /// From the config, the `[redis]` security settings and the pipeline's enricher (which
+    /// serves the shared windows); None when nothing is enriched. Checks the state layout in Redis.
+    pub fn new(
+        cfg: &EnrichConfig,
+        security: &RedisConfig,
+        enricher: Enricher,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Option<Self>, EnrichError> {
         if !enricher.is_enabled() {
             return Ok(None);
         }
         let width = enricher.names().len();
-        let partitions = Partitions::new(cfg, enricher.owned_entities(), metrics.clone())?;
+        let partitions = Partitions::new(cfg, security, enricher.owned_entities(), metrics.clone())?;
         let features = cfg.backend == Backend::Redis
             && cfg
                 .entities
@@ -48,6 +55,7 @@ impl EnrichSetup {
             partitions,
             features,
             cfg: cfg.clone(),
+            security: security.clone(),
             metrics: metrics.clone(),
         }))
     }
@@ -56,7 +64,7 @@ impl EnrichSetup {
     /// the partition-owned state.
     pub fn worker_parts(&self) -> Result<EnrichParts, EnrichError> {
         let features = if self.features {
-            Some(Enricher::new(&self.cfg)?.with_metrics(&self.metrics).for_part(Part::Features))
+            Some(Enricher::connect(&self.cfg, &self.security)?.with_metrics(&self.metrics).for_part(Part::Features))
         } else {
             None
         };

@@ -113,17 +113,17 @@ impl Parts {
             Arc::new(LocalSchemas::load(&cfg.decode.avro_schemas).map_err(StartError::Schemas)?);
         let publisher = Publisher::new(&cfg.kafka, &cfg.publish, metrics.clone())
             .map_err(|e| StartError::Publisher(Scrubbed::new(e, &secrets)))?;
-        let enricher = Enricher::new(&cfg.enrich)
+        let enricher = Enricher::connect(&cfg.enrich, &cfg.redis)
             .map(|e| e.with_metrics(metrics))
             .map_err(|e| StartError::Enrich(Scrubbed::new(e, &secrets)))?;
         let vectorizer =
             Vectorizer::new(&spec.manifest, enricher.names()).map_err(|e| ScoreError::Mismatch(e.to_string()))?;
         let entity_paths = enricher.paths();
         let enriched_names = enricher.names().to_vec();
-        let rules = RulesHandle::load(&cfg.rules, &enriched_names, &cfg.enrich.redis_url, metrics.clone())?;
+        let rules = RulesHandle::load(&cfg.rules, &enriched_names, &cfg.enrich.redis_url, &cfg.redis, metrics.clone())?;
         // Windows are maintained whenever entities are configured, used by the model or not:
         // rules (and later rule versions) read them, and they must be exact when they do.
-        let enricher = EnrichSetup::new(&cfg.enrich, enricher, metrics)
+        let enricher = EnrichSetup::new(&cfg.enrich, &cfg.redis, enricher, metrics)
             .map_err(|e| StartError::Enrich(Scrubbed::new(e, &secrets)))?;
         let budget = (cfg.batch.score_budget_us > 0)
             .then(|| Arc::new(BatchBudget::new(cfg.batch.score_budget_us, cfg.batch.max_events)));
@@ -171,6 +171,7 @@ fn start_drift(cfg: &Config, parts: &Parts, workers: usize, threads: &mut Thread
         let stats = Arc::new(parking_lot::Mutex::new(LabelStats::new(&thresholds)));
         let store = LabelStore {
             redis_url: cfg.enrich.redis_url.clone(),
+            redis: cfg.redis.clone(),
             prefix: cfg.enrich.key_prefix.clone(),
             horizon_s: cfg.drift.labels_horizon_s,
         };

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::RulesConfig;
 use super::set::{read_list, ListSpec, RuleSet};
+use crate::core::redis::RedisConfig;
 use crate::telemetry::Metrics;
 
 /// The rules file is invalid.
@@ -41,6 +42,9 @@ pub enum ListError {
         /// What failed, password redacted.
         reason: String,
     },
+    /// The Redis client could not be made (a `[redis]` file unreadable, a bad URL).
+    #[error(transparent)]
+    Client(#[from] crate::core::redis::ClientError),
     /// Reading the set failed.
     #[error("SMEMBERS {key}: {url}: {reason}")]
     Members {
@@ -68,6 +72,7 @@ pub struct RulesHandle {
     path: Option<PathBuf>,
     enriched: Vec<String>,
     redis_url: String,
+    security: RedisConfig,
     metrics: Arc<Metrics>,
     /// Content of the last rejected file, so a bad file is reported once, not every interval.
     rejected: parking_lot::Mutex<Option<Vec<u8>>>,
@@ -82,11 +87,13 @@ impl crate::envelope::RulesSource for RulesHandle {
 
 impl RulesHandle {
     /// Loads the configured rules file (or bands only when none); an invalid file fails
-    /// start-up with every problem. `enriched` are the enrichment names rules may use.
+    /// start-up with every problem. `enriched` are the enrichment names rules may use;
+    /// `redis_set` lists are read from `cfg.redis_url`, else `default_redis`, with `security`.
     pub fn load(
         cfg: &RulesConfig,
         enriched: &[String],
         default_redis: &str,
+        security: &RedisConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, InvalidRules> {
         let path = (!cfg.file.is_empty()).then(|| PathBuf::from(&cfg.file));
@@ -101,6 +108,7 @@ impl RulesHandle {
             path,
             enriched: enriched.to_vec(),
             redis_url,
+            security: security.clone(),
             metrics,
             rejected: parking_lot::Mutex::new(None),
             kick: bounded(1),
@@ -171,7 +179,7 @@ impl RulesHandle {
         }
         let mut lists = live.lists.clone();
         for (i, (name, spec)) in live.set.list_specs.iter().enumerate() {
-            match fetch_list(spec, &self.redis_url) {
+            match fetch_list(spec, &self.redis_url, &self.security) {
                 Ok(Some(set)) => {
                     self.metrics.rules_list_refreshes.with_label_values(&["ok"]).inc();
                     lists[i] = Arc::new(set);
@@ -216,8 +224,13 @@ impl RulesHandle {
     }
 }
 
-/// Current entries of a list: None for inline lists (they never change).
-pub fn fetch_list(spec: &ListSpec, redis_url: &str) -> Result<Option<HashSet<String>>, ListError> {
+/// Current entries of a list: None for inline lists (they never change). A Redis set is read
+/// from `redis_url` with `security`'s TLS and credentials.
+pub fn fetch_list(
+    spec: &ListSpec,
+    redis_url: &str,
+    security: &RedisConfig,
+) -> Result<Option<HashSet<String>>, ListError> {
     if let Some(f) = &spec.file {
         let t = std::fs::read_to_string(f).map_err(|source| ListError::File { path: f.clone(), source })?;
         return Ok(Some(read_list(&t).collect()));
@@ -227,7 +240,7 @@ pub fn fetch_list(spec: &ListSpec, redis_url: &str) -> Result<Option<HashSet<Str
         let url = crate::redact::redis_url(redis_url).into_owned();
         let reason = |e: redis::RedisError| crate::redact::redis_error(&e);
         let failed = |e| ListError::Redis { url: url.clone(), reason: reason(e) };
-        let client = redis::Client::open(redis_url).map_err(failed)?;
+        let client = crate::core::redis::client("rules.redis_url", redis_url, security)?;
         let mut conn = client.get_connection_with_timeout(Duration::from_secs(2)).map_err(failed)?;
         let members: HashSet<String> = redis::cmd("SMEMBERS")
             .arg(key)

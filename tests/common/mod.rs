@@ -15,6 +15,9 @@ use verdict::telemetry::Metrics;
 mod state;
 #[allow(unused_imports)] // not every test binary uses the state checks
 pub use state::*;
+mod tls;
+#[allow(unused_imports)] // only the Redis TLS tests use it
+pub use tls::*;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 

@@ -16,6 +16,7 @@ use tracing::Level;
 use super::{parse_label, LabelStats};
 use crate::backoff::Backoff;
 use crate::core::decision::Action;
+use crate::core::redis::RedisConfig;
 use crate::lograte::{LimitedContext, LogRate, WINDOW};
 use crate::telemetry::Metrics;
 
@@ -42,6 +43,8 @@ impl ScoredSink {
 pub struct LabelStore {
     /// Redis URL.
     pub redis_url: String,
+    /// TLS and credentials for it (`[redis]`).
+    pub redis: RedisConfig,
     /// Key prefix (`{prefix}:s:{event_id}`).
     pub prefix: String,
     /// TTL of a scored event, seconds.
@@ -110,7 +113,7 @@ impl ScoredWriter {
                     .arg(store.horizon_s.max(1))
                     .ignore();
             }
-            match query::<()>(&mut conn, &store.redis_url, &pipe) {
+            match query::<()>(&mut conn, &store, &pipe) {
                 Ok(()) => {
                     metrics.labels.with_label_values(&["kept"]).inc_by(chunk.len() as u64);
                 }
@@ -131,12 +134,14 @@ impl ScoredWriter {
 /// kept only while it works.
 fn query<T: redis::FromRedisValue>(
     conn: &mut Option<redis::Connection>,
-    url: &str,
+    store: &LabelStore,
     pipe: &redis::Pipeline,
 ) -> redis::RedisResult<T> {
     let mut c = match conn.take() {
         Some(c) => c,
-        None => redis::Client::open(url)?.get_connection_with_timeout(Duration::from_secs(1))?,
+        None => crate::core::redis::client("enrich.redis_url", &store.redis_url, &store.redis)
+            .map_err(|e| redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "redis", e.to_string())))?
+            .get_connection_with_timeout(Duration::from_secs(1))?,
     };
     let v = pipe.query(&mut c)?;
     *conn = Some(c);
@@ -201,7 +206,7 @@ impl LabelJoiner {
             for (id, _) in &pending {
                 pipe.cmd("GETDEL").arg(store.key(id));
             }
-            match query::<Vec<Option<String>>>(&mut conn, &store.redis_url, &pipe) {
+            match query::<Vec<Option<String>>>(&mut conn, store, &pipe) {
                 Ok(values) => {
                     backoff.reset();
                     let mut s = stats.lock();

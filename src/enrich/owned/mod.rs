@@ -39,6 +39,7 @@ use super::config::{Backend, EnrichConfig};
 use super::window::{EntityState, WindowSpec};
 use super::EnrichError;
 use crate::backoff::Backoff;
+use crate::core::redis::RedisConfig;
 use crate::envelope::{OffsetStore, PartitionResume, PartitionTurns, Turn};
 use crate::telemetry::Metrics;
 
@@ -62,6 +63,7 @@ type SlotMap = HashMap<(Arc<str>, i32), Arc<Slot>>;
 #[derive(Debug, Clone)]
 struct RedisTarget {
     url: String,
+    security: RedisConfig,
     timeout: Duration,
 }
 
@@ -97,16 +99,20 @@ impl Partitions {
     /// None when there are none. With Redis, checks which layout holds each entity's state.
     pub fn new(
         cfg: &EnrichConfig,
+        security: &RedisConfig,
         entities: Vec<OwnedEntity>,
         metrics: Arc<Metrics>,
     ) -> Result<Option<Arc<Self>>, EnrichError> {
         if entities.is_empty() || cfg.backend == Backend::Off {
             return Ok(None);
         }
-        let redis = (cfg.backend == Backend::Redis)
-            .then(|| RedisTarget { url: cfg.redis_url.clone(), timeout: Duration::from_millis(cfg.timeout_ms) });
+        let redis = (cfg.backend == Backend::Redis).then(|| RedisTarget {
+            url: cfg.redis_url.clone(),
+            security: security.clone(),
+            timeout: Duration::from_millis(cfg.timeout_ms),
+        });
         if let Some(r) = &redis {
-            let mut store = Store::new(&r.url, r.timeout)?;
+            let mut store = Store::new(&r.url, &r.security, r.timeout)?;
             let layouts: Vec<(&str, bool)> = cfg
                 .entities
                 .iter()
@@ -148,7 +154,7 @@ impl Partitions {
 
     /// A connection of this state's Redis (one per thread that uses it).
     fn store(&self) -> Result<Option<Store>, EnrichError> {
-        self.redis.as_ref().map(|r| Store::new(&r.url, r.timeout)).transpose()
+        self.redis.as_ref().map(|r| Store::new(&r.url, &r.security, r.timeout)).transpose()
     }
 
     /// The partition's slot, made (unclaimed) if it has none.

@@ -18,6 +18,7 @@ use redis::{Connection, RedisResult};
 
 use super::super::redis::{classify, redis_error};
 use super::super::EnrichError;
+use crate::core::redis::RedisConfig;
 
 /// The checkpoint script (see its header for KEYS and ARGV).
 pub const CHECKPOINT_SCRIPT: &str = include_str!("checkpoint.lua");
@@ -100,11 +101,11 @@ pub struct Store {
 }
 
 impl Store {
-    /// A store for `url` (not connected yet).
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, EnrichError> {
+    /// A store for `url` with `security`'s TLS and credentials (not connected yet).
+    pub fn new(url: &str, security: &RedisConfig, timeout: Duration) -> Result<Self, EnrichError> {
         let shown = crate::redact::redis_url(url).into_owned();
-        let client = redis::Client::open(url)
-            .map_err(|e| EnrichError::Config(format!("enrich.redis_url '{shown}': {}", redis_error(&e))))?;
+        let client = crate::core::redis::client("enrich.redis_url", url, security)
+            .map_err(|e| EnrichError::Config(e.to_string()))?;
         Ok(Self {
             client,
             conn: None,
