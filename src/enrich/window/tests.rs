@@ -106,3 +106,8 @@ fn spec_from_seconds_saturates_instead_of_wrapping() {
     assert_eq!(sp.retention_ms(), i64::MAX);
     assert_eq!(WindowSpec::from_seconds(60, [600, 3600], 60), spec());
 }
+
+#[test]
+fn a_bucket_with_its_start_takes_48_bytes_as_the_readme_counts() {
+    assert_eq!(std::mem::size_of::<(i64, super::buckets::Bucket)>(), 48);
+}
