@@ -13,6 +13,8 @@
 //! * [`decision`]: the decision vocabulary (action, rule hits, decision) the decide stage
 //!   makes and publish and drift record.
 //! * [`kafka`]: the Kafka connection, topics and client overrides (consume and publish).
+//! * [`kafka_security`]: `[kafka.security]` (TLS, SASL) and its mapping onto librdkafka
+//!   properties, for every Kafka client.
 //! * [`output`]: the record encoding and the sink a stage writes records through (publish
 //!   implements it; drift uses it).
 //!
@@ -24,6 +26,7 @@ pub mod decision;
 pub mod event;
 pub mod field;
 pub mod kafka;
+pub mod kafka_security;
 pub mod manifest;
 pub mod output;
 pub mod rows;
