@@ -33,7 +33,7 @@ pub fn check(cfg: &Config, known: &[String]) -> Vec<String> {
     // The whole client configuration includes verdict's own settings (kafka.compression is
     // compression.type): a problem loading found in them would only be repeated.
     let whole = !has("kafka");
-    let secrets = verdict::redact::Secrets::of(cfg);
+    let secrets = Secrets::of(cfg);
     let consumer = verdict::consume::consumer_config(&cfg.kafka, cfg.telemetry.stats_interval_ms);
     let consumer = consumer.map(|c| (c, create::<BaseConsumer<Quiet>> as Create));
     check_kafka("kafka.consumer", whole.then_some(consumer), &cfg.kafka.consumer, &secrets, &mut out);
