@@ -3,10 +3,9 @@
 //! producer, the labels consumer and `check-config`'s clients) before the user's own
 //! `[kafka.consumer]` / `[kafka.producer]` properties, which still override.
 //!
-//! Secrets (the SASL password, the private key's password) come
-//! from the TOML, the environment (`VERDICT__KAFKA__SECURITY__PASSWORD`) or a file
-//! (`password_file`, read when the properties are built, at start-up, its trailing newline
-//! trimmed). [`KafkaSecurity::validate`] and [`KafkaSecurity::properties`] share one pass
+//! Secrets (the SASL password, the private key's password) come from the TOML, the
+//! environment (`VERDICT__KAFKA__SECURITY__PASSWORD`) or a file (`password_file`, read when
+//! the properties are built, at start-up, its trailing newline trimmed). [`KafkaSecurity::validate`] and [`KafkaSecurity::properties`] share one pass
 //! ([`KafkaSecurity::resolve`]), so what `check-config` accepts is what the clients get.
 
 use std::fmt;
@@ -183,9 +182,14 @@ impl KafkaSecurity {
         }
     }
 
-    /// Every secret value of the section, those in files included (for redaction).
+    /// Every secret value of the section, those in files included (for redaction); the
+    /// inline ones even where the protocol does not use them.
     pub fn secret_values(&self) -> Vec<String> {
-        self.resolve().secrets
+        let mut values = self.resolve().secrets;
+        values.extend([&self.password, &self.key_password].into_iter().filter(|v| !v.is_empty()).cloned());
+        values.sort();
+        values.dedup();
+        values
     }
 
     /// Checks the section, reads its secret files and maps it onto librdkafka properties.

@@ -140,4 +140,6 @@ fn debug_output_masks_every_secret() {
     for secret in ["pw-1", "pw-2"] {
         assert!(!shown.contains(secret), "{shown}");
     }
+    // Redaction knows them even where the protocol (plaintext here) does not use them.
+    assert_eq!(s.secret_values(), ["pw-1", "pw-2"]);
 }
