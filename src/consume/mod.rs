@@ -49,16 +49,20 @@ pub fn create_consumer(
     metrics: Arc<Metrics>,
     in_flight: Arc<AtomicUsize>,
 ) -> Result<Arc<KafkaConsumer>, rdkafka::error::KafkaError> {
-    let cc = consumer_config(cfg, stats_interval_ms);
+    let cc = consumer_config(cfg, stats_interval_ms)
+        .map_err(|e| rdkafka::error::KafkaError::ClientCreation(e.to_string()))?;
     let consumer: KafkaConsumer = cc.create_with_context(VerdictContext::new(metrics, in_flight))?;
     let topics: Vec<&str> = cfg.input_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok(Arc::new(consumer))
 }
 
-/// The consumer's librdkafka properties: verdict's own, then `kafka.consumer` overrides.
-/// `check-config` validates them with `create_native_config` (no connection).
-pub fn consumer_config(cfg: &KafkaConfig, stats_interval_ms: u64) -> ClientConfig {
+/// The consumer's librdkafka properties: verdict's own, `[kafka.security]` (its secret files
+/// read now), then `kafka.consumer` overrides. `check-config` validates them (no connection).
+pub fn consumer_config(
+    cfg: &KafkaConfig,
+    stats_interval_ms: u64,
+) -> Result<ClientConfig, crate::core::kafka_security::SecurityError> {
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", &cfg.brokers)
         .set("group.id", &cfg.group_id)
@@ -68,10 +72,13 @@ pub fn consumer_config(cfg: &KafkaConfig, stats_interval_ms: u64) -> ClientConfi
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         .set("statistics.interval.ms", stats_interval_ms.to_string());
+    for (k, v) in cfg.security.properties()? {
+        cc.set(k, v);
+    }
     for (k, v) in &cfg.consumer {
         cc.set(k, v);
     }
-    cc
+    Ok(cc)
 }
 
 impl OffsetStore for KafkaConsumer {

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::kafka_security::KafkaSecurity;
+
 /// Kafka connection, topics and client overrides.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -29,6 +31,8 @@ pub struct KafkaConfig {
     pub commit_interval_ms: u64,
     /// Producer compression codec: none, gzip, snappy, lz4, zstd.
     pub compression: String,
+    /// TLS and SASL for every Kafka client (`[kafka.security]`).
+    pub security: KafkaSecurity,
     /// Extra librdkafka consumer properties (override the ones verdict sets).
     pub consumer: BTreeMap<String, String>,
     /// Extra librdkafka producer properties (override the ones verdict sets).
@@ -46,6 +50,7 @@ impl Default for KafkaConfig {
             dead_letter_topic: "dead-letter".into(),
             commit_interval_ms: 1000,
             compression: "lz4".into(),
+            security: KafkaSecurity::default(),
             consumer: BTreeMap::new(),
             producer: BTreeMap::new(),
         }

@@ -15,6 +15,8 @@
 //! * [`kafka`]: the Kafka connection, topics and client overrides (consume and publish).
 //! * [`redis`]: the `[redis]` security settings and the one function that makes a Redis
 //!   client from a URL and them (enrich, rules and drift connect through it).
+//! * [`kafka_security`]: `[kafka.security]` (TLS, SASL) and its mapping onto librdkafka
+//!   properties, for every Kafka client.
 //! * [`output`]: the record encoding and the sink a stage writes records through (publish
 //!   implements it; drift uses it).
 //!
@@ -26,6 +28,7 @@ pub mod decision;
 pub mod event;
 pub mod field;
 pub mod kafka;
+pub mod kafka_security;
 pub mod manifest;
 pub mod output;
 pub mod redis;

@@ -183,6 +183,7 @@ fn start_drift(cfg: &Config, parts: &Parts, workers: usize, threads: &mut Thread
             brokers: cfg.kafka.brokers.clone(),
             group: format!("{}-labels", cfg.kafka.group_id),
             topic: cfg.drift.labels_topic.clone(),
+            security: cfg.kafka.security.clone(),
             extra: cfg.kafka.consumer.clone(),
             store,
             stats: stats.clone(),

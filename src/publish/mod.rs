@@ -105,8 +105,10 @@ impl Publisher {
     ) -> Result<Self, PublishError> {
         // librdkafka's own logs and errors (a broker down) go through a rate limit.
         let context = crate::lograte::LimitedContext::new("kafka_producer", Some(&metrics));
-        let producer: FutureProducer<crate::lograte::LimitedContext> =
-            producer_config(cfg).create_with_context(context).map_err(PublishError::Create)?;
+        let producer: FutureProducer<crate::lograte::LimitedContext> = producer_config(cfg)
+            .map_err(|e| PublishError::Create(rdkafka::error::KafkaError::ClientCreation(e.to_string())))?
+            .create_with_context(context)
+            .map_err(PublishError::Create)?;
         let dead_letter_limit = limits::dead_letter_limit(
             publish.dead_letter_max_bytes,
             cfg.producer.get("message.max.bytes").map(String::as_str),
@@ -244,9 +246,9 @@ impl Publisher {
 }
 
 /// The producer's librdkafka properties: idempotent, `acks=all`, the configured compression,
-/// then `kafka.producer` overrides. `check-config` validates them with `create_native_config`
-/// (no connection).
-pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
+/// `[kafka.security]` (its secret files read now), then `kafka.producer` overrides.
+/// `check-config` validates them (no connection).
+pub fn producer_config(cfg: &KafkaConfig) -> Result<ClientConfig, crate::core::kafka_security::SecurityError> {
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", &cfg.brokers)
         .set("enable.idempotence", "true")
@@ -256,10 +258,13 @@ pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "500000")
         .set("message.timeout.ms", "120000");
+    for (k, v) in cfg.security.properties()? {
+        cc.set(k, v);
+    }
     for (k, v) in &cfg.producer {
         cc.set(k, v);
     }
-    cc
+    Ok(cc)
 }
 
 /// Headers of a decision record.

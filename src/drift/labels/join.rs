@@ -156,6 +156,8 @@ pub struct LabelJoiner {
     pub group: String,
     /// `drift.labels_topic`.
     pub topic: String,
+    /// `[kafka.security]`, applied before the overrides.
+    pub security: crate::core::kafka_security::KafkaSecurity,
     /// `kafka.consumer` overrides.
     pub extra: std::collections::BTreeMap<String, String>,
     /// Where the scored events are kept.
@@ -241,6 +243,16 @@ impl LabelJoiner {
             .set("group.id", &self.group)
             .set("enable.auto.commit", "true")
             .set("auto.offset.reset", "earliest");
+        let security = match self.security.properties() {
+            Ok(properties) => properties,
+            Err(error) => {
+                tracing::error!(%error, "labels consumer not created; labels are not joined");
+                return None;
+            }
+        };
+        for (k, v) in security {
+            cc.set(k, v);
+        }
         for (k, v) in &self.extra {
             cc.set(k, v);
         }
@@ -253,6 +265,7 @@ impl LabelJoiner {
                         .iter()
                         .filter(|(k, _)| crate::redact::is_secret_property(k))
                         .map(|(_, v)| v.clone())
+                        .chain(self.security.secret_values())
                         .collect(),
                 )
                 .scrub(&e.to_string());
