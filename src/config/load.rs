@@ -73,7 +73,7 @@ pub fn load_layers(layers: &[&str], files: &[&Path], mut env: HashMap<String, St
         }
         builder = builder.add_source(File::from(path).format(FileFormat::Toml));
     }
-    let verbatim: HashMap<String, String> = env
+    let unparsed: HashMap<String, String> = env
         .iter()
         .filter(|(k, _)| {
             let key = k.to_ascii_lowercase().strip_prefix("verdict__").map(|r| r.replace("__", "."));
@@ -93,7 +93,7 @@ pub fn load_layers(layers: &[&str], files: &[&Path], mut env: HashMap<String, St
     );
     // Again, unparsed, for the keys that are strings whatever they look like.
     builder = builder
-        .add_source(Environment::with_prefix("VERDICT").prefix_separator("__").separator("__").source(Some(verbatim)));
+        .add_source(Environment::with_prefix("VERDICT").prefix_separator("__").separator("__").source(Some(unparsed)));
     let merged = match builder.build() {
         Ok(m) => m,
         Err(e) => return fail(vec![e.to_string()]),
