@@ -36,7 +36,7 @@ if ! python3 -c "import zoneinfo; zoneinfo.ZoneInfo('Europe/Berlin')" >/dev/null
 fi
 # The Kubernetes manifests are checked against the Kubernetes OpenAPI schemas that
 # kubernetes-validate (PyPI) bundles.
-if ! command -v kubernetes-validate >/dev/null 2>&1; then
+if ! python3 -c "import kubernetes_validate" >/dev/null 2>&1; then
   python3 -m pip install --quiet "kubernetes-validate==1.37.0"
 fi
 
@@ -51,7 +51,7 @@ promtool check config ops/prometheus/prometheus.yml
 # package) is checked by tests/ops.rs.
 echo "validating ops/deploy/kubernetes.yaml against the Kubernetes 1.30 and 1.37 schemas ..." >&2
 for k in 1.30.0 1.37.0; do
-  kubernetes-validate --strict --quiet --kubernetes-version "$k" ops/deploy/kubernetes.yaml
+  python3 -m kubernetes_validate --strict --quiet --kubernetes-version "$k" ops/deploy/kubernetes.yaml
 done
 
 # Gate: formatting and lints (clippy shares the release build's dependencies).
