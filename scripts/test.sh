@@ -39,9 +39,14 @@ fi
 if ! python3 -c "import kubernetes_validate" >/dev/null 2>&1; then
   python3 -m pip install --quiet "kubernetes-validate==1.37.0"
 fi
+# The Dockerfile is parsed with BuildKit's parser (the dockerfile package) by ops/checks/image.py.
+if ! python3 -c "import dockerfile" >/dev/null 2>&1; then
+  python3 -m pip install --quiet "dockerfile==3.4.0"
+fi
 
 echo "validating docker-compose.yml ..." >&2
 docker-compose -f docker-compose.yml config -q
+python3 ops/checks/image.py
 echo "checking the alert rules and their unit tests, prometheus.yml ..." >&2
 promtool check rules ops/prometheus/alerts.yml
 promtool test rules ops/prometheus/alerts_test.yml
