@@ -51,6 +51,7 @@ echo "checking the alert rules and their unit tests, prometheus.yml ..." >&2
 promtool check rules ops/prometheus/alerts.yml
 promtool test rules ops/prometheus/alerts_test.yml
 promtool check config ops/prometheus/prometheus.yml
+python3 ops/checks/dashboard.py
 # Strict: unknown fields are errors. 1.30 is the oldest release with the preStop sleep on by
 # default; 1.37 the newest the package knows. The KEDA ScaledObject (a CRD, no schema in the
 # package) is checked by tests/ops.rs.
