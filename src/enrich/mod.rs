@@ -21,7 +21,6 @@ mod cache;
 pub mod config;
 pub mod owned;
 mod plan;
-mod prefetch;
 pub mod redis;
 mod reply;
 pub mod setup;

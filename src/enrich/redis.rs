@@ -31,15 +31,6 @@ const MISSING_WINDOW: Duration = Duration::from_secs(600);
 /// The window script, loaded once per connection (re-loaded on `NOSCRIPT`).
 pub const WINDOW_SCRIPT: &str = include_str!("window.lua");
 
-/// The script calls' replies, or the timeout.
-type Replies = Result<redis::RedisResult<Vec<Vec<Vec<u8>>>>, tokio::time::error::Elapsed>;
-
-/// A feature read sent by [`RedisStore::send`], not yet received.
-pub struct InFlight {
-    pipe: redis::Pipeline,
-    reply: tokio::task::JoinHandle<Replies>,
-}
-
 /// Connection and script of the Redis backend.
 pub struct RedisStore {
     rt: Arc<tokio::runtime::Runtime>,
@@ -64,11 +55,7 @@ impl RedisStore {
     /// `security`) and loads the script.
     pub fn connect(url: &str, security: &RedisConfig, prefix: &str, timeout: Duration) -> Result<Self, EnrichError> {
         let rt = Arc::new(
-            // One thread of its own, so a read sent ahead travels while the worker computes
-            // (`send`); joined when the store is dropped.
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("verdict-redis")
+            tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| EnrichError::Config(format!("redis runtime: {e}")))?,
@@ -104,33 +91,6 @@ impl RedisStore {
     /// (`per_group`, Redis Cluster: one slot per call) or one call for the whole batch —
     /// and returns the replies concatenated in group order (bytes: window states are msgpack).
     pub fn run(&mut self, groups: &[Group<'_>], now_ms: i64, per_group: bool) -> Result<Vec<Vec<u8>>, EnrichError> {
-        let pipe = self.pipeline(groups, now_ms, per_group);
-        self.query(pipe)
-    }
-
-    /// Sends [`RedisStore::run`]'s calls and returns at once: the runtime's own thread
-    /// carries the round trip while the caller works; [`RedisStore::receive`] takes the reply.
-    pub fn send(&mut self, groups: &[Group<'_>], now_ms: i64, per_group: bool) -> InFlight {
-        let pipe = self.pipeline(groups, now_ms, per_group);
-        let (mut conn, timeout, sent) = (self.conn.clone(), self.timeout, pipe.clone());
-        let reply =
-            self.rt.spawn(async move { tokio::time::timeout(timeout, sent.query_async::<Vec<Vec<Vec<u8>>>>(&mut conn)).await });
-        InFlight { pipe, reply }
-    }
-
-    /// Waits for a read [`RedisStore::send`] sent (sent again, synchronously, after a
-    /// `NOSCRIPT`).
-    pub fn receive(&mut self, flight: InFlight) -> Result<Vec<Vec<u8>>, EnrichError> {
-        match self.rt.block_on(flight.reply) {
-            Ok(Ok(Ok(r))) => Ok(r.into_iter().flatten().collect()),
-            Ok(Ok(Err(e))) if e.code() == Some("NOSCRIPT") => self.query(flight.pipe),
-            Ok(Ok(Err(e))) => Err(classify(&e)),
-            Ok(Err(_)) => Err(EnrichError::Unavailable(format!("no reply within {:?}", self.timeout))),
-            Err(e) => Err(EnrichError::Unavailable(format!("feature read task: {e}"))),
-        }
-    }
-
-    fn pipeline(&self, groups: &[Group<'_>], now_ms: i64, per_group: bool) -> redis::Pipeline {
         let mut pipe = redis::pipe();
         let chunks: Vec<&[Group<'_>]> = if per_group { groups.chunks(1).collect() } else { vec![groups] };
         for chunk in &chunks {
@@ -158,11 +118,6 @@ impl RedisStore {
             }
             pipe.add_command(cmd);
         }
-        pipe
-    }
-
-    /// Sends `pipe` and waits, loading the script again after a `NOSCRIPT`.
-    fn query(&mut self, pipe: redis::Pipeline) -> Result<Vec<Vec<u8>>, EnrichError> {
         for attempt in 0..2 {
             let mut conn = self.conn.clone();
             let timeout = self.timeout;

@@ -78,8 +78,6 @@ pub struct Enrich {
     local_turns: Vec<Turn>,
     /// Per request: a re-decision.
     redelivered: Vec<bool>,
-    /// The online features of the batch, before they join the windows' values.
-    scratch: Vec<Option<f64>>,
 }
 
 impl Enrich {
@@ -95,7 +93,6 @@ impl Enrich {
             which: Vec::new(),
             local_turns: Vec::new(),
             redelivered: Vec::new(),
-            scratch: Vec::new(),
         }
     }
 
@@ -177,10 +174,27 @@ impl Enrich {
         self.which.resize_with(n.max(self.which.len()), || (Vec::new(), -1));
     }
 
+    /// The partition-owned windows, partition by partition in each one's turn: whether
+    /// some were decided on defaults, and the batch's checkpoints for the acker (taken also
+    /// when a partition failed: sealed checkpoints must reach the acker in order).
+    fn owned(
+        &mut self,
+        stamped: &[Turn],
+        reqs: &[Request<'_>],
+        out: &mut [Option<f64>],
+    ) -> (Result<bool, StageFailure>, Option<Box<dyn AfterAck>>) {
+        let Self { parts, local_turns, which, redelivered, policy, metrics, abort, .. } = self;
+        let Some(owned) = parts.owned.as_mut() else { return (Ok(false), None) };
+        let turns: &[Turn] = if stamped.is_empty() { local_turns } else { stamped };
+        let ctx = Ctx { policy: *policy, metrics, abort };
+        // A batch without events is the consumer's idle flush: it seals a checkpoint.
+        let flush = !turns.is_empty() && which.iter().take(turns.len()).all(|(_, max_offset)| *max_offset < 0);
+        let result = owned_turns(owned, turns, which, redelivered, &ctx, reqs, parts.width, out, flush);
+        (result, owned.take_after_ack())
+    }
+
     /// Features, then partition-owned windows, then shared windows, into `out`; the batch's
-    /// checkpoints go back whatever happened after they were sealed. The online-feature read
-    /// is sent first and the partition-owned windows are applied while it travels; features
-    /// go to `scratch` (a degraded read clears only them) and are copied into `out` after.
+    /// checkpoints go back whatever happened after they were sealed.
     fn enrich_all(
         &mut self,
         batch: &crate::envelope::Batch,
@@ -205,73 +219,49 @@ impl Enrich {
                 entities: &d.entities,
             })
             .collect();
-        let Self { parts, local_turns, which, redelivered, policy, metrics, abort, scratch, .. } = self;
-        let ctx = Ctx { policy: *policy, metrics, abort };
-        let observe = |part: &str, since: Instant| {
-            metrics.enrich_part_seconds.with_label_values(&[part]).observe(since.elapsed().as_secs_f64())
+        let ctx = Ctx { policy: self.policy, metrics: &self.metrics, abort: &self.abort };
+        let part = |name: &str, since: Instant| {
+            self.metrics.enrich_part_seconds.with_label_values(&[name]).observe(since.elapsed().as_secs_f64())
         };
-        // Partition-owned windows take each partition's turn; shared windows then wait for the
-        // batch's turn in sequence order (never the other way round: no cycle).
-        scratch.clear();
-        scratch.resize(out.len(), None);
-        let mut owned_result: Option<Result<bool, StageFailure>> = None;
-        let mut owned_part = Some(|| {
-            if let Some(owned) = parts.owned.as_mut() {
-                let t = Instant::now();
-                let turns: &[Turn] = if batch.turns.is_empty() { local_turns } else { &batch.turns };
-                // A batch without events is the consumer's idle flush: it seals a checkpoint.
-                let flush =
-                    !turns.is_empty() && which.iter().take(turns.len()).all(|(_, max_offset)| *max_offset < 0);
-                let width = parts.width;
-                owned_result =
-                    Some(owned_turns(owned, turns, which, redelivered, &ctx, &reqs, width, out, flush));
-                observe("owned", t);
-            }
-        });
         let t = Instant::now();
-        let features = match parts.features.as_mut() {
+        let features = match self.parts.features.as_mut() {
             Some(f) => {
-                let r = with_policy(&ctx, scratch, |s| f.enrich_around(&reqs, s, &mut owned_part));
-                observe("features", t);
+                let r = with_policy(&ctx, out, |out| f.enrich_into(&reqs, out));
+                part("features", t);
                 r
             }
             None => Ok(false),
         };
-        // Not run yet when there is no feature enricher, or its first try failed before sending.
-        if let Some(mut run) = owned_part.take() {
-            run();
-        }
-        let after_ack = parts.owned.as_mut().and_then(OwnedWindows::take_after_ack);
-        for (o, s) in out.iter_mut().zip(scratch.iter()) {
-            if s.is_some() {
-                *o = *s;
-            }
-        }
         let mut degraded = match features {
             Ok(d) => d,
             Err(e) => {
-                if let Some(t) = &parts.shared {
-                    t.pass(batch.seq, abort.token());
-                }
-                return (Err(e), after_ack);
+                self.pass(batch);
+                return (Err(e), None);
             }
         };
-        match owned_result {
-            Some(Ok(d)) => degraded |= d,
-            Some(Err(e)) => {
-                if let Some(t) = &parts.shared {
-                    t.pass(batch.seq, abort.token());
+        // Partition-owned windows take each partition's turn; shared windows then wait for the
+        // batch's turn in sequence order (never the other way round: no cycle).
+        let t = Instant::now();
+        let (owned, after_ack) = self.owned(&batch.turns, &reqs, out);
+        if self.parts.owned.is_some() {
+            self.metrics.enrich_part_seconds.with_label_values(&["owned"]).observe(t.elapsed().as_secs_f64());
+        }
+        match owned {
+            Ok(d) => degraded |= d,
+            Err(e) => {
+                if let Some(t) = &self.parts.shared {
+                    t.pass(batch.seq, self.abort.token());
                 }
                 return (Err(e), after_ack);
             }
-            None => {}
         }
-        if let Some(shared) = &parts.shared {
+        if let Some(shared) = &self.parts.shared {
+            let ctx = Ctx { policy: self.policy, metrics: &self.metrics, abort: &self.abort };
             let t = Instant::now();
-            let r = shared.run(batch.seq, abort.token(), |enricher| {
+            let r = shared.run(batch.seq, self.abort.token(), |enricher| {
                 with_policy(&ctx, out, |out| enricher.enrich_into(&reqs, out))
             });
-            observe("shared", t);
+            self.metrics.enrich_part_seconds.with_label_values(&["shared"]).observe(t.elapsed().as_secs_f64());
             match r {
                 Some(Ok(d)) => degraded |= d,
                 Some(Err(e)) => return (Err(e), after_ack),
@@ -337,9 +327,6 @@ impl Ctx<'_> {
     /// Counts what the partition-owned windows did for one partition of a batch.
     fn observe_owned(&self, a: &Applied) {
         let m = self.metrics;
-        if a.loaded + a.new > 0 {
-            self.up(); // states were read from the store
-        }
         for (result, n) in [("applied", a.applied), ("late", a.late)] {
             if n > 0 {
                 m.window_updates.with_label_values(&[result]).inc_by(n);

@@ -98,6 +98,7 @@ impl AfterAck for Checkpoints {
                 Ok(r) => break r,
                 Err(e @ EnrichError::Unavailable(_)) => {
                     m.checkpoints.with_label_values(&["retried"]).inc();
+                    parts.metrics.state_store_up.set(0);
                     // Degraded: decisions go on (the windows are in process and exact); the
                     // writes wait, and so do the offsets they cover.
                     if parts.policy == FailurePolicy::Degraded && writes.len() < MAX_PENDING {
@@ -124,6 +125,7 @@ impl AfterAck for Checkpoints {
         };
         drop(writes);
         *parts.last_write.lock() = Some(Instant::now());
+        parts.metrics.state_store_up.set(1);
         m.checkpoint_seconds.observe(started.elapsed().as_secs_f64());
         let mut offsets: Vec<Origin> = Vec::new();
         for (mark, reply) in pending.drain(..).zip(replies) {
