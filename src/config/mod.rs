@@ -28,8 +28,8 @@ pub use load::{checked, demo, load, load_demo, load_files, load_layers, load_wit
 pub use tracked::is_secret_key;
 
 pub use crate::consume::config::{BatchConfig, KafkaConfig};
-pub use crate::core::redis::RedisConfig;
 pub use crate::core::kafka_security::KafkaSecurity;
+pub use crate::core::redis::RedisConfig;
 pub use crate::decode::config::{DecodeConfig, FieldMapping, PayloadFormat};
 pub use crate::drift::config::DriftConfig;
 pub use crate::enrich::EnrichConfig;
