@@ -376,6 +376,8 @@ fn a_drained_backlog_is_checkpointed_and_committed_while_the_partitions_are_idle
         mock.committed(&cfg.kafka.group_id, "events", 4).iter().sum::<i64>() == events.len() as i64
     });
     eprintln!("idle: every partition checkpointed at its end {:?} after the backlog was decided", drained.elapsed());
+    // The interval commits (asynchronous: counted when librdkafka reports them) are counted.
+    wait_for("interval commits counted", Duration::from_secs(5), || m.commits.with_label_values(&["ok"]).get() > 0);
     assert!(p.shutdown(Duration::from_secs(30)).clean);
     assert_windows_exact(&redis, &events);
 }

@@ -224,11 +224,7 @@ impl ConsumeLoop {
             return;
         }
         self.last_commit = Instant::now();
-        match self.consumer.commit_consumer_state(CommitMode::Async) {
-            Ok(()) => {}
-            Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => tracing::debug!(error = %e, "interval commit not sent"),
-        }
+        commit_async(&self.consumer);
     }
 
     fn envelope(topics: &mut Vec<Arc<str>>, m: &rdkafka::message::BorrowedMessage<'_>) -> Envelope<RawMessage> {
@@ -496,6 +492,32 @@ fn intern(topics: &mut Vec<Arc<str>>, name: &str) -> Arc<str> {
     let t: Arc<str> = Arc::from(name);
     topics.push(t.clone());
     t
+}
+
+/// Commits the stored offsets without waiting; the result comes back on the consumer's own
+/// queue, where `poll` hands it to `VerdictContext::commit_callback` (counted in
+/// `verdict_commits_total`). `commit_consumer_state(CommitMode::Async)` calls
+/// `rd_kafka_commit` without a reply queue, and librdkafka then reports a manual commit
+/// only to an `offset_commit_cb`, which rust-rdkafka does not set: no interval commit was
+/// ever counted.
+fn commit_async(consumer: &KafkaConsumer) {
+    use rdkafka::bindings as rd;
+    let rk = consumer.client().native_ptr();
+    // SAFETY: `rk` is the live consumer's handle. The queue handle is a new reference to
+    // the consumer queue (owned by `rk`), released right after the commit is queued: the
+    // commit's reply keeps its own reference to the queue.
+    let err = unsafe {
+        let queue = rd::rd_kafka_queue_get_consumer(rk);
+        if queue.is_null() {
+            return;
+        }
+        let err = rd::rd_kafka_commit_queue(rk, std::ptr::null(), queue, None, std::ptr::null_mut());
+        rd::rd_kafka_queue_destroy(queue);
+        err
+    };
+    if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        tracing::debug!(error = ?err, "interval commit not sent");
+    }
 }
 
 /// Commits stored offsets synchronously (shutdown).
