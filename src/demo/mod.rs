@@ -148,6 +148,17 @@ pub fn encode(tx: &Transaction, avro: Option<&apache_avro::writer::datum::Generi
     }
 }
 
+/// Event time of the first of `events` generated events: now, unless their event times
+/// (9.5 ms apart on average) would run past now + 23 h; then early enough that the last one
+/// stays below that, inside `decode.event_time_max_ahead_ms` (a day). A long demo (a soak)
+/// dead-lettered every event past the first ~9M as `bad_event_time` otherwise.
+pub fn first_event_time(events: u64, now_ms: i64) -> i64 {
+    const MEAN_STEP_MS: f64 = 9.5; // Generator::next_event: 0..20 ms
+    const HORIZON_MS: i64 = 23 * 3_600_000;
+    let span = (events as f64 * MEAN_STEP_MS) as i64;
+    now_ms - (span - HORIZON_MS).max(0)
+}
+
 /// Produces `opts.events` events (at `opts.rate` if set) into the first input topic.
 pub fn produce(mock: &MockKafka, topic: &str, opts: &DemoOptions, stop: &AtomicBool) -> u64 {
     let schema = crate::decode::parse_schema_file(std::path::Path::new(concat!(
@@ -157,7 +168,8 @@ pub fn produce(mock: &MockKafka, topic: &str, opts: &DemoOptions, stop: &AtomicB
     .expect("transaction schema");
     let writer =
         opts.avro.then(|| apache_avro::writer::datum::GenericDatumWriter::builder(&schema).build().expect("writer"));
-    let mut gen = Generator::new(opts.seed, 50_000, crate::publish::acker::wall_clock_ms());
+    let mut gen =
+        Generator::new(opts.seed, 50_000, first_event_time(opts.events, crate::publish::acker::wall_clock_ms()));
     let bad_every = if opts.bad_fraction > 0.0 { (1.0 / opts.bad_fraction).round() as u64 } else { 0 };
     let start = Instant::now();
     let mut sent = 0;
@@ -313,4 +325,24 @@ fn empty_hist() -> hdrhistogram::Histogram<u64> {
 
 fn empty_ms_hist() -> hdrhistogram::Histogram<u64> {
     hdrhistogram::Histogram::new_with_bounds(1, 3_600_000, 3).expect("histogram bounds")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_demo_starts_in_the_past_so_its_last_events_are_not_a_day_ahead() {
+        let now = 1_764_000_000_000;
+        assert_eq!(first_event_time(100_000, now), now, "a short demo starts now");
+        // 10M events span ~26.4 h: they start ~3.4 h ago and end ~23 h ahead.
+        let first = first_event_time(10_000_000, now);
+        assert_eq!(now - first, 95_000_000 - 23 * 3_600_000);
+        // The mean step the estimate assumes is the generator's.
+        let mut g = Generator::new(7, 50_000, first);
+        let n = 200_000;
+        let last = (0..n).map(|_| g.next_event().event_time).last().unwrap();
+        let mean = (last - first) as f64 / n as f64;
+        assert!((9.3..9.7).contains(&mean), "mean step {mean} ms");
+    }
 }
