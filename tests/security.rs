@@ -131,6 +131,18 @@ fn tls_terminator(pki: &Pki, port: u16, upstream: u16, verify_client: bool) -> P
 }
 
 /// The Kafka section of a deployment reaching `localhost:port` with `security`.
+/// TLS with the test CA and the client certificate (its key encrypted, the password in a file).
+fn tls_client(pki: &Pki) -> KafkaSecurity {
+    KafkaSecurity {
+        protocol: "ssl".into(),
+        ca_file: pki.path("ca.pem"),
+        cert_file: pki.path("client.pem"),
+        key_file: pki.path("client.key"),
+        key_password_file: pki.path("key-password"),
+        ..Default::default()
+    }
+}
+
 fn kafka_at(port: u16, group: &str, topic: &str, security: KafkaSecurity) -> KafkaConfig {
     // socat listens on IPv4 only; `localhost` may resolve to ::1 first.
     let v4 = [("broker.address.family".to_string(), "v4".to_string())];
@@ -171,15 +183,7 @@ fn records_cross_a_real_tls_handshake_with_a_client_certificate() {
     let tls_port = free_port();
     let (_tansu, plain_port) = tansu(tls_port, false);
     let _tls = tls_terminator(&pki, tls_port, plain_port, true);
-    let security = KafkaSecurity {
-        protocol: "ssl".into(),
-        ca_file: pki.path("ca.pem"),
-        cert_file: pki.path("client.pem"),
-        key_file: pki.path("client.key"),
-        key_password_file: pki.path("key-password"),
-        ..Default::default()
-    };
-    let kafka = kafka_at(tls_port, "verdict-tls", "tls-events", security);
+    let kafka = kafka_at(tls_port, "verdict-tls", "tls-events", tls_client(&pki));
     let payloads: Vec<Vec<u8>> = (0..20).map(|i| format!("{{\"event_id\":\"tls-{i}\"}}").into_bytes()).collect();
     publish(&kafka, "tls-events", &payloads);
 

@@ -21,17 +21,7 @@ fn every_mechanism(pki: &Pki, dir: &Path) -> Vec<(&'static str, KafkaSecurity)> 
         ("SCRAM-SHA-256", scram("SCRAM-SHA-256")),
         ("SCRAM-SHA-512", scram("SCRAM-SHA-512")),
         ("OAUTHBEARER (unsecured test token)", KafkaSecurity { password_file: String::new(), ..scram("OAUTHBEARER") }),
-        (
-            "TLS with a client certificate",
-            KafkaSecurity {
-                protocol: "ssl".into(),
-                ca_file: pki.path("ca.pem"),
-                cert_file: pki.path("client.pem"),
-                key_file: pki.path("client.key"),
-                key_password_file: pki.path("key-password"),
-                ..Default::default()
-            },
-        ),
+        ("TLS with a client certificate", tls_client(pki)),
     ]
 }
 
