@@ -226,7 +226,7 @@ fn a_shared_entity_alongside_a_partition_owned_one_stays_exact_after_a_crash() {
         name: "merchant".into(),
         key: "merchant_id".into(),
         ownership: verdict::enrich::Ownership::Shared,
-        windows: vec![verdict::enrich::config::WindowConfig { name: "10m".into(), size_s: 600 }],
+        windows: vec![verdict::enrich::config::WindowConfig { name: "10m".into(), size_s: 600, bucket_s: None }],
         value_field: Some("amount".into()),
         distinct_field: Some("card_id".into()),
         features: Vec::new(),

@@ -65,7 +65,7 @@ fn over_tls_with_the_readme_acl_user_windows_and_features_are_exact_and_nothing_
         name: "merchant".into(),
         key: "merchant_id".into(),
         ownership: verdict::enrich::Ownership::Shared,
-        windows: vec![verdict::enrich::config::WindowConfig { name: "10m".into(), size_s: 600 }],
+        windows: vec![verdict::enrich::config::WindowConfig { name: "10m".into(), size_s: 600, bucket_s: None }],
         value_field: Some("amount".into()),
         distinct_field: Some("card_id".into()),
         ..Default::default()

@@ -247,7 +247,7 @@ class WindowFeatures:
     def __init__(self, enrich: dict):
         self.enrich = enrich
         self.lateness = int(enrich.get("allowed_lateness_s", 60)) * 1000
-        self.states: dict[tuple[str, str], EntityState] = {}
+        self.states: dict[tuple[str, str], dict[int, EntityState]] = {}
 
     def see(self, event: dict) -> dict:
         out = {}
@@ -259,12 +259,16 @@ class WindowFeatures:
             ident = lookup(event, e["key"])
             if ident is _MISSING or ident is None:
                 continue
-            bucket = int(e["bucket_s"]) * 1000
+            # Each window has its bucket width (default: the entity's); windows of one width
+            # share a bucket series, kept as long as its longest window needs.
+            default_s = int(e.get("bucket_s", 60))
+            widths = [int(w.get("bucket_s", default_s)) * 1000 for w in windows]
             sizes = [int(w["size_s"]) * 1000 for w in windows]
-            retention = max(sizes) + self.lateness + bucket
-            st = self.states.setdefault((e["name"], str(ident)), EntityState())
-            for w, size in zip(windows, sizes):
-                c, s, mn, mx, d = st.aggregates(t, size, bucket)
+            retention = {b: max(s for s, wb in zip(sizes, widths) if wb == b) + self.lateness + b for b in widths}
+            series = self.states.setdefault((e["name"], str(ident)), {b: EntityState() for b in retention})
+            st = series[widths[0]]
+            for w, size, bucket in zip(windows, sizes, widths):
+                c, s, mn, mx, d = series[bucket].aggregates(t, size, bucket)
                 prefix = f"window:{e['name']}.{w['name']}."
                 out[prefix + "count"] = float(c)
                 out[prefix + "sum"] = s
@@ -277,7 +281,8 @@ class WindowFeatures:
             value = _num(lookup(event, e["value_field"])) if e.get("value_field") else None
             dv = lookup(event, e["distinct_field"]) if e.get("distinct_field") else None
             dv = str(dv) if isinstance(dv, (str, int)) and not isinstance(dv, bool) else None
-            st.apply(t, value, dv, bucket, retention, self.lateness)
+            for bucket, one in series.items():
+                one.apply(t, value, dv, bucket, retention[bucket], self.lateness)
         return out
 
 

@@ -160,3 +160,38 @@ fn a_configs_secrets_are_scrubbed_from_any_message() {
     assert!(scrubbed.contains("redis://app:***@cache:6379/0"), "{scrubbed}");
     assert!(scrubbed.contains("client verdict"), "non-secrets stay: {scrubbed}");
 }
+
+#[test]
+fn per_window_bucket_widths_are_checked_all_at_once() {
+    let toml = r#"
+[model]
+dir = "models/demo"
+[[enrich.entities]]
+name = "card"
+key = "card_id"
+bucket_s = 60
+windows = [
+  { name = "10m", size_s = 600 },
+  { name = "1h", size_s = 3600, bucket_s = 90 },
+  { name = "24h", size_s = 86400, bucket_s = 7000 },
+  { name = "z", size_s = 60, bucket_s = 0 },
+]
+[[enrich.entities]]
+name = "merchant"
+key = "merchant_id"
+ownership = "shared"
+windows = [{ name = "1h", size_s = 3600, bucket_s = 300 }]
+"#;
+    let joined = load_str(toml).unwrap_err().join("\n");
+    for want in [
+        "enrich.entities[0].windows[1].bucket_s: 90 is not a multiple of the entity's finest width (60 s)",
+        "enrich.entities[0].windows[2].size_s: must be a positive multiple of the window's bucket_s (7000)",
+        "enrich.entities[0].windows[3].bucket_s: must be > 0",
+        "enrich.entities[1].windows[0].bucket_s: a shared entity's windows all use the entity's bucket_s",
+    ] {
+        assert!(joined.contains(want), "missing {want:?} in:\n{joined}");
+    }
+    let ok = "[decode.fields]\nentity_key = \"card_id\"\n[model]\ndir = \"models/demo\"\n[[enrich.entities]]\nname = \"card\"\nkey = \"card_id\"\nwindows = [{ name = \"10m\", size_s = 600 }, { name = \"24h\", size_s = 86400, bucket_s = 3600 }]\n";
+    let cfg = load_str(ok).expect("valid widths");
+    assert_eq!(cfg.enrich.entities[0].widths_s().collect::<Vec<_>>(), vec![60, 3600]);
+}

@@ -114,7 +114,8 @@ pub struct EntityConfig {
     pub key: String,
     /// `partition` (the default: keyed by the record key) or `shared`.
     pub ownership: Ownership,
-    /// Bucket width of this entity's windows (s); window sizes must be multiples of it.
+    /// Bucket width of this entity's windows (s): the default of each window's
+    /// `bucket_s`. Window sizes must be multiples of their width.
     pub bucket_s: u64,
     /// Sliding windows in event time.
     pub windows: Vec<WindowConfig>,
@@ -136,9 +137,9 @@ impl Default for EntityConfig {
             ownership: Ownership::Partition,
             bucket_s: 60,
             windows: vec![
-                WindowConfig { name: "10m".into(), size_s: 600 },
-                WindowConfig { name: "1h".into(), size_s: 3600 },
-                WindowConfig { name: "24h".into(), size_s: 86_400 },
+                WindowConfig { name: "10m".into(), size_s: 600, bucket_s: None },
+                WindowConfig { name: "1h".into(), size_s: 3600, bucket_s: None },
+                WindowConfig { name: "24h".into(), size_s: 86_400, bucket_s: None },
             ],
             value_field: Some("amount".into()),
             distinct_field: Some("merchant_id".into()),
@@ -154,8 +155,22 @@ impl Default for EntityConfig {
 pub struct WindowConfig {
     /// Name used in feature names.
     pub name: String,
-    /// Length in seconds (a multiple of the entity's `bucket_s`).
+    /// Length in seconds (a multiple of its bucket width).
     pub size_s: u64,
+    /// This window's bucket width (s); unset: the entity's `bucket_s`. Windows of one width
+    /// share their buckets; a coarser width holds fewer buckets (a day in 1-hour buckets:
+    /// 25 instead of 1,441) and its window covers whole buckets, so it reaches back up to
+    /// one width further than `size_s`. Each width must be a multiple of the entity's
+    /// finest, and a shared entity's windows must all use the entity's `bucket_s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket_s: Option<u64>,
+}
+
+impl EntityConfig {
+    /// Each window's bucket width (s), in window order.
+    pub fn widths_s(&self) -> impl Iterator<Item = u64> + '_ {
+        self.windows.iter().map(|w| w.bucket_s.unwrap_or(self.bucket_s))
+    }
 }
 
 impl EnrichConfig {
@@ -226,12 +241,25 @@ impl EnrichConfig {
             if ent.bucket_s == 0 {
                 e.push(format!("{p}.bucket_s: must be > 0"));
             }
-            for (j, w) in ent.windows.iter().enumerate() {
-                if w.size_s == 0 || (ent.bucket_s > 0 && w.size_s % ent.bucket_s != 0) {
+            let finest = ent.widths_s().filter(|&w| w > 0).min().unwrap_or(0);
+            for (j, (w, width)) in ent.windows.iter().zip(ent.widths_s()).enumerate() {
+                if w.bucket_s == Some(0) {
+                    e.push(format!("{p}.windows[{j}].bucket_s: must be > 0"));
+                } else if width > 0 && finest > 0 && width % finest != 0 {
                     e.push(format!(
-                        "{p}.windows[{j}].size_s: must be a positive multiple of bucket_s ({})",
+                        "{p}.windows[{j}].bucket_s: {width} is not a multiple of the entity's finest width ({finest} s)"
+                    ));
+                }
+                if w.bucket_s.is_some_and(|b| b != ent.bucket_s) && ent.ownership == Ownership::Shared {
+                    e.push(format!(
+                        "{p}.windows[{j}].bucket_s: a shared entity's windows all use the entity's bucket_s ({}); \
+                         per-window widths are for partition-owned entities",
                         ent.bucket_s
                     ));
+                }
+                if w.size_s == 0 || (width > 0 && w.size_s % width != 0) {
+                    let of = if w.bucket_s.is_some() { "the window's bucket_s" } else { "bucket_s" };
+                    e.push(format!("{p}.windows[{j}].size_s: must be a positive multiple of {of} ({width})"));
                 }
             }
             if self.entities[..i].iter().any(|o| o.name == ent.name) {

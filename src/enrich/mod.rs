@@ -198,7 +198,7 @@ impl Enricher {
                 // Seconds since the entity's features were written (`_ts`), as read.
                 names.push(format!("feature:{}.age_s", e.name));
             }
-            let spec = WindowSpec::from_seconds(e.bucket_s, e.windows.iter().map(|w| w.size_s), cfg.allowed_lateness_s);
+            let spec = WindowSpec::of_entity(e, cfg.allowed_lateness_s);
             entities.push(Entity { cfg: e.clone(), spec, first });
         }
         let store = match cfg.backend {

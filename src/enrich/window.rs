@@ -68,34 +68,108 @@ pub enum StateError {
     },
 }
 
-/// Bucket width, window sizes and lateness, in milliseconds.
+/// Bucket widths, window sizes and lateness, in milliseconds. Windows of one width share a
+/// bucket series; series 0 has the finest width (`bucket_ms`), and every other width is a
+/// multiple of it (config validation), so a distinct value's finest bucket names its bucket
+/// in every series.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowSpec {
-    /// Bucket width.
+    /// The finest bucket width (series 0).
     pub bucket_ms: i64,
     /// Window lengths, in the entity's configured order.
     pub sizes_ms: Vec<i64>,
     /// Allowed lateness.
     pub lateness_ms: i64,
+    /// Per window: its series.
+    window_series: Vec<usize>,
+    /// Per series, finest first.
+    series: Vec<Series>,
+}
+
+/// One bucket series: its width, how long its buckets are kept, and how many that is.
+#[derive(Debug, Clone, PartialEq)]
+struct Series {
+    /// Width, at least 1 ms.
+    width: i64,
+    /// Longest window of the series plus lateness plus one width.
+    retention: i64,
+    /// The most buckets the series can hold (`retention / width + 2`).
+    most: usize,
 }
 
 impl WindowSpec {
-    /// The spec for a config in seconds; values beyond the i64 millisecond range saturate
-    /// (config validation allows any positive `u64`).
+    /// One width for every window.
+    pub fn new(bucket_ms: i64, sizes_ms: Vec<i64>, lateness_ms: i64) -> Self {
+        let widths = vec![bucket_ms; sizes_ms.len()];
+        Self::with_widths(sizes_ms, &widths, lateness_ms)
+    }
+
+    /// A width per window (`widths_ms[i]` for `sizes_ms[i]`; each a multiple of the finest,
+    /// as config validation ensures). No windows: one series of width 1 ms.
+    pub fn with_widths(sizes_ms: Vec<i64>, widths_ms: &[i64], lateness_ms: i64) -> Self {
+        let mut widths: Vec<i64> = widths_ms.iter().map(|&w| w.max(1)).collect();
+        widths.sort_unstable();
+        widths.dedup();
+        if widths.is_empty() {
+            widths.push(1);
+        }
+        let window_series: Vec<usize> =
+            widths_ms.iter().map(|&w| widths.binary_search(&w.max(1)).expect("every width is listed")).collect();
+        let series = widths
+            .iter()
+            .enumerate()
+            .map(|(k, &width)| {
+                let longest = sizes_ms
+                    .iter()
+                    .zip(&window_series)
+                    .filter(|&(_, &s)| s == k)
+                    .map(|(&size, _)| size)
+                    .max()
+                    .unwrap_or(0);
+                let retention = longest.saturating_add(lateness_ms).saturating_add(width);
+                let most = usize::try_from(retention / width).unwrap_or(usize::MAX).saturating_add(2);
+                Series { width, retention, most }
+            })
+            .collect();
+        Self { bucket_ms: widths[0], sizes_ms, lateness_ms, window_series, series }
+    }
+
+    /// The spec for a config in seconds, one width for all windows; values beyond the i64
+    /// millisecond range saturate (config validation allows any positive `u64`).
     pub fn from_seconds(bucket_s: u64, sizes_s: impl IntoIterator<Item = u64>, lateness_s: u64) -> Self {
-        let ms = |s: u64| i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000);
-        Self { bucket_ms: ms(bucket_s), sizes_ms: sizes_s.into_iter().map(ms).collect(), lateness_ms: ms(lateness_s) }
+        Self::new(ms(bucket_s), sizes_s.into_iter().map(ms).collect(), ms(lateness_s))
     }
 
-    /// Longest window plus lateness: how long state must be kept (also the Redis TTL).
+    /// The spec of an entity's windows, each with its own width.
+    pub fn of_entity(e: &super::config::EntityConfig, lateness_s: u64) -> Self {
+        let widths: Vec<i64> = e.widths_s().map(ms).collect();
+        Self::with_widths(e.windows.iter().map(|w| ms(w.size_s)).collect(), &widths, ms(lateness_s))
+    }
+
+    /// How long state must be kept: the longest series retention (also the Redis TTL).
     pub fn retention_ms(&self) -> i64 {
-        self.sizes_ms.iter().copied().max().unwrap_or(0).saturating_add(self.lateness_ms).saturating_add(self.bucket_ms)
+        self.series.iter().map(|s| s.retention).max().unwrap_or(0)
     }
 
-    /// The bucket width, at least 1 ms (a zero width is refused by config validation).
-    fn bucket(&self) -> i64 {
-        self.bucket_ms.max(1)
+    /// Whether every window uses one width (the shared path's requirement).
+    pub fn single_width(&self) -> bool {
+        self.series.len() == 1
     }
+
+    /// The finest bucket width, at least 1 ms (a zero width is refused by config validation).
+    fn bucket(&self) -> i64 {
+        self.series[0].width
+    }
+
+    /// The widths of the series after the finest.
+    fn coarse_widths(&self) -> impl Iterator<Item = i64> + '_ {
+        self.series[1..].iter().map(|s| s.width)
+    }
+}
+
+/// Seconds to milliseconds, saturating at the i64 range.
+fn ms(s: u64) -> i64 {
+    i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000)
 }
 
 /// Event times are any i64 (the decoder's bounds can be lowered for old files), so window
@@ -164,7 +238,10 @@ pub struct Seen {
 /// Window state of one entity. Equality covers what is pending for the next delta too.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EntityState {
+    /// The finest series (series 0).
     buckets: Buckets,
+    /// The coarser series, in width order (empty while every window uses one width).
+    coarse: Vec<Buckets>,
     /// Distinct value → the most recent bucket it was seen in.
     last_bucket: HashMap<Arc<str>, Slot>,
     fence: HashMap<String, i64>,
@@ -180,6 +257,7 @@ pub struct EntityState {
 /// A distinct value's most recent bucket.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Slot {
+    /// Its start in the finest series (a coarser series' bucket is the one holding it).
     bucket: i64,
     /// Its bucket changed since the last delta (only when the state tracks deltas).
     dirty: bool,
@@ -198,30 +276,32 @@ impl EntityState {
     /// running aggregates ([`EntityState::aggregates_running`]) equal.
     pub fn aggregates_into(&self, spec: &WindowSpec, t: i64, out: &mut [WindowAggs]) {
         debug_assert_eq!(out.len(), spec.sizes_ms.len());
-        for (a, &size) in out.iter_mut().zip(&spec.sizes_ms) {
+        for ((a, &size), &k) in out.iter_mut().zip(&spec.sizes_ms).zip(&spec.window_series) {
             *a = WindowAggs::default();
+            let (buckets, width) = (self.series(k), spec.series[k].width);
             // Buckets with s + B > t - size, i.e. s >= t - size - B + 1 (below i64::MIN: all of them).
-            let first = clamp(i128::from(t) - i128::from(size) - i128::from(spec.bucket()) + 1);
+            let first = clamp(i128::from(t) - i128::from(size) - i128::from(width) + 1);
             if first > t {
                 continue; // a negative size: an empty window
             }
-            for b in self.buckets.range(first, t) {
+            for b in buckets.range(first, t) {
                 a.count += b.count;
                 a.min = min_opt(a.min, b.min());
                 a.max = max_opt(a.max, b.max());
                 a.distinct += u64::from(b.last_of);
             }
-            a.sum = exact::window_sum(|| self.buckets.range(first, t).map(|b| b.sum));
+            a.sum = exact::window_sum(|| buckets.range(first, t).map(|b| b.sum));
         }
     }
 
     /// [`EntityState::aggregates_into`] from the running aggregates: O(windows) for an event
     /// at or after the newest bucket (the walk otherwise). Same numbers.
     pub fn aggregates_running(&mut self, spec: &WindowSpec, t: i64, out: &mut [WindowAggs]) {
-        if self.buckets.last_start().is_some_and(|s| s > t) {
+        let newer = |b: &Buckets| b.last_start().is_some_and(|s| s > t);
+        if newer(&self.buckets) || self.coarse.iter().any(newer) {
             self.aggregates_into(spec, t, out);
         } else {
-            self.running.aggregates_into(&self.buckets, spec, t, out);
+            self.running.aggregates_into(&self.buckets, &self.coarse, spec, t, out);
         }
     }
 
@@ -272,8 +352,8 @@ impl EntityState {
         self.newest_ms.is_some_and(|n| t < n.saturating_sub(spec.lateness_ms))
     }
 
-    /// Applies an event (neither replayed nor late) and expires old buckets; returns whether
-    /// any expired. `prior` as in [`EntityState::apply_inner`].
+    /// Applies an event (neither replayed nor late) to every series and expires old
+    /// buckets; returns whether any expired. `prior` as in [`EntityState::apply_inner`].
     fn add(
         &mut self,
         spec: &WindowSpec,
@@ -283,18 +363,25 @@ impl EntityState {
         prior: Option<Option<i64>>,
     ) -> bool {
         let start = bucket_start(t, spec.bucket());
-        let most = usize::try_from(spec.retention_ms() / spec.bucket()).unwrap_or(usize::MAX).saturating_add(2);
-        let at = self.buckets.slot(start, most);
-        let newest = at + 1 == self.buckets.len();
-        let b = self.buckets.at(at);
-        let old_sum = b.sum;
-        b.count += 1;
-        if let Some(v) = value {
-            b.sum += v;
-            b.see(v);
+        if self.coarse.len() + 1 < spec.series.len() {
+            self.coarse.resize_with(spec.series.len() - 1, Buckets::default);
         }
-        self.track.bucket_changed(start, b);
-        self.running.bucket_changed(start, newest, old_sum, b);
+        for (k, sk) in spec.series.iter().enumerate() {
+            let Self { buckets, coarse, track, running, .. } = self;
+            let series = series_mut(buckets, coarse, k);
+            let s = bucket_start(t, sk.width);
+            let at = series.slot(s, sk.most);
+            let newest = at + 1 == series.len();
+            let b = series.at(at);
+            let old_sum = b.sum;
+            b.count += 1;
+            if let Some(v) = value {
+                b.sum += v;
+                b.see(v);
+            }
+            track.bucket_changed(k, s, b);
+            running.bucket_changed(k, s, newest, old_sum, b);
+        }
         // The value's previous bucket: from the store (which keeps the map), or here.
         let previous = match (distinct, prior) {
             (Some(d), Some(p)) if !d.is_empty() => {
@@ -305,53 +392,83 @@ impl EntityState {
             (Some(d), None) => Some(self.move_value(d, start)),
             _ => None,
         };
-        match previous {
-            Some(Some(last)) if last < start => {
-                if let Some(old) = self.buckets.get_mut(last) {
-                    if old.last_of > 0 {
-                        self.running.distinct_moved(last, -1);
+        if let Some(previous) = previous {
+            // In each series the value counts in its latest bucket: move it there.
+            for (k, sk) in spec.series.iter().enumerate() {
+                let now = bucket_start(t, sk.width);
+                match previous.map(|p| bucket_start(p, sk.width)) {
+                    Some(last) if last < now => {
+                        self.distinct_moved(k, last, -1);
+                        self.distinct_moved(k, now, 1);
                     }
-                    old.last_of = old.last_of.saturating_sub(1);
-                    self.track.bucket_changed(last, old);
+                    None => self.distinct_moved(k, now, 1),
+                    _ => {}
                 }
-                let b = self.buckets.at(at);
-                b.last_of = b.last_of.saturating_add(1);
-                self.running.distinct_moved(start, 1);
             }
-            Some(None) => {
-                let b = self.buckets.at(at);
-                b.last_of = b.last_of.saturating_add(1);
-                self.running.distinct_moved(start, 1);
-            }
-            _ => {}
         }
         let newest = self.newest_ms.map_or(t, |n| n.max(t));
         if self.newest_ms != Some(newest) {
             self.newest_ms = Some(newest);
             self.track.newest_changed();
         }
-        let horizon = i128::from(newest) - i128::from(spec.retention_ms());
-        let bucket = i128::from(spec.bucket());
-        // Buckets are sorted: only when the oldest has expired is there anything to drop
-        // (scanning them all for every event cost O(buckets) per event).
-        if self.buckets.first_start().is_none_or(|s| i128::from(s) + bucket > horizon) {
-            return false;
-        }
-        // Kept: s + bucket_ms > horizon, i.e. s >= horizon - bucket_ms + 1.
-        let (track, running) = (&mut self.track, &mut self.running);
-        self.buckets.drop_before(clamp(horizon - bucket + 1), |s, b| {
-            track.bucket_dropped(s);
-            running.bucket_dropped(s, b);
-        });
-        let buckets = &self.buckets;
-        self.last_bucket.retain(|v, slot| {
-            let keep = buckets.contains(slot.bucket);
-            if !keep {
-                track.value_dropped(v);
+        let mut pruned = false;
+        for (k, sk) in spec.series.iter().enumerate() {
+            let Self { buckets, coarse, track, running, .. } = self;
+            let series = series_mut(buckets, coarse, k);
+            let horizon = i128::from(newest) - i128::from(sk.retention);
+            let bucket = i128::from(sk.width);
+            // Buckets are sorted: only when the oldest has expired is there anything to drop
+            // (scanning them all for every event cost O(buckets) per event).
+            if series.first_start().is_none_or(|s| i128::from(s) + bucket > horizon) {
+                continue;
             }
-            keep
-        });
-        true
+            // Kept: s + width > horizon, i.e. s >= horizon - width + 1.
+            series.drop_before(clamp(horizon - bucket + 1), |s, b| {
+                track.bucket_dropped(k, s);
+                running.bucket_dropped(k, s, b);
+            });
+            pruned = true;
+        }
+        if pruned {
+            // A value stays while any series still holds its bucket.
+            let Self { buckets, coarse, last_bucket, track, .. } = self;
+            last_bucket.retain(|v, slot| {
+                let keep = buckets.contains(slot.bucket)
+                    || coarse.iter().zip(spec.coarse_widths()).any(|(c, w)| c.contains(bucket_start(slot.bucket, w)));
+                if !keep {
+                    track.value_dropped(v);
+                }
+                keep
+            });
+        }
+        pruned
+    }
+
+    /// A distinct value left (`-1`) or joined (`+1`) bucket `start` of series `k` (a bucket
+    /// that has expired is left alone).
+    fn distinct_moved(&mut self, k: usize, start: i64, delta: i32) {
+        let Self { buckets, coarse, track, running, .. } = self;
+        let Some(b) = series_mut(buckets, coarse, k).get_mut(start) else {
+            return;
+        };
+        if delta < 0 {
+            if b.last_of > 0 {
+                running.distinct_moved(k, start, -1);
+            }
+            b.last_of = b.last_of.saturating_sub(1);
+        } else {
+            b.last_of = b.last_of.saturating_add(1);
+            running.distinct_moved(k, start, 1);
+        }
+        track.bucket_changed(k, start, b);
+    }
+
+    /// Series `k`'s buckets (empty if the state has not made it yet).
+    fn series(&self, k: usize) -> &Buckets {
+        match k {
+            0 => &self.buckets,
+            _ => self.coarse.get(k - 1).unwrap_or(&buckets::EMPTY),
+        }
     }
 
     /// Moves distinct value `d` to bucket `to` unless it is in a later one already (adding
@@ -380,6 +497,14 @@ impl EntityState {
         let c = self.buckets.iter().map(|(_, b)| b.count).sum();
         let s = exact::window_sum(|| self.buckets.iter().map(|(_, b)| b.sum));
         (c, s, self.last_bucket.len() as u64)
+    }
+}
+
+/// Series `k` of a state's finest and coarser series (which exist: `add` makes them).
+fn series_mut<'a>(fine: &'a mut Buckets, coarse: &'a mut [Buckets], k: usize) -> &'a mut Buckets {
+    match k {
+        0 => fine,
+        _ => &mut coarse[k - 1],
     }
 }
 

@@ -48,7 +48,9 @@ pub fn stored_entity_totals(conn: &mut redis::Connection, entity: &str, id: &str
 
 /// A partition-owned entity's checkpointed (count, sum, distinct); zeros when none.
 pub fn partition_totals(conn: &mut redis::Connection, entity: &str, id: &str, partitions: i32) -> (u64, f64, u64) {
-    verdict::enrich::owned::stored_state(conn, "verdict", "events", partitions, entity, id)
+    // The tests' entities keep the default windows (one width).
+    let spec = verdict::enrich::WindowSpec::of_entity(&verdict::enrich::config::EntityConfig::default(), 60);
+    verdict::enrich::owned::stored_state(conn, "verdict", "events", partitions, (entity, &spec), id)
         .map_or((0, 0.0, 0), |s| s.totals())
 }
 
@@ -258,11 +260,16 @@ pub fn assert_checkpoints_match_inputs(
         );
         let ids: std::collections::HashSet<&str> =
             reference.keys().map(String::as_str).chain(states.keys().map(String::as_str)).collect();
+        // The tests' entities keep the default windows (one width).
+        let spec = verdict::enrich::WindowSpec::of_entity(&verdict::enrich::config::EntityConfig::default(), 60);
         for id in ids {
             let (c, s, d) = states.get(id).map_or((0, 0.0, 0), |fields| {
-                verdict::enrich::EntityState::from_fields(fields.iter().map(|(f, v)| (f.as_slice(), v.as_slice())))
-                    .unwrap()
-                    .totals()
+                verdict::enrich::EntityState::from_fields(
+                    &spec,
+                    fields.iter().map(|(f, v)| (f.as_slice(), v.as_slice())),
+                )
+                .unwrap()
+                .totals()
             });
             let (count, sum, distinct) = reference.get(id).map_or((0, 0.0, 0), |r| (r.0, r.1, r.2.len() as u64));
             assert_eq!(c, count, "partition {p} (checkpoint {offset:?}): card {id}: window count");

@@ -180,10 +180,9 @@ impl OwnedWindows {
                 EntityState::default()
             } else {
                 applied.loaded += 1;
-                EntityState::from_fields(fields.iter().map(|(f, v)| (f.as_slice(), v.as_slice()))).map_err(|e| {
-                    let name = self.parts.entities.iter().find(|x| x.index == index).map_or("", |x| x.name.as_str());
-                    EnrichError::Protocol(format!("{}: {e}", entity_key(&slot.key, name, &id)))
-                })?
+                let ent = self.parts.entities.iter().find(|x| x.index == index).expect("a configured entity");
+                EntityState::from_fields(&ent.spec, fields.iter().map(|(f, v)| (f.as_slice(), v.as_slice())))
+                    .map_err(|e| EnrichError::Protocol(format!("{}: {e}", entity_key(&slot.key, &ent.name, &id))))?
             };
             held.entities[index].insert(id, Entry { state, seen: held.tick, sealed_in: 0 });
             self.parts.metrics.state.entities.inc();

@@ -320,21 +320,21 @@ impl PartitionResume for Partitions {
     }
 }
 
-/// Reads an entity's checkpointed state from Redis (tests and tools): the partitions of
-/// `topic` are tried in turn; None when no partition holds it.
+/// Reads an entity's checkpointed state (of windows `spec`) from Redis (tests and tools):
+/// the partitions of `topic` are tried in turn; None when no partition holds it.
 pub fn stored_state(
     conn: &mut redis::Connection,
     prefix: &str,
     topic: &str,
     partitions: i32,
-    entity: &str,
+    (entity, spec): (&str, &WindowSpec),
     id: &str,
 ) -> Option<EntityState> {
     for p in 0..partitions {
         let key = store::entity_key(&store::partition_key(prefix, topic, p), entity, id);
         let fields: Vec<(Vec<u8>, Vec<u8>)> = redis::cmd("HGETALL").arg(&key).query(conn).ok()?;
         if !fields.is_empty() {
-            return EntityState::from_fields(fields.iter().map(|(f, v)| (f.as_slice(), v.as_slice()))).ok();
+            return EntityState::from_fields(spec, fields.iter().map(|(f, v)| (f.as_slice(), v.as_slice()))).ok();
         }
     }
     None

@@ -154,7 +154,7 @@ impl Held {
                     continue;
                 }
                 let mut d = Delta::default();
-                entry.state.take_delta(&mut d);
+                entry.state.take_delta(&e.spec, &mut d);
                 entry.sealed_in = self.seals;
                 writes.push(EntityWrite { key: entity_key(&slot.key, &e.name, id), set: d.set, del: d.del });
             }

@@ -62,6 +62,9 @@ impl Bucket {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct Buckets(VecDeque<(i64, Bucket)>);
 
+/// No buckets: a series a state has not made yet.
+pub(super) static EMPTY: Buckets = Buckets(VecDeque::new());
+
 impl Buckets {
     /// `Ok(index)` of the bucket starting at `start`, or `Err(index)` where it would go.
     fn find(&self, start: i64) -> Result<usize, usize> {

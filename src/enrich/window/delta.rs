@@ -3,9 +3,14 @@
 //!
 //! Fields (other code relies on these exact bytes):
 //! * `n` → newest event time (ms), decimal ASCII; absent when none.
-//! * `b:<start>` → 41 bytes: count u64, sum f64, min f64, max f64, last_of u64 (all little
-//!   endian, floats as their bits), flags u8 (bit 0: min/max present).
-//! * `d:<value>` → start of the value's latest bucket, decimal ASCII.
+//! * `w` → the finest bucket width (ms), decimal ASCII: `b:` and `d:` fields written under
+//!   another width are not loaded (and are deleted by the next delta).
+//! * `b:<start>` → a bucket of the finest series, 41 bytes: count u64, sum f64, min f64,
+//!   max f64, last_of u64 (all little endian, floats as their bits), flags u8 (bit 0:
+//!   min/max present).
+//! * `b<width>:<start>` → a bucket of the series of that width (ms), same bytes; fields of a
+//!   width the config no longer has are not loaded (and are deleted by the next delta).
+//! * `d:<value>` → start of the value's latest bucket in the finest series, decimal ASCII.
 //!
 //! Tracking costs what changed, not the history: a bucket or value is listed once, when it
 //! first changes after a delta (its `dirty` flag says it is listed); expired buckets and
@@ -14,7 +19,7 @@
 use std::io::Write as _;
 use std::sync::Arc;
 
-use super::{Bucket, Buckets, EntityState, Slot, StateError};
+use super::{Bucket, Buckets, EntityState, Slot, StateError, WindowSpec};
 
 /// The length of a `b:` field's value.
 const BUCKET_LEN: usize = 41;
@@ -27,14 +32,18 @@ pub(super) struct Tracking {
     /// Never records (an in-process state that is not checkpointed).
     never: bool,
     newest: bool,
-    /// Starts of buckets flagged dirty, each once.
-    buckets: Vec<i64>,
+    /// The hash has the finest width (`w`) of this state's spec.
+    pub(super) width_stored: bool,
+    /// (series, start) of buckets flagged dirty, each once.
+    buckets: Vec<(usize, i64)>,
     /// Values flagged dirty, each once per flagging.
     values: Vec<Arc<str>>,
-    /// Starts of expired buckets.
-    dropped_buckets: Vec<i64>,
+    /// (series, start) of expired buckets.
+    dropped_buckets: Vec<(usize, i64)>,
     /// Expired values.
     dropped_values: Vec<Arc<str>>,
+    /// Fields found in the hash that the spec cannot use (another width): deleted next.
+    stale: Vec<Vec<u8>>,
 }
 
 impl Tracking {
@@ -48,11 +57,11 @@ impl Tracking {
         self.on
     }
 
-    /// Bucket `start` (`b`) changed.
-    pub(super) fn bucket_changed(&mut self, start: i64, b: &mut Bucket) {
+    /// Bucket `start` (`b`) of series `k` changed.
+    pub(super) fn bucket_changed(&mut self, k: usize, start: i64, b: &mut Bucket) {
         if self.on && !b.dirty {
             b.dirty = true;
-            self.buckets.push(start);
+            self.buckets.push((k, start));
         }
     }
 
@@ -69,10 +78,10 @@ impl Tracking {
         self.newest |= self.on;
     }
 
-    /// Bucket `start` expired.
-    pub(super) fn bucket_dropped(&mut self, start: i64) {
+    /// Bucket `start` of series `k` expired.
+    pub(super) fn bucket_dropped(&mut self, k: usize, start: i64) {
         if self.on {
-            self.dropped_buckets.push(start);
+            self.dropped_buckets.push((k, start));
         }
     }
 
@@ -85,6 +94,7 @@ impl Tracking {
 
     fn is_empty(&self) -> bool {
         !self.newest
+            && self.stale.is_empty()
             && self.buckets.is_empty()
             && self.values.is_empty()
             && self.dropped_buckets.is_empty()
@@ -183,12 +193,19 @@ impl EntityState {
 
     /// Appends to `out` the hash writes for what changed since the last call (or since the
     /// first [`EntityState::apply_owned`] / [`EntityState::from_fields`]), and forgets it.
-    pub fn take_delta(&mut self, out: &mut Delta) {
-        let Self { buckets, last_bucket, newest_ms, track, .. } = self;
+    pub fn take_delta(&mut self, spec: &WindowSpec, out: &mut Delta) {
+        let Self { buckets, coarse, last_bucket, newest_ms, track, .. } = self;
+        let series = |k: usize| -> &Buckets {
+            match k {
+                0 => buckets,
+                _ => coarse.get(k - 1).unwrap_or(&super::buckets::EMPTY),
+            }
+        };
+        out.del.append(&mut track.stale);
         // Expired, unless there again (then it is dirty and set below).
-        for s in track.dropped_buckets.drain(..) {
-            if !buckets.contains(s) {
-                let f = out.field(b"b:", |f| decimal(f, s));
+        for (k, s) in track.dropped_buckets.drain(..) {
+            if !series(k).contains(s) {
+                let f = out.field(b"b", |f| bucket_field(f, spec, k, s));
                 out.del.push(f);
             }
         }
@@ -198,11 +215,15 @@ impl EntityState {
                 out.del.push(f);
             }
         }
-        for s in track.buckets.drain(..) {
+        for (k, s) in track.buckets.drain(..) {
+            let b = match k {
+                0 => buckets.get_mut(s),
+                _ => coarse.get_mut(k - 1).and_then(|c| c.get_mut(s)),
+            };
             // Gone (expired) or listed twice: nothing to set.
-            if let Some(b) = buckets.get_mut(s).filter(|b| b.dirty) {
+            if let Some(b) = b.filter(|b| b.dirty) {
                 b.dirty = false;
-                let f = out.field(b"b:", |f| decimal(f, s));
+                let f = out.field(b"b", |f| bucket_field(f, spec, k, s));
                 let mut val = out.buffer();
                 encode_bucket(&mut val, b);
                 out.set.push((f, val));
@@ -225,22 +246,49 @@ impl EntityState {
                 out.set.push((f, val));
             }
         }
+        if !track.width_stored && !out.is_empty() {
+            track.width_stored = true;
+            let f = out.field(b"w", |_| {});
+            let mut val = out.buffer();
+            decimal(&mut val, spec.bucket());
+            out.set.push((f, val));
+        }
     }
 
-    /// Rebuilds a partition-owned state from its hash's fields (any order): no fence,
-    /// nothing pending, changes tracked from here. Unknown fields are ignored, and so are
-    /// values whose bucket has expired; a malformed field is an error naming it.
-    pub fn from_fields<'a>(fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Result<EntityState, StateError> {
+    /// Rebuilds a partition-owned state of `spec` from its hash's fields (any order): no
+    /// fence, nothing pending, changes tracked from here. Unknown fields are ignored, and
+    /// so are values whose bucket has expired; buckets of a width `spec` does not have are
+    /// deleted by the next delta; a malformed field is an error naming it.
+    pub fn from_fields<'a>(
+        spec: &WindowSpec,
+        fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    ) -> Result<EntityState, StateError> {
         let bad = StateError::Bad;
         let mut st = EntityState::default();
-        let mut buckets = Vec::new();
+        let mut series: Vec<Vec<(i64, Bucket)>> = vec![Vec::new(); spec.series.len()];
         let mut values = Vec::new();
+        let mut width = None;
+        let mut stale = Vec::new();
         for (name, v) in fields {
             match name {
                 b"n" => st.newest_ms = Some(parse_i64(v).ok_or(bad("field n (newest)"))?),
-                [b'b', b':', start @ ..] => {
-                    let start = parse_i64(start).ok_or(bad("field b:<start> (its start)"))?;
-                    buckets.push((start, decode_bucket(v).ok_or(bad("field b:<start> (41 bytes)"))?));
+                b"w" => width = Some(parse_i64(v).ok_or(bad("field w (finest width)"))?),
+                [b'b', rest @ ..] if rest.contains(&b':') => {
+                    let colon = rest.iter().position(|&c| c == b':').expect("contains ':'");
+                    let (w, start) = (&rest[..colon], &rest[colon + 1..]);
+                    let start = parse_i64(start).ok_or(bad("field b:<start> or b<width>:<start> (its start)"))?;
+                    let bucket = decode_bucket(v).ok_or(bad("field b:<start> or b<width>:<start> (41 bytes)"))?;
+                    let k = match w {
+                        [] => Some(0),
+                        w => {
+                            let w = parse_i64(w).ok_or(bad("field b<width>:<start> (its width)"))?;
+                            spec.series.iter().skip(1).position(|s| s.width == w).map(|i| i + 1)
+                        }
+                    };
+                    match k {
+                        Some(k) => series[k].push((start, bucket)),
+                        None => stale.push(name.to_vec()),
+                    }
                 }
                 [b'd', b':', value @ ..] => {
                     let value = std::str::from_utf8(value).map_err(|_| bad("field d:<value> (not UTF-8)"))?;
@@ -249,14 +297,36 @@ impl EntityState {
                 _ => {}
             }
         }
-        st.buckets = Buckets::from_unsorted(buckets);
+        // Finest buckets and values of another finest width cannot be used: delete them.
+        let fine = std::mem::take(&mut series[0]);
+        if width.is_some_and(|w| w != spec.bucket()) {
+            stale.extend(fine.iter().map(|(s, _)| format!("b:{s}").into_bytes()));
+            stale.extend(values.drain(..).map(|(v, _)| format!("d:{v}").into_bytes()));
+        } else {
+            st.buckets = Buckets::from_unsorted(fine);
+        }
+        st.coarse = series.into_iter().skip(1).map(Buckets::from_unsorted).collect();
         st.last_bucket.reserve(values.len());
         for (value, bucket) in values {
-            if st.buckets.contains(bucket) {
+            let held = st.buckets.contains(bucket)
+                || st.coarse.iter().zip(spec.coarse_widths()).any(|(c, w)| c.contains(super::bucket_start(bucket, w)));
+            if held {
                 st.last_bucket.insert(Arc::from(value), Slot { bucket, dirty: false });
             }
         }
+        st.track.width_stored = width == Some(spec.bucket());
+        st.track.stale = stale;
         st.track.start();
         Ok(st)
     }
+}
+
+/// A bucket field's name after its `b`: `:<start>` for the finest series, else
+/// `<width>:<start>`.
+fn bucket_field(f: &mut Vec<u8>, spec: &WindowSpec, k: usize, start: i64) {
+    if k > 0 {
+        decimal(f, spec.series[k].width);
+    }
+    f.push(b':');
+    decimal(f, start);
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use proptest::prelude::*;
 
-use super::props::{any_time, valid_spec};
+use super::props::{any_time, valid_spec, widths};
 use super::*;
 
 type Model = HashMap<Vec<u8>, Vec<u8>>;
@@ -23,12 +23,11 @@ fn bits(w: &[WindowAggs]) -> Vec<Bits> {
 
 /// A spec in milliseconds small enough that random steps expire buckets and run late.
 fn small_spec() -> impl Strategy<Value = WindowSpec> {
-    (prop_oneof![Just(1i64), Just(1_000), Just(7_000), Just(60_000)], prop::collection::vec(1i64..=12, 1..4), 0i64..=3)
-        .prop_map(|(b, ks, late)| WindowSpec {
-            bucket_ms: b,
-            sizes_ms: ks.into_iter().map(|k| k * b).collect(),
-            lateness_ms: late * b,
-        })
+    let windows = prop::collection::vec((1i64..=12, widths()), 1..4);
+    (prop_oneof![Just(1i64), Just(1_000), Just(7_000), Just(60_000)], windows, 0i64..=3).prop_map(|(b, ks, late)| {
+        let widths: Vec<i64> = ks.iter().map(|&(_, m)| m as i64 * b).collect();
+        WindowSpec::with_widths(ks.iter().zip(&widths).map(|(&(k, _), &w)| k * w).collect(), &widths, late * b)
+    })
 }
 
 /// Events that mostly move forward, sometimes back (out of order, some late), sometimes far
@@ -82,9 +81,9 @@ fn check_owned_matches_fenced(spec: &WindowSpec, events: &[Event]) -> Result<(),
 }
 
 /// Writes a delta into the model as Redis would (`HSET`, `HDEL`).
-fn checkpoint(st: &mut EntityState, delta: &mut Delta, model: &mut Model) {
+fn checkpoint(st: &mut EntityState, spec: &WindowSpec, delta: &mut Delta, model: &mut Model) {
     delta.clear();
-    st.take_delta(delta);
+    st.take_delta(spec, delta);
     assert!(!st.is_dirty());
     for f in &delta.del {
         model.remove(f);
@@ -94,15 +93,19 @@ fn checkpoint(st: &mut EntityState, delta: &mut Delta, model: &mut Model) {
     }
 }
 
-fn rebuild(model: &Model) -> EntityState {
-    EntityState::from_fields(model.iter().map(|(f, v)| (f.as_slice(), v.as_slice()))).expect("own fields")
+fn rebuild(spec: &WindowSpec, model: &Model) -> EntityState {
+    EntityState::from_fields(spec, model.iter().map(|(f, v)| (f.as_slice(), v.as_slice()))).expect("own fields")
 }
 
 /// The model holds exactly the state's fields: nothing pruned or dropped lingers.
-fn fields_of(st: &EntityState) -> Vec<Vec<u8>> {
+fn fields_of(st: &EntityState, spec: &WindowSpec) -> Vec<Vec<u8>> {
     let mut f: Vec<Vec<u8>> = st.buckets.iter().map(|(s, _)| format!("b:{s}").into_bytes()).collect();
+    for (c, w) in st.coarse.iter().zip(spec.coarse_widths()) {
+        f.extend(c.iter().map(|(s, _)| format!("b{w}:{s}").into_bytes()));
+    }
     f.extend(st.last_bucket.keys().map(|v| format!("d:{v}").into_bytes()));
     f.extend(st.newest_ms.map(|_| b"n".to_vec()));
+    f.extend(st.track.width_stored.then(|| b"w".to_vec()));
     f.sort();
     f
 }
@@ -118,12 +121,12 @@ fn check_round_trip(spec: &WindowSpec, events: &[Event], every: usize, resume: u
             prop_assert_eq!(bits(&rwindows), bits(&windows));
         }
         if (i + 1) % every == 0 || i + 1 == events.len() {
-            checkpoint(&mut st, &mut delta, &mut model);
-            let back = rebuild(&model);
+            checkpoint(&mut st, spec, &mut delta, &mut model);
+            let back = rebuild(spec, &model);
             prop_assert_eq!(&back, &st, "rebuilt after event {}", i);
             let mut keys: Vec<Vec<u8>> = model.keys().cloned().collect();
             keys.sort();
-            prop_assert_eq!(keys, fields_of(&st));
+            prop_assert_eq!(keys, fields_of(&st, spec));
             if resumed.is_none() && i >= resume {
                 resumed = Some(back);
             }
@@ -162,13 +165,13 @@ proptest! {
 
 #[test]
 fn a_delta_is_exactly_the_changed_fields() {
-    let spec = WindowSpec { bucket_ms: 60_000, sizes_ms: vec![600_000], lateness_ms: 60_000 };
+    let spec = WindowSpec::new(60_000, vec![600_000], 60_000);
     let (mut st, mut delta) = (EntityState::default(), Delta::default());
     let mut out = [WindowAggs::default()];
     st.apply_owned(&spec, 61_000, Some(2.5), Some("m"), &mut out);
     st.apply_owned(&spec, 62_000, None, None, &mut out);
     assert!(st.is_dirty());
-    st.take_delta(&mut delta);
+    st.take_delta(&spec, &mut delta);
     let mut bucket = Vec::new();
     bucket.extend_from_slice(&2u64.to_le_bytes());
     bucket.extend_from_slice(&2.5f64.to_bits().to_le_bytes());
@@ -180,16 +183,21 @@ fn a_delta_is_exactly_the_changed_fields() {
     set.sort();
     assert_eq!(
         set,
-        vec![(b"b:60000".to_vec(), bucket), (b"d:m".to_vec(), b"60000".to_vec()), (b"n".to_vec(), b"62000".to_vec())]
+        vec![
+            (b"b:60000".to_vec(), bucket),
+            (b"d:m".to_vec(), b"60000".to_vec()),
+            (b"n".to_vec(), b"62000".to_vec()),
+            (b"w".to_vec(), b"60000".to_vec()),
+        ]
     );
     assert!(delta.del.is_empty());
     // Nothing changed since: nothing to write.
     delta.clear();
-    st.take_delta(&mut delta);
+    st.take_delta(&spec, &mut delta);
     assert!(delta.is_empty() && !st.is_dirty());
     // Far ahead: the old bucket and its value expire; a bucket without values has no min/max.
     st.apply_owned(&spec, 10_000_000, None, None, &mut out);
-    st.take_delta(&mut delta);
+    st.take_delta(&spec, &mut delta);
     assert_eq!(delta.del, vec![b"b:60000".to_vec(), b"d:m".to_vec()]);
     let b = &delta.set.iter().find(|(f, _)| f == b"b:9960000").expect("new bucket").1;
     assert_eq!((b.len(), b[0], b[40]), (41, 1, 0));
@@ -198,7 +206,7 @@ fn a_delta_is_exactly_the_changed_fields() {
 #[test]
 fn one_event_on_a_long_history_writes_a_few_fields() {
     let day = 86_400_000;
-    let spec = WindowSpec { bucket_ms: 60_000, sizes_ms: vec![3_600_000, day], lateness_ms: 60_000 };
+    let spec = WindowSpec::new(60_000, vec![3_600_000, day], 60_000);
     let (mut st, mut delta) = (EntityState::default(), Delta::default());
     let mut out = [WindowAggs::default(); 2];
     let mut t = 0;
@@ -206,28 +214,28 @@ fn one_event_on_a_long_history_writes_a_few_fields() {
         t = i * 4_000;
         st.apply_owned(&spec, t, Some(i as f64), Some(&format!("m{}", i % 3_000)), &mut out);
     }
-    st.take_delta(&mut delta);
+    st.take_delta(&spec, &mut delta);
     assert!(delta.set.len() > 1_000, "the first delta holds the history");
     // Same bucket as the newest event, a value last seen long ago: the new bucket, the
     // value's old bucket, the value, the newest time.
     delta.clear();
     st.apply_owned(&spec, t + 1, Some(1.0), Some("m17"), &mut out);
-    st.take_delta(&mut delta);
+    st.take_delta(&spec, &mut delta);
     assert_eq!((delta.set.len(), delta.del.len()), (4, 0), "{:?}", delta.set);
     // Into the next bucket: it expires the oldest bucket and its values, a bounded number.
     delta.clear();
     st.apply_owned(&spec, t + 60_000, None, None, &mut out);
-    st.take_delta(&mut delta);
+    st.take_delta(&spec, &mut delta);
     assert!(delta.set.len() <= 2 && delta.del.len() <= 1 + 15, "{:?} {:?}", delta.set, delta.del);
 }
 
 #[test]
 fn the_shared_path_tracks_nothing() {
-    let spec = WindowSpec { bucket_ms: 60_000, sizes_ms: vec![600_000], lateness_ms: 60_000 };
+    let spec = WindowSpec::new(60_000, vec![600_000], 60_000);
     let mut st = EntityState::default();
     st.apply(&spec, &Update { fence_key: "events/0", offset: 0, time_ms: 1, value: Some(1.0), distinct: Some("a") });
     let mut delta = Delta::default();
-    st.take_delta(&mut delta);
+    st.take_delta(&spec, &mut delta);
     assert!(!st.is_dirty() && delta.is_empty());
 }
 
@@ -242,7 +250,8 @@ fn from_fields_sorts_buckets_ignores_strangers_and_expired_values_and_names_bad_
     let (b2, b1) = (bucket(2), bucket(1));
     let fields: Vec<(&[u8], &[u8])> =
         vec![(b"b:120", &b2), (b"zz", b"?"), (b"b:60", &b1), (b"d:x", b"60"), (b"d:gone", b"0"), (b"n", b"130")];
-    let st = EntityState::from_fields(fields).expect("valid");
+    let spec = WindowSpec::new(60, vec![600], 0);
+    let st = EntityState::from_fields(&spec, fields).expect("valid");
     assert_eq!(st.buckets.iter().map(|(s, b)| (s, b.count)).collect::<Vec<_>>(), vec![(60, 1), (120, 2)]);
     assert_eq!((st.distinct_bucket("x"), st.distinct_bucket("gone"), st.newest_ms()), (Some(60), None, Some(130)));
     assert!(!st.is_dirty());
@@ -253,22 +262,50 @@ fn from_fields_sorts_buckets_ignores_strangers_and_expired_values_and_names_bad_
         (b"d:\xff", b"60", "d:"),
         (b"n", b"", "n"),
     ] {
-        let e = EntityState::from_fields([(f, v)]).expect_err("malformed");
+        let e = EntityState::from_fields(&spec, [(f, v)]).expect_err("malformed");
         assert!(matches!(e, StateError::Bad(s) if s.contains(named)), "{e}");
     }
 }
 
 #[test]
 fn a_cleared_delta_reuses_its_buffers() {
-    let spec = WindowSpec { bucket_ms: 1_000, sizes_ms: vec![10_000], lateness_ms: 0 };
+    let spec = WindowSpec::new(1_000, vec![10_000], 0);
     let (mut st, mut delta) = (EntityState::default(), Delta::default());
     let mut out = [WindowAggs::default()];
     st.apply_owned(&spec, 5, Some(1.0), Some("v"), &mut out);
-    st.take_delta(&mut delta);
-    assert_eq!(delta.set.len(), 3, "the bucket, the value, the newest time");
+    st.take_delta(&spec, &mut delta);
+    assert_eq!(delta.set.len(), 4, "the bucket, the value, the newest time, the width");
     delta.clear();
-    assert_eq!((delta.set.len(), delta.spare.len()), (0, 6));
+    assert_eq!((delta.set.len(), delta.spare.len()), (0, 8));
     st.apply_owned(&spec, 6, Some(1.0), Some("v"), &mut out);
-    st.take_delta(&mut delta);
-    assert_eq!((delta.set.len(), delta.spare.len()), (2, 2), "both fields took spare buffers");
+    st.take_delta(&spec, &mut delta);
+    assert_eq!((delta.set.len(), delta.spare.len()), (2, 4), "both fields took spare buffers");
+}
+
+#[test]
+fn coarse_series_checkpoint_under_their_width_and_a_changed_width_is_not_loaded() {
+    let spec = WindowSpec::with_widths(vec![600_000, 86_400_000], &[60_000, 3_600_000], 60_000);
+    let (mut st, mut delta) = (EntityState::default(), Delta::default());
+    let mut out = [WindowAggs::default(); 2];
+    st.apply_owned(&spec, 3_661_000, Some(2.0), Some("m"), &mut out);
+    st.take_delta(&spec, &mut delta);
+    let mut names: Vec<&[u8]> = delta.set.iter().map(|(f, _)| f.as_slice()).collect();
+    names.sort();
+    assert_eq!(names, vec![&b"b3600000:3600000"[..], b"b:3660000", b"d:m", b"n", b"w"]);
+    let back = EntityState::from_fields(&spec, delta.set.iter().map(|(f, v)| (f.as_slice(), v.as_slice())));
+    assert_eq!(back.expect("own fields"), st);
+    // Read under other widths (finest 30 s, the day in 2-hour buckets): no bucket and no
+    // value is loaded, and the next delta deletes them and records the new width.
+    let other = WindowSpec::with_widths(vec![600_000, 86_400_000], &[30_000, 7_200_000], 60_000);
+    let fields = delta.set.clone();
+    let mut back =
+        EntityState::from_fields(&other, fields.iter().map(|(f, v)| (f.as_slice(), v.as_slice()))).expect("own fields");
+    assert_eq!(back.aggregates(&other, 3_700_000), vec![WindowAggs::default(); 2]);
+    assert_eq!(back.distinct_bucket("m"), None);
+    delta.clear();
+    back.take_delta(&other, &mut delta);
+    let mut del = delta.del.clone();
+    del.sort();
+    assert_eq!(del, vec![b"b3600000:3600000".to_vec(), b"b:3660000".to_vec(), b"d:m".to_vec()]);
+    assert!(delta.set.iter().any(|(f, v)| f == b"w" && v == b"30000"), "{:?}", delta.set);
 }

@@ -1,6 +1,8 @@
 //! Property tests of the window code: any i64 time and any spec config validation allows
 //! never panics, and for times in 2000..2100 the windows agree with a direct count.
 
+use std::collections::HashMap;
+
 use proptest::prelude::*;
 
 use super::*;
@@ -17,6 +19,12 @@ pub(super) fn valid_spec() -> impl Strategy<Value = WindowSpec> {
         .prop_map(|(bucket_s, ks, lateness_s)| {
             WindowSpec::from_seconds(bucket_s, ks.into_iter().map(|k| k * bucket_s), lateness_s)
         })
+}
+
+/// A window's width in buckets of the finest width: any two of these divide (config
+/// validation requires every width to be a multiple of the finest).
+pub(super) fn widths() -> impl Strategy<Value = u64> {
+    prop_oneof![3 => Just(1u64), 1 => Just(2), 1 => Just(4), 1 => Just(12)]
 }
 
 pub(super) fn any_time() -> impl Strategy<Value = i64> {
@@ -69,41 +77,50 @@ proptest! {
     #[test]
     fn windows_agree_with_a_direct_count_for_times_in_this_century(
         bucket_s in 1u64..=3_600,
-        ks in prop::collection::vec(1u64..=48, 1..4),
+        ks in prop::collection::vec((1u64..=48, widths()), 1..4),
         lateness_s in 0u64..=7_200,
         t0 in 946_684_800_000i64..4_102_444_800_000,
-        events in prop::collection::vec((0i64..2 * 86_400_000, -1_000i32..1_000), 1..60),
+        events in prop::collection::vec((0i64..2 * 86_400_000, -1_000i32..1_000, prop::option::of("[a-e]")), 1..60),
     ) {
-        let spec = WindowSpec::from_seconds(bucket_s, ks.iter().map(|k| k * bucket_s), lateness_s);
-        let b = spec.bucket_ms;
+        // Each window its own width (a multiple of the finest: 1, 2, 4 or 12 buckets).
+        let widths: Vec<i64> = ks.iter().map(|&(_, m)| (m * bucket_s * 1000) as i64).collect();
+        let sizes: Vec<i64> = ks.iter().zip(&widths).map(|(&(k, _), &w)| k as i64 * w).collect();
+        let spec = WindowSpec::with_widths(sizes, &widths, lateness_s as i64 * 1000);
         let mut state = EntityState::default();
-        let mut applied: Vec<(i64, f64)> = Vec::new();
+        let mut applied: Vec<(i64, f64, Option<&str>)> = Vec::new();
         let mut newest: Option<i64> = None;
-        for (offset, (dt, v)) in events.iter().enumerate() {
+        for (offset, (dt, v, d)) in events.iter().enumerate() {
             let (t, v) = (t0 + dt, f64::from(*v));
-            let seen = state.apply(&spec, &update(offset as i64 * 3, t, Some(v), None));
+            let seen = state.apply(&spec, &update(offset as i64 * 3, t, Some(v), d.as_deref()));
             let late = newest.is_some_and(|n| t < n - spec.lateness_ms);
             prop_assert_eq!((seen.late, seen.applied), (late, !late));
             prop_assert_eq!(seen.since_last_ms, newest.map(|n| (t - n).max(0)));
             if late {
                 continue;
             }
-            for (size, got) in spec.sizes_ms.iter().zip(&seen.windows) {
+            for ((size, got), &b) in spec.sizes_ms.iter().zip(&seen.windows).zip(&widths) {
                 // An event is in the window when its bucket [s, s + B) overlaps (t - size, t].
-                let inside: Vec<f64> = applied
-                    .iter()
-                    .filter(|(tj, _)| {
-                        let s = tj.div_euclid(b) * b;
-                        s + b > t - size && s <= t
-                    })
-                    .map(|&(_, v)| v)
-                    .collect();
+                let within = |tj: i64| {
+                    let s = tj.div_euclid(b) * b;
+                    s + b > t - size && s <= t
+                };
+                let inside: Vec<f64> = applied.iter().filter(|e| within(e.0)).map(|e| e.1).collect();
+                // A value counts where its latest applied event's bucket is.
+                let mut latest: HashMap<&str, i64> = HashMap::new();
+                for (tj, _, d) in &applied {
+                    if let Some(d) = d {
+                        let l = latest.entry(d).or_insert(*tj);
+                        *l = (*l).max(*tj);
+                    }
+                }
+                let distinct = latest.values().filter(|&&tj| within(tj)).count() as u64;
+                prop_assert_eq!(got.distinct, distinct, "distinct, window of {} in {} ms buckets", size, b);
                 prop_assert_eq!(got.count, inside.len() as u64);
                 prop_assert_eq!(got.sum, inside.iter().sum::<f64>());
                 prop_assert_eq!(got.min, inside.iter().copied().reduce(f64::min));
                 prop_assert_eq!(got.max, inside.iter().copied().reduce(f64::max));
             }
-            applied.push((t, v));
+            applied.push((t, v, d.as_deref()));
             newest = Some(newest.map_or(t, |n| n.max(t)));
         }
     }
@@ -111,7 +128,7 @@ proptest! {
     #[test]
     fn running_aggregates_equal_the_walk_bit_for_bit(
         bucket_s in 1u64..=600,
-        ks in prop::collection::vec(1u64..=30, 1..4),
+        ks in prop::collection::vec((1u64..=30, widths()), 1..4),
         lateness_s in 0u64..=1_800,
         events in prop::collection::vec(
             (
@@ -127,8 +144,10 @@ proptest! {
         ),
     ) {
         // Mostly in order, every seventh event back in time; values as the decoder passes
-        // them (finite, within ±WINDOW_VALUE_LIMIT).
-        let spec = WindowSpec::from_seconds(bucket_s, ks.iter().map(|k| k * bucket_s), lateness_s);
+        // them (finite, within ±WINDOW_VALUE_LIMIT); windows of several widths.
+        let widths: Vec<i64> = ks.iter().map(|&(_, m)| (m * bucket_s * 1000) as i64).collect();
+        let sizes: Vec<i64> = ks.iter().zip(&widths).map(|(&(k, _), &w)| k as i64 * w).collect();
+        let spec = WindowSpec::with_widths(sizes, &widths, lateness_s as i64 * 1000);
         let mut owned = EntityState::default();
         let mut shared = EntityState::default();
         let mut running = vec![WindowAggs::default(); spec.sizes_ms.len()];

@@ -21,6 +21,8 @@ use super::{clamp, WindowAggs, WindowSpec};
 /// One window's running aggregates over the buckets starting at or after `edge`.
 #[derive(Debug, Clone, Default)]
 struct Window {
+    /// The bucket series the window reads.
+    series: usize,
     edge: i64,
     count: u64,
     sum: ExactSum,
@@ -44,34 +46,50 @@ impl PartialEq for Running {
     }
 }
 
-/// The first bucket start inside a window of `size` for an event at `t` (below i64::MIN:
-/// every bucket); None for an empty window (a negative size).
-fn edge_of(spec: &WindowSpec, size: i64, t: i64) -> Option<i64> {
-    let first = clamp(i128::from(t) - i128::from(size) - i128::from(spec.bucket()) + 1);
+/// The first bucket start inside a window of `size` over buckets of `width` for an event at
+/// `t` (below i64::MIN: every bucket); None for an empty window (a negative size).
+fn edge_of(width: i64, size: i64, t: i64) -> Option<i64> {
+    let first = clamp(i128::from(t) - i128::from(size) - i128::from(width) + 1);
     (first <= t).then_some(first)
+}
+
+/// Series `k` of the finest and coarser series.
+fn pick<'a>(fine: &'a Buckets, coarse: &'a [Buckets], k: usize) -> &'a Buckets {
+    match k {
+        0 => fine,
+        _ => coarse.get(k - 1).unwrap_or(&super::buckets::EMPTY),
+    }
 }
 
 impl Running {
     /// Writes the aggregates at `t` into `out` (one per window of `spec`), moving each
     /// window's edge to `t`. The caller walks instead when a bucket starts after `t`.
-    pub(super) fn aggregates_into(&mut self, buckets: &Buckets, spec: &WindowSpec, t: i64, out: &mut [WindowAggs]) {
-        if self.0.len() != spec.sizes_ms.len() {
-            self.0 = spec.sizes_ms.iter().map(|_| Window::build(buckets, i64::MAX)).collect();
+    pub(super) fn aggregates_into(
+        &mut self,
+        fine: &Buckets,
+        coarse: &[Buckets],
+        spec: &WindowSpec,
+        t: i64,
+        out: &mut [WindowAggs],
+    ) {
+        if self.0.len() != spec.sizes_ms.len() || self.0.iter().zip(&spec.window_series).any(|(w, &k)| w.series != k) {
+            self.0 = spec.window_series.iter().map(|&k| Window::build(pick(fine, coarse, k), i64::MAX, k)).collect();
         }
         for ((w, a), &size) in self.0.iter_mut().zip(out.iter_mut()).zip(&spec.sizes_ms) {
-            let Some(edge) = edge_of(spec, size, t) else {
+            let Some(edge) = edge_of(spec.series[w.series].width, size, t) else {
                 *a = WindowAggs::default();
                 continue;
             };
+            let buckets = pick(fine, coarse, w.series);
             w.move_edge(buckets, edge);
             *a = w.aggregates(buckets);
         }
     }
 
-    /// An event changed the bucket starting at `start` (`newest`: the last bucket), whose
-    /// sum was `old_sum` before.
-    pub(super) fn bucket_changed(&mut self, start: i64, newest: bool, old_sum: f64, b: &Bucket) {
-        for w in self.0.iter_mut().filter(|w| start >= w.edge) {
+    /// An event changed the bucket of series `k` starting at `start` (`newest`: the last
+    /// bucket), whose sum was `old_sum` before.
+    pub(super) fn bucket_changed(&mut self, k: usize, start: i64, newest: bool, old_sum: f64, b: &Bucket) {
+        for w in self.0.iter_mut().filter(|w| w.series == k && start >= w.edge) {
             w.count += 1;
             if old_sum.to_bits() != b.sum.to_bits() {
                 w.sum.sub(old_sum);
@@ -85,16 +103,17 @@ impl Running {
         }
     }
 
-    /// A distinct value left (`-1`) or joined (`+1`) the bucket starting at `start`.
-    pub(super) fn distinct_moved(&mut self, start: i64, delta: i64) {
-        for w in self.0.iter_mut().filter(|w| start >= w.edge) {
+    /// A distinct value left (`-1`) or joined (`+1`) the bucket of series `k` starting at
+    /// `start`.
+    pub(super) fn distinct_moved(&mut self, k: usize, start: i64, delta: i64) {
+        for w in self.0.iter_mut().filter(|w| w.series == k && start >= w.edge) {
             w.distinct = w.distinct.saturating_add_signed(delta);
         }
     }
 
-    /// The bucket starting at `start` expired (normally long behind every edge).
-    pub(super) fn bucket_dropped(&mut self, start: i64, b: &Bucket) {
-        for w in self.0.iter_mut().filter(|w| start >= w.edge) {
+    /// The bucket of series `k` starting at `start` expired (normally long behind every edge).
+    pub(super) fn bucket_dropped(&mut self, k: usize, start: i64, b: &Bucket) {
+        for w in self.0.iter_mut().filter(|w| w.series == k && start >= w.edge) {
             w.leave(b);
             w.extremes_stale = true;
         }
@@ -103,8 +122,8 @@ impl Running {
 
 impl Window {
     /// The aggregates of the buckets starting at or after `edge`, built by a walk.
-    fn build(buckets: &Buckets, edge: i64) -> Self {
-        let mut w = Window { edge, ..Window::default() };
+    fn build(buckets: &Buckets, edge: i64, series: usize) -> Self {
+        let mut w = Window { series, edge, ..Window::default() };
         for b in buckets.range(edge, i64::MAX) {
             w.enter(b);
         }

@@ -3,7 +3,7 @@
 use super::*;
 
 fn spec() -> WindowSpec {
-    WindowSpec { bucket_ms: 60_000, sizes_ms: vec![600_000, 3_600_000], lateness_ms: 60_000 }
+    WindowSpec::new(60_000, vec![600_000, 3_600_000], 60_000)
 }
 
 fn up(offset: i64, t: i64, v: f64, d: &str) -> Update<'_> {
