@@ -391,9 +391,14 @@ fn memory_and_redis_enrichers(redis: &RedisServer) -> (verdict::enrich::Enricher
 
 /// Sets every entity `shared`: the tests of the per-batch compare-and-set path (Redis key
 /// `verdict:win:<entity>:{<id>}`) keep testing it now that entities are partition-owned by default.
+/// A shared entity keeps one bucket width, so its windows drop their own (the demo's 5-minute
+/// and 1-hour ones) for the entity's `bucket_s`.
 fn share_entities(cfg: &mut verdict::enrich::EnrichConfig) {
     for e in &mut cfg.entities {
         e.ownership = verdict::enrich::Ownership::Shared;
+        for w in &mut e.windows {
+            w.bucket_s = None;
+        }
     }
 }
 
