@@ -59,6 +59,13 @@ enum Command {
         /// instead of in process.
         #[arg(long)]
         redis: Option<String>,
+        /// Cards (entities) the events are spread over (heavy-tailed).
+        #[arg(long, default_value_t = 50_000)]
+        cards: u64,
+        /// Before the timed run, decide this many hours of event time as fast as possible, so
+        /// the run starts with full windows (a day is ~9.1M events).
+        #[arg(long, default_value_t = 0.0)]
+        warm_hours: f64,
     },
     /// Check a config as `run` would before consuming (model, schemas, rules, every Kafka
     /// client property); prints every problem and exits 2 if any.
@@ -116,7 +123,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => run(config),
-        Command::Demo { config, log_file, events, rate, partitions, bad_fraction, avro, redis } => {
+        Command::Demo { config, log_file, events, rate, partitions, bad_fraction, avro, redis, cards, warm_hours } => {
             let mut cfg = exit_on_problems(config::load_demo(&paths(&config)));
             if let Some(url) = redis {
                 cfg.enrich.backend = verdict::enrich::Backend::Redis;
@@ -125,7 +132,17 @@ fn main() -> anyhow::Result<()> {
             let log_path = log_file.unwrap_or_else(|| std::env::temp_dir().join("verdict-demo.log"));
             let log = DemoLog::init(&log_path, &cfg.telemetry.log_format, &log_filter(&cfg.telemetry.log_level))
                 .with_context(|| format!("creating the log file {}", log_path.display()))?;
-            let opts = DemoOptions { events, rate, partitions, bad_fraction, avro, ..DemoOptions::default() };
+            let warm_events = (warm_hours.max(0.0) * 3_600_000.0 / demo::MEAN_STEP_MS) as u64;
+            let opts = DemoOptions {
+                events,
+                rate,
+                partitions,
+                bad_fraction,
+                avro,
+                cards: cards.max(1),
+                warm_events,
+                ..DemoOptions::default()
+            };
             eprintln!(
                 "verdict demo: {events} events at {} over {partitions} partitions, in-process Kafka mock cluster (log: {})",
                 if rate == 0 { "full speed".to_string() } else { format!("{rate} ev/s") },

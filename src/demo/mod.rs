@@ -37,6 +37,12 @@ pub struct DemoOptions {
     pub progress: bool,
     /// Generator seed.
     pub seed: u64,
+    /// Cards (entities) the generator draws from.
+    pub cards: u64,
+    /// Events produced and decided as fast as possible before the timed run, so that it
+    /// starts with full windows (the generator's event time advances 9.5 ms per event on
+    /// average: a day is ~9.1M events).
+    pub warm_events: u64,
 }
 
 impl Default for DemoOptions {
@@ -50,6 +56,8 @@ impl Default for DemoOptions {
             avro: false,
             progress: true,
             seed: 42,
+            cards: 50_000,
+            warm_events: 0,
         }
     }
 }
@@ -153,14 +161,24 @@ pub fn encode(tx: &Transaction, avro: Option<&apache_avro::writer::datum::Generi
 /// stays below that, inside `decode.event_time_max_ahead_ms` (a day). A long demo (a soak)
 /// dead-lettered every event past the first ~9M as `bad_event_time` otherwise.
 pub fn first_event_time(events: u64, now_ms: i64) -> i64 {
-    const MEAN_STEP_MS: f64 = 9.5; // Generator::next_event: 0..20 ms
     const HORIZON_MS: i64 = 23 * 3_600_000;
     let span = (events as f64 * MEAN_STEP_MS) as i64;
     now_ms - (span - HORIZON_MS).max(0)
 }
 
-/// Produces `opts.events` events (at `opts.rate` if set) into the first input topic.
-pub fn produce(mock: &MockKafka, topic: &str, opts: &DemoOptions, stop: &AtomicBool) -> u64 {
+/// The mean event-time step of [`Generator::next_event`] (0..20 ms): events per hour of
+/// event time are 3,600,000 / this.
+pub const MEAN_STEP_MS: f64 = 9.5;
+
+/// Produces `count` events from `gen` (at `rate` events/s if not 0) into `topic`.
+pub fn produce(
+    mock: &MockKafka,
+    topic: &str,
+    opts: &DemoOptions,
+    stop: &AtomicBool,
+    gen: &mut Generator,
+    (count, rate): (u64, u64),
+) -> u64 {
     let schema = crate::decode::parse_schema_file(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/schemas/transaction.avsc"
@@ -168,14 +186,12 @@ pub fn produce(mock: &MockKafka, topic: &str, opts: &DemoOptions, stop: &AtomicB
     .expect("transaction schema");
     let writer =
         opts.avro.then(|| apache_avro::writer::datum::GenericDatumWriter::builder(&schema).build().expect("writer"));
-    let mut gen =
-        Generator::new(opts.seed, 50_000, first_event_time(opts.events, crate::publish::acker::wall_clock_ms()));
     let bad_every = if opts.bad_fraction > 0.0 { (1.0 / opts.bad_fraction).round() as u64 } else { 0 };
     let start = Instant::now();
     let mut sent = 0;
-    while sent < opts.events && !stop.load(Ordering::Relaxed) {
-        if opts.rate > 0 {
-            let due = (start.elapsed().as_secs_f64() * opts.rate as f64) as u64;
+    while sent < count && !stop.load(Ordering::Relaxed) {
+        if rate > 0 {
+            let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
             if sent >= due {
                 std::thread::sleep(Duration::from_micros(200));
                 continue;
@@ -201,12 +217,31 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
     let topic = cfg.kafka.input_topics[0].clone();
     let stop = Arc::new(AtomicBool::new(false));
 
+    let all_events = opts.warm_events + opts.events;
+    let now = crate::publish::acker::wall_clock_ms();
+    let mut gen = Generator::new(opts.seed, opts.cards, first_event_time(all_events, now));
+    let mut warm_produced = 0;
+    if opts.warm_events > 0 {
+        warm_produced = produce(&mock, &topic, opts, &stop, &mut gen, (opts.warm_events, 0));
+    }
     if opts.preload {
-        produce(&mock, &topic, opts, &stop);
+        produce(&mock, &topic, opts, &stop, &mut gen, (opts.events, 0));
     }
     let metrics = Metrics::new();
     let mut start = Instant::now();
     let pipeline = Pipeline::start(&cfg, metrics.clone())?;
+    let done = |m: &Metrics| m.counted("decode", "ok") + m.counted("decode", "dead_letter");
+    if opts.warm_events > 0 {
+        // The warm-up backlog is decided before the timed run starts.
+        while done(&metrics) < warm_produced {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        metrics.reset_latencies();
+        metrics.reset_event_latencies();
+        if opts.progress {
+            eprintln!("warm-up: {warm_produced} events decided in {:.1} s", start.elapsed().as_secs_f64());
+        }
+    }
     // At a rate, production starts once the consumer owns its partitions, so produce →
     // decision latency measures the pipeline, not the group join.
     let mut producer = None;
@@ -219,13 +254,14 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
         }
         start = Instant::now();
         let (m, o, s, t) = (mock.clone(), opts.clone(), stop.clone(), topic.clone());
-        let spawned = std::thread::Builder::new().name("demo-producer".into()).spawn(move || produce(&m, &t, &o, &s));
+        let spawned = std::thread::Builder::new()
+            .name("demo-producer".into())
+            .spawn(move || warm_produced + produce(&m, &t, &o, &s, &mut gen, (o.events, o.rate)));
         let thread = "demo-producer".to_string();
         producer = Some(spawned.map_err(|source| crate::pipeline::SpawnError { thread, source })?);
     }
     let ep = pipeline.model().execution_provider.clone();
-    let done = |m: &Metrics| m.counted("decode", "ok") + m.counted("decode", "dead_letter");
-    let mut last = (Instant::now(), 0u64);
+    let mut last = (Instant::now(), done(&metrics));
     let mut last_progress = Instant::now();
     let mut idle_since = Instant::now();
     let finished_at;
@@ -266,7 +302,7 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
             last = (Instant::now(), n);
             last_progress = Instant::now();
         }
-        if n >= opts.events {
+        if n >= all_events {
             finished_at = start.elapsed();
             break;
         }
@@ -277,7 +313,7 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
         }
     }
     stop.store(true, Ordering::SeqCst);
-    let produced = producer.map(|p| p.join().unwrap_or(0)).unwrap_or(opts.events);
+    let produced = producer.map(|p| p.join().unwrap_or(0)).unwrap_or(all_events);
     pipeline.shutdown(Duration::from_secs(30));
     if std::env::var_os("VERDICT_DEMO_METRICS").is_some() {
         eprintln!("{}", metrics.render());

@@ -492,11 +492,13 @@ impl EntityState {
         Some(old)
     }
 
-    /// Totals over every retained bucket: (count, sum, distinct) — what tests compare.
+    /// Totals over the retained buckets of the series that holds the most events (the one
+    /// kept longest): (count, sum, distinct values) — what tests compare.
     pub fn totals(&self) -> (u64, f64, u64) {
-        let c = self.buckets.iter().map(|(_, b)| b.count).sum();
-        let s = exact::window_sum(|| self.buckets.iter().map(|(_, b)| b.sum));
-        (c, s, self.last_bucket.len() as u64)
+        let count = |b: &Buckets| b.iter().map(|(_, b)| b.count).sum::<u64>();
+        let most = std::iter::once(&self.buckets).chain(&self.coarse).max_by_key(|b| count(b)).expect("one series");
+        let s = exact::window_sum(|| most.iter().map(|(_, b)| b.sum));
+        (count(most), s, self.last_bucket.len() as u64)
     }
 }
 

@@ -48,10 +48,15 @@ pub fn stored_entity_totals(conn: &mut redis::Connection, entity: &str, id: &str
 
 /// A partition-owned entity's checkpointed (count, sum, distinct); zeros when none.
 pub fn partition_totals(conn: &mut redis::Connection, entity: &str, id: &str, partitions: i32) -> (u64, f64, u64) {
-    // The tests' entities keep the default windows (one width).
-    let spec = verdict::enrich::WindowSpec::of_entity(&verdict::enrich::config::EntityConfig::default(), 60);
+    let spec = card_spec();
     verdict::enrich::owned::stored_state(conn, "verdict", "events", partitions, (entity, &spec), id)
         .map_or((0, 0.0, 0), |s| s.totals())
+}
+
+/// The windows checkpoints are read with: the demo card's (1-minute, 5-minute and 1-hour
+/// buckets). A state written under the default windows (one 1-minute width) reads the same.
+fn card_spec() -> verdict::enrich::WindowSpec {
+    verdict::enrich::WindowSpec::of_entity(&verdict::config::demo().enrich.entities[0], 60)
 }
 
 /// Reference (count, sum, distinct values) per entity id.
@@ -260,8 +265,7 @@ pub fn assert_checkpoints_match_inputs(
         );
         let ids: std::collections::HashSet<&str> =
             reference.keys().map(String::as_str).chain(states.keys().map(String::as_str)).collect();
-        // The tests' entities keep the default windows (one width).
-        let spec = verdict::enrich::WindowSpec::of_entity(&verdict::enrich::config::EntityConfig::default(), 60);
+        let spec = card_spec();
         for id in ids {
             let (c, s, d) = states.get(id).map_or((0, 0.0, 0), |fields| {
                 verdict::enrich::EntityState::from_fields(
