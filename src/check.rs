@@ -95,6 +95,25 @@ pub fn check(cfg: &Config, known: &[String]) -> Vec<String> {
     out
 }
 
+/// `check-config --online`: reaches the schema registry, if one is configured
+/// (`GET /subjects`), and reports what it answered.
+pub fn online(cfg: &Config) -> Vec<String> {
+    let reg = &cfg.decode.schema_registry;
+    if reg.url.is_empty() {
+        return Vec::new();
+    }
+    let secrets = Secrets::of(cfg);
+    let reached = verdict::decode::registry::RegistryClient::new(reg).and_then(|c| c.get("/subjects"));
+    match reached {
+        Ok(subjects) => {
+            let n = subjects.as_array().map_or(0, Vec::len);
+            println!("schema registry {}: reachable, {n} subjects", reg.url.trim_end_matches('/'));
+            Vec::new()
+        }
+        Err(e) => vec![format!("decode.schema_registry.url: {}", secrets.scrub(&e.to_string()))],
+    }
+}
+
 /// Loads ONNX Runtime, the manifest and one session (the manifest/session checks `run`
 /// makes for each worker), and the shadow model if one is configured.
 fn check_model(cfg: &Config, out: &mut Vec<String>) -> Option<ModelSpec> {
