@@ -33,7 +33,7 @@ impl Decode {
 
     /// While the schema registry cannot say what an id of the batch is, the batch waits
     /// (backoff up to 5 s) until it can or `abort` fires: like a Redis outage under
-    /// `on_failure = "retry"`, nothing is dead-lettered for an outage and nothing is lost.
+    /// `enrich.on_failure = "pause"`, nothing is dead-lettered for an outage and nothing is lost.
     pub fn with_abort(mut self, abort: Abort) -> Self {
         self.abort = Some(abort);
         self

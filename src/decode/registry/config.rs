@@ -159,3 +159,75 @@ impl SchemaRegistryConfig {
         v
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_of_the_section_is_reported_at_once_with_its_key() {
+        let cfg = SchemaRegistryConfig {
+            url: "http://registry:8081".into(),
+            password: "inline".into(),
+            password_file: "/nonexistent/registry-pw".into(),
+            ca_file: "/nonexistent/ca.pem".into(),
+            cert_file: "/nonexistent/cert.pem".into(),
+            timeout_ms: 0,
+            ..Default::default()
+        };
+        let problems = cfg.validate();
+        let keys: Vec<&str> = problems.iter().map(|p| p.split(':').next().unwrap()).collect();
+        assert_eq!(
+            keys,
+            [
+                "decode.schema_registry.password",
+                "decode.schema_registry.username",
+                "decode.schema_registry.password_file",
+                "decode.schema_registry.ca_file",
+                "decode.schema_registry.cert_file",
+                "decode.schema_registry.key_file",
+                "decode.schema_registry.ca_file",
+                "decode.schema_registry.timeout_ms",
+            ],
+            "{problems:#?}"
+        );
+        assert!(problems.iter().all(|p| !p.contains("inline")), "the password is not echoed");
+    }
+
+    #[test]
+    fn a_url_that_is_not_http_or_carries_credentials_is_refused() {
+        for (url, what) in [
+            ("registry:8081", "is not an http:// or https:// URL"),
+            ("ftp://registry", "is not an http:// or https:// URL"),
+            ("https://user:pw@registry", "not the URL"),
+        ] {
+            let cfg = SchemaRegistryConfig { url: url.into(), ..Default::default() };
+            let problems = cfg.validate();
+            assert!(
+                problems.iter().any(|p| p.starts_with("decode.schema_registry.url: ") && p.contains(what)),
+                "{url}: {problems:?}"
+            );
+        }
+        assert!(SchemaRegistryConfig { url: "https://registry.internal:8081/".into(), ..Default::default() }
+            .validate()
+            .is_empty());
+        assert!(SchemaRegistryConfig::default().validate().is_empty(), "off: nothing to check");
+    }
+
+    #[test]
+    fn the_password_file_is_read_without_its_newline_and_counted_as_a_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let cfg = SchemaRegistryConfig {
+            url: "http://registry".into(),
+            username: "verdict".into(),
+            password_file: pw.display().to_string(),
+            ..Default::default()
+        };
+        assert!(cfg.validate().is_empty());
+        assert_eq!(cfg.password().unwrap(), "s3cret");
+        assert_eq!(cfg.secret_values(), ["s3cret"]);
+        assert!(!format!("{cfg:?}").contains("s3cret"));
+    }
+}
