@@ -225,3 +225,58 @@ fn a_registry_outage_holds_uncached_ids_until_it_ends_and_cached_ids_keep_flowin
     assert!(text.contains("schema registry unavailable; the batch waits"), "{text}");
     assert!(text.contains("schema registry reachable again"), "{text}");
 }
+
+#[test]
+fn check_config_names_every_registry_problem_and_online_reaches_the_registry() {
+    let (_turn, _logs) = capture();
+    let dir = tempfile::tempdir().unwrap();
+    let check = |toml: &str, online: bool| {
+        let file = dir.path().join("registry.toml");
+        std::fs::write(&file, toml).unwrap();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_verdict"));
+        cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["check-config", "--config", "config/demo.toml", "--config"])
+            .arg(&file)
+            .env_remove("RUST_LOG");
+        if online {
+            cmd.arg("--online");
+        }
+        let out = cmd.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (code, text) = check(
+        "[decode.schema_registry]\nurl = \"registry:8081\"\nusername = \"verdict\"\npassword = \"inline-pw-41d0\"\n\
+         password_file = \"/no/such/pw\"\nca_file = \"/no/such/ca.pem\"\n",
+        false,
+    );
+    assert_eq!(code, Some(2), "{text}");
+    for expected in [
+        "decode.schema_registry.url: 'registry:8081' is not an http:// or https:// URL",
+        "decode.schema_registry.password: set password or password_file, not both",
+        "decode.schema_registry.password_file: /no/such/pw",
+        "decode.schema_registry.ca_file: /no/such/ca.pem",
+    ] {
+        assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+    }
+    assert!(!text.contains("inline-pw-41d0"), "{text}");
+
+    let reg = TestRegistry::start();
+    reg.require_auth("verdict", PASSWORD);
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, PASSWORD).unwrap();
+    let good = format!(
+        "[decode.schema_registry]\nurl = \"{}\"\nusername = \"verdict\"\npassword_file = {:?}\nretries = 0\n",
+        reg.url(),
+        pw.display().to_string()
+    );
+    let (code, text) = check(&good, false);
+    assert_eq!((code, reg.count("GET /subjects")), (Some(0), 0), "offline: the registry is not called\n{text}");
+    let (code, text) = check(&good, true);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("reachable, 0 subjects") && reg.count("GET /subjects") == 1, "{text}");
+    reg.set_down(true);
+    let (code, text) = check(&good, true);
+    assert_ne!(code, Some(0), "{text}");
+    assert!(text.contains("decode.schema_registry.url: schema registry http://127.0.0.1:"), "{text}");
+    assert!(!text.contains(PASSWORD), "{text}");
+}
