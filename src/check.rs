@@ -7,6 +7,7 @@
 //! drift baseline. Each of those is done here, and each failure is reported with the key
 //! that causes it, so a configuration that passes here does not fail `run` at start-up for
 //! a reason it could have named (an unreachable broker or Redis is left to `run`).
+//! [`online`] (`check-config --online`) also asks the schema registry, if one is set.
 
 use std::collections::BTreeMap;
 

@@ -17,6 +17,9 @@ use crate::decode::{LocalSchemas, SchemaSource};
 /// keeps a stream of unknown ids from hammering the registry).
 const UNKNOWN_FOR: Duration = Duration::from_secs(30);
 
+/// Most unknown ids remembered at once.
+const UNKNOWN_MAX: usize = 10_000;
+
 /// Local schemas, then the registry (`GET /schemas/ids/{id}`), cached.
 pub struct RegistrySchemas {
     client: RegistryClient,
@@ -75,8 +78,17 @@ impl RegistrySchemas {
     }
 
     fn unknown(&self, id: u32, why: &str) -> Option<Arc<Schema>> {
-        tracing::warn!(schema_id = id, registry = self.client.url(), reason = why, "schema id unknown");
-        self.unknown.lock().insert(id, Instant::now());
+        // debug: the dead letter and its metric already say it, once per event.
+        tracing::debug!(schema_id = id, registry = self.client.url(), reason = why, "schema id unknown");
+        let mut unknown = self.unknown.lock();
+        if unknown.len() >= UNKNOWN_MAX {
+            // A stream of random ids must not grow this without bound.
+            unknown.retain(|_, at| at.elapsed() < UNKNOWN_FOR);
+            if unknown.len() >= UNKNOWN_MAX {
+                unknown.clear();
+            }
+        }
+        unknown.insert(id, Instant::now());
         None
     }
 }
