@@ -7,6 +7,7 @@
 //! drift baseline. Each of those is done here, and each failure is reported with the key
 //! that causes it, so a configuration that passes here does not fail `run` at start-up for
 //! a reason it could have named (an unreachable broker or Redis is left to `run`).
+//! [`online`] (`check-config --online`) also asks the schema registry, if one is set.
 
 use std::collections::BTreeMap;
 
@@ -93,6 +94,25 @@ pub fn check(cfg: &Config, known: &[String]) -> Vec<String> {
         }
     }
     out
+}
+
+/// `check-config --online`: reaches the schema registry, if one is configured
+/// (`GET /subjects`), and reports what it answered.
+pub fn online(cfg: &Config) -> Vec<String> {
+    let reg = &cfg.decode.schema_registry;
+    if reg.url.is_empty() {
+        return Vec::new();
+    }
+    let secrets = Secrets::of(cfg);
+    let reached = verdict::decode::registry::RegistryClient::new(reg).and_then(|c| c.get("/subjects"));
+    match reached {
+        Ok(subjects) => {
+            let n = subjects.as_array().map_or(0, Vec::len);
+            println!("schema registry {}: reachable, {n} subjects", reg.url.trim_end_matches('/'));
+            Vec::new()
+        }
+        Err(e) => vec![format!("decode.schema_registry.url: {}", secrets.scrub(&e.to_string()))],
+    }
 }
 
 /// Loads ONNX Runtime, the manifest and one session (the manifest/session checks `run`

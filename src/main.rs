@@ -73,6 +73,10 @@ enum Command {
         /// TOML config file(s), layered as for `run`.
         #[arg(long, short)]
         config: Vec<PathBuf>,
+        /// Also reach the services that can be checked without side effects (the schema
+        /// registry: `GET /subjects`).
+        #[arg(long)]
+        online: bool,
     },
     /// Print the model input rows (and optionally scores) verdict builds for events in a
     /// JSON-lines file or an Avro object container file, one JSON object per event: the data
@@ -156,13 +160,16 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::CheckConfig { config } => {
+        Command::CheckConfig { config, online } => {
             let loaded = config::load_layers(&[config::DEFAULTS_TOML], &paths(&config), std::env::vars().collect());
             let mut problems = loaded.problems;
             let Some(cfg) = loaded.config else { exit_with(&problems) };
             // Warnings (an execution provider unavailable) are worth seeing; progress is not.
             telemetry::init_logging(&cfg.telemetry.log_format, "warn");
             problems.extend(check::check(&cfg, &problems));
+            if online && problems.is_empty() {
+                problems.extend(check::online(&cfg));
+            }
             if !problems.is_empty() {
                 exit_with(&problems);
             }

@@ -96,7 +96,7 @@ impl WorkerBuilder<'_> {
         };
         let rows = self.vectorizer.rows();
         let stages = Stages {
-            decode: Decode::new(decoder, m.clone()),
+            decode: Decode::new(decoder, m.clone()).with_abort(abort.clone()),
             enrich: self.enricher.zip(enrich).map(|(setup, parts)| {
                 (
                     Enrich::new(parts, setup.policy, m.clone(), abort.clone()),

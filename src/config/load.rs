@@ -128,6 +128,9 @@ const VERBATIM_ENV_KEYS: &[&str] = &[
     "redis.tls_ca_file",
     "redis.tls_cert_file",
     "redis.tls_key_file",
+    "decode.schema_registry.username",
+    "decode.schema_registry.password",
+    "decode.schema_registry.password_file",
 ];
 
 /// Neutral values of the optional keys of an `[[enrich.entities]]` entry. `name` and `key`

@@ -18,6 +18,7 @@ impl Secrets {
             }
         }
         values.extend(cfg.kafka.security.secret_values());
+        values.extend(cfg.decode.schema_registry.secret_values());
         Self::from_values(values)
     }
 }

@@ -50,6 +50,7 @@ impl Config {
         if b.max_unacked_batches == 0 {
             e.push("batch.max_unacked_batches: must be > 0".into());
         }
+        e.extend(self.decode.schema_registry.validate());
         if self.decode.max_payload_bytes == 0 {
             e.push("decode.max_payload_bytes: must be > 0".into());
         }

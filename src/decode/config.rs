@@ -30,6 +30,8 @@ pub struct DecodeConfig {
     pub max_payload_bytes: usize,
     /// Avro writer schemas by Confluent schema id (`"1" = "schemas/transaction.avsc"`); none by default.
     pub avro_schemas: BTreeMap<String, PathBuf>,
+    /// A Confluent Schema Registry for the ids not in `avro_schemas` (off by default).
+    pub schema_registry: super::registry::SchemaRegistryConfig,
     /// Which event fields carry identity and time (dotted paths).
     pub fields: FieldMapping,
     /// Event times before this (epoch ms) go to the dead-letter topic as `bad_event_time`.
@@ -45,6 +47,7 @@ impl Default for DecodeConfig {
             format: PayloadFormat::Auto,
             max_payload_bytes: 64 * 1024,
             avro_schemas: BTreeMap::new(),
+            schema_registry: Default::default(),
             fields: FieldMapping::default(),
             event_time_min_ms: 946_684_800_000,
             event_time_max_ahead_ms: 86_400_000,

@@ -17,6 +17,7 @@ pub mod config;
 pub mod fields;
 pub mod json;
 pub mod json_check;
+pub mod registry;
 pub mod schemas;
 pub mod stage;
 pub mod vectorize;
@@ -30,7 +31,7 @@ use apache_avro::Schema;
 pub use column::{ColumnError, ColumnErrors};
 pub use config::{DecodeConfig, FieldMapping, PayloadFormat};
 pub use fields::{Field, FieldPath, Fields};
-pub use schemas::{parse_schema_file, LocalSchemas, SchemaErrors, SchemaFileError, SchemaSource};
+pub use schemas::{parse_schema_file, LocalSchemas, SchemaErrors, SchemaFileError, SchemaSource, SchemaUnavailable};
 pub use vectorize::{RowMut, Rows, Vectorizer};
 
 pub use crate::core::event::{DecodeError, DecodedEvent};
@@ -119,6 +120,24 @@ impl Decoder {
         self.rule_fields =
             paths.iter().enumerate().map(|(i, p)| FieldPath::parse(p).with_slot(self.next_slot + i)).collect();
         self.json = json::PathTrie::new(self.base_paths.iter().chain(&self.rule_fields));
+    }
+
+    /// The Confluent schema id of `payload` if it is decoded as Avro.
+    pub fn avro_schema_id(&self, payload: &[u8]) -> Option<u32> {
+        let avro = match self.format {
+            PayloadFormat::Avro => true,
+            PayloadFormat::Json => false,
+            PayloadFormat::Auto => payload.first() == Some(&0),
+        };
+        match payload {
+            [0, a, b, c, d, ..] if avro => Some(u32::from_be_bytes([*a, *b, *c, *d])),
+            _ => None,
+        }
+    }
+
+    /// Resolves writer schema `id` now (a remote source fetches it), or says why it cannot.
+    pub fn resolve_schema(&self, id: u32) -> Result<(), SchemaUnavailable> {
+        self.schemas.resolve(id).map(drop)
     }
 
     /// Width of the model row.
@@ -224,12 +243,18 @@ impl BatchDecoder<'_> {
         }
         let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
         let source = &self.decoder.schemas;
-        let schema = self
-            .schemas
-            .entry(id)
-            .or_insert_with(|| source.schema(id))
-            .clone()
-            .ok_or_else(|| err(DeadLetterReason::UnknownSchemaId, format!("schema id {id} is not configured")))?;
+        let schema = match self.schemas.get(&id) {
+            Some(s) => s.clone(),
+            None => {
+                // Unavailable here only where the stage could not wait for the registry.
+                let s = source.resolve(id).map_err(|e| {
+                    err(DeadLetterReason::UnknownSchemaId, format!("schema id {id}: schema registry unavailable: {e}"))
+                })?;
+                self.schemas.insert(id, s.clone());
+                s
+            }
+        }
+        .ok_or_else(|| err(DeadLetterReason::UnknownSchemaId, format!("schema id {id} is not configured")))?;
         let reader = GenericDatumReader::builder(&schema)
             .build()
             .map_err(|e| err(DeadLetterReason::UnknownSchemaId, format!("schema id {id}: {e}")))?;

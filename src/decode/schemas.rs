@@ -65,11 +65,23 @@ pub enum SchemaError {
 #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
 pub struct SchemaErrors(pub Vec<SchemaError>);
 
+/// The schema registry could not say whether an id exists (down, slow, refusing verdict's
+/// credentials): the event is neither decoded nor dead-lettered until it can.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct SchemaUnavailable(pub String);
+
 /// Looks up Avro writer schemas by Confluent schema id. A Schema Registry client
-/// (fetch on miss, cache) implements the same trait.
+/// ([`super::registry::RegistrySchemas`]: fetch on first sight, cache) implements the same trait.
 pub trait SchemaSource: Send + Sync {
-    /// The writer schema registered under `id`, if known.
+    /// The writer schema registered under `id`, if known (unknown while unavailable).
     fn schema(&self, id: u32) -> Option<Arc<Schema>>;
+
+    /// The writer schema under `id`: None when the id is known not to exist, an error
+    /// when that cannot be told now (a remote source that is down).
+    fn resolve(&self, id: u32) -> Result<Option<Arc<Schema>>, SchemaUnavailable> {
+        Ok(self.schema(id))
+    }
 }
 
 /// Schemas read from `.avsc` files at start-up (`decode.avro_schemas`).
@@ -140,4 +152,14 @@ pub fn parse_schema_file(path: &Path) -> Result<Schema, SchemaFileError> {
         return Err(SchemaFileError::Recursive { path: path.to_path_buf(), name });
     }
     Ok(schema)
+}
+
+/// Parses a schema's JSON text (from a registry), refusing recursive schemas as
+/// [`parse_schema_file`] does.
+pub fn parse_schema_text(text: &str) -> Result<Schema, String> {
+    let schema = Schema::parse_str(text).map_err(|e| e.to_string())?;
+    match recursive_record(&schema, &mut Vec::new()) {
+        Some(name) => Err(format!("record '{name}' contains itself; recursive schemas are not supported")),
+        None => Ok(schema),
+    }
 }

@@ -8,10 +8,11 @@
 //! noting per row which columns took their default.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{Decoder, Vectorizer};
-use crate::stage::{Outcome, Stage, StageFailure, StagedBatch};
+use crate::backoff::Backoff;
+use crate::stage::{Abort, Outcome, Stage, StageFailure, StagedBatch};
 use crate::telemetry::Metrics;
 
 /// Decodes every message of a batch.
@@ -20,12 +21,57 @@ pub struct Decode {
     /// The rule paths the decoder extracts.
     rule_paths: Vec<String>,
     metrics: Arc<Metrics>,
+    /// Set: the stage waits out a schema registry outage (None: such events are dead-lettered).
+    abort: Option<Abort>,
 }
 
 impl Decode {
     /// From a decoder for the serving model's columns.
     pub fn new(decoder: Decoder, metrics: Arc<Metrics>) -> Self {
-        Self { decoder, rule_paths: Vec::new(), metrics }
+        Self { decoder, rule_paths: Vec::new(), metrics, abort: None }
+    }
+
+    /// While the schema registry cannot say what an id of the batch is, the batch waits
+    /// (backoff up to 5 s) until it can or `abort` fires: like a Redis outage under
+    /// `enrich.on_failure = "pause"`, nothing is dead-lettered for an outage and nothing is lost.
+    pub fn with_abort(mut self, abort: Abort) -> Self {
+        self.abort = Some(abort);
+        self
+    }
+
+    /// Resolves the batch's Avro schema ids, waiting out a registry outage.
+    fn wait_for_schemas(&self, b: &StagedBatch, abort: &Abort) -> Result<(), StageFailure> {
+        let mut ids: Vec<u32> = Vec::new();
+        for ev in &b.batch.events {
+            if let Some(id) = ev.payload.payload.as_deref().and_then(|p| self.decoder.avro_schema_id(p)) {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        for id in ids {
+            let mut down = false;
+            loop {
+                match self.decoder.resolve_schema(id) {
+                    Ok(()) => break,
+                    Err(e) => {
+                        if !down {
+                            tracing::warn!(schema_id = id, error = %e, "schema registry unavailable; the batch waits");
+                            down = true;
+                        }
+                        if !abort.sleep(backoff.next_delay()) {
+                            return Err(StageFailure::Aborted);
+                        }
+                    }
+                }
+            }
+            if down {
+                tracing::info!(schema_id = id, "schema registry reachable again");
+                backoff.reset();
+            }
+        }
+        Ok(())
     }
 
     /// Swaps in a decoder for another model's columns, extracting the same rule fields.
@@ -45,6 +91,9 @@ impl Stage for Decode {
         if self.rule_paths != b.rule_paths() {
             self.rule_paths = b.rule_paths().to_vec();
             self.decoder.set_rule_paths(&self.rule_paths);
+        }
+        if let Some(abort) = &self.abort {
+            self.wait_for_schemas(b, abort)?;
         }
         b.outcomes.clear();
         b.rows.clear();

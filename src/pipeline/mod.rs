@@ -48,6 +48,10 @@ pub enum StartError {
     /// Avro schemas could not be loaded: every problem.
     #[error("schemas: {0}")]
     Schemas(#[source] crate::decode::SchemaErrors),
+    /// The schema registry refused or could not take verdict's record schemas, or its
+    /// client could not be built.
+    #[error("{0}")]
+    Registry(#[source] Scrubbed<crate::decode::registry::RegistryError>),
     /// The Kafka consumer could not be created or subscribed.
     #[error("kafka: {0}")]
     Kafka(#[source] Scrubbed<rdkafka::error::KafkaError>),

@@ -13,7 +13,7 @@ use super::threads::{Ends, Threads};
 use super::{ModelInfo, Pipeline, Scrubbed, StartError};
 use crate::config::Config;
 use crate::consume::{create_consumer, ConsumeLoop, Control, KafkaConsumer};
-use crate::decode::{LocalSchemas, SchemaSource, Vectorizer};
+use crate::decode::{registry, SchemaSource, Vectorizer};
 use crate::drift::labels::{LabelJoiner, LabelStats, LabelStore, ScoredSink};
 use crate::drift::{DriftMonitor, DriftPublisher};
 use crate::enrich::{EnrichSetup, Enricher, EntityPaths};
@@ -109,8 +109,11 @@ impl Parts {
     /// Builds the stages from `cfg` around the loaded model.
     fn build(cfg: &Config, metrics: &Arc<Metrics>, spec: ModelSpec, workers: usize) -> Result<Self, StartError> {
         let secrets = Secrets::of(cfg);
-        let schemas: Arc<dyn SchemaSource> =
-            Arc::new(LocalSchemas::load(&cfg.decode.avro_schemas).map_err(StartError::Schemas)?);
+        let schemas =
+            registry::schema_source(&cfg.decode.avro_schemas, &cfg.decode.schema_registry).map_err(|e| match e {
+                registry::SourceError::Local(e) => StartError::Schemas(e),
+                registry::SourceError::Registry(e) => StartError::Registry(Scrubbed::new(e, &secrets)),
+            })?;
         let publisher = Publisher::new(&cfg.kafka, &cfg.publish, metrics.clone())
             .map_err(|e| StartError::Publisher(Scrubbed::new(e, &secrets)))?;
         let enricher = Enricher::connect(&cfg.enrich, &cfg.redis)
@@ -217,6 +220,26 @@ fn start_drift_publisher(
     )?;
     threads.side("verdict-drift", Ends::AfterWorkers, move |cancel| publisher.run(&cancel))?;
     Ok(())
+}
+
+/// With a schema registry and Avro records: registers the decision and drift schemas and
+/// returns the configuration with the registry's ids in place of the fixed ones.
+fn register_schemas(cfg: &Config) -> Result<Option<Config>, StartError> {
+    let reg = &cfg.decode.schema_registry;
+    if reg.url.is_empty() || cfg.publish.format != crate::core::output::DecisionFormat::Avro {
+        return Ok(None);
+    }
+    let topics = registry::OutputTopics {
+        decisions: &cfg.kafka.decisions_topic,
+        review: &cfg.kafka.review_topic,
+        drift: cfg.drift.enabled.then_some(cfg.drift.topic.as_str()),
+    };
+    let (decision, drift) = registry::register_outputs(reg, topics, crate::drift::SCHEMA)
+        .map_err(|e| StartError::Registry(Scrubbed::new(e, &Secrets::of(cfg))))?;
+    let mut cfg = cfg.clone();
+    cfg.publish.decision_schema_id = decision;
+    cfg.publish.drift_schema_id = drift.unwrap_or(cfg.publish.drift_schema_id);
+    Ok(Some(cfg))
 }
 
 /// Starts one worker per scoring session.
@@ -350,6 +373,8 @@ impl Pipeline {
     /// Loads the model, connects to Kafka and starts every thread. On an error, whatever
     /// was started is stopped and joined again.
     pub fn start(cfg: &Config, metrics: Arc<Metrics>) -> Result<Self, StartError> {
+        let registered = register_schemas(cfg)?;
+        let cfg = registered.as_ref().unwrap_or(cfg);
         let (spec, scorers) = load_scorers(cfg, &metrics)?;
         let ep = scorers[0].execution_provider().label().to_string();
         let parts = Parts::build(cfg, &metrics, spec, scorers.len())?;
