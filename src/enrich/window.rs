@@ -25,7 +25,8 @@
 //! Redis hash (`delta.rs`). Buckets are kept sorted in a deque (`buckets.rs`).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+
+use compact_str::CompactString;
 
 mod buckets;
 mod delta;
@@ -242,8 +243,9 @@ pub struct EntityState {
     buckets: Buckets,
     /// The coarser series, in width order (empty while every window uses one width).
     coarse: Vec<Buckets>,
-    /// Distinct value → the most recent bucket it was seen in.
-    last_bucket: HashMap<Arc<str>, Slot>,
+    /// Distinct value → the most recent bucket it was seen in. Values of up to 24 bytes
+    /// (merchant ids, device ids) are held inline: no allocation per value.
+    last_bucket: HashMap<CompactString, Slot>,
     fence: HashMap<String, i64>,
     newest_ms: Option<i64>,
     /// When `window.lua` last pushed the Redis key's expiry back (its field `x`, ms).
@@ -475,7 +477,7 @@ impl EntityState {
     /// it if new: the only allocation, once per value); returns its bucket before.
     fn move_value(&mut self, d: &str, to: i64) -> Option<i64> {
         let Some(slot) = self.last_bucket.get_mut(d) else {
-            let (key, mut slot) = (Arc::<str>::from(d), Slot { bucket: to, dirty: false });
+            let (key, mut slot) = (CompactString::from(d), Slot { bucket: to, dirty: false });
             self.track.value_changed(&key, &mut slot);
             self.last_bucket.insert(key, slot);
             return None;
@@ -483,7 +485,7 @@ impl EntityState {
         let old = slot.bucket;
         if to > old {
             slot.bucket = to;
-            // The key (an Arc clone) is needed only the first time the value moves per delta.
+            // The key (a clone: inline up to 24 bytes) is needed only the first time the value moves per delta.
             if self.track.on() && !slot.dirty {
                 let key = self.last_bucket.get_key_value(d).map(|(k, _)| k.clone()).expect("present");
                 self.track.value_changed(&key, self.last_bucket.get_mut(d).expect("present"));

@@ -16,8 +16,8 @@
 //! first changes after a delta (its `dirty` flag says it is listed); expired buckets and
 //! values are listed as they go.
 
+use compact_str::CompactString;
 use std::io::Write as _;
-use std::sync::Arc;
 
 use super::{Bucket, Buckets, EntityState, Slot, StateError, WindowSpec};
 
@@ -37,11 +37,11 @@ pub(super) struct Tracking {
     /// (series, start) of buckets flagged dirty, each once.
     buckets: Vec<(usize, i64)>,
     /// Values flagged dirty, each once per flagging.
-    values: Vec<Arc<str>>,
+    values: Vec<CompactString>,
     /// (series, start) of expired buckets.
     dropped_buckets: Vec<(usize, i64)>,
     /// Expired values.
-    dropped_values: Vec<Arc<str>>,
+    dropped_values: Vec<CompactString>,
     /// Fields found in the hash that the spec cannot use (another width): deleted next.
     stale: Vec<Vec<u8>>,
 }
@@ -66,7 +66,7 @@ impl Tracking {
     }
 
     /// Value `key` (`slot`) is new or moved to another bucket.
-    pub(super) fn value_changed(&mut self, key: &Arc<str>, slot: &mut Slot) {
+    pub(super) fn value_changed(&mut self, key: &CompactString, slot: &mut Slot) {
         if self.on && !slot.dirty {
             slot.dirty = true;
             self.values.push(key.clone());
@@ -86,7 +86,7 @@ impl Tracking {
     }
 
     /// Value `key` expired (its bucket did).
-    pub(super) fn value_dropped(&mut self, key: &Arc<str>) {
+    pub(super) fn value_dropped(&mut self, key: &CompactString) {
         if self.on {
             self.dropped_values.push(key.clone());
         }
@@ -311,7 +311,7 @@ impl EntityState {
             let held = st.buckets.contains(bucket)
                 || st.coarse.iter().zip(spec.coarse_widths()).any(|(c, w)| c.contains(super::bucket_start(bucket, w)));
             if held {
-                st.last_bucket.insert(Arc::from(value), Slot { bucket, dirty: false });
+                st.last_bucket.insert(CompactString::from(value), Slot { bucket, dirty: false });
             }
         }
         st.track.width_stored = width == Some(spec.bucket());
