@@ -206,6 +206,6 @@ fn rules(acc: &Accumulator) -> Value {
             (on_flipped, json!({"id": &**id, "baseline": b, "candidate": c, "change": c as i64 - b as i64, "on_flipped": on_flipped}))
         })
         .collect();
-    rows.sort_by(|a, b| b.0.cmp(&a.0));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.0));
     Value::Array(rows.into_iter().map(|r| r.1).collect())
 }
