@@ -218,7 +218,7 @@ fn report_numbers_equal_a_direct_computation_from_decision_records() {
     let p = &r["provenance"];
     assert_eq!(p["baseline"]["model_name"], "demo-fraud-gbdt");
     assert_eq!(p["candidate"]["review_at"], 0.3);
-    assert_eq!(p["baseline"]["rules_version"].as_str().unwrap().len(), 64);
+    assert!(!p["baseline"]["rules_version"].as_str().unwrap().is_empty());
 }
 
 #[test]
