@@ -12,6 +12,8 @@ use super::side::Side;
 use super::{BacktestError, Options};
 use crate::config::Config;
 use crate::core::field::FieldValue;
+use crate::core::rows::Rows;
+use crate::decode::stage::{Decode, Fill};
 use crate::decode::LocalSchemas;
 use crate::enrich::stage::{Enrich, EnrichParts};
 use crate::enrich::{Backend, EnrichSetup, Enricher, FailurePolicy};
@@ -39,7 +41,7 @@ pub struct Outcomes {
 /// Runs the backtest over `opts.events`: `base` and `cand` are the two sides' configs.
 pub fn run(opts: &Options, base: &Config, cand: &Config) -> Result<Outcomes, BacktestError> {
     let started = Instant::now();
-    let mut input = Input::open(&opts.events)?;
+    let input = Input::open(&opts.events)?;
     let (mut base, mut cand) = (base.clone(), cand.clone());
     if input.schema.is_some() {
         base.decode.format = crate::config::PayloadFormat::Avro;
@@ -60,10 +62,6 @@ pub fn run(opts: &Options, base: &Config, cand: &Config) -> Result<Outcomes, Bac
     let schemas = Arc::new(schemas);
     let mut b = Side::load(&base, opts.rules.as_deref(), &enriched, &schemas, enrich_paths.clone())?;
     let mut c = Side::load(&cand, opts.candidate_rules.as_deref(), &enriched, &schemas, enrich_paths)?;
-    if c.columns == b.columns {
-        // Same columns: the candidate scores the baseline's rows.
-        c.decode = None;
-    }
     // The fields the decoder extracts: the baseline's rule fields first (its slots), then the
     // candidate's, the value field and the label field.
     let mut union: Vec<String> = b.rule_paths().to_vec();
@@ -88,17 +86,87 @@ pub fn run(opts: &Options, base: &Config, cand: &Config) -> Result<Outcomes, Bac
         Some(s) => s.worker_parts()?,
         None => EnrichParts { features: None, owned: None, shared: None, width: 0 },
     };
-    let mut enrich = Enrich::new(parts, FailurePolicy::Pause, metrics, Abort::default());
-    let mut staged = StagedBatch::new(b.rows.clone());
+    let enrich = Enrich::new(parts, FailurePolicy::Pause, metrics, Abort::default());
+    let decoders = Decoders {
+        base: b.decode.take().expect("a side loads with its decoder"),
+        // Same columns: the candidate scores the baseline's rows.
+        cand: c.decode.take().filter(|_| c.columns != b.columns),
+        enrich,
+    };
     let mut acc = Accumulator::new(opts.top_n);
     let mut progress = Progress::new();
+    let mut saved_fields: Vec<Vec<FieldValue>> = Vec::new();
+    // Two threads: one reads, decodes and enriches the next batch while the other scores and
+    // decides this one (each side's ONNX session stays on the deciding thread).
+    let (full_tx, full_rx) = crossbeam_channel::bounded::<Work>(WORK_ITEMS);
+    let (empty_tx, empty_rx) = crossbeam_channel::bounded::<Work>(WORK_ITEMS);
+    for _ in 0..WORK_ITEMS {
+        let cand_rows = decoders.cand.as_ref().map_or_else(|| b.rows.clone(), |_| c.rows.clone());
+        let _ =
+            empty_tx.send(Work { staged: StagedBatch::new(b.rows.clone()), cand_rows, fraction: 0.0, own_cand: false });
+    }
+    let union = &union;
+    let produced = std::thread::scope(|scope| {
+        let producer = scope.spawn(move || produce(decoders, input, union, started, empty_rx, full_tx));
+        // Owned here, so that an early return (a failed batch) closes both channels and the
+        // decoding thread ends before the scope joins it.
+        let (full_rx, empty_tx) = (full_rx, empty_tx);
+        for mut w in full_rx.iter() {
+            decide_side(&mut b, &mut w.staged, &mut saved_fields, None)?;
+            let cand_rows = w.own_cand.then_some(&mut w.cand_rows);
+            decide_side(&mut c, &mut w.staged, &mut saved_fields, cand_rows)?;
+            count(&mut acc, &w.staged, &b, &c, value_slot, label_slot, labels.as_ref());
+            progress.tick(acc.events, w.fraction);
+            // The decoding thread may have ended (input done): the batches still queued count.
+            let _ = empty_tx.send(w);
+        }
+        drop(empty_tx);
+        producer.join().expect("the decode thread does not panic")
+    });
+    produced?;
+    progress.finish();
+    Ok(Outcomes { acc, sides: [b, c], seconds: started.elapsed().as_secs_f64() })
+}
+
+/// Batches in flight between the two threads.
+const WORK_ITEMS: usize = 3;
+
+/// A batch handed from the decoding thread to the deciding one.
+struct Work {
+    /// Decoded, enriched, the baseline's rows filled.
+    staged: StagedBatch,
+    /// The candidate's rows, when its columns differ (else unused).
+    cand_rows: Rows,
+    /// Share of the input read.
+    fraction: f64,
+    /// Whether `cand_rows` holds the candidate's rows for this batch.
+    own_cand: bool,
+}
+
+/// The stages that run once per event: decode (one per column layout), enrich, fill.
+struct Decoders {
+    base: (Decode, Fill),
+    cand: Option<(Decode, Fill)>,
+    enrich: Enrich,
+}
+
+/// The decoding thread: fills batches from `input` until it ends.
+fn produce(
+    mut d: Decoders,
+    mut input: Input,
+    union: &[String],
+    started: Instant,
+    empty: crossbeam_channel::Receiver<Work>,
+    full: crossbeam_channel::Sender<Work>,
+) -> Result<(), BacktestError> {
     let topic: Arc<str> = Arc::from("backtest");
     let mut payloads = Vec::with_capacity(BATCH);
-    let mut saved_fields: Vec<Vec<FieldValue>> = Vec::new();
     let mut dead_pattern: Vec<bool> = Vec::new();
-    let mut seq = 0u64;
     let mut events = Vec::with_capacity(BATCH);
-    while input.next_batch(BATCH, &mut payloads)? {
+    for (seq, mut w) in empty.iter().enumerate() {
+        if !input.next_batch(BATCH, &mut payloads)? {
+            break;
+        }
         events.clear();
         events.extend(payloads.drain(..).map(|(line, p)| Envelope {
             origin: Origin { topic: topic.clone(), partition: 0, offset: line as i64 },
@@ -106,26 +174,25 @@ pub fn run(opts: &Options, base: &Config, cand: &Config) -> Result<Outcomes, Bac
             timestamp_ms: None,
             payload: RawMessage { key: None, payload: Some(p), headers: Vec::new() },
         }));
+        let staged = &mut w.staged;
         staged.start(Batch {
-            seq,
+            seq: seq as u64,
             events: std::mem::take(&mut events),
-            rules: Some(b.rules.clone() as Stamp),
+            rules: None,
             model_generation: 0,
             turns: Vec::new(),
         });
-        seq += 1;
-        staged.set_rule_paths(&union);
-        let (decode, fill) = b.decode.as_mut().expect("the baseline decodes");
-        decode.run(&mut staged)?;
-        enrich.run(&mut staged)?;
-        fill.run(&mut staged)?;
-        // Each side's rows stay in a buffer of its own layout, swapped in for its stages.
-        std::mem::swap(&mut staged.rows, &mut b.rows);
-        if let Some((decode, fill)) = c.decode.as_mut() {
+        staged.set_rule_paths(union);
+        d.base.0.run(staged)?;
+        d.enrich.run(staged)?;
+        d.base.1.run(staged)?;
+        w.own_cand = d.cand.is_some();
+        if let Some((decode, fill)) = d.cand.as_mut() {
+            // The candidate's rows in their own buffer (its layout), decoded from the same events.
             dead_pattern.clear();
             dead_pattern.extend(staged.outcomes.iter().map(|o| matches!(o, Outcome::Dead(_))));
-            std::mem::swap(&mut staged.rows, &mut c.rows);
-            decode.run(&mut staged)?;
+            std::mem::swap(&mut staged.rows, &mut w.cand_rows);
+            decode.run(staged)?;
             let differs =
                 staged.outcomes.iter().zip(&dead_pattern).position(|(o, &d)| matches!(o, Outcome::Dead(_)) != d);
             if let Some(i) = differs {
@@ -135,29 +202,29 @@ pub fn run(opts: &Options, base: &Config, cand: &Config) -> Result<Outcomes, Bac
                     staged.batch.events[i].origin.offset
                 )));
             }
-            fill.run(&mut staged)?;
-            std::mem::swap(&mut staged.rows, &mut c.rows);
+            fill.run(staged)?;
+            std::mem::swap(&mut staged.rows, &mut w.cand_rows);
         }
-        decide_side(&mut b, &mut staged, &mut saved_fields, None)?;
-        let shared = c.decode.is_none().then_some(&mut b.rows);
-        decide_side(&mut c, &mut staged, &mut saved_fields, shared)?;
-        count(&mut acc, &staged, &b, &c, value_slot, label_slot, labels.as_ref());
-        progress.tick(acc.events, input.fraction());
+        w.fraction = input.fraction();
+        if full.send(w).is_err() {
+            break;
+        }
     }
-    progress.finish();
-    Ok(Outcomes { acc, sides: [b, c], seconds: started.elapsed().as_secs_f64() })
+    Ok(())
 }
 
-/// Scores and decides the batch with one side's stages, its rows (or `shared`, the
-/// baseline's) swapped in.
+/// Scores and decides the batch with one side's stages (`rows`, its own rows, swapped in;
+/// None: the batch's rows, the baseline's).
 fn decide_side(
     side: &mut Side,
     staged: &mut StagedBatch,
     saved: &mut Vec<Vec<FieldValue>>,
-    shared: Option<&mut crate::core::rows::Rows>,
+    rows: Option<&mut Rows>,
 ) -> Result<(), BacktestError> {
-    let rows = shared.unwrap_or(&mut side.rows);
-    std::mem::swap(&mut staged.rows, rows);
+    let mut rows = rows;
+    if let Some(r) = rows.as_deref_mut() {
+        std::mem::swap(&mut staged.rows, r);
+    }
     staged.batch.rules = Some(side.rules.clone() as Stamp);
     side.score.run(staged)?;
     if let Some(map) = &side.field_map {
@@ -181,7 +248,9 @@ fn decide_side(
     }
     std::mem::swap(&mut staged.scores, &mut side.scores);
     std::mem::swap(&mut staged.decisions, &mut side.decisions);
-    std::mem::swap(&mut staged.rows, rows);
+    if let Some(r) = rows {
+        std::mem::swap(&mut staged.rows, r);
+    }
     Ok(())
 }
 
