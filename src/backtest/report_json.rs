@@ -209,3 +209,68 @@ fn rules(acc: &Accumulator) -> Value {
     rows.sort_by_key(|r| std::cmp::Reverse(r.0));
     Value::Array(rows.into_iter().map(|r| r.1).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backtest::Costs;
+
+    fn opts() -> Options {
+        Options {
+            events: "events.jsonl".into(),
+            labels: None,
+            label_field: "label".into(),
+            value_field: "amount".into(),
+            rules: None,
+            candidate_rules: None,
+            top_n: 10,
+            costs: Costs {
+                missed_fraud_factor: 1.0,
+                false_decline: 5.0,
+                review: 2.0,
+                review_capacity_share: None,
+                review_capacity_per_hour: None,
+            },
+        }
+    }
+
+    /// 100 legitimate events at 0.10, 10 frauds of value 100 at 0.80, 50 legitimate at 0.85.
+    fn stats() -> SideStats {
+        let mut s = SideStats::default();
+        s.hist[0][10] = 100;
+        s.hist[1][80] = 10;
+        s.amount_hist[1][80] = 1000.0;
+        s.hist[0][85] = 50;
+        s
+    }
+
+    #[test]
+    fn cheapest_thresholds_review_what_declining_would_cost_more() {
+        let best = best_thresholds(&stats(), 160, &opts(), 1.0);
+        // Review the frauds and the 50 at 0.85 (60 × 2), decline nothing: 120 per 160 events.
+        assert_eq!(best["review_at"], 0.11);
+        assert_eq!(best["decline_at"], 0.86);
+        assert_eq!(best["cost_per_1000_events"], 120.0 * 1000.0 / 160.0);
+        assert_eq!(best["review_share"], 60.0 / 160.0);
+    }
+
+    #[test]
+    fn review_capacity_moves_the_cheapest_thresholds_to_declining() {
+        let best = best_thresholds(&stats(), 160, &opts(), 0.1);
+        // 16 cases of capacity: reviewing 60 is out; declining from 0.11 costs 50 × 5.
+        assert_eq!(best["review_at"], 0.11);
+        assert_eq!(best["decline_at"], 0.11);
+        assert_eq!(best["cost_per_1000_events"], 250.0 * 1000.0 / 160.0);
+        assert_eq!(best["review_share"], 0.0);
+    }
+
+    #[test]
+    fn curve_flags_everything_at_zero_and_nothing_past_the_top_score() {
+        let c = curve(&stats());
+        assert_eq!(c[0]["recall"], 1.0);
+        assert_eq!(c[0]["flagged_rate"], 1.0);
+        assert_eq!(c[81]["recall"], 0.0);
+        assert_eq!(c[81]["flagged_rate"], 50.0 / 160.0);
+        assert_eq!(c[BINS]["precision"], Value::Null);
+    }
+}
