@@ -303,3 +303,31 @@ fn the_html_report_is_self_contained_and_renders_in_headless_chromium() {
 fn which(cmd: &str) -> bool {
     Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output().is_ok_and(|o| o.status.success())
 }
+
+#[test]
+fn a_labels_file_labels_the_events_it_names_and_leaves_the_rest_unlabelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = labelled_events(dir.path());
+    let truth = labels_and_amounts(&events);
+    // Every other event, with the opposite of its field's label: the file wins.
+    let labels = dir.path().join("labels.jsonl");
+    let text: String = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .zip(&truth)
+        .step_by(2)
+        .map(|(l, &(label, _))| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            format!("{}\n", serde_json::json!({"event_id": v["event_id"], "label": label == 0}))
+        })
+        .collect();
+    std::fs::write(&labels, text).unwrap();
+    let (r, _) = backtest(dir.path(), "labels", &events, &["--labels", labels.to_str().unwrap()]);
+    let n = truth.len() as u64;
+    assert_eq!(r["summary"]["labelled"], n.div_ceil(2));
+    let s = &r["sides"][0];
+    let sum = |class: &str| s["histogram"][class].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum::<u64>();
+    assert_eq!(sum("unlabelled"), n / 2);
+    let frauds = truth.iter().step_by(2).filter(|&&(label, _)| label == 0).count() as u64;
+    assert_eq!(sum("fraud"), frauds, "the file's labels, not the events' field");
+}
