@@ -13,6 +13,8 @@ command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 # tests/security.rs: a test CA (openssl) and a TLS terminator in front of Tansu (socat).
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
+# tests/backtest.rs: the HTML report rendered in headless Chromium (about 30 s to install).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} ..." >&2
   apt-get update -qq

@@ -9,6 +9,7 @@
 //!
 //! Module map:
 //! * [`backoff`]: the one retry backoff (doubling, capped, cancellable).
+//! * [`backtest`]: replay events through a baseline and a candidate; what would change.
 //! * [`core`]: the types several stages share (fields, rows, manifest, clock, event, decision).
 //! * [`config`]: one tree of settings, layered defaults → file → env, all errors at once.
 //! * [`envelope`]: the envelope that carries source coordinates through the stages.
@@ -33,6 +34,7 @@
 #![warn(missing_docs)]
 
 pub mod backoff;
+pub mod backtest;
 pub mod config;
 pub mod consume;
 pub mod core;

@@ -109,6 +109,10 @@ enum Command {
         #[arg(long, short)]
         config: Vec<PathBuf>,
     },
+    /// Replay events through a baseline (--model, --rules, --config) and a candidate
+    /// (--candidate-model / --candidate-rules / --candidate-config) in one pass; writes what
+    /// would change as OUT.json and a self-contained OUT.html (see README "Backtest").
+    Backtest(Box<BacktestArgs>),
     /// Write synthetic transactions as JSON lines (training data with --labels).
     Generate {
         /// Number of events.
@@ -121,6 +125,61 @@ enum Command {
         #[arg(long)]
         labels: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct BacktestArgs {
+    /// Baseline model directory (manifest.json + .onnx).
+    #[arg(long)]
+    model: PathBuf,
+    /// Events: JSON lines, or an Avro object container file.
+    #[arg(long)]
+    events: PathBuf,
+    /// Baseline config file(s) (decode mapping, enrich entities, decide bands), e.g. config/demo.toml.
+    #[arg(long, short)]
+    config: Vec<PathBuf>,
+    /// Baseline rules file (default: rules.file of the config; none: bands alone).
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// Candidate model directory (default: the baseline's).
+    #[arg(long)]
+    candidate_model: Option<PathBuf>,
+    /// Candidate rules file (default: the baseline's, or rules.file of --candidate-config).
+    #[arg(long)]
+    candidate_rules: Option<PathBuf>,
+    /// Config file layered over the baseline's for the candidate (its [decide] thresholds).
+    #[arg(long)]
+    candidate_config: Option<PathBuf>,
+    /// Labels: JSON lines of {"event_id", "label"} (default: the events' --label-field).
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Event field holding the label when there is no labels file.
+    #[arg(long, default_value = "label")]
+    label_field: String,
+    /// Event field summed in the flip matrix and costs (default: the first entity's value_field).
+    #[arg(long)]
+    value_field: Option<String>,
+    /// Flipped events listed (largest score change first).
+    #[arg(long, default_value_t = 20)]
+    top: usize,
+    /// Report path without extension: writes OUT.json and OUT.html.
+    #[arg(long, default_value = "backtest")]
+    out: PathBuf,
+    /// Cost of a missed fraud, as a factor of its value.
+    #[arg(long, default_value_t = 1.0)]
+    cost_missed_fraud_factor: f64,
+    /// Cost of declining a legitimate event.
+    #[arg(long, default_value_t = 5.0)]
+    cost_false_decline: f64,
+    /// Cost of one review case.
+    #[arg(long, default_value_t = 2.0)]
+    cost_review: f64,
+    /// Review capacity as a share of events (0..1) for the cost-minimizing thresholds.
+    #[arg(long)]
+    review_capacity_share: Option<f64>,
+    /// Review capacity in cases per hour of event time.
+    #[arg(long)]
+    review_capacity_per_hour: Option<f64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -199,6 +258,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Backtest(args) => backtest(*args),
         Command::Generate { count, seed, labels } => {
             let mut g = Generator::new(seed, 50_000, 1_764_000_000_000);
             if labels {
@@ -214,6 +274,65 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `verdict backtest`: loads both sides' configs, runs, writes the JSON and HTML reports.
+fn backtest(a: BacktestArgs) -> anyhow::Result<()> {
+    let load = |model: &std::path::Path, files: &[PathBuf]| {
+        let mut env: std::collections::HashMap<String, String> = std::env::vars().collect();
+        env.insert("VERDICT__MODEL__DIR".into(), model.display().to_string());
+        let mut cfg =
+            exit_on_problems(config::checked(config::load_layers(&[config::DEFAULTS_TOML], &paths(files), env)));
+        cfg.model.workers = 1;
+        cfg
+    };
+    let base = load(&a.model, &a.config);
+    let mut cand_files = a.config.clone();
+    cand_files.extend(a.candidate_config.clone());
+    let cand = load(a.candidate_model.as_deref().unwrap_or(&a.model), &cand_files);
+    let file = |f: &str| (!f.is_empty()).then(|| PathBuf::from(f));
+    let rules = a.rules.clone().or_else(|| file(&base.rules.file));
+    let candidate_rules = a.candidate_rules.clone().or_else(|| match cand.rules.file != base.rules.file {
+        true => file(&cand.rules.file),
+        false => rules.clone(),
+    });
+    let value_field = a.value_field.clone().unwrap_or_else(|| {
+        base.enrich.entities.iter().find_map(|e| e.value_field.clone()).unwrap_or_else(|| "amount".into())
+    });
+    let opts = verdict::backtest::Options {
+        events: a.events,
+        labels: a.labels,
+        label_field: a.label_field,
+        value_field,
+        rules,
+        candidate_rules,
+        top_n: a.top,
+        costs: verdict::backtest::Costs {
+            missed_fraud_factor: a.cost_missed_fraud_factor,
+            false_decline: a.cost_false_decline,
+            review: a.cost_review,
+            review_capacity_share: a.review_capacity_share,
+            review_capacity_per_hour: a.review_capacity_per_hour,
+        },
+    };
+    let report = verdict::backtest::backtest(&opts, &base, &cand)?;
+    let (json_path, html_path) = (a.out.with_extension("json"), a.out.with_extension("html"));
+    std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    std::fs::write(&html_path, verdict::backtest::report_html::render(&report))
+        .with_context(|| format!("writing {}", html_path.display()))?;
+    let s = &report["summary"];
+    println!(
+        "backtest: {} events ({} decided, {} dead-lettered) in {:.2} s ({:.0} events/s); {} flipped",
+        s["events"],
+        s["decided"],
+        s["dead_lettered"],
+        s["seconds"].as_f64().unwrap_or(0.0),
+        s["events_per_s"].as_f64().unwrap_or(0.0),
+        s["flipped"]
+    );
+    println!("report: {} and {}", json_path.display(), html_path.display());
+    Ok(())
 }
 
 /// Loads config or prints every problem and exits 2.

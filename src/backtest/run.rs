@@ -1,0 +1,301 @@
+//! The one pass: each batch of events goes through the service's decode, enrich and fill
+//! stages once (windows computed once, in file order), then through each side's score and
+//! decide stages, and both sides' decisions are counted together.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::input::{Input, Progress};
+use super::metrics::{Accumulator, Seen};
+use super::side::Side;
+use super::{BacktestError, Options};
+use crate::config::Config;
+use crate::core::field::FieldValue;
+use crate::core::rows::Rows;
+use crate::decode::stage::{Decode, Fill};
+use crate::decode::LocalSchemas;
+use crate::enrich::stage::{Enrich, EnrichParts};
+use crate::enrich::{Backend, EnrichSetup, Enricher, FailurePolicy};
+use crate::envelope::{Batch, Envelope, Origin, RawMessage, Stamp};
+use crate::stage::{Abort, Outcome, Stage, StagedBatch};
+use crate::telemetry::Metrics;
+
+/// Events per batch: large enough that per-batch costs (one ORT call per side) vanish.
+/// The backtest refuses models whose scores depend on the batch (see `score::OnnxScorer`).
+const BATCH: usize = 512;
+
+/// Schema id under which an Avro container file's records are decoded.
+const CONTAINER_SCHEMA_ID: u32 = u32::MAX;
+
+/// What a run hands to the report.
+pub struct Outcomes {
+    /// The counts.
+    pub acc: Accumulator,
+    /// Baseline and candidate.
+    pub sides: [Side; 2],
+    /// Seconds the pass took.
+    pub seconds: f64,
+}
+
+/// Runs the backtest over `opts.events`: `base` and `cand` are the two sides' configs.
+pub fn run(opts: &Options, base: &Config, cand: &Config) -> Result<Outcomes, BacktestError> {
+    let started = Instant::now();
+    let input = Input::open(&opts.events)?;
+    let (mut base, mut cand) = (base.clone(), cand.clone());
+    if input.schema.is_some() {
+        base.decode.format = crate::config::PayloadFormat::Avro;
+        cand.decode.format = crate::config::PayloadFormat::Avro;
+    }
+    let mut enrich_cfg = base.enrich.clone();
+    if enrich_cfg.backend == Backend::Redis {
+        // Windows in process (the same semantics); online features come out missing.
+        enrich_cfg.backend = Backend::Memory;
+    }
+    let enricher = Enricher::new(&enrich_cfg)?;
+    let enriched = enricher.names().to_vec();
+    let enrich_paths = enricher.paths();
+    let mut schemas = LocalSchemas::load(&base.decode.avro_schemas).map_err(BacktestError::Schemas)?;
+    if let Some(s) = input.schema.clone() {
+        schemas.insert(CONTAINER_SCHEMA_ID, s);
+    }
+    let schemas = Arc::new(schemas);
+    let mut b = Side::load(&base, opts.rules.as_deref(), &enriched, &schemas, enrich_paths.clone())?;
+    let mut c = Side::load(&cand, opts.candidate_rules.as_deref(), &enriched, &schemas, enrich_paths)?;
+    // The fields the decoder extracts: the baseline's rule fields first (its slots), then the
+    // candidate's, the value field and the label field.
+    let mut union: Vec<String> = b.rule_paths().to_vec();
+    let slot = |p: &str, union: &mut Vec<String>| match union.iter().position(|u| u == p) {
+        Some(i) => i,
+        None => {
+            union.push(p.to_string());
+            union.len() - 1
+        }
+    };
+    let cand_slots: Vec<usize> = c.rule_paths().to_vec().iter().map(|p| slot(p, &mut union)).collect();
+    if cand_slots.iter().enumerate().any(|(i, &s)| i != s) {
+        c.field_map = Some(cand_slots);
+    }
+    let value_slot = slot(&opts.value_field, &mut union);
+    let label_slot = opts.labels.is_none().then(|| slot(&opts.label_field, &mut union));
+    let labels = opts.labels.as_deref().map(super::input::labels).transpose()?;
+
+    let metrics = Metrics::new();
+    let setup = EnrichSetup::new(&enrich_cfg, &base.redis, enricher, &metrics)?;
+    let parts = match &setup {
+        Some(s) => s.worker_parts()?,
+        None => EnrichParts { features: None, owned: None, shared: None, width: 0 },
+    };
+    let enrich = Enrich::new(parts, FailurePolicy::Pause, metrics, Abort::default());
+    let decoders = Decoders {
+        base: b.decode.take().expect("a side loads with its decoder"),
+        // Same columns: the candidate scores the baseline's rows.
+        cand: c.decode.take().filter(|_| c.columns != b.columns),
+        enrich,
+    };
+    let mut acc = Accumulator::new(opts.top_n);
+    let mut progress = Progress::new();
+    let mut saved_fields: Vec<Vec<FieldValue>> = Vec::new();
+    // Two threads: one reads, decodes and enriches the next batch while the other scores and
+    // decides this one (each side's ONNX session stays on the deciding thread).
+    let (full_tx, full_rx) = crossbeam_channel::bounded::<Work>(WORK_ITEMS);
+    let (empty_tx, empty_rx) = crossbeam_channel::bounded::<Work>(WORK_ITEMS);
+    for _ in 0..WORK_ITEMS {
+        let cand_rows = decoders.cand.as_ref().map_or_else(|| b.rows.clone(), |_| c.rows.clone());
+        let _ =
+            empty_tx.send(Work { staged: StagedBatch::new(b.rows.clone()), cand_rows, fraction: 0.0, own_cand: false });
+    }
+    let union = &union;
+    let produced = std::thread::scope(|scope| {
+        let producer = scope.spawn(move || produce(decoders, input, union, started, empty_rx, full_tx));
+        // Owned here, so that an early return (a failed batch) closes both channels and the
+        // decoding thread ends before the scope joins it.
+        let (full_rx, empty_tx) = (full_rx, empty_tx);
+        for mut w in full_rx.iter() {
+            decide_side(&mut b, &mut w.staged, &mut saved_fields, None)?;
+            let cand_rows = w.own_cand.then_some(&mut w.cand_rows);
+            decide_side(&mut c, &mut w.staged, &mut saved_fields, cand_rows)?;
+            count(&mut acc, &w.staged, &b, &c, value_slot, label_slot, labels.as_ref());
+            progress.tick(acc.events, w.fraction);
+            // The decoding thread may have ended (input done): the batches still queued count.
+            let _ = empty_tx.send(w);
+        }
+        drop(empty_tx);
+        producer.join().expect("the decode thread does not panic")
+    });
+    produced?;
+    progress.finish();
+    Ok(Outcomes { acc, sides: [b, c], seconds: started.elapsed().as_secs_f64() })
+}
+
+/// Batches in flight between the two threads.
+const WORK_ITEMS: usize = 3;
+
+/// A batch handed from the decoding thread to the deciding one.
+struct Work {
+    /// Decoded, enriched, the baseline's rows filled.
+    staged: StagedBatch,
+    /// The candidate's rows, when its columns differ (else unused).
+    cand_rows: Rows,
+    /// Share of the input read.
+    fraction: f64,
+    /// Whether `cand_rows` holds the candidate's rows for this batch.
+    own_cand: bool,
+}
+
+/// The stages that run once per event: decode (one per column layout), enrich, fill.
+struct Decoders {
+    base: (Decode, Fill),
+    cand: Option<(Decode, Fill)>,
+    enrich: Enrich,
+}
+
+/// The decoding thread: fills batches from `input` until it ends.
+fn produce(
+    mut d: Decoders,
+    mut input: Input,
+    union: &[String],
+    started: Instant,
+    empty: crossbeam_channel::Receiver<Work>,
+    full: crossbeam_channel::Sender<Work>,
+) -> Result<(), BacktestError> {
+    let topic: Arc<str> = Arc::from("backtest");
+    let mut payloads = Vec::with_capacity(BATCH);
+    let mut dead_pattern: Vec<bool> = Vec::new();
+    let mut events = Vec::with_capacity(BATCH);
+    for (seq, mut w) in empty.iter().enumerate() {
+        if !input.next_batch(BATCH, &mut payloads)? {
+            break;
+        }
+        events.clear();
+        events.extend(payloads.drain(..).map(|(line, p)| Envelope {
+            origin: Origin { topic: topic.clone(), partition: 0, offset: line as i64 },
+            received_at: started,
+            timestamp_ms: None,
+            payload: RawMessage { key: None, payload: Some(p), headers: Vec::new() },
+        }));
+        let staged = &mut w.staged;
+        staged.start(Batch {
+            seq: seq as u64,
+            events: std::mem::take(&mut events),
+            rules: None,
+            model_generation: 0,
+            turns: Vec::new(),
+        });
+        staged.set_rule_paths(union);
+        d.base.0.run(staged)?;
+        d.enrich.run(staged)?;
+        d.base.1.run(staged)?;
+        w.own_cand = d.cand.is_some();
+        if let Some((decode, fill)) = d.cand.as_mut() {
+            // The candidate's rows in their own buffer (its layout), decoded from the same events.
+            dead_pattern.clear();
+            dead_pattern.extend(staged.outcomes.iter().map(|o| matches!(o, Outcome::Dead(_))));
+            std::mem::swap(&mut staged.rows, &mut w.cand_rows);
+            decode.run(staged)?;
+            let differs =
+                staged.outcomes.iter().zip(&dead_pattern).position(|(o, &d)| matches!(o, Outcome::Dead(_)) != d);
+            if let Some(i) = differs {
+                return Err(BacktestError::Mismatch(format!(
+                    "record {}: one model's columns reject it and the other's accept it; backtest models whose \
+                     columns reject the same events",
+                    staged.batch.events[i].origin.offset
+                )));
+            }
+            fill.run(staged)?;
+            std::mem::swap(&mut staged.rows, &mut w.cand_rows);
+        }
+        w.fraction = input.fraction();
+        if full.send(w).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Scores and decides the batch with one side's stages (`rows`, its own rows, swapped in;
+/// None: the batch's rows, the baseline's).
+fn decide_side(
+    side: &mut Side,
+    staged: &mut StagedBatch,
+    saved: &mut Vec<Vec<FieldValue>>,
+    rows: Option<&mut Rows>,
+) -> Result<(), BacktestError> {
+    let mut rows = rows;
+    if let Some(r) = rows.as_deref_mut() {
+        std::mem::swap(&mut staged.rows, r);
+    }
+    staged.batch.rules = Some(side.rules.clone() as Stamp);
+    side.score.run(staged)?;
+    if let Some(map) = &side.field_map {
+        saved.clear();
+        for o in staged.outcomes.iter_mut() {
+            if let Outcome::Decided(d) = o {
+                let orig = std::mem::take(&mut d.fields);
+                d.fields = map.iter().map(|&i| orig[i].clone()).collect();
+                saved.push(orig);
+            }
+        }
+    }
+    side.decide.run(staged)?;
+    if side.field_map.is_some() {
+        let mut back = saved.drain(..);
+        for o in staged.outcomes.iter_mut() {
+            if let Outcome::Decided(d) = o {
+                d.fields = back.next().expect("fields saved per decided event");
+            }
+        }
+    }
+    std::mem::swap(&mut staged.scores, &mut side.scores);
+    std::mem::swap(&mut staged.decisions, &mut side.decisions);
+    if let Some(r) = rows {
+        std::mem::swap(&mut staged.rows, r);
+    }
+    Ok(())
+}
+
+/// Counts the batch's events.
+fn count(
+    acc: &mut Accumulator,
+    staged: &StagedBatch,
+    b: &Side,
+    c: &Side,
+    value_slot: usize,
+    label_slot: Option<usize>,
+    labels: Option<&HashMap<String, u8>>,
+) {
+    let mut k = 0;
+    for (ev, o) in staged.batch.events.iter().zip(&staged.outcomes) {
+        acc.events += 1;
+        let d = match o {
+            Outcome::Dead(e) => {
+                acc.dead(e.reason.code());
+                continue;
+            }
+            Outcome::Decided(d) => d,
+        };
+        let value = match d.fields.get(value_slot) {
+            Some(FieldValue::Num(x)) => *x,
+            _ => 0.0,
+        };
+        let label = match (labels, label_slot) {
+            (Some(l), _) => l.get(&d.event_id).copied(),
+            (None, Some(s)) => match d.fields.get(s) {
+                Some(FieldValue::Num(x)) => Some(u8::from(*x >= 0.5)),
+                Some(FieldValue::Bool(x)) => Some(u8::from(*x)),
+                _ => None,
+            },
+            (None, None) => None,
+        };
+        let seen = Seen {
+            line: ev.origin.offset as u64,
+            event_id: &d.event_id,
+            event_time_ms: d.event_time_ms,
+            label,
+            value,
+            payload: ev.payload.payload.as_deref().unwrap_or_default(),
+        };
+        acc.add(&seen, &b.decisions[k], &c.decisions[k]);
+        k += 1;
+    }
+}

@@ -1,0 +1,127 @@
+//! One side of a backtest (the baseline or the candidate): its model session, bands and
+//! rules as the service's own score and decide stages, plus a decoder and fill stage of its
+//! own when its model reads its columns differently from the baseline's.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::BacktestError;
+use crate::config::Config;
+use crate::core::decision::Decision;
+use crate::core::rows::Rows;
+use crate::decode::stage::{Decode, Fill};
+use crate::decode::{Decoder, LocalSchemas, Vectorizer};
+use crate::rules::stage::Decide;
+use crate::rules::{LiveRules, RuleSet, ThresholdBands};
+use crate::score::stage::Score;
+use crate::score::{init_runtime, ModelSpec, OnnxScorer};
+use crate::stage::Abort;
+use crate::telemetry::Metrics;
+
+/// Where a side's model and rules came from (the report's provenance).
+#[derive(Debug, Clone, Serialize)]
+pub struct Provenance {
+    /// Model directory.
+    pub model_dir: PathBuf,
+    /// Manifest `name`.
+    pub model_name: String,
+    /// Manifest `version`.
+    pub model_version: String,
+    /// sha256 of the ONNX file.
+    pub model_sha256: String,
+    /// Rules file ("" for bands alone).
+    pub rules_file: String,
+    /// Content hash of the rules file ("" for bands alone).
+    pub rules_version: String,
+    /// `decide.review_at`.
+    pub review_at: f64,
+    /// `decide.decline_at`.
+    pub decline_at: f64,
+}
+
+/// A side's stages and its last batch's results.
+pub struct Side {
+    /// Decoder and fill for its own columns (None: it scores the baseline's rows).
+    pub decode: Option<(Decode, Fill)>,
+    /// The score stage with its model session.
+    pub score: Score,
+    /// The decide stage with its bands.
+    pub decide: Decide,
+    /// Its rules snapshot, stamped on the batch before it decides.
+    pub rules: Arc<LiveRules>,
+    /// Per rule slot, its field's index among the decoded fields (None: the same order).
+    pub field_map: Option<Vec<usize>>,
+    /// Its model rows for the batch (swapped in and out of the staged batch).
+    pub rows: Rows,
+    /// Its scores for the batch's decoded events.
+    pub scores: Vec<f32>,
+    /// Its decisions for the batch's decoded events.
+    pub decisions: Vec<Decision>,
+    /// Where it came from.
+    pub provenance: Provenance,
+    /// Its manifest's input columns (to see whether two sides share rows).
+    pub columns: String,
+}
+
+/// sha256 of a file, hex.
+pub fn sha256_file(path: &Path) -> Result<String, BacktestError> {
+    let bytes = std::fs::read(path).map_err(|e| BacktestError::Input(format!("{}: {e}", path.display())))?;
+    Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+}
+
+impl Side {
+    /// Loads `cfg.model` and `rules` (a rules file, or None for bands alone) as a side.
+    /// `enriched` are the enrich stage's names (the rules and fill read them).
+    pub fn load(
+        cfg: &Config,
+        rules: Option<&Path>,
+        enriched: &[String],
+        schemas: &Arc<LocalSchemas>,
+        enrich_paths: Vec<crate::core::event::EntityPaths>,
+    ) -> Result<Self, BacktestError> {
+        let spec = ModelSpec::from_config(&cfg.model)?;
+        let vectorizer = Vectorizer::new(&spec.manifest, enriched).map_err(BacktestError::Columns)?;
+        let decoder = Decoder::new(&cfg.decode, schemas.clone(), vectorizer.clone(), enrich_paths);
+        let rows = decoder.rows();
+        let metrics = Metrics::new();
+        let scorer = OnnxScorer::load(&spec, init_runtime(cfg.model.ort_library.as_deref())?)?.0;
+        let score = Score::new(scorer, rows.clone(), metrics.clone(), Abort::default());
+        let set = match rules {
+            Some(p) => RuleSet::load(p, enriched)
+                .map_err(|e| BacktestError::Rules(format!("{}: {}", p.display(), e.join("; "))))?,
+            None => RuleSet::empty(),
+        };
+        let lists = set.initial_lists.clone();
+        let provenance = Provenance {
+            model_dir: spec.dir.clone(),
+            model_name: spec.manifest.name.clone(),
+            model_version: spec.manifest.version.clone(),
+            model_sha256: sha256_file(&spec.manifest.model_path(&spec.dir))?,
+            rules_file: rules.map(|p| p.display().to_string()).unwrap_or_default(),
+            rules_version: set.version.to_string(),
+            review_at: cfg.decide.review_at,
+            decline_at: cfg.decide.decline_at,
+        };
+        let columns = serde_json::to_string(&spec.manifest.inputs).unwrap_or_default();
+        Ok(Self {
+            decode: Some((Decode::new(decoder, metrics.clone()), Fill::new(vectorizer, metrics.clone()))),
+            score,
+            decide: Decide::new(ThresholdBands::new(&cfg.decide), metrics),
+            rules: Arc::new(LiveRules { set: Arc::new(set), lists }),
+            field_map: None,
+            rows,
+            scores: Vec::new(),
+            decisions: Vec::new(),
+            provenance,
+            columns,
+        })
+    }
+
+    /// The event paths its rules read.
+    pub fn rule_paths(&self) -> &[String] {
+        self.rules.set.event_paths()
+    }
+}
