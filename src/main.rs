@@ -475,6 +475,9 @@ async fn wait_for_signal() {
 fn print_demo_summary(r: &DemoReport) {
     println!("\n== summary ==");
     println!("events produced     {}", r.produced);
+    if r.warm > 0 {
+        println!("warm-up             {} events decided before the timed run (not in throughput)", r.warm);
+    }
     println!(
         "decisions           {}  (approve {}, review {}, decline {})",
         r.decided, r.actions[0], r.actions[1], r.actions[2]

@@ -86,6 +86,8 @@ pub struct DemoReport {
     pub steady: Option<SteadyLatency>,
     /// Events decided by rules alone because their deadline had passed.
     pub fallback: u64,
+    /// Of `decided` and `dead_lettered`, the warm-up's (decided before `elapsed` began).
+    pub warm: u64,
     /// Execution provider used.
     pub execution_provider: String,
     /// Per stage: (name, total seconds, batches).
@@ -109,7 +111,7 @@ pub const WARM_UP: Duration = Duration::from_secs(1);
 impl DemoReport {
     /// Decided + dead-lettered per second.
     pub fn events_per_sec(&self) -> f64 {
-        (self.decided + self.dead_lettered) as f64 / self.elapsed.as_secs_f64().max(1e-9)
+        (self.decided + self.dead_lettered).saturating_sub(self.warm) as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 }
 
@@ -344,6 +346,7 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
             events: steady.len(),
         }),
         fallback: metrics.fallback_decisions.get(),
+        warm: warm_produced,
         execution_provider: ep,
         stages: ["decode", "enrich", "score", "shadow", "publish", "drift"]
             .into_iter()
