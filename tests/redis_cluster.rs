@@ -137,7 +137,17 @@ fn a_master_failing_over_mid_stream_loses_nothing_and_double_counts_nothing() {
     let (handled_at, written_at) = (handled(&m), written());
     eprintln!("failover of {key}: master :{old} -> :{new} at {handled_at} events, {written_at} checkpoints");
     let events = stream.finish();
-    wait_for("every event decided", Duration::from_secs(90), || tail.all_decided(&events));
+    if let Err(e) = wait_or_fail_later("every event decided", Duration::from_secs(90), || tail.all_decided(&events)) {
+        panic!(
+            "{e}: handled {} (of {}), checkpoints written {} failed {} fenced {}, failure {:?}",
+            handled(&m),
+            events.len(),
+            written(),
+            m.state.checkpoints.with_label_values(&["failed"]).get(),
+            m.state.checkpoints.with_label_values(&["fenced"]).get(),
+            m.guards.failure()
+        );
+    }
     assert!(written() > written_at, "checkpoints went on after the failover");
     assert!(p.shutdown(Duration::from_secs(30)).clean);
     assert_eq!(cluster.master_of(&key), new);

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 mod conn;
 
-pub use conn::{seed_urls, validate_urls, AsyncConnection, Client, Connection};
+pub use conn::{is_cluster_error, seed_urls, validate_urls, AsyncConnection, Client, Connection};
 
 /// Security settings applied to every Redis URL verdict connects to.
 #[derive(Clone, Serialize, Deserialize, PartialEq, Default)]

@@ -34,6 +34,8 @@ pub const WINDOW_SCRIPT: &str = include_str!("window.lua");
 pub struct RedisStore {
     rt: Arc<tokio::runtime::Runtime>,
     conn: AsyncConnection,
+    /// Kept to connect afresh when a cluster's slot map went stale.
+    client: crate::core::redis::Client,
     sha: String,
     prefix: String,
     timeout: Duration,
@@ -78,7 +80,7 @@ impl RedisStore {
             .block_on(async { tokio::time::timeout(timeout * 3, client.connect_async(cfg, timeout)).await })
             .map_err(|_| EnrichError::Unavailable(format!("connecting to {shown}: timed out")))?
             .map_err(|e| EnrichError::Unavailable(format!("connecting to {shown}: {}", redis_error(&e))))?;
-        let mut store = Self { rt, conn, sha: String::new(), prefix: prefix.to_string(), timeout };
+        let mut store = Self { rt, conn, client, sha: String::new(), prefix: prefix.to_string(), timeout };
         store.sha = store.load_script()?;
         Ok(store)
     }
@@ -139,11 +141,32 @@ impl RedisStore {
                     // that did run are re-sent too, which their replay fences make harmless).
                     self.sha = self.load_script()?;
                 }
-                Ok(Err(e)) => return Err(classify(&e)),
+                Ok(Err(e)) => {
+                    if crate::core::redis::is_cluster_error(&e) {
+                        self.reconnect();
+                    }
+                    return Err(classify(&e));
+                }
                 Err(_) => return Err(EnrichError::Unavailable(format!("no reply within {timeout:?}"))),
             }
         }
         Err(EnrichError::Unavailable("script could not be loaded".into()))
+    }
+}
+
+impl RedisStore {
+    /// A cluster redirect that outlived the client library's retries (a failover still
+    /// settling): connects afresh, so the next try starts from the cluster's current slot map.
+    /// Kept as is when that fails (the next batch tries again).
+    fn reconnect(&mut self) {
+        let cfg = redis::aio::ConnectionManagerConfig::new();
+        let timeout = self.timeout;
+        let client = self.client.clone();
+        if let Ok(Ok(conn)) =
+            self.rt.block_on(async { tokio::time::timeout(timeout * 3, client.connect_async(cfg, timeout)).await })
+        {
+            self.conn = conn;
+        }
     }
 }
 

@@ -271,6 +271,15 @@ impl redis::aio::ConnectionLike for AsyncConnection {
     }
 }
 
+/// Whether `e` (or one of a pipeline's errors) is a cluster redirect or a cluster in
+/// transition (`MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`).
+pub fn is_cluster_error(e: &redis::RedisError) -> bool {
+    e.is_cluster_error()
+        || e.clone().into_server_errors().is_some_and(|items| {
+            items.iter().any(|(_, s)| matches!(s.code(), "MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN"))
+        })
+}
+
 /// Every problem of the Redis URLs in use (`(key, url)` pairs) for the mode `cluster`
 /// (`enrich.redis_cluster`) selects, each naming its key: several URLs without cluster mode;
 /// in cluster mode, seeds that do not parse, a Unix socket or a database other than 0 (a
@@ -318,4 +327,42 @@ pub fn validate_urls(urls: &[(&str, &str)], cluster: bool, key_prefix: &str) -> 
         ));
     }
     e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_url_problems_are_reported_at_once_with_their_keys() {
+        let urls = [
+            ("enrich.redis_url", "redis://a:6379/2, rediss://b:6380/,unix:///tmp/redis.sock"),
+            ("rules.redis_url", "redis://u:hunter2@c:6379/,x"),
+        ];
+        let e = validate_urls(&urls, true, "app{x}");
+        let has = |s: &str| e.iter().any(|p| p.contains(s));
+        assert!(has("enrich.redis_url: seed 'redis://a:6379/2': a Redis Cluster has only database 0"), "{e:?}");
+        assert!(has("enrich.redis_url: seed 'unix:///tmp/redis.sock': a Redis Cluster is reached over TCP"), "{e:?}");
+        assert!(has("enrich.redis_url: seed nodes mix redis:// and rediss://"), "{e:?}");
+        assert!(has("rules.redis_url: seed 'x'"), "{e:?}");
+        assert!(has("enrich.key_prefix: 'app{x}' holds a brace"), "{e:?}");
+        assert!(!e.iter().any(|p| p.contains("hunter2")), "{e:?}");
+        let single = validate_urls(&[("enrich.redis_url", "redis://a:6379/,redis://b:6379/")], false, "verdict");
+        assert_eq!(single, ["enrich.redis_url: lists 2 URLs; several seed nodes need enrich.redis_cluster = true"]);
+        let ok = [("enrich.redis_url", "redis://a:6379/, redis://b:6379/")];
+        assert!(validate_urls(&ok, true, "verdict").is_empty());
+        assert!(validate_urls(&[("enrich.redis_url", "redis://a:6379/3")], false, "v{x}").is_empty());
+    }
+
+    #[test]
+    fn a_cluster_client_takes_every_seed_with_the_redis_section_credentials() {
+        let cfg = RedisConfig { username: "verdict".into(), password: "s3cret".into(), ..Default::default() };
+        let c = Client::new("enrich.redis_url", "redis://a:7000/, redis://b:7001/", &cfg, true).unwrap();
+        assert!(matches!(c, Client::Cluster(_)));
+        let node = Client::new("enrich.redis_url", "redis://a:7000/", &cfg, false).unwrap();
+        let Client::Node(n) = node else { panic!("one node") };
+        assert_eq!(n.get_connection_info().redis_settings().password(), Some("s3cret"));
+        let e = Client::new("enrich.redis_url", "redis://a:7000/,rediss://b:7001/", &cfg, true).err().unwrap();
+        assert!(e.to_string().starts_with("enrich.redis_url "), "{e}");
+    }
 }
