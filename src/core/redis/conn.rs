@@ -352,6 +352,14 @@ mod tests {
         let ok = [("enrich.redis_url", "redis://a:6379/, redis://b:6379/")];
         assert!(validate_urls(&ok, true, "verdict").is_empty());
         assert!(validate_urls(&[("enrich.redis_url", "redis://a:6379/3")], false, "v{x}").is_empty());
+        // Every seed's password is masked wherever the list is shown, and known as a secret.
+        let list = "redis://u:pw-one@a:6379/,redis://u:pw-two@b:6379/";
+        let shown = crate::redact::redis_url(list);
+        assert!(!shown.contains("pw-one") && !shown.contains("pw-two") && shown.contains("@b:6379"), "{shown}");
+        let mut cfg = crate::config::Config::default();
+        cfg.enrich.redis_url = list.into();
+        let scrubbed = crate::redact::Secrets::of(&cfg).scrub("auth pw-one then pw-two");
+        assert!(!scrubbed.contains("pw-one") && !scrubbed.contains("pw-two"), "{scrubbed}");
     }
 
     #[test]
