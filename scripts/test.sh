@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# tests/redis_cluster.rs joins its nodes with redis-cli --cluster create (Debian: redis-tools).
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 # tests/security.rs: a test CA (openssl) and a TLS terminator in front of Tansu (socat).
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)

@@ -57,7 +57,12 @@ pub fn check(cfg: &Config, known: &[String]) -> Vec<String> {
         let mut enrich = cfg.enrich.clone();
         if enrich.backend == Backend::Redis {
             // The client as `run` builds it: the URL, the [redis] files read and their PEM parsed.
-            let client = verdict::core::redis::client("enrich.redis_url", &enrich.redis_url, &cfg.redis);
+            let client = verdict::core::redis::Client::new(
+                "enrich.redis_url",
+                &enrich.redis_url,
+                &cfg.redis,
+                enrich.redis_cluster,
+            );
             if let (false, Err(e)) = (has("enrich.redis_url") || has("redis."), client) {
                 out.push(e.to_string());
             }

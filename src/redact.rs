@@ -30,6 +30,10 @@ const SECRET_QUERY_PARTS: [&str; 4] = ["pass", "secret", "token", "key"];
 /// `redis://user:pass@host:6379/0` → `redis://user:***@host:6379/0`. A URL without one is
 /// returned as it is.
 pub fn redis_url(url: &str) -> Cow<'_, str> {
+    if url.contains(',') {
+        // A Redis Cluster's seed nodes (`enrich.redis_cluster`): each URL masked.
+        return Cow::Owned(url.split(',').map(redis_url).collect::<Vec<_>>().join(","));
+    }
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return Cow::Borrowed(url) };
     let rest = &url[scheme_end..];
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());

@@ -311,7 +311,7 @@ pub fn check_rules(
     let mut lists = set.initial_lists.clone();
     for (i, (name, spec)) in set.list_specs.iter().enumerate() {
         if spec.redis_set.is_some() {
-            match crate::rules::live::fetch_list(spec, &cfg.enrich.redis_url, &cfg.redis) {
+            match crate::rules::live::fetch_list_on(spec, &cfg.enrich.redis_url, &cfg.redis, cfg.enrich.redis_cluster) {
                 Ok(Some(l)) => lists[i] = Arc::new(l),
                 _ => writeln!(out, "note: list '{name}' (Redis set) unreachable; treated as empty")?,
             }

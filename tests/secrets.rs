@@ -123,6 +123,7 @@ fn a_wrong_redis_password_is_reported_as_such_and_never_shown() {
     let store = verdict::drift::labels::LabelStore {
         redis_url: url.clone(),
         redis: Default::default(),
+        cluster: false,
         prefix: "verdict".into(),
         horizon_s: 60,
     };

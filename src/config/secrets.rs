@@ -8,8 +8,9 @@ impl Secrets {
     /// The secrets of `cfg`.
     pub fn of(cfg: &Config) -> Self {
         let mut values = Vec::new();
-        for url in [&cfg.enrich.redis_url, &cfg.rules.redis_url] {
-            values.extend(crate::redact::url_password(url));
+        for urls in [&cfg.enrich.redis_url, &cfg.rules.redis_url] {
+            // A Redis Cluster's seed nodes: a comma-separated list, one password each.
+            values.extend(crate::core::redis::seed_urls(urls).flat_map(crate::redact::url_password));
         }
         values.extend(cfg.redis.secrets());
         for (k, v) in cfg.kafka.consumer.iter().chain(&cfg.kafka.producer) {

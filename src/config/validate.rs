@@ -88,7 +88,12 @@ impl Config {
         if !self.rules.redis_url.is_empty() {
             redis_urls.push(("rules.redis_url", self.rules.redis_url.as_str()));
         }
-        e.extend(self.redis.validate(&redis_urls));
+        let seeds: Vec<(&str, &str)> = redis_urls
+            .iter()
+            .flat_map(|&(key, urls)| crate::core::redis::seed_urls(urls).map(move |url| (key, url)))
+            .collect();
+        e.extend(self.redis.validate(&seeds));
+        e.extend(crate::core::redis::validate_urls(&redis_urls, self.enrich.redis_cluster, &self.enrich.key_prefix));
         e.extend(self.enrich.validate());
         e.extend(self.enrich.validate_ownership(&self.decode.fields.entity_key));
         let m = &self.model;

@@ -17,6 +17,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+mod conn;
+
+pub use conn::{is_cluster_error, seed_urls, validate_urls, AsyncConnection, Client, Connection};
+
 /// Security settings applied to every Redis URL verdict connects to.
 #[derive(Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -95,13 +99,32 @@ pub enum ClientError {
 /// credentials; connects nothing yet. Reads the files each call; the client keeps what it read
 /// for all its connections.
 pub fn client(key: &str, url: &str, cfg: &RedisConfig) -> Result<redis::Client, ClientError> {
-    let shown = || crate::redact::redis_url(url).into_owned();
-    let refused = |e: redis::RedisError| ClientError::Url {
+    let (info, certificates) = prepared(key, url, cfg)?;
+    let refused = refusal(key, url);
+    match certificates {
+        None => redis::Client::open(info).map_err(refused),
+        // The certificates are parsed here: a malformed PEM fails the client, not each connect.
+        Some(c) => redis::Client::build_with_tls(info, c).map_err(refused),
+    }
+}
+
+/// Maps a client-library error about `url` to [`ClientError::Url`], secrets masked.
+fn refusal<'a>(key: &'a str, url: &'a str) -> impl Fn(redis::RedisError) -> ClientError + 'a {
+    move |e| ClientError::Url {
         key: key.to_string(),
-        url: shown(),
+        url: crate::redact::redis_url(url).into_owned(),
         reason: crate::redact::redis_error(&e),
-    };
-    let mut info = redis::IntoConnectionInfo::into_connection_info(url).map_err(refused)?;
+    }
+}
+
+/// `url`'s connection settings with `cfg`'s credentials and TLS mode applied, and the TLS
+/// files `cfg` names (None: none named).
+fn prepared(
+    key: &str,
+    url: &str,
+    cfg: &RedisConfig,
+) -> Result<(redis::ConnectionInfo, Option<redis::TlsCertificates>), ClientError> {
+    let mut info = redis::IntoConnectionInfo::into_connection_info(url).map_err(refusal(key, url))?;
     // No `CLIENT SETINFO` at connect: Redis before 7.2 does not know it, and an ACL user
     // would need it allowed for nothing verdict uses (README "Security").
     let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
@@ -113,10 +136,10 @@ pub fn client(key: &str, url: &str, cfg: &RedisConfig) -> Result<redis::Client, 
     }
     info = info.set_redis_settings(settings);
     let redis::ConnectionAddr::TcpTls { host, port, insecure, .. } = info.addr().clone() else {
-        return redis::Client::open(info).map_err(refused);
+        return Ok((info, None));
     };
     if cfg.tls_insecure || insecure {
-        warn_insecure(&shown());
+        warn_insecure(&crate::redact::redis_url(url));
         info = info.set_addr(redis::ConnectionAddr::TcpTls { host, port, insecure: true, tls_params: None });
     }
     let read = |key: &'static str, path: &str| {
@@ -142,10 +165,9 @@ pub fn client(key: &str, url: &str, cfg: &RedisConfig) -> Result<redis::Client, 
         }
     };
     if root_cert.is_none() && client_tls.is_none() {
-        return redis::Client::open(info).map_err(refused);
+        return Ok((info, None));
     }
-    // The certificates are parsed here: a malformed PEM fails the client, not each connect.
-    redis::Client::build_with_tls(info, redis::TlsCertificates { client_tls, root_cert }).map_err(refused)
+    Ok((info, Some(redis::TlsCertificates { client_tls, root_cert })))
 }
 
 impl RedisConfig {

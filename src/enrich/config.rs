@@ -30,7 +30,8 @@ pub enum FailurePolicy {
 pub struct EnrichConfig {
     /// `off`, `memory` or `redis`.
     pub backend: Backend,
-    /// Redis URL for the `redis` backend.
+    /// Redis URL for the `redis` backend; with `redis_cluster`, one or more seed nodes of the
+    /// cluster, comma-separated.
     pub redis_url: String,
     /// `pause` or `degraded`.
     pub on_failure: FailurePolicy,
@@ -48,8 +49,10 @@ pub struct EnrichConfig {
     pub state_cache_capacity: u64,
     /// Redis command timeout (ms); past it the batch counts as a Redis failure.
     pub timeout_ms: u64,
-    /// Redis Cluster: one script call per entity (one slot each) instead of one per batch.
-    /// Both are one pipelined round trip per batch.
+    /// Redis Cluster: every Redis connection (windows, features, checkpoints, labels,
+    /// `redis_set` lists) is a cluster connection (slot routing, `MOVED`/`ASK`, failover);
+    /// one script call per entity and one checkpoint call per partition (one slot each)
+    /// instead of one per batch, sent together. README "Scaling out".
     pub redis_cluster: bool,
     /// Event path whose value producers use as the Kafka record key (so one partition sees
     /// every event of that value). Empty: `decode.fields.entity_key`. A partition-owned

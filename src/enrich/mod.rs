@@ -217,6 +217,7 @@ impl Enricher {
                 redis,
                 &cfg.key_prefix,
                 Duration::from_millis(cfg.timeout_ms),
+                cfg.redis_cluster,
             )?)),
         };
         let cache = (cfg.backend == Backend::Redis && cfg.cache_capacity > 0).then(|| FeatureCache {

@@ -16,11 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::IntCounter;
-use redis::aio::ConnectionManager;
 use tracing::Level;
 
 use super::{EnrichError, Group};
-use crate::core::redis::RedisConfig;
+use crate::core::redis::{AsyncConnection, RedisConfig};
 use crate::lograte::LogRate;
 pub use crate::redact::redis_error;
 use crate::telemetry::Metrics;
@@ -34,7 +33,9 @@ pub const WINDOW_SCRIPT: &str = include_str!("window.lua");
 /// Connection and script of the Redis backend.
 pub struct RedisStore {
     rt: Arc<tokio::runtime::Runtime>,
-    conn: ConnectionManager,
+    conn: AsyncConnection,
+    /// Kept to connect afresh when a cluster's slot map went stale.
+    client: crate::core::redis::Client,
     sha: String,
     prefix: String,
     timeout: Duration,
@@ -51,9 +52,15 @@ pub fn feature_key(prefix: &str, entity: &str, id: &str) -> String {
 }
 
 impl RedisStore {
-    /// Connects (with reconnects managed by `ConnectionManager`, TLS and credentials from
-    /// `security`) and loads the script.
-    pub fn connect(url: &str, security: &RedisConfig, prefix: &str, timeout: Duration) -> Result<Self, EnrichError> {
+    /// Connects (reconnecting by itself; TLS and credentials from `security`; to the Redis
+    /// Cluster whose seed nodes `url` lists with `cluster`) and loads the script.
+    pub fn connect(
+        url: &str,
+        security: &RedisConfig,
+        prefix: &str,
+        timeout: Duration,
+        cluster: bool,
+    ) -> Result<Self, EnrichError> {
         let rt = Arc::new(
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -62,7 +69,7 @@ impl RedisStore {
         );
         // The URL may carry a password: only its redacted form goes into messages.
         let shown = crate::redact::redis_url(url);
-        let client = crate::core::redis::client("enrich.redis_url", url, security)
+        let client = crate::core::redis::Client::new("enrich.redis_url", url, security, cluster)
             .map_err(|e| EnrichError::Config(e.to_string()))?;
         let cfg = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -70,10 +77,10 @@ impl RedisStore {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let conn = rt
-            .block_on(async { tokio::time::timeout(timeout * 3, client.get_connection_manager_with_config(cfg)).await })
+            .block_on(async { tokio::time::timeout(timeout * 3, client.connect_async(cfg, timeout)).await })
             .map_err(|_| EnrichError::Unavailable(format!("connecting to {shown}: timed out")))?
             .map_err(|e| EnrichError::Unavailable(format!("connecting to {shown}: {}", redis_error(&e))))?;
-        let mut store = Self { rt, conn, sha: String::new(), prefix: prefix.to_string(), timeout };
+        let mut store = Self { rt, conn, client, sha: String::new(), prefix: prefix.to_string(), timeout };
         store.sha = store.load_script()?;
         Ok(store)
     }
@@ -82,6 +89,7 @@ impl RedisStore {
         let mut conn = self.conn.clone();
         self.rt
             .block_on(async {
+                // On a cluster: loaded on every primary.
                 redis::cmd("SCRIPT").arg("LOAD").arg(WINDOW_SCRIPT).query_async::<String>(&mut conn).await
             })
             .map_err(|e| EnrichError::Unavailable(format!("SCRIPT LOAD: {}", redis_error(&e))))
@@ -121,21 +129,44 @@ impl RedisStore {
         for attempt in 0..2 {
             let mut conn = self.conn.clone();
             let timeout = self.timeout;
-            let reply = self.rt.block_on(async {
-                tokio::time::timeout(timeout, pipe.query_async::<Vec<Vec<Vec<u8>>>>(&mut conn)).await
-            });
+            let reply = self
+                .rt
+                .block_on(async { tokio::time::timeout(timeout, conn.query_pipe::<Vec<Vec<Vec<u8>>>>(&pipe)).await });
             match reply {
                 Ok(Ok(r)) => return Ok(r.into_iter().flatten().collect()),
                 Ok(Err(e)) if e.code() == Some("NOSCRIPT") && attempt == 0 => {
-                    // Redis restarted or flushed its script cache: load it again (its SHA1
-                    // depends only on its text, so the pipeline is re-sent unchanged).
+                    // Redis restarted or flushed its script cache, or a replica was promoted
+                    // (scripts are not replicated): load it again (its SHA1 depends only on
+                    // its text, so the pipeline is re-sent unchanged; on a cluster the calls
+                    // that did run are re-sent too, which their replay fences make harmless).
                     self.sha = self.load_script()?;
                 }
-                Ok(Err(e)) => return Err(classify(&e)),
+                Ok(Err(e)) => {
+                    if crate::core::redis::is_cluster_error(&e) {
+                        self.reconnect();
+                    }
+                    return Err(classify(&e));
+                }
                 Err(_) => return Err(EnrichError::Unavailable(format!("no reply within {timeout:?}"))),
             }
         }
         Err(EnrichError::Unavailable("script could not be loaded".into()))
+    }
+}
+
+impl RedisStore {
+    /// A cluster redirect that outlived the client library's retries (a failover still
+    /// settling): connects afresh, so the next try starts from the cluster's current slot map.
+    /// Kept as is when that fails (the next batch tries again).
+    fn reconnect(&mut self) {
+        let cfg = redis::aio::ConnectionManagerConfig::new();
+        let timeout = self.timeout;
+        let client = self.client.clone();
+        if let Ok(Ok(conn)) =
+            self.rt.block_on(async { tokio::time::timeout(timeout * 3, client.connect_async(cfg, timeout)).await })
+        {
+            self.conn = conn;
+        }
     }
 }
 

@@ -123,7 +123,13 @@ impl Parts {
             Vectorizer::new(&spec.manifest, enricher.names()).map_err(|e| ScoreError::Mismatch(e.to_string()))?;
         let entity_paths = enricher.paths();
         let enriched_names = enricher.names().to_vec();
-        let rules = RulesHandle::load(&cfg.rules, &enriched_names, &cfg.enrich.redis_url, &cfg.redis, metrics.clone())?;
+        let rules = RulesHandle::load_on(
+            &cfg.rules,
+            &enriched_names,
+            (&cfg.enrich.redis_url, cfg.enrich.redis_cluster),
+            &cfg.redis,
+            metrics.clone(),
+        )?;
         // Windows are maintained whenever entities are configured, used by the model or not:
         // rules (and later rule versions) read them, and they must be exact when they do.
         let enricher = EnrichSetup::new(&cfg.enrich, &cfg.redis, enricher, metrics)
@@ -175,6 +181,7 @@ fn start_drift(cfg: &Config, parts: &Parts, workers: usize, threads: &mut Thread
         let store = LabelStore {
             redis_url: cfg.enrich.redis_url.clone(),
             redis: cfg.redis.clone(),
+            cluster: cfg.enrich.redis_cluster,
             prefix: cfg.enrich.key_prefix.clone(),
             horizon_s: cfg.drift.labels_horizon_s,
         };

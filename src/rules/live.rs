@@ -73,6 +73,7 @@ pub struct RulesHandle {
     enriched: Vec<String>,
     redis_url: String,
     security: RedisConfig,
+    cluster: bool,
     metrics: Arc<Metrics>,
     /// Content of the last rejected file, so a bad file is reported once, not every interval.
     rejected: parking_lot::Mutex<Option<Vec<u8>>>,
@@ -96,6 +97,18 @@ impl RulesHandle {
         security: &RedisConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, InvalidRules> {
+        Self::load_on(cfg, enriched, (default_redis, false), security, metrics)
+    }
+
+    /// [`load`](Self::load), with `default_redis` a URL and whether it (and `cfg.redis_url`)
+    /// names seed nodes of a Redis Cluster (`enrich.redis_cluster`).
+    pub fn load_on(
+        cfg: &RulesConfig,
+        enriched: &[String],
+        (default_redis, cluster): (&str, bool),
+        security: &RedisConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, InvalidRules> {
         let path = (!cfg.file.is_empty()).then(|| PathBuf::from(&cfg.file));
         let set = match &path {
             Some(p) => RuleSet::load(p, enriched).map_err(InvalidRules)?,
@@ -109,6 +122,7 @@ impl RulesHandle {
             enriched: enriched.to_vec(),
             redis_url,
             security: security.clone(),
+            cluster,
             metrics,
             rejected: parking_lot::Mutex::new(None),
             kick: bounded(1),
@@ -179,7 +193,7 @@ impl RulesHandle {
         }
         let mut lists = live.lists.clone();
         for (i, (name, spec)) in live.set.list_specs.iter().enumerate() {
-            match fetch_list(spec, &self.redis_url, &self.security) {
+            match fetch_list_on(spec, &self.redis_url, &self.security, self.cluster) {
                 Ok(Some(set)) => {
                     self.metrics.rules_list_refreshes.with_label_values(&["ok"]).inc();
                     lists[i] = Arc::new(set);
@@ -231,6 +245,17 @@ pub fn fetch_list(
     redis_url: &str,
     security: &RedisConfig,
 ) -> Result<Option<HashSet<String>>, ListError> {
+    fetch_list_on(spec, redis_url, security, false)
+}
+
+/// [`fetch_list`] from one node, or with `cluster` from the Redis Cluster whose seed nodes
+/// `redis_url` lists.
+pub fn fetch_list_on(
+    spec: &ListSpec,
+    redis_url: &str,
+    security: &RedisConfig,
+    cluster: bool,
+) -> Result<Option<HashSet<String>>, ListError> {
     if let Some(f) = &spec.file {
         let t = std::fs::read_to_string(f).map_err(|source| ListError::File { path: f.clone(), source })?;
         return Ok(Some(read_list(&t).collect()));
@@ -240,8 +265,8 @@ pub fn fetch_list(
         let url = crate::redact::redis_url(redis_url).into_owned();
         let reason = |e: redis::RedisError| crate::redact::redis_error(&e);
         let failed = |e| ListError::Redis { url: url.clone(), reason: reason(e) };
-        let client = crate::core::redis::client("rules.redis_url", redis_url, security)?;
-        let mut conn = client.get_connection_with_timeout(Duration::from_secs(2)).map_err(failed)?;
+        let client = crate::core::redis::Client::new("rules.redis_url", redis_url, security, cluster)?;
+        let mut conn = client.connect(Duration::from_secs(2)).map_err(failed)?;
         let members: HashSet<String> = redis::cmd("SMEMBERS")
             .arg(key)
             .query(&mut conn)

@@ -18,6 +18,9 @@ pub use state::*;
 mod tls;
 #[allow(unused_imports)] // only the Redis TLS tests use it
 pub use tls::*;
+mod cluster;
+#[allow(unused_imports)] // only the Redis Cluster tests use it
+pub use cluster::*;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 

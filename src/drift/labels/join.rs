@@ -16,7 +16,7 @@ use tracing::Level;
 use super::{parse_label, LabelStats};
 use crate::backoff::Backoff;
 use crate::core::decision::Action;
-use crate::core::redis::RedisConfig;
+use crate::core::redis::{Client, Connection, RedisConfig};
 use crate::lograte::{LimitedContext, LogRate, WINDOW};
 use crate::telemetry::Metrics;
 
@@ -45,6 +45,8 @@ pub struct LabelStore {
     pub redis_url: String,
     /// TLS and credentials for it (`[redis]`).
     pub redis: RedisConfig,
+    /// `enrich.redis_cluster`: `redis_url` lists seed nodes of a Redis Cluster.
+    pub cluster: bool,
     /// Key prefix (`{prefix}:s:{event_id}`).
     pub prefix: String,
     /// TTL of a scored event, seconds.
@@ -89,7 +91,7 @@ impl ScoredWriter {
     /// or `cancel` is cancelled (what is queued is dropped: the crash-like stop).
     pub fn run(self, cancel: &CancellationToken) {
         let ScoredWriter { store, rx, metrics } = self;
-        let mut conn: Option<redis::Connection> = None;
+        let mut conn: Option<Connection> = None;
         let failures = LogRate::new("labels_writer", WINDOW, Some(&metrics));
         let mut chunk = Vec::with_capacity(1024);
         while !cancel.is_cancelled() {
@@ -133,17 +135,17 @@ impl ScoredWriter {
 /// Runs `pipe` on the kept connection, connecting first if there is none; the connection is
 /// kept only while it works.
 fn query<T: redis::FromRedisValue>(
-    conn: &mut Option<redis::Connection>,
+    conn: &mut Option<Connection>,
     store: &LabelStore,
     pipe: &redis::Pipeline,
 ) -> redis::RedisResult<T> {
     let mut c = match conn.take() {
         Some(c) => c,
-        None => crate::core::redis::client("enrich.redis_url", &store.redis_url, &store.redis)
+        None => Client::new("enrich.redis_url", &store.redis_url, &store.redis, store.cluster)
             .map_err(|e| redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "redis", e.to_string())))?
-            .get_connection_with_timeout(Duration::from_secs(1))?,
+            .connect(Duration::from_secs(1))?,
     };
-    let v = pipe.query(&mut c)?;
+    let v = c.query_pipe(pipe)?;
     *conn = Some(c);
     Ok(v)
 }
@@ -180,7 +182,7 @@ impl LabelJoiner {
         let join_failures = LogRate::new("labels_joiner", WINDOW, Some(metrics));
         // A failed join is retried with the same labels; the consumer keeps its position.
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
-        let mut conn: Option<redis::Connection> = None;
+        let mut conn: Option<Connection> = None;
         let mut pending: Vec<(String, bool)> = Vec::new();
         while !cancel.is_cancelled() {
             // Wait for a label, drain what is already fetched, then join them in one round trip.

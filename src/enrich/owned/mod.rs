@@ -65,6 +65,7 @@ struct RedisTarget {
     url: String,
     security: RedisConfig,
     timeout: Duration,
+    cluster: bool,
 }
 
 /// Every partition this instance holds, with their state.
@@ -110,9 +111,10 @@ impl Partitions {
             url: cfg.redis_url.clone(),
             security: security.clone(),
             timeout: Duration::from_millis(cfg.timeout_ms),
+            cluster: cfg.redis_cluster,
         });
         if let Some(r) = &redis {
-            let mut store = Store::new(&r.url, &r.security, r.timeout)?;
+            let mut store = Store::new(&r.url, &r.security, r.timeout, r.cluster)?;
             let layouts: Vec<(&str, bool)> = cfg
                 .entities
                 .iter()
@@ -154,7 +156,7 @@ impl Partitions {
 
     /// A connection of this state's Redis (one per thread that uses it).
     fn store(&self) -> Result<Option<Store>, EnrichError> {
-        self.redis.as_ref().map(|r| Store::new(&r.url, &r.security, r.timeout)).transpose()
+        self.redis.as_ref().map(|r| Store::new(&r.url, &r.security, r.timeout, r.cluster)).transpose()
     }
 
     /// The partition's slot, made (unclaimed) if it has none.

@@ -14,11 +14,11 @@
 
 use std::time::Duration;
 
-use redis::{Connection, RedisResult};
+use redis::RedisResult;
 
 use super::super::redis::{classify, redis_error};
 use super::super::EnrichError;
-use crate::core::redis::RedisConfig;
+use crate::core::redis::{Client, Connection, RedisConfig};
 
 /// The checkpoint script (see its header for KEYS and ARGV).
 pub const CHECKPOINT_SCRIPT: &str = include_str!("checkpoint.lua");
@@ -90,9 +90,9 @@ pub enum Written {
 }
 
 /// A blocking connection for one thread (the consume thread, the acker, one per worker),
-/// connected on first use and again after a failure.
+/// connected on first use and again after a failure; to one node or to a Redis Cluster.
 pub struct Store {
-    client: redis::Client,
+    client: Client,
     conn: Option<Connection>,
     timeout: Duration,
     shown: String,
@@ -101,11 +101,12 @@ pub struct Store {
 }
 
 impl Store {
-    /// A store for `url` with `security`'s TLS and credentials (not connected yet).
-    pub fn new(url: &str, security: &RedisConfig, timeout: Duration) -> Result<Self, EnrichError> {
+    /// A store for `url` with `security`'s TLS and credentials (not connected yet); with
+    /// `cluster`, for the Redis Cluster whose seed nodes `url` lists.
+    pub fn new(url: &str, security: &RedisConfig, timeout: Duration, cluster: bool) -> Result<Self, EnrichError> {
         let shown = crate::redact::redis_url(url).into_owned();
-        let client = crate::core::redis::client("enrich.redis_url", url, security)
-            .map_err(|e| EnrichError::Config(e.to_string()))?;
+        let client =
+            Client::new("enrich.redis_url", url, security, cluster).map_err(|e| EnrichError::Config(e.to_string()))?;
         Ok(Self {
             client,
             conn: None,
@@ -121,10 +122,8 @@ impl Store {
         if self.conn.is_none() {
             let conn = self
                 .client
-                .get_connection_with_timeout(self.timeout)
+                .connect(self.timeout)
                 .map_err(|e| EnrichError::Unavailable(format!("connecting to {}: {}", self.shown, redis_error(&e))))?;
-            let _ = conn.set_read_timeout(Some(self.timeout));
-            let _ = conn.set_write_timeout(Some(self.timeout));
             self.conn = Some(conn);
         }
         let mut conn = self.conn.take().expect("connected above");
@@ -155,7 +154,8 @@ impl Store {
             for k in keys {
                 pipe.cmd("HGETALL").arg(k);
             }
-            pipe.query::<Vec<Fields>>(c)
+            // On a cluster: one round trip per node holding some of the partitions.
+            c.query_pipe::<Vec<Fields>>(&pipe)
         })
     }
 
@@ -200,12 +200,13 @@ impl Store {
                 }
                 pipe.add_command(cmd);
             }
-            // A NOSCRIPT reply (first use, or Redis restarted) loads the script and the
-            // pipeline is sent again: the writes are absolute values, so repeating is safe.
-            match pipe.query::<Vec<Vec<String>>>(c) {
+            // A NOSCRIPT reply (first use, Redis restarted, a replica promoted) loads the
+            // script (on a cluster: on every primary) and the pipeline is sent again: the
+            // writes are absolute values, so repeating is safe.
+            match c.query_pipe::<Vec<Vec<String>>>(&pipe) {
                 Err(e) if e.code() == Some("NOSCRIPT") => {
                     redis::cmd("SCRIPT").arg("LOAD").arg(CHECKPOINT_SCRIPT).query::<String>(c)?;
-                    pipe.query::<Vec<Vec<String>>>(c)
+                    c.query_pipe::<Vec<Vec<String>>>(&pipe)
                 }
                 r => r,
             }
@@ -268,20 +269,8 @@ impl Store {
         }
     }
 
-    /// The first key matching `pattern` (a full SCAN: start-up only).
+    /// The first key matching `pattern` (a full SCAN of each primary: start-up only).
     fn scan_one(&mut self, pattern: &str) -> Result<Option<String>, EnrichError> {
-        let mut cursor = 0u64;
-        loop {
-            let (next, keys): (u64, Vec<String>) = self.call(|c, _| {
-                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(10_000).query(c)
-            })?;
-            if let Some(k) = keys.into_iter().next() {
-                return Ok(Some(k));
-            }
-            if next == 0 {
-                return Ok(None);
-            }
-            cursor = next;
-        }
+        self.call(|c, _| c.scan_first(pattern))
     }
 }
