@@ -27,6 +27,10 @@ fn shared_windows_and_online_features_are_exact_on_a_redis_cluster_across_a_cras
     on_cluster(&mut cfg, &cluster);
     for e in &mut cfg.enrich.entities {
         e.ownership = verdict::enrich::Ownership::Shared;
+        // A shared entity keeps one bucket width.
+        for w in &mut e.windows {
+            w.bucket_s = None;
+        }
     }
     cfg.publish.format = verdict::config::DecisionFormat::Json;
     let events = produce_transactions(&mock, "events", 10_000, 61, None);
