@@ -174,6 +174,16 @@ type Create = fn(&ClientConfig) -> Result<(), KafkaError>;
 struct Quiet;
 
 impl ClientContext for Quiet {
+    // OAUTHBEARER tokens (an OAuth token endpoint, or the unsecured test token).
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        verdict::core::kafka_security::oauth::token(config)
+    }
+
     fn log(&self, _: RDKafkaLogLevel, _: &str, _: &str) {}
     fn error(&self, _: KafkaError, _: &str) {}
 }

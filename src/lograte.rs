@@ -257,6 +257,16 @@ impl LimitedContext {
 }
 
 impl ClientContext for LimitedContext {
+    // OAUTHBEARER tokens (an OAuth token endpoint, or the unsecured test token).
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        crate::core::kafka_security::oauth::token(config)
+    }
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         self.logs.log(level, fac, log_message);
     }

@@ -13,6 +13,10 @@
 //!   memory and cannot create one once it requires authentication, and offers no PLAIN, so
 //!   no SASL login succeeds here); the error is clear and neither it nor any log line shows
 //!   the password;
+//! * OAUTHBEARER with an OAuth token endpoint: every client asks a token endpoint (a test
+//!   server here: no broker that runs here takes OAUTHBEARER, so the SASL exchange itself is
+//!   not exercised) with the client-credentials grant, and a refused secret is a clear error
+//!   that never shows it;
 //! * zstd: records produced with `compression = "zstd"` are read back through the mock cluster.
 
 mod common;
@@ -304,4 +308,103 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path.display().to_string()
+}
+
+/// A one-route OAuth token endpoint: answers every POST with `status` and `body`, and keeps
+/// each request's head and body.
+fn token_endpoint(status: u16, body: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/oauth2/token", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let keep = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let (mut head, mut length) = (String::new(), 0usize);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                head.push_str(&line);
+            }
+            let mut request_body = vec![0; length];
+            reader.read_exact(&mut request_body).ok();
+            keep.lock().unwrap().push(format!("{head}\n{}", String::from_utf8_lossy(&request_body)));
+            let mut stream = stream;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (url, seen)
+}
+
+fn oauth_security(endpoint: &str, secret_file: &Path) -> KafkaSecurity {
+    KafkaSecurity {
+        protocol: "sasl_plaintext".into(),
+        sasl_mechanism: "OAUTHBEARER".into(),
+        oauth_token_endpoint: endpoint.into(),
+        oauth_client_id: "verdict-svc".into(),
+        oauth_client_secret_file: secret_file.display().to_string(),
+        oauth_scope: "kafka read".into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn oauthbearer_clients_fetch_their_token_with_the_client_credentials_grant() {
+    // A JWT whose subject is the principal: {"alg":"none"} . {"sub":"svc-principal","exp":4102444800} .
+    let (url, seen) = token_endpoint(
+        200,
+        r#"{"access_token":"eyJhbGciOiJub25lIn0.eyJzdWIiOiJzdmMtcHJpbmNpcGFsIiwiZXhwIjo0MTAyNDQ0ODAwfQ.","token_type":"Bearer","expires_in":300}"#,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("client-secret");
+    std::fs::write(&secret_file, "s3cr3t-7f2a\n").unwrap();
+    // No broker listens there: the token is asked for when a client starts, before it connects.
+    let kafka = kafka_at(free_port(), "verdict-oauth", "oauth-events", oauth_security(&url, &secret_file));
+    let started = Instant::now();
+    let consumer = consumer(&kafka);
+    let publisher = publisher(&kafka);
+    while seen.lock().unwrap().len() < 2 && started.elapsed() < Duration::from_secs(20) {
+        let _ = consumer.poll(Duration::from_millis(100));
+    }
+    drop((consumer, publisher));
+    let requests = seen.lock().unwrap().clone();
+    assert!(requests.len() >= 2, "the consumer and the producer each ask for a token: {requests:?}");
+    use base64::Engine as _;
+    let basic = base64::engine::general_purpose::STANDARD.encode("verdict-svc:s3cr3t-7f2a");
+    for r in &requests {
+        assert!(r.starts_with("POST /oauth2/token "), "{r}");
+        assert!(
+            r.contains(&format!("authorization: Basic {basic}"))
+                || r.contains(&format!("Authorization: Basic {basic}")),
+            "{r}"
+        );
+        assert!(r.ends_with("grant_type=client_credentials&scope=kafka%20read"), "{r}");
+    }
+}
+
+#[test]
+fn a_refused_oauth_client_secret_fails_clearly_and_never_shows_it() {
+    let logs = logs();
+    let (url, seen) =
+        token_endpoint(401, r#"{"error":"invalid_client","error_description":"Invalid client credentials"}"#);
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("client-secret");
+    let wrong = "wr0ng-0auth-5ecret-91c4";
+    std::fs::write(&secret_file, wrong).unwrap();
+    let kafka = kafka_at(free_port(), "verdict-oauth-refused", "oauth-events", oauth_security(&url, &secret_file));
+    let error = logged_error(&kafka, "OAuth token endpoint");
+    assert!(error.contains("HTTP 401") && error.contains("invalid_client"), "says what failed: {error}");
+    assert!(!seen.lock().unwrap().is_empty());
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(!text.contains(wrong), "the logs show the client secret:\n{text}");
 }

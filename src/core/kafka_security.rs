@@ -17,9 +17,10 @@ const PROTOCOLS: [(&str, &str); 4] =
     [("plaintext", "PLAINTEXT"), ("ssl", "SSL"), ("sasl_plaintext", "SASL_PLAINTEXT"), ("sasl_ssl", "SASL_SSL")];
 
 /// The SASL mechanisms verdict's librdkafka is built with (`ssl-vendored` gives SCRAM and
-/// OAUTHBEARER). OAUTHBEARER is librdkafka's unsecured test token only: its OIDC token
+/// OAUTHBEARER). OAUTHBEARER tokens come from verdict ([`oauth`]: an OAuth token endpoint
+/// with the client-credentials grant, or the unsecured test token): librdkafka's own OIDC
 /// method needs libcurl, which the crate's `curl-static` feature does not get linked into
-/// librdkafka's own build (its configure check fails), so it is not offered.
+/// librdkafka's build (its configure check fails).
 const MECHANISMS: [&str; 4] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"];
 
 /// `[kafka.security]`: how verdict's Kafka clients connect and authenticate. Empty strings
@@ -31,8 +32,8 @@ pub struct KafkaSecurity {
     pub protocol: String,
     /// With a `sasl_*` protocol: `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` or `OAUTHBEARER`.
     pub sasl_mechanism: String,
-    /// SASL user (PLAIN, SCRAM); with OAUTHBEARER, the principal of librdkafka's unsecured
-    /// test token.
+    /// SASL user (PLAIN, SCRAM); with OAUTHBEARER and no `oauth_token_endpoint`, the
+    /// principal of the unsecured test token.
     pub username: String,
     /// SASL password (PLAIN, SCRAM). Better from `password_file` or the environment.
     pub password: String,
@@ -51,6 +52,17 @@ pub struct KafkaSecurity {
     pub key_password_file: String,
     /// `https`: the broker's certificate must name the host connected to; `none`: not checked.
     pub endpoint_identification: String,
+    /// OAUTHBEARER: the OAuth 2.0 token endpoint (client-credentials grant); empty: the
+    /// unsecured test token for `username`.
+    pub oauth_token_endpoint: String,
+    /// OAUTHBEARER: the client id sent to the token endpoint.
+    pub oauth_client_id: String,
+    /// OAUTHBEARER: the client secret. Better from `oauth_client_secret_file` or the environment.
+    pub oauth_client_secret: String,
+    /// File holding the client secret (instead of `oauth_client_secret`).
+    pub oauth_client_secret_file: String,
+    /// OAUTHBEARER: the scope asked for (empty: none).
+    pub oauth_scope: String,
 }
 
 impl Default for KafkaSecurity {
@@ -67,6 +79,11 @@ impl Default for KafkaSecurity {
             key_password: String::new(),
             key_password_file: String::new(),
             endpoint_identification: "https".into(),
+            oauth_token_endpoint: String::new(),
+            oauth_client_id: String::new(),
+            oauth_client_secret: String::new(),
+            oauth_client_secret_file: String::new(),
+            oauth_scope: String::new(),
         }
     }
 }
@@ -86,6 +103,11 @@ impl fmt::Debug for KafkaSecurity {
             .field("key_password", &masked(&self.key_password))
             .field("key_password_file", &self.key_password_file)
             .field("endpoint_identification", &self.endpoint_identification)
+            .field("oauth_token_endpoint", &self.oauth_token_endpoint)
+            .field("oauth_client_id", &self.oauth_client_id)
+            .field("oauth_client_secret", &masked(&self.oauth_client_secret))
+            .field("oauth_client_secret_file", &self.oauth_client_secret_file)
+            .field("oauth_scope", &self.oauth_scope)
             .finish()
     }
 }
@@ -186,7 +208,12 @@ impl KafkaSecurity {
     /// inline ones even where the protocol does not use them.
     pub fn secret_values(&self) -> Vec<String> {
         let mut values = self.resolve().secrets;
-        values.extend([&self.password, &self.key_password].into_iter().filter(|v| !v.is_empty()).cloned());
+        values.extend(
+            [&self.password, &self.key_password, &self.oauth_client_secret]
+                .into_iter()
+                .filter(|v| !v.is_empty())
+                .cloned(),
+        );
         values.sort();
         values.dedup();
         values
@@ -234,6 +261,11 @@ impl KafkaSecurity {
                     ("username", &self.username),
                     ("password", &self.password),
                     ("password_file", &self.password_file),
+                    ("oauth_token_endpoint", &self.oauth_token_endpoint),
+                    ("oauth_client_id", &self.oauth_client_id),
+                    ("oauth_client_secret", &self.oauth_client_secret),
+                    ("oauth_client_secret_file", &self.oauth_client_secret_file),
+                    ("oauth_scope", &self.oauth_scope),
                 ],
                 "with protocol sasl_plaintext or sasl_ssl",
             );
@@ -288,16 +320,50 @@ impl KafkaSecurity {
             return;
         };
         r.set("sasl.mechanism", mechanism);
+        let oauth_keys = [
+            ("oauth_token_endpoint", self.oauth_token_endpoint.as_str()),
+            ("oauth_client_id", &self.oauth_client_id),
+            ("oauth_client_secret", &self.oauth_client_secret),
+            ("oauth_client_secret_file", &self.oauth_client_secret_file),
+            ("oauth_scope", &self.oauth_scope),
+        ];
         if mechanism == "OAUTHBEARER" {
-            // librdkafka's unsecured JWT: a token it makes itself, which only a test broker takes.
+            // Tokens come from verdict's client contexts (`oauth::token`), which read these
+            // parameters back from `sasl.oauthbearer.config`.
             r.unused(&[("password", &self.password), ("password_file", &self.password_file)], "with PLAIN or SCRAM");
-            if self.username.is_empty() {
-                r.problem("username", "required with sasl_mechanism OAUTHBEARER (the token's principal)");
+            if self.oauth_token_endpoint.is_empty() {
+                // The unsecured JWT, which only a test broker takes.
+                r.unused(&oauth_keys[1..], "with oauth_token_endpoint");
+                if self.username.is_empty() {
+                    r.problem(
+                        "username",
+                        "required with sasl_mechanism OAUTHBEARER and no oauth_token_endpoint (the test token's principal)",
+                    );
+                }
+                r.set("sasl.oauthbearer.config", oauth::unsecured_config(&self.username));
+                return;
             }
-            r.set("enable.sasl.oauthbearer.unsecure.jwt", "true");
-            r.set("sasl.oauthbearer.config", format!("principal={}", self.username));
+            let endpoint = self.oauth_token_endpoint.trim();
+            if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+                r.problem("oauth_token_endpoint", format_args!("'{endpoint}' is not an http:// or https:// URL"));
+            }
+            if self.oauth_client_id.is_empty() {
+                r.problem("oauth_client_id", "required with oauth_token_endpoint");
+            }
+            let secret = r.secret(
+                ("oauth_client_secret", &self.oauth_client_secret),
+                ("oauth_client_secret_file", &self.oauth_client_secret_file),
+            );
+            if self.oauth_client_secret.is_empty() && self.oauth_client_secret_file.is_empty() {
+                r.problem("oauth_client_secret", "required with oauth_token_endpoint (or oauth_client_secret_file)");
+            }
+            r.set(
+                "sasl.oauthbearer.config",
+                oauth::endpoint_config(endpoint, &self.oauth_client_id, &secret.unwrap_or_default(), &self.oauth_scope),
+            );
             return;
         }
+        r.unused(&oauth_keys, "with sasl_mechanism OAUTHBEARER");
         let password = r.secret(("password", &self.password), ("password_file", &self.password_file));
         if self.username.is_empty() {
             r.problem("username", format_args!("required with sasl_mechanism {mechanism}"));
@@ -309,6 +375,8 @@ impl KafkaSecurity {
         r.set("sasl.password", password.unwrap_or_default());
     }
 }
+
+pub mod oauth;
 
 #[cfg(test)]
 mod tests;

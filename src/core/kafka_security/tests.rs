@@ -51,16 +51,49 @@ fn oauthbearer_is_the_unsecured_test_token_for_username() {
         username: "tester".into(),
         ..Default::default()
     };
-    assert_eq!(get(&s, "enable.sasl.oauthbearer.unsecure.jwt").as_deref(), Some("true"));
+    assert_eq!(get(&s, "enable.sasl.oauthbearer.unsecure.jwt"), None, "verdict makes the token");
     assert_eq!(get(&s, "sasl.oauthbearer.config").as_deref(), Some("principal=tester"));
-    let s = KafkaSecurity { username: String::new(), password: "p".into(), ..s };
+    let s = KafkaSecurity { username: String::new(), password: "p".into(), oauth_scope: "x".into(), ..s };
     assert_eq!(
         s.validate(),
         [
             "kafka.security.password: only used with PLAIN or SCRAM",
-            "kafka.security.username: required with sasl_mechanism OAUTHBEARER (the token's principal)",
+            "kafka.security.oauth_scope: only used with oauth_token_endpoint",
+            "kafka.security.username: required with sasl_mechanism OAUTHBEARER and no oauth_token_endpoint (the test \
+             token's principal)",
         ]
     );
+}
+
+#[test]
+fn oauthbearer_with_a_token_endpoint_needs_its_client_and_names_every_problem() {
+    let s = KafkaSecurity {
+        protocol: "sasl_ssl".into(),
+        sasl_mechanism: "OAUTHBEARER".into(),
+        oauth_token_endpoint: "idp.example/token".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.validate(),
+        [
+            "kafka.security.oauth_token_endpoint: 'idp.example/token' is not an http:// or https:// URL",
+            "kafka.security.oauth_client_id: required with oauth_token_endpoint",
+            "kafka.security.oauth_client_secret: required with oauth_token_endpoint (or oauth_client_secret_file)",
+        ]
+    );
+    let ok = KafkaSecurity {
+        oauth_token_endpoint: "https://idp.example/token".into(),
+        oauth_client_id: "svc".into(),
+        oauth_client_secret: "top secret".into(),
+        ..s
+    };
+    assert!(ok.validate().is_empty(), "{:?}", ok.validate());
+    assert_eq!(ok.secret_values(), ["top secret"]);
+    assert!(!format!("{ok:?}").contains("top secret"));
+    let plain = KafkaSecurity { sasl_mechanism: "PLAIN".into(), username: "u".into(), password: "p".into(), ..ok };
+    assert!(plain
+        .validate()
+        .contains(&"kafka.security.oauth_client_id: only used with sasl_mechanism OAUTHBEARER".into()));
 }
 
 #[test]
