@@ -22,25 +22,21 @@ fn json_decisions(mock: &verdict::demo::MockKafka) -> Vec<serde_json::Value> {
     mock.read_all("decisions", IDLE).iter().map(|d| serde_json::from_slice(&d.payload).unwrap()).collect()
 }
 
+/// The same crash with per-entity script calls on a real Redis Cluster is
+/// tests/redis_cluster.rs (`enrich.redis_cluster` now needs a cluster, not one server).
 #[test]
 fn replayed_events_after_a_crash_do_not_double_count_windows() {
-    crash_and_restart(false);
-}
-
-#[test]
-fn per_entity_calls_for_redis_cluster_are_exact_too() {
-    crash_and_restart(true);
+    crash_and_restart();
 }
 
 /// The shared (per-batch compare-and-set) path: the card entity is set `shared`, so the
 /// replay fence, not a checkpoint, keeps the windows exact. The partition-owned path has its
 /// own crash tests in tests/owned.rs.
-fn crash_and_restart(cluster: bool) {
+fn crash_and_restart() {
     let redis = RedisServer::start();
     let (mock, mut cfg) = mock_setup(4);
     with_redis(&mut cfg, &redis);
     share_entities(&mut cfg.enrich);
-    cfg.enrich.redis_cluster = cluster;
     let events = produce_transactions(&mock, "events", 20_000, 21, None);
     let m1 = Metrics::new();
     let first = Pipeline::start(&cfg, m1.clone()).unwrap();
