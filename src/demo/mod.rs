@@ -172,7 +172,17 @@ pub fn first_event_time(events: u64, now_ms: i64) -> i64 {
 /// event time are 3,600,000 / this.
 pub const MEAN_STEP_MS: f64 = 9.5;
 
-/// Produces `count` events from `gen` (at `rate` events/s if not 0) into `topic`.
+/// How far an unpaced warm-up may run ahead of the decided events: the mock cluster keeps
+/// only the last ~5 MiB of each partition, so a larger backlog would lose events.
+const WARM_AHEAD: u64 = 20_000;
+
+/// Events decided or dead-lettered so far.
+fn decided(m: &Metrics) -> u64 {
+    m.counted("decode", "ok") + m.counted("decode", "dead_letter")
+}
+
+/// Produces `count` events from `gen` (at `rate` events/s if not 0) into `topic`; with
+/// `decided`, never more than [`WARM_AHEAD`] ahead of what it counts.
 pub fn produce(
     mock: &MockKafka,
     topic: &str,
@@ -180,6 +190,7 @@ pub fn produce(
     stop: &AtomicBool,
     gen: &mut Generator,
     (count, rate): (u64, u64),
+    decided: Option<&dyn Fn() -> u64>,
 ) -> u64 {
     let schema = crate::decode::parse_schema_file(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -192,6 +203,10 @@ pub fn produce(
     let start = Instant::now();
     let mut sent = 0;
     while sent < count && !stop.load(Ordering::Relaxed) {
+        if decided.is_some_and(|d| sent > d() + WARM_AHEAD) {
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
         if rate > 0 {
             let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
             if sent >= due {
@@ -222,28 +237,15 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
     let all_events = opts.warm_events + opts.events;
     let now = crate::publish::acker::wall_clock_ms();
     let mut gen = Generator::new(opts.seed, opts.cards, first_event_time(all_events, now));
-    let mut warm_produced = 0;
-    if opts.warm_events > 0 {
-        warm_produced = produce(&mock, &topic, opts, &stop, &mut gen, (opts.warm_events, 0));
-    }
+    // A warm-up is produced as fast as the pipeline decides it (never preloaded).
+    let warm_events = if opts.preload { 0 } else { opts.warm_events };
     if opts.preload {
-        produce(&mock, &topic, opts, &stop, &mut gen, (opts.events, 0));
+        produce(&mock, &topic, opts, &stop, &mut gen, (opts.events, 0), None);
     }
     let metrics = Metrics::new();
     let mut start = Instant::now();
     let pipeline = Pipeline::start(&cfg, metrics.clone())?;
-    let done = |m: &Metrics| m.counted("decode", "ok") + m.counted("decode", "dead_letter");
-    if opts.warm_events > 0 {
-        // The warm-up backlog is decided before the timed run starts.
-        while done(&metrics) < warm_produced {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        metrics.reset_latencies();
-        metrics.reset_event_latencies();
-        if opts.progress {
-            eprintln!("warm-up: {warm_produced} events decided in {:.1} s", start.elapsed().as_secs_f64());
-        }
-    }
+    let done = decided;
     // At a rate, production starts once the consumer owns its partitions, so produce →
     // decision latency measures the pipeline, not the group join.
     let mut producer = None;
@@ -254,13 +256,42 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
         {
             std::thread::sleep(Duration::from_millis(10));
         }
-        start = Instant::now();
-        let (m, o, s, t) = (mock.clone(), opts.clone(), stop.clone(), topic.clone());
-        let spawned = std::thread::Builder::new()
-            .name("demo-producer".into())
-            .spawn(move || warm_produced + produce(&m, &t, &o, &s, &mut gen, (o.events, o.rate)));
+        let (m, o, s, t, counts) = (mock.clone(), opts.clone(), stop.clone(), topic.clone(), metrics.clone());
+        let spawned = std::thread::Builder::new().name("demo-producer".into()).spawn(move || {
+            let so_far = || decided(&counts);
+            let warm = produce(&m, &t, &o, &s, &mut gen, (warm_events, 0), Some(&so_far));
+            // The timed run's pacing starts once the warm-up is decided.
+            while so_far() < warm && !s.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            warm + produce(&m, &t, &o, &s, &mut gen, (o.events, o.rate), None)
+        });
         let thread = "demo-producer".to_string();
         producer = Some(spawned.map_err(|source| crate::pipeline::SpawnError { thread, source })?);
+        if warm_events > 0 {
+            let (began, mut said, mut moved) = (Instant::now(), Instant::now(), (Instant::now(), 0));
+            while done(&metrics) < warm_events {
+                std::thread::sleep(Duration::from_millis(50));
+                let n = done(&metrics);
+                if n != moved.1 {
+                    moved = (Instant::now(), n);
+                }
+                if moved.0.elapsed() > Duration::from_secs(30) {
+                    tracing::error!(decided = n, expected = warm_events, "demo warm-up stalled");
+                    break;
+                }
+                if opts.progress && said.elapsed() >= Duration::from_secs(5) {
+                    eprintln!("warm-up: {n} of {warm_events} decided");
+                    said = Instant::now();
+                }
+            }
+            metrics.reset_latencies();
+            metrics.reset_event_latencies();
+            if opts.progress {
+                eprintln!("warm-up: {warm_events} events decided in {:.1} s", began.elapsed().as_secs_f64());
+            }
+        }
+        start = Instant::now();
     }
     let ep = pipeline.model().execution_provider.clone();
     let mut last = (Instant::now(), done(&metrics));
@@ -346,7 +377,7 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
             events: steady.len(),
         }),
         fallback: metrics.fallback_decisions.get(),
-        warm: warm_produced,
+        warm: warm_events,
         execution_provider: ep,
         stages: ["decode", "enrich", "score", "shadow", "publish", "drift"]
             .into_iter()
