@@ -381,3 +381,30 @@ fn a_drained_backlog_is_checkpointed_and_committed_while_the_partitions_are_idle
     assert!(p.shutdown(Duration::from_secs(30)).clean);
     assert_windows_exact(&redis, &events);
 }
+
+#[test]
+fn a_claim_redis_lost_stops_the_pipeline_with_the_partition_named_and_a_restart_decides_the_rest() {
+    // Redis losing a partition's claim (a failover to a replica that had not received it, a
+    // FLUSHALL, eviction) is not another instance's claim: no rebalance would ever move the
+    // partition, so pausing it would stall it for good. The pipeline stops, saying why.
+    let redis = RedisServer::start();
+    let (mock, mut cfg) = mock_setup(4);
+    with_redis(&mut cfg, &redis);
+    let tail = DecisionTail::start(mock.bootstrap(), "decisions");
+    let stream = Stream::start(mock.bootstrap(), 0, 8_000, 1_000, 45);
+    let m = Metrics::new();
+    let p = Pipeline::start(&cfg, m.clone()).unwrap();
+    wait_progress(&m, 1_000, 2, Duration::from_secs(60));
+    let _: () = redis::cmd("DEL").arg(partition_meta_key("events", 0)).query(&mut redis.conn()).unwrap();
+    wait_for("the pipeline to fail", Duration::from_secs(20), || m.guards.failure().is_some());
+    let failure = m.guards.failure().unwrap();
+    assert!(failure.contains("partition events/0") && failure.contains("gone from Redis"), "{failure}");
+    assert!(m.state.checkpoints.with_label_values(&["failed"]).get() > 0);
+    drop(p);
+    let m2 = Metrics::new();
+    let again = Pipeline::start(&cfg, m2.clone()).unwrap();
+    let events = stream.finish();
+    wait_all_decided(&mock, &tail, &redis, &cfg.kafka.group_id, &events, &[&m2], Duration::from_secs(90));
+    assert!(again.shutdown(Duration::from_secs(30)).clean);
+    eprintln!("lost claim: {failure}");
+}

@@ -142,8 +142,9 @@ fn a_master_failing_over_mid_stream_loses_nothing_and_double_counts_nothing() {
     eprintln!("failover of {key}: master :{old} -> :{new} at {handled_at} events, {written_at} checkpoints");
     let events = stream.finish();
     if let Err(e) = wait_or_fail_later("every event decided", Duration::from_secs(90), || tail.all_decided(&events)) {
+        let claims: String = (0..4).map(|p| cluster.describe(&partition_meta_key("events", p))).collect();
         panic!(
-            "{e}: handled {} (of {}), checkpoints written {} failed {} fenced {}, failure {:?}",
+            "{e}: handled {} (of {}), checkpoints written {} failed {} fenced {}, failure {:?}; the claims:{claims}",
             handled(&m),
             events.len(),
             written(),

@@ -35,6 +35,10 @@ fn info(port: u16, what: &str) -> String {
     redis::cmd("CLUSTER").arg(what).query(&mut c).unwrap_or_default()
 }
 
+fn replication(port: u16) -> String {
+    redis::cmd("INFO").arg("replication").query(&mut node_conn(port)).unwrap_or_default()
+}
+
 /// A `CLUSTER NODES` line: id, port, flags, master id (`-` for masters), slot ranges.
 struct Node {
     id: String,
@@ -78,11 +82,16 @@ impl RedisCluster {
             .iter()
             .map(|p| {
                 let port = p.to_string();
+                // Each node its own directory: a replica's initial sync lands in
+                // `dump.rdb` before it is loaded, and six nodes sharing one directory could
+                // load each other's snapshots (a replica holding another master's keys).
+                let own = dir.path().join(&port);
+                std::fs::create_dir(&own).unwrap();
                 Command::new("redis-server")
                     .args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                    .args(["--cluster-enabled", "yes", "--cluster-config-file", &format!("nodes-{port}.conf")])
-                    .args(["--cluster-node-timeout", "2000", "--dir"])
-                    .arg(dir.path())
+                    .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+                    .args(["--cluster-node-timeout", "2000", "--repl-diskless-sync-delay", "0", "--dir"])
+                    .arg(&own)
                     .stdout(Stdio::null())
                     .spawn()
                     .expect("redis-server (scripts/test.sh installs it)")
@@ -105,7 +114,9 @@ impl RedisCluster {
         cluster
     }
 
-    /// Waits until every node reports `cluster_state:ok` and knows 3 masters with slots.
+    /// Waits until every node reports `cluster_state:ok` and knows 3 masters with slots, and
+    /// every replica has finished its sync with its master (a replica still loading its
+    /// first snapshot holds nothing: failing over to it would lose every key).
     fn wait_ok(&self) {
         wait_for("the cluster to be ok on every node", Duration::from_secs(30), || {
             self.ports.iter().all(|&p| {
@@ -113,6 +124,32 @@ impl RedisCluster {
                     && nodes(p).iter().filter(|n| n.master && !n.slots.is_empty()).count() == 3
             })
         });
+        wait_for("every replica in sync with its master", Duration::from_secs(30), || {
+            self.ports.iter().all(|&p| {
+                let r = replication(p);
+                !r.contains("role:slave")
+                    || (r.contains("master_link_status:up") && r.contains("master_sync_in_progress:0"))
+            })
+        });
+    }
+
+    /// Every node's view of `key`: its role, whether it serves the key's slot, and the
+    /// key's hash there (`HGETALL`, asked with READONLY so replicas answer). For failure
+    /// messages.
+    pub fn describe(&self, key: &str) -> String {
+        let mut out = String::new();
+        for &p in &self.ports {
+            let mut c = node_conn(p);
+            let _: redis::RedisResult<()> = redis::cmd("READONLY").query(&mut c);
+            let role = replication(p).lines().find(|l| l.starts_with("role:")).unwrap_or("role:?").to_string();
+            let hash: redis::RedisResult<Vec<String>> = redis::cmd("HGETALL").arg(key).query(&mut c);
+            let hash = match hash {
+                Ok(h) => format!("{h:?}"),
+                Err(e) => format!("({e})"),
+            };
+            out.push_str(&format!("\n  :{p} {role} {key} = {hash}"));
+        }
+        out
     }
 
     /// The seed-node list for `enrich.redis_url`: two of the nodes, comma-separated.

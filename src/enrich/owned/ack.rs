@@ -152,6 +152,20 @@ impl AfterAck for Checkpoints {
                             ms = waited.as_millis() as u64, "first decisions of the partition acknowledged");
                     }
                 }
+                Written::Lost => {
+                    // Nobody else holds the partition, so no rebalance will move it: pausing it
+                    // would stall it for good. Redis lost the claim (and with it possibly
+                    // window state): stop, so a restart claims again from what Redis holds.
+                    m.checkpoints.with_label_values(&["failed"]).inc();
+                    if !slot.gone.swap(true, Ordering::SeqCst) {
+                        parts.metrics.guards.fail(format!(
+                            "partition {}/{}: its claim is gone from Redis, which lost data (a failover to a \
+                             replica that had not received it, a FLUSHALL, or eviction: run Redis with \
+                             maxmemory-policy noeviction); restart to resume from what Redis still holds",
+                            slot.topic, slot.partition
+                        ));
+                    }
+                }
                 Written::Fenced(epoch) => {
                     m.checkpoints.with_label_values(&["fenced"]).inc();
                     if !slot.gone.swap(true, Ordering::SeqCst) {

@@ -10,7 +10,9 @@
 --          ne (entity keys), epoch, resume offset ('' = unchanged: an acknowledgement only),
 --          acknowledged offset (every event below it has its decision published),
 --          then per entity: nset, field, value, ..., ndel, field, ...
--- Returns per partition 'ok', or 'fenced:<epoch>' when another instance has claimed it.
+-- Returns per partition 'ok', 'fenced:<epoch>' when another instance has claimed it, or
+-- 'lost' when the partition's hash holds no claim at all (Redis lost it: a failover to a
+-- replica that had not received it, a flush, an eviction): nothing is written then.
 local ttl = ARGV[1]
 local np = tonumber(ARGV[2])
 local CHUNK = 1000
@@ -21,9 +23,12 @@ for p = 1, np do
   local epoch, offset, acked = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   a = a + 4
   local meta = KEYS[k]
-  local mine = redis.call('HGET', meta, 'epoch') == epoch
-  if not mine then
-    out[p] = 'fenced:' .. tostring(redis.call('HGET', meta, 'epoch'))
+  local current = redis.call('HGET', meta, 'epoch')
+  local mine = current == epoch
+  if not current then
+    out[p] = 'lost'
+  elseif not mine then
+    out[p] = 'fenced:' .. current
   end
   for e = 1, ne do
     local key = KEYS[k + e]

@@ -223,6 +223,13 @@ impl Partitions {
                         "partition released with a final checkpoint");
                     return;
                 }
+                Ok(r) if r.contains(&store::Written::Lost) => {
+                    self.metrics.state.checkpoints.with_label_values(&["failed"]).inc();
+                    tracing::warn!(topic = %slot.topic, partition = slot.partition,
+                        "final checkpoint refused: the partition's claim is gone from Redis (it lost data); \
+                         the next owner starts from what Redis still holds");
+                    return;
+                }
                 Ok(r) => {
                     self.metrics.state.checkpoints.with_label_values(&["fenced"]).inc();
                     tracing::warn!(topic = %slot.topic, partition = slot.partition, reply = ?r,

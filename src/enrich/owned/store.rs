@@ -87,6 +87,8 @@ pub enum Written {
     Ok,
     /// Refused: another instance claimed the partition (its epoch, as Redis holds it).
     Fenced(String),
+    /// Refused: Redis holds no claim for the partition any more (it lost data).
+    Lost,
 }
 
 /// A blocking connection for one thread (the consume thread, the acker, one per worker),
@@ -223,6 +225,7 @@ impl Store {
             .into_iter()
             .map(|r| match r.as_str() {
                 "ok" => Ok(Written::Ok),
+                "lost" => Ok(Written::Lost),
                 f if f.starts_with("fenced:") => Ok(Written::Fenced(f["fenced:".len()..].to_string())),
                 other => Err(EnrichError::Protocol(format!("checkpoint script replied '{other}'"))),
             })
