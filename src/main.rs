@@ -183,7 +183,20 @@ struct BacktestArgs {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    match dispatch(Cli::parse()) {
+        // The reader of stdout went away (`verdict generate | head`): what was asked for is
+        // written as far as anyone reads it; not an error.
+        Err(e) if broken_pipe(&e) => std::process::exit(0),
+        r => r,
+    }
+}
+
+/// Whether `e` is, at its root, a write to a closed pipe.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config } => run(config),
         Command::Demo { config, log_file, events, rate, partitions, bad_fraction, avro, redis, cards, warm_hours } => {

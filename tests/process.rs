@@ -95,3 +95,25 @@ fn run_serves_metrics_and_readiness_and_sigterm_commits_everything() {
     let committed = mock.committed(&cfg.kafka.group_id, "events", 4);
     assert_eq!(committed.iter().sum::<i64>(), 5_000, "committed {committed:?}");
 }
+
+#[test]
+fn output_cut_short_by_its_reader_ends_quietly() {
+    // `verdict generate | head -1`: the reader closes the pipe; verdict stops writing and
+    // exits 0 without a panic or an error message.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_verdict"))
+        .args(["generate", "--count", "2000000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 64];
+    out.read_exact(&mut first).unwrap();
+    assert_eq!(first[0], b'{');
+    drop(out);
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(status.success(), "exit {status:?}, stderr: {err}");
+    assert!(err.is_empty(), "stderr: {err}");
+}
