@@ -309,9 +309,11 @@ pub fn check_rules(
         return Ok(true);
     }
     let mut lists = set.initial_lists.clone();
+    // The same Redis the service reads lists from: `rules.redis_url`, else `enrich.redis_url`.
+    let url = if cfg.rules.redis_url.is_empty() { &cfg.enrich.redis_url } else { &cfg.rules.redis_url };
     for (i, (name, spec)) in set.list_specs.iter().enumerate() {
         if spec.redis_set.is_some() {
-            match crate::rules::live::fetch_list_on(spec, &cfg.enrich.redis_url, &cfg.redis, cfg.enrich.redis_cluster) {
+            match crate::rules::live::fetch_list_on(spec, url, &cfg.redis, cfg.enrich.redis_cluster) {
                 Ok(Some(l)) => lists[i] = Arc::new(l),
                 _ => writeln!(out, "note: list '{name}' (Redis set) unreachable; treated as empty")?,
             }

@@ -244,3 +244,44 @@ fn redis_lists_refresh_and_keep_their_entries_when_redis_is_down() {
     assert_eq!(m.rules_list_refreshes.with_label_values(&["error"]).get(), 1);
     assert!(m.render().contains("verdict_rules_list_entries{list=\"vip\"} 2"));
 }
+
+#[test]
+fn check_rules_reads_redis_lists_from_rules_redis_url() {
+    // rules.redis_url names the lists' Redis; enrich.redis_url (the demo's, nothing listens
+    // there in tests) must not be where check-rules looks.
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let sample = dir.path().join("sample.jsonl");
+    let gen = Command::new(env!("CARGO_BIN_EXE_verdict"))
+        .args(["generate", "--count", "200", "--seed", "6"])
+        .output()
+        .unwrap();
+    std::fs::write(&sample, &gen.stdout).unwrap();
+    let first: serde_json::Value = serde_json::from_slice(gen.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
+    let card = first["card_id"].as_str().unwrap().to_string();
+    let _: () = redis::cmd("SADD").arg("verdict:list:vip").arg(&card).query(&mut redis.conn()).unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[lists.vip]\nredis_set = \"verdict:list:vip\"\n[[rules]]\nid = \"vip\"\ncondition = \"event.card_id in lists.vip\"\naction = \"approve\"\nreason = \"vip\"\npriority = 100\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_verdict"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["check-rules", "--config", "config/demo.toml", rules.to_str().unwrap(), "--events"])
+        .arg(&sample)
+        .env("VERDICT__ENRICH__REDIS_URL", "redis://127.0.0.1:1/")
+        .env("VERDICT__RULES__REDIS_URL", redis.url())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!text.contains("unreachable"), "{text}");
+    let vip = text
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|d| d["rules_fired"].as_array().unwrap().iter().any(|h| h["id"] == "vip"))
+        .count();
+    assert!(vip >= 1, "the card in the Redis set fired the rule: {text}");
+}
