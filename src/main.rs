@@ -133,8 +133,18 @@ struct BacktestArgs {
     #[arg(long)]
     model: PathBuf,
     /// Events: JSON lines, or an Avro object container file.
+    #[arg(long, required_unless_present = "topic", conflicts_with = "topic")]
+    events: Option<PathBuf>,
+    /// Events from a Kafka topic instead ([kafka] brokers and security of --config), every
+    /// partition from --from to --to, merged in timestamp order.
     #[arg(long)]
-    events: PathBuf,
+    topic: Option<String>,
+    /// Start of the topic range: earliest, an offset (every partition), an RFC 3339 time or @<ms>.
+    #[arg(long, default_value = "earliest", requires = "topic", value_parser = verdict::backtest::kafka::Position::parse)]
+    from: verdict::backtest::kafka::Position,
+    /// End of the topic range (exclusive): end (as the backtest starts), an offset, a time or @<ms>.
+    #[arg(long, default_value = "end", requires = "topic", value_parser = verdict::backtest::kafka::Position::parse)]
+    to: verdict::backtest::kafka::Position,
     /// Baseline config file(s) (decode mapping, enrich entities, decide bands), e.g. config/demo.toml.
     #[arg(long, short)]
     config: Vec<PathBuf>,
@@ -153,6 +163,9 @@ struct BacktestArgs {
     /// Labels: JSON lines of {"event_id", "label"} (default: the events' --label-field).
     #[arg(long)]
     labels: Option<PathBuf>,
+    /// Labels from a Kafka topic of the same JSON messages (read whole, up to its end at start).
+    #[arg(long, conflicts_with = "labels")]
+    labels_topic: Option<String>,
     /// Event field holding the label when there is no labels file.
     #[arg(long, default_value = "label")]
     label_field: String,
@@ -312,9 +325,16 @@ fn backtest(a: BacktestArgs) -> anyhow::Result<()> {
     let value_field = a.value_field.clone().unwrap_or_else(|| {
         base.enrich.entities.iter().find_map(|e| e.value_field.clone()).unwrap_or_else(|| "amount".into())
     });
+    use verdict::backtest::{Events, Labels};
+    let events = match (a.events, a.topic) {
+        (Some(path), _) => Events::File(path),
+        (None, Some(name)) => Events::Topic { name, from: a.from, to: a.to },
+        (None, None) => unreachable!("clap requires --events or --topic"),
+    };
+    let labels = a.labels.map(Labels::File).or(a.labels_topic.map(Labels::Topic));
     let opts = verdict::backtest::Options {
-        events: a.events,
-        labels: a.labels,
+        events,
+        labels,
         label_field: a.label_field,
         value_field,
         rules,

@@ -331,3 +331,85 @@ fn a_labels_file_labels_the_events_it_names_and_leaves_the_rest_unlabelled() {
     let frauds = truth.iter().step_by(2).filter(|&&(label, _)| label == 0).count() as u64;
     assert_eq!(sum("fraud"), frauds, "the file's labels, not the events' field");
 }
+
+#[test]
+fn a_topic_range_with_a_labels_topic_reports_what_the_same_events_from_a_file_report() {
+    // The labelled stream in a 4-partition topic (keyed by card, timestamped with the event
+    // time, as the service's input is), its labels in a topic of their own: read back merged
+    // in timestamp order, every number of the report equals the file's.
+    let dir = tempfile::tempdir().unwrap();
+    let events = labelled_events(dir.path());
+    let mock = verdict::demo::MockKafka::start(1);
+    mock.create_topic("history", 4);
+    mock.create_topic("history-labels", 2);
+    let lines = std::fs::read_to_string(&events).unwrap();
+    let labels_file = dir.path().join("labels.jsonl");
+    let mut label_lines = String::new();
+    for l in lines.lines() {
+        let mut v: Value = serde_json::from_str(l).unwrap();
+        let label = v.as_object_mut().unwrap().remove("label").unwrap();
+        let id = v["event_id"].clone();
+        let card = v["card_id"].as_str().unwrap().to_string();
+        let ts = v["event_time"].as_i64().unwrap();
+        mock.produce_at("history", card.as_bytes(), v.to_string().as_bytes(), ts);
+        let msg = serde_json::json!({"event_id": id, "label": label});
+        mock.produce("history-labels", None, id.as_str().unwrap().as_bytes(), msg.to_string().as_bytes());
+        label_lines.push_str(&format!("{msg}\n"));
+    }
+    mock.flush();
+    std::fs::write(&labels_file, label_lines).unwrap();
+    let (file, _) = backtest(dir.path(), "file", &events, &["--labels", labels_file.to_str().unwrap()]);
+    let out = dir.path().join("topic");
+    let run = Command::new(env!("CARGO_BIN_EXE_verdict"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["backtest", "--model", "models/demo", "-c", "config/demo.toml", "--topic", "history"])
+        .args(["--labels-topic", "history-labels", "--out", out.to_str().unwrap()])
+        .env("VERDICT__KAFKA__BROKERS", mock.bootstrap())
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let topic: Value = serde_json::from_slice(&std::fs::read(out.with_extension("json")).unwrap()).unwrap();
+    for key in ["events", "decided", "dead_lettered", "labelled", "flipped"] {
+        assert_eq!(topic["summary"][key], file["summary"][key], "summary.{key}");
+    }
+    assert_eq!(topic["summary"]["events"].as_u64(), Some(EVENTS.parse().unwrap()));
+    for key in ["actions", "precision", "recall", "brier", "cost", "histogram", "rule_hits"] {
+        assert_eq!(topic["sides"][0][key], file["sides"][0][key], "sides[0].{key}");
+    }
+    assert_eq!(topic["flips"], file["flips"]);
+    let parts = topic["provenance"]["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 4);
+    let total: i64 = parts.iter().map(|p| p["to_offset"].as_i64().unwrap() - p["from_offset"].as_i64().unwrap()).sum();
+    assert_eq!(total, EVENTS.parse::<i64>().unwrap());
+
+    // A range by time: from the median event time on, only the events at or after it.
+    let mut times: Vec<i64> =
+        lines.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["event_time"].as_i64().unwrap()).collect();
+    times.sort_unstable();
+    let from = times[times.len() / 2];
+    let later = times.iter().filter(|&&t| t >= from).count();
+    let out = dir.path().join("late");
+    let run = Command::new(env!("CARGO_BIN_EXE_verdict"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["backtest", "--model", "models/demo", "-c", "config/demo.toml", "--topic", "history"])
+        .args(["--from", &format!("@{from}"), "--out", out.to_str().unwrap()])
+        .env("VERDICT__KAFKA__BROKERS", mock.bootstrap())
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let late: Value = serde_json::from_slice(&std::fs::read(out.with_extension("json")).unwrap()).unwrap();
+    assert_eq!(late["summary"]["events"].as_u64(), Some(later as u64));
+    // And up to it (exclusive), by RFC 3339 time: the rest.
+    let to = jiff::Timestamp::from_millisecond(from).unwrap().to_string();
+    let out = dir.path().join("early");
+    let run = Command::new(env!("CARGO_BIN_EXE_verdict"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["backtest", "--model", "models/demo", "-c", "config/demo.toml", "--topic", "history"])
+        .args(["--to", &to, "--out", out.to_str().unwrap()])
+        .env("VERDICT__KAFKA__BROKERS", mock.bootstrap())
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let early: Value = serde_json::from_slice(&std::fs::read(out.with_extension("json")).unwrap()).unwrap();
+    assert_eq!(early["summary"]["events"].as_u64(), Some((times.len() - later) as u64), "--to {to}");
+}

@@ -1,13 +1,16 @@
-//! The backtest's inputs: the events file read in batches as the service would consume them
-//! (JSON lines streamed; an Avro container re-encoded as Confluent frames of its schema), the
-//! optional labels file, and the progress line on a terminal.
+//! The backtest's inputs: the events read in batches as the service would consume them
+//! (JSON lines streamed; an Avro container re-encoded as Confluent frames of its schema; a
+//! Kafka topic range, see [`super::kafka`]), the optional labels file, and the progress line
+//! on a terminal.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::BacktestError;
+use super::kafka::TopicRange;
+use super::{BacktestError, Events};
+use crate::core::kafka::KafkaConfig;
 
 /// Where the events come from.
 enum Source {
@@ -15,6 +18,8 @@ enum Source {
     Lines(BufReader<std::fs::File>),
     /// Avro container records, already framed (the container is read whole).
     Records(std::vec::IntoIter<(usize, Vec<u8>)>),
+    /// A Kafka topic range, merged across partitions in timestamp order.
+    Topic(Box<TopicRange>),
 }
 
 /// The events file, read in batches.
@@ -30,8 +35,29 @@ pub struct Input {
 }
 
 impl Input {
+    /// Opens the events: a file, or a topic range read with `kafka`'s brokers and security.
+    pub fn open(events: &Events, kafka: &KafkaConfig) -> Result<Self, BacktestError> {
+        match events {
+            Events::File(path) => Self::open_file(path),
+            Events::Topic { name, from, to } => {
+                let range = TopicRange::open(kafka, name, *from, *to)?;
+                let total_bytes = range.total;
+                let source = Source::Topic(Box::new(range));
+                Ok(Self { source, total_bytes, read_bytes: 0, line: 0, schema: None, buf: Vec::new() })
+            }
+        }
+    }
+
+    /// The topic range's partitions (partition, first offset, end offset), if reading one.
+    pub fn bounds(&self) -> Option<&[(i32, i64, i64)]> {
+        match &self.source {
+            Source::Topic(t) => Some(&t.bounds),
+            _ => None,
+        }
+    }
+
     /// Opens `path`: an Avro object container file (by its magic) or JSON lines.
-    pub fn open(path: &Path) -> Result<Self, BacktestError> {
+    fn open_file(path: &Path) -> Result<Self, BacktestError> {
         let bad = |e: std::io::Error| BacktestError::Input(format!("{}: {e}", path.display()));
         let file = std::fs::File::open(path).map_err(bad)?;
         let total_bytes = file.metadata().map_err(bad)?.len();
@@ -54,6 +80,7 @@ impl Input {
                 out.extend(it.by_ref().take(n).map(|(i, p)| (i as u64 + 1, p)));
                 self.read_bytes = self.total_bytes * u64::from(it.len() == 0);
             }
+            Source::Topic(t) => return t.next_batch(n, out),
             Source::Lines(r) => {
                 while out.len() < n {
                     self.buf.clear();
@@ -73,8 +100,11 @@ impl Input {
         Ok(!out.is_empty())
     }
 
-    /// Share of the file read so far.
+    /// Share of the file (or topic range) read so far.
     pub fn fraction(&self) -> f64 {
+        if let Source::Topic(t) = &self.source {
+            return t.fraction();
+        }
         if self.total_bytes == 0 {
             1.0
         } else {

@@ -6,12 +6,14 @@
 //! page.
 //!
 //! - [`input`]: the events file in batches, the labels file, the progress line;
+//! - [`kafka`]: a topic range as the events (and a labels topic);
 //! - [`side`]: one side's score and decide stages (and decoder, if its columns differ);
 //! - [`run`]: the one pass (decode → enrich → fill once, then each side's score → decide);
 //! - [`metrics`]: what is kept while events stream past (histograms, counters, a top-N heap);
 //! - [`report_json`]: the numbers; [`report_html`] and [`svg`]: the page.
 
 pub mod input;
+pub mod kafka;
 pub mod metrics;
 pub mod report_html;
 pub mod report_json;
@@ -67,13 +69,58 @@ pub struct Costs {
     pub review_capacity_per_hour: Option<f64>,
 }
 
+/// Where the events come from.
+#[derive(Debug, Clone)]
+pub enum Events {
+    /// JSON lines or an Avro object container file.
+    File(PathBuf),
+    /// A topic range, every partition from `from` to `to` (exclusive), with the baseline
+    /// config's `[kafka]` brokers and security.
+    Topic {
+        /// The topic.
+        name: String,
+        /// Start in every partition.
+        from: kafka::Position,
+        /// End (exclusive) in every partition.
+        to: kafka::Position,
+    },
+}
+
+impl std::fmt::Display for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Events::File(p) => write!(f, "{}", p.display()),
+            Events::Topic { name, from, to } => write!(f, "kafka topic {name} from {from:?} to {to:?}"),
+        }
+    }
+}
+
+/// Where the labels come from.
+#[derive(Debug, Clone)]
+pub enum Labels {
+    /// JSON lines of `{"event_id", "label"}`.
+    File(PathBuf),
+    /// A topic of the same JSON messages, read whole up to its end at start.
+    Topic(String),
+}
+
+impl std::fmt::Display for Labels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Labels::File(p) => write!(f, "{}", p.display()),
+            Labels::Topic(t) => write!(f, "kafka topic {t}"),
+        }
+    }
+}
+
 /// What to backtest and how.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Events: JSON lines or an Avro object container file.
-    pub events: PathBuf,
-    /// Labels file (`{event_id, label}` JSON lines); None: the events' `label_field`.
-    pub labels: Option<PathBuf>,
+    /// Events: a file or a topic range.
+    pub events: Events,
+    /// Labels (`{event_id, label}`: a file of JSON lines or a topic); None: the events'
+    /// `label_field`.
+    pub labels: Option<Labels>,
     /// Event field holding the label when no labels file is given.
     pub label_field: String,
     /// Event field whose value the flip matrix and costs sum (e.g. the amount).

@@ -43,12 +43,15 @@ pub fn build(out: &Outcomes, opts: &Options) -> Value {
         },
         "provenance": {
             "verdict_version": env!("CARGO_PKG_VERSION"),
-            "events_file": opts.events.display().to_string(),
+            "events_file": opts.events.to_string(),
+            "partitions": out.bounds.as_ref().map(|b| b.iter().map(|&(p, from, to)| serde_json::json!({
+                "partition": p, "from_offset": from, "to_offset": to,
+            })).collect::<Vec<_>>()),
             "first_record": acc.range.map(|r| r[0].0),
             "last_record": acc.range.map(|r| r[1].0),
             "first_event_time": acc.range.map(|r| time(r[0].1)),
             "last_event_time": acc.range.map(|r| time(r[1].1)),
-            "labels": opts.labels.as_ref().map_or_else(|| format!("event field '{}'", opts.label_field), |p| p.display().to_string()),
+            "labels": opts.labels.as_ref().map_or_else(|| format!("event field '{}'", opts.label_field), |l| l.to_string()),
             "value_field": opts.value_field,
             "costs": opts.costs,
             "baseline": out.sides[0].provenance,
@@ -217,7 +220,7 @@ mod tests {
 
     fn opts() -> Options {
         Options {
-            events: "events.jsonl".into(),
+            events: crate::backtest::Events::File("events.jsonl".into()),
             labels: None,
             label_field: "label".into(),
             value_field: "amount".into(),

@@ -9,7 +9,7 @@ use std::time::Instant;
 use super::input::{Input, Progress};
 use super::metrics::{Accumulator, Seen};
 use super::side::Side;
-use super::{BacktestError, Options};
+use super::{BacktestError, Labels, Options};
 use crate::config::Config;
 use crate::core::field::FieldValue;
 use crate::core::rows::Rows;
@@ -36,12 +36,15 @@ pub struct Outcomes {
     pub sides: [Side; 2],
     /// Seconds the pass took.
     pub seconds: f64,
+    /// A topic range's partitions: (partition, first offset, end offset).
+    pub bounds: Option<Vec<(i32, i64, i64)>>,
 }
 
 /// Runs the backtest over `opts.events`: `base` and `cand` are the two sides' configs.
 pub fn run(opts: &Options, base: &Config, cand: &Config) -> Result<Outcomes, BacktestError> {
     let started = Instant::now();
-    let input = Input::open(&opts.events)?;
+    let input = Input::open(&opts.events, &base.kafka)?;
+    let bounds = input.bounds().map(<[_]>::to_vec);
     let (mut base, mut cand) = (base.clone(), cand.clone());
     if input.schema.is_some() {
         base.decode.format = crate::config::PayloadFormat::Avro;
@@ -78,7 +81,17 @@ pub fn run(opts: &Options, base: &Config, cand: &Config) -> Result<Outcomes, Bac
     }
     let value_slot = slot(&opts.value_field, &mut union);
     let label_slot = opts.labels.is_none().then(|| slot(&opts.label_field, &mut union));
-    let labels = opts.labels.as_deref().map(super::input::labels).transpose()?;
+    let labels = match &opts.labels {
+        None => None,
+        Some(Labels::File(path)) => Some(super::input::labels(path)?),
+        Some(Labels::Topic(topic)) => {
+            let (labels, unreadable) = super::kafka::labels(&base.kafka, topic)?;
+            if unreadable > 0 {
+                tracing::warn!(topic, unreadable, "labels topic: messages without an event_id and a 0/1 label skipped");
+            }
+            Some(labels)
+        }
+    };
 
     let metrics = Metrics::new();
     let setup = EnrichSetup::new(&enrich_cfg, &base.redis, enricher, &metrics)?;
@@ -125,7 +138,7 @@ pub fn run(opts: &Options, base: &Config, cand: &Config) -> Result<Outcomes, Bac
     });
     produced?;
     progress.finish();
-    Ok(Outcomes { acc, sides: [b, c], seconds: started.elapsed().as_secs_f64() })
+    Ok(Outcomes { acc, sides: [b, c], seconds: started.elapsed().as_secs_f64(), bounds })
 }
 
 /// Batches in flight between the two threads.
