@@ -160,6 +160,14 @@ struct BacktestArgs {
     /// Config file layered over the baseline's for the candidate (its [decide] thresholds).
     #[arg(long)]
     candidate_config: Option<PathBuf>,
+    /// Events replayed first through the windows only (not scored, not reported), so the
+    /// windows of --events start full: JSON lines or an Avro container of the same format.
+    #[arg(long, conflicts_with = "warm_from")]
+    warm_events: Option<PathBuf>,
+    /// With --topic: replay the topic from this position up to --from through the windows
+    /// first (not scored, not reported).
+    #[arg(long, requires = "topic", value_parser = verdict::backtest::kafka::Position::parse)]
+    warm_from: Option<verdict::backtest::kafka::Position>,
     /// Labels: JSON lines of {"event_id", "label"} (default: the events' --label-field).
     #[arg(long)]
     labels: Option<PathBuf>,
@@ -326,14 +334,25 @@ fn backtest(a: BacktestArgs) -> anyhow::Result<()> {
         base.enrich.entities.iter().find_map(|e| e.value_field.clone()).unwrap_or_else(|| "amount".into())
     });
     use verdict::backtest::{Events, Labels};
-    let events = match (a.events, a.topic) {
-        (Some(path), _) => Events::File(path),
-        (None, Some(name)) => Events::Topic { name, from: a.from, to: a.to },
+    let (events, warm) = match (a.events, a.topic) {
+        (Some(path), _) => (Events::File(path), a.warm_events.map(Events::File)),
+        (None, Some(name)) => {
+            let warm = match (a.warm_events, a.warm_from) {
+                (Some(path), _) => Some(Events::File(path)),
+                (None, Some(_)) if a.from == verdict::backtest::kafka::Position::Edge => {
+                    anyhow::bail!("--warm-from replays the topic up to --from: give --from an offset or a time")
+                }
+                (None, Some(from)) => Some(Events::Topic { name: name.clone(), from, to: a.from }),
+                (None, None) => None,
+            };
+            (Events::Topic { name, from: a.from, to: a.to }, warm)
+        }
         (None, None) => unreachable!("clap requires --events or --topic"),
     };
     let labels = a.labels.map(Labels::File).or(a.labels_topic.map(Labels::Topic));
     let opts = verdict::backtest::Options {
         events,
+        warm,
         labels,
         label_field: a.label_field,
         value_field,

@@ -399,6 +399,19 @@ fn a_topic_range_with_a_labels_topic_reports_what_the_same_events_from_a_file_re
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let late: Value = serde_json::from_slice(&std::fs::read(out.with_extension("json")).unwrap()).unwrap();
     assert_eq!(late["summary"]["events"].as_u64(), Some(later as u64));
+    // The same range with the topic before it replayed through the windows first.
+    let out = dir.path().join("late-warm");
+    let run = Command::new(env!("CARGO_BIN_EXE_verdict"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["backtest", "--model", "models/demo", "-c", "config/demo.toml", "--topic", "history"])
+        .args(["--from", &format!("@{from}"), "--warm-from", "earliest", "--out", out.to_str().unwrap()])
+        .env("VERDICT__KAFKA__BROKERS", mock.bootstrap())
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let warm: Value = serde_json::from_slice(&std::fs::read(out.with_extension("json")).unwrap()).unwrap();
+    assert_eq!(warm["summary"]["events"].as_u64(), Some(later as u64));
+    assert_ne!(warm["sides"][0]["histogram"], late["sides"][0]["histogram"], "warm windows score differently");
     // And up to it (exclusive), by RFC 3339 time: the rest.
     let to = jiff::Timestamp::from_millisecond(from).unwrap().to_string();
     let out = dir.path().join("early");
@@ -412,4 +425,41 @@ fn a_topic_range_with_a_labels_topic_reports_what_the_same_events_from_a_file_re
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let early: Value = serde_json::from_slice(&std::fs::read(out.with_extension("json")).unwrap()).unwrap();
     assert_eq!(early["summary"]["events"].as_u64(), Some((times.len() - later) as u64), "--to {to}");
+}
+
+#[test]
+fn a_warm_up_fills_the_windows_so_the_scores_are_the_services() {
+    // The stream's second half backtested after its first half went through the windows
+    // (--warm-events) scores every event as the service, having seen the whole stream, does:
+    // the Brier score and action counts equal those of check-rules' records for those events.
+    let dir = tempfile::tempdir().unwrap();
+    let events = labelled_events(dir.path());
+    let text = std::fs::read_to_string(&events).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let half = lines.len() / 2;
+    let (first, second) = (dir.path().join("first.jsonl"), dir.path().join("second.jsonl"));
+    std::fs::write(&first, lines[..half].join("\n") + "\n").unwrap();
+    std::fs::write(&second, lines[half..].join("\n") + "\n").unwrap();
+    let records = decision_records(&events, "ops/rules/fraud.toml", None);
+    let truth = labels_and_amounts(&events);
+    let expected: Vec<(f32, usize, u8)> =
+        records[half..].iter().zip(&truth[half..]).map(|(r, &(y, _))| (r.score, r.action, y)).collect();
+    let brier =
+        expected.iter().map(|&(s, _, y)| (f64::from(s) - f64::from(y)).powi(2)).sum::<f64>() / expected.len() as f64;
+    let mut actions = [0u64; 3];
+    for &(_, a, _) in &expected {
+        actions[a] += 1;
+    }
+    let rules = ["--rules", "ops/rules/fraud.toml"];
+    let warm = [&rules[..], &["--warm-events", first.to_str().unwrap()]].concat();
+    let (r, _) = backtest(dir.path(), "warm", &second, &warm);
+    assert_eq!(r["summary"]["decided"], expected.len());
+    close(r["sides"][0]["brier"].as_f64().unwrap(), brier, "Brier after the warm-up");
+    let got: Vec<u64> =
+        ["approve", "review", "decline"].iter().map(|a| r["sides"][0]["actions"][a].as_u64().unwrap()).collect();
+    assert_eq!(got, actions, "actions after the warm-up");
+    assert_eq!(r["provenance"]["warm_up"], first.display().to_string());
+    // Cold, the same events score differently (the windows start empty).
+    let (cold, _) = backtest(dir.path(), "cold", &second, &rules);
+    assert_ne!(cold["sides"][0]["brier"], r["sides"][0]["brier"], "the warm-up changed the windows");
 }

@@ -118,6 +118,9 @@ impl std::fmt::Display for Labels {
 pub struct Options {
     /// Events: a file or a topic range.
     pub events: Events,
+    /// Events replayed first through the windows only (not scored, not reported): the
+    /// history before `events`, so that their windows start full, as the service's are.
+    pub warm: Option<Events>,
     /// Labels (`{event_id, label}`: a file of JSON lines or a topic); None: the events'
     /// `label_field`.
     pub labels: Option<Labels>,

@@ -44,6 +44,7 @@ pub fn build(out: &Outcomes, opts: &Options) -> Value {
         "provenance": {
             "verdict_version": env!("CARGO_PKG_VERSION"),
             "events_file": opts.events.to_string(),
+            "warm_up": opts.warm.as_ref().map(ToString::to_string),
             "partitions": out.bounds.as_ref().map(|b| b.iter().map(|&(p, from, to)| serde_json::json!({
                 "partition": p, "from_offset": from, "to_offset": to,
             })).collect::<Vec<_>>()),
@@ -221,6 +222,7 @@ mod tests {
     fn opts() -> Options {
         Options {
             events: crate::backtest::Events::File("events.jsonl".into()),
+            warm: None,
             labels: None,
             label_field: "label".into(),
             value_field: "amount".into(),

@@ -45,6 +45,17 @@ pub fn run(opts: &Options, base: &Config, cand: &Config) -> Result<Outcomes, Bac
     let started = Instant::now();
     let input = Input::open(&opts.events, &base.kafka)?;
     let bounds = input.bounds().map(<[_]>::to_vec);
+    let warm = opts.warm.as_ref().map(|w| Input::open(w, &base.kafka)).transpose()?;
+    if let Some(w) = &warm {
+        if w.schema != input.schema {
+            return Err(BacktestError::Input(format!(
+                "the warm-up events ({}) and the events ({}) must be in the same format (JSON lines, or Avro \
+                 containers of one schema)",
+                opts.warm.as_ref().expect("warm is set"),
+                opts.events
+            )));
+        }
+    }
     let (mut base, mut cand) = (base.clone(), cand.clone());
     if input.schema.is_some() {
         base.decode.format = crate::config::PayloadFormat::Avro;
@@ -120,7 +131,7 @@ pub fn run(opts: &Options, base: &Config, cand: &Config) -> Result<Outcomes, Bac
     }
     let union = &union;
     let produced = std::thread::scope(|scope| {
-        let producer = scope.spawn(move || produce(decoders, input, union, started, empty_rx, full_tx));
+        let producer = scope.spawn(move || produce(decoders, warm, input, union, started, empty_rx, full_tx));
         // Owned here, so that an early return (a failed batch) closes both channels and the
         // decoding thread ends before the scope joins it.
         let (full_rx, empty_tx) = (full_rx, empty_tx);
@@ -163,9 +174,11 @@ struct Decoders {
     enrich: Enrich,
 }
 
-/// The decoding thread: fills batches from `input` until it ends.
+/// The decoding thread: runs `warm` through the windows, then fills batches from `input`
+/// until it ends.
 fn produce(
     mut d: Decoders,
+    warm: Option<Input>,
     mut input: Input,
     union: &[String],
     started: Instant,
@@ -176,9 +189,11 @@ fn produce(
     let mut payloads = Vec::with_capacity(BATCH);
     let mut dead_pattern: Vec<bool> = Vec::new();
     let mut events = Vec::with_capacity(BATCH);
-    for (seq, mut w) in empty.iter().enumerate() {
-        if !input.next_batch(BATCH, &mut payloads)? {
-            break;
+    let mut seq = 0u64;
+    // Decodes and enriches (windows updated) the next batch of `from` into `staged`.
+    let mut next = |from: &mut Input, staged: &mut StagedBatch, d: &mut Decoders| -> Result<bool, BacktestError> {
+        if !from.next_batch(BATCH, &mut payloads)? {
+            return Ok(false);
         }
         events.clear();
         events.extend(payloads.drain(..).map(|(line, p)| Envelope {
@@ -187,17 +202,31 @@ fn produce(
             timestamp_ms: None,
             payload: RawMessage { key: None, payload: Some(p), headers: Vec::new() },
         }));
-        let staged = &mut w.staged;
         staged.start(Batch {
-            seq: seq as u64,
+            seq,
             events: std::mem::take(&mut events),
             rules: None,
             model_generation: 0,
             turns: Vec::new(),
         });
+        seq += 1;
         staged.set_rule_paths(union);
         d.base.0.run(staged)?;
         d.enrich.run(staged)?;
+        Ok(true)
+    };
+    let mut first = None;
+    if let Some(mut warm) = warm {
+        // Windows only: decoded and enriched, neither scored nor counted.
+        let Ok(mut w) = empty.recv() else { return Ok(()) };
+        while next(&mut warm, &mut w.staged, &mut d)? {}
+        first = Some(w);
+    }
+    for mut w in first.into_iter().chain(empty.iter()) {
+        if !next(&mut input, &mut w.staged, &mut d)? {
+            break;
+        }
+        let staged = &mut w.staged;
         d.base.1.run(staged)?;
         w.own_cand = d.cand.is_some();
         if let Some((decode, fill)) = d.cand.as_mut() {
