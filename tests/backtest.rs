@@ -332,6 +332,22 @@ fn a_labels_file_labels_the_events_it_names_and_leaves_the_rest_unlabelled() {
     assert_eq!(sum("fraud"), frauds, "the file's labels, not the events' field");
 }
 
+/// Runs a backtest of the topic `history` on the cluster at `bootstrap` with extra arguments;
+/// the JSON report.
+fn topic_backtest(dir: &Path, bootstrap: &str, name: &str, extra: &[&str]) -> Value {
+    let out = dir.join(name);
+    let run = Command::new(env!("CARGO_BIN_EXE_verdict"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["backtest", "--model", "models/demo", "-c", "config/demo.toml", "--topic", "history"])
+        .args(extra)
+        .args(["--out", out.to_str().unwrap()])
+        .env("VERDICT__KAFKA__BROKERS", bootstrap)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    serde_json::from_slice(&std::fs::read(out.with_extension("json")).unwrap()).unwrap()
+}
+
 #[test]
 fn a_topic_range_with_a_labels_topic_reports_what_the_same_events_from_a_file_report() {
     // The labelled stream in a 4-partition topic (keyed by card, timestamped with the event
@@ -359,16 +375,7 @@ fn a_topic_range_with_a_labels_topic_reports_what_the_same_events_from_a_file_re
     mock.flush();
     std::fs::write(&labels_file, label_lines).unwrap();
     let (file, _) = backtest(dir.path(), "file", &events, &["--labels", labels_file.to_str().unwrap()]);
-    let out = dir.path().join("topic");
-    let run = Command::new(env!("CARGO_BIN_EXE_verdict"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["backtest", "--model", "models/demo", "-c", "config/demo.toml", "--topic", "history"])
-        .args(["--labels-topic", "history-labels", "--out", out.to_str().unwrap()])
-        .env("VERDICT__KAFKA__BROKERS", mock.bootstrap())
-        .output()
-        .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let topic: Value = serde_json::from_slice(&std::fs::read(out.with_extension("json")).unwrap()).unwrap();
+    let topic = topic_backtest(dir.path(), mock.bootstrap(), "topic", &["--labels-topic", "history-labels"]);
     for key in ["events", "decided", "dead_lettered", "labelled", "flipped"] {
         assert_eq!(topic["summary"][key], file["summary"][key], "summary.{key}");
     }
@@ -388,42 +395,20 @@ fn a_topic_range_with_a_labels_topic_reports_what_the_same_events_from_a_file_re
     times.sort_unstable();
     let from = times[times.len() / 2];
     let later = times.iter().filter(|&&t| t >= from).count();
-    let out = dir.path().join("late");
-    let run = Command::new(env!("CARGO_BIN_EXE_verdict"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["backtest", "--model", "models/demo", "-c", "config/demo.toml", "--topic", "history"])
-        .args(["--from", &format!("@{from}"), "--out", out.to_str().unwrap()])
-        .env("VERDICT__KAFKA__BROKERS", mock.bootstrap())
-        .output()
-        .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let late: Value = serde_json::from_slice(&std::fs::read(out.with_extension("json")).unwrap()).unwrap();
+    let late = topic_backtest(dir.path(), mock.bootstrap(), "late", &["--from", &format!("@{from}")]);
     assert_eq!(late["summary"]["events"].as_u64(), Some(later as u64));
     // The same range with the topic before it replayed through the windows first.
-    let out = dir.path().join("late-warm");
-    let run = Command::new(env!("CARGO_BIN_EXE_verdict"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["backtest", "--model", "models/demo", "-c", "config/demo.toml", "--topic", "history"])
-        .args(["--from", &format!("@{from}"), "--warm-from", "earliest", "--out", out.to_str().unwrap()])
-        .env("VERDICT__KAFKA__BROKERS", mock.bootstrap())
-        .output()
-        .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let warm: Value = serde_json::from_slice(&std::fs::read(out.with_extension("json")).unwrap()).unwrap();
+    let warm = topic_backtest(
+        dir.path(),
+        mock.bootstrap(),
+        "late-warm",
+        &["--from", &format!("@{from}"), "--warm-from", "earliest"],
+    );
     assert_eq!(warm["summary"]["events"].as_u64(), Some(later as u64));
     assert_ne!(warm["sides"][0]["histogram"], late["sides"][0]["histogram"], "warm windows score differently");
     // And up to it (exclusive), by RFC 3339 time: the rest.
     let to = jiff::Timestamp::from_millisecond(from).unwrap().to_string();
-    let out = dir.path().join("early");
-    let run = Command::new(env!("CARGO_BIN_EXE_verdict"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["backtest", "--model", "models/demo", "-c", "config/demo.toml", "--topic", "history"])
-        .args(["--to", &to, "--out", out.to_str().unwrap()])
-        .env("VERDICT__KAFKA__BROKERS", mock.bootstrap())
-        .output()
-        .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let early: Value = serde_json::from_slice(&std::fs::read(out.with_extension("json")).unwrap()).unwrap();
+    let early = topic_backtest(dir.path(), mock.bootstrap(), "early", &["--to", &to]);
     assert_eq!(early["summary"]["events"].as_u64(), Some((times.len() - later) as u64), "--to {to}");
 }
 
