@@ -59,6 +59,10 @@ pub enum Change {
     RollBack,
 }
 
+/// How often a version on trial is judged at the least (`model.reload_interval_ms` may be
+/// longer, or 0: only on SIGHUP).
+const JUDGE_EVERY: Duration = Duration::from_secs(1);
+
 /// Per-worker queues of model changes, and the generation of the newest.
 pub struct ModelSlots {
     generation: AtomicU64,
@@ -356,13 +360,17 @@ impl ModelReloader {
     }
 
     /// The watcher, to run on its own thread until `cancel` is cancelled: checks every
-    /// `interval` and whenever [`Self::reload_now`] asks.
+    /// `interval` and whenever [`Self::reload_now`] asks; while a version is on trial, at
+    /// least every second, so that it is judged on time.
     pub fn watcher(self: &Arc<Self>, interval: Duration, cancel: CancellationToken) -> impl FnOnce() + Send + 'static {
         let me = self.clone();
-        move || {
-            while crate::backoff::wait_for_kick(&me.kick.1, interval, &cancel) {
-                me.check();
+        move || loop {
+            let on_trial = me.guarded.as_ref().is_some_and(|g| g.rollout.on_trial());
+            let wait = if on_trial { interval.min(JUDGE_EVERY) } else { interval };
+            if !crate::backoff::wait_for_kick(&me.kick.1, wait, &cancel) {
+                return;
             }
+            me.check();
         }
     }
 }

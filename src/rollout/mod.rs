@@ -104,6 +104,11 @@ impl Rollout {
         &self.observed
     }
 
+    /// Whether a candidate or a watched previous version is on trial.
+    pub fn on_trial(&self) -> bool {
+        !matches!(self.state.lock().1, Phase::Steady)
+    }
+
     /// The candidate's fingerprint, while there is one (it is not loaded again).
     pub fn candidate_fingerprint(&self) -> Option<Vec<u8>> {
         match &self.state.lock().1 {
