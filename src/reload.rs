@@ -374,3 +374,35 @@ impl ModelReloader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(changes: &[Change]) -> Vec<&'static str> {
+        changes
+            .iter()
+            .map(|c| match c {
+                Change::Serve(_) => "serve",
+                Change::Trial(_) => "trial",
+                Change::Promote { .. } => "promote",
+                Change::RollBack => "rollback",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_worker_takes_every_change_up_to_its_batch_generation_in_order() {
+        let slots = ModelSlots::new(2);
+        assert_eq!(slots.offer((0..2).map(|_| Change::Promote { epoch: 7 })), 1);
+        assert_eq!(slots.offer((0..2).map(|_| Change::RollBack)), 2);
+        // Worker 0 decides a batch stamped 1: the promotion only; the rollback waits.
+        assert_eq!(kinds(&slots.take_changes(0, 1)), ["promote"]);
+        assert_eq!(kinds(&slots.take_changes(0, 2)), ["rollback"]);
+        // Worker 1 was idle: a batch stamped 2 applies both, in order (a rollback alone would
+        // swap in the wrong session).
+        assert_eq!(kinds(&slots.take_changes(1, 2)), ["promote", "rollback"]);
+        assert!(slots.take_changes(1, 2).is_empty());
+        assert_eq!(slots.generation(), 2);
+    }
+}

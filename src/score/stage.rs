@@ -126,12 +126,12 @@ impl Score {
         self
     }
 
-    /// Swaps in another model's session; `rows` has its layout. Returns the one it replaces.
-    pub fn replace_scorer(&mut self, scorer: OnnxScorer, rows: Rows) -> OnnxScorer {
+    /// Swaps in another model's session; `rows` has its layout.
+    pub fn replace_scorer(&mut self, scorer: OnnxScorer, rows: Rows) {
         self.cost = scorer.scoring_cost();
+        self.scorer = scorer;
         self.live_rows = rows.clone();
         self.shadow_rows = rows;
-        std::mem::replace(&mut self.scorer, scorer)
     }
 
     /// The serving session and the trial's change places (a promotion, or a rollback);
