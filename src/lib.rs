@@ -27,6 +27,7 @@
 //! * [`vectorize`]: the rows (and scores) the service would feed the model, for parity checks.
 //! * [`enrich`]: per-entity sliding windows and online features (memory or Redis).
 //! * [`reload`]: model hot reload (a new version's sessions and columns, offered by generation).
+//! * [`rollout`]: guarded rollout of a new version (candidate, promotion, watch, rollback).
 //! * [`redact`]: secrets (Redis passwords, secret librdkafka properties) masked in logs and errors.
 //! * [`lograte`]: repeated errors logged once per window with a count.
 //! * [`watchdog`]: the stall watchdog behind `/readyz` (work waiting, nothing acknowledged).
@@ -51,6 +52,7 @@ pub mod pipeline;
 pub mod publish;
 pub mod redact;
 pub mod reload;
+pub mod rollout;
 pub mod rules;
 pub mod score;
 pub mod stage;

@@ -37,6 +37,13 @@ pub trait Stage {
 pub trait ScoredEvents: Send + Sync {
     /// Keeps one decided event (never blocks).
     fn keep(&self, event_id: &str, score: f32, action: Action);
+
+    /// Keeps one decided event with the score of the version on trial and its rollout
+    /// epoch, so its label compares both versions.
+    fn keep_with_trial(&self, event_id: &str, score: f32, action: Action, trial: Option<(f32, u64)>) {
+        let _ = trial;
+        self.keep(event_id, score, action);
+    }
 }
 
 /// What happens to a batch a stage could not finish.
@@ -107,6 +114,11 @@ pub struct StagedBatch {
     pub shadow_scores: Vec<Option<f32>>,
     /// Name and version of the shadow model that scored (Score).
     pub shadow_model: Option<(Arc<str>, Arc<str>)>,
+    /// Per decoded event, the score of the version on trial (guarded rollout) if it scored
+    /// it (Score); kept with the serving score for the label join.
+    pub trial_scores: Vec<Option<f32>>,
+    /// The rollout epoch `trial_scores` belong to (Score).
+    pub trial_epoch: u64,
     /// Per decoded event, the decision (Decide).
     pub decisions: Vec<Decision>,
     /// Per decoded event, what the shadow model's score would have decided (Decide).
@@ -140,6 +152,8 @@ impl StagedBatch {
             scores: Vec::new(),
             shadow_scores: Vec::new(),
             shadow_model: None,
+            trial_scores: Vec::new(),
+            trial_epoch: 0,
             decisions: Vec::new(),
             shadow_actions: Vec::new(),
             pending: Vec::new(),
@@ -165,6 +179,7 @@ impl StagedBatch {
         self.scores.clear();
         self.shadow_scores.clear();
         self.shadow_model = None;
+        self.trial_scores.clear();
         self.decisions.clear();
         self.shadow_actions.clear();
         self.pending.clear();

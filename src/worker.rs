@@ -21,7 +21,7 @@ use crate::enrich::{EnrichSetup, EntityPaths};
 use crate::envelope::{Batch, Envelope, Origin, Queued, RawMessage};
 use crate::publish::stage::Publish;
 use crate::publish::{Completed, Publisher};
-use crate::reload::ModelSlots;
+use crate::reload::{Change, ModelSlots};
 use crate::rules::stage::Decide;
 use crate::rules::{LiveRules, RulesHandle, ThresholdBands};
 use crate::score::budget::BatchBudget;
@@ -127,6 +127,7 @@ impl WorkerBuilder<'_> {
                 schemas: self.schemas.clone(),
                 entity_paths: entity_paths.to_vec(),
                 generation: 0,
+                serving: (self.model.0.to_string(), self.model.1.to_string(), self.vectorizer.clone()),
             },
         }
     }
@@ -144,6 +145,8 @@ struct Reload {
     entity_paths: Vec<EntityPaths>,
     /// Generation this worker serves.
     generation: u64,
+    /// The serving version's name, version and columns (a promotion makes it the trial).
+    serving: (String, String, Vectorizer),
 }
 
 /// A worker's stages, in the order a batch goes through them.
@@ -295,29 +298,61 @@ impl Worker {
         })
     }
 
-    /// Before deciding a batch stamped with a newer model generation, swaps in that model:
-    /// session, columns, decoder and the name/version written in decisions.
+    /// Before deciding a batch stamped with a newer model generation, applies the model
+    /// changes up to it: a version to serve (session, columns, decoder and the name/version
+    /// written in decisions), a version on trial, a promotion or a rollback.
     fn swap_model(&mut self) {
         let r = &mut self.reload;
         if self.staged.batch.model_generation <= r.generation {
             return;
         }
         r.generation = self.staged.batch.model_generation;
-        let Some(m) = r.slots.take(r.index) else { return };
-        let decoder = Decoder::new(&r.decode, r.schemas.clone(), m.vectorizer.clone(), r.entity_paths.clone());
+        for change in r.slots.take_changes(r.index, r.generation) {
+            let s = &mut self.stages.score;
+            match change {
+                Change::Serve(m) => {
+                    s.set_trial(None);
+                    s.replace_scorer(m.scorer, m.vectorizer.rows());
+                    let (name, version) = (m.spec.manifest.name.clone(), m.spec.manifest.version.clone());
+                    self.reload.serving = (name, version, m.vectorizer);
+                }
+                Change::Trial(t) => {
+                    s.set_trial(t.map(|t| *t));
+                    continue;
+                }
+                // The trial's session and the serving one change places.
+                Change::Promote { epoch } => {
+                    let Some(trial) = s.swap_with_trial() else { continue };
+                    trial.exchange(&mut self.reload.serving, epoch);
+                }
+                Change::RollBack => {
+                    let Some(trial) = s.swap_with_trial() else { continue };
+                    trial.exchange(&mut self.reload.serving, 0);
+                    s.set_trial(None);
+                }
+            }
+            self.serve_columns();
+        }
+    }
+
+    /// Points the decoder, the fill step and the publish stage at the serving version's
+    /// columns and name/version.
+    fn serve_columns(&mut self) {
+        let r = &self.reload;
+        let (name, version, vectorizer) = &r.serving;
+        let decoder = Decoder::new(&r.decode, r.schemas.clone(), vectorizer.clone(), r.entity_paths.clone());
         let s = &mut self.stages;
-        let same_columns = m.vectorizer.names().eq(s.publish.columns().iter().map(String::as_str));
+        let same_columns = vectorizer.names().eq(s.publish.columns().iter().map(String::as_str));
         if !same_columns && s.drift.take().is_some() {
             tracing::warn!("the new model has other inputs; drift statistics stop until restart");
         }
         s.decode.replace_decoder(decoder);
         if let Some((_, fill)) = &mut s.enrich {
-            fill.set_vectorizer(m.vectorizer.clone());
+            fill.set_vectorizer(vectorizer.clone());
         }
-        s.score.replace_scorer(m.scorer, m.vectorizer.rows());
-        let columns = m.vectorizer.names().map(str::to_string).collect();
-        s.publish.set_model(&m.spec.manifest.name, &m.spec.manifest.version, columns);
-        self.staged.rows = m.vectorizer.rows();
+        let columns = vectorizer.names().map(str::to_string).collect();
+        s.publish.set_model(name, version, columns);
+        self.staged.rows = vectorizer.rows();
     }
 }
 

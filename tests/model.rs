@@ -51,6 +51,7 @@ fn a_new_version_swaps_in_cleanly_under_load_and_an_invalid_one_is_rejected() {
     let (mock, mut cfg) = mock_setup(4);
     cfg.model.dir = model.clone();
     cfg.model.reload_interval_ms = 50;
+    cfg.model.rollout.mode = verdict::rollout::RolloutMode::Immediate;
     cfg.publish.format = DecisionFormat::Json;
     let m = Metrics::new();
     let p = Pipeline::start(&cfg, m.clone()).unwrap();

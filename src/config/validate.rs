@@ -131,6 +131,7 @@ impl Config {
         if !(0.0..=1.0).contains(&self.model.shadow_sample) {
             e.push(format!("model.shadow_sample: must be within [0, 1], got {}", self.model.shadow_sample));
         }
+        e.extend(self.model.rollout.validate());
         let dr = &self.drift;
         if dr.window_s == 0 {
             e.push("drift.window_s: must be at least 1".into());

@@ -53,4 +53,8 @@ impl ScoredEvents for ScoredSink {
     fn keep(&self, event_id: &str, score: f32, action: Action) {
         ScoredSink::keep(self, event_id, score, action);
     }
+
+    fn keep_with_trial(&self, event_id: &str, score: f32, action: Action, trial: Option<(f32, u64)>) {
+        ScoredSink::keep_paired(self, event_id, score, action, trial);
+    }
 }

@@ -13,6 +13,7 @@ use super::threads::{Ends, Threads};
 use super::{ModelInfo, Pipeline, Scrubbed, StartError};
 use crate::config::Config;
 use crate::consume::{create_consumer, ConsumeLoop, Control, KafkaConsumer};
+use crate::core::output::RecordSink;
 use crate::decode::{registry, SchemaSource, Vectorizer};
 use crate::drift::labels::{LabelJoiner, LabelStats, LabelStore, ScoredSink};
 use crate::drift::{DriftMonitor, DriftPublisher};
@@ -22,6 +23,7 @@ use crate::publish::acker::{Completed, Refusals};
 use crate::publish::{Acker, Publisher};
 use crate::redact::Secrets;
 use crate::reload::{ModelReloader, ModelSlots};
+use crate::rollout::{Rollout, RolloutMode};
 use crate::rules::RulesHandle;
 use crate::score::budget::BatchBudget;
 use crate::score::{init_runtime, ModelSpec, OnnxScorer, ScoreError};
@@ -96,6 +98,8 @@ pub(super) struct Parts {
     pub(super) enricher: Option<EnrichSetup>,
     pub(super) rules: Arc<RulesHandle>,
     pub(super) model_slots: Arc<ModelSlots>,
+    /// The guarded rollout of new model versions (the label joiner reports to it).
+    pub(super) rollout: Arc<Rollout>,
     pub(super) budget: Option<Arc<BatchBudget>>,
     pub(super) queued: Option<Arc<Queued>>,
 }
@@ -137,6 +141,16 @@ impl Parts {
         let budget = (cfg.batch.score_budget_us > 0)
             .then(|| Arc::new(BatchBudget::new(cfg.batch.score_budget_us, cfg.batch.max_events)));
         let queued = (cfg.decide.deadline_ms > 0).then(|| Arc::new(Queued::default()));
+        let transitions = crate::rollout::Transitions {
+            sink: cfg
+                .drift
+                .enabled
+                .then(|| (cfg.drift.topic.clone(), Arc::new(publisher.clone()) as Arc<dyn RecordSink>)),
+            instance: crate::drift::instance_id(&cfg.drift),
+            metrics: metrics.clone(),
+        };
+        let observed = Arc::new(crate::rollout::Observed::new(vec![cfg.decide.review_at, cfg.decide.decline_at]));
+        let rollout = Arc::new(Rollout::new(cfg.model.rollout.clone(), cfg.drift.psi_alert, observed, transitions));
         Ok(Self {
             spec,
             schemas,
@@ -147,6 +161,7 @@ impl Parts {
             enricher,
             rules,
             model_slots: Arc::new(ModelSlots::new(workers)),
+            rollout,
             budget,
             queued,
         })
@@ -198,6 +213,7 @@ fn start_drift(cfg: &Config, parts: &Parts, workers: usize, threads: &mut Thread
             store,
             stats: stats.clone(),
             metrics: metrics.clone(),
+            paired: Some(parts.rollout.observed().clone()),
         };
         threads.side("verdict-labels", Ends::AfterWorkers, move |cancel| joiner.run(&cancel))?;
         monitor.labels = Some((stats, thresholds));
@@ -315,8 +331,15 @@ fn start_watchers(
         threads.side("verdict-rules", Ends::OnStop, move |cancel| rules.watcher(&cfg, cancel)())?;
     }
     let (name, version) = (&parts.spec.manifest.name, &parts.spec.manifest.version);
-    let models =
-        ModelReloader::new(&cfg.model, &parts.enriched_names, parts.model_slots.clone(), metrics, name, version);
+    let (slots, enriched) = (parts.model_slots.clone(), &parts.enriched_names);
+    let models = match cfg.model.rollout.mode {
+        RolloutMode::Immediate => ModelReloader::new(&cfg.model, enriched, slots, metrics, name, version),
+        RolloutMode::Guarded => {
+            let bands = (cfg.decide.review_at as f32, cfg.decide.decline_at as f32);
+            let serving = Arc::new(parts.spec.clone());
+            ModelReloader::guarded(&cfg.model, enriched, slots, metrics, serving, parts.rollout.clone(), bands)
+        }
+    };
     let interval = match cfg.model.reload_interval_ms {
         0 => Duration::from_secs(3600),
         ms => Duration::from_millis(ms),

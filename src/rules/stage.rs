@@ -101,7 +101,8 @@ impl Stage for Decide {
             shadow_actions.push(shadow);
             counts[decision.action as usize] += 1;
             if let (Some(s), false) = (&self.scored, decision.fallback) {
-                s.keep(&d.event_id, score, decision.action);
+                let trial = b.trial_scores.get(k).copied().flatten().map(|t| (t, b.trial_epoch));
+                s.keep_with_trial(&d.event_id, score, decision.action, trial);
             }
             decisions.push(decision);
         }

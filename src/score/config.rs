@@ -36,6 +36,8 @@ pub struct ModelConfig {
     /// Batch rows into ORT calls even when a row's score depends on its batch neighbours
     /// (dynamic quantization); by default such models are scored one row per call.
     pub allow_batch_dependent_scores: bool,
+    /// How a new version in `dir` comes to serve (`[model.rollout]`).
+    pub rollout: crate::rollout::RolloutConfig,
 }
 
 impl Default for ModelConfig {
@@ -53,6 +55,7 @@ impl Default for ModelConfig {
             shadow_dir: None,
             shadow_sample: 1.0,
             allow_batch_dependent_scores: false,
+            rollout: crate::rollout::RolloutConfig::default(),
         }
     }
 }

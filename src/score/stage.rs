@@ -38,20 +38,25 @@ pub struct Shadow {
 impl Shadow {
     /// Whether `event_id` is in the shadowed sample (stable across replays and instances).
     pub fn sampled(&self, event_id: &str) -> bool {
-        if self.threshold == u64::MAX {
-            return true;
-        }
-        // FNV-1a: stable, cheap, no per-process seed.
-        let mut h =
-            event_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x1_0000_01b3));
-        // fmix64 (MurmurHash3's finalizer): FNV's high bits barely move between similar ids.
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^= h >> 33;
-        h < self.threshold
+        in_sample(event_id, self.threshold)
     }
+}
+
+/// Whether `event_id` hashes below `threshold` (`u64::MAX`: every event); stable across
+/// replays, processes and instances.
+pub fn in_sample(event_id: &str, threshold: u64) -> bool {
+    if threshold == u64::MAX {
+        return true;
+    }
+    // FNV-1a: stable, cheap, no per-process seed.
+    let mut h = event_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x1_0000_01b3));
+    // fmix64 (MurmurHash3's finalizer): FNV's high bits barely move between similar ids.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    h < threshold
 }
 
 /// The deadline check's inputs (`decide.deadline_ms` set).
@@ -71,6 +76,8 @@ pub struct Score {
     /// Scoring budget per batch: this stage reports its scoring time to it.
     budget: Option<Arc<BatchBudget>>,
     shadow: Option<(Shadow, Arc<str>, Arc<str>)>,
+    /// A version on trial (guarded rollout): scored after the serving model, never deciding.
+    trial: Option<crate::rollout::Trial>,
     metrics: Arc<Metrics>,
     abort: Abort,
     live_rows: Rows,
@@ -88,6 +95,7 @@ impl Score {
             deadline: None,
             budget: None,
             shadow: None,
+            trial: None,
             metrics,
             abort,
             live_rows: rows.clone(),
@@ -124,6 +132,20 @@ impl Score {
         self.scorer = scorer;
         self.live_rows = rows.clone();
         self.shadow_rows = rows;
+    }
+
+    /// The serving session and the trial's change places (a promotion, or a rollback);
+    /// returns the trial, now holding the session that served.
+    pub fn swap_with_trial(&mut self) -> Option<&mut crate::rollout::Trial> {
+        let trial = self.trial.as_mut()?;
+        std::mem::swap(&mut self.scorer, &mut trial.scorer);
+        self.cost = self.scorer.scoring_cost();
+        Some(trial)
+    }
+
+    /// Puts a version on trial (or none); returns the one it replaces.
+    pub fn set_trial(&mut self, trial: Option<crate::rollout::Trial>) -> Option<crate::rollout::Trial> {
+        std::mem::replace(&mut self.trial, trial)
     }
 
     /// Fills `b.late`: only events that can be scored and still be acknowledged within their
@@ -235,6 +257,7 @@ impl Stage for Score {
         let t = Instant::now();
         let scored_rows = b.rows.len() - b.late.iter().filter(|&&l| l).count();
         self.score(b)?;
+        let serving = t.elapsed();
         let m = &self.metrics;
         m.stage_seconds.with_label_values(&["score"]).observe(t.elapsed().as_secs_f64());
         self.cost.observe(scored_rows, t.elapsed().as_secs_f64() * 1e6);
@@ -243,6 +266,9 @@ impl Stage for Score {
             m.batch_limit.set(budget.limit() as i64);
         }
         self.score_shadow(b);
+        if let Some(trial) = &mut self.trial {
+            trial.run(b, serving);
+        }
         Ok(())
     }
 }

@@ -6,13 +6,45 @@ use std::sync::Arc;
 
 use super::metrics::Metrics;
 
+/// The model versions `/readyz` reports: serving, on trial as a candidate, and watched
+/// after a promotion (the previous version, which a rollback would serve again).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RolloutView {
+    /// The version deciding.
+    pub serving_version: String,
+    /// The candidate, while one is on trial.
+    pub candidate_version: Option<String>,
+    /// The previous version, while the promoted one is watched.
+    pub previous_version: Option<String>,
+}
+
 impl Metrics {
     /// Marks the model as loaded with the execution provider in use.
     pub fn set_model(&self, name: &str, version: &str, ep: &str) {
         self.model_info.reset();
         self.model_info.with_label_values(&[name, version, ep]).set(1);
         *self.execution_provider.lock() = ep.to_string();
+        self.rollout.lock().serving_version = version.to_string();
         self.model_loaded.store(true, Ordering::SeqCst);
+    }
+
+    /// Records the serving version, the candidate on trial and the previous version watched.
+    pub fn set_rollout(&self, serving: &str, candidate: Option<&str>, previous: Option<&str>) {
+        *self.rollout.lock() = RolloutView {
+            serving_version: serving.to_string(),
+            candidate_version: candidate.map(str::to_string),
+            previous_version: previous.map(str::to_string),
+        };
+    }
+
+    /// The execution provider of the serving model.
+    pub fn execution_provider_label(&self) -> String {
+        self.execution_provider.lock().clone()
+    }
+
+    /// The versions `/readyz` reports.
+    pub fn rollout_view(&self) -> RolloutView {
+        self.rollout.lock().clone()
     }
 
     /// Ready = partitions assigned, model loaded, the state store reachable, not stalled
@@ -40,6 +72,7 @@ impl Metrics {
             "stalled": self.guards.stalled.get() == 1,
             "failed": self.guards.failure(),
             "execution_provider": self.execution_provider.lock().clone(),
+            "model": self.rollout_view(),
         })
     }
 }

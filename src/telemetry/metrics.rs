@@ -102,6 +102,8 @@ pub struct Metrics {
     pub drift_windows: IntCounter,
     /// See [`MODEL_RELOADS`].
     pub model_reloads: IntCounterVec,
+    /// See [`MODEL_TRANSITIONS`].
+    pub model_transitions: IntCounterVec,
     /// See [`SHADOW_DECISIONS`].
     pub shadow_decisions: IntCounterVec,
     /// See [`FALLBACK_DECISIONS`].
@@ -126,6 +128,8 @@ pub struct Metrics {
     pub(super) model_loaded: AtomicBool,
     /// The execution provider in use (readiness).
     pub(super) execution_provider: Mutex<String>,
+    /// Serving, candidate and watched versions (`/readyz`).
+    pub(super) rollout: Mutex<super::health::RolloutView>,
     /// Produce errors, panics, stalls and health.
     pub guards: Guards,
     /// Partition-owned window state: checkpoints, loads, evictions.
@@ -254,6 +258,10 @@ impl Metrics {
             IntCounterVec::new(Opts::new(MODEL_RELOADS, "New model versions applied or rejected"), &["result"])
                 .unwrap();
         registry.register(Box::new(model_reloads.clone())).unwrap();
+        let model_transitions =
+            IntCounterVec::new(Opts::new(MODEL_TRANSITIONS, "Guarded-rollout transitions of model versions"), &["to"])
+                .unwrap();
+        registry.register(Box::new(model_transitions.clone())).unwrap();
         let shadow_decisions = IntCounterVec::new(
             Opts::new(SHADOW_DECISIONS, "Shadow-model verdicts, agreeing with the decision or not"),
             &["agree"],
@@ -344,6 +352,7 @@ impl Metrics {
             dead_letter_rate,
             drift_windows,
             model_reloads,
+            model_transitions,
             shadow_decisions,
             fallback_decisions,
             batch_limit,
@@ -356,6 +365,7 @@ impl Metrics {
             event_latency_ms: Mutex::new(hdrhistogram::Histogram::new_with_bounds(1, 3_600_000, 3).unwrap()),
             model_loaded: AtomicBool::new(false),
             execution_provider: Mutex::new(String::new()),
+            rollout: Mutex::new(Default::default()),
             guards,
             state,
         })

@@ -16,7 +16,7 @@ mod names;
 mod state;
 
 pub use guards::Guards;
-pub use health::serve;
+pub use health::{serve, RolloutView};
 pub use metrics::Metrics;
 pub use names::*;
 pub use state::StateMetrics;

@@ -90,6 +90,9 @@ pub const LABEL_RECALL: &str = "verdict_label_recall";
 pub const LABEL_BRIER: &str = "verdict_label_brier";
 /// `verdict_model_reloads_total{result}`: new model versions applied or rejected.
 pub const MODEL_RELOADS: &str = "verdict_model_reloads_total";
+/// `verdict_model_transitions_total{to}`: guarded-rollout transitions (candidate, promoted,
+/// refused, rolled_back, kept).
+pub const MODEL_TRANSITIONS: &str = "verdict_model_transitions_total";
 /// `verdict_shadow_decisions_total{agree}`: shadow verdicts, agreeing with the decision or not.
 pub const SHADOW_DECISIONS: &str = "verdict_shadow_decisions_total";
 /// `verdict_fallback_decisions_total`: events decided without the model (deadline passed).

@@ -20,16 +20,24 @@ use crate::core::redis::{Client, Connection, RedisConfig};
 use crate::lograte::{LimitedContext, LogRate, WINDOW};
 use crate::telemetry::Metrics;
 
+/// A scored event: id, score, action, and the trial version's score with its rollout epoch.
+type Scored = (String, f32, Action, Option<(f32, u64)>);
+
 /// Scored events on their way to Redis.
 pub struct ScoredSink {
-    tx: Sender<(String, f32, Action)>,
+    tx: Sender<Scored>,
     metrics: Arc<Metrics>,
 }
 
 impl ScoredSink {
     /// Keeps one scored event (never blocks; counted and skipped when the queue is full).
     pub fn keep(&self, event_id: &str, score: f32, action: Action) {
-        match self.tx.try_send((event_id.to_string(), score, action)) {
+        self.keep_paired(event_id, score, action, None);
+    }
+
+    /// Keeps one scored event with the score of the version on trial and its rollout epoch.
+    pub fn keep_paired(&self, event_id: &str, score: f32, action: Action, trial: Option<(f32, u64)>) {
+        match self.tx.try_send((event_id.to_string(), score, action, trial)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.metrics.labels.with_label_values(&["not_kept"]).inc();
@@ -62,13 +70,13 @@ impl LabelStore {
 /// The writer's end of the scored-event queue; run it on its own thread.
 pub struct ScoredWriter {
     store: LabelStore,
-    rx: Receiver<(String, f32, Action)>,
+    rx: Receiver<Scored>,
     metrics: Arc<Metrics>,
 }
 
 /// The workers' sink and the writer that drains it (a queue of `capacity` events).
 pub fn scored_channel(store: LabelStore, capacity: usize, metrics: Arc<Metrics>) -> (Arc<ScoredSink>, ScoredWriter) {
-    let (tx, rx) = bounded::<(String, f32, Action)>(capacity.max(1));
+    let (tx, rx) = bounded::<Scored>(capacity.max(1));
     (Arc::new(ScoredSink { tx, metrics: metrics.clone() }), ScoredWriter { store, rx, metrics })
 }
 
@@ -107,13 +115,15 @@ impl ScoredWriter {
                 }
             }
             let mut pipe = redis::pipe();
-            for (id, score, action) in &chunk {
-                pipe.cmd("SET")
-                    .arg(store.key(id))
-                    .arg(format!("{:?},{}", f64::from(*score), action.label()))
-                    .arg("EX")
-                    .arg(store.horizon_s.max(1))
-                    .ignore();
+            for (id, score, action, trial) in &chunk {
+                // `score,action[,trial score,epoch]`: readers take the first field.
+                let value = match trial {
+                    Some((t, epoch)) => {
+                        format!("{:?},{},{:?},{epoch}", f64::from(*score), action.label(), f64::from(*t))
+                    }
+                    None => format!("{:?},{}", f64::from(*score), action.label()),
+                };
+                pipe.cmd("SET").arg(store.key(id)).arg(value).arg("EX").arg(store.horizon_s.max(1)).ignore();
             }
             match query::<()>(&mut conn, &store, &pipe) {
                 Ok(()) => {
@@ -130,6 +140,12 @@ impl ScoredWriter {
             chunk.clear();
         }
     }
+}
+
+/// The trial version's score and rollout epoch in a kept value (`score,action,trial,epoch`).
+fn trial_of(value: &str) -> Option<(f64, u64)> {
+    let mut f = value.split(',').skip(2);
+    Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
 }
 
 /// Runs `pipe` on the kept connection, connecting first if there is none; the connection is
@@ -168,6 +184,8 @@ pub struct LabelJoiner {
     pub stats: Arc<Mutex<LabelStats>>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// Labels of events a trial version scored too (guarded rollout).
+    pub paired: Option<Arc<dyn super::PairedLabels>>,
 }
 
 impl LabelJoiner {
@@ -218,6 +236,10 @@ impl LabelJoiner {
                         match v.as_deref().and_then(|v| v.split(',').next()).and_then(|x| x.parse::<f64>().ok()) {
                             Some(score) => {
                                 s.add(score, positive);
+                                if let (Some(p), Some((trial, epoch))) = (&self.paired, v.as_deref().and_then(trial_of))
+                                {
+                                    p.joined(epoch, score, trial, positive);
+                                }
                                 metrics.labels.with_label_values(&["joined"]).inc();
                             }
                             None => {

@@ -17,6 +17,14 @@ use serde::{Deserialize, Serialize};
 
 pub use join::{scored_channel, spawn_writer, LabelJoiner, LabelStore, ScoredSink, ScoredWriter};
 
+/// Where the joiner hands labels of events that a version on trial scored too (the guarded
+/// rollout compares both versions on the same labelled events).
+pub trait PairedLabels: Send + Sync {
+    /// A label joined to an event scored `serving` by the serving version and `trial` by
+    /// the trial version of rollout `epoch`.
+    fn joined(&self, epoch: u64, serving: f64, trial: f64, positive: bool);
+}
+
 /// Reliability (calibration) bins over [0, 1].
 pub const RELIABILITY_BINS: usize = 10;
 
