@@ -14,6 +14,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use super::cost::CostMetrics;
 use super::guards::Guards;
 use super::names::*;
 use super::state::StateMetrics;
@@ -130,6 +131,8 @@ pub struct Metrics {
     pub guards: Guards,
     /// Partition-owned window state: checkpoints, loads, evictions.
     pub state: StateMetrics,
+    /// CPU-seconds and dollars per decision.
+    pub cost: CostMetrics,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -299,6 +302,7 @@ impl Metrics {
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())).ok();
         let guards = Guards::new(&registry);
         let state = StateMetrics::new(&registry);
+        let cost = CostMetrics::new(&registry);
         for reason in DeadLetterReason::ALL {
             dead_letters.with_label_values(&[reason.code()]);
         }
@@ -358,6 +362,7 @@ impl Metrics {
             execution_provider: Mutex::new(String::new()),
             guards,
             state,
+            cost,
         })
     }
 
