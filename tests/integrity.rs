@@ -142,3 +142,20 @@ fn a_tampered_model_placed_under_load_is_rejected_and_the_serving_version_decide
         assert_eq!(v["model_version"], "1", "{v}");
     }
 }
+
+#[test]
+fn check_config_reports_a_tampered_model_file() {
+    let dir = tempfile::tempdir().unwrap();
+    place(&dir.path().join("model"), &demo_manifest(), &tampered());
+    let file = dir.path().join("verdict.toml");
+    std::fs::write(&file, format!("[model]\ndir = {:?}\n", dir.path().join("model"))).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_verdict"))
+        .current_dir(crate_path(""))
+        .args(["check-config", "--config", "config/demo.toml", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("the manifest's sha256 is") && err.contains("model.dir: "), "{err}");
+}
