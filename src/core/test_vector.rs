@@ -2,9 +2,11 @@
 //! file's `sha256` and a few `test_vectors` (a row of model inputs and the score the model
 //! gave it when the manifest was written).
 //!
-//! Here are the types and the checks that need no model (a well-formed hash, every column
-//! given once with a value its lane can carry); `score::integrity` hashes the file and
-//! scores the vectors at every load and reload.
+//! Here are the types, the checks of the manifest's own fields (a well-formed hash, scores
+//! and tolerances in range) and the building of a vector's row; `score::integrity` hashes the
+//! file and scores the vectors at every load and reload. Whether a vector fits the columns
+//! is checked there, after the session is checked against the columns: a manifest whose
+//! columns disagree with the graph is told so first.
 
 use std::collections::BTreeMap;
 
@@ -37,9 +39,12 @@ impl TestVector {
         self.tolerance.unwrap_or(DEFAULT_TOLERANCE)
     }
 
-    /// Appends this vector's row to `rows` (laid out for `m`); a column it lacks or a value
-    /// its lane cannot carry is a problem (see [`problems`]).
+    /// Appends this vector's row to `rows` (laid out for `m`). A column it lacks, a value its
+    /// lane cannot carry or a name that is no column is an error.
     pub fn push_row(&self, m: &Manifest, rows: &mut Rows) -> Result<(), String> {
+        if let Some(name) = self.inputs.keys().find(|k| !m.inputs.iter().any(|c| c.name == **k)) {
+            return Err(format!("'{name}' is not a column of inputs"));
+        }
         let lanes = m.lanes();
         let row = rows.push();
         for (i, (c, lane)) in m.inputs.iter().zip(&lanes).enumerate() {
@@ -68,7 +73,7 @@ impl TestVector {
     }
 }
 
-/// Problems of `sha256` and `test_vectors` that need no model file, all at once.
+/// Problems of `sha256` and of the vectors' scores and tolerances, all at once.
 pub fn problems(m: &Manifest) -> Vec<String> {
     let mut p = Vec::new();
     if let Some(h) = &m.sha256 {
@@ -82,15 +87,6 @@ pub fn problems(m: &Manifest) -> Vec<String> {
         }
         if !(v.tolerance().is_finite() && v.tolerance() >= 0.0) {
             p.push(format!("test_vectors[{k}].tolerance: must be >= 0, got {}", v.tolerance()));
-        }
-        for name in v.inputs.keys() {
-            if !m.inputs.iter().any(|c| c.name == *name) {
-                p.push(format!("test_vectors[{k}].inputs.{name}: not a column of inputs"));
-            }
-        }
-        let mut rows = Rows::for_manifest(m);
-        if let Err(e) = v.push_row(m, &mut rows) {
-            p.push(format!("test_vectors[{k}].inputs: {e}"));
         }
     }
     p
@@ -129,6 +125,11 @@ mod tests {
             .collect()
     }
 
+    fn row_error(m: &Manifest, inputs: serde_json::Map<String, serde_json::Value>) -> String {
+        let v = TestVector { inputs: inputs.into_iter().collect(), score: 0.5, tolerance: None };
+        v.push_row(m, &mut Rows::for_manifest(m)).unwrap_err()
+    }
+
     #[test]
     fn a_vector_fills_each_lane_with_its_value() {
         let base = manifest(serde_json::json!([])).unwrap();
@@ -143,30 +144,29 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_column_a_wrong_type_and_a_bad_hash_are_named() {
-        let base = manifest(serde_json::json!([])).unwrap();
-        let mut all = inputs(&base);
-        let (text_col, _) = base.inputs.iter().zip(base.lanes()).find(|(_, l)| l.ty == TensorType::String).unwrap();
-        all.insert(text_col.name.clone(), serde_json::json!(7));
-        all.insert("nope".into(), serde_json::json!(1));
-        let first = base.inputs[0].name.clone();
-        let mut short = inputs(&base);
-        short.remove(&first);
+    fn a_missing_column_a_wrong_type_an_unknown_name_and_a_bad_hash_are_named() {
+        let m = manifest(serde_json::json!([])).unwrap();
+        let (text_col, _) = m.inputs.iter().zip(m.lanes()).find(|(_, l)| l.ty == TensorType::String).unwrap();
+        let mut wrong = inputs(&m);
+        wrong.insert(text_col.name.clone(), serde_json::json!(7));
+        assert_eq!(row_error(&m, wrong), format!("column '{}': 7 is not a string value", text_col.name));
+        let mut extra = inputs(&m);
+        extra.insert("nope".into(), serde_json::json!(1));
+        assert_eq!(row_error(&m, extra), "'nope' is not a column of inputs");
+        let mut short = inputs(&m);
+        short.remove(&m.inputs[0].name);
+        assert_eq!(row_error(&m, short), format!("column '{}' has no value", m.inputs[0].name));
+
         let err = manifest(serde_json::json!([
-            { "inputs": all, "score": 1.5 },
-            { "inputs": short, "score": 0.5, "tolerance": -1.0 }
+            { "inputs": {}, "score": 1.5 },
+            { "inputs": {}, "score": 0.5, "tolerance": -1.0 }
         ]))
         .unwrap_err();
-        for want in [
-            "test_vectors[0].score: 1.5 is not a probability".to_string(),
-            format!("test_vectors[0].inputs: column '{}': 7 is not a string value", text_col.name),
-            "test_vectors[0].inputs.nope: not a column of inputs".into(),
-            "test_vectors[1].tolerance: must be >= 0".into(),
-            format!("test_vectors[1].inputs: column '{first}' has no value"),
-        ] {
-            assert!(err.contains(&want), "missing `{want}` in: {err}");
-        }
-        let mut m = base;
+        assert_eq!(
+            err,
+            "test_vectors[0].score: 1.5 is not a probability in [0, 1]; test_vectors[1].tolerance: must be >= 0, got -1"
+        );
+        let mut m = m;
         m.sha256 = Some("xyz".into());
         assert_eq!(problems(&m), vec!["sha256: 'xyz' is not 64 hexadecimal digits"]);
     }

@@ -46,15 +46,25 @@ pub fn check_file(m: &Manifest, path: &Path) -> Result<(), ScoreError> {
 }
 
 /// Scores every test vector alone (one row per call, as it was recorded) and refuses the
-/// model if any score is further from the expected one than its tolerance.
+/// model if any score is further from the expected one than its tolerance. Vectors that do
+/// not fit the columns are a manifest error, every one named.
 pub fn check_vectors(scorer: &mut OnnxScorer, m: &Manifest) -> Result<(), ScoreError> {
-    let mut failed = Vec::new();
     let mut rows = scorer.empty_rows();
+    let unfit: Vec<String> = m
+        .test_vectors
+        .iter()
+        .enumerate()
+        .filter_map(|(k, v)| v.push_row(m, &mut rows).err().map(|e| format!("test_vectors[{k}].inputs: {e}")))
+        .collect();
+    if !unfit.is_empty() {
+        return Err(ScoreError::Manifest(unfit.join("; ")));
+    }
+    let mut failed = Vec::new();
     let mut out = Vec::with_capacity(1);
     for (k, v) in m.test_vectors.iter().enumerate() {
         rows.clear();
         out.clear();
-        v.push_row(m, &mut rows).map_err(|e| ScoreError::Manifest(format!("test_vectors[{k}].inputs: {e}")))?;
+        v.push_row(m, &mut rows).map_err(ScoreError::Manifest)?;
         scorer.score(&rows, &mut out)?;
         let got = f64::from(out[0]);
         let close = (got - v.score).abs() <= v.tolerance();
