@@ -110,7 +110,7 @@ impl std::fmt::Display for CostReading {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:.3} CPU-s per 1k decisions", self.cpu_seconds_per_1k)?;
         if let Some(usd) = self.usd_per_million {
-            write!(f, ", ${usd:.4} per million decisions")?;
+            write!(f, ", ${usd:.6} per million decisions")?;
         }
         Ok(())
     }
@@ -217,7 +217,7 @@ mod tests {
         let r = CostReading::between((10.0, 1_000), (12.0, 5_000), &cfg);
         assert!((r.cpu_seconds_per_1k - 0.5).abs() < 1e-12);
         assert!((r.usd_per_million.unwrap() - 0.025).abs() < 1e-12);
-        assert_eq!(r.to_string(), "0.500 CPU-s per 1k decisions, $0.0250 per million decisions");
+        assert_eq!(r.to_string(), "0.500 CPU-s per 1k decisions, $0.025000 per million decisions");
         let idle = CostReading::between((10.0, 5_000), (11.0, 5_000), &CostConfig::default());
         assert!(idle.cpu_seconds_per_1k.is_nan() && idle.usd_per_million.is_none());
     }
