@@ -551,4 +551,5 @@ fn print_demo_summary(r: &DemoReport) {
         );
     }
     println!("execution provider  {}", r.execution_provider);
+    println!("cost                {}  (whole process: mock broker and producer included)", r.cost);
 }

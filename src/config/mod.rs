@@ -36,6 +36,7 @@ pub use crate::enrich::EnrichConfig;
 pub use crate::publish::config::{DecisionFormat, PublishConfig, RefusedPolicy};
 pub use crate::rules::config::{DecideConfig, RulesConfig};
 pub use crate::score::config::ModelConfig;
+pub use crate::telemetry::CostConfig;
 
 /// The embedded defaults, also shipped as the documented reference config.
 pub const DEFAULTS_TOML: &str = include_str!("../../config/defaults.toml");
@@ -73,6 +74,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Graceful shutdown limits.
     pub shutdown: ShutdownConfig,
+    /// What a decision costs: the instance price for dollars per decision.
+    pub cost: CostConfig,
 }
 
 impl Default for Config {
@@ -92,6 +95,7 @@ impl Default for Config {
             publish: PublishConfig::default(),
             telemetry: TelemetryConfig::default(),
             shutdown: ShutdownConfig::default(),
+            cost: CostConfig::default(),
         }
     }
 }

@@ -161,6 +161,7 @@ impl Config {
         if self.shutdown.timeout_s == 0 {
             e.push("shutdown.timeout_s: must be > 0".into());
         }
+        e.extend(self.cost.validate());
         e
     }
 }

@@ -51,6 +51,12 @@ pub struct Manifest {
     /// Free-form training facts (data size, metrics).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training: Option<serde_json::Value>,
+    /// SHA-256 of the model file (hex): a file that does not hash to it is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Known answers the model must give before it serves (see [`super::test_vector`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub test_vectors: Vec<super::test_vector::TestVector>,
 }
 
 fn one() -> usize {
@@ -311,6 +317,7 @@ impl Manifest {
         if self.execution_providers.is_empty() {
             p.push("execution_providers: at least one is required".into());
         }
+        p.extend(super::test_vector::problems(self));
         p
     }
 

@@ -7,6 +7,7 @@
 //!   drift reads).
 //! * [`manifest`]: the model manifest, the contract between the rows decode builds and the
 //!   session score runs.
+//! * [`test_vector`]: the model file's hash and known answers a manifest may carry.
 //! * [`clock`]: the wall clock.
 //! * [`event`]: the decoded event, its decode error, and the entity inputs and paths that
 //!   pass between decode and enrich.
@@ -33,3 +34,4 @@ pub mod manifest;
 pub mod output;
 pub mod redis;
 pub mod rows;
+pub mod test_vector;

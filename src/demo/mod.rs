@@ -16,7 +16,7 @@ pub use mock::{KafkaClient, MockKafka, ReadMessage};
 
 use crate::config::Config;
 use crate::pipeline::{Pipeline, StartError};
-use crate::telemetry::Metrics;
+use crate::telemetry::{process_cpu_seconds, CostReading, Metrics};
 
 /// What the demo (or benchmark) runs.
 #[derive(Debug, Clone)]
@@ -92,6 +92,9 @@ pub struct DemoReport {
     pub execution_provider: String,
     /// Per stage: (name, total seconds, batches).
     pub stages: Vec<(&'static str, f64, u64)>,
+    /// CPU-seconds (and dollars, with `[cost]` prices) per decision over the timed run: the
+    /// whole process, so the in-process mock broker and producer are charged too.
+    pub cost: CostReading,
 }
 
 /// Latency quantiles of a run at an offered rate, after its warm-up.
@@ -244,6 +247,8 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
     }
     let metrics = Metrics::new();
     let mut start = Instant::now();
+    let cost_at = |m: &Metrics| (process_cpu_seconds(), m.counted("decode", "ok"));
+    let mut cost_start = cost_at(&metrics);
     let pipeline = Pipeline::start(&cfg, metrics.clone())?;
     let done = decided;
     // At a rate, production starts once the consumer owns its partitions, so produce →
@@ -292,6 +297,7 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
             }
         }
         start = Instant::now();
+        cost_start = cost_at(&metrics);
     }
     let ep = pipeline.model().execution_provider.clone();
     let mut last = (Instant::now(), done(&metrics));
@@ -345,6 +351,7 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
             break;
         }
     }
+    let cost = CostReading::between(cost_start, cost_at(&metrics), &cfg.cost);
     stop.store(true, Ordering::SeqCst);
     let produced = producer.map(|p| p.join().unwrap_or(0)).unwrap_or(all_events);
     pipeline.shutdown(Duration::from_secs(30));
@@ -386,6 +393,7 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
                 (st, h.get_sample_sum(), h.get_sample_count())
             })
             .collect(),
+        cost,
     })
 }
 

@@ -325,6 +325,8 @@ fn start_watchers(
         in_flight.clone(),
     );
     threads.side("verdict-watchdog", Ends::OnStop, move |cancel| dog.run(&cancel))?;
+    let meter = crate::telemetry::CostMeter::new(&cfg.cost, metrics.clone());
+    threads.side("verdict-cost", Ends::OnStop, move |cancel| meter.run(&cancel))?;
     if !cfg.rules.file.is_empty() {
         let rules = parts.rules.clone();
         let cfg = cfg.rules.clone();

@@ -7,7 +7,7 @@
 //! cancellation tree ([`Control`]):
 //!
 //! ```text
-//! abort ─┬─ stop ──── watchdog, rules watcher, model watcher
+//! abort ─┬─ stop ──── watchdog, rules watcher, model watcher, cost meter
 //!        ├─ late ──── drift publisher, label joiner   (cancelled once the workers have ended)
 //!        └─ (itself)  scored-event writer             (else ends when the workers' sinks drop)
 //! consume: stop / abort;  workers: batch channel closes;  acker: completed channel closes

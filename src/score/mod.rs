@@ -3,10 +3,12 @@
 //! The runtime library is loaded dynamically ([`init_runtime`]); the path is resolved
 //! here (config → `ORT_DYLIB_PATH` → `.cache/onnxruntime/`) so a missing library is a
 //! clear start-up error instead of a panic inside `ort`. Each session is checked
-//! against the manifest at start-up ([`OnnxScorer::load`]).
+//! against the manifest at start-up ([`OnnxScorer::load`]), and the model file against the
+//! manifest's hash and known answers ([`integrity`]).
 
 pub mod budget;
 pub mod config;
+pub mod integrity;
 pub use crate::core::manifest;
 pub mod stage;
 

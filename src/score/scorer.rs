@@ -35,6 +35,7 @@ impl OnnxScorer {
         if !path.is_file() {
             return Err(ScoreError::Load(format!("{} not found", path.display())));
         }
+        super::integrity::check_file(&spec.manifest, &path)?;
         let mut failures = Vec::new();
         let mut opened = None;
         for &ep in &spec.providers {
@@ -77,6 +78,7 @@ impl OnnxScorer {
                 scorer.chunk_rows = 1;
             }
         }
+        super::integrity::check_vectors(&mut scorer, m)?;
         Ok((scorer, failures))
     }
 

@@ -14,6 +14,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use super::cost::CostMetrics;
 use super::guards::Guards;
 use super::names::*;
 use super::state::StateMetrics;
@@ -134,6 +135,8 @@ pub struct Metrics {
     pub guards: Guards,
     /// Partition-owned window state: checkpoints, loads, evictions.
     pub state: StateMetrics,
+    /// CPU-seconds and dollars per decision.
+    pub cost: CostMetrics,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -307,6 +310,7 @@ impl Metrics {
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())).ok();
         let guards = Guards::new(&registry);
         let state = StateMetrics::new(&registry);
+        let cost = CostMetrics::new(&registry);
         for reason in DeadLetterReason::ALL {
             dead_letters.with_label_values(&[reason.code()]);
         }
@@ -368,6 +372,7 @@ impl Metrics {
             rollout: Mutex::new(Default::default()),
             guards,
             state,
+            cost,
         })
     }
 

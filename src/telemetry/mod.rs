@@ -7,14 +7,17 @@
 //! - `names`: the metric names;
 //! - `metrics`: the registry and the counting helpers;
 //! - `guards`: the never-wedge guards' metrics and the failure state;
-//! - `health`: readiness, health and the HTTP endpoints.
+//! - `health`: readiness, health and the HTTP endpoints;
+//! - `cost`: CPU-seconds and dollars per decision, and the `[cost]` section.
 
+mod cost;
 mod guards;
 mod health;
 mod metrics;
 mod names;
 mod state;
 
+pub use cost::{process_cpu_seconds, CostConfig, CostMeter, CostMetrics, CostReading};
 pub use guards::Guards;
 pub use health::{serve, RolloutView};
 pub use metrics::Metrics;

@@ -144,3 +144,10 @@ pub const STATE_ENTITIES: &str = "verdict_state_entities";
 pub const REDELIVERED: &str = "verdict_redelivered_events_total";
 /// `verdict_partition_resume_seconds`: partition assignment → first decided batch.
 pub const RESUME_SECONDS: &str = "verdict_partition_resume_seconds";
+/// `verdict_cpu_seconds_per_1k_decisions`: the process's CPU-seconds (every thread, user and
+/// system) per 1,000 decisions over the last `cost.window_s`; NaN when nothing was decided.
+pub const CPU_SECONDS_PER_1K_DECISIONS: &str = "verdict_cpu_seconds_per_1k_decisions";
+/// `verdict_usd_per_million_decisions`: those CPU-seconds at the price of a core-second
+/// (`cost.instance_usd_per_hour / 3600 / cost.instance_cores`), per million decisions;
+/// exported only with both set.
+pub const USD_PER_MILLION_DECISIONS: &str = "verdict_usd_per_million_decisions";
