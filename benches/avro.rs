@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use apache_avro::writer::datum::GenericDatumWriter;
 use serde::ser::{SerializeMap, SerializeStruct, Serializer};
 use serde::Serialize;
-use verdict::publish::record::{DecisionRecord, DefaultsUsed, ShadowVerdict};
+use verdict::publish::record::{DecisionRecord, DefaultsUsed, Inputs, ShadowVerdict};
 use verdict::rules::{Action, Decision, RuleHit, RuleMode};
 
 /// The demo model's sixteen inputs.
@@ -125,7 +125,7 @@ impl Serialize for SerdeView<'_, '_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let r = self.0;
         let d = r.decision;
-        let mut w = s.serialize_struct("Decision", 29)?;
+        let mut w = s.serialize_struct("Decision", 30)?;
         w.serialize_field("event_id", r.event_id)?;
         w.serialize_field("entity_key", r.entity_key)?;
         w.serialize_field("action", &d.action)?;
@@ -142,7 +142,8 @@ impl Serialize for SerdeView<'_, '_> {
         w.serialize_field("source_partition", &r.source_partition)?;
         w.serialize_field("source_offset", &r.source_offset)?;
         w.serialize_field("defaults_used", &r.defaults_used)?;
-        w.serialize_field("features", &Features(r.features.0, r.features.1))?;
+        w.serialize_field("features", &Features(r.features.names, r.features.values))?;
+        w.serialize_field("feature_texts", &std::collections::BTreeMap::<&str, &str>::new())?;
         w.serialize_field("rules_version", &*d.rules_version)?;
         w.serialize_field("action_name", &d.action_name.as_deref())?;
         w.serialize_field("review_priority", &d.review_priority)?;
@@ -236,7 +237,7 @@ fn main() {
         source_partition: 0,
         source_offset: 1_379,
         defaults_used: DefaultsUsed { names: &names, columns: defaulted },
-        features: if c.features { (&names, VALUES) } else { (&[], &[]) },
+        features: if c.features { Inputs::numbers(&names, VALUES) } else { Inputs::default() },
         aggregates: if c.aggregates { (&agg_names, &agg) } else { (&[], &[]) },
         shadow: c.shadow.then_some(ShadowVerdict {
             model: "demo-fraud-mlp",

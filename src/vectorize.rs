@@ -147,8 +147,19 @@ impl Offline {
         self.decide = Some(Decide::new(ThresholdBands::new(&cfg.decide), Metrics::new()));
     }
 
+    /// Runs the event on line `n` through decode and enrich only: it joins its entities'
+    /// windows, and nothing is scored (a warm-up, so later events see full windows).
+    pub fn warm(&mut self, n: usize, line: &[u8]) -> Result<(), OfflineError> {
+        Ok(self.feed_through(n, line.to_vec(), false)?)
+    }
+
     /// Runs the event on line `n` through the stages; what they made is in `self.staged`.
     fn feed(&mut self, n: usize, payload: Vec<u8>) -> Result<(), StageFailure> {
+        self.feed_through(n, payload, true)
+    }
+
+    /// As [`Offline::feed`]; without `all`, decode and enrich only.
+    fn feed_through(&mut self, n: usize, payload: Vec<u8>, all: bool) -> Result<(), StageFailure> {
         let mut events = std::mem::take(&mut self.staged.batch.events);
         events.clear();
         events.push(Envelope {
@@ -170,9 +181,9 @@ impl Offline {
         let stages: [Option<&mut dyn Stage>; 5] = [
             Some(&mut self.decode),
             Some(&mut self.enrich),
-            Some(&mut self.fill),
-            self.score.as_mut().map(|s| s as &mut dyn Stage),
-            self.decide.as_mut().map(|d| d as &mut dyn Stage),
+            all.then_some(&mut self.fill as &mut dyn Stage),
+            self.score.as_mut().filter(|_| all).map(|s| s as &mut dyn Stage),
+            self.decide.as_mut().filter(|_| all).map(|d| d as &mut dyn Stage),
         ];
         for stage in stages.into_iter().flatten() {
             stage.run(&mut self.staged)?;

@@ -90,6 +90,7 @@ impl WorkerBuilder<'_> {
             model_name: self.model.0.to_string(),
             model_version: self.model.1.to_string(),
             columns: Arc::new(self.vectorizer.names().map(str::to_string).collect()),
+            lanes: Arc::new(self.vectorizer.lanes().to_vec()),
             aggregates: Arc::new(enriched.to_vec()),
             include_features: cfg.publish.include_features,
             include_aggregates: cfg.publish.include_aggregates,
@@ -351,7 +352,7 @@ impl Worker {
             fill.set_vectorizer(vectorizer.clone());
         }
         let columns = vectorizer.names().map(str::to_string).collect();
-        s.publish.set_model(name, version, columns);
+        s.publish.set_model(name, version, columns, vectorizer.lanes());
         self.staged.rows = vectorizer.rows();
     }
 }

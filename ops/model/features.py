@@ -152,17 +152,20 @@ def f32(v: float) -> float:
     return struct.unpack("<f", struct.pack("<f", v))[0]
 
 
-def rows(events: Iterable[dict], manifest: dict, enrich: dict | None = None) -> list[list[float]]:
-    """Rows for events in stream order; `enrich` is verdict's [enrich] config section."""
-    wf = WindowFeatures(enrich) if enrich else None
+def rows(events: Iterable[dict], manifest: dict, enrich: dict | None = None,
+         wf: "WindowFeatures | None" = None) -> list[list[float]]:
+    """Rows for events in stream order; `enrich` is verdict's [enrich] config section. `wf`
+    continues from window state already built (a warmed-up stream) instead of empty windows."""
+    wf = wf if wf is not None else (WindowFeatures(enrich) if enrich else None)
     return [vectorize(e, manifest, wf.see(e) if wf else None) for e in events]
 
 
-def vectorize_many(events: Iterable[dict], manifest: dict, enrich: dict | None = None):
+def vectorize_many(events: Iterable[dict], manifest: dict, enrich: dict | None = None,
+                   wf: "WindowFeatures | None" = None):
     """A float32 matrix of the rows (single float input models)."""
     import numpy as np
     width = len(manifest["inputs"])
-    r = rows(events, manifest, enrich)
+    r = rows(events, manifest, enrich, wf)
     return np.array(r, dtype=np.float32) if r else np.zeros((0, width), dtype=np.float32)
 
 
@@ -240,6 +243,18 @@ def _num(v):
     return float(v)
 
 
+def warm_up_ms(enrich: dict) -> int:
+    """Event time after which every window is full: the longest window plus its bucket width
+    (a window covers whole buckets, so it reaches back up to one bucket further). Before that
+    the stream is younger than its windows and their values are smaller than in steady state."""
+    longest = 0
+    for e in enrich.get("entities", []):
+        default_s = int(e.get("bucket_s", 60))
+        for w in e.get("windows", []):
+            longest = max(longest, int(w["size_s"]) + int(w.get("bucket_s", default_s)))
+    return longest * 1000
+
+
 class WindowFeatures:
     """Window values each event sees (before itself), exactly as verdict computes them.
     Online features (`feature:`) are not known offline: they come out missing."""
@@ -249,7 +264,11 @@ class WindowFeatures:
         self.lateness = int(enrich.get("allowed_lateness_s", 60)) * 1000
         self.states: dict[tuple[str, str], dict[int, EntityState]] = {}
 
-    def see(self, event: dict) -> dict:
+    def warm(self, event: dict) -> None:
+        """Adds the event to the windows without computing what it sees (a warm-up)."""
+        self.see(event, values=False)
+
+    def see(self, event: dict, values: bool = True) -> dict:
         out = {}
         t = event.get("event_time")
         for e in self.enrich.get("entities", []):
@@ -266,24 +285,30 @@ class WindowFeatures:
             sizes = [int(w["size_s"]) * 1000 for w in windows]
             retention = {b: max(s for s, wb in zip(sizes, widths) if wb == b) + self.lateness + b for b in widths}
             series = self.states.setdefault((e["name"], str(ident)), {b: EntityState() for b in retention})
-            st = series[widths[0]]
-            for w, size, bucket in zip(windows, sizes, widths):
-                c, s, mn, mx, d = series[bucket].aggregates(t, size, bucket)
-                prefix = f"window:{e['name']}.{w['name']}."
-                out[prefix + "count"] = float(c)
-                out[prefix + "sum"] = s
-                out[prefix + "avg"] = s / c if c > 0 and mn is not None else None
-                out[prefix + "min"] = mn
-                out[prefix + "max"] = mx
-                out[prefix + "distinct"] = float(d)
-            out[f"window:{e['name']}.since_last_s"] = (
-                None if st.newest is None else max(t - st.newest, 0) / 1000.0)
+            if values:
+                self._values(out, e, windows, series, sizes, widths, t)
             value = _num(lookup(event, e["value_field"])) if e.get("value_field") else None
             dv = lookup(event, e["distinct_field"]) if e.get("distinct_field") else None
             dv = str(dv) if isinstance(dv, (str, int)) and not isinstance(dv, bool) else None
             for bucket, one in series.items():
                 one.apply(t, value, dv, bucket, retention[bucket], self.lateness)
         return out
+
+    @staticmethod
+    def _values(out: dict, e: dict, windows: list, series: dict, sizes: list, widths: list, t: int) -> None:
+        """What the event sees: every window's aggregates and the time since the entity's last event."""
+        st = series[widths[0]]
+        for w, size, bucket in zip(windows, sizes, widths):
+            c, s, mn, mx, d = series[bucket].aggregates(t, size, bucket)
+            prefix = f"window:{e['name']}.{w['name']}."
+            out[prefix + "count"] = float(c)
+            out[prefix + "sum"] = s
+            out[prefix + "avg"] = s / c if c > 0 and mn is not None else None
+            out[prefix + "min"] = mn
+            out[prefix + "max"] = mx
+            out[prefix + "distinct"] = float(d)
+        out[f"window:{e['name']}.since_last_s"] = (
+            None if st.newest is None else max(t - st.newest, 0) / 1000.0)
 
 
 def main(argv: list[str]) -> None:

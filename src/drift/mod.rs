@@ -5,6 +5,7 @@
 //! and published as a [`DriftRecord`] to the drift topic and as Prometheus gauges.
 //! A feature crossing a PSI threshold is logged once per state change.
 
+mod categories;
 pub mod config;
 pub mod labels;
 mod publisher;
@@ -19,10 +20,12 @@ use apache_avro::Schema;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+pub use categories::{Categories, CategorySource};
 pub use publisher::DriftPublisher;
 pub use stats::{Baseline, BaselineError, FeatureBaseline, FeatureStats, Moments, Window};
 
 use crate::core::decision::Action;
+use crate::core::rows::Rows;
 use config::DriftConfig;
 
 /// The drift record schema, embedded (also `schemas/drift.avsc`).
@@ -268,11 +271,12 @@ pub struct DriftRecorder {
 }
 
 impl DriftRecorder {
-    /// Observes a batch: rows (`width` each), their scores and actions, and dead letters.
-    pub fn observe(&self, rows: &[f32], width: usize, scores: &[f32], actions: &[Action], dead: &[&str]) {
+    /// Observes a batch: its model rows (values and texts), their scores and actions, and
+    /// dead letters.
+    pub fn observe(&self, rows: &Rows, scores: &[f32], actions: &[Action], dead: &[&str]) {
         let mut w = self.window.lock();
-        for ((row, &s), &a) in rows.chunks_exact(width.max(1)).zip(scores).zip(actions) {
-            w.observe(&self.baseline, row, s, a as usize);
+        for ((k, &s), &a) in (0..rows.len()).zip(scores).zip(actions) {
+            w.observe_texts(&self.baseline, rows.values_row(k), rows.texts_row(k), s, a as usize);
         }
         for r in dead {
             w.dead_letter(r);
@@ -299,6 +303,7 @@ mod tests {
             features: vec![FeatureBaseline {
                 name: "x".into(),
                 edges: vec![0.0, 1.0, 2.0],
+                categories: None,
                 expected: vec![0.1, 0.0, 0.45, 0.45, 0.0],
                 default: Some(-1.0),
                 mean: 1.0,
@@ -307,6 +312,7 @@ mod tests {
             score: FeatureBaseline {
                 name: "score".into(),
                 edges: vec![0.0, 0.5, 1.0],
+                categories: None,
                 expected: vec![0.0, 0.0, 0.9, 0.1, 0.0],
                 default: None,
                 mean: f64::NAN,

@@ -1,24 +1,30 @@
-//! Fixed-memory drift statistics: counts on the baseline's bin edges plus running moments,
-//! per model input and for the score. No event is stored. Windows merge by adding counts, so
-//! records from several instances combine into the statistics of their union.
+//! Fixed-memory drift statistics: counts on the baseline's bins plus running moments, per
+//! model input and for the score. Numbers are binned on the training quantiles; lookup and
+//! string columns by category (the training's top K, then "other"), so a category whose share
+//! changes is seen. No event is stored. Windows merge by adding counts, so records from
+//! several instances combine into the statistics of their union.
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::manifest::Manifest;
+use super::categories::{Categories, CategorySource};
+use crate::core::manifest::{InputColumn, Lane, Manifest};
 
 /// Smoothing for empty buckets in PSI (both sides), so one empty bucket is not infinite.
 pub const PSI_EPSILON: f64 = 1e-4;
 
 /// One feature's (or the score's) training distribution.
 ///
-/// Buckets, in order: `[default/null, below range, bin 0 .. bin k-1, above range]`, where bin
-/// `i` is `[edges[i], edges[i+1])` and the last bin includes `edges[k]` (numpy's histogram).
+/// Buckets of a number, in order: `[default/null, below range, bin 0 .. bin k-1, above range]`,
+/// where bin `i` is `[edges[i], edges[i+1])` and the last bin includes `edges[k]` (numpy's
+/// histogram). Of a categorical column: `[default/null, other, category 0 .. category k-1]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeatureBaseline {
     /// Model input name (or "score").
     pub name: String,
-    /// Bin edges, ascending (k+1 values for k bins).
+    /// Bin edges, ascending (k+1 values for k bins); empty for a categorical column.
     pub edges: Vec<f64>,
+    /// The training's most frequent categories, for lookup and string columns.
+    pub categories: Option<Categories>,
     /// Expected share of every bucket (k+3, sums to 1).
     pub expected: Vec<f64>,
     /// The value that means "default used" for this input (NaN always does).
@@ -30,7 +36,15 @@ pub struct FeatureBaseline {
 }
 
 impl FeatureBaseline {
-    fn from_json(name: &str, v: &serde_json::Value, default: Option<f64>) -> Result<Self, BaselineError> {
+    pub(super) fn from_json(
+        name: &str,
+        v: &serde_json::Value,
+        default: Option<f64>,
+        col: Option<(&InputColumn, Lane)>,
+    ) -> Result<Self, BaselineError> {
+        if v.get("categories").is_some() {
+            return Self::categorical(name, v, default, col);
+        }
         let nums = |k: &str| -> Result<Vec<f64>, BaselineError> {
             v.get(k)
                 .and_then(|a| a.as_array())
@@ -69,6 +83,7 @@ impl FeatureBaseline {
         Ok(Self {
             name: name.to_string(),
             edges,
+            categories: None,
             expected,
             default,
             mean: v.get("mean").and_then(|x| x.as_f64()).unwrap_or(f64::NAN),
@@ -76,12 +91,35 @@ impl FeatureBaseline {
         })
     }
 
-    /// Number of buckets (k+3).
+    /// Number of buckets (k+3 for k bins, k+2 for k categories).
     pub fn buckets(&self) -> usize {
-        self.edges.len() + 2
+        match &self.categories {
+            Some(c) => c.names.len() + 2,
+            None => self.edges.len() + 2,
+        }
     }
 
-    /// The bucket of `v`.
+    /// Whether values are binned by category.
+    pub fn is_categorical(&self) -> bool {
+        self.categories.is_some()
+    }
+
+    /// The bucket of a value: `v` is the row's `f32` value, `texts` the row's texts (a
+    /// string column's category is its text; its `f32` value is NaN when the default was used).
+    #[inline]
+    pub fn bucket_of(&self, v: f64, texts: &[String]) -> usize {
+        let Some(c) = &self.categories else { return self.bucket(v) };
+        if v.is_nan() || self.default == Some(v) {
+            return 0;
+        }
+        let found = match &c.source {
+            CategorySource::Codes(codes) => codes.iter().position(|&x| x == v),
+            CategorySource::Text(i) => texts.get(*i).and_then(|t| c.names.iter().position(|n| n == t)),
+        };
+        found.map_or(1, |i| i + 2)
+    }
+
+    /// The bucket of the number `v` (a numeric baseline).
     #[inline]
     pub fn bucket(&self, v: f64) -> usize {
         if v.is_nan() || self.default == Some(v) {
@@ -119,12 +157,12 @@ impl Baseline {
         let missing = |what: &str| BaselineError(format!("baseline: {what}"));
         let feats = b.get("features").ok_or_else(|| missing("'features' missing"))?;
         let mut features = Vec::with_capacity(m.inputs.len());
-        for c in &m.inputs {
+        for (c, lane) in m.inputs.iter().zip(m.lanes()) {
             let v = feats.get(&c.name).ok_or_else(|| missing(&format!("no entry for input '{}'", c.name)))?;
-            features.push(FeatureBaseline::from_json(&c.name, v, c.default_value())?);
+            features.push(FeatureBaseline::from_json(&c.name, v, c.default_value(), Some((c, lane)))?);
         }
         let score = b.get("score").ok_or_else(|| missing("'score' missing"))?;
-        let score = FeatureBaseline::from_json("score", score, None)?;
+        let score = FeatureBaseline::from_json("score", score, None, None)?;
         Ok(Some(Self { features, score }))
     }
 }
@@ -141,15 +179,16 @@ pub struct Moments {
 }
 
 impl Moments {
-    fn new(buckets: usize) -> Self {
+    pub(super) fn new(buckets: usize) -> Self {
         Self { counts: vec![0; buckets], sum: 0.0, sum_sq: 0.0 }
     }
 
+    /// Counts `v` (with the row's `texts`); moments only of non-default numbers.
     #[inline]
-    fn observe(&mut self, b: &FeatureBaseline, v: f64) {
-        let i = b.bucket(v);
+    pub(super) fn observe(&mut self, b: &FeatureBaseline, v: f64, texts: &[String]) {
+        let i = b.bucket_of(v, texts);
         self.counts[i] += 1;
-        if i != 0 {
+        if i != 0 && !b.is_categorical() {
             self.sum += v;
             self.sum_sq += v * v;
         }
@@ -176,20 +215,29 @@ impl Moments {
                 (a - e) * (a / e).ln()
             })
             .sum();
-        // KS on the binned distribution of non-default values (buckets 1..).
+        // KS on the binned distribution of non-default values (buckets 1..). Categories have
+        // no order: there it is the total variation distance, the largest difference in share
+        // any set of categories can show.
         let (a_tot, e_tot): (f64, f64) = (actual[1..].iter().sum(), b.expected[1..].iter().sum());
         let (mut ca, mut ce, mut ks) = (0.0, 0.0, 0.0f64);
         if a_tot > 0.0 && e_tot > 0.0 {
             for (a, e) in actual[1..].iter().zip(&b.expected[1..]) {
-                ca += a / a_tot;
-                ce += e / e_tot;
-                ks = ks.max((ca - ce).abs());
+                if b.is_categorical() {
+                    ks += 0.5 * (a / a_tot - e / e_tot).abs();
+                } else {
+                    ca += a / a_tot;
+                    ce += e / e_tot;
+                    ks = ks.max((ca - ce).abs());
+                }
             }
         }
-        let values = n - self.counts[0];
+        // Categories have shares, not moments.
+        let values = if b.is_categorical() { 0 } else { n - self.counts[0] };
         let mean = if values > 0 { self.sum / values as f64 } else { f64::NAN };
         let var = if values > 0 { (self.sum_sq / values as f64 - mean * mean).max(0.0) } else { f64::NAN };
-        let last = self.counts.len() - 1;
+        // Out of range: below or above the bins; for categories, outside the training's top K.
+        let last = if b.is_categorical() { 1 } else { self.counts.len() - 1 };
+        let outside = if last == 1 { self.counts[1] } else { self.counts[1] + self.counts[last] };
         FeatureStats {
             name: b.name.clone(),
             count: n,
@@ -198,7 +246,7 @@ impl Moments {
             mean,
             std: var.sqrt(),
             default_rate: self.counts[0] as f64 / nf,
-            out_of_range_rate: (self.counts[1] + self.counts[last]) as f64 / nf,
+            out_of_range_rate: outside as f64 / nf,
         }
     }
 }
@@ -220,7 +268,7 @@ pub struct FeatureStats {
     pub std: f64,
     /// Share of null (NaN) or default-filled values.
     pub default_rate: f64,
-    /// Share of values outside the training range.
+    /// Share of values outside the training range (of a categorical column: in "other").
     pub out_of_range_rate: f64,
 }
 
@@ -251,13 +299,21 @@ impl Window {
         }
     }
 
-    /// Observes one decided event: its model row, score and action index.
+    /// Observes one decided event: its model row, score and action index (a model without
+    /// string columns; see [`Window::observe_texts`]).
     #[inline]
     pub fn observe(&mut self, b: &Baseline, row: &[f32], score: f32, action: usize) {
+        self.observe_texts(b, row, &[], score, action);
+    }
+
+    /// Observes one decided event: its model row's `f32` values and texts (string columns),
+    /// score and action index.
+    #[inline]
+    pub fn observe_texts(&mut self, b: &Baseline, row: &[f32], texts: &[String], score: f32, action: usize) {
         for ((m, fb), &v) in self.features.iter_mut().zip(&b.features).zip(row) {
-            m.observe(fb, f64::from(v));
+            m.observe(fb, f64::from(v), texts);
         }
-        self.score.observe(&b.score, f64::from(score));
+        self.score.observe(&b.score, f64::from(score), &[]);
         self.actions[action.min(2)] += 1;
         self.events += 1;
     }
@@ -297,6 +353,7 @@ mod tests {
             "x",
             &serde_json::json!({"edges": [0.0, 1.0, 2.0, 4.0], "proportions": [0.25, 0.25, 0.5], "default_rate": 0.0}),
             Some(-1.0),
+            None,
         )
         .unwrap()
     }
@@ -318,6 +375,7 @@ mod tests {
             "flag",
             &serde_json::json!({"edges": [1.0], "proportions": [], "default_rate": 0.25}),
             Some(0.0),
+            None,
         )
         .unwrap();
         assert_eq!((b.bucket(0.0), b.bucket(1.0), b.bucket(0.5), b.bucket(2.0)), (0, 2, 1, 3));
@@ -330,15 +388,15 @@ mod tests {
         let mut m = Moments::new(b.buckets());
         for v in [0.5, 1.5, 3.0, 3.5] {
             for _ in 0..1000 {
-                m.observe(&b, v);
+                m.observe(&b, v, &[]);
             }
         }
         let s = m.stats(&b);
         assert!(s.psi < 1e-9 && s.ks < 1e-9, "{s:?}");
         let mut shifted = Moments::new(b.buckets());
         for _ in 0..1000 {
-            shifted.observe(&b, 3.0);
-            shifted.observe(&b, 5.0);
+            shifted.observe(&b, 3.0, &[]);
+            shifted.observe(&b, 5.0, &[]);
         }
         let s = shifted.stats(&b);
         assert!(s.psi > 1.0, "{s:?}");

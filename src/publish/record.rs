@@ -8,6 +8,7 @@
 use serde::Serialize;
 
 use crate::core::decision::{Decision, RuleHit};
+use crate::core::manifest::{Lane, TensorType};
 
 /// Everything a decision record says about one event.
 #[derive(Debug, Serialize)]
@@ -39,9 +40,10 @@ pub struct DecisionRecord<'a> {
     pub source_offset: i64,
     /// Names of model inputs that took their default.
     pub defaults_used: DefaultsUsed<'a>,
-    /// Model inputs: names and the values fed to the model (empty to omit).
-    #[serde(serialize_with = "features_map")]
-    pub features: (&'a [String], &'a [f32]),
+    /// Model inputs (empty to omit): `features` (numbers as fed to the model) and
+    /// `feature_texts` (string inputs, as the event's text).
+    #[serde(flatten)]
+    pub features: Inputs<'a>,
     /// Window aggregates and online features: names and values (None = absent, omitted;
     /// empty unless `publish.include_aggregates`).
     #[serde(serialize_with = "aggregates_map")]
@@ -112,13 +114,71 @@ fn aggregates_map<S: serde::Serializer>(f: &(&[String], &[Option<f64>]), s: S) -
     m.end()
 }
 
-fn features_map<S: serde::Serializer>(f: &(&[String], &[f32]), s: S) -> Result<S::Ok, S::Error> {
-    use serde::ser::SerializeMap;
-    let mut m = s.serialize_map(Some(f.0.len().min(f.1.len())))?;
-    for (k, v) in f.0.iter().zip(f.1) {
-        m.serialize_entry(k, v)?;
+/// A record's model inputs: every column's `f32` value as fed to the model and, for string
+/// columns (whose `f32` value is only a placeholder), the event's text. Written as two maps:
+/// `features` (number columns) and `feature_texts` (string columns).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Inputs<'a> {
+    /// Column names.
+    pub names: &'a [String],
+    /// Each column's `f32` value.
+    pub values: &'a [f32],
+    /// Each column's lane; empty when every column is a number.
+    pub lanes: &'a [Lane],
+    /// The row's texts, indexed by a string column's lane.
+    pub texts: &'a [String],
+}
+
+impl<'a> Inputs<'a> {
+    /// Number columns only.
+    pub fn numbers(names: &'a [String], values: &'a [f32]) -> Self {
+        Self { names, values, lanes: &[], texts: &[] }
     }
-    m.end()
+
+    fn text(&self, column: usize) -> Option<&'a str> {
+        let lane = self.lanes.get(column)?;
+        (lane.ty == TensorType::String).then(|| self.texts.get(lane.index).map(String::as_str)).flatten()
+    }
+
+    /// (name, value) of the number columns.
+    fn number_entries(&self) -> impl Iterator<Item = (&'a String, f32)> + '_ {
+        self.names
+            .iter()
+            .zip(self.values)
+            .enumerate()
+            .filter(|(i, _)| self.text(*i).is_none())
+            .map(|(_, (k, v))| (k, *v))
+    }
+
+    /// (name, text) of the string columns.
+    fn text_entries(&self) -> impl Iterator<Item = (&'a String, &'a str)> + '_ {
+        self.names.iter().take(self.values.len()).enumerate().filter_map(|(i, k)| self.text(i).map(|t| (k, t)))
+    }
+}
+
+impl Serialize for Inputs<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct Numbers<'b, 'a>(&'b Inputs<'a>);
+        impl Serialize for Numbers<'_, '_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_map(self.0.number_entries())
+            }
+        }
+        struct Texts<'b, 'a>(&'b Inputs<'a>);
+        impl Serialize for Texts<'_, '_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_map(self.0.text_entries())
+            }
+        }
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("features", &Numbers(self))?;
+        // Only models with string inputs have texts: other records stay as they were.
+        if self.text_entries().next().is_some() {
+            m.serialize_entry("feature_texts", &Texts(self))?;
+        }
+        m.end()
+    }
 }
 
 fn zigzag(buf: &mut Vec<u8>, v: i64) {
@@ -181,13 +241,21 @@ impl DecisionRecord<'_> {
             }
         }
         zigzag(buf, 0);
-        let (names, values) = self.features;
-        let n = names.len().min(values.len());
-        if n > 0 {
-            zigzag(buf, n as i64);
-            for (k, v) in names.iter().zip(values) {
+        let numbers = self.features.number_entries().count();
+        if numbers > 0 {
+            zigzag(buf, numbers as i64);
+            for (k, v) in self.features.number_entries() {
                 string(buf, k);
-                buf.extend_from_slice(&f64::from(*v).to_le_bytes());
+                buf.extend_from_slice(&f64::from(v).to_le_bytes());
+            }
+        }
+        zigzag(buf, 0);
+        let texts = self.features.text_entries().count();
+        if texts > 0 {
+            zigzag(buf, texts as i64);
+            for (k, t) in self.features.text_entries() {
+                string(buf, k);
+                string(buf, t);
             }
         }
         zigzag(buf, 0);
@@ -289,7 +357,7 @@ mod tests {
             source_partition: 3,
             source_offset: 123_456_789,
             defaults_used: DefaultsUsed { names: &NAMES, columns: &[1] },
-            features: (&NAMES, &[1.5, -1.0]),
+            features: Inputs::numbers(&NAMES, &[1.5, -1.0]),
             aggregates: (&AGG, &[Some(3.0), None]),
             shadow: Some(ShadowVerdict { model: "challenger", version: "7", score: 0.25, action: Action::Approve }),
             redelivery: false,
@@ -492,5 +560,33 @@ mod tests {
         assert_eq!(v["source_partition"], 3);
         assert_eq!(v["features"]["amount"], 1.5);
         assert_eq!(v["defaults_used"][0], "age");
+    }
+    #[test]
+    fn string_inputs_are_written_as_the_events_text_in_avro_and_json() {
+        let d = decision();
+        let names = vec!["amount".to_string(), "channel".to_string()];
+        let lanes = [Lane { ty: TensorType::Float32, index: 0 }, Lane { ty: TensorType::String, index: 0 }];
+        let texts = vec!["ecom".to_string()];
+        // A string column's f32 is a placeholder (0, or NaN when defaulted): never written.
+        let features = Inputs { names: &names, values: &[12.5, 0.0], lanes: &lanes, texts: &texts };
+        let r = DecisionRecord { features, ..record(&d) };
+        let mut json = Vec::new();
+        r.write_json(&mut json);
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v["features"], serde_json::json!({"amount": 12.5}));
+        assert_eq!(v["feature_texts"], serde_json::json!({"channel": "ecom"}));
+
+        let mut avro = Vec::new();
+        r.write_avro(100, &mut avro);
+        let schema = schema_file();
+        let fields = read_fields(&schema, &schema, &avro[5..]);
+        let Some(Value::Map(f)) = field(&fields, "features") else { panic!() };
+        assert_eq!((f.len(), &f["amount"]), (1, &Value::Double(12.5)));
+        let Some(Value::Map(t)) = field(&fields, "feature_texts") else { panic!() };
+        assert_eq!((t.len(), &t["channel"]), (1, &Value::String("ecom".into())));
+        // Records of number-only models stay as they were in JSON.
+        let mut plain = Vec::new();
+        record(&d).write_json(&mut plain);
+        assert!(!String::from_utf8(plain).unwrap().contains("feature_texts"));
     }
 }

@@ -15,12 +15,13 @@ use tracing::Level;
 
 use super::config::{DecisionFormat, RefusedPolicy};
 use super::limits::Class;
-use super::record::{DefaultsUsed, ShadowVerdict};
+use super::record::{DefaultsUsed, Inputs, ShadowVerdict};
 use super::{decision_headers_with, DecisionRecord, PublishError, Publisher};
 use crate::backoff::Backoff;
 use crate::core::clock::wall_clock_ms;
 use crate::core::decision::Action;
 use crate::core::event::{DecodeError, DecodedEvent};
+use crate::core::manifest::Lane;
 use crate::envelope::{Envelope, RawMessage};
 use crate::error::DeadLetterReason;
 use crate::stage::{Abort, Outcome, Stage, StageFailure, StagedBatch};
@@ -45,6 +46,8 @@ pub struct Outputs {
     pub model_version: String,
     /// The model's input columns.
     pub columns: Arc<Vec<String>>,
+    /// Each column's lane (string columns are written as their text).
+    pub lanes: Arc<Vec<Lane>>,
     /// Enrichment names.
     pub aggregates: Arc<Vec<String>>,
     /// Whether decisions carry the model inputs (`publish.include_features`).
@@ -94,10 +97,11 @@ impl Publish {
 
     /// Another model now serves (model hot-reload): its name, version and columns go in
     /// the decisions.
-    pub fn set_model(&mut self, name: &str, version: &str, columns: Vec<String>) {
+    pub fn set_model(&mut self, name: &str, version: &str, columns: Vec<String>, lanes: &[Lane]) {
         self.outputs.model_name = name.to_string();
         self.outputs.model_version = version.to_string();
         self.outputs.columns = Arc::new(columns);
+        self.outputs.lanes = Arc::new(lanes.to_vec());
     }
 
     /// Sends the batch's events that have no output queued yet to the dead-letter topic as
@@ -123,7 +127,10 @@ impl Publish {
         let row = b.rows.values_row(k);
         let defaults_used = DefaultsUsed { names: &o.columns, columns: b.defaults.get(k).map_or(&[], Vec::as_slice) };
         let enriched = b.enriched_row(k);
-        let features: (&[String], &[f32]) = if o.include_features { (&o.columns, row) } else { (&[], &[]) };
+        let features = match o.include_features {
+            true => Inputs { names: &o.columns, values: row, lanes: &o.lanes, texts: b.rows.texts_row(k) },
+            false => Inputs::default(),
+        };
         let aggregates: (&[String], &[Option<f64>]) =
             if o.include_aggregates { (&o.aggregates, enriched) } else { (&[], &[]) };
         let shadow = match (&b.shadow_model, b.shadow_scores.get(k).copied().flatten(), b.shadow_actions.get(k)) {
@@ -384,6 +391,7 @@ mod tests {
             model_name: "m".into(),
             model_version: "1".into(),
             columns: Arc::new(Vec::new()),
+            lanes: Arc::new(Vec::new()),
             aggregates: Arc::new(Vec::new()),
             include_features: false,
             include_aggregates: false,
