@@ -316,7 +316,7 @@ impl Worker {
         }
         s.score.replace_scorer(m.scorer, m.vectorizer.rows());
         let columns = m.vectorizer.names().map(str::to_string).collect();
-        s.publish.set_model(&m.spec.manifest.name, &m.spec.manifest.version, columns);
+        s.publish.set_model(&m.spec.manifest.name, &m.spec.manifest.version, columns, &m.spec.manifest.inputs);
         self.staged.rows = m.vectorizer.rows();
     }
 }

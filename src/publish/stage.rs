@@ -7,6 +7,7 @@
 //! `publish.on_refused` (dead-letter the event, skip it, or stop the pipeline); a fatal
 //! producer error stops the pipeline.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,11 +17,13 @@ use tracing::Level;
 use super::config::{DecisionFormat, RefusedPolicy};
 use super::limits::Class;
 use super::record::{DefaultsUsed, ShadowVerdict};
+use super::redact::{Ids, Redactor};
 use super::{decision_headers_with, DecisionRecord, PublishError, Publisher};
 use crate::backoff::Backoff;
 use crate::core::clock::wall_clock_ms;
 use crate::core::decision::Action;
 use crate::core::event::{DecodeError, DecodedEvent};
+use crate::core::manifest::InputColumn;
 use crate::envelope::{Envelope, RawMessage};
 use crate::error::DeadLetterReason;
 use crate::stage::{Abort, Outcome, Stage, StageFailure, StagedBatch};
@@ -72,6 +75,30 @@ pub struct Publish {
     abort: Abort,
     log: crate::lograte::LogRate,
     buf: Vec<u8>,
+    /// `[publish.redact]`: the redacted identity of the event being encoded, and the model
+    /// inputs the records keep. None when nothing is redacted (nothing is then copied).
+    redact: Option<Redaction>,
+}
+
+/// The publish stage's redaction state (see [`super::redact`]).
+struct Redaction {
+    redactor: Arc<Redactor>,
+    ids: Ids,
+    /// Indices of the model inputs the records keep, their names, and the current event's
+    /// values of them (None: all inputs kept).
+    kept: Option<(Vec<usize>, Vec<String>, Vec<f32>)>,
+}
+
+impl Redaction {
+    /// Recomputes the kept inputs for a model's `columns`, of which `dropped` are left out.
+    fn set_columns(&mut self, columns: &[String], dropped: &BTreeSet<String>) {
+        let kept: Vec<usize> = (0..columns.len()).filter(|&i| !dropped.contains(&columns[i])).collect();
+        self.kept = (kept.len() < columns.len()).then(|| {
+            let names = kept.iter().map(|&i| columns[i].clone()).collect();
+            let n = kept.len();
+            (kept, names, Vec::with_capacity(n))
+        });
+    }
 }
 
 impl Publish {
@@ -84,7 +111,12 @@ impl Publish {
         abort: Abort,
     ) -> Self {
         let log = crate::lograte::LogRate::new("worker", crate::lograte::WINDOW, Some(&metrics));
-        Self { publisher, outputs, on_refused, metrics, abort, log, buf: Vec::new() }
+        let redact = publisher.redactor().map(|r| {
+            let mut redaction = Redaction { redactor: r.clone(), ids: Ids::default(), kept: None };
+            redaction.set_columns(&outputs.columns, r.dropped_at_start());
+            redaction
+        });
+        Self { publisher, outputs, on_refused, metrics, abort, log, buf: Vec::new(), redact }
     }
 
     /// The serving model's input columns.
@@ -94,10 +126,15 @@ impl Publish {
 
     /// Another model now serves (model hot-reload): its name, version and columns go in
     /// the decisions.
-    pub fn set_model(&mut self, name: &str, version: &str, columns: Vec<String>) {
+    /// `inputs` (the manifest's) say where each column reads from, for `publish.redact`.
+    pub fn set_model(&mut self, name: &str, version: &str, columns: Vec<String>, inputs: &[InputColumn]) {
         self.outputs.model_name = name.to_string();
         self.outputs.model_version = version.to_string();
         self.outputs.columns = Arc::new(columns);
+        if let Some(r) = &mut self.redact {
+            let dropped = r.redactor.dropped(inputs);
+            r.set_columns(&self.outputs.columns, &dropped);
+        }
     }
 
     /// Sends the batch's events that have no output queued yet to the dead-letter topic as
@@ -123,7 +160,22 @@ impl Publish {
         let row = b.rows.values_row(k);
         let defaults_used = DefaultsUsed { names: &o.columns, columns: b.defaults.get(k).map_or(&[], Vec::as_slice) };
         let enriched = b.enriched_row(k);
-        let features: (&[String], &[f32]) = if o.include_features { (&o.columns, row) } else { (&[], &[]) };
+        let (event_id, entity_key, features): (&str, &str, (&[String], &[f32])) = match &mut self.redact {
+            None => (&d.event_id, &d.entity_key, (&o.columns, row)),
+            Some(r) => {
+                r.redactor.ids(&d.event_id, &d.entity_key, &mut r.ids);
+                let features: (&[String], &[f32]) = match &mut r.kept {
+                    None => (&o.columns, row),
+                    Some((kept, names, values)) => {
+                        values.clear();
+                        values.extend(kept.iter().map(|&c| row[c]));
+                        (names, values)
+                    }
+                };
+                (r.ids.event_id(), r.ids.entity_key(), features)
+            }
+        };
+        let features = if o.include_features { features } else { (&[][..], &[][..]) };
         let aggregates: (&[String], &[Option<f64>]) =
             if o.include_aggregates { (&o.aggregates, enriched) } else { (&[], &[]) };
         let shadow = match (&b.shadow_model, b.shadow_scores.get(k).copied().flatten(), b.shadow_actions.get(k)) {
@@ -133,8 +185,8 @@ impl Publish {
             _ => None,
         };
         let record = DecisionRecord {
-            event_id: &d.event_id,
-            entity_key: &d.entity_key,
+            event_id,
+            entity_key,
             decision: &b.decisions[k],
             model_name: &o.model_name,
             model_version: &o.model_version,
@@ -167,17 +219,19 @@ impl Publish {
         action: Action,
         priority: Option<i64>,
     ) -> Result<(), StageFailure> {
-        let key = d.entity_key.as_bytes();
-        let headers = || decision_headers_with(&d.event_id, &self.outputs.model_version, None);
-        let sent =
-            self.retry(|| self.publisher.send(&self.outputs.decisions, Some(key), &self.buf, Some(headers())))?;
+        let (key, event_id) = match &self.redact {
+            None => (Some(d.entity_key.as_bytes()), d.event_id.as_str()),
+            Some(r) => (r.ids.record_key(), r.ids.event_id()),
+        };
+        let headers = || decision_headers_with(event_id, &self.outputs.model_version, None);
+        let sent = self.retry(|| self.publisher.send(&self.outputs.decisions, key, &self.buf, Some(headers())))?;
         match sent {
             Sent::Queued(f) => pending.push(f),
             Sent::Refused(e) => return self.refused_output(pending, ev, &e),
         }
         if action == Action::Review {
-            let headers = || decision_headers_with(&d.event_id, &self.outputs.model_version, priority);
-            match self.retry(|| self.publisher.send(&self.outputs.review, Some(key), &self.buf, Some(headers())))? {
+            let headers = || decision_headers_with(event_id, &self.outputs.model_version, priority);
+            match self.retry(|| self.publisher.send(&self.outputs.review, key, &self.buf, Some(headers())))? {
                 Sent::Queued(f) => pending.push(f),
                 Sent::Refused(e) => self.refused_output(pending, ev, &e)?,
             }
