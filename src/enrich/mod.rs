@@ -280,6 +280,12 @@ impl Enricher {
         self
     }
 
+    /// The key paths of the entities whose ids [`Enricher::hide_ids`] left out of the log.
+    pub fn hidden_ids(&self) -> Vec<String> {
+        let hidden = self.entities.iter().enumerate().filter(|(i, _)| self.missing.is_hidden(*i));
+        hidden.map(|(_, e)| e.cfg.key.clone()).collect()
+    }
+
     /// Counts online-feature reads that find no hash in
     /// `verdict_feature_hash_missing_total{entity}` (the warning naming the key is logged
     /// with or without this).

@@ -230,6 +230,11 @@ impl MissingHashes {
         }
     }
 
+    /// Whether [`MissingHashes::hide`] was called for entity type `index`.
+    pub fn is_hidden(&self, index: usize) -> bool {
+        self.hidden.get(index).copied().unwrap_or(false)
+    }
+
     /// Counts into `metrics` from now on.
     pub fn count_in(&mut self, metrics: &Metrics) {
         for (name, _, _, counter) in &mut self.entities {
