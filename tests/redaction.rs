@@ -379,3 +379,39 @@ score = "drop"
         assert!(e.iter().any(|p| p.starts_with(want)), "{want} not in {e:#?}");
     }
 }
+
+#[test]
+fn fields_come_from_the_environment_and_check_config_names_an_unknown_model_input() {
+    let env: HashMap<String, String> = [
+        ("VERDICT__MODEL__DIR", "models/demo"),
+        ("VERDICT__PUBLISH__REDACT__FIELDS__ENTITY_KEY", "drop"),
+        ("VERDICT__PUBLISH__REDACT__FIELDS__EVENT__EMAIL", "hash"),
+        ("VERDICT__PUBLISH__REDACT__HASH_KEY_ENV", "VERDICT_TEST_UNSET_PSEUDONYM_KEY"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let e = verdict::config::load_layers(&[verdict::config::DEFAULTS_TOML], &[], env).problems;
+    assert_eq!(
+        e,
+        ["publish.redact.hash_key_env: environment variable VERDICT_TEST_UNSET_PSEUDONYM_KEY is not set"],
+        "entity_key and event.email were read from the environment, the hash needs its key"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("verdict.toml");
+    let model = crate_path("models/demo");
+    let toml = format!("[model]\ndir = \"{}\"\n[publish.redact.fields]\nfeatures.nope = \"drop\"\n", model.display());
+    std::fs::write(&file, toml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_verdict"))
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("publish.redact.fields.features.nope: the model has no input 'nope' (its inputs: amount,"),
+        "{text}"
+    );
+}
