@@ -165,12 +165,12 @@ impl Publish {
             Some(r) => {
                 r.redactor.ids(&d.event_id, &d.entity_key, &mut r.ids);
                 let features: (&[String], &[f32]) = match &mut r.kept {
-                    None => (&o.columns, row),
-                    Some((kept, names, values)) => {
+                    Some((kept, names, values)) if o.include_features => {
                         values.clear();
                         values.extend(kept.iter().map(|&c| row[c]));
                         (names, values)
                     }
+                    _ => (&o.columns, row),
                 };
                 (r.ids.event_id(), r.ids.entity_key(), features)
             }
