@@ -7,7 +7,6 @@
 //! `publish.on_refused` (dead-letter the event, skip it, or stop the pipeline); a fatal
 //! producer error stops the pipeline.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +16,7 @@ use tracing::Level;
 use super::config::{DecisionFormat, RefusedPolicy};
 use super::limits::Class;
 use super::record::{DefaultsUsed, ShadowVerdict};
-use super::redact::{Ids, Redactor};
+use super::redact::Records;
 use super::{decision_headers_with, DecisionRecord, PublishError, Publisher};
 use crate::backoff::Backoff;
 use crate::core::clock::wall_clock_ms;
@@ -75,30 +74,9 @@ pub struct Publish {
     abort: Abort,
     log: crate::lograte::LogRate,
     buf: Vec<u8>,
-    /// `[publish.redact]`: the redacted identity of the event being encoded, and the model
-    /// inputs the records keep. None when nothing is redacted (nothing is then copied).
-    redact: Option<Redaction>,
-}
-
-/// The publish stage's redaction state (see [`super::redact`]).
-struct Redaction {
-    redactor: Arc<Redactor>,
-    ids: Ids,
-    /// Indices of the model inputs the records keep, their names, and the current event's
-    /// values of them (None: all inputs kept).
-    kept: Option<(Vec<usize>, Vec<String>, Vec<f32>)>,
-}
-
-impl Redaction {
-    /// Recomputes the kept inputs for a model's `columns`, of which `dropped` are left out.
-    fn set_columns(&mut self, columns: &[String], dropped: &BTreeSet<String>) {
-        let kept: Vec<usize> = (0..columns.len()).filter(|&i| !dropped.contains(&columns[i])).collect();
-        self.kept = (kept.len() < columns.len()).then(|| {
-            let names = kept.iter().map(|&i| columns[i].clone()).collect();
-            let n = kept.len();
-            (kept, names, Vec::with_capacity(n))
-        });
-    }
+    /// `[publish.redact]`: None when nothing is redacted (the records are then written as
+    /// the events say, with no copy).
+    redact: Option<Records>,
 }
 
 impl Publish {
@@ -111,11 +89,7 @@ impl Publish {
         abort: Abort,
     ) -> Self {
         let log = crate::lograte::LogRate::new("worker", crate::lograte::WINDOW, Some(&metrics));
-        let redact = publisher.redactor().map(|r| {
-            let mut redaction = Redaction { redactor: r.clone(), ids: Ids::default(), kept: None };
-            redaction.set_columns(&outputs.columns, r.dropped_at_start());
-            redaction
-        });
+        let redact = publisher.redactor().map(|r| Records::new(r.clone(), &outputs.columns));
         Self { publisher, outputs, on_refused, metrics, abort, log, buf: Vec::new(), redact }
     }
 
@@ -132,8 +106,7 @@ impl Publish {
         self.outputs.model_version = version.to_string();
         self.outputs.columns = Arc::new(columns);
         if let Some(r) = &mut self.redact {
-            let dropped = r.redactor.dropped(inputs);
-            r.set_columns(&self.outputs.columns, &dropped);
+            r.set_model(&self.outputs.columns, inputs);
         }
     }
 
@@ -162,18 +135,7 @@ impl Publish {
         let enriched = b.enriched_row(k);
         let (event_id, entity_key, features): (&str, &str, (&[String], &[f32])) = match &mut self.redact {
             None => (&d.event_id, &d.entity_key, (&o.columns, row)),
-            Some(r) => {
-                r.redactor.ids(&d.event_id, &d.entity_key, &mut r.ids);
-                let features: (&[String], &[f32]) = match &mut r.kept {
-                    Some((kept, names, values)) if o.include_features => {
-                        values.clear();
-                        values.extend(kept.iter().map(|&c| row[c]));
-                        (names, values)
-                    }
-                    _ => (&o.columns, row),
-                };
-                (r.ids.event_id(), r.ids.entity_key(), features)
-            }
+            Some(r) => r.event(&d.event_id, &d.entity_key, (&o.columns, row), o.include_features),
         };
         let features = if o.include_features { features } else { (&[][..], &[][..]) };
         let aggregates: (&[String], &[Option<f64>]) =
@@ -221,7 +183,7 @@ impl Publish {
     ) -> Result<(), StageFailure> {
         let (key, event_id) = match &self.redact {
             None => (Some(d.entity_key.as_bytes()), d.event_id.as_str()),
-            Some(r) => (r.ids.record_key(), r.ids.event_id()),
+            Some(r) => (r.ids().record_key(), r.ids().event_id()),
         };
         let headers = || decision_headers_with(event_id, &self.outputs.model_version, None);
         let sent = self.retry(|| self.publisher.send(&self.outputs.decisions, key, &self.buf, Some(headers())))?;

@@ -17,6 +17,7 @@ pub mod config;
 mod payload;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -195,6 +196,68 @@ fn mask(value: &str, keep: usize, out: &mut String) {
     let shown = if n > keep { keep } else { 0 };
     out.extend(std::iter::repeat_n('*', n - shown));
     out.extend(value.chars().skip(n - shown));
+}
+
+/// The publish stage's redaction of decision records: the event being encoded's identity
+/// and the model inputs the records keep, in buffers reused from event to event.
+#[derive(Debug)]
+pub struct Records {
+    redactor: Arc<Redactor>,
+    ids: Ids,
+    /// Indices of the model inputs the records keep, their names, and the current event's
+    /// values of them (None: all inputs kept).
+    kept: Option<(Vec<usize>, Vec<String>, Vec<f32>)>,
+}
+
+impl Records {
+    /// For the model served at start-up, whose input names are `columns`.
+    pub fn new(redactor: Arc<Redactor>, columns: &[String]) -> Self {
+        let mut r = Self { redactor, ids: Ids::default(), kept: None };
+        let dropped = r.redactor.dropped_at_start().clone();
+        r.set_columns(columns, &dropped);
+        r
+    }
+
+    /// Another model serves: its input names `columns`, read as `inputs` say.
+    pub fn set_model(&mut self, columns: &[String], inputs: &[InputColumn]) {
+        let dropped = self.redactor.dropped(inputs);
+        self.set_columns(columns, &dropped);
+    }
+
+    fn set_columns(&mut self, columns: &[String], dropped: &BTreeSet<String>) {
+        let kept: Vec<usize> = (0..columns.len()).filter(|&i| !dropped.contains(&columns[i])).collect();
+        self.kept = (kept.len() < columns.len()).then(|| {
+            let names = kept.iter().map(|&i| columns[i].clone()).collect();
+            let n = kept.len();
+            (kept, names, Vec::with_capacity(n))
+        });
+    }
+
+    /// One event's event id, entity key and model inputs (`features`: names and values) as
+    /// its decision record carries them; the inputs are copied only `with_features`.
+    pub fn event<'a>(
+        &'a mut self,
+        event_id: &str,
+        entity_key: &str,
+        features: (&'a [String], &'a [f32]),
+        with_features: bool,
+    ) -> (&'a str, &'a str, (&'a [String], &'a [f32])) {
+        self.redactor.ids(event_id, entity_key, &mut self.ids);
+        let features: (&[String], &[f32]) = match &mut self.kept {
+            Some((kept, names, values)) if with_features => {
+                values.clear();
+                values.extend(kept.iter().map(|&c| features.1[c]));
+                (names, values)
+            }
+            _ => features,
+        };
+        (self.ids.event_id(), self.ids.entity_key(), features)
+    }
+
+    /// The identity of the event last passed to [`Records::event`].
+    pub fn ids(&self) -> &Ids {
+        &self.ids
+    }
 }
 
 /// One event's identity as its outputs carry it; reused from event to event.
