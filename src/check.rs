@@ -87,6 +87,17 @@ pub fn check(cfg: &Config, known: &[String]) -> Vec<String> {
             out.push(format!("model.dir: {}: drift baseline: {e}", spec.dir.display()));
         }
     }
+    // `features.<name>` must name one of the model's inputs (the rest was checked on loading).
+    if let (Some(spec), false) = (&spec, has("publish.redact")) {
+        let ids = verdict::publish::redact::IdPaths {
+            event_id: &cfg.decode.fields.event_id,
+            entity_key: &cfg.decode.fields.entity_key,
+        };
+        let r = &cfg.publish.redact;
+        if let Err(e) = verdict::publish::redact::Redactor::new(r, ids, &cfg.enrich.record_key, &spec.manifest.inputs) {
+            out.extend(e.0);
+        }
+    }
 
     if !cfg.rules.file.is_empty() && !has("rules") {
         match &names {

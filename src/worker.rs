@@ -352,7 +352,7 @@ impl Worker {
             fill.set_vectorizer(vectorizer.clone());
         }
         let columns = vectorizer.names().map(str::to_string).collect();
-        s.publish.set_model(name, version, columns, vectorizer.lanes());
+        s.publish.set_model(name, version, columns, vectorizer.lanes(), vectorizer.inputs());
         self.staged.rows = vectorizer.rows();
     }
 }

@@ -169,7 +169,7 @@ fn entity_defaults(tree: &mut serde_json::Value, problems: &mut Vec<String>) {
 }
 
 /// Free-form maps whose keys are not checked (librdkafka properties, schema ids).
-const FREE_MAPS: &[&str] = &["kafka.consumer", "kafka.producer", "decode.avro_schemas"];
+const FREE_MAPS: &[&str] = &["kafka.consumer", "kafka.producer", "decode.avro_schemas", "publish.redact.fields"];
 
 /// Removes keys not present in the default tree, recording each as an error.
 fn strip_unknown(value: &mut serde_json::Value, known: &serde_json::Value, path: &str, errors: &mut Vec<String>) {

@@ -20,6 +20,7 @@ impl Secrets {
         }
         values.extend(cfg.kafka.security.secret_values());
         values.extend(cfg.decode.schema_registry.secret_values());
+        values.extend(cfg.publish.redact.secret_values());
         Self::from_values(values)
     }
 }

@@ -67,6 +67,11 @@ impl Config {
                 p.dead_letter_max_bytes
             ));
         }
+        let ids = crate::publish::redact::IdPaths {
+            event_id: &self.decode.fields.event_id,
+            entity_key: &self.decode.fields.entity_key,
+        };
+        e.extend(p.redact.validate(ids));
         for (id, path) in &self.decode.avro_schemas {
             if id.parse::<u32>().is_err() {
                 e.push(format!("decode.avro_schemas.{id}: schema id must be an unsigned integer"));

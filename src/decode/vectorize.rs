@@ -20,6 +20,8 @@ pub struct Vectorizer {
     columns: Vec<Column>,
     lanes: Vec<Lane>,
     empty: Rows,
+    /// The manifest's input columns as written (where each reads from: `publish.redact`).
+    inputs: std::sync::Arc<[crate::core::manifest::InputColumn]>,
 }
 
 impl Vectorizer {
@@ -57,10 +59,15 @@ impl Vectorizer {
             columns.push(col);
         }
         if problems.is_empty() {
-            Ok(Self { columns, lanes, empty: Rows::for_manifest(manifest) })
+            Ok(Self { columns, lanes, empty: Rows::for_manifest(manifest), inputs: manifest.inputs.clone().into() })
         } else {
             Err(ColumnErrors(problems))
         }
+    }
+
+    /// The manifest's input columns.
+    pub fn inputs(&self) -> &[crate::core::manifest::InputColumn] {
+        &self.inputs
     }
 
     /// Source paths of the columns read from the event (their slots are their column indices).

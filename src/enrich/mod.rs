@@ -269,6 +269,23 @@ impl Enricher {
             .collect()
     }
 
+    /// Leaves the ids of the entities whose key field is `redacted` (by `publish.redact`)
+    /// out of the log: the missing-feature warning then shows the Redis key without the id.
+    pub fn hide_ids(mut self, redacted: impl Fn(&str) -> bool) -> Self {
+        for (i, e) in self.entities.iter().enumerate() {
+            if redacted(&e.cfg.key) {
+                self.missing.hide(i);
+            }
+        }
+        self
+    }
+
+    /// The key paths of the entities whose ids [`Enricher::hide_ids`] left out of the log.
+    pub fn hidden_ids(&self) -> Vec<String> {
+        let hidden = self.entities.iter().enumerate().filter(|(i, _)| self.missing.is_hidden(*i));
+        hidden.map(|(_, e)| e.cfg.key.clone()).collect()
+    }
+
     /// Counts online-feature reads that find no hash in
     /// `verdict_feature_hash_missing_total{entity}` (the warning naming the key is logged
     /// with or without this).

@@ -204,6 +204,9 @@ pub struct MissingHashes {
     /// such group's index.
     batch: Vec<(u64, usize)>,
     log: LogRate,
+    /// Per entity type: its ids are redacted from the outputs (`publish.redact`), so the
+    /// warning shows the key without the id.
+    hidden: Vec<bool>,
 }
 
 impl MissingHashes {
@@ -216,7 +219,20 @@ impl MissingHashes {
             })
             .collect();
         let batch = vec![(0, 0); entities.len()];
-        Self { prefix: prefix.to_string(), entities, batch, log: LogRate::new("enrich", MISSING_WINDOW, None) }
+        let hidden = vec![false; entities.len()];
+        Self { prefix: prefix.to_string(), entities, batch, log: LogRate::new("enrich", MISSING_WINDOW, None), hidden }
+    }
+
+    /// The ids of entity type `index` are redacted: warnings leave them out of the key.
+    pub fn hide(&mut self, index: usize) {
+        if let Some(h) = self.hidden.get_mut(index) {
+            *h = true;
+        }
+    }
+
+    /// Whether [`MissingHashes::hide`] was called for entity type `index`.
+    pub fn is_hidden(&self, index: usize) -> bool {
+        self.hidden.get(index).copied().unwrap_or(false)
     }
 
     /// Counts into `metrics` from now on.
@@ -249,7 +265,8 @@ impl MissingHashes {
                 c.inc_by(n);
             }
             if let (true, Some(g)) = (self.log.admit(Level::WARN, kind), groups.get(first)) {
-                let key = feature_key(&self.prefix, entity, g.id);
+                let id = if self.hidden[i] { "<redacted>" } else { g.id };
+                let key = feature_key(&self.prefix, entity, id);
                 tracing::warn!(
                     entity = %entity,
                     %key,

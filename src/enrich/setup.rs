@@ -25,6 +25,8 @@ pub struct EnrichSetup {
     cfg: EnrichConfig,
     security: RedisConfig,
     metrics: Arc<Metrics>,
+    /// Key paths of the entities whose ids are not logged ([`Enricher::hide_ids`]).
+    hidden_ids: Vec<String>,
 }
 
 impl EnrichSetup {
@@ -40,6 +42,7 @@ impl EnrichSetup {
             return Ok(None);
         }
         let width = enricher.names().len();
+        let hidden_ids = enricher.hidden_ids();
         let partitions = Partitions::new(cfg, security, enricher.owned_entities(), metrics.clone())?;
         let features = cfg.backend == Backend::Redis
             && cfg
@@ -57,6 +60,7 @@ impl EnrichSetup {
             cfg: cfg.clone(),
             security: security.clone(),
             metrics: metrics.clone(),
+            hidden_ids,
         }))
     }
 
@@ -64,7 +68,8 @@ impl EnrichSetup {
     /// the partition-owned state.
     pub fn worker_parts(&self) -> Result<EnrichParts, EnrichError> {
         let features = if self.features {
-            Some(Enricher::connect(&self.cfg, &self.security)?.with_metrics(&self.metrics).for_part(Part::Features))
+            let reader = Enricher::connect(&self.cfg, &self.security)?.with_metrics(&self.metrics);
+            Some(reader.hide_ids(|key| self.hidden_ids.iter().any(|h| h == key)).for_part(Part::Features))
         } else {
             None
         };

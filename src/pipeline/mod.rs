@@ -70,6 +70,9 @@ pub enum StartError {
     /// A pipeline thread could not be started.
     #[error(transparent)]
     Spawn(#[from] SpawnError),
+    /// `publish.redact` names a model input the model does not have, or its key is unreadable.
+    #[error("{0}")]
+    Redact(#[from] crate::publish::redact::RedactError),
 }
 
 impl StageError for StartError {

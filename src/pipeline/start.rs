@@ -118,10 +118,24 @@ impl Parts {
                 registry::SourceError::Local(e) => StartError::Schemas(e),
                 registry::SourceError::Registry(e) => StartError::Registry(Scrubbed::new(e, &secrets)),
             })?;
+        let ids = crate::publish::redact::IdPaths {
+            event_id: &cfg.decode.fields.event_id,
+            entity_key: &cfg.decode.fields.entity_key,
+        };
+        let redactor = crate::publish::redact::Redactor::new(
+            &cfg.publish.redact,
+            ids,
+            &cfg.enrich.record_key,
+            &spec.manifest.inputs,
+        )?
+        .map(Arc::new);
         let publisher = Publisher::new(&cfg.kafka, &cfg.publish, metrics.clone())
-            .map_err(|e| StartError::Publisher(Scrubbed::new(e, &secrets)))?;
+            .map_err(|e| StartError::Publisher(Scrubbed::new(e, &secrets)))?
+            .with_redactor(redactor.clone());
         let enricher = Enricher::connect(&cfg.enrich, &cfg.redis)
             .map(|e| e.with_metrics(metrics))
+            // A redacted entity id is not logged either (it is part of a Redis key in a warning).
+            .map(|e| e.hide_ids(|path| redactor.as_ref().is_some_and(|r| r.redacts_path(path))))
             .map_err(|e| StartError::Enrich(Scrubbed::new(e, &secrets)))?;
         let vectorizer =
             Vectorizer::new(&spec.manifest, enricher.names()).map_err(|e| ScoreError::Mismatch(e.to_string()))?;

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use super::redact::RedactConfig;
 pub use crate::core::output::DecisionFormat;
 
 /// How decision records are written.
@@ -31,6 +32,9 @@ pub struct PublishConfig {
     /// topic as `output_refused`), `skip` (counted and logged), or `stop` (the process exits
     /// with an error; nothing after it is committed).
     pub on_refused: RefusedPolicy,
+    /// PII redaction of the outputs: event fields left out, pseudonymized or masked
+    /// (`[publish.redact]`, see [`super::redact`]).
+    pub redact: RedactConfig,
 }
 
 impl Default for PublishConfig {
@@ -43,6 +47,7 @@ impl Default for PublishConfig {
             drift_schema_id: 101,
             dead_letter_max_bytes: 0,
             on_refused: RefusedPolicy::DeadLetter,
+            redact: RedactConfig::default(),
         }
     }
 }

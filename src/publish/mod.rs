@@ -8,6 +8,7 @@ pub mod acker;
 pub mod config;
 pub mod limits;
 pub mod record;
+pub mod redact;
 pub mod stage;
 
 use std::io::Write;
@@ -93,6 +94,9 @@ pub struct Publisher {
     /// The largest dead-letter record (bytes, all told).
     dead_letter_limit: usize,
     metrics: std::sync::Arc<crate::telemetry::Metrics>,
+    /// `[publish.redact]`, when it redacts anything: applied to every dead-lettered event
+    /// here and to every decision by the publish stage.
+    redactor: Option<std::sync::Arc<redact::Redactor>>,
 }
 
 impl Publisher {
@@ -113,7 +117,18 @@ impl Publisher {
             publish.dead_letter_max_bytes,
             cfg.producer.get("message.max.bytes").map(String::as_str),
         );
-        Ok(Self { producer, dead_letter_limit, metrics })
+        Ok(Self { producer, dead_letter_limit, metrics, redactor: None })
+    }
+
+    /// Redacts the outputs as `redactor` says (built from `publish.redact` with the model).
+    pub fn with_redactor(mut self, redactor: Option<std::sync::Arc<redact::Redactor>>) -> Self {
+        self.redactor = redactor;
+        self
+    }
+
+    /// The redaction of the outputs, if any.
+    pub fn redactor(&self) -> Option<&std::sync::Arc<redact::Redactor>> {
+        self.redactor.as_ref()
     }
 
     /// Enqueues one record; waits (never drops) while librdkafka's queue is full.
@@ -156,20 +171,23 @@ impl Publisher {
         let o = &event.origin;
         let (partition, offset) = (o.partition.to_string(), o.offset.to_string());
         let payload = event.payload.payload.as_deref().unwrap_or(&[]);
-        self.dead_letter_raw(
-            topic,
-            event.payload.key.as_deref(),
-            payload,
-            &event.payload.headers,
-            &[
-                (DLQ_STAGE, stage),
-                (DLQ_REASON, reason.code()),
-                (DLQ_DETAIL, &limits::short_detail(detail)),
-                (SOURCE_TOPIC, &o.topic[..]),
-                (SOURCE_PARTITION, &partition),
-                (SOURCE_OFFSET, &offset),
-            ],
-        )
+        let detail = limits::short_detail(detail);
+        let own = [
+            (DLQ_STAGE, stage),
+            (DLQ_REASON, reason.code()),
+            (DLQ_DETAIL, &detail),
+            (SOURCE_TOPIC, &o.topic[..]),
+            (SOURCE_PARTITION, &partition),
+            (SOURCE_OFFSET, &offset),
+        ];
+        let key = event.payload.key.as_deref();
+        let Some(r) = &self.redactor else {
+            return self.dead_letter_raw(topic, key, payload, &event.payload.headers, &own);
+        };
+        let redacted = r.dead_letter(key, payload);
+        let mut own = own.to_vec();
+        own.push((redact::DLQ_REDACTED, redacted.how));
+        self.dead_letter_raw(topic, redacted.key.as_deref(), &redacted.payload, &event.payload.headers, &own)
     }
 
     /// Sends `payload` to the dead-letter topic with the original `headers` and verdict's

@@ -16,12 +16,13 @@ use tracing::Level;
 use super::config::{DecisionFormat, RefusedPolicy};
 use super::limits::Class;
 use super::record::{DefaultsUsed, Inputs, ShadowVerdict};
+use super::redact::Records;
 use super::{decision_headers_with, DecisionRecord, PublishError, Publisher};
 use crate::backoff::Backoff;
 use crate::core::clock::wall_clock_ms;
 use crate::core::decision::Action;
 use crate::core::event::{DecodeError, DecodedEvent};
-use crate::core::manifest::Lane;
+use crate::core::manifest::{InputColumn, Lane};
 use crate::envelope::{Envelope, RawMessage};
 use crate::error::DeadLetterReason;
 use crate::stage::{Abort, Outcome, Stage, StageFailure, StagedBatch};
@@ -75,6 +76,9 @@ pub struct Publish {
     abort: Abort,
     log: crate::lograte::LogRate,
     buf: Vec<u8>,
+    /// `[publish.redact]`: None when nothing is redacted (the records are then written as
+    /// the events say, with no copy).
+    redact: Option<Records>,
 }
 
 impl Publish {
@@ -87,7 +91,8 @@ impl Publish {
         abort: Abort,
     ) -> Self {
         let log = crate::lograte::LogRate::new("worker", crate::lograte::WINDOW, Some(&metrics));
-        Self { publisher, outputs, on_refused, metrics, abort, log, buf: Vec::new() }
+        let redact = publisher.redactor().map(|r| Records::new(r.clone(), &outputs.columns));
+        Self { publisher, outputs, on_refused, metrics, abort, log, buf: Vec::new(), redact }
     }
 
     /// The serving model's input columns.
@@ -97,11 +102,22 @@ impl Publish {
 
     /// Another model now serves (model hot-reload): its name, version and columns go in
     /// the decisions.
-    pub fn set_model(&mut self, name: &str, version: &str, columns: Vec<String>, lanes: &[Lane]) {
+    /// `inputs` (the manifest's) say where each column reads from, for `publish.redact`.
+    pub fn set_model(
+        &mut self,
+        name: &str,
+        version: &str,
+        columns: Vec<String>,
+        lanes: &[Lane],
+        inputs: &[InputColumn],
+    ) {
         self.outputs.model_name = name.to_string();
         self.outputs.model_version = version.to_string();
         self.outputs.columns = Arc::new(columns);
         self.outputs.lanes = Arc::new(lanes.to_vec());
+        if let Some(r) = &mut self.redact {
+            r.set_model(&self.outputs.columns, inputs);
+        }
     }
 
     /// Sends the batch's events that have no output queued yet to the dead-letter topic as
@@ -131,6 +147,10 @@ impl Publish {
             true => Inputs { names: &o.columns, values: row, lanes: &o.lanes, texts: b.rows.texts_row(k) },
             false => Inputs::default(),
         };
+        let (event_id, entity_key, features) = match &mut self.redact {
+            None => (d.event_id.as_str(), d.entity_key.as_str(), features),
+            Some(r) => r.event(&d.event_id, &d.entity_key, features, o.include_features),
+        };
         let aggregates: (&[String], &[Option<f64>]) =
             if o.include_aggregates { (&o.aggregates, enriched) } else { (&[], &[]) };
         let shadow = match (&b.shadow_model, b.shadow_scores.get(k).copied().flatten(), b.shadow_actions.get(k)) {
@@ -140,8 +160,8 @@ impl Publish {
             _ => None,
         };
         let record = DecisionRecord {
-            event_id: &d.event_id,
-            entity_key: &d.entity_key,
+            event_id,
+            entity_key,
             decision: &b.decisions[k],
             model_name: &o.model_name,
             model_version: &o.model_version,
@@ -174,17 +194,19 @@ impl Publish {
         action: Action,
         priority: Option<i64>,
     ) -> Result<(), StageFailure> {
-        let key = d.entity_key.as_bytes();
-        let headers = || decision_headers_with(&d.event_id, &self.outputs.model_version, None);
-        let sent =
-            self.retry(|| self.publisher.send(&self.outputs.decisions, Some(key), &self.buf, Some(headers())))?;
+        let (key, event_id) = match &self.redact {
+            None => (Some(d.entity_key.as_bytes()), d.event_id.as_str()),
+            Some(r) => (r.ids().record_key(), r.ids().event_id()),
+        };
+        let headers = || decision_headers_with(event_id, &self.outputs.model_version, None);
+        let sent = self.retry(|| self.publisher.send(&self.outputs.decisions, key, &self.buf, Some(headers())))?;
         match sent {
             Sent::Queued(f) => pending.push(f),
             Sent::Refused(e) => return self.refused_output(pending, ev, &e),
         }
         if action == Action::Review {
-            let headers = || decision_headers_with(&d.event_id, &self.outputs.model_version, priority);
-            match self.retry(|| self.publisher.send(&self.outputs.review, Some(key), &self.buf, Some(headers())))? {
+            let headers = || decision_headers_with(event_id, &self.outputs.model_version, priority);
+            match self.retry(|| self.publisher.send(&self.outputs.review, key, &self.buf, Some(headers())))? {
                 Sent::Queued(f) => pending.push(f),
                 Sent::Refused(e) => self.refused_output(pending, ev, &e)?,
             }

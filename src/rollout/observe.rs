@@ -171,6 +171,7 @@ mod tests {
             default: None,
             mean: f64::NAN,
             std: f64::NAN,
+            categories: None,
         }
     }
 
