@@ -72,4 +72,5 @@ cargo fmt --check
 cargo clippy --release --all-targets -- -D warnings
 
 cargo build --release --benches --bins
-cargo test --release
+# Every test binary runs even after one fails, so one CI run shows every failure.
+cargo test --release --no-fail-fast

@@ -72,7 +72,9 @@ fn redis_outage_under_pause_loses_nothing_and_keeps_windows_exact() {
     let mut redis = RedisServer::start();
     let (mock, mut cfg) = mock_setup(4);
     with_redis(&mut cfg, &redis);
-    let events = produce_transactions(&mock, "events", 20_000, 23, None);
+    // A steady stream (10 s), not a backlog: a backlog can be decided and checkpointed
+    // before the outage begins, and then nothing calls Redis to notice it.
+    let stream = Stream::start(mock.bootstrap(), 0, 20_000, 2_000, 23);
     let m = Metrics::new();
     let p = Pipeline::start(&cfg, m.clone()).unwrap();
     wait_for("some decisions", Duration::from_secs(60), || handled(&m) >= 1_000);
@@ -82,6 +84,7 @@ fn redis_outage_under_pause_loses_nothing_and_keeps_windows_exact() {
     std::thread::sleep(Duration::from_secs(5));
     let during = handled(&m);
     redis.freeze(false);
+    let events = stream.finish();
     wait_for("all decided", Duration::from_secs(60), || handled(&m) >= 20_000);
     assert!(during < 20_000, "the outage held work back");
     assert!(p.shutdown(Duration::from_secs(30)).clean);
