@@ -318,16 +318,24 @@ impl Worker {
                     self.reload.serving = (name, version, m.vectorizer);
                 }
                 Change::Trial(t) => {
-                    s.set_trial(t.map(|t| *t));
+                    s.set_trial(t.map(|t| t as Box<dyn crate::score::stage::Trialled>));
                     continue;
                 }
                 // The trial's session and the serving one change places.
                 Change::Promote { epoch } => {
-                    let Some(trial) = s.swap_with_trial() else { continue };
+                    let Some(trial) =
+                        s.swap_with_trial().and_then(|t| t.as_any_mut().downcast_mut::<crate::rollout::Trial>())
+                    else {
+                        continue;
+                    };
                     trial.exchange(&mut self.reload.serving, epoch);
                 }
                 Change::RollBack => {
-                    let Some(trial) = s.swap_with_trial() else { continue };
+                    let Some(trial) =
+                        s.swap_with_trial().and_then(|t| t.as_any_mut().downcast_mut::<crate::rollout::Trial>())
+                    else {
+                        continue;
+                    };
                     trial.exchange(&mut self.reload.serving, 0);
                     s.set_trial(None);
                 }

@@ -17,7 +17,7 @@
 //! The state machine is here; [`crate::reload`] loads versions and offers the workers the
 //! changes it decides; [`criteria`] holds the judgements as pure functions.
 
-pub mod config;
+pub use crate::score::rollout_config as config;
 pub mod criteria;
 pub mod observe;
 mod transition;

@@ -36,6 +36,20 @@ pub struct Trial {
     serving: Vec<f32>,
 }
 
+impl crate::score::stage::Trialled for Trial {
+    fn scorer_mut(&mut self) -> &mut OnnxScorer {
+        &mut self.scorer
+    }
+
+    fn run(&mut self, b: &mut StagedBatch, serving: Duration) {
+        Trial::run(self, b, serving);
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
 impl Trial {
     /// A trial of `scorer` reporting to `observed` under `epoch`, scoring `share` of events.
     #[allow(clippy::too_many_arguments)]

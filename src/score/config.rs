@@ -37,7 +37,7 @@ pub struct ModelConfig {
     /// (dynamic quantization); by default such models are scored one row per call.
     pub allow_batch_dependent_scores: bool,
     /// How a new version in `dir` comes to serve (`[model.rollout]`).
-    pub rollout: crate::rollout::RolloutConfig,
+    pub rollout: super::rollout_config::RolloutConfig,
 }
 
 impl Default for ModelConfig {
@@ -55,7 +55,7 @@ impl Default for ModelConfig {
             shadow_dir: None,
             shadow_sample: 1.0,
             allow_batch_dependent_scores: false,
-            rollout: crate::rollout::RolloutConfig::default(),
+            rollout: super::rollout_config::RolloutConfig::default(),
         }
     }
 }

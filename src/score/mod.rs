@@ -9,6 +9,7 @@
 pub mod budget;
 pub mod config;
 pub mod integrity;
+pub mod rollout_config;
 pub use crate::core::manifest;
 pub mod stage;
 

@@ -77,7 +77,7 @@ pub struct Score {
     budget: Option<Arc<BatchBudget>>,
     shadow: Option<(Shadow, Arc<str>, Arc<str>)>,
     /// A version on trial (guarded rollout): scored after the serving model, never deciding.
-    trial: Option<crate::rollout::Trial>,
+    trial: Option<Box<dyn Trialled>>,
     metrics: Arc<Metrics>,
     abort: Abort,
     live_rows: Rows,
@@ -136,15 +136,15 @@ impl Score {
 
     /// The serving session and the trial's change places (a promotion, or a rollback);
     /// returns the trial, now holding the session that served.
-    pub fn swap_with_trial(&mut self) -> Option<&mut crate::rollout::Trial> {
-        let trial = self.trial.as_mut()?;
-        std::mem::swap(&mut self.scorer, &mut trial.scorer);
+    pub fn swap_with_trial(&mut self) -> Option<&mut dyn Trialled> {
+        let trial = self.trial.as_deref_mut()?;
+        std::mem::swap(&mut self.scorer, trial.scorer_mut());
         self.cost = self.scorer.scoring_cost();
         Some(trial)
     }
 
     /// Puts a version on trial (or none); returns the one it replaces.
-    pub fn set_trial(&mut self, trial: Option<crate::rollout::Trial>) -> Option<crate::rollout::Trial> {
+    pub fn set_trial(&mut self, trial: Option<Box<dyn Trialled>>) -> Option<Box<dyn Trialled>> {
         std::mem::replace(&mut self.trial, trial)
     }
 
@@ -245,6 +245,17 @@ impl Score {
         b.shadow_scores = shadowed;
         self.metrics.stage_seconds.with_label_values(&["shadow"]).observe(t.elapsed().as_secs_f64());
     }
+}
+
+/// A version on trial, scored after the serving one and never deciding (guarded rollout;
+/// implemented above the stages, by `rollout::Trial`).
+pub trait Trialled: Send {
+    /// Its session (a promotion or rollback exchanges it with the serving one).
+    fn scorer_mut(&mut self) -> &mut OnnxScorer;
+    /// Scores the batch's rows with it; `serving` is how long the serving model took.
+    fn run(&mut self, b: &mut StagedBatch, serving: Duration);
+    /// For the owner to reach its concrete type.
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
 }
 
 impl Stage for Score {
