@@ -103,6 +103,8 @@ fn config() -> Config {
         cfg.model.execution_providers = Some(eps.split(',').map(str::to_string).collect());
     }
     cfg.model.tensorrt_fp16 = env_u64("BENCH_TRT_FP16", 0) == 1;
+    // BENCH_BATCH_DEPENDENT=1: batch a model whose scores depend on the batch (GPU GEMMs).
+    cfg.model.allow_batch_dependent_scores = env_u64("BENCH_BATCH_DEPENDENT", 0) == 1;
     cfg.decide.deadline_ms = env_u64("BENCH_DEADLINE_MS", 0);
     if let Ok(rules) = std::env::var("BENCH_RULES") {
         cfg.rules.file = root.join(rules).to_string_lossy().into_owned();
@@ -126,7 +128,7 @@ fn raw_ort(cfg: &Config) {
     let w = decoder.width();
     let n = 100_000;
     let mut rows = decoder.rows();
-    let mut g = Generator::new(5, 50_000, 0);
+    let mut g = Generator::new(5, 50_000, wall_ms()); // event times the decoder accepts
     let mut d = decoder.batch();
     for _ in 0..n {
         let row = rows.push();
