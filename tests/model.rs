@@ -322,5 +322,45 @@ fn models_whose_scores_depend_on_the_batch_are_scored_one_row_per_call() {
     let diff = q.batch_dependence().unwrap().expect("dynamic INT8 depends on the batch");
     eprintln!("demo-mlp-int8: max |score(batch of 32) - score(alone)| = {diff}");
     assert_eq!(q.chunk_rows(), 1, "scored one row per call");
+    assert!(!q.pads_calls(), "padding cannot make neighbours' scales go away");
     assert_eq!(load("models/demo-mlp-int8", true).chunk_rows(), 64, "unless allowed");
+}
+
+#[test]
+fn models_whose_scores_depend_only_on_the_call_size_are_scored_in_padded_calls() {
+    // tests/data/shape-dependent (ops/model/shape_dependent.py) adds 0.001 × the call's row
+    // count to its logit: as a GPU GEMM chosen by shape, not by the other rows' values.
+    let _serial = serial();
+    let env = verdict::score::init_runtime(None).unwrap();
+    let mut cfg = verdict::config::demo();
+    cfg.model.dir = crate_path("tests/data/shape-dependent");
+    cfg.model.chunk_rows = 64;
+    let spec = verdict::score::ModelSpec::from_config(&cfg.model).unwrap();
+    let mut s = verdict::score::OnnxScorer::load(&spec, env).unwrap().0;
+    let diff = s.batch_dependence().unwrap().expect("unpadded, a row's score depends on the call's size");
+    assert!(diff > 1e-5, "{diff}");
+    assert!(s.pads_calls(), "every call padded to the fixed size");
+    assert_eq!(s.chunk_rows(), 64, "and batched");
+    let rows = s.synthetic_rows(1_000, 13, 97, 1.0, 0.0);
+    let mut whole = Vec::new();
+    s.score(&rows, &mut whole).unwrap();
+    assert_eq!(whole.len(), 1_000);
+    // The same rows in batches of other sizes (the last call of each is short, and padded).
+    for batch in [1, 7, 64, 100, 333] {
+        let mut parts = Vec::new();
+        for start in (0..rows.len()).step_by(batch) {
+            let mut b = s.empty_rows();
+            (start..(start + batch).min(rows.len())).for_each(|k| b.push_copy(&rows, k));
+            s.score(&b, &mut parts).unwrap();
+        }
+        let same = whole.iter().zip(&parts).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same && parts.len() == whole.len(), "batches of {batch}: a score moved");
+    }
+    // The padded rows are the model's own call size: 64 rows score as 1 / (1 + e^-(x·w + 0.064)).
+    let mut one = s.empty_rows();
+    one.push_copy(&rows, 0);
+    let x = rows.values_row(0);
+    let dot: f32 = x.iter().enumerate().map(|(i, v)| v * ((i % 5) as f32 - 2.0) / 1000.0).sum();
+    let expected = 1.0 / (1.0 + (-(dot + 0.064f32)).exp());
+    assert!((whole[0] - expected).abs() < 1e-5, "{} vs {expected}", whole[0]);
 }

@@ -69,7 +69,7 @@ for model in $MODELS; do
       mkdir -p .cache/trt
       if ! BENCH_MODEL="models/$model" BENCH_EP="$ep,cpu" BENCH_TRT_FP16=$fp16 BENCH_EVENTS=$EVENTS \
         BENCH_SECONDS=$SECONDS_OFFERED BENCH_RATE=$RATE timeout "$RUN_TIMEOUT" "$bench" --bench 2>&1 \
-        | grep -E "raw ORT|rows/call|throughput|events/s|p50|worker time|WARN|ERROR|execution provider"; then
+        | grep -E "raw ORT|rows/call|throughput|events/s|p50|worker time|WARN|ERROR|execution provider|padded"; then
         echo "($label: failed or timed out after ${RUN_TIMEOUT}s)"
         status=1
       fi

@@ -22,6 +22,10 @@ pub struct OnnxScorer {
     execution_provider: ExecutionProviderKind,
     /// Scoring cost per call and per row measured by the warm-up (µs).
     cost_us: (f64, f64),
+    /// Every call is padded to `chunk_rows` rows (see [`OnnxScorer::padded_invariance`]).
+    pad_calls: bool,
+    /// The padded call's rows.
+    padded: Rows,
 }
 
 impl OnnxScorer {
@@ -64,6 +68,8 @@ impl OnnxScorer {
             chunk_rows: spec.chunk_rows.max(1),
             execution_provider: ep,
             cost_us: (0.0, 0.0),
+            pad_calls: false,
+            padded: empty,
         };
         if spec.chunk_rows == 0 {
             scorer.chunk_rows = scorer.calibrate()?;
@@ -71,11 +77,20 @@ impl OnnxScorer {
         scorer.warm_up(m)?;
         if !spec.allow_batch_dependent_scores && scorer.chunk_rows > 1 {
             if let Some(diff) = scorer.batch_dependence()? {
-                tracing::warn!(model = %m.name, version = %m.version, max_abs_diff = diff,
-                    "scores depend on the other rows in an ORT call (e.g. dynamic quantization); \
-                     scoring one row per call so every decision is reproducible \
-                     (model.allow_batch_dependent_scores = true to batch anyway)");
-                scorer.chunk_rows = 1;
+                if scorer.padded_invariance()? {
+                    tracing::info!(model = %m.name, version = %m.version, max_abs_diff = diff,
+                        chunk_rows = scorer.chunk_rows,
+                        "scores depend on an ORT call's row count (GPU kernels chosen by shape), not \
+                         on its other rows: every call is padded to chunk_rows rows so every \
+                         decision is reproducible");
+                    scorer.pad_calls = true;
+                } else {
+                    tracing::warn!(model = %m.name, version = %m.version, max_abs_diff = diff,
+                        "scores depend on the other rows in an ORT call (e.g. dynamic quantization); \
+                         scoring one row per call so every decision is reproducible \
+                         (model.allow_batch_dependent_scores = true to batch anyway)");
+                    scorer.chunk_rows = 1;
+                }
             }
         }
         super::integrity::check_vectors(&mut scorer, m)?;
@@ -193,6 +208,30 @@ impl OnnxScorer {
         Ok((!same).then_some(diff))
     }
 
+    /// Whether calls of exactly `chunk_rows` rows make scores independent of the other rows:
+    /// 32 synthetic rows scored together (in padded calls) and each alone in its own padded
+    /// call, bit for bit. Models whose rows interact (dynamic quantization) fail this too; a
+    /// GPU GEMM whose kernel depends only on the call's shape passes.
+    pub fn padded_invariance(&mut self) -> Result<bool, ScoreError> {
+        let n = 32;
+        let rows = self.synthetic_rows(n, 53, 89, 3.0, 5.0);
+        let keep = self.pad_calls;
+        self.pad_calls = true;
+        let (mut together, mut alone) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let mut one = self.empty_rows();
+        let mut r = self.score(&rows, &mut together);
+        for k in (0..n).rev() {
+            // Last row first: a row's place in the call differs from its place together.
+            one.clear();
+            one.push_copy(&rows, k);
+            r = r.and_then(|_| self.score(&one, &mut alone));
+        }
+        self.pad_calls = keep;
+        r?;
+        alone.reverse();
+        Ok(together.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()))
+    }
+
     /// Empty rows with this model's layout.
     pub fn empty_rows(&self) -> Rows {
         let (w, i, t) = self.layout;
@@ -230,6 +269,12 @@ impl OnnxScorer {
         self.chunk_rows
     }
 
+    /// Whether every call is padded to [`Self::chunk_rows`] rows (a model whose scores
+    /// depend on the call's shape, not on its other rows).
+    pub fn pads_calls(&self) -> bool {
+        self.pad_calls
+    }
+
     /// The provider this session runs on.
     pub fn execution_provider(&self) -> ExecutionProviderKind {
         self.execution_provider
@@ -252,7 +297,21 @@ impl OnnxScorer {
         let mut r0 = 0;
         while r0 < rows.len() {
             let n = self.chunk_rows.min(rows.len() - r0);
-            self.run_chunk(rows, r0, n, out).map_err(|e| ScoreError::Inference(e.to_string()))?;
+            let run = if self.pad_calls && n < self.chunk_rows {
+                // The call's rows, then copies of its first row up to the fixed call size.
+                let mut padded = std::mem::replace(&mut self.padded, Rows::with_layout(0, 0, 0));
+                padded.clear();
+                (r0..r0 + n).for_each(|k| padded.push_copy(rows, k));
+                (n..self.chunk_rows).for_each(|_| padded.push_copy(rows, r0));
+                let before = out.len();
+                let run = self.run_chunk(&padded, 0, self.chunk_rows, out);
+                out.truncate(before + n);
+                self.padded = padded;
+                run
+            } else {
+                self.run_chunk(rows, r0, n, out)
+            };
+            run.map_err(|e| ScoreError::Inference(e.to_string()))?;
             r0 += n;
         }
         Ok(())
