@@ -61,6 +61,7 @@ use verdict::config::Config;
 use verdict::decode::{Decoder, LocalSchemas, Vectorizer};
 use verdict::demo::Generator;
 use verdict::score::{init_runtime, ModelSpec, OnnxScorer};
+use verdict::telemetry::{process_cpu_seconds, CostReading};
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -232,6 +233,7 @@ fn main() {
         println!("  {:>9} {:>8} {:>10} {:>11} {:>8}", "events", "s", "events/s", "produce s", "RSS MiB");
         let before = s.snapshot();
         let (mut events, mut secs, mut touched) = (0u64, 0.0, 0.0);
+        let cpu = process_cpu_seconds();
         let t = Instant::now();
         loop {
             let d = s.drain(chunk);
@@ -257,6 +259,7 @@ fn main() {
             events as f64 / secs,
             t.elapsed().as_secs_f64()
         );
+        print_cost(&cfg, cpu, events);
         let after = s.snapshot();
         s.print_stats(&before, &after, std::time::Duration::from_secs_f64(secs), events, Some(touched / secs));
     }
@@ -269,7 +272,9 @@ fn main() {
             env_u64("BENCH_PRODUCE_LINGER_MS", 5)
         );
         let fallback = s.fallback();
+        let cpu = process_cpu_seconds();
         let decided = s.offered(rate, secs, env_u64("BENCH_PRODUCE_LINGER_MS", 5));
+        print_cost(&cfg, cpu, decided);
         if cfg.decide.deadline_ms > 0 {
             let fallback = s.fallback() - fallback;
             println!(
@@ -280,6 +285,21 @@ fn main() {
         }
     }
     s.stop();
+}
+
+/// The process's CPU time per decision since `cpu_before` (the pipeline with the in-process
+/// mock cluster and the feed's producer), priced at `[cost]` or, by default, at an assumed
+/// 2-vCPU instance for $0.0893 an hour (BENCH_USD_PER_HOUR, BENCH_CORES).
+fn print_cost(cfg: &Config, cpu_before: f64, decisions: u64) {
+    let mut price = cfg.cost.clone();
+    price.instance_usd_per_hour = Some(env_f64("BENCH_USD_PER_HOUR", price.instance_usd_per_hour.unwrap_or(0.0893)));
+    price.instance_cores = Some(env_f64("BENCH_CORES", price.instance_cores.unwrap_or(2.0)));
+    let reading = CostReading::between((cpu_before, 0), (process_cpu_seconds(), decisions), &price);
+    println!(
+        "  cost: {reading} (process CPU, mock cluster and producer included; ${}/h for {} cores)",
+        price.instance_usd_per_hour.unwrap_or_default(),
+        price.instance_cores.unwrap_or_default()
+    );
 }
 
 fn wall_ms() -> i64 {
