@@ -191,7 +191,7 @@ fn charts(h: &mut String, sides: &[&Value]) {
         };
         let lines = |x: &str, y: &str| -> Vec<Series<'_>> {
             (0..sides.len())
-                .map(|i| Series { name: names[i], color: color(i), points: curve(sides[i], x, y), dashed: i % 2 == 1 })
+                .map(|i| Series { name: names[i], color: color(i), points: curve(sides[i], x, y), dashed: i > 0 })
                 .collect()
         };
         h.push_str(&line_chart(
@@ -218,7 +218,7 @@ fn charts(h: &mut String, sides: &[&Value]) {
                 points: sides[i]["reliability"].as_array().map_or_else(Vec::new, |a| {
                     a.iter().filter_map(|p| Some((p["mean_score"].as_f64()?, p["fraud_rate"].as_f64()?))).collect()
                 }),
-                dashed: i % 2 == 1,
+                dashed: i > 0,
             })
             .collect();
         h.push_str(&line_chart("Reliability", ("mean score", "fraud rate"), &rel, (0.0, 1.0), (0.0, 1.0), true));
