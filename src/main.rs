@@ -110,8 +110,9 @@ enum Command {
         config: Vec<PathBuf>,
     },
     /// Replay events through a baseline (--model, --rules, --config) and a candidate
-    /// (--candidate-model / --candidate-rules / --candidate-config) in one pass; writes what
-    /// would change as OUT.json and a self-contained OUT.html (see README "Backtest").
+    /// (--candidate-model / --candidate-rules / --candidate-config), or several (--candidate,
+    /// repeated), in one pass; writes what would change as OUT.json and a self-contained
+    /// OUT.html (see README "Backtest").
     Backtest(Box<BacktestArgs>),
     /// Write synthetic transactions as JSON lines (training data with --labels).
     Generate {
@@ -160,6 +161,11 @@ struct BacktestArgs {
     /// Config file layered over the baseline's for the candidate (its [decide] thresholds).
     #[arg(long)]
     candidate_config: Option<PathBuf>,
+    /// A (further) candidate, repeatable: name=NAME,model=DIR,rules=FILE,config=FILE (any of
+    /// them; config repeatable; what is not given is the baseline's). All are scored in the
+    /// same pass; with the --candidate-* flags, those make the first candidate ("candidate").
+    #[arg(long = "candidate", value_name = "SPEC", value_parser = verdict::backtest::CandidateSpec::parse)]
+    candidates: Vec<verdict::backtest::CandidateSpec>,
     /// Events replayed first through the windows only (not scored, not reported), so the
     /// windows of --events start full: JSON lines or an Avro container of the same format.
     #[arg(long, conflicts_with = "warm_from")]
@@ -321,15 +327,35 @@ fn backtest(a: BacktestArgs) -> anyhow::Result<()> {
         cfg
     };
     let base = load(&a.model, &a.config);
-    let mut cand_files = a.config.clone();
-    cand_files.extend(a.candidate_config.clone());
-    let cand = load(a.candidate_model.as_deref().unwrap_or(&a.model), &cand_files);
     let file = |f: &str| (!f.is_empty()).then(|| PathBuf::from(f));
     let rules = a.rules.clone().or_else(|| file(&base.rules.file));
-    let candidate_rules = a.candidate_rules.clone().or_else(|| match cand.rules.file != base.rules.file {
-        true => file(&cand.rules.file),
-        false => rules.clone(),
-    });
+    // The --candidate-* flags make one candidate (as without --candidate, where an absent
+    // flag means the baseline's), then each --candidate in order.
+    let flags = a.candidate_model.is_some() || a.candidate_rules.is_some() || a.candidate_config.is_some();
+    let mut specs = Vec::new();
+    if flags || a.candidates.is_empty() {
+        specs.push(verdict::backtest::CandidateSpec {
+            name: Some("candidate".into()),
+            model: a.candidate_model.clone(),
+            rules: a.candidate_rules.clone(),
+            configs: a.candidate_config.iter().cloned().collect(),
+        });
+    }
+    specs.extend(a.candidates.iter().cloned());
+    let mut cands: Vec<verdict::backtest::Candidate> = Vec::new();
+    for (k, spec) in specs.into_iter().enumerate() {
+        let name = spec.name.unwrap_or_else(|| format!("candidate-{}", k + 1));
+        if name == "baseline" || cands.iter().any(|c| c.name == name) {
+            anyhow::bail!("--candidate name={name}: each candidate needs its own name, not \"baseline\"");
+        }
+        let files: Vec<PathBuf> = a.config.iter().chain(&spec.configs).cloned().collect();
+        let config = load(spec.model.as_deref().unwrap_or(&a.model), &files);
+        let rules = spec.rules.or_else(|| match config.rules.file != base.rules.file {
+            true => file(&config.rules.file),
+            false => rules.clone(),
+        });
+        cands.push(verdict::backtest::Candidate { name, config, rules });
+    }
     let value_field = a.value_field.clone().unwrap_or_else(|| {
         base.enrich.entities.iter().find_map(|e| e.value_field.clone()).unwrap_or_else(|| "amount".into())
     });
@@ -357,7 +383,6 @@ fn backtest(a: BacktestArgs) -> anyhow::Result<()> {
         label_field: a.label_field,
         value_field,
         rules,
-        candidate_rules,
         top_n: a.top,
         costs: verdict::backtest::Costs {
             missed_fraud_factor: a.cost_missed_fraud_factor,
@@ -367,21 +392,24 @@ fn backtest(a: BacktestArgs) -> anyhow::Result<()> {
             review_capacity_per_hour: a.review_capacity_per_hour,
         },
     };
-    let report = verdict::backtest::backtest(&opts, &base, &cand)?;
+    let report = verdict::backtest::backtest(&opts, &base, &cands)?;
     let (json_path, html_path) = (a.out.with_extension("json"), a.out.with_extension("html"));
     std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?)
         .with_context(|| format!("writing {}", json_path.display()))?;
     std::fs::write(&html_path, verdict::backtest::report_html::render(&report))
         .with_context(|| format!("writing {}", html_path.display()))?;
     let s = &report["summary"];
+    let flipped: Vec<String> = report["candidates"].as_array().map_or_else(Vec::new, |c| {
+        c.iter().map(|c| format!("{} {}", c["name"].as_str().unwrap_or(""), c["flipped"])).collect()
+    });
     println!(
-        "backtest: {} events ({} decided, {} dead-lettered) in {:.2} s ({:.0} events/s); {} flipped",
+        "backtest: {} events ({} decided, {} dead-lettered) in {:.2} s ({:.0} events/s); flipped: {}",
         s["events"],
         s["decided"],
         s["dead_lettered"],
         s["seconds"].as_f64().unwrap_or(0.0),
         s["events_per_s"].as_f64().unwrap_or(0.0),
-        s["flipped"]
+        flipped.join(", ")
     );
     println!("report: {} and {}", json_path.display(), html_path.display());
     Ok(())

@@ -1,12 +1,16 @@
 //! `verdict backtest` end to end: the report's numbers against an independent computation
 //! from the decision records `verdict check-rules` prints for each side, an identical
-//! candidate, a lower review threshold, and the HTML page in headless Chromium.
+//! candidate, a lower review threshold, several candidates in one pass against one-candidate
+//! runs, and the HTML page in headless Chromium.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
+
+#[path = "backtest/candidates.rs"]
+mod candidates;
 
 const EVENTS: &str = "3000";
 
@@ -282,12 +286,18 @@ fn the_html_report_is_self_contained_and_renders_in_headless_chromium() {
     assert!(!page.contains("<script"), "no scripts");
     assert!(!page.contains("src=\"http") && !page.contains("href=\"http") && !page.contains("@import"));
     assert_eq!(page.matches("<svg").count(), 6, "histograms (all, legit, fraud), PR, recall vs review, reliability");
+    renders_in_chromium(&html, dir.path());
+}
+
+/// Renders `html` with scripts/backtest-screenshot.sh (no console message) and checks the
+/// screenshot shows charts; skipped where chromium is not installed.
+fn renders_in_chromium(html: &Path, dir: &Path) {
     let Some(chromium) = ["chromium", "chromium-browser"].into_iter().find(|c| which(c)) else {
         // scripts/test.sh installs chromium; a bare `cargo test` elsewhere checks the page alone.
         eprintln!("chromium not installed: screenshot skipped (scripts/backtest-screenshot.sh)");
         return;
     };
-    let png = dir.path().join("page.png");
+    let png = dir.join("page.png");
     let out = Command::new("scripts/backtest-screenshot.sh")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("CHROMIUM", chromium)

@@ -1,14 +1,13 @@
 //! What a backtest keeps while the events stream past: fixed-size histograms and counters per
-//! side, the flip matrix, per-rule hit counts and a bounded heap of the most changed flips.
+//! side, and per candidate its flip matrix, rule hits on flips and most changed flips
+//! ([`super::flips`]).
 //! Memory does not grow with the number of events (rule ids and dead-letter reasons are
 //! bounded by the rules files and the reason codes).
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use serde::Serialize;
-
+use super::flips::{Comparison, Seen};
 use crate::core::decision::{Action, Decision};
 
 /// Score histogram bins over [0, 1] (curves and the threshold search step by 1 / BINS).
@@ -84,173 +83,50 @@ impl SideStats {
     }
 }
 
-/// A flipped event kept for the report (the largest score changes).
-#[derive(Debug, Clone, Serialize)]
-pub struct Flip {
-    /// Absolute score change.
-    pub score_change: f32,
-    /// Record number in the input (from 1).
-    pub line: u64,
-    /// Event id.
-    pub event_id: String,
-    /// The event as read (truncated to 2,000 bytes).
-    pub input: String,
-    /// Label, when known.
-    pub label: Option<u8>,
-    /// Value field.
-    pub value: f64,
-    /// Baseline then candidate: score, action, reason, rule hits.
-    pub sides: [FlipSide; 2],
-}
-
-/// One side of a kept flip.
-#[derive(Debug, Clone, Serialize)]
-pub struct FlipSide {
-    /// Score.
-    pub score: f32,
-    /// Action (its custom name if a rule named one).
-    pub action: String,
-    /// Reason code.
-    pub reason: String,
-    /// Rules that fired.
-    pub rules: Vec<String>,
-}
-
-impl FlipSide {
-    fn of(d: &Decision) -> Self {
-        Self {
-            score: d.score,
-            action: d.action_name.as_deref().unwrap_or(d.action.label()).to_string(),
-            reason: d.reason.to_string(),
-            rules: d.rule_hits.iter().map(|h| h.id.to_string()).collect(),
-        }
-    }
-}
-
-/// Heap entry ordered by score change (then by line, for a stable report).
-struct Ranked(Flip);
-
-impl PartialEq for Ranked {
-    fn eq(&self, o: &Self) -> bool {
-        self.cmp(o) == std::cmp::Ordering::Equal
-    }
-}
-impl Eq for Ranked {}
-impl PartialOrd for Ranked {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Ranked {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        // Earlier lines rank higher among equal changes.
-        self.0.score_change.total_cmp(&o.0.score_change).then(o.0.line.cmp(&self.0.line))
-    }
-}
-
 /// Everything a backtest accumulates.
 pub struct Accumulator {
-    /// Baseline, candidate.
-    pub sides: [SideStats; 2],
-    /// Events per (baseline action, candidate action).
-    pub flips: [[u64; 3]; 3],
-    /// Value per (baseline action, candidate action).
-    pub flip_amount: [[f64; 3]; 3],
-    /// Hits per rule id (either side) on events whose action changed.
-    pub flipped_rules: HashMap<Arc<str>, u64>,
+    /// The baseline, then each candidate in order.
+    pub sides: Vec<SideStats>,
+    /// Per candidate, in order: its decisions against the baseline's.
+    pub comparisons: Vec<Comparison>,
     /// Records read.
     pub events: u64,
     /// Dead-lettered records per reason code.
     pub dead: BTreeMap<&'static str, u64>,
     /// First and last record number decided, and their event times.
     pub range: Option<[(u64, i64); 2]>,
-    top: BinaryHeap<Reverse<Ranked>>,
-    top_n: usize,
-}
-
-/// One decided event as both sides saw it.
-pub struct Seen<'a> {
-    /// Record number (from 1).
-    pub line: u64,
-    /// Event id.
-    pub event_id: &'a str,
-    /// Event time, ms.
-    pub event_time_ms: i64,
-    /// Label, when known.
-    pub label: Option<u8>,
-    /// Value field (0 when absent).
-    pub value: f64,
-    /// The raw payload (only read for a kept flip).
-    pub payload: &'a [u8],
 }
 
 impl Accumulator {
-    /// Keeps the `top_n` flips with the largest score change.
-    pub fn new(top_n: usize) -> Self {
+    /// For `candidates` candidates, each keeping the `top_n` flips with the largest score change.
+    pub fn new(candidates: usize, top_n: usize) -> Self {
         Self {
-            sides: [SideStats::default(), SideStats::default()],
-            flips: [[0; 3]; 3],
-            flip_amount: [[0.0; 3]; 3],
-            flipped_rules: HashMap::new(),
+            sides: vec![SideStats::default(); candidates + 1],
+            comparisons: (0..candidates).map(|_| Comparison::new(top_n)).collect(),
             events: 0,
             dead: BTreeMap::new(),
             range: None,
-            top: BinaryHeap::new(),
-            top_n,
         }
     }
 
-    /// Counts one event decided by both sides.
-    pub fn add(&mut self, e: &Seen<'_>, base: &Decision, cand: &Decision) {
+    /// Counts one event decided by the baseline and by each candidate (in order).
+    pub fn add<'d>(&mut self, e: &Seen<'_>, base: &Decision, cands: impl IntoIterator<Item = &'d Decision>) {
         let class = e.label.map_or(2, |l| usize::from(l.min(1)));
         self.sides[0].add(class, e.value, base);
-        self.sides[1].add(class, e.value, cand);
-        let (a, b) = (base.action as usize, cand.action as usize);
-        self.flips[a][b] += 1;
-        self.flip_amount[a][b] += e.value;
+        for ((stats, comparison), cand) in self.sides[1..].iter_mut().zip(&mut self.comparisons).zip(cands) {
+            stats.add(class, e.value, cand);
+            comparison.add(e, base, cand);
+        }
         let point = (e.line, e.event_time_ms);
         self.range = Some(match self.range {
             None => [point, point],
             Some([first, _]) => [first, point],
         });
-        if base.action == cand.action {
-            return;
-        }
-        for h in base.rule_hits.iter().chain(&cand.rule_hits) {
-            *self.flipped_rules.entry(h.id.clone()).or_default() += 1;
-        }
-        let change = (cand.score - base.score).abs();
-        if self.top.len() >= self.top_n {
-            match self.top.peek() {
-                Some(Reverse(min)) if min.0.score_change < change => {
-                    self.top.pop();
-                }
-                _ => return,
-            }
-        }
-        // A cut inside a character shows as one replacement character.
-        let end = e.payload.len().min(2000);
-        self.top.push(Reverse(Ranked(Flip {
-            score_change: change,
-            line: e.line,
-            event_id: e.event_id.to_string(),
-            input: String::from_utf8_lossy(&e.payload[..end]).into_owned(),
-            label: e.label,
-            value: e.value,
-            sides: [FlipSide::of(base), FlipSide::of(cand)],
-        })));
     }
 
     /// Counts a dead-lettered record.
     pub fn dead(&mut self, reason: &'static str) {
         *self.dead.entry(reason).or_default() += 1;
-    }
-
-    /// The kept flips, largest score change first.
-    pub fn top_flips(&self) -> Vec<Flip> {
-        let mut v: Vec<&Ranked> = self.top.iter().map(|Reverse(r)| r).collect();
-        v.sort_by(|a, b| b.cmp(a));
-        v.into_iter().map(|r| r.0.clone()).collect()
     }
 
     /// Actions per side, summed over label classes.

@@ -1,17 +1,23 @@
 //! `verdict backtest`: replays a file of events through the service's own stages for a
-//! baseline (model, rules, bands) and a candidate in one pass, and reports what would change:
+//! baseline (model, rules, bands) and one or more candidates in one pass (events decoded and
+//! windows updated once for all), and reports, per candidate, what would change:
 //! decision flips with counts and amounts, score distributions, precision / recall / review
 //! rate and cost at each side's thresholds (with labels), curves, calibration, rule hits, the
 //! most changed flipped events and the run's provenance; as JSON and as a self-contained HTML
 //! page.
 //!
+//! - [`candidate`]: a candidate (name, config, rules) and the `--candidate` argument;
 //! - [`input`]: the events file in batches, the labels file, the progress line;
 //! - [`kafka`]: a topic range as the events (and a labels topic);
 //! - [`side`]: one side's score and decide stages (and decoder, if its columns differ);
-//! - [`run`]: the one pass (decode → enrich → fill once, then each side's score → decide);
-//! - [`metrics`]: what is kept while events stream past (histograms, counters, a top-N heap);
+//! - [`run`]: the one pass (decode → enrich → fill once per column layout, then each side's
+//!   score → decide);
+//! - [`metrics`]: what is kept while events stream past (histograms, counters per side);
+//! - [`flips`]: one candidate against the baseline (flip matrix, rules on flips, a top-N heap);
 //! - [`report_json`]: the numbers; [`report_html`] and [`svg`]: the page.
 
+pub mod candidate;
+pub mod flips;
 pub mod input;
 pub mod kafka;
 pub mod metrics;
@@ -22,6 +28,8 @@ pub mod side;
 pub mod svg;
 
 use std::path::PathBuf;
+
+pub use candidate::{Candidate, CandidateSpec};
 
 use crate::config::Config;
 
@@ -130,17 +138,19 @@ pub struct Options {
     pub value_field: String,
     /// Baseline rules file (None: bands alone).
     pub rules: Option<PathBuf>,
-    /// Candidate rules file (None: bands alone).
-    pub candidate_rules: Option<PathBuf>,
     /// Flipped events listed in the report.
     pub top_n: usize,
     /// Unit costs.
     pub costs: Costs,
 }
 
-/// Runs the backtest: `base` and `cand` are the sides' configs (model, decide bands,
-/// decode and enrich from `base`). Returns the report as JSON.
-pub fn backtest(opts: &Options, base: &Config, cand: &Config) -> Result<serde_json::Value, BacktestError> {
-    let out = run::run(opts, base, cand)?;
+/// Runs the backtest: `base` is the baseline's config (its model and decide bands; decode and
+/// enrich for every side), `cands` the candidates, each compared with the baseline. Returns the
+/// report as JSON.
+pub fn backtest(opts: &Options, base: &Config, cands: &[Candidate]) -> Result<serde_json::Value, BacktestError> {
+    if cands.is_empty() {
+        return Err(BacktestError::Input("no candidate to compare with the baseline".into()));
+    }
+    let out = run::run(opts, base, cands)?;
     Ok(report_json::build(&out, opts))
 }

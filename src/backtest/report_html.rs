@@ -1,5 +1,8 @@
 //! The report as one self-contained HTML page (inline CSS and SVG, no scripts, no fonts),
-//! rendered from the JSON report so that both always show the same numbers.
+//! rendered from the JSON report so that both always show the same numbers. The per-side
+//! tables and charts have a column or a line per side (the baseline and every candidate);
+//! then a section per candidate holds its comparison with the baseline (flip matrix, rules,
+//! top flips), linked from the top of the page.
 
 use std::fmt::Write;
 
@@ -8,11 +11,16 @@ use serde_json::Value;
 use super::report_json::ACTIONS;
 use super::svg::{esc, histogram, line_chart, Series};
 
-/// Colours: baseline blue, candidate orange.
-const COLORS: [&str; 2] = ["#1f77b4", "#e66101"];
+/// Colours by side: baseline blue, the first candidate orange, then the others.
+const COLORS: [&str; 8] = ["#1f77b4", "#e66101", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"];
+
+/// A side's colour (cycling past the palette).
+fn color(i: usize) -> &'static str {
+    COLORS[i % COLORS.len()]
+}
 
 const STYLE: &str = "body{font-family:sans-serif;margin:24px;color:#222;max-width:1400px}\
-h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ccc}\
+h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ccc}h3{font-size:15px;margin-top:18px}\
 table{border-collapse:collapse;margin:8px 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}\
 th{background:#f3f3f3}td.l,th.l{text-align:left}.flip{background:#fde7d9}.same{background:#eef5ea}\
 .charts{display:flex;flex-wrap:wrap;gap:12px}.chart{border:1px solid #ddd}\
@@ -44,36 +52,52 @@ pub fn render(r: &Value) -> String {
     let mut h = String::new();
     let sum = &r["summary"];
     let prov = &r["provenance"];
-    let sides = [&r["sides"][0], &r["sides"][1]];
-    let name = |i: usize| {
-        let p = &prov[["baseline", "candidate"][i]];
-        format!("{} {}", p["model_name"].as_str().unwrap_or(""), p["model_version"].as_str().unwrap_or(""))
-    };
+    let sides: Vec<&Value> = r["sides"].as_array().map_or_else(Vec::new, |a| a.iter().collect());
+    let cands: Vec<&Value> = r["candidates"].as_array().map_or_else(Vec::new, |a| a.iter().collect());
+    let model =
+        |p: &Value| format!("{} {}", p["model_name"].as_str().unwrap_or(""), p["model_version"].as_str().unwrap_or(""));
+    let cand_models: Vec<String> =
+        prov["candidates"].as_array().map_or_else(Vec::new, |a| a.iter().map(|c| model(&c["provenance"])).collect());
     let _ = write!(
         h,
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>verdict backtest</title><style>{STYLE}</style></head><body>"
     );
     let _ = write!(
         h,
-        "<h1>verdict backtest: {} → {}</h1><p>{} events ({} decided, {} dead-lettered, {} labelled) from <code>{}</code>; \
-         <b>{} decisions flip</b> (value {}). {:.0} events/s.</p>",
-        esc(&name(0)),
-        esc(&name(1)),
+        "<h1>verdict backtest: {} → {}</h1><p>{} events ({} decided, {} dead-lettered, {} labelled) from <code>{}</code>. \
+         {:.0} events/s.</p>",
+        esc(&model(&prov["baseline"])),
+        esc(&cand_models.join(", ")),
         num(&sum["events"]),
         num(&sum["decided"]),
         num(&sum["dead_lettered"]),
         num(&sum["labelled"]),
         esc(prov["events_file"].as_str().unwrap_or("")),
-        num(&sum["flipped"]),
-        num(&sum["flipped_amount"]),
         sum["events_per_s"].as_f64().unwrap_or(0.0)
     );
-    flip_matrix(&mut h, &r["flips"]);
+    h.push_str("<ul>");
+    for (k, c) in cands.iter().enumerate() {
+        let _ = write!(
+            h,
+            "<li><a href=\"#candidate-{}\">{}</a> ({}): <b>{} decisions flip</b> (value {})</li>",
+            k + 1,
+            esc(c["name"].as_str().unwrap_or("")),
+            esc(cand_models.get(k).map_or("", String::as_str)),
+            num(&c["flipped"]),
+            num(&c["flipped_amount"])
+        );
+    }
+    h.push_str("</ul>");
     side_table(&mut h, &sides);
     charts(&mut h, &sides);
     cost_table(&mut h, &sides, prov);
-    rules_table(&mut h, &r["rules"]);
-    flips_table(&mut h, &r["top_flips"]);
+    for (k, c) in cands.iter().enumerate() {
+        let name = esc(c["name"].as_str().unwrap_or(""));
+        let _ = write!(h, "<h2 id=\"candidate-{}\">Candidate {name} against the baseline</h2>", k + 1);
+        flip_matrix(&mut h, &c["flips"]);
+        rules_table(&mut h, &c["rules"]);
+        flips_table(&mut h, &c["top_flips"]);
+    }
     let _ = write!(
         h,
         "<h2>Provenance</h2><pre>{}</pre></body></html>",
@@ -83,7 +107,7 @@ pub fn render(r: &Value) -> String {
 }
 
 fn flip_matrix(h: &mut String, f: &Value) {
-    h.push_str("<h2>Decision flips (baseline rows × candidate columns): events / value</h2><table><tr><th class=\"l\">baseline \\ candidate</th>");
+    h.push_str("<h3>Decision flips (baseline rows × candidate columns): events / value</h3><table><tr><th class=\"l\">baseline \\ candidate</th>");
     for a in ACTIONS {
         let _ = write!(h, "<th>{a}</th>");
     }
@@ -99,8 +123,18 @@ fn flip_matrix(h: &mut String, f: &Value) {
     h.push_str("</table>");
 }
 
-fn side_table(h: &mut String, sides: &[&Value; 2]) {
-    h.push_str("<h2>At each side's thresholds</h2><table><tr><th class=\"l\">figure</th><th>baseline</th><th>candidate</th></tr>");
+/// A table's header row: the first column's title, then one column per side.
+fn side_header(h: &mut String, first: &str, sides: &[&Value]) {
+    let _ = write!(h, "<table><tr><th class=\"l\">{first}</th>");
+    for s in sides {
+        let _ = write!(h, "<th>{}</th>", esc(s["name"].as_str().unwrap_or("")));
+    }
+    h.push_str("</tr>");
+}
+
+fn side_table(h: &mut String, sides: &[&Value]) {
+    h.push_str("<h2>At each side's thresholds</h2>");
+    side_header(h, "figure", sides);
     let rows: [(&str, &str, bool); 11] = [
         ("approve", "/actions/approve", false),
         ("review", "/actions/review", false),
@@ -125,7 +159,12 @@ fn side_table(h: &mut String, sides: &[&Value; 2]) {
     h.push_str("</table>");
 }
 
-fn charts(h: &mut String, sides: &[&Value; 2]) {
+/// Histogram series: per side, its name, colour and bins.
+fn series<'a>(names: &[&'a str], bins: &'a [Vec<u64>]) -> Vec<(&'a str, &'static str, &'a [u64])> {
+    bins.iter().enumerate().map(|(i, b)| (names[i], color(i), b.as_slice())).collect()
+}
+
+fn charts(h: &mut String, sides: &[&Value]) {
     h.push_str("<h2>Charts</h2><div class=\"charts\">");
     let bins = |s: &Value, class: &str| -> Vec<u64> {
         s["histogram"][class].as_array().map_or_else(Vec::new, |a| a.iter().map(|v| v.as_u64().unwrap_or(0)).collect())
@@ -137,30 +176,22 @@ fn charts(h: &mut String, sides: &[&Value; 2]) {
             (0..l.len()).map(|i| l[i] + f[i] + u[i]).collect()
         })
         .collect();
-    h.push_str(&histogram(
-        "Score distribution, all events",
-        &[("baseline", COLORS[0], &all[0]), ("candidate", COLORS[1], &all[1])],
-        true,
-    ));
+    let names: Vec<&str> = sides.iter().map(|s| s["name"].as_str().unwrap_or("")).collect();
+    h.push_str(&histogram("Score distribution, all events", &series(&names, &all), true));
     let labelled = sides[0]["brier"].is_number();
     if labelled {
         for (class, title) in [("legit", "Scores of legitimate events"), ("fraud", "Scores of fraud events")] {
-            let (b, c) = (bins(sides[0], class), bins(sides[1], class));
-            h.push_str(&histogram(title, &[("baseline", COLORS[0], &b), ("candidate", COLORS[1], &c)], true));
+            let by_side: Vec<Vec<u64>> = sides.iter().map(|s| bins(s, class)).collect();
+            h.push_str(&histogram(title, &series(&names, &by_side), true));
         }
         let curve = |s: &Value, x: &str, y: &str| -> Vec<(f64, f64)> {
             s["curve"].as_array().map_or_else(Vec::new, |a| {
                 a.iter().map(|p| (p[x].as_f64().unwrap_or(f64::NAN), p[y].as_f64().unwrap_or(f64::NAN))).collect()
             })
         };
-        let lines = |x: &str, y: &str| -> Vec<Series<'static>> {
-            (0..2)
-                .map(|i| Series {
-                    name: ["baseline", "candidate"][i],
-                    color: COLORS[i],
-                    points: curve(sides[i], x, y),
-                    dashed: i == 1,
-                })
+        let lines = |x: &str, y: &str| -> Vec<Series<'_>> {
+            (0..sides.len())
+                .map(|i| Series { name: names[i], color: color(i), points: curve(sides[i], x, y), dashed: i > 0 })
                 .collect()
         };
         h.push_str(&line_chart(
@@ -180,14 +211,14 @@ fn charts(h: &mut String, sides: &[&Value; 2]) {
             (0.0, 1.0),
             false,
         ));
-        let rel: Vec<Series<'static>> = (0..2)
+        let rel: Vec<Series<'_>> = (0..sides.len())
             .map(|i| Series {
-                name: ["baseline", "candidate"][i],
-                color: COLORS[i],
+                name: names[i],
+                color: color(i),
                 points: sides[i]["reliability"].as_array().map_or_else(Vec::new, |a| {
                     a.iter().filter_map(|p| Some((p["mean_score"].as_f64()?, p["fraud_rate"].as_f64()?))).collect()
                 }),
-                dashed: i == 1,
+                dashed: i > 0,
             })
             .collect();
         h.push_str(&line_chart("Reliability", ("mean score", "fraud rate"), &rel, (0.0, 1.0), (0.0, 1.0), true));
@@ -197,7 +228,7 @@ fn charts(h: &mut String, sides: &[&Value; 2]) {
     h.push_str("</div>");
 }
 
-fn cost_table(h: &mut String, sides: &[&Value; 2], prov: &Value) {
+fn cost_table(h: &mut String, sides: &[&Value], prov: &Value) {
     if !sides[0]["cost"].is_object() {
         return;
     }
@@ -205,12 +236,12 @@ fn cost_table(h: &mut String, sides: &[&Value; 2], prov: &Value) {
     let _ = write!(
         h,
         "<h2>Costs</h2><p class=\"note\">Unit costs: missed fraud = value × {}, false decline = {}, review = {} per case. \
-         The best threshold pair is searched over score bands alone (rules not replayed), review share within capacity.</p>\
-         <table><tr><th class=\"l\">figure</th><th>baseline</th><th>candidate</th></tr>",
+         The best threshold pair is searched over score bands alone (rules not replayed), review share within capacity.</p>",
         num(&c["missed_fraud_factor"]),
         num(&c["false_decline"]),
         num(&c["review"])
     );
+    side_header(h, "figure", sides);
     let rows = [
         ("missed fraud", "/cost/missed_fraud"),
         ("false declines", "/cost/false_declines"),
@@ -234,7 +265,7 @@ fn cost_table(h: &mut String, sides: &[&Value; 2], prov: &Value) {
 }
 
 fn rules_table(h: &mut String, rules: &Value) {
-    h.push_str("<h2>Rules</h2>");
+    h.push_str("<h3>Rules</h3>");
     let Some(rows) = rules.as_array().filter(|r| !r.is_empty()) else {
         h.push_str("<p class=\"note\">No rule fired on either side.</p>");
         return;
@@ -256,7 +287,7 @@ fn rules_table(h: &mut String, rules: &Value) {
 
 fn flips_table(h: &mut String, flips: &Value) {
     let rows = flips.as_array().map_or(&[][..], |a| a.as_slice());
-    let _ = write!(h, "<h2>The {} flipped events with the largest score change</h2>", rows.len());
+    let _ = write!(h, "<h3>The {} flipped events with the largest score change</h3>", rows.len());
     if rows.is_empty() {
         return;
     }

@@ -1,6 +1,11 @@
 //! The report's numbers, from what the run kept: one JSON document that the HTML page renders
 //! and that scripts can diff. Rates are over decided events; label-based figures over the
 //! labelled ones (`null` without labels).
+//!
+//! `sides` holds the baseline then each candidate; `candidates` holds, per candidate, its
+//! comparison with the baseline (flip matrix, rule hits, top flips). The top-level `flips`,
+//! `rules`, `top_flips`, `summary.flipped` and `provenance.candidate` are the first
+//! candidate's, as in a one-candidate report.
 
 use serde_json::{json, Value};
 
@@ -15,19 +20,30 @@ pub const ACTIONS: [&str; 3] = ["approve", "review", "decline"];
 /// The whole report.
 pub fn build(out: &Outcomes, opts: &Options) -> Value {
     let acc = &out.acc;
-    let decided: u64 = acc.flips.iter().flatten().sum();
+    let decided: u64 = acc.sides[0].actions.iter().flatten().sum();
     let labelled: u64 = (0..2).map(|c| acc.sides[0].actions[c].iter().sum::<u64>()).sum();
     let span_h = acc.range.map_or(0.0, |[a, b]| (b.1 - a.1).max(0) as f64 / 3.6e6);
     let cap_share = capacity_share(opts, span_h, labelled);
     let sides: Vec<Value> =
-        (0..2).map(|i| side(["baseline", "candidate"][i], &acc.sides[i], decided, labelled, opts, cap_share)).collect();
-    let flipped: u64 =
-        (0..3).flat_map(|a| (0..3).map(move |b| (a, b))).filter(|(a, b)| a != b).map(|(a, b)| acc.flips[a][b]).sum();
-    let flipped_amount: f64 = (0..3)
-        .flat_map(|a| (0..3).map(move |b| (a, b)))
-        .filter(|(a, b)| a != b)
-        .map(|(a, b)| acc.flip_amount[a][b])
-        .sum();
+        out.sides.iter().zip(&acc.sides).map(|(s, st)| side(&s.name, st, decided, labelled, opts, cap_share)).collect();
+    let candidates: Vec<Value> = acc
+        .comparisons
+        .iter()
+        .enumerate()
+        .map(|(k, c)| {
+            let (flipped, flipped_amount) = c.flipped();
+            json!({
+                "name": out.sides[k + 1].name,
+                "side": k + 1,
+                "flipped": flipped,
+                "flipped_amount": flipped_amount,
+                "flips": {"actions": ACTIONS, "counts": c.flips, "amounts": c.flip_amount},
+                "rules": rules(acc, k),
+                "top_flips": c.top_flips(),
+            })
+        })
+        .collect();
+    let first = candidates.first().cloned().unwrap_or(Value::Null);
     let time = |ms: i64| jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default();
     json!({
         "summary": {
@@ -36,8 +52,9 @@ pub fn build(out: &Outcomes, opts: &Options) -> Value {
             "dead_lettered": acc.dead.values().sum::<u64>(),
             "dead_letter_reasons": acc.dead,
             "labelled": labelled,
-            "flipped": flipped,
-            "flipped_amount": flipped_amount,
+            "flipped": first["flipped"],
+            "flipped_amount": first["flipped_amount"],
+            "candidates": candidates.len(),
             "seconds": out.seconds,
             "events_per_s": acc.events as f64 / out.seconds.max(1e-9),
         },
@@ -56,16 +73,14 @@ pub fn build(out: &Outcomes, opts: &Options) -> Value {
             "value_field": opts.value_field,
             "costs": opts.costs,
             "baseline": out.sides[0].provenance,
-            "candidate": out.sides[1].provenance,
+            "candidate": out.sides.get(1).map(|s| &s.provenance),
+            "candidates": out.sides[1..].iter().map(|s| json!({"name": s.name, "provenance": s.provenance})).collect::<Vec<_>>(),
         },
-        "flips": {
-            "actions": ACTIONS,
-            "counts": acc.flips,
-            "amounts": acc.flip_amount,
-        },
+        "flips": first["flips"],
         "sides": sides,
-        "rules": rules(acc),
-        "top_flips": acc.top_flips(),
+        "rules": first["rules"],
+        "top_flips": first["top_flips"],
+        "candidates": candidates,
     })
 }
 
@@ -195,18 +210,20 @@ fn best_thresholds(s: &SideStats, labelled: u64, opts: &Options, cap_share: f64)
     }
 }
 
-/// Per rule id: hits on each side, the change, and hits on flipped events; most on flipped first.
-fn rules(acc: &Accumulator) -> Value {
-    let mut ids: Vec<&std::sync::Arc<str>> = acc.sides.iter().flat_map(|s| s.rule_hits.keys()).collect();
-    ids.extend(acc.flipped_rules.keys());
+/// Per rule id: hits on the baseline and on candidate `k`, the change, and hits on the
+/// events candidate `k` flipped; most on flipped first.
+fn rules(acc: &Accumulator, k: usize) -> Value {
+    let (base, cand, flipped) = (&acc.sides[0], &acc.sides[k + 1], &acc.comparisons[k].flipped_rules);
+    let mut ids: Vec<&std::sync::Arc<str>> = base.rule_hits.keys().chain(cand.rule_hits.keys()).collect();
+    ids.extend(flipped.keys());
     ids.sort();
     ids.dedup();
-    let hits = |i: usize, id: &str| acc.sides[i].rule_hits.get(id).copied().unwrap_or(0);
+    let hits = |s: &SideStats, id: &str| s.rule_hits.get(id).copied().unwrap_or(0);
     let mut rows: Vec<(u64, Value)> = ids
         .into_iter()
         .map(|id| {
-            let (b, c) = (hits(0, id), hits(1, id));
-            let on_flipped = acc.flipped_rules.get(&**id).copied().unwrap_or(0);
+            let (b, c) = (hits(base, id), hits(cand, id));
+            let on_flipped = flipped.get(&**id).copied().unwrap_or(0);
             (on_flipped, json!({"id": &**id, "baseline": b, "candidate": c, "change": c as i64 - b as i64, "on_flipped": on_flipped}))
         })
         .collect();
@@ -227,7 +244,6 @@ mod tests {
             label_field: "label".into(),
             value_field: "amount".into(),
             rules: None,
-            candidate_rules: None,
             top_n: 10,
             costs: Costs {
                 missed_fraud_factor: 1.0,

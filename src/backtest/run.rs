@@ -1,15 +1,17 @@
 //! The one pass: each batch of events goes through the service's decode, enrich and fill
-//! stages once (windows computed once, in file order), then through each side's score and
-//! decide stages, and both sides' decisions are counted together.
+//! stages once (windows computed once, in file order; decode and fill once more per other
+//! column layout among the candidates), then through each side's score and decide stages,
+//! and every side's decisions are counted together.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::flips::Seen;
 use super::input::{Input, Progress};
-use super::metrics::{Accumulator, Seen};
+use super::metrics::Accumulator;
 use super::side::Side;
-use super::{BacktestError, Labels, Options};
+use super::{BacktestError, Candidate, Labels, Options};
 use crate::config::Config;
 use crate::core::field::FieldValue;
 use crate::core::rows::Rows;
@@ -17,7 +19,7 @@ use crate::decode::stage::{Decode, Fill};
 use crate::decode::LocalSchemas;
 use crate::enrich::stage::{Enrich, EnrichParts};
 use crate::enrich::{Backend, EnrichSetup, Enricher, FailurePolicy};
-use crate::envelope::{Batch, Envelope, Origin, RawMessage, Stamp};
+use crate::envelope::{Batch, Envelope, Origin, RawMessage};
 use crate::stage::{Abort, Outcome, Stage, StagedBatch};
 use crate::telemetry::Metrics;
 
@@ -32,16 +34,17 @@ const CONTAINER_SCHEMA_ID: u32 = u32::MAX;
 pub struct Outcomes {
     /// The counts.
     pub acc: Accumulator,
-    /// Baseline and candidate.
-    pub sides: [Side; 2],
+    /// The baseline, then each candidate in order.
+    pub sides: Vec<Side>,
     /// Seconds the pass took.
     pub seconds: f64,
     /// A topic range's partitions: (partition, first offset, end offset).
     pub bounds: Option<Vec<(i32, i64, i64)>>,
 }
 
-/// Runs the backtest over `opts.events`: `base` and `cand` are the two sides' configs.
-pub fn run(opts: &Options, base: &Config, cand: &Config) -> Result<Outcomes, BacktestError> {
+/// Runs the backtest over `opts.events`: `base` is the baseline's config, `cands` the
+/// candidates.
+pub fn run(opts: &Options, base: &Config, cands: &[Candidate]) -> Result<Outcomes, BacktestError> {
     let started = Instant::now();
     let input = Input::open(&opts.events, &base.kafka)?;
     let bounds = input.bounds().map(<[_]>::to_vec);
@@ -56,11 +59,15 @@ pub fn run(opts: &Options, base: &Config, cand: &Config) -> Result<Outcomes, Bac
             )));
         }
     }
-    let (mut base, mut cand) = (base.clone(), cand.clone());
+    let mut configs: Vec<(&str, Config, Option<&std::path::Path>)> =
+        vec![("baseline", base.clone(), opts.rules.as_deref())];
+    configs.extend(cands.iter().map(|c| (c.name.as_str(), c.config.clone(), c.rules.as_deref())));
     if input.schema.is_some() {
-        base.decode.format = crate::config::PayloadFormat::Avro;
-        cand.decode.format = crate::config::PayloadFormat::Avro;
+        for (_, cfg, _) in &mut configs {
+            cfg.decode.format = crate::config::PayloadFormat::Avro;
+        }
     }
+    let base = &configs[0].1;
     let mut enrich_cfg = base.enrich.clone();
     if enrich_cfg.backend == Backend::Redis {
         // Windows in process (the same semantics); online features come out missing.
@@ -74,11 +81,13 @@ pub fn run(opts: &Options, base: &Config, cand: &Config) -> Result<Outcomes, Bac
         schemas.insert(CONTAINER_SCHEMA_ID, s);
     }
     let schemas = Arc::new(schemas);
-    let mut b = Side::load(&base, opts.rules.as_deref(), &enriched, &schemas, enrich_paths.clone())?;
-    let mut c = Side::load(&cand, opts.candidate_rules.as_deref(), &enriched, &schemas, enrich_paths)?;
-    // The fields the decoder extracts: the baseline's rule fields first (its slots), then the
+    let mut sides = configs
+        .iter()
+        .map(|(name, cfg, rules)| Side::load(name, cfg, *rules, &enriched, &schemas, enrich_paths.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
+    // The fields the decoder extracts: the baseline's rule fields first (its slots), then each
     // candidate's, the value field and the label field.
-    let mut union: Vec<String> = b.rule_paths().to_vec();
+    let mut union: Vec<String> = sides[0].rule_paths().to_vec();
     let slot = |p: &str, union: &mut Vec<String>| match union.iter().position(|u| u == p) {
         Some(i) => i,
         None => {
@@ -86,9 +95,11 @@ pub fn run(opts: &Options, base: &Config, cand: &Config) -> Result<Outcomes, Bac
             union.len() - 1
         }
     };
-    let cand_slots: Vec<usize> = c.rule_paths().to_vec().iter().map(|p| slot(p, &mut union)).collect();
-    if cand_slots.iter().enumerate().any(|(i, &s)| i != s) {
-        c.field_map = Some(cand_slots);
+    for side in &mut sides[1..] {
+        let slots: Vec<usize> = side.rule_paths().to_vec().iter().map(|p| slot(p, &mut union)).collect();
+        if slots.iter().enumerate().any(|(i, &s)| i != s) {
+            side.field_map = Some(slots);
+        }
     }
     let value_slot = slot(&opts.value_field, &mut union);
     let label_slot = opts.labels.is_none().then(|| slot(&opts.label_field, &mut union));
@@ -111,13 +122,10 @@ pub fn run(opts: &Options, base: &Config, cand: &Config) -> Result<Outcomes, Bac
         None => EnrichParts { features: None, owned: None, shared: None, width: 0 },
     };
     let enrich = Enrich::new(parts, FailurePolicy::Pause, metrics, Abort::default());
-    let decoders = Decoders {
-        base: b.decode.take().expect("a side loads with its decoder"),
-        // Same columns: the candidate scores the baseline's rows.
-        cand: c.decode.take().filter(|_| c.columns != b.columns),
-        enrich,
-    };
-    let mut acc = Accumulator::new(opts.top_n);
+    let decoders =
+        Decoders { base: sides[0].decode.take().expect("a side loads with its decoder"), extra: Vec::new(), enrich };
+    let decoders = layouts(decoders, &mut sides);
+    let mut acc = Accumulator::new(sides.len() - 1, opts.top_n);
     let mut progress = Progress::new();
     let mut saved_fields: Vec<Vec<FieldValue>> = Vec::new();
     // Two threads: one reads, decodes and enriches the next batch while the other scores and
@@ -125,9 +133,11 @@ pub fn run(opts: &Options, base: &Config, cand: &Config) -> Result<Outcomes, Bac
     let (full_tx, full_rx) = crossbeam_channel::bounded::<Work>(WORK_ITEMS);
     let (empty_tx, empty_rx) = crossbeam_channel::bounded::<Work>(WORK_ITEMS);
     for _ in 0..WORK_ITEMS {
-        let cand_rows = decoders.cand.as_ref().map_or_else(|| b.rows.clone(), |_| c.rows.clone());
-        let _ =
-            empty_tx.send(Work { staged: StagedBatch::new(b.rows.clone()), cand_rows, fraction: 0.0, own_cand: false });
+        // One rows buffer per other layout, shaped by the first side that reads it.
+        let extra_rows = (0..decoders.extra.len())
+            .map(|l| sides.iter().find(|s| s.layout == Some(l)).expect("a layout has a side").rows.clone())
+            .collect();
+        let _ = empty_tx.send(Work { staged: StagedBatch::new(sides[0].rows.clone()), extra_rows, fraction: 0.0 });
     }
     let union = &union;
     let produced = std::thread::scope(|scope| {
@@ -136,10 +146,11 @@ pub fn run(opts: &Options, base: &Config, cand: &Config) -> Result<Outcomes, Bac
         // decoding thread ends before the scope joins it.
         let (full_rx, empty_tx) = (full_rx, empty_tx);
         for mut w in full_rx.iter() {
-            decide_side(&mut b, &mut w.staged, &mut saved_fields, None)?;
-            let cand_rows = w.own_cand.then_some(&mut w.cand_rows);
-            decide_side(&mut c, &mut w.staged, &mut saved_fields, cand_rows)?;
-            count(&mut acc, &w.staged, &b, &c, value_slot, label_slot, labels.as_ref());
+            for side in &mut sides {
+                let rows = side.layout.map(|l| &mut w.extra_rows[l]);
+                side.decide(&mut w.staged, &mut saved_fields, rows)?;
+            }
+            count(&mut acc, &w.staged, &sides, value_slot, label_slot, labels.as_ref());
             progress.tick(acc.events, w.fraction);
             // The decoding thread may have ended (input done): the batches still queued count.
             let _ = empty_tx.send(w);
@@ -149,7 +160,30 @@ pub fn run(opts: &Options, base: &Config, cand: &Config) -> Result<Outcomes, Bac
     });
     produced?;
     progress.finish();
-    Ok(Outcomes { acc, sides: [b, c], seconds: started.elapsed().as_secs_f64(), bounds })
+    Ok(Outcomes { acc, sides, seconds: started.elapsed().as_secs_f64(), bounds })
+}
+
+/// Gives each candidate whose model reads other columns than the baseline's a layout: its own
+/// decode and fill stages, shared by the candidates with the same columns (decoded once per
+/// batch). The others score the baseline's rows.
+fn layouts(mut d: Decoders, sides: &mut [Side]) -> Decoders {
+    let (base, cands) = sides.split_first_mut().expect("a baseline");
+    let mut columns: Vec<String> = Vec::new();
+    for side in cands {
+        let own = side.decode.take().expect("a side loads with its decoder");
+        if side.columns == base.columns {
+            continue;
+        }
+        side.layout = Some(match columns.iter().position(|c| *c == side.columns) {
+            Some(l) => l,
+            None => {
+                columns.push(side.columns.clone());
+                d.extra.push(own);
+                columns.len() - 1
+            }
+        });
+    }
+    d
 }
 
 /// Batches in flight between the two threads.
@@ -159,18 +193,17 @@ const WORK_ITEMS: usize = 3;
 struct Work {
     /// Decoded, enriched, the baseline's rows filled.
     staged: StagedBatch,
-    /// The candidate's rows, when its columns differ (else unused).
-    cand_rows: Rows,
+    /// Per other column layout, its rows for this batch.
+    extra_rows: Vec<Rows>,
     /// Share of the input read.
     fraction: f64,
-    /// Whether `cand_rows` holds the candidate's rows for this batch.
-    own_cand: bool,
 }
 
-/// The stages that run once per event: decode (one per column layout), enrich, fill.
+/// The stages that run once per event: decode and fill (the baseline's, then once per other
+/// column layout), enrich.
 struct Decoders {
     base: (Decode, Fill),
-    cand: Option<(Decode, Fill)>,
+    extra: Vec<(Decode, Fill)>,
     enrich: Enrich,
 }
 
@@ -228,12 +261,13 @@ fn produce(
         }
         let staged = &mut w.staged;
         d.base.1.run(staged)?;
-        w.own_cand = d.cand.is_some();
-        if let Some((decode, fill)) = d.cand.as_mut() {
-            // The candidate's rows in their own buffer (its layout), decoded from the same events.
+        if !d.extra.is_empty() {
             dead_pattern.clear();
             dead_pattern.extend(staged.outcomes.iter().map(|o| matches!(o, Outcome::Dead(_))));
-            std::mem::swap(&mut staged.rows, &mut w.cand_rows);
+        }
+        for ((decode, fill), rows) in d.extra.iter_mut().zip(&mut w.extra_rows) {
+            // A layout's rows in their own buffer, decoded from the same events.
+            std::mem::swap(&mut staged.rows, rows);
             decode.run(staged)?;
             let differs =
                 staged.outcomes.iter().zip(&dead_pattern).position(|(o, &d)| matches!(o, Outcome::Dead(_)) != d);
@@ -245,7 +279,7 @@ fn produce(
                 )));
             }
             fill.run(staged)?;
-            std::mem::swap(&mut staged.rows, &mut w.cand_rows);
+            std::mem::swap(&mut staged.rows, rows);
         }
         w.fraction = input.fraction();
         if full.send(w).is_err() {
@@ -255,53 +289,11 @@ fn produce(
     Ok(())
 }
 
-/// Scores and decides the batch with one side's stages (`rows`, its own rows, swapped in;
-/// None: the batch's rows, the baseline's).
-fn decide_side(
-    side: &mut Side,
-    staged: &mut StagedBatch,
-    saved: &mut Vec<Vec<FieldValue>>,
-    rows: Option<&mut Rows>,
-) -> Result<(), BacktestError> {
-    let mut rows = rows;
-    if let Some(r) = rows.as_deref_mut() {
-        std::mem::swap(&mut staged.rows, r);
-    }
-    staged.batch.rules = Some(side.rules.clone() as Stamp);
-    side.score.run(staged)?;
-    if let Some(map) = &side.field_map {
-        saved.clear();
-        for o in staged.outcomes.iter_mut() {
-            if let Outcome::Decided(d) = o {
-                let orig = std::mem::take(&mut d.fields);
-                d.fields = map.iter().map(|&i| orig[i].clone()).collect();
-                saved.push(orig);
-            }
-        }
-    }
-    side.decide.run(staged)?;
-    if side.field_map.is_some() {
-        let mut back = saved.drain(..);
-        for o in staged.outcomes.iter_mut() {
-            if let Outcome::Decided(d) = o {
-                d.fields = back.next().expect("fields saved per decided event");
-            }
-        }
-    }
-    std::mem::swap(&mut staged.scores, &mut side.scores);
-    std::mem::swap(&mut staged.decisions, &mut side.decisions);
-    if let Some(r) = rows {
-        std::mem::swap(&mut staged.rows, r);
-    }
-    Ok(())
-}
-
 /// Counts the batch's events.
 fn count(
     acc: &mut Accumulator,
     staged: &StagedBatch,
-    b: &Side,
-    c: &Side,
+    sides: &[Side],
     value_slot: usize,
     label_slot: Option<usize>,
     labels: Option<&HashMap<String, u8>>,
@@ -337,7 +329,7 @@ fn count(
             value,
             payload: ev.payload.payload.as_deref().unwrap_or_default(),
         };
-        acc.add(&seen, &b.decisions[k], &c.decisions[k]);
+        acc.add(&seen, &sides[0].decisions[k], sides[1..].iter().map(|s| &s.decisions[k]));
         k += 1;
     }
 }

@@ -1,6 +1,6 @@
-//! One side of a backtest (the baseline or the candidate): its model session, bands and
-//! rules as the service's own score and decide stages, plus a decoder and fill stage of its
-//! own when its model reads its columns differently from the baseline's.
+//! One side of a backtest (the baseline or a candidate): its model session, bands and rules
+//! as the service's own score and decide stages, plus a decoder and fill stage of its own when
+//! its model reads its columns differently from the baseline's.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,14 +11,16 @@ use sha2::{Digest, Sha256};
 use super::BacktestError;
 use crate::config::Config;
 use crate::core::decision::Decision;
+use crate::core::field::FieldValue;
 use crate::core::rows::Rows;
 use crate::decode::stage::{Decode, Fill};
 use crate::decode::{Decoder, LocalSchemas, Vectorizer};
+use crate::envelope::Stamp;
 use crate::rules::stage::Decide;
 use crate::rules::{LiveRules, RuleSet, ThresholdBands};
 use crate::score::stage::Score;
 use crate::score::{init_runtime, ModelSpec, OnnxScorer};
-use crate::stage::Abort;
+use crate::stage::{Abort, Outcome, Stage, StagedBatch};
 use crate::telemetry::Metrics;
 
 /// Where a side's model and rules came from (the report's provenance).
@@ -44,6 +46,8 @@ pub struct Provenance {
 
 /// A side's stages and its last batch's results.
 pub struct Side {
+    /// Its name in the report ("baseline", or the candidate's).
+    pub name: String,
     /// Decoder and fill for its own columns (None: it scores the baseline's rows).
     pub decode: Option<(Decode, Fill)>,
     /// The score stage with its model session.
@@ -54,6 +58,8 @@ pub struct Side {
     pub rules: Arc<LiveRules>,
     /// Per rule slot, its field's index among the decoded fields (None: the same order).
     pub field_map: Option<Vec<usize>>,
+    /// Which of the run's other column layouts its rows come from (None: the baseline's).
+    pub layout: Option<usize>,
     /// Its model rows for the batch (swapped in and out of the staged batch).
     pub rows: Rows,
     /// Its scores for the batch's decoded events.
@@ -73,9 +79,10 @@ pub fn sha256_file(path: &Path) -> Result<String, BacktestError> {
 }
 
 impl Side {
-    /// Loads `cfg.model` and `rules` (a rules file, or None for bands alone) as a side.
-    /// `enriched` are the enrich stage's names (the rules and fill read them).
+    /// Loads `cfg.model` and `rules` (a rules file, or None for bands alone) as the side
+    /// `name`. `enriched` are the enrich stage's names (the rules and fill read them).
     pub fn load(
+        name: &str,
         cfg: &Config,
         rules: Option<&Path>,
         enriched: &[String],
@@ -107,11 +114,13 @@ impl Side {
         };
         let columns = serde_json::to_string(&spec.manifest.inputs).unwrap_or_default();
         Ok(Self {
+            name: name.to_string(),
             decode: Some((Decode::new(decoder, metrics.clone()), Fill::new(vectorizer, metrics.clone()))),
             score,
             decide: Decide::new(ThresholdBands::new(&cfg.decide), metrics),
             rules: Arc::new(LiveRules { set: Arc::new(set), lists }),
             field_map: None,
+            layout: None,
             rows,
             scores: Vec::new(),
             decisions: Vec::new(),
@@ -123,5 +132,47 @@ impl Side {
     /// The event paths its rules read.
     pub fn rule_paths(&self) -> &[String] {
         self.rules.set.event_paths()
+    }
+
+    /// Scores and decides the batch with this side's stages (`rows`, its layout's rows, swapped
+    /// in; None: the batch's rows, the baseline's). `saved` is scratch space for the decoded
+    /// fields while the side's rules read them in their own order.
+    pub fn decide(
+        &mut self,
+        staged: &mut StagedBatch,
+        saved: &mut Vec<Vec<FieldValue>>,
+        rows: Option<&mut Rows>,
+    ) -> Result<(), BacktestError> {
+        let mut rows = rows;
+        if let Some(r) = rows.as_deref_mut() {
+            std::mem::swap(&mut staged.rows, r);
+        }
+        staged.batch.rules = Some(self.rules.clone() as Stamp);
+        self.score.run(staged)?;
+        if let Some(map) = &self.field_map {
+            saved.clear();
+            for o in staged.outcomes.iter_mut() {
+                if let Outcome::Decided(d) = o {
+                    let orig = std::mem::take(&mut d.fields);
+                    d.fields = map.iter().map(|&i| orig[i].clone()).collect();
+                    saved.push(orig);
+                }
+            }
+        }
+        self.decide.run(staged)?;
+        if self.field_map.is_some() {
+            let mut back = saved.drain(..);
+            for o in staged.outcomes.iter_mut() {
+                if let Outcome::Decided(d) = o {
+                    d.fields = back.next().expect("fields saved per decided event");
+                }
+            }
+        }
+        std::mem::swap(&mut staged.scores, &mut self.scores);
+        std::mem::swap(&mut staged.decisions, &mut self.decisions);
+        if let Some(r) = rows {
+            std::mem::swap(&mut staged.rows, r);
+        }
+        Ok(())
     }
 }

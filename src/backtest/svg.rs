@@ -128,7 +128,7 @@ pub fn histogram(title: &str, series: &[(&str, &str, &[u64])], log: bool) -> Str
                 points.push((b as f64 * w, f(n)));
                 points.push(((b + 1) as f64 * w, f(n)));
             }
-            Series { name, color, points, dashed: i % 2 == 1 }
+            Series { name, color, points, dashed: i > 0 }
         })
         .collect();
     let y = if log { "log10(1 + events)" } else { "events" };
