@@ -73,7 +73,7 @@ impl FeastSource {
     }
 
     /// The feature views `features` name, in first-use order.
-    pub fn views_of<'a>(features: &'a [String]) -> Vec<&'a str> {
+    pub fn views_of(features: &[String]) -> Vec<&str> {
         let mut views: Vec<&str> = Vec::new();
         for f in features {
             let view = f.split_once(':').map_or("", |(v, _)| v);
