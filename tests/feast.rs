@@ -18,6 +18,11 @@ const DRIVERS: usize = 3000;
 
 /// verdict's config for the test repository (the README's example, on the test's Redis).
 fn config(redis: &RedisServer, daily_max_age_s: Option<u64>) -> EnrichConfig {
+    config_at(&redis.url(), false, daily_max_age_s)
+}
+
+/// The same on the Redis (or Redis Cluster, seed nodes) at `url`.
+fn config_at(url: &str, cluster: bool, daily_max_age_s: Option<u64>) -> EnrichConfig {
     let views = match daily_max_age_s {
         Some(s) => format!("views = [{{ name = \"driver_daily\", max_age_s = {s} }}]"),
         None => String::new(),
@@ -30,6 +35,7 @@ dir = "{model}"
 [enrich]
 backend = "redis"
 redis_url = "{url}"
+redis_cluster = {cluster}
 cache_capacity = 0
 
 [[enrich.entities]]
@@ -54,7 +60,6 @@ project = "verdict_test"
 join_keys = [{{ name = "zone_id" }}, {{ name = "driver_id", type = "int64" }}]
 "#,
         model = crate_path("models/demo").display(),
-        url = redis.url(),
     );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("verdict.toml");
@@ -168,6 +173,7 @@ fn verdict_reads_what_feast_materialized_as_feast_serves_it() {
     entities_without_a_row_get_defaults(&redis, &s);
     a_view_past_its_age_limit_is_stale(&redis, &s, age_now);
     composite_keys_read_the_rows_of_both_join_keys(&redis, &s);
+    the_same_values_from_a_redis_cluster(&redis, &s);
 }
 
 fn driver_ids(s: &Served) -> Vec<String> {
@@ -228,4 +234,20 @@ fn composite_keys_read_the_rows_of_both_join_keys(redis: &RedisServer, s: &Serve
     let (with, without) = rows.split_at(DRIVERS / 2);
     assert!(with.iter().all(|r| r[surge].is_some()), "every materialized pair is found");
     assert!(without.iter().all(|r| r[surge].is_none()), "pairs Feast has no row for get defaults");
+}
+
+/// Feast's keys copied as they are onto a Redis Cluster (each to its slot's master; they
+/// carry no hash tag): verdict's per-entity HMGETs, routed by slot, read the same values.
+fn the_same_values_from_a_redis_cluster(redis: &RedisServer, s: &Served) {
+    let cluster = RedisCluster::start();
+    let copied = cluster.copy_from(redis);
+    assert!(copied >= DRIVERS + DRIVERS / 2, "{copied} keys copied");
+    let cfg = config_at(&cluster.url(), true, None);
+    let ids = driver_ids(s);
+    let (names, rows) = read(&cfg, 0, &ids);
+    assert_same("driver", &s.driver, &names, &rows, &ids);
+    let ids: Vec<String> =
+        s.pairs.iter().map(|(d, z)| format!("{z}{}{d}", verdict::core::event::KEY_SEPARATOR)).collect();
+    let (names, rows) = read(&cfg, 1, &ids);
+    assert_same("driver_zone", &s.driver_zone, &names, &rows, &ids);
 }
