@@ -110,7 +110,14 @@ fn hex8(h: &str) -> [u8; 8] {
 /// verdict's values for `ids` of entity `which` (0: driver, 1: driver_zone), in batches of
 /// 500 as the service reads them: per event, every value of the enricher (names()).
 fn read(cfg: &EnrichConfig, which: usize, ids: &[String]) -> (Vec<String>, Vec<Vec<Option<f64>>>) {
-    let mut enricher = Enricher::new(cfg).unwrap();
+    let (names, rows, _) = read_counted(cfg, which, ids);
+    (names, rows)
+}
+
+/// [`read`], and how many reads found no Feast row (`verdict_feature_hash_missing_total`).
+fn read_counted(cfg: &EnrichConfig, which: usize, ids: &[String]) -> (Vec<String>, Vec<Vec<Option<f64>>>, u64) {
+    let metrics = verdict::telemetry::Metrics::new();
+    let mut enricher = Enricher::new(cfg).unwrap().with_metrics(&metrics);
     let names = enricher.names().to_vec();
     let mut rows = Vec::new();
     for chunk in ids.chunks(500) {
@@ -132,7 +139,8 @@ fn read(cfg: &EnrichConfig, which: usize, ids: &[String]) -> (Vec<String>, Vec<V
         assert_eq!(stats.round_trips, 1, "one pipelined round trip per batch");
         rows.extend(out.chunks(names.len()).map(<[_]>::to_vec));
     }
-    (names, rows)
+    let name = &cfg.entities[which].name;
+    (names, rows, metrics.guards.feature_hash_missing.with_label_values(&[name.as_str()]).get())
 }
 
 /// Asserts verdict's column `feature:{entity}.{f}` equals what Feast served, entity by entity.
@@ -195,7 +203,8 @@ fn every_value_of_a_single_key_entity_equals_feasts(redis: &RedisServer, s: &Ser
 
 fn entities_without_a_row_get_defaults(redis: &RedisServer, s: &Served) {
     let ids = driver_ids(s);
-    let (names, rows) = read(&config(redis, None), 0, &ids);
+    let (names, rows, missing) = read_counted(&config(redis, None), 0, &ids);
+    assert_eq!(missing, (ids.len() - DRIVERS) as u64, "reads that found no Feast row are counted");
     for row in &rows[DRIVERS..] {
         let features = names.iter().zip(row).filter(|(n, _)| n.starts_with("feature:driver."));
         assert!(features.clone().count() == 9 && features.clone().all(|(_, v)| v.is_none()), "{row:?}");

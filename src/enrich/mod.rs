@@ -230,10 +230,15 @@ impl Enricher {
         });
         let states = (cfg.backend == Backend::Redis && cfg.state_cache_capacity > 0)
             .then(|| StateCache::new(cfg.state_cache_capacity));
-        let missing = redis::MissingHashes::new(
+        let mut missing = redis::MissingHashes::new(
             &cfg.key_prefix,
             entities.iter().map(|e| (e.cfg.name.as_str(), &e.cfg.features[..])),
         );
+        for (i, e) in entities.iter().enumerate() {
+            if let Some(f) = &e.cfg.feast {
+                missing.in_feast(i, &f.project);
+            }
+        }
         Ok(Self {
             entities,
             names,
@@ -414,8 +419,9 @@ impl Enricher {
                     let (reply, feast_replies) = store.run(&ask, now, self.per_group, &hmgets)?;
                     stats.round_trips = 1;
                     stats.commands = if ask.is_empty() { 0 } else { calls(&ask) } + hmgets.len() as u64;
-                    feast::write(&self.entities, reads, &feast_replies, now, width, out, self.cache.as_mut());
                     self.missing.clear();
+                    let cache = self.cache.as_mut();
+                    feast::write(&self.entities, reads, &feast_replies, now, width, out, cache, &mut self.missing);
                     let mut read = ReplyReader {
                         entities: &self.entities,
                         now,

@@ -228,6 +228,8 @@ pub struct MissingHashes {
     /// Per entity type: its ids are redacted from the outputs (`publish.redact`), so the
     /// warning shows the key without the id.
     hidden: Vec<bool>,
+    /// Per entity type: the Feast project its features are read from (README "Using Feast").
+    feast: Vec<Option<String>>,
 }
 
 impl MissingHashes {
@@ -241,7 +243,17 @@ impl MissingHashes {
             .collect();
         let batch = vec![(0, 0); entities.len()];
         let hidden = vec![false; entities.len()];
-        Self { prefix: prefix.to_string(), entities, batch, log: LogRate::new("enrich", MISSING_WINDOW, None), hidden }
+        let feast = vec![None; entities.len()];
+        let log = LogRate::new("enrich", MISSING_WINDOW, None);
+        Self { prefix: prefix.to_string(), entities, batch, log, hidden, feast }
+    }
+
+    /// Entity type `index` reads its features from Feast project `project`: the warning
+    /// names that store instead of verdict's key.
+    pub fn in_feast(&mut self, index: usize, project: &str) {
+        if let Some(f) = self.feast.get_mut(index) {
+            *f = Some(project.to_string());
+        }
     }
 
     /// The ids of entity type `index` are redacted: warnings leave them out of the key.
@@ -284,6 +296,19 @@ impl MissingHashes {
             let (entity, feature, kind, counter) = &self.entities[i];
             if let Some(c) = counter {
                 c.inc_by(n);
+            }
+            if let Some(project) = &self.feast[i] {
+                if self.log.admit(Level::WARN, kind) {
+                    tracing::warn!(
+                        entity = %entity,
+                        project = %project,
+                        missing = n,
+                        "no row in the Feast online store (project {project}) for {n} {entity} entities of the batch \
+                         (not materialized, or written with other join keys, types or serialization version); \
+                         features take their defaults"
+                    );
+                }
+                continue;
             }
             if let (true, Some(g)) = (self.log.admit(Level::WARN, kind), groups.get(first)) {
                 let id = if self.hidden[i] { "<redacted>" } else { g.id };

@@ -23,6 +23,7 @@ use key::JoinKey;
 
 use super::cache::FeatureCache;
 use super::plan::Group;
+use super::redis::MissingHashes;
 use super::reply::write_features;
 use super::Entity;
 use crate::core::event::KEY_SEPARATOR;
@@ -153,7 +154,9 @@ pub(super) fn commands<'a>(entities: &'a [Entity], reads: &'a [Read]) -> Vec<(&'
 }
 
 /// Writes the reads' values for their events into `out` (and the feature cache), from
-/// the `HMGET` replies in [`commands`] order.
+/// the `HMGET` replies in [`commands`] order; an entity Feast has no row for (no view's
+/// `_ts`) is noted in `missing`.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn write(
     entities: &[Entity],
     reads: Vec<Read>,
@@ -162,6 +165,7 @@ pub(super) fn write(
     width: usize,
     out: &mut [Option<f64>],
     mut cache: Option<&mut FeatureCache>,
+    missing: &mut MissingHashes,
 ) {
     let mut replies = replies.iter();
     for r in reads {
@@ -173,6 +177,9 @@ pub(super) fn write(
         };
         let mut values = values;
         values.resize(reader.view_of.len() + 1, None);
+        if values.last() == Some(&None) {
+            missing.note(r.entity_idx, 0);
+        }
         let values = Arc::new(values);
         write_features(&values, &r.events, e, width, out);
         if let Some(cache) = cache.as_deref_mut() {
