@@ -15,7 +15,8 @@
 //!
 //! Files: `plan.rs` (groups, compare-and-set planning), `reply.rs` (the script reply
 //! protocol), `cache.rs` (state copies, feature cache, version tokens), [`redis`] (the
-//! store), [`window`] (window state), [`turnstile`] (one batch at a time), [`config`].
+//! store), [`feast`] (features read from a Feast online store's layout), [`window`] (window
+//! state), [`turnstile`] (one batch at a time), [`config`].
 
 mod cache;
 pub mod config;

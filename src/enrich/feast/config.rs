@@ -131,3 +131,47 @@ impl FeastSource {
         e
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_every_bad_key_at_once() {
+        let src = FeastSource {
+            project: String::new(),
+            join_keys: vec![
+                JoinKeyConfig { name: "card_id".into(), field: "card.other".into(), kind: KeyType::Int64 },
+                JoinKeyConfig { name: "card_id".into(), field: String::new(), kind: KeyType::String },
+            ],
+            entity_key_serialization_version: 1,
+            views: vec![ViewAge { name: "nowhere".into(), max_age_s: 60 }],
+        };
+        let features = ["stats:a".to_string(), "no_view".to_string()];
+        let p = "enrich.entities[0]";
+        let errors = src.validate(p, "card.id", &features);
+        for path in [
+            "enrich.entities[0].feast.project:",
+            "enrich.entities[0].feast.join_keys[1].name: 'card_id' is used twice",
+            "enrich.entities[0].feast.join_keys[0].field: 'card.other' differs",
+            "enrich.entities[0].feast.entity_key_serialization_version: 1",
+            "enrich.entities[0].features[1]: 'no_view'",
+            "enrich.entities[0].feast.views[0].name: 'nowhere'",
+        ] {
+            assert!(errors.iter().any(|e| e.starts_with(path)), "{path} in {errors:#?}");
+        }
+        assert_eq!(errors.len(), 6, "{errors:#?}");
+    }
+
+    #[test]
+    fn join_key_fields_default_to_the_entity_key_then_their_names() {
+        let src: FeastSource = toml::from_str(
+            r#"project = "p"
+join_keys = [{ name = "zone_id" }, { name = "driver_id", type = "int64" }, { name = "m", field = "merchant.id" }]"#,
+        )
+        .unwrap();
+        assert_eq!(src.entity_key_serialization_version, 3);
+        assert_eq!(src.fields("zone.id").collect::<Vec<_>>(), ["zone.id", "driver_id", "merchant.id"]);
+        assert!(src.validate("e", "zone.id", &["v:f".into()]).is_empty());
+    }
+}
