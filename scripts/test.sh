@@ -41,6 +41,12 @@ fi
 if ! python3 -c "import zoneinfo; zoneinfo.ZoneInfo('Europe/Berlin')" >/dev/null 2>&1; then
   python3 -m pip install --quiet tzdata
 fi
+# tests/feast.rs: the real Feast SDK applies and materializes a repository into Redis (its
+# Redis online store needs the redis extra); pinned, the version README "Using Feast" names.
+if ! python3 -c "import feast, redis, pyarrow" >/dev/null 2>&1; then
+  echo "installing feast for Python ..." >&2
+  python3 -m pip install --quiet "feast[redis]==0.67.0"
+fi
 # The Kubernetes manifests are checked against the Kubernetes OpenAPI schemas that
 # kubernetes-validate (PyPI) bundles.
 if ! python3 -c "import kubernetes_validate" >/dev/null 2>&1; then

@@ -56,11 +56,17 @@ pub struct EntityInput {
     pub distinct: Option<String>,
 }
 
+/// Between the parts of a composite entity id ([`EntityPaths::more_keys`]).
+pub const KEY_SEPARATOR: char = '\u{1f}';
+
 /// Paths the decoder must extract for enrichment, per entity.
 #[derive(Debug, Clone)]
 pub struct EntityPaths {
     /// Entity id.
     pub key: FieldPath,
+    /// Further parts of a composite id (a Feast entity with several join keys): the id is
+    /// every part's value joined by [`KEY_SEPARATOR`], missing when any part is.
+    pub more_keys: Vec<FieldPath>,
     /// Value field.
     pub value: Option<FieldPath>,
     /// Distinct field.

@@ -148,6 +148,7 @@ fn a_path_through_a_non_object_is_wrong_type_and_through_null_is_missing() {
     cfg.fields.event_time = "meta.time".into();
     let entity = EntityPaths {
         key: FieldPath::parse("card.id"),
+        more_keys: Vec::new(),
         value: Some(FieldPath::parse("tx.amount")),
         distinct: Some(FieldPath::parse("tx.merchant.id")),
     };
@@ -178,6 +179,22 @@ fn a_path_through_a_non_object_is_wrong_type_and_through_null_is_missing() {
     assert_eq!((reason, detail.as_str()), (DeadLetterReason::MissingField, "field 'meta.id' is missing"));
     let e = decode(&d, ok(r#","card":null,"tx":null,"device":null"#).as_bytes()).unwrap();
     assert_eq!((e.entities[0].id.as_deref(), e.entities[0].value), (None, None));
+}
+
+#[test]
+fn a_composite_id_joins_its_parts_and_is_missing_without_one() {
+    let cfg = crate::config::demo().decode;
+    let entity = EntityPaths {
+        key: FieldPath::parse("zone.id"),
+        more_keys: vec![FieldPath::parse("driver_id")],
+        value: None,
+        distinct: None,
+    };
+    let d = decoder_with(&cfg, vec![entity]);
+    let e = decode(&d, &event(NOW, r#","zone":{"id":"z1"},"driver_id":1001"#)).unwrap();
+    assert_eq!(e.entities[0].id, Some(format!("z1{KEY_SEPARATOR}1001")));
+    let e = decode(&d, &event(NOW, r#","zone":{"id":"z1"}"#)).unwrap();
+    assert_eq!(e.entities[0].id, None, "a part is missing: no entity");
 }
 
 const UNION_SCHEMA: &str = r#"{"type": "record", "name": "T", "fields": [

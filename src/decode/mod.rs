@@ -35,7 +35,7 @@ pub use schemas::{parse_schema_file, LocalSchemas, SchemaErrors, SchemaFileError
 pub use vectorize::{RowMut, Rows, Vectorizer};
 
 pub use crate::core::event::{DecodeError, DecodedEvent};
-use crate::core::event::{EntityInput, EntityPaths, WINDOW_VALUE_LIMIT};
+use crate::core::event::{EntityInput, EntityPaths, KEY_SEPARATOR, WINDOW_VALUE_LIMIT};
 use crate::core::field::field_value;
 use crate::error::DeadLetterReason;
 
@@ -85,14 +85,16 @@ impl Decoder {
         let mut slotted = Vec::with_capacity(entities.len());
         for e in entities {
             let key = slot(e.key);
+            let more_keys = e.more_keys.into_iter().map(&mut slot).collect();
             let value = e.value.map(&mut slot);
             let distinct = e.distinct.map(&mut slot);
-            slotted.push(EntityPaths { key, value, distinct });
+            slotted.push(EntityPaths { key, more_keys, value, distinct });
         }
         let entities = slotted;
         let mut paths: Vec<&FieldPath> = vectorizer.paths().chain([&event_id, &entity_key, &event_time]).collect();
         for e in &entities {
             paths.push(&e.key);
+            paths.extend(&e.more_keys);
             paths.extend(e.value.iter().chain(e.distinct.iter()));
         }
         let base_paths: Vec<FieldPath> = paths.into_iter().cloned().collect();
@@ -302,10 +304,24 @@ fn extract(d: &Decoder, event: &dyn Fields, row: RowMut<'_>) -> Result<DecodedEv
 }
 
 fn entity_input(event: &dyn Fields, p: &EntityPaths) -> Result<EntityInput, DecodeError> {
-    let id = match event.field(&p.key) {
+    let mut id = match event.field(&p.key) {
         Field::Missing | Field::Null => None,
         f => Some(identity(f, &p.key)?),
     };
+    for k in &p.more_keys {
+        let part = match event.field(k) {
+            Field::Missing | Field::Null => None,
+            f => Some(identity(f, k)?),
+        };
+        id = match (id, part) {
+            (Some(mut id), Some(part)) => {
+                id.push(KEY_SEPARATOR);
+                id.push_str(&part);
+                Some(id)
+            }
+            _ => None,
+        };
+    }
     let value = match p.value.as_ref().map(|v| (v, event.field(v))) {
         Some((_, Field::Int(i))) => Some(i as f64),
         Some((_, Field::Float(f))) if f.abs() <= WINDOW_VALUE_LIMIT => Some(f),

@@ -130,6 +130,10 @@ pub struct EntityConfig {
     pub features: Vec<String>,
     /// Features whose `_ts` is older than this (s) count as missing.
     pub max_feature_age_s: u64,
+    /// Read the features from a Feast Redis online store instead (`features` are then
+    /// `feature_view:feature` names); unset: verdict's own hashes. README "Using Feast".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feast: Option<super::feast::FeastSource>,
 }
 
 impl Default for EntityConfig {
@@ -148,6 +152,7 @@ impl Default for EntityConfig {
             distinct_field: Some("merchant_id".into()),
             features: vec!["chargebacks_90d".into(), "avg_amount_30d".into()],
             max_feature_age_s: 7 * 86_400,
+            feast: None,
         }
     }
 }
@@ -264,6 +269,9 @@ impl EnrichConfig {
                     let of = if w.bucket_s.is_some() { "the window's bucket_s" } else { "bucket_s" };
                     e.push(format!("{p}.windows[{j}].size_s: must be a positive multiple of {of} ({width})"));
                 }
+            }
+            if let Some(feast) = &ent.feast {
+                e.extend(feast.validate(&p, &ent.key, &ent.features));
             }
             if self.entities[..i].iter().any(|o| o.name == ent.name) {
                 e.push(format!("{p}.name: '{}' is used twice", ent.name));

@@ -15,10 +15,12 @@
 //!
 //! Files: `plan.rs` (groups, compare-and-set planning), `reply.rs` (the script reply
 //! protocol), `cache.rs` (state copies, feature cache, version tokens), [`redis`] (the
-//! store), [`window`] (window state), [`turnstile`] (one batch at a time), [`config`].
+//! store), [`feast`] (features read from a Feast online store's layout), [`window`] (window
+//! state), [`turnstile`] (one batch at a time), [`config`].
 
 mod cache;
 pub mod config;
+pub mod feast;
 pub mod owned;
 mod plan;
 pub mod redis;
@@ -93,6 +95,8 @@ struct Entity {
     spec: WindowSpec,
     /// Index of this entity's first output value.
     first: usize,
+    /// Its features' reader when they live in a Feast online store.
+    feast: Option<feast::FeastReader>,
 }
 
 /// Which entities an [`Enricher`] serves.
@@ -199,7 +203,8 @@ impl Enricher {
                 names.push(format!("feature:{}.age_s", e.name));
             }
             let spec = WindowSpec::of_entity(e, cfg.allowed_lateness_s);
-            entities.push(Entity { cfg: e.clone(), spec, first });
+            let feast = e.feast.as_ref().map(|f| feast::FeastReader::new(f, &e.features, e.max_feature_age_s));
+            entities.push(Entity { cfg: e.clone(), spec, first, feast });
         }
         let store = match cfg.backend {
             Backend::Off => Store::Off,
@@ -226,10 +231,15 @@ impl Enricher {
         });
         let states = (cfg.backend == Backend::Redis && cfg.state_cache_capacity > 0)
             .then(|| StateCache::new(cfg.state_cache_capacity));
-        let missing = redis::MissingHashes::new(
+        let mut missing = redis::MissingHashes::new(
             &cfg.key_prefix,
             entities.iter().map(|e| (e.cfg.name.as_str(), &e.cfg.features[..])),
         );
+        for (i, e) in entities.iter().enumerate() {
+            if let Some(f) = &e.cfg.feast {
+                missing.in_feast(i, &f.project);
+            }
+        }
         Ok(Self {
             entities,
             names,
@@ -305,6 +315,13 @@ impl Enricher {
             .iter()
             .map(|e| EntityPaths {
                 key: FieldPath::parse(&e.cfg.key),
+                more_keys: e
+                    .cfg
+                    .feast
+                    .iter()
+                    .flat_map(|f| f.fields(&e.cfg.key).skip(1))
+                    .map(FieldPath::parse)
+                    .collect(),
                 value: e.cfg.value_field.as_deref().map(FieldPath::parse),
                 distinct: e.cfg.distinct_field.as_deref().map(FieldPath::parse),
             })
@@ -370,13 +387,15 @@ impl Enricher {
                         }
                     }
                 }
+                // Feast-layout features: an HMGET each, in the same pipeline as the script.
+                let reads = feast::take_reads(&self.entities, &mut groups);
                 // A group with nothing left to ask Redis is served from the cache alone.
                 let (ask, local): (Vec<_>, Vec<_>) =
                     groups.into_iter().partition(|g| g.windows || !g.features.is_empty());
                 for g in &local {
                     write_cached(g, &self.entities[g.entity_idx], width, out);
                 }
-                if !ask.is_empty() {
+                if !ask.is_empty() || !reads.is_empty() {
                     let now = crate::core::clock::wall_clock_ms();
                     let mut ask = ask;
                     for g in ask.iter_mut().filter(|g| g.windows) {
@@ -397,10 +416,13 @@ impl Enricher {
                         }
                     }
                     let calls = |groups: &[Group<'_>]| if self.per_group { groups.len() as u64 } else { 1 };
-                    let reply = store.run(&ask, now, self.per_group)?;
+                    let hmgets = feast::commands(&self.entities, &reads);
+                    let (reply, feast_replies) = store.run(&ask, now, self.per_group, &hmgets)?;
                     stats.round_trips = 1;
-                    stats.commands = calls(&ask);
+                    stats.commands = if ask.is_empty() { 0 } else { calls(&ask) } + hmgets.len() as u64;
                     self.missing.clear();
+                    let cache = self.cache.as_mut();
+                    feast::write(&self.entities, reads, &feast_replies, now, width, out, cache, &mut self.missing);
                     let mut read = ReplyReader {
                         entities: &self.entities,
                         now,
@@ -415,7 +437,7 @@ impl Enricher {
                     // Copies Redis no longer matched (another instance wrote meanwhile): a
                     // second round trip has the script apply those groups' events.
                     if !again.is_empty() {
-                        let reply = store.run(&again, now, self.per_group)?;
+                        let (reply, _) = store.run(&again, now, self.per_group, &[])?;
                         stats.round_trips += 1;
                         stats.commands += calls(&again);
                         read.reply(&mut again, &reply, out, &mut stats)?;

@@ -41,6 +41,9 @@ pub struct RedisStore {
     timeout: Duration,
 }
 
+/// What [`RedisStore::run`] returns: the script replies, then one reply per `HMGET`.
+pub type ScriptAndHashes = (Vec<Vec<u8>>, Vec<Vec<Vec<u8>>>);
+
 /// Window hash of an entity: state in field `s`, distinct values in fields `d:{value}`.
 pub fn window_key(prefix: &str, entity: &str, id: &str) -> String {
     format!("{prefix}:win:{entity}:{{{id}}}")
@@ -97,10 +100,22 @@ impl RedisStore {
 
     /// Runs the groups' script calls in one pipelined round trip — one call per group
     /// (`per_group`, Redis Cluster: one slot per call) or one call for the whole batch —
-    /// and returns the replies concatenated in group order (bytes: window states are msgpack).
-    pub fn run(&mut self, groups: &[Group<'_>], now_ms: i64, per_group: bool) -> Result<Vec<Vec<u8>>, EnrichError> {
+    /// with the `hmgets` (key, fields) of Feast-layout features after them, and returns the
+    /// script replies concatenated in group order (bytes: window states are msgpack) and
+    /// one reply per `HMGET` (a field Redis does not have: empty).
+    pub fn run(
+        &mut self,
+        groups: &[Group<'_>],
+        now_ms: i64,
+        per_group: bool,
+        hmgets: &[(&[u8], &[Vec<u8>])],
+    ) -> Result<ScriptAndHashes, EnrichError> {
         let mut pipe = redis::pipe();
-        let chunks: Vec<&[Group<'_>]> = if per_group { groups.chunks(1).collect() } else { vec![groups] };
+        let chunks: Vec<&[Group<'_>]> = match (per_group, groups.is_empty()) {
+            (_, true) => Vec::new(),
+            (true, false) => groups.chunks(1).collect(),
+            (false, false) => vec![groups],
+        };
         for chunk in &chunks {
             let mut cmd = redis::cmd("EVALSHA");
             cmd.arg(&self.sha).arg(2 * chunk.len());
@@ -126,6 +141,9 @@ impl RedisStore {
             }
             pipe.add_command(cmd);
         }
+        for (key, fields) in hmgets {
+            pipe.cmd("HMGET").arg(*key).arg(*fields);
+        }
         for attempt in 0..2 {
             let mut conn = self.conn.clone();
             let timeout = self.timeout;
@@ -133,7 +151,10 @@ impl RedisStore {
                 .rt
                 .block_on(async { tokio::time::timeout(timeout, conn.query_pipe::<Vec<Vec<Vec<u8>>>>(&pipe)).await });
             match reply {
-                Ok(Ok(r)) => return Ok(r.into_iter().flatten().collect()),
+                Ok(Ok(mut r)) => {
+                    let hashes = r.split_off(chunks.len().min(r.len()));
+                    return Ok((r.into_iter().flatten().collect(), hashes));
+                }
                 Ok(Err(e)) if e.code() == Some("NOSCRIPT") && attempt == 0 => {
                     // Redis restarted or flushed its script cache, or a replica was promoted
                     // (scripts are not replicated): load it again (its SHA1 depends only on
@@ -207,6 +228,8 @@ pub struct MissingHashes {
     /// Per entity type: its ids are redacted from the outputs (`publish.redact`), so the
     /// warning shows the key without the id.
     hidden: Vec<bool>,
+    /// Per entity type: the Feast project its features are read from (README "Using Feast").
+    feast: Vec<Option<String>>,
 }
 
 impl MissingHashes {
@@ -220,7 +243,17 @@ impl MissingHashes {
             .collect();
         let batch = vec![(0, 0); entities.len()];
         let hidden = vec![false; entities.len()];
-        Self { prefix: prefix.to_string(), entities, batch, log: LogRate::new("enrich", MISSING_WINDOW, None), hidden }
+        let feast = vec![None; entities.len()];
+        let log = LogRate::new("enrich", MISSING_WINDOW, None);
+        Self { prefix: prefix.to_string(), entities, batch, log, hidden, feast }
+    }
+
+    /// Entity type `index` reads its features from Feast project `project`: the warning
+    /// names that store instead of verdict's key.
+    pub fn in_feast(&mut self, index: usize, project: &str) {
+        if let Some(f) = self.feast.get_mut(index) {
+            *f = Some(project.to_string());
+        }
     }
 
     /// The ids of entity type `index` are redacted: warnings leave them out of the key.
@@ -263,6 +296,19 @@ impl MissingHashes {
             let (entity, feature, kind, counter) = &self.entities[i];
             if let Some(c) = counter {
                 c.inc_by(n);
+            }
+            if let Some(project) = &self.feast[i] {
+                if self.log.admit(Level::WARN, kind) {
+                    tracing::warn!(
+                        entity = %entity,
+                        project = %project,
+                        missing = n,
+                        "no row in the Feast online store (project {project}) for {n} {entity} entities of the batch \
+                         (not materialized, or written with other join keys, types or serialization version); \
+                         features take their defaults"
+                    );
+                }
+                continue;
             }
             if let (true, Some(g)) = (self.log.admit(Level::WARN, kind), groups.get(first)) {
                 let id = if self.hidden[i] { "<redacted>" } else { g.id };

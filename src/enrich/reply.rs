@@ -85,9 +85,21 @@ pub(super) fn write_seen(slot: &mut [Option<f64>], windows: &[window::WindowAggs
 
 /// Writes a group's cached online features for each of its events.
 pub(super) fn write_cached(g: &Group<'_>, e: &Entity, width: usize, out: &mut [Option<f64>]) {
-    let Some(values) = &g.cached else { return };
+    if let Some(values) = &g.cached {
+        write_features(values, &g.events, e, width, out);
+    }
+}
+
+/// Writes an entity's online features (then their age) for each of `events`.
+pub(super) fn write_features(
+    values: &[Option<f64>],
+    events: &[usize],
+    e: &Entity,
+    width: usize,
+    out: &mut [Option<f64>],
+) {
     let first = e.first + if e.cfg.windows.is_empty() { 0 } else { e.cfg.windows.len() * 6 + 1 };
-    for &ev in &g.events {
+    for &ev in events {
         out[ev * width + first..ev * width + first + values.len()].copy_from_slice(values);
     }
 }

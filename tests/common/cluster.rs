@@ -197,6 +197,28 @@ impl RedisCluster {
             .map(|n| n.port)
     }
 
+    /// Copies every key of `from` (value, no TTL, by DUMP/RESTORE) into the cluster, each
+    /// to its slot's master: a store written by another tool (Feast) onto a cluster.
+    pub fn copy_from(&self, from: &RedisServer) -> usize {
+        let mut src = from.conn();
+        let mut dst = self.conn();
+        let mut copied = 0;
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) =
+                redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(1000).query(&mut src).unwrap();
+            for k in keys {
+                let dump: Vec<u8> = redis::cmd("DUMP").arg(&k).query(&mut src).unwrap();
+                let _: () = redis::cmd("RESTORE").arg(&k).arg(0).arg(dump).arg("REPLACE").query(&mut dst).unwrap();
+                copied += 1;
+            }
+            if next == 0 {
+                return copied;
+            }
+            cursor = next;
+        }
+    }
+
     /// Copies every key of every master (value and TTL, by DUMP/RESTORE) into `to`, so the
     /// standalone state checks read what the cluster holds. Call once writers have stopped.
     pub fn copy_into(&self, to: &RedisServer) -> usize {
