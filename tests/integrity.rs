@@ -128,9 +128,9 @@ fn a_tampered_model_placed_under_load_is_rejected_and_the_serving_version_decide
     let stream = Stream::start(mock.bootstrap(), 0, n, 2_000, 31);
     let reloads = |r: &str| metrics.model_reloads.with_label_values(&[r]).get();
     wait_for("a sixth of the stream", Duration::from_secs(60), || handled(&metrics) >= 2_000);
-    let mut v2 = m.clone();
-    v2["version"] = "2".into();
-    place(&model, &v2, &tampered());
+    let mut next = m.clone();
+    next["version"] = "4".into();
+    place(&model, &next, &tampered());
     wait_for("the tampered version rejected", Duration::from_secs(20), || reloads("rejected") == 1);
     let at_rejection = handled(&metrics);
     stream.finish();
@@ -140,13 +140,13 @@ fn a_tampered_model_placed_under_load_is_rejected_and_the_serving_version_decide
     assert!(at_rejection < n - 2_000, "the stream went on after the rejection ({at_rejection} of {n} then)");
     assert!(metrics
         .render()
-        .contains("verdict_model_info{execution_provider=\"cpu\",model=\"demo-fraud-gbdt\",version=\"2\"} 1"));
+        .contains("verdict_model_info{execution_provider=\"cpu\",model=\"demo-fraud-gbdt\",version=\"3\"} 1"));
 
     let decisions = mock.read_all("decisions", Duration::from_secs(2));
     assert_eq!(decisions.len() as u64, n, "no event lost");
     for d in &decisions {
         let v: serde_json::Value = serde_json::from_slice(&d.payload).unwrap();
-        assert_eq!(v["model_version"], "2", "{v}");
+        assert_eq!(v["model_version"], "3", "{v}");
     }
 }
 

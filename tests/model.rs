@@ -162,7 +162,7 @@ fn a_shadow_model_scores_a_stable_sample_recorded_but_never_acting() {
         // Same model file: its score equals the serving score, so its would-be action does too.
         assert_eq!(s["score"], d["score"], "{d}");
         assert_eq!(s["action"], d["action"]);
-        assert_eq!(d["model_version"], "2", "the shadow never decides");
+        assert_eq!(d["model_version"], "3", "the shadow never decides");
     }
     let agree = m.shadow_decisions.with_label_values(&["true"]).get();
     assert_eq!(agree, shadowed.len() as u64);

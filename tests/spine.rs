@@ -195,7 +195,7 @@ fn a_pipeline_model_with_string_and_int64_inputs_decides_and_dead_letters_bad_va
 
     let decisions = decode_decisions(&mock.read_all("decisions", IDLE));
     assert_eq!(decisions.len() as u64, good);
-    assert!(decisions.iter().all(|d| d.model_version == "2" && (0.0..=1.0).contains(&d.score)));
+    assert!(decisions.iter().all(|d| d.model_version == "3" && (0.0..=1.0).contains(&d.score)));
     let dlq = mock.read_all("dead-letter", IDLE);
     assert_eq!(dlq.len(), expected.len());
     for m in &dlq {

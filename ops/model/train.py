@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from features import vectorize_many  # noqa: E402
+from features import vectorize  # noqa: E402
 
 CATEGORIES = ["grocery", "fuel", "restaurant", "fashion", "travel", "gaming", "electronics", "digital"]
 CHANNELS = ["pos", "ecom", "atm"]
@@ -157,16 +157,27 @@ def patch_skl2onnx_bool_attributes() -> None:
     helper.make_attribute = make_attribute
 
 
-def generate(binary: str, rows: int, seed: int, enrich: dict, cache: Path):
+# Events of one drift window (drift.window_events' default): the baseline's rows are grouped
+# by the window of the stream they came from, to see how much its bins move window to window.
+WINDOW_EVENTS = 50_000
+
+
+def generate(binary: str, rows: int, seed: int, enrich: dict, cache: Path, every: int):
     """`rows` labelled events from a stream that has already run longer than its longest
-    window, and the window state they continue from.
+    window, each with the window values it sees, the drift window each came from, and the
+    number of warm-up events.
 
     The generator's stream starts with every window empty; production (and the demo after
     `--warm-hours`) runs with full ones. Rows from the cold start would teach the model, and
     the drift baseline, window values smaller than any it sees in steady state, so the first
     `warm_up_ms` of event time (about 9.5M events for the demo's 24 h window) only fill the
     windows: they are streamed through, never kept. The window state after them is cached in
-    `cache` (per seed and [enrich] section), so the other models train without redoing it."""
+    `cache` (per seed and [enrich] section), so the other models train without redoing it.
+
+    After the warm-up, one event in `every` is kept (all of them join the windows): the rows
+    span `every` times more event time. A busy card's 24 h aggregates move with the hour (the
+    window covers 24 to 25 hourly buckets) and drift over hours, so rows from half an hour of
+    event time would hold one phase of them, and a baseline that a later hour alarms against."""
     import hashlib
     import pickle
     from features import WindowFeatures, warm_up_ms
@@ -177,7 +188,7 @@ def generate(binary: str, rows: int, seed: int, enrich: dict, cache: Path):
     # The stream is unbounded; reading stops once the rows are in.
     proc = subprocess.Popen([binary, "generate", "--count", str(10**10), "--seed", str(seed), "--labels"],
                             stdout=subprocess.PIPE, text=True, bufsize=1 << 20)
-    events, start, n = [], None, 0
+    kept, windows, start, n = [], [], None, 0
     try:
         for line in proc.stdout:
             if warmed is not None and n < warmed:
@@ -193,22 +204,75 @@ def generate(binary: str, rows: int, seed: int, enrich: dict, cache: Path):
                 warmed = n
                 cache.mkdir(parents=True, exist_ok=True)
                 state.write_bytes(pickle.dumps((wf, warmed), protocol=pickle.HIGHEST_PROTOCOL))
-            events.append(e)
-            if len(events) == rows:
+            after = n - warmed
+            n += 1
+            if after % every:
+                wf.warm(e)
+                continue
+            kept.append((e, wf.see(e)))
+            windows.append(after // WINDOW_EVENTS)
+            if len(kept) == rows:
                 break
     finally:
         proc.kill()
         proc.wait()
-    print(f"warm-up: {warmed} events ({warm_ms / 3.6e6:.1f} h of event time) before the {rows} training events",
+    print(f"warm-up: {warmed} events ({warm_ms / 3.6e6:.1f} h of event time); then {rows} training events, "
+          f"one in {every} of {n - warmed} ({(kept[-1][0]['event_time'] - kept[0][0]['event_time']) / 3.6e6:.1f} h)",
           file=sys.stderr)
-    return events, wf, warmed
+    return kept, np.array(windows), warmed
 
 
-def feature_baseline(x: np.ndarray, defaults: list[float | None], bins: int = 10) -> dict:
-    """Quantile bin edges and proportions, plus the share of missing (NaN) or default-filled values."""
+def _psi(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """PSI of each row of `actual` against `expected` (shares), empty buckets smoothed as verdict does."""
+    a, e = np.maximum(actual, 1e-4), np.maximum(expected, 1e-4)
+    return ((a - e) * np.log(a / e)).sum(axis=-1)
+
+
+# The most a drift window of the training stream may move from the baseline on any bin
+# layout train.py writes (verdict warns at 0.1).
+STABLE_PSI = 0.03
+# How far a busy card's level may sit from where the training stream saw it: its 24 h
+# average is an average of its own day, not the population's (another day, another stream).
+LEVEL = 0.01
+
+
+def stable_edges(values: np.ndarray, windows: np.ndarray, bins: int = 10) -> np.ndarray:
+    """Quantile bin edges, less those the training stream's own drift windows cross back and
+    forth. A busy card holds a large share of the events, and its window aggregates sit in a
+    narrow cluster that moves with the hour and over hours; a quantile edge inside such a
+    cluster puts the whole cluster on one side in one window and on the other in the next,
+    which PSI reads as drift. Adjacent bins are merged, the edge whose removal helps most
+    first, until no window of the training stream is further than STABLE_PSI from the pooled
+    bins (or one bin is left)."""
+    edges = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1)))
+    ids = np.unique(windows)
+    if edges.size < 3 or ids.size < 2:
+        return edges
+
+    rows = np.searchsorted(ids, windows)
+
+    def shares(e: np.ndarray, v: np.ndarray) -> np.ndarray:
+        bucket = np.clip(np.searchsorted(e[1:-1], v, side="right"), 0, e.size - 2)
+        counts = np.zeros((ids.size, e.size - 1))
+        np.add.at(counts, (rows, bucket), 1)
+        return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+
+    def worst(e: np.ndarray) -> float:
+        pooled = shares(e, values).mean(axis=0)
+        return max(float(_psi(shares(e, values * f), pooled).max()) for f in (1 - LEVEL, 1.0, 1 + LEVEL))
+
+    while edges.size > 2 and worst(edges) > STABLE_PSI:
+        trials = [np.delete(edges, i) for i in range(1, edges.size - 1)]
+        edges = min(trials, key=worst)
+    return edges
+
+
+def feature_baseline(x: np.ndarray, defaults: list[float | None], windows: np.ndarray, bins: int = 10) -> dict:
+    """Bin edges (quantiles, merged where the training windows cross them: `stable_edges`) and
+    proportions, plus the share of missing (NaN) or default-filled values."""
     is_default = np.isnan(x) if defaults is None else (np.isnan(x) | (x == defaults))
     values = x[~is_default]
-    edges = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1))) if values.size else np.array([0.0, 1.0])
+    edges = stable_edges(values, windows[~is_default], bins) if values.size else np.array([0.0, 1.0])
     if edges.size == 1:
         # One non-default value (a flag whose other value is the default): a point-mass bin.
         edges = np.array([edges[0], edges[0]])
@@ -245,7 +309,7 @@ def category_baseline(values: list, is_default: list[bool], k: int = TOP_K) -> d
     }
 
 
-def column_baseline(col: dict, values: list, x: np.ndarray, default) -> dict:
+def column_baseline(col: dict, values: list, x: np.ndarray, default, windows: np.ndarray) -> dict:
     """A column's drift baseline: category frequencies for lookup and string columns (by the
     category's name: a lookup value's code is mapped back through its table), quantile bins
     for the rest."""
@@ -256,7 +320,7 @@ def column_baseline(col: dict, values: list, x: np.ndarray, default) -> dict:
     if col["kind"] == "string":
         fill = col["missing"].get("default") if isinstance(col.get("missing"), dict) else None
         return category_baseline(values, [v == fill for v in values])
-    return feature_baseline(x, default)
+    return feature_baseline(x, default, windows)
 
 
 def main() -> None:
@@ -265,6 +329,8 @@ def main() -> None:
     ap.add_argument("--binary", default=str(root / "target/release/verdict"))
     ap.add_argument("--rows", type=int, default=300_000)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--every", type=int, default=5,
+                    help="keep one event in EVERY after the warm-up (the rows span that many times more event time)")
     ap.add_argument("--out", default=str(root / "models/demo"))
     ap.add_argument("--version", default="1")
     ap.add_argument("--name", default="demo-fraud-gbdt")
@@ -293,8 +359,9 @@ def main() -> None:
     manifest = {"inputs": inputs}
     with open(root / "config/demo.toml", "rb") as f:
         enrich = tomllib.load(f)["enrich"]
-    events, wf, warmed = generate(args.binary, args.rows, args.seed, enrich, root / ".cache/train")
-    x = vectorize_many(events, manifest, enrich, wf)
+    kept, windows, warmed = generate(args.binary, args.rows, args.seed, enrich, root / ".cache/train", args.every)
+    events = [e for e, _ in kept]
+    x = np.array([vectorize(e, manifest, seen) for e, seen in kept], dtype=np.float32)
     y = np.array([e["label"] for e in events], dtype=np.int64)
     split = int(len(x) * 0.8)
     xtr, ytr, xva, yva = x[:split], y[:split], x[split:], y[split:]
@@ -327,7 +394,7 @@ def main() -> None:
 
     defaults = [c["missing"]["default"] if isinstance(c.get("missing"), dict) else None for c in inputs]
     baseline = {
-        "features": {c["name"]: column_baseline(c, list(xtr[:, i]), xtr[:, i], defaults[i])
+        "features": {c["name"]: column_baseline(c, list(xtr[:, i]), xtr[:, i], defaults[i], windows[:split])
                      for i, c in enumerate(inputs)},
         "score": {
             "edges": [i / 20 for i in range(21)],
@@ -346,7 +413,7 @@ def main() -> None:
         "baseline": baseline,
         "training": {
             "algorithm": algorithm,
-            "rows": len(x), "train_rows": split, "seed": args.seed, "warm_up_events": warmed,
+            "rows": len(x), "train_rows": split, "seed": args.seed, "warm_up_events": warmed, "kept_one_in": args.every,
             "fraud_rate": float(y.mean()),
             "validation_auc": auc,
             "onnx_vs_sklearn_max_abs_diff": max_diff,
@@ -444,15 +511,16 @@ def train_pipeline(args, root: Path) -> None:
     from sklearn.preprocessing import OneHotEncoder
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType, Int64TensorType, StringTensorType
-    from features import graph_feed, rows as feature_rows
+    from features import graph_feed
 
     patch_skl2onnx_bool_attributes()
     inputs = pipeline_inputs()
     manifest = {"inputs": inputs, "graph_inputs": pipeline_graph_inputs(inputs)}
     with open(root / "config/demo.toml", "rb") as f:
         enrich = tomllib.load(f)["enrich"]
-    events, wf, warmed = generate(args.binary, args.rows, args.seed, enrich, root / ".cache/train")
-    rows = feature_rows(events, manifest, enrich, wf)
+    kept, windows, warmed = generate(args.binary, args.rows, args.seed, enrich, root / ".cache/train", args.every)
+    events = [e for e, _ in kept]
+    rows = [vectorize(e, manifest, seen) for e, seen in kept]
     y = np.array([e["label"] for e in events], dtype=np.int64)
     split = int(len(rows) * 0.8)
     feed = graph_feed(rows, manifest)
@@ -487,7 +555,7 @@ def train_pipeline(args, root: Path) -> None:
         "inputs": inputs,
         "graph_inputs": manifest["graph_inputs"],
         "baseline": {
-            "features": {c["name"]: column_baseline(c, [r[i] for r in rows[:split]], x[:, i], defaults[i])
+            "features": {c["name"]: column_baseline(c, [r[i] for r in rows[:split]], x[:, i], defaults[i], windows[:split])
                          for i, c in enumerate(inputs)},
             "score": {
                 "edges": [i / 20 for i in range(21)],
@@ -498,7 +566,7 @@ def train_pipeline(args, root: Path) -> None:
             "algorithm": "sklearn Pipeline(ColumnTransformer(OneHotEncoder(handle_unknown='ignore') on "
                          f"{strings}, passthrough), HistGradientBoostingClassifier(max_iter=100, "
                          "max_leaf_nodes=15)); one typed ONNX input per column",
-            "rows": len(rows), "train_rows": split, "seed": args.seed, "warm_up_events": warmed,
+            "rows": len(rows), "train_rows": split, "seed": args.seed, "warm_up_events": warmed, "kept_one_in": args.every,
             "fraud_rate": float(y.mean()),
             "validation_auc": auc,
             "onnx_vs_sklearn_max_abs_diff": max_diff,

@@ -207,9 +207,13 @@ impl Moments {
         let n: u64 = self.counts.iter().sum();
         let nf = n.max(1) as f64;
         let actual: Vec<f64> = self.counts.iter().map(|&c| c as f64 / nf).collect();
-        let psi = actual
+        let (psi_actual, psi_expected) = match b.is_categorical() {
+            true => (actual.clone(), b.expected.clone()),
+            false => (open_ended(&actual), open_ended(&b.expected)),
+        };
+        let psi = psi_actual
             .iter()
-            .zip(&b.expected)
+            .zip(&psi_expected)
             .map(|(&a, &e)| {
                 let (a, e) = (a.max(PSI_EPSILON), e.max(PSI_EPSILON));
                 (a - e) * (a / e).ln()
@@ -249,6 +253,21 @@ impl Moments {
             out_of_range_rate: outside as f64 / nf,
         }
     }
+}
+
+/// A number's buckets with the outer bins open-ended, as PSI sees them: below the range
+/// counts in the first bin, above it in the last. The training range ends where its most
+/// extreme rows did, and a busy card's 24 h count a little above its training maximum is
+/// not a new kind of value; a smoothed empty bucket would read it as drift (one such card
+/// holds 14% of the demo's events). The out-of-range rate still reports them.
+fn open_ended(shares: &[f64]) -> Vec<f64> {
+    let last = shares.len() - 1;
+    let mut out = shares.to_vec();
+    out[2] += out[1];
+    out[last - 1] += out[last];
+    out.truncate(last);
+    out.remove(1);
+    out
 }
 
 /// Statistics of one feature (or the score) over a window.
@@ -403,6 +422,42 @@ mod tests {
         assert!((s.out_of_range_rate - 0.5).abs() < 1e-12);
         assert!((s.ks - 0.5).abs() < 1e-12, "half the mass moved past the last edge: {s:?}");
         assert!((s.mean - 4.0).abs() < 1e-12 && (s.std - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn values_just_past_the_training_range_count_in_the_outer_bins_for_psi() {
+        let b = fb();
+        // The training shares, but every value of the first and last bin a little outside the
+        // range: PSI sees the same shares; the out-of-range rate sees the half that left.
+        let mut m = Moments::new(b.buckets());
+        for v in [-0.01, 1.5, 4.01, 4.01] {
+            for _ in 0..1000 {
+                m.observe(&b, v, &[]);
+            }
+        }
+        let s = m.stats(&b);
+        assert!(s.psi < 1e-9, "{s:?}");
+        assert!((s.out_of_range_rate - 0.75).abs() < 1e-12, "{s:?}");
+        // Mass that moves between bins still counts.
+        let mut moved = Moments::new(b.buckets());
+        for v in [-0.01, 4.01, 4.01, 4.01] {
+            for _ in 0..1000 {
+                moved.observe(&b, v, &[]);
+            }
+        }
+        assert!(moved.stats(&b).psi > 1.0);
+    }
+
+    #[test]
+    fn a_point_mass_baseline_folds_both_sides_into_its_one_bin() {
+        let b = FeatureBaseline::from_json(
+            "flag",
+            &serde_json::json!({"edges": [1.0], "proportions": [], "default_rate": 0.25}),
+            Some(0.0),
+            None,
+        )
+        .unwrap();
+        assert_eq!(open_ended(&b.expected), vec![0.25, 0.75]);
     }
 
     #[test]
