@@ -304,16 +304,13 @@ fn extract(d: &Decoder, event: &dyn Fields, row: RowMut<'_>) -> Result<DecodedEv
 }
 
 fn entity_input(event: &dyn Fields, p: &EntityPaths) -> Result<EntityInput, DecodeError> {
-    let mut id = match event.field(&p.key) {
-        Field::Missing | Field::Null => None,
-        f => Some(identity(f, &p.key)?),
+    let part = |k: &FieldPath| match event.field(k) {
+        Field::Missing | Field::Null => Ok(None),
+        f => identity(f, k).map(Some),
     };
+    let mut id = part(&p.key)?;
     for k in &p.more_keys {
-        let part = match event.field(k) {
-            Field::Missing | Field::Null => None,
-            f => Some(identity(f, k)?),
-        };
-        id = match (id, part) {
+        id = match (id, part(k)?) {
             (Some(mut id), Some(part)) => {
                 id.push(KEY_SEPARATOR);
                 id.push_str(&part);
