@@ -408,3 +408,59 @@ fn a_claim_redis_lost_stops_the_pipeline_with_the_partition_named_and_a_restart_
     assert!(again.shutdown(Duration::from_secs(30)).clean);
     eprintln!("lost claim: {failure}");
 }
+
+#[test]
+fn checkpoints_are_sealed_by_size_before_a_long_interval_passes_and_a_crash_replays_only_since_the_last() {
+    // With an hour between interval checkpoints, a partition's checkpoint is still sealed
+    // once `checkpoint_max_entities` of its cards have changed: one write stays small (Redis
+    // runs nothing else meanwhile; a write past `timeout_ms` was retried for ever), offsets
+    // are committed as the stream goes, and a crash replays only what followed the last one.
+    let redis = RedisServer::start();
+    let (mock, mut cfg) = mock_setup(4);
+    with_redis(&mut cfg, &redis);
+    json_with_aggregates(&mut cfg);
+    cfg.enrich.checkpoint_interval_ms = 3_600_000;
+    cfg.enrich.checkpoint_max_entities = 25;
+    let tail = DecisionTail::start(mock.bootstrap(), "decisions");
+    let mut gen = verdict::demo::Generator::new(45, 20_000, 1_764_000_000_000);
+    let first = produce_from(&mock, "events", &mut gen, 6_000, None);
+    let m = Metrics::new();
+    let p = Pipeline::start(&cfg, m.clone()).unwrap();
+    wait_for("the first 6,000 events handled", Duration::from_secs(60), || handled(&m) >= 6_000);
+    let fields = m.state.checkpoint_fields.get();
+    let n = written(&m);
+    let mut ends = [0i64; 4];
+    for e in read_inputs(&mock, "events") {
+        ends[e.partition as usize] = ends[e.partition as usize].max(e.offset + 1);
+    }
+    let offsets = checkpoint_offsets(&mut redis.conn(), "events", 4);
+    eprintln!(
+        "size-sealed: {n} checkpoints, {fields} fields ({:.1} per checkpoint) for 6,000 events; checkpoint offsets \
+         {offsets:?} of partition ends {ends:?}; committed {:?}",
+        fields as f64 / n.max(1) as f64,
+        mock.committed(&cfg.kafka.group_id, "events", 4)
+    );
+    // 6,000 events are at least 12 batches (512 events at most), each over far more than 25
+    // of 20,000 cards: each seals a checkpoint of the partitions it holds.
+    assert!(n >= 10, "only {n} checkpoints written with an hour-long interval");
+    for (p, (o, end)) in offsets.iter().zip(ends).enumerate() {
+        let o = o.unwrap_or_else(|| panic!("partition {p} has no checkpoint with an hour-long interval"));
+        assert!(o > end / 2, "partition {p}: checkpoint at offset {o} of {end}: not sealed as the stream went");
+    }
+    drop(p); // crash
+    let second = produce_from(&mock, "events", &mut gen, 2_000, None);
+    let events: Vec<_> = first.into_iter().chain(second).collect();
+    let m = Metrics::new();
+    let p = Pipeline::start(&cfg, m.clone()).unwrap();
+    wait_all_decided(&mock, &tail, &redis, &cfg.kafka.group_id, &events, &[&m], Duration::from_secs(120));
+    assert!(p.shutdown(Duration::from_secs(30)).clean);
+    let r = check_redecisions(&events, &tail.settled_rows());
+    eprintln!(
+        "after the crash: {} events decided again ({} extra decisions), all equal to the first",
+        r.events, r.copies
+    );
+    // Replayed: only what followed each partition's last checkpoint (a few batches), not
+    // the hour-long interval's worth (everything).
+    assert!(r.events < 2_000, "{} of the first 6,000 events decided again after the crash", r.events);
+    assert_windows_exact(&redis, &events);
+}

@@ -62,6 +62,10 @@ pub struct EnrichConfig {
     /// (ms; partition-owned entities, `redis` backend). Longer: fewer Redis writes, and more
     /// events decided again after a crash (everything since the last checkpoint).
     pub checkpoint_interval_ms: u64,
+    /// A partition's checkpoint is also sealed as soon as this many of its entities have
+    /// changed since the last one: it bounds the size of one checkpoint write, and so how
+    /// long Redis (single-threaded) is busy with it while other reads wait.
+    pub checkpoint_max_entities: u64,
     /// Partition-owned entities kept in process per partition (all partitions together);
     /// past it, entities whose state is already in Redis are dropped from memory and read
     /// again when next seen (`memory` backend: the least recently seen are dropped and
@@ -86,6 +90,7 @@ impl Default for EnrichConfig {
             redis_cluster: false,
             record_key: String::new(),
             checkpoint_interval_ms: 1_000,
+            checkpoint_max_entities: 256,
             max_entities: 1_000_000,
             entities: vec![EntityConfig::default()],
         }
@@ -237,6 +242,9 @@ impl EnrichConfig {
         }
         if self.max_entities == 0 {
             e.push("enrich.max_entities: must be > 0".into());
+        }
+        if self.checkpoint_max_entities == 0 {
+            e.push("enrich.checkpoint_max_entities: must be > 0".into());
         }
         for (i, ent) in self.entities.iter().enumerate() {
             let p = format!("enrich.entities[{i}]");

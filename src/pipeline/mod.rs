@@ -1,13 +1,14 @@
 //! Wires the stages with bounded channels and owns their threads.
 //!
 //! ```text
-//! consume thread ──batches (bounded)──▶ N workers ──completed (bounded)──▶ acker
-//!   (poll, batch,                       (decode, score,                     (await acks in order,
-//!    pause when full)                    decide, produce)                    store offsets)
+//! consume thread ──batches (bounded)──▶ N workers ──completed (bounded)──▶ acker ──(bounded)──▶ offsets
+//!   (poll, batch,                       (decode, score,                     (await acks in order,   (checkpoint to Redis,
+//!    pause when full)                    decide, produce)                    record latency)         then store offsets)
 //! ```
 //!
 //! Shutdown order: stop fetching → flush the partial batch → workers drain →
-//! acker awaits every delivery and stores offsets → watchers end → the drift publisher
+//! acker awaits every delivery → the offset thread writes the last checkpoints and stores
+//! offsets → watchers end → the drift publisher
 //! publishes the last window → synchronous commit → close. Every thread is joined.
 //! [`Pipeline::abort`] (and `Drop`) is the crash-like path: nothing more is stored.
 //!

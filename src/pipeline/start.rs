@@ -20,6 +20,7 @@ use crate::drift::{DriftMonitor, DriftPublisher};
 use crate::enrich::{EnrichSetup, Enricher, EntityPaths};
 use crate::envelope::{Batch, Queued};
 use crate::publish::acker::{Completed, Refusals};
+use crate::publish::offsets::{self, Offsets};
 use crate::publish::{Acker, Publisher};
 use crate::redact::Secrets;
 use crate::reload::{ModelReloader, ModelSlots};
@@ -365,8 +366,9 @@ fn start_watchers(
     Ok(models)
 }
 
-/// Starts the acker: it stores each batch's offsets into `consumer` once its outputs are
-/// acknowledged.
+/// Starts the acker, which waits for each batch's outputs to be acknowledged, and the
+/// offset thread behind it, which stores the batch's offsets into `consumer` once any
+/// checkpoint covering them is durable.
 fn start_acker(
     cfg: &Config,
     parts: &Parts,
@@ -375,16 +377,20 @@ fn start_acker(
     in_flight: &Arc<AtomicUsize>,
     threads: &mut Threads,
 ) -> Result<(), StartError> {
+    let offsets = Offsets::new(consumer.clone(), threads.metrics().clone(), in_flight.clone());
+    let (store_tx, store_rx) = crossbeam_channel::bounded(offsets::QUEUE);
+    let abort = threads.control().abort_token().clone();
     let acker = Acker::new(
         done_rx,
-        consumer.clone(),
+        offsets.clone(),
+        store_tx,
         parts.publisher.clone(),
         threads.metrics().clone(),
-        threads.control().abort_token().clone(),
-        in_flight.clone(),
+        abort.clone(),
         Refusals { policy: cfg.publish.on_refused, dead_letter_topic: cfg.kafka.dead_letter_topic.clone() },
     );
-    threads.acker(move || acker.run())?;
+    threads.acker("verdict-acker", move || acker.run())?;
+    threads.acker("verdict-offsets", move || offsets.run(store_rx, abort))?;
     Ok(())
 }
 

@@ -10,7 +10,8 @@
 //! abort ─┬─ stop ──── watchdog, rules watcher, model watcher, cost meter
 //!        ├─ late ──── drift publisher, label joiner   (cancelled once the workers have ended)
 //!        └─ (itself)  scored-event writer             (else ends when the workers' sinks drop)
-//! consume: stop / abort;  workers: batch channel closes;  acker: completed channel closes
+//! consume: stop / abort;  workers: batch channel closes;  acker: completed channel closes;
+//! offsets: the acker's channel closes
 //! ```
 
 use std::sync::Arc;
@@ -46,7 +47,8 @@ pub(super) struct Threads {
     late: CancellationToken,
     consume: Option<JoinHandle<Exit>>,
     workers: Vec<Owned>,
-    acker: Option<Owned>,
+    /// The acker, then the offset thread behind it.
+    ackers: Vec<Owned>,
     watchers: Vec<Owned>,
     last: Vec<Owned>,
 }
@@ -71,7 +73,7 @@ impl Threads {
             late,
             consume: None,
             workers: Vec::new(),
-            acker: None,
+            ackers: Vec::new(),
             watchers: Vec::new(),
             last: Vec::new(),
         }
@@ -100,10 +102,11 @@ impl Threads {
         Ok(())
     }
 
-    /// Starts the acker (ends when every worker has ended).
-    pub(super) fn acker(&mut self, f: impl FnOnce() + Send + 'static) -> Result<(), SpawnError> {
-        let name = "verdict-acker".to_string();
-        self.acker = Some((name.clone(), self.spawn(&name, f)?));
+    /// Starts the acker (ends when every worker has ended) or the offset thread behind it
+    /// (ends when the acker has ended); joined in the order started.
+    pub(super) fn acker(&mut self, name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), SpawnError> {
+        let h = self.spawn(name, f)?;
+        self.ackers.push((name.to_string(), h));
         Ok(())
     }
 
@@ -129,7 +132,7 @@ impl Threads {
 
     /// Whether any thread is still owned (not yet joined or given up on).
     pub(super) fn any(&self) -> bool {
-        self.consume.is_some() || !self.workers.is_empty() || self.acker.is_some() || !self.all_side().is_empty()
+        self.consume.is_some() || !self.workers.is_empty() || !self.ackers.is_empty() || !self.all_side().is_empty()
     }
 
     fn all_side(&self) -> Vec<&str> {
@@ -152,7 +155,8 @@ impl Threads {
             }
             None => true,
         };
-        let main: Vec<Owned> = std::mem::take(&mut self.workers).into_iter().chain(self.acker.take()).collect();
+        let main: Vec<Owned> =
+            std::mem::take(&mut self.workers).into_iter().chain(std::mem::take(&mut self.ackers)).collect();
         for (name, h) in main {
             clean &= join_named(name, h, deadline, &mut overdue);
         }
@@ -182,7 +186,7 @@ impl Threads {
         }
         let all: Vec<Owned> = std::mem::take(&mut self.workers)
             .into_iter()
-            .chain(self.acker.take())
+            .chain(std::mem::take(&mut self.ackers))
             .chain(std::mem::take(&mut self.watchers))
             .chain(std::mem::take(&mut self.last))
             .collect();

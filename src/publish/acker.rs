@@ -1,20 +1,20 @@
-//! Waits for every output of a batch to be acknowledged, in batch order, then stores
-//! the batch's source offsets. A delivery that failed for a transient reason is re-sent with
+//! Waits for every output of a batch to be acknowledged, in batch order, records the
+//! batch's latency, then hands its source offsets to the offset stage ([`super::offsets`]). A delivery that failed for a transient reason is re-sent with
 //! a bounded backoff until it succeeds or the pipeline aborts; one the broker refused for good
 //! is handled by `publish.on_refused` (dead-lettered, skipped, or the pipeline stops), never
 //! retried. A batch whose outputs are not all accounted for never has its offsets stored.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 use rdkafka::producer::DeliveryFuture;
 use tokio_util::sync::CancellationToken;
 
 use super::config::RefusedPolicy;
 use super::limits::{self, Class};
+use super::offsets::{Acked, Offsets};
 use super::Publisher;
 use crate::backoff::Backoff;
 use crate::envelope::{AfterAck, Origin};
@@ -49,14 +49,14 @@ pub struct Completed {
 /// 140 batches (a second or two under load), so one slow batch is remembered for a while.
 const RESERVE_DECAY: f64 = 0.995;
 
-/// Orders acknowledgements and stores offsets.
+/// Orders acknowledgements and hands offsets on.
 pub struct Acker {
     rx: Receiver<Completed>,
-    offsets: Arc<dyn OffsetStore>,
+    offsets: Offsets,
+    to_store: Sender<Acked>,
     publisher: Publisher,
     metrics: Arc<Metrics>,
     abort: CancellationToken,
-    in_flight: Arc<AtomicUsize>,
     refused: Refusals,
     log: crate::lograte::LogRate,
 }
@@ -71,19 +71,20 @@ pub struct Refusals {
 }
 
 impl Acker {
-    /// An acker fed by `rx`; `in_flight` counts dispatched, not yet stored, batches; once
-    /// `abort` is cancelled nothing further is stored or re-sent.
+    /// An acker fed by `rx` that hands acknowledged batches to `offsets` (through `to_store`
+    /// when they must wait for the offset thread); once `abort` is cancelled nothing further
+    /// is handed on or re-sent.
     pub fn new(
         rx: Receiver<Completed>,
-        offsets: Arc<dyn OffsetStore>,
+        offsets: Offsets,
+        to_store: Sender<Acked>,
         publisher: Publisher,
         metrics: Arc<Metrics>,
         abort: CancellationToken,
-        in_flight: Arc<AtomicUsize>,
         refused: Refusals,
     ) -> Self {
         let log = crate::lograte::LogRate::new("publish", crate::lograte::WINDOW, Some(&metrics));
-        Self { rx, offsets, publisher, metrics, abort, in_flight, refused, log }
+        Self { rx, offsets, to_store, publisher, metrics, abort, refused, log }
     }
 
     /// Runs until the channel closes (all workers done) or the pipeline aborts.
@@ -98,20 +99,8 @@ impl Acker {
                 if !self.await_deliveries(batch.deliveries) || self.abort.is_cancelled() {
                     return; // aborted: nothing further is stored
                 }
-                // With partition-owned state, an offset is stored only once a checkpoint
-                // covering it is durable (the checkpoint is where a restart resumes).
-                let offsets = match batch.after_ack {
-                    Some(after) => after.run(&self.abort),
-                    None => batch.offsets,
-                };
-                if self.abort.is_cancelled() {
-                    return;
-                }
-                for o in &offsets {
-                    self.offsets.store(&o.topic, o.partition, o.offset);
-                }
-                self.in_flight.fetch_sub(1, Ordering::SeqCst);
-                self.metrics.guards.last_progress.set(wall_clock_ms() as f64 / 1e3);
+                // The decisions are acknowledged: that is the batch's latency. Its offsets
+                // wait, on the offset thread, for any checkpoint that must cover them.
                 let now = Instant::now();
                 latencies.clear();
                 latencies.extend(batch.received.iter().map(|r| now.duration_since(*r).as_micros() as u64));
@@ -124,6 +113,10 @@ impl Acker {
                     let beyond = now.duration_since(at).saturating_sub(predicted).as_secs_f64();
                     let r = &self.metrics.deadline_reserve;
                     r.set(beyond.max(r.get() * RESERVE_DECAY));
+                }
+                let acked = Acked { offsets: batch.offsets, after_ack: batch.after_ack };
+                if !self.offsets.hand_on(acked, &self.to_store) {
+                    return;
                 }
                 next_seq += 1;
             }

@@ -7,6 +7,7 @@
 pub mod acker;
 pub mod config;
 pub mod limits;
+pub mod offsets;
 pub mod record;
 pub mod redact;
 pub mod stage;

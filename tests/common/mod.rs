@@ -58,8 +58,8 @@ pub fn mock_setup(partitions: i32) -> (MockKafka, Config) {
 
 /// Produces `n` generated events as JSON (ids `tx-{first..first+n}`); returns their ids.
 pub fn produce_events(mock: &MockKafka, topic: &str, first: u64, n: u64, seed: u64) -> Vec<String> {
-    let g = Generator::new(seed, 20_000, 1_764_000_000_000).with_first_id(first);
-    produce_from(mock, topic, g, n, None).into_iter().map(|tx| tx.event_id).collect()
+    let mut g = Generator::new(seed, 20_000, 1_764_000_000_000).with_first_id(first);
+    produce_from(mock, topic, &mut g, n, None).into_iter().map(|tx| tx.event_id).collect()
 }
 
 /// Waits until `f` holds, up to `timeout`; panics with `what` otherwise.
@@ -271,13 +271,14 @@ pub fn produce_transactions(
     seed: u64,
     partition: Option<i32>,
 ) -> Vec<verdict::demo::Transaction> {
-    produce_from(mock, topic, Generator::new(seed, 20_000, 1_764_000_000_000), n, partition)
+    produce_from(mock, topic, &mut Generator::new(seed, 20_000, 1_764_000_000_000), n, partition)
 }
 
-fn produce_from(
+/// Produces the next `n` events of `g` and returns them.
+pub fn produce_from(
     mock: &MockKafka,
     topic: &str,
-    mut g: Generator,
+    g: &mut Generator,
     n: u64,
     partition: Option<i32>,
 ) -> Vec<verdict::demo::Transaction> {

@@ -184,6 +184,10 @@ impl OwnedWindows {
                 EntityState::from_fields(&ent.spec, fields.iter().map(|(f, v)| (f.as_slice(), v.as_slice())))
                     .map_err(|e| EnrichError::Protocol(format!("{}: {e}", entity_key(&slot.key, &ent.name, &id))))?
             };
+            if state.is_dirty() {
+                // Fields of another bucket width to delete: written with the next checkpoint.
+                held.dirty.push((index, id.clone()));
+            }
             held.entities[index].insert(id, Entry { state, seen: held.tick, sealed_in: 0 });
             self.parts.metrics.state.entities.inc();
         }
@@ -221,6 +225,7 @@ impl OwnedWindows {
                 if memory {
                     entry.state.untracked();
                 }
+                let was_dirty = entry.state.is_dirty();
                 self.aggs.clear();
                 self.aggs.resize(e.spec.sizes_ms.len(), WindowAggs::default());
                 let distinct = input.distinct.as_deref().filter(|d| !d.is_empty());
@@ -232,6 +237,9 @@ impl OwnedWindows {
                     continue;
                 }
                 let seen = entry.state.apply_owned(&e.spec, req.time_ms, input.value, distinct, &mut self.aggs);
+                if !was_dirty && entry.state.is_dirty() {
+                    held.dirty.push((e.index, id.to_string()));
+                }
                 if seen.applied {
                     applied.applied += 1;
                 } else if seen.late {
@@ -248,7 +256,7 @@ impl OwnedWindows {
     /// After a partition's events: a checkpoint when due (Redis), the acknowledged offset
     /// otherwise; entities let go when due.
     fn after(&mut self, slot: &Arc<Slot>, held: &mut Held, flush: bool) {
-        let due = flush || held.due(self.parts.interval);
+        let due = flush || held.due(self.parts.interval, self.parts.max_dirty);
         if self.store.is_some() {
             if slot.is_gone() {
                 return;
@@ -262,8 +270,10 @@ impl OwnedWindows {
                         last: sealed.last,
                     });
                 }
-                let durable = slot.durable_seal.load(std::sync::atomic::Ordering::SeqCst);
-                held.trim(&self.parts.entities, self.parts.budget(), Some(durable), &self.parts.metrics);
+                if flush || held.trim_due(self.parts.interval) {
+                    let durable = slot.durable_seal.load(std::sync::atomic::Ordering::SeqCst);
+                    held.trim(&self.parts.entities, self.parts.budget(), Some(durable), &self.parts.metrics);
+                }
             } else if let (Some(claim), Some(last)) = (held.claim, held.last_offset) {
                 let write = super::store::Write {
                     key: slot.key.clone(),
@@ -275,7 +285,9 @@ impl OwnedWindows {
             }
         } else if due {
             held.mark_sealed();
-            held.trim(&self.parts.entities, self.parts.budget(), None, &self.parts.metrics);
+            if flush || held.trim_due(self.parts.interval) {
+                held.trim(&self.parts.entities, self.parts.budget(), None, &self.parts.metrics);
+            }
         }
     }
 }

@@ -6,10 +6,11 @@
 //! * **Turns.** A partition's events are applied batch after batch in consume order (each
 //!   batch carries its turn in each of its partitions); workers on different partitions do
 //!   not wait for each other.
-//! * **Checkpoint.** Every `checkpoint_interval_ms`, a partition's changed window fields are
-//!   sealed together with the offset after its last applied event; the acker writes them in
-//!   one atomic script call per partition once every decision up to there is acknowledged,
-//!   and only then stores that offset for the commit.
+//! * **Checkpoint.** Every `checkpoint_interval_ms`, or once `checkpoint_max_entities` of
+//!   its entities have changed, a partition's changed window fields are sealed together with
+//!   the offset after its last applied event; the offset thread writes them in one atomic
+//!   script call per partition once every decision up to there is acknowledged, and only
+//!   then stores that offset for the commit.
 //! * **Resume.** On assignment the partition is claimed (a new owner epoch: an earlier
 //!   owner's writes are refused from then on) and consumed from its checkpoint offset, with
 //!   entity states read on first touch, as of the checkpoint: a replayed event sees what it
@@ -81,6 +82,8 @@ pub struct Partitions {
     /// The acker's connection (checkpoints).
     acker_store: Mutex<Option<Store>>,
     interval: Duration,
+    /// Entities changed since a partition's last checkpoint at which the next is sealed.
+    max_dirty: usize,
     max_entities: u64,
     ttl_ms: i64,
     fenced: Mutex<Vec<(Arc<str>, i32)>>,
@@ -133,6 +136,7 @@ impl Partitions {
             consume_store: Mutex::new(None),
             acker_store: Mutex::new(None),
             interval: Duration::from_millis(cfg.checkpoint_interval_ms),
+            max_dirty: usize::try_from(cfg.checkpoint_max_entities).unwrap_or(usize::MAX).max(1),
             max_entities: cfg.max_entities,
             ttl_ms,
             fenced: Mutex::new(Vec::new()),

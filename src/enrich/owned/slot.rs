@@ -54,6 +54,10 @@ pub(super) struct Held {
     /// Highest source offset applied.
     pub(super) last_offset: Option<i64>,
     pub(super) last_seal: Instant,
+    /// The entities changed since the last seal (entity index, id), each once.
+    pub(super) dirty: Vec<(usize, String)>,
+    /// When entities were last let go ([`Held::trim`] runs at most once an interval).
+    last_trim: Instant,
     seals: u64,
     /// Newest event time applied (ms).
     pub(super) clock_ms: Option<i64>,
@@ -84,6 +88,8 @@ impl Slot {
                 entities: (0..entities).map(|_| HashMap::new()).collect(),
                 last_offset: None,
                 last_seal: Instant::now(),
+                dirty: Vec::new(),
+                last_trim: Instant::now(),
                 seals: 0,
                 clock_ms: None,
                 tick: 0,
@@ -147,17 +153,18 @@ impl Held {
         let last = self.last_offset?;
         self.seals += 1;
         self.last_seal = Instant::now();
-        let mut writes = Vec::new();
-        for e in entities {
-            for (id, entry) in self.entities[e.index].iter_mut() {
-                if !entry.state.is_dirty() {
-                    continue;
-                }
-                let mut d = Delta::default();
-                entry.state.take_delta(&e.spec, &mut d);
-                entry.sealed_in = self.seals;
-                writes.push(EntityWrite { key: entity_key(&slot.key, &e.name, id), set: d.set, del: d.del });
+        let mut writes = Vec::with_capacity(self.dirty.len());
+        for (index, id) in self.dirty.drain(..) {
+            let Some(e) = entities.iter().find(|e| e.index == index) else { continue };
+            // A dirty entity is never let go, so it is still held.
+            let Some(entry) = self.entities[index].get_mut(&id) else { continue };
+            if !entry.state.is_dirty() {
+                continue;
             }
+            let mut d = Delta::default();
+            entry.state.take_delta(&e.spec, &mut d);
+            entry.sealed_in = self.seals;
+            writes.push(EntityWrite { key: entity_key(&slot.key, &e.name, &id), set: d.set, del: d.del });
         }
         Some(Sealed {
             write: Write {
@@ -182,11 +189,22 @@ impl Held {
     /// Records a trim without a checkpoint (the memory backend).
     pub(super) fn mark_sealed(&mut self) {
         self.last_seal = Instant::now();
+        self.dirty.clear();
     }
 
-    /// Whether a checkpoint is due.
-    pub(super) fn due(&self, interval: Duration) -> bool {
-        self.last_seal.elapsed() >= interval
+    /// Whether a checkpoint is due: `interval` since the last, or `max_dirty` entities changed.
+    pub(super) fn due(&self, interval: Duration, max_dirty: usize) -> bool {
+        self.dirty.len() >= max_dirty || self.last_seal.elapsed() >= interval
+    }
+
+    /// Whether entities may be let go now: once an interval (a checkpoint sealed early, by
+    /// its size, does not walk every entity again).
+    pub(super) fn trim_due(&mut self, interval: Duration) -> bool {
+        let due = self.last_trim.elapsed() >= interval;
+        if due {
+            self.last_trim = Instant::now();
+        }
+        due
     }
 
     /// Lets go of entities whose windows have all expired, then of the least recently seen
