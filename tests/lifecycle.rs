@@ -58,6 +58,7 @@ fn started(redis: &RedisServer) -> (verdict::demo::MockKafka, Pipeline, Vec<Stri
     for kind in [
         "verdict-consume",
         "verdict-acker",
+        "verdict-offsets",
         "verdict-watchdo",
         "verdict-rules",
         "verdict-model",
