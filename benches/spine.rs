@@ -23,6 +23,7 @@
 //!     BENCH_STEP_MS=0.05 BENCH_RATE=20000 cargo bench --bench spine     # event time ≈ wall clock
 //!     BENCH_DRAIN_SECONDS=60 BENCH_PHASES=throughput cargo bench --bench spine  # 60 s of backlog drain
 //!     BENCH_CHECKPOINT_MS=250 cargo bench --bench spine                 # enrich.checkpoint_interval_ms
+//!     BENCH_CHECKPOINT_ENTITIES=64 cargo bench --bench spine            # enrich.checkpoint_max_entities
 //!     BENCH_PRODUCE_LINGER_MS=20 cargo bench --bench spine              # offered-rate producer's linger
 //!
 //! Phases, one pipeline on one mock cluster for all of them (BENCH_PHASES picks
@@ -111,6 +112,7 @@ fn config() -> Config {
         cfg.rules.file = root.join(rules).to_string_lossy().into_owned();
     }
     cfg.enrich.checkpoint_interval_ms = env_u64("BENCH_CHECKPOINT_MS", cfg.enrich.checkpoint_interval_ms);
+    cfg.enrich.checkpoint_max_entities = env_u64("BENCH_CHECKPOINT_ENTITIES", cfg.enrich.checkpoint_max_entities);
     if let Ok(linger) = std::env::var("BENCH_LINGER_MS") {
         cfg.kafka.producer.insert("linger.ms".into(), linger);
     }
