@@ -580,4 +580,8 @@ fn print_demo_summary(r: &DemoReport) {
     }
     println!("execution provider  {}", r.execution_provider);
     println!("cost                {}  (whole process: mock broker and producer included)", r.cost);
+    let [expired, bound] = r.state;
+    println!(
+        "window state        entities let go: {expired} with all windows expired, {bound} past enrich.max_entities"
+    );
 }

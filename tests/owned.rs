@@ -464,3 +464,40 @@ fn checkpoints_are_sealed_by_size_before_a_long_interval_passes_and_a_crash_repl
     assert!(r.events < 2_000, "{} of the first 6,000 events decided again after the crash", r.events);
     assert_windows_exact(&redis, &events);
 }
+
+#[test]
+fn past_max_entities_checkpointed_cards_are_let_go_and_read_back_from_redis_exactly() {
+    // A bound far below the cards in the stream: entities whose state is durable are let go
+    // (counted); what stays held is the bound plus what is not durable yet (at most
+    // `checkpoint_max_entities` and a batch per partition); a card seen again is read back
+    // from Redis, so its windows stay exact.
+    let redis = RedisServer::start();
+    let (mock, mut cfg) = mock_setup(4);
+    with_redis(&mut cfg, &redis);
+    cfg.enrich.max_entities = 400;
+    cfg.enrich.checkpoint_max_entities = 25;
+    cfg.batch.max_events = 64;
+    let slack = 400 + 4 * (25 + 64);
+    let mut gen = verdict::demo::Generator::new(47, 20_000, 1_764_000_000_000);
+    let first = produce_from(&mock, "events", &mut gen, 12_000, None);
+    let m = Metrics::new();
+    let p = Pipeline::start(&cfg, m.clone()).unwrap();
+    wait_for("the first 12,000 events handled", Duration::from_secs(60), || handled(&m) >= 12_000);
+    std::thread::sleep(Duration::from_millis(2_500)); // idle: the last checkpoints and trims
+    let (held, evicted) = (m.state.entities.get(), m.state.evictions.with_label_values(&["bound"]).get());
+    let reread = m.state.loads.with_label_values(&["found"]).get();
+    let cards = first.iter().map(|e| e.card_id.as_str()).collect::<std::collections::HashSet<_>>().len();
+    eprintln!("bound 400: {cards} cards, {evicted} let go past the bound, {reread} of them read back, {held} held");
+    assert!(held <= slack as i64, "{held} entities held with a bound of 400 (at most {slack} expected)");
+    // Every card came in once new (and again each time it was read back) and is either
+    // held or was let go.
+    assert_eq!(evicted as i64 + held, (cards as u64 + reread) as i64, "cards held and let go do not add up");
+    let second = produce_from(&mock, "events", &mut gen, 6_000, None);
+    wait_for("the next 6,000 events handled", Duration::from_secs(60), || handled(&m) >= 18_000);
+    let found = m.state.loads.with_label_values(&["found"]).get() - reread;
+    eprintln!("then 6,000 more: {found} cards read back from Redis");
+    assert!(found > 0, "no card let go was read back from Redis when seen again");
+    assert!(p.shutdown(Duration::from_secs(30)).clean);
+    let events: Vec<_> = first.into_iter().chain(second).collect();
+    assert_windows_exact(&redis, &events);
+}

@@ -95,6 +95,9 @@ pub struct DemoReport {
     /// CPU-seconds (and dollars, with `[cost]` prices) per decision over the timed run: the
     /// whole process, so the in-process mock broker and producer are charged too.
     pub cost: CostReading,
+    /// Partition-owned entities let go from memory: with all windows expired, and past
+    /// `enrich.max_entities`.
+    pub state: [u64; 2],
 }
 
 /// Latency quantiles of a run at an offered rate, after its warm-up.
@@ -394,6 +397,7 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
             })
             .collect(),
         cost,
+        state: ["expired", "bound"].map(|r| metrics.state.evictions.with_label_values(&[r]).get()),
     })
 }
 

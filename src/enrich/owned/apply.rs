@@ -270,7 +270,7 @@ impl OwnedWindows {
                         last: sealed.last,
                     });
                 }
-                if flush || held.trim_due(self.parts.interval) {
+                if flush || held.trim_due(self.parts.interval, self.parts.budget()) {
                     let durable = slot.durable_seal.load(std::sync::atomic::Ordering::SeqCst);
                     held.trim(&self.parts.entities, self.parts.budget(), Some(durable), &self.parts.metrics);
                 }
@@ -285,7 +285,7 @@ impl OwnedWindows {
             }
         } else if due {
             held.mark_sealed();
-            if flush || held.trim_due(self.parts.interval) {
+            if flush || held.trim_due(self.parts.interval, self.parts.budget()) {
                 held.trim(&self.parts.entities, self.parts.budget(), None, &self.parts.metrics);
             }
         }

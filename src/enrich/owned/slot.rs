@@ -58,6 +58,9 @@ pub(super) struct Held {
     pub(super) dirty: Vec<(usize, String)>,
     /// When entities were last let go ([`Held::trim`] runs at most once an interval).
     last_trim: Instant,
+    /// The last trim could not get down to its target (too few entities durable yet): wait
+    /// for the interval before walking again.
+    trim_short: bool,
     seals: u64,
     /// Newest event time applied (ms).
     pub(super) clock_ms: Option<i64>,
@@ -90,6 +93,7 @@ impl Slot {
                 last_seal: Instant::now(),
                 dirty: Vec::new(),
                 last_trim: Instant::now(),
+                trim_short: false,
                 seals: 0,
                 clock_ms: None,
                 tick: 0,
@@ -197,10 +201,12 @@ impl Held {
         self.dirty.len() >= max_dirty || self.last_seal.elapsed() >= interval
     }
 
-    /// Whether entities may be let go now: once an interval (a checkpoint sealed early, by
-    /// its size, does not walk every entity again).
-    pub(super) fn trim_due(&mut self, interval: Duration) -> bool {
-        let due = self.last_trim.elapsed() >= interval;
+    /// Whether to let entities go now: once an interval (a checkpoint sealed early, by its
+    /// size, does not walk every entity again), or at once when more than an eighth over
+    /// `budget` (a trim goes down to 7/8 of it, so walks stay rare).
+    pub(super) fn trim_due(&mut self, interval: Duration, budget: usize) -> bool {
+        let over = !self.trim_short && self.entity_count() > budget + budget / 8;
+        let due = over || self.last_trim.elapsed() >= interval;
         if due {
             self.last_trim = Instant::now();
         }
@@ -228,19 +234,27 @@ impl Held {
             }
         }
         let held = self.entity_count();
+        self.trim_short = false;
         if held > budget {
-            let mut candidates: Vec<(u64, usize, String)> = Vec::new();
+            // Down to 7/8 of the budget, so the next trims do not each walk every entity to
+            // let a handful go; only the chosen ids are copied.
+            let target = budget - budget / 8;
+            let mut candidates: Vec<(u64, usize, &String)> = Vec::new();
             for e in entities {
                 for (id, entry) in &self.entities[e.index] {
                     if evictable(entry) {
-                        candidates.push((entry.seen, e.index, id.clone()));
+                        candidates.push((entry.seen, e.index, id));
                     }
                 }
             }
-            let n = (held - budget).min(candidates.len());
+            let n = (held - target).min(candidates.len());
+            self.trim_short = n < held - target;
             if n > 0 {
                 candidates.select_nth_unstable(n - 1);
-                for (_, index, id) in candidates.drain(..n) {
+                let chosen: Vec<(usize, String)> =
+                    candidates.drain(..n).map(|(_, index, id)| (index, id.clone())).collect();
+                drop(candidates);
+                for (index, id) in chosen {
                     self.entities[index].remove(&id);
                 }
                 m.state.evictions.with_label_values(&["bound"]).inc_by(n as u64);
