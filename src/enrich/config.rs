@@ -90,7 +90,7 @@ impl Default for EnrichConfig {
             redis_cluster: false,
             record_key: String::new(),
             checkpoint_interval_ms: 1_000,
-            checkpoint_max_entities: 256,
+            checkpoint_max_entities: 4_096,
             max_entities: 1_000_000,
             entities: vec![EntityConfig::default()],
         }
