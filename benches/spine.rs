@@ -10,6 +10,8 @@
 //!     BENCH_SHADOW=models/demo cargo bench --bench spine                # + a shadow model on every event
 //!     BENCH_BUDGET_US=200 cargo bench --bench spine                     # latency-budgeted batches
 //!     BENCH_MAX_WAIT_MS=1 BENCH_LINGER_MS=0 cargo bench --bench spine   # batch wait, producer linger
+//!     BENCH_UNACKED=32 cargo bench --bench spine                        # batch.max_unacked_batches
+//!     BENCH_ALLOCATOR=system cargo bench --bench spine                  # glibc malloc, not mimalloc
 //!     BENCH_CHUNK_ROWS=0 cargo bench --bench spine                      # rows/call measured at start-up
 //!     BENCH_MODEL=models/demo-mlp cargo bench --bench spine             # another model directory
 //!     BENCH_RAW=off cargo bench --bench spine                           # skip phase 1 (slow models)
@@ -54,6 +56,79 @@ mod feed;
 mod session;
 #[path = "spine/stats.rs"]
 mod stats;
+#[path = "spine/threads.rs"]
+mod threads;
+
+/// Rust heap allocations so far (all threads), for allocations per event.
+static ALLOCS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Which allocator the counting one forwards to: 0 not read yet, 1 mimalloc (the
+/// binary's), 2 the system's (`BENCH_ALLOCATOR=system`). Read at the first allocation, from
+/// `getenv` (which does not allocate), and never changed after.
+static WHICH: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Whether allocations go to the system allocator.
+fn system() -> bool {
+    let w = WHICH.load(std::sync::atomic::Ordering::Relaxed);
+    if w != 0 {
+        return w == 2;
+    }
+    // SAFETY: getenv with a NUL-terminated name; the result is read before any other
+    // thread could change the environment (the first allocation happens at start-up).
+    let v = unsafe { libc::getenv(c"BENCH_ALLOCATOR".as_ptr()) };
+    let sys = !v.is_null() && unsafe { std::ffi::CStr::from_ptr(v) }.to_bytes() == b"system";
+    WHICH.store(if sys { 2 } else { 1 }, std::sync::atomic::Ordering::Relaxed);
+    sys
+}
+
+/// `verdict`'s allocator (mimalloc) or the system's, counting allocations.
+struct Counting;
+
+// SAFETY: forwards every call unchanged to one allocator, chosen at the first allocation
+// and never changed after, so a block is always freed by the allocator that made it; only
+// counts.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: the caller's layout, passed on.
+        unsafe {
+            if system() {
+                std::alloc::System.alloc(l)
+            } else {
+                mimalloc::MiMalloc.alloc(l)
+            }
+        }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        // SAFETY: as allocated above.
+        unsafe {
+            if system() {
+                std::alloc::System.dealloc(p, l)
+            } else {
+                mimalloc::MiMalloc.dealloc(p, l)
+            }
+        }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, new: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: as allocated above, with the caller's new size.
+        unsafe {
+            if system() {
+                std::alloc::System.realloc(p, l, new)
+            } else {
+                mimalloc::MiMalloc.realloc(p, l, new)
+            }
+        }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Allocations (and reallocations) so far.
+fn allocs() -> u64 {
+    ALLOCS.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 use std::path::Path;
 use std::time::Instant;
@@ -86,6 +161,7 @@ fn config() -> Config {
     cfg.batch.max_events = env_u64("BENCH_BATCH", cfg.batch.max_events as u64) as usize;
     cfg.batch.queue_batches = env_u64("BENCH_QUEUE", cfg.batch.queue_batches as u64) as usize;
     cfg.batch.max_wait_ms = env_u64("BENCH_MAX_WAIT_MS", cfg.batch.max_wait_ms);
+    cfg.batch.max_unacked_batches = env_u64("BENCH_UNACKED", cfg.batch.max_unacked_batches as u64) as usize;
     match std::env::var("BENCH_ENRICH").as_deref() {
         Ok("off") => cfg.enrich.backend = verdict::enrich::Backend::Off,
         Ok(url) if url.starts_with("redis://") => {
@@ -236,6 +312,7 @@ fn main() {
         let before = s.snapshot();
         let (mut events, mut secs, mut touched) = (0u64, 0.0, 0.0);
         let cpu = process_cpu_seconds();
+        let (mut usage, mut allocs) = (threads::Usage::default(), 0u64);
         let t = Instant::now();
         loop {
             let d = s.drain(chunk);
@@ -250,6 +327,8 @@ fn main() {
             );
             let group = (rate * s.interval_ms() as f64 / 1000.0) as usize;
             touched += feed::distinct_per_group(&d.cards, group) * d.secs;
+            usage.add(&d.usage);
+            allocs += d.allocs;
             events += d.events;
             secs += d.secs;
             if secs >= drain_secs {
@@ -262,6 +341,7 @@ fn main() {
             t.elapsed().as_secs_f64()
         );
         print_cost(&cfg, cpu, events);
+        usage.print(events, secs, allocs);
         let after = s.snapshot();
         s.print_stats(&before, &after, std::time::Duration::from_secs_f64(secs), events, Some(touched / secs));
     }
@@ -275,8 +355,11 @@ fn main() {
         );
         let fallback = s.fallback();
         let cpu = process_cpu_seconds();
+        let (threads_before, allocs_before, t) = (threads::Threads::now(), allocs(), Instant::now());
         let decided = s.offered(rate, secs, env_u64("BENCH_PRODUCE_LINGER_MS", 5));
         print_cost(&cfg, cpu, decided);
+        let usage = threads_before.until(&threads::Threads::now());
+        usage.print(decided, t.elapsed().as_secs_f64(), allocs() - allocs_before);
         if cfg.decide.deadline_ms > 0 {
             let fallback = s.fallback() - fallback;
             println!(

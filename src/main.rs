@@ -14,6 +14,11 @@ use verdict::demo::{self, DemoLog, DemoOptions, DemoReport, Generator};
 use verdict::pipeline::Pipeline;
 use verdict::telemetry::{self, Metrics};
 
+/// mimalloc for Rust's heap: glibc's malloc and free were ~20% of the process's CPU on the
+/// spine bench's backlog (BENCHMARKS.md, issue 23). librdkafka and ONNX Runtime keep glibc's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "verdict", version, about = "Streaming event scoring: Kafka in, ONNX Runtime, decisions out")]
 struct Cli {

@@ -124,7 +124,7 @@ pub struct StagedBatch {
     /// Per decoded event, what the shadow model's score would have decided (Decide).
     pub shadow_actions: Vec<Option<Action>>,
     /// The outputs queued so far, kept here so a caught panic does not lose them (Publish).
-    pub pending: Vec<rdkafka::producer::DeliveryFuture>,
+    pub pending: crate::core::delivery::Deliveries,
     /// How many of the batch's events (from the first) have every output queued (Publish).
     pub produced: usize,
     /// The test-only fault armed for this batch (see `crate::fault`).
@@ -156,7 +156,7 @@ impl StagedBatch {
             trial_epoch: 0,
             decisions: Vec::new(),
             shadow_actions: Vec::new(),
-            pending: Vec::new(),
+            pending: Default::default(),
             produced: 0,
             fault: None,
             after_ack: None,
@@ -182,7 +182,7 @@ impl StagedBatch {
         self.trial_scores.clear();
         self.decisions.clear();
         self.shadow_actions.clear();
-        self.pending.clear();
+        self.pending = Default::default();
         self.produced = 0;
         self.fault = None;
         self.after_ack = None;

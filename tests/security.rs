@@ -174,10 +174,14 @@ fn publisher(kafka: &KafkaConfig) -> verdict::publish::Publisher {
 /// Sends `payloads` with verdict's producer and waits for every acknowledgement.
 fn publish(kafka: &KafkaConfig, topic: &str, payloads: &[Vec<u8>]) {
     let publisher = publisher(kafka);
-    let deliveries: Vec<_> = payloads.iter().map(|p| publisher.send(topic, Some(b"k"), p, None).unwrap()).collect();
-    for d in deliveries {
-        futures::executor::block_on(d).expect("delivery future").expect("delivered");
+    let deliveries = verdict::publish::Deliveries::default();
+    for p in payloads {
+        publisher.send(topic, Some(b"k"), p, None, &deliveries).unwrap();
     }
+    let waited = deliveries.wait(std::time::Duration::from_secs(60));
+    assert_eq!(waited, verdict::publish::delivery::Waited::Done, "every record has its delivery report");
+    let failed: Vec<String> = deliveries.take_failed().iter().map(|(e, _)| e.to_string()).collect();
+    assert!(failed.is_empty(), "delivered: {failed:?}");
 }
 
 #[test]

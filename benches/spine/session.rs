@@ -36,6 +36,10 @@ pub struct Drained {
     pub secs: f64,
     pub produce_secs: f64,
     pub cards: Vec<u32>,
+    /// CPU and context switches per thread group while draining.
+    pub usage: super::threads::Usage,
+    /// Rust heap allocations while draining.
+    pub allocs: u64,
 }
 
 impl Session {
@@ -102,6 +106,7 @@ impl Session {
         let feed = self.feed.as_mut().expect("feed");
         let events: Vec<(Vec<u8>, Vec<u8>)> = (0..n).map(|_| feed.next()).collect();
         let cards = feed.take_cards();
+        let (threads, allocs) = (super::threads::Threads::now(), super::allocs());
         let start = Instant::now();
         for (key, payload) in &events {
             self.mock.produce(&self.topic, None, key, payload);
@@ -111,8 +116,9 @@ impl Session {
         self.produced += n;
         let ok = self.wait_decided();
         let secs = start.elapsed().as_secs_f64();
+        let (usage, allocs) = (threads.until(&super::threads::Threads::now()), super::allocs() - allocs);
         assert!(ok, "backlog not drained (the mock keeps ~5 MiB per partition: use a smaller BENCH_EVENTS)");
-        Drained { events: n, secs, produce_secs, cards }
+        Drained { events: n, secs, produce_secs, cards, usage, allocs }
     }
 
     /// Offers `rate` events/s for `secs` seconds; prints a row per tenth of the run and the

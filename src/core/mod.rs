@@ -20,12 +20,15 @@
 //!   properties, for every Kafka client.
 //! * [`output`]: the record encoding and the sink a stage writes records through (publish
 //!   implements it; drift uses it).
+//! * [`delivery`]: a batch's count of output records awaiting their delivery reports (the
+//!   publish stage counts them up, the producer's reports down; the acker waits on it).
 //!
 //! Nothing here imports a stage, `config` or a top module (`tests/layers.rs` checks it):
 //! types flow down.
 
 pub mod clock;
 pub mod decision;
+pub mod delivery;
 pub mod event;
 pub mod field;
 pub mod kafka;

@@ -254,6 +254,26 @@ pub struct EntityState {
     track: delta::Tracking,
     /// Running aggregates per window (a cache, rebuilt when absent).
     running: running::Running,
+    /// At or below the finest bucket of every distinct value (a cache).
+    values_floor: Floor,
+}
+
+/// A lower bound on the distinct values' buckets: when the oldest series bucket is still
+/// at or below it, a prune has no value to let go and skips the walk over them. A cache:
+/// it takes no part in equality; `i64::MIN` (the default) makes the next prune walk.
+#[derive(Debug, Clone, Copy)]
+struct Floor(i64);
+
+impl Default for Floor {
+    fn default() -> Self {
+        Floor(i64::MIN)
+    }
+}
+
+impl PartialEq for Floor {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// A distinct value's most recent bucket.
@@ -432,16 +452,31 @@ impl EntityState {
             pruned = true;
         }
         if pruned {
-            // A value stays while any series still holds its bucket.
-            let Self { buckets, coarse, last_bucket, track, .. } = self;
-            last_bucket.retain(|v, slot| {
-                let keep = buckets.contains(slot.bucket)
-                    || coarse.iter().zip(spec.coarse_widths()).any(|(c, w)| c.contains(bucket_start(slot.bucket, w)));
-                if !keep {
-                    track.value_dropped(v);
-                }
-                keep
-            });
+            // A value stays while any series still holds its bucket. Buckets leave only from
+            // the front of a series, so that is its bucket being at or after the series'
+            // oldest: O(series) per value, no search. Nothing can go while the oldest value's
+            // bucket stays (`values_floor` is at or below every value's bucket).
+            let Self { buckets, coarse, last_bucket, track, values_floor, .. } = self;
+            let held = |b: i64| {
+                buckets.first_start().is_some_and(|f| b >= f)
+                    || coarse
+                        .iter()
+                        .zip(spec.coarse_widths())
+                        .any(|(c, w)| c.first_start().is_some_and(|f| bucket_start(b, w) >= f))
+            };
+            if !held(values_floor.0) {
+                let mut floor = i64::MAX;
+                last_bucket.retain(|v, slot| {
+                    let keep = held(slot.bucket);
+                    if keep {
+                        floor = floor.min(slot.bucket);
+                    } else {
+                        track.value_dropped(v);
+                    }
+                    keep
+                });
+                values_floor.0 = floor;
+            }
         }
         pruned
     }
@@ -477,6 +512,7 @@ impl EntityState {
     /// it if new: the only allocation, once per value); returns its bucket before.
     fn move_value(&mut self, d: &str, to: i64) -> Option<i64> {
         let Some(slot) = self.last_bucket.get_mut(d) else {
+            self.values_floor.0 = self.values_floor.0.min(to);
             let (key, mut slot) = (CompactString::from(d), Slot { bucket: to, dirty: false });
             self.track.value_changed(&key, &mut slot);
             self.last_bucket.insert(key, slot);

@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use rdkafka::producer::DeliveryFuture;
+use rdkafka::message::OwnedMessage;
 use tokio_util::sync::CancellationToken;
 
 use super::config::RefusedPolicy;
+use super::delivery::{Deliveries, Waited};
 use super::limits::{self, Class};
 use super::offsets::{Acked, Offsets};
 use super::Publisher;
@@ -33,8 +34,8 @@ pub struct Completed {
     /// Partition-owned state: makes the batch's checkpoints durable once its outputs are
     /// acknowledged, and says which offsets to store instead of `offsets`.
     pub after_ack: Option<Box<dyn AfterAck>>,
-    /// One future per produced record.
-    pub deliveries: Vec<DeliveryFuture>,
+    /// The batch's produced records, counted until each has its delivery report.
+    pub deliveries: Deliveries,
     /// Poll time of every event, for latency.
     pub received: Vec<Instant>,
     /// Kafka timestamps of decided events (ms), for event→decision latency.
@@ -123,24 +124,33 @@ impl Acker {
         }
     }
 
-    /// Waits for each delivery. False if the batch's offsets must not be stored (aborted, or
-    /// a refused output under `on_refused = "stop"`, or a fatal producer error).
-    fn await_deliveries(&mut self, deliveries: Vec<DeliveryFuture>) -> bool {
-        deliveries.into_iter().all(|fut| self.await_one(fut, true))
+    /// Waits for every delivery report of the batch, then settles its failures. False if the
+    /// batch's offsets must not be stored (aborted, or a refused output under
+    /// `on_refused = "stop"`, or a fatal producer error).
+    fn await_deliveries(&mut self, deliveries: Deliveries) -> bool {
+        if !self.wait(&deliveries) {
+            return false;
+        }
+        deliveries.take_failed().into_iter().all(|(error, msg)| self.settle(error, msg, true))
     }
 
-    /// Waits for one delivery; re-sends transient failures with a bounded backoff and hands
-    /// refusals to the policy (`dead_letter` only when `may_dead_letter`: not for a copy that
-    /// is itself a dead letter of a refused output).
-    fn await_one(&mut self, mut fut: DeliveryFuture, may_dead_letter: bool) -> bool {
+    /// Waits for `d`'s delivery reports, looking at the abort flag every 100 ms. False if
+    /// the pipeline aborted first.
+    fn wait(&self, d: &Deliveries) -> bool {
+        while d.wait(Duration::from_millis(100)) == Waited::Pending {
+            if self.abort.is_cancelled() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// A record whose delivery failed: re-sent with a bounded backoff while the failure is
+    /// transient, handed to the policy when refused (`dead_letter` only when
+    /// `may_dead_letter`: not for a copy that is itself a dead letter of a refused output).
+    fn settle(&mut self, mut error: rdkafka::error::KafkaError, mut msg: OwnedMessage, may_dead_letter: bool) -> bool {
         let mut backoff = resend_backoff();
         loop {
-            let (error, msg) = match futures::executor::block_on(fut) {
-                Ok(Ok(_)) => return true,
-                Ok(Err(failed)) => failed,
-                // The producer went away: the pipeline is being torn down.
-                Err(_canceled) => return false,
-            };
             if self.abort.is_cancelled() {
                 return false;
             }
@@ -155,12 +165,10 @@ impl Acker {
                     if !backoff.wait(&self.abort) {
                         return false;
                     }
+                    let again = Deliveries::default();
                     loop {
-                        match self.publisher.resend(&msg) {
-                            Ok(f) => {
-                                fut = f;
-                                break;
-                            }
+                        match self.publisher.resend(&msg, &again) {
+                            Ok(()) => break,
                             Err(e) if e.class() == Class::Retryable && !self.abort.is_cancelled() => {
                                 if !backoff.wait(&self.abort) {
                                     return false;
@@ -171,6 +179,13 @@ impl Acker {
                             }
                             Err(_) => return false,
                         }
+                    }
+                    if !self.wait(&again) {
+                        return false;
+                    }
+                    match again.take_failed().pop() {
+                        None => return true,
+                        Some((e, m)) => (error, msg) = (e, m),
                     }
                 }
                 Class::Refused => return self.refused(&msg, &error, may_dead_letter),
@@ -185,12 +200,7 @@ impl Acker {
 
     /// An output the broker refused for good, handled by `publish.on_refused`. False if the
     /// pipeline must stop here.
-    fn refused(
-        &mut self,
-        msg: &rdkafka::message::OwnedMessage,
-        error: &rdkafka::error::KafkaError,
-        may_dead_letter: bool,
-    ) -> bool {
+    fn refused(&mut self, msg: &OwnedMessage, error: &rdkafka::error::KafkaError, may_dead_letter: bool) -> bool {
         use rdkafka::Message;
         let label = limits::error_label(error);
         let topic = msg.topic().to_string();
@@ -216,15 +226,21 @@ impl Acker {
                 }
                 let mut backoff = resend_backoff();
                 loop {
-                    match self.publisher.dead_letter_refused(&self.refused.dead_letter_topic, msg, error) {
-                        Ok(f) => return self.await_one(f, false),
+                    let copy = Deliveries::default();
+                    match self.publisher.dead_letter_refused(&self.refused.dead_letter_topic, msg, error, &copy) {
+                        Ok(()) => {
+                            if !self.wait(&copy) {
+                                return false;
+                            }
+                            return copy.take_failed().into_iter().all(|(e, m)| self.settle(e, m, false));
+                        }
                         Err(e) if e.class() == Class::Retryable && !self.abort.is_cancelled() => {
                             if !backoff.wait(&self.abort) {
                                 return false;
                             }
                         }
                         Err(super::PublishError::Send { error, .. }) if !self.abort.is_cancelled() => {
-                            let msg = rdkafka::message::OwnedMessage::new(
+                            let msg = OwnedMessage::new(
                                 None,
                                 None,
                                 self.refused.dead_letter_topic.clone(),

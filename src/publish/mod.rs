@@ -6,6 +6,7 @@
 
 pub mod acker;
 pub mod config;
+pub mod delivery;
 pub mod limits;
 pub mod offsets;
 pub mod record;
@@ -13,12 +14,13 @@ pub mod redact;
 pub mod stage;
 
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{BaseRecord, ThreadedProducer};
 
 use crate::core::kafka::KafkaConfig;
 use crate::envelope::{Envelope, RawMessage};
@@ -26,6 +28,7 @@ use crate::error::{DeadLetterReason, Policy, StageError};
 use config::PublishConfig;
 
 pub use acker::{Acker, Completed, OffsetStore};
+pub use delivery::Deliveries;
 pub use record::{DecisionRecord, DefaultsUsed};
 
 /// Header naming the stage that rejected a dead-lettered message.
@@ -91,10 +94,10 @@ impl StageError for PublishError {
 /// The idempotent producer shared by all workers.
 #[derive(Clone)]
 pub struct Publisher {
-    producer: FutureProducer<crate::lograte::LimitedContext>,
+    producer: Arc<ThreadedProducer<delivery::DeliveryContext>>,
     /// The largest dead-letter record (bytes, all told).
     dead_letter_limit: usize,
-    metrics: std::sync::Arc<crate::telemetry::Metrics>,
+    metrics: Arc<crate::telemetry::Metrics>,
     /// `[publish.redact]`, when it redacts anything: applied to every dead-lettered event
     /// here and to every decision by the publish stage.
     redactor: Option<std::sync::Arc<redact::Redactor>>,
@@ -106,14 +109,15 @@ impl Publisher {
     pub fn new(
         cfg: &KafkaConfig,
         publish: &PublishConfig,
-        metrics: std::sync::Arc<crate::telemetry::Metrics>,
+        metrics: Arc<crate::telemetry::Metrics>,
     ) -> Result<Self, PublishError> {
         // librdkafka's own logs and errors (a broker down) go through a rate limit.
         let context = crate::lograte::LimitedContext::new("kafka_producer", Some(&metrics));
-        let producer: FutureProducer<crate::lograte::LimitedContext> = producer_config(cfg)
+        let producer: ThreadedProducer<delivery::DeliveryContext> = producer_config(cfg)
             .map_err(|e| PublishError::Create(rdkafka::error::KafkaError::ClientCreation(e.to_string())))?
-            .create_with_context(context)
+            .create_with_context(delivery::DeliveryContext::new(context))
             .map_err(PublishError::Create)?;
+        let producer = Arc::new(producer);
         let dead_letter_limit = limits::dead_letter_limit(
             publish.dead_letter_max_bytes,
             cfg.producer.get("message.max.bytes").map(String::as_str),
@@ -132,15 +136,28 @@ impl Publisher {
         self.redactor.as_ref()
     }
 
-    /// Enqueues one record; waits (never drops) while librdkafka's queue is full.
+    /// Enqueues one record, counted in `to` until its delivery report; waits (never drops)
+    /// while librdkafka's queue is full.
     pub fn send(
         &self,
         topic: &str,
         key: Option<&[u8]>,
         payload: &[u8],
         headers: Option<OwnedHeaders>,
-    ) -> Result<DeliveryFuture, PublishError> {
-        let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
+        to: &Deliveries,
+    ) -> Result<(), PublishError> {
+        self.send_opaque(topic, key, payload, headers, to.add())
+    }
+
+    fn send_opaque(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+        opaque: delivery::Opaque,
+    ) -> Result<(), PublishError> {
+        let mut record = BaseRecord::<[u8], [u8], delivery::Opaque>::with_opaque_to(topic, opaque).payload(payload);
         if let Some(k) = key {
             record = record.key(k);
         }
@@ -148,13 +165,16 @@ impl Publisher {
             record = record.headers(h);
         }
         loop {
-            match self.producer.send_result(record) {
-                Ok(f) => return Ok(f),
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                Err((error, _)) => return Err(PublishError::Send { topic: topic.to_string(), error }),
+                Err((error, r)) => {
+                    r.delivery_opaque.unsent();
+                    return Err(PublishError::Send { topic: topic.to_string(), error });
+                }
             }
         }
     }
@@ -168,7 +188,8 @@ impl Publisher {
         stage: &str,
         reason: DeadLetterReason,
         detail: &str,
-    ) -> Result<DeliveryFuture, PublishError> {
+        to: &Deliveries,
+    ) -> Result<(), PublishError> {
         let o = &event.origin;
         let (partition, offset) = (o.partition.to_string(), o.offset.to_string());
         let payload = event.payload.payload.as_deref().unwrap_or(&[]);
@@ -183,12 +204,12 @@ impl Publisher {
         ];
         let key = event.payload.key.as_deref();
         let Some(r) = &self.redactor else {
-            return self.dead_letter_raw(topic, key, payload, &event.payload.headers, &own);
+            return self.dead_letter_raw(topic, key, payload, &event.payload.headers, &own, to);
         };
         let redacted = r.dead_letter(key, payload);
         let mut own = own.to_vec();
         own.push((redact::DLQ_REDACTED, redacted.how));
-        self.dead_letter_raw(topic, redacted.key.as_deref(), &redacted.payload, &event.payload.headers, &own)
+        self.dead_letter_raw(topic, redacted.key.as_deref(), &redacted.payload, &event.payload.headers, &own, to)
     }
 
     /// Sends `payload` to the dead-letter topic with the original `headers` and verdict's
@@ -200,7 +221,8 @@ impl Publisher {
         payload: &[u8],
         headers: &[(String, Vec<u8>)],
         own: &[(&str, &str)],
-    ) -> Result<DeliveryFuture, PublishError> {
+        to: &Deliveries,
+    ) -> Result<(), PublishError> {
         let own_size: usize = own.iter().map(|(k, v)| k.len() + v.len() + 16).sum();
         let fitted = limits::fit(self.dead_letter_limit, key, payload, headers, own_size);
         let mut h = OwnedHeaders::new_with_capacity(own.len() + 4 + fitted.headers_kept);
@@ -221,7 +243,7 @@ impl Publisher {
                 h = h.insert(Header { key: limits::DLQ_HEADERS_DROPPED, value: Some(&dropped) });
             }
         }
-        self.send(topic, fitted.key, fitted.payload, Some(h))
+        self.send(topic, fitted.key, fitted.payload, Some(h), to)
     }
 
     /// Waits up to `timeout` for every queued message to be delivered.
@@ -233,10 +255,10 @@ impl Publisher {
     }
 
     /// Re-sends a message whose delivery failed (same topic, key, payload, headers).
-    pub fn resend(&self, msg: &rdkafka::message::OwnedMessage) -> Result<DeliveryFuture, PublishError> {
+    pub fn resend(&self, msg: &rdkafka::message::OwnedMessage, to: &Deliveries) -> Result<(), PublishError> {
         use rdkafka::Message;
         let headers = msg.headers().cloned();
-        self.send(msg.topic(), msg.key(), msg.payload().unwrap_or(&[]), headers)
+        self.send(msg.topic(), msg.key(), msg.payload().unwrap_or(&[]), headers, to)
     }
 
     /// Sends an output record the broker refused for good to the dead-letter topic (reason
@@ -246,7 +268,8 @@ impl Publisher {
         dead_letter_topic: &str,
         msg: &rdkafka::message::OwnedMessage,
         error: &KafkaError,
-    ) -> Result<DeliveryFuture, PublishError> {
+        to: &Deliveries,
+    ) -> Result<(), PublishError> {
         use rdkafka::message::Headers;
         use rdkafka::Message;
         let headers: Vec<(String, Vec<u8>)> = msg
@@ -260,6 +283,7 @@ impl Publisher {
             msg.payload().unwrap_or(&[]),
             &headers,
             &[(DLQ_STAGE, "publish"), (DLQ_REASON, DeadLetterReason::OutputRefused.code()), (DLQ_DETAIL, &detail)],
+            to,
         )
     }
 }
@@ -324,7 +348,7 @@ impl crate::core::output::RecordSink for Publisher {
         payload: &[u8],
     ) -> Result<(), crate::core::output::SinkError> {
         // The record is queued; its delivery is librdkafka's (the drift records are not acked).
-        self.send(topic, key, payload, None).map(drop).map_err(Into::into)
+        self.send_opaque(topic, key, payload, None, delivery::Opaque::none()).map_err(Into::into)
     }
 
     fn flush_records(&self, timeout: Duration) {

@@ -10,14 +10,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::producer::DeliveryFuture;
 use tracing::Level;
 
 use super::config::{DecisionFormat, RefusedPolicy};
 use super::limits::Class;
 use super::record::{DefaultsUsed, Inputs, ShadowVerdict};
 use super::redact::Records;
-use super::{decision_headers_with, DecisionRecord, PublishError, Publisher};
+use super::{decision_headers_with, DecisionRecord, Deliveries, PublishError, Publisher};
 use crate::backoff::Backoff;
 use crate::core::clock::wall_clock_ms;
 use crate::core::decision::Action;
@@ -60,8 +59,8 @@ pub struct Outputs {
 
 /// How an attempt to queue an output ended.
 enum Sent {
-    /// Queued; the acker awaits it.
-    Queued(DeliveryFuture),
+    /// Queued, counted in the batch's deliveries; the acker awaits them.
+    Queued,
     /// Refused for good (too large, invalid, refused by a topic policy).
     Refused(PublishError),
 }
@@ -127,8 +126,10 @@ impl Publish {
         for ev in &b.batch.events[b.produced.min(b.batch.events.len())..] {
             self.metrics.dead_letters.with_label_values(&[reason.code()]).inc();
             self.metrics.count(stage, "dead_letter", 1);
-            match self.retry(|| self.publisher.dead_letter(&self.outputs.dead_letter, ev, stage, reason, detail))? {
-                Sent::Queued(f) => b.pending.push(f),
+            match self.retry(|| {
+                self.publisher.dead_letter(&self.outputs.dead_letter, ev, stage, reason, detail, &b.pending)
+            })? {
+                Sent::Queued => {}
                 Sent::Refused(e) => self.refused_dead_letter(&e)?,
             }
         }
@@ -188,7 +189,7 @@ impl Publish {
     /// Sends decoded event `k`'s decision (and review) record, encoded in `self.buf`.
     fn send_decision(
         &mut self,
-        pending: &mut Vec<DeliveryFuture>,
+        pending: &Deliveries,
         ev: &Envelope<RawMessage>,
         d: &DecodedEvent,
         action: Action,
@@ -199,15 +200,16 @@ impl Publish {
             Some(r) => (r.ids().record_key(), r.ids().event_id()),
         };
         let headers = || decision_headers_with(event_id, &self.outputs.model_version, None);
-        let sent = self.retry(|| self.publisher.send(&self.outputs.decisions, key, &self.buf, Some(headers())))?;
+        let sent =
+            self.retry(|| self.publisher.send(&self.outputs.decisions, key, &self.buf, Some(headers()), pending))?;
         match sent {
-            Sent::Queued(f) => pending.push(f),
+            Sent::Queued => {}
             Sent::Refused(e) => return self.refused_output(pending, ev, &e),
         }
         if action == Action::Review {
             let headers = || decision_headers_with(event_id, &self.outputs.model_version, priority);
-            match self.retry(|| self.publisher.send(&self.outputs.review, key, &self.buf, Some(headers())))? {
-                Sent::Queued(f) => pending.push(f),
+            match self.retry(|| self.publisher.send(&self.outputs.review, key, &self.buf, Some(headers()), pending))? {
+                Sent::Queued => {}
                 Sent::Refused(e) => self.refused_output(pending, ev, &e)?,
             }
         }
@@ -216,14 +218,14 @@ impl Publish {
 
     fn send_dead_letter(
         &mut self,
-        pending: &mut Vec<DeliveryFuture>,
+        pending: &Deliveries,
         ev: &Envelope<RawMessage>,
         e: &DecodeError,
     ) -> Result<(), StageFailure> {
         self.metrics.dead_letters.with_label_values(&[e.reason.code()]).inc();
         let topic = &self.outputs.dead_letter;
-        match self.retry(|| self.publisher.dead_letter(topic, ev, "decode", e.reason, &e.detail))? {
-            Sent::Queued(f) => pending.push(f),
+        match self.retry(|| self.publisher.dead_letter(topic, ev, "decode", e.reason, &e.detail, pending))? {
+            Sent::Queued => {}
             Sent::Refused(e) => self.refused_dead_letter(&e)?,
         }
         Ok(())
@@ -231,11 +233,11 @@ impl Publish {
 
     /// Retries transient errors with a bounded backoff (counted, logged at most every 10 s);
     /// hands back refusals; stops on abort or a fatal producer error.
-    fn retry(&self, mut f: impl FnMut() -> Result<DeliveryFuture, PublishError>) -> Result<Sent, StageFailure> {
+    fn retry(&self, mut f: impl FnMut() -> Result<(), PublishError>) -> Result<Sent, StageFailure> {
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         loop {
             let e = match f() {
-                Ok(v) => return Ok(Sent::Queued(v)),
+                Ok(()) => return Ok(Sent::Queued),
                 Err(e) => e,
             };
             let errors = &self.metrics.guards.produce_errors;
@@ -265,7 +267,7 @@ impl Publish {
     /// decides.
     fn refused_output(
         &self,
-        pending: &mut Vec<DeliveryFuture>,
+        pending: &Deliveries,
         ev: &Envelope<RawMessage>,
         e: &PublishError,
     ) -> Result<(), StageFailure> {
@@ -292,8 +294,8 @@ impl Publish {
                 }
                 let detail = e.to_string();
                 let topic = &self.outputs.dead_letter;
-                match self.retry(|| self.publisher.dead_letter(topic, ev, "publish", reason, &detail))? {
-                    Sent::Queued(f) => pending.push(f),
+                match self.retry(|| self.publisher.dead_letter(topic, ev, "publish", reason, &detail, pending))? {
+                    Sent::Queued => {}
                     Sent::Refused(e) => self.refused_dead_letter(&e)?,
                 }
                 Ok(())
@@ -325,8 +327,7 @@ impl Stage for Publish {
     fn run(&mut self, b: &mut StagedBatch) -> Result<(), StageFailure> {
         let t = Instant::now();
         let n = b.batch.events.len();
-        let mut pending = std::mem::take(&mut b.pending);
-        pending.reserve(n + n / 8);
+        let pending = b.pending.clone();
         let decided_at = wall_clock_ms();
         let (mut k, mut dead) = (0usize, 0u64);
         let mut result = Ok(());
@@ -337,11 +338,11 @@ impl Stage for Publish {
                     self.encode(b, i, k, d, decided_at);
                     let decision = &b.decisions[k];
                     k += 1;
-                    self.send_decision(&mut pending, ev, d, decision.action, decision.review_priority)
+                    self.send_decision(&pending, ev, d, decision.action, decision.review_priority)
                 }
                 Outcome::Dead(e) => {
                     dead += 1;
-                    self.send_dead_letter(&mut pending, ev, e)
+                    self.send_dead_letter(&pending, ev, e)
                 }
             };
             if result.is_err() {
@@ -349,7 +350,6 @@ impl Stage for Publish {
             }
             b.produced += 1;
         }
-        b.pending = pending;
         result?;
         let m = &self.metrics;
         m.stage_seconds.with_label_values(&["publish"]).observe(t.elapsed().as_secs_f64());

@@ -21,6 +21,7 @@ impl EntityState {
     pub fn learn_distinct(&mut self, older: &EntityState) {
         for (v, slot) in &older.last_bucket {
             if self.buckets.contains(slot.bucket) && !self.last_bucket.contains_key(v) {
+                self.values_floor.0 = self.values_floor.0.min(slot.bucket);
                 let mut mine = Slot { bucket: slot.bucket, dirty: false };
                 self.track.value_changed(v, &mut mine);
                 self.last_bucket.insert(v.clone(), mine);
