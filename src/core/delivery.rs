@@ -44,11 +44,6 @@ impl Deliveries {
         self.0.outstanding.load(Ordering::Acquire)
     }
 
-    /// Whether no record was ever counted or all are reported (the same for the acker).
-    pub fn is_empty(&self) -> bool {
-        self.outstanding() == 0
-    }
-
     /// Waits up to `timeout` for every record's delivery report.
     pub fn wait(&self, timeout: Duration) -> Waited {
         let c = &self.0;
