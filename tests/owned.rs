@@ -501,3 +501,92 @@ fn past_max_entities_checkpointed_cards_are_let_go_and_read_back_from_redis_exac
     let events: Vec<_> = first.into_iter().chain(second).collect();
     assert_windows_exact(&redis, &events);
 }
+
+/// A card's session as the events define it (`window/session.rs`): (events, duration ms,
+/// distinct merchants) of the session its last event is in, in production order (one
+/// partition per card, the generator's times never go back).
+fn reference_sessions(
+    events: &[verdict::demo::Transaction],
+    gap_ms: i64,
+) -> std::collections::HashMap<String, (u64, i64, usize)> {
+    let mut s: std::collections::HashMap<&str, (i64, i64, u64, std::collections::HashSet<&str>)> = Default::default();
+    for e in events {
+        let t = e.event_time;
+        match s.get_mut(e.card_id.as_str()) {
+            Some(x) if t <= x.1 + gap_ms => {
+                x.0 = x.0.min(t);
+                x.1 = x.1.max(t);
+                x.2 += 1;
+                x.3.insert(&e.merchant_id);
+            }
+            _ => {
+                s.insert(&e.card_id, (t, t, 1, [e.merchant_id.as_str()].into_iter().collect()));
+            }
+        }
+    }
+    s.into_iter().map(|(id, (start, last, n, d))| (id.to_string(), (n, last - start, d.len()))).collect()
+}
+
+#[test]
+fn a_session_window_redecides_identically_after_three_crashes_and_its_checkpoints_are_exact() {
+    let redis = RedisServer::start();
+    let (mock, mut cfg) = mock_setup(4);
+    with_redis(&mut cfg, &redis);
+    json_with_aggregates(&mut cfg);
+    // 20 s of event time without a card's event ends its session: the stream (~10 ms of
+    // event time per event over 50,000 cards) has busy cards that keep one and many that
+    // open new ones.
+    let gap_ms = 20_000;
+    cfg.enrich.entities[0].session = Some(verdict::enrich::config::SessionConfig { gap_s: 20, max_distinct: 1_000 });
+    let tail = DecisionTail::start(mock.bootstrap(), "decisions");
+    const EVENTS: u64 = 24_000;
+    let stream = Stream::start(mock.bootstrap(), 0, EVENTS, 1_000, 43);
+    for k in 0..3 {
+        let m = Metrics::new();
+        let p = Pipeline::start(&cfg, m.clone()).unwrap();
+        wait_progress(&m, 2_000, 2, Duration::from_secs(60));
+        assert!(stream.produced() < EVENTS, "the stream ended before crash {k}");
+        drop(p); // crash
+    }
+    let m = Metrics::new();
+    let p = Pipeline::start(&cfg, m.clone()).unwrap();
+    let events = stream.finish();
+    wait_all_decided(&mock, &tail, &redis, &cfg.kafka.group_id, &events, &[&m], Duration::from_secs(120));
+    assert!(p.shutdown(Duration::from_secs(30)).clean);
+
+    let rows = tail.settled_rows();
+    let session_values = |r: &DecisionRow| r.aggregates.iter().filter(|(n, _)| n.starts_with("session:card.")).count();
+    assert!(rows.iter().all(|r| session_values(r) == 4), "every decision carries the card's four session values");
+    let r = check_redecisions(&events, &rows);
+    assert!(r.copies > 0, "the crashes left events to decide again");
+    let continued = rows
+        .iter()
+        .filter(|r| r.aggregates.iter().any(|(n, v)| n == "session:card.events" && f64::from_bits(*v) > 0.0))
+        .count();
+    assert!(continued > 1_000 && continued < rows.len() - 1_000, "{continued} of {} continued a session", rows.len());
+
+    // The checkpointed sessions equal the reference for every card.
+    let spec = verdict::enrich::WindowSpec::of_entity(&cfg.enrich.entities[0], cfg.enrich.allowed_lateness_s);
+    let session = spec.session.unwrap();
+    let mut conn = redis.conn();
+    let reference = reference_sessions(&events, gap_ms);
+    for (card, (n, duration, distinct)) in &reference {
+        let state = verdict::enrich::owned::stored_state(&mut conn, "verdict", "events", 4, ("card", &spec), card)
+            .unwrap_or_else(|| panic!("card {card}: no checkpointed state"));
+        let last = state.newest_ms().unwrap();
+        let seen = state.session_seen(&session, last);
+        assert_eq!(
+            (seen.events, seen.duration_ms, seen.distinct),
+            (*n, *duration, *distinct as u64),
+            "card {card}: checkpointed session (events, duration ms, distinct merchants)"
+        );
+    }
+    assert_windows_exact(&redis, &events);
+    eprintln!(
+        "session window, crash ×3: {} events, {} decided again (all equal, session values included), {continued} \
+         decisions continued a session, {} cards' sessions compared",
+        events.len(),
+        r.events,
+        reference.len()
+    );
+}

@@ -165,3 +165,102 @@ fn parity_with(model: &str, per_row: bool) -> Vec<Vec<serde_json::Value>> {
     }
     rows
 }
+
+/// Session values (events, duration, time since start, distinct merchants of the card's
+/// current session) built by `verdict vectorize` equal `ops/model/features.py`'s, as f32
+/// bits, with sessions that continue, sessions that end after the gap, and late events.
+#[test]
+fn session_window_values_equal_the_python_reference_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    // The demo config with a 2-second session window on the card.
+    let mut config: toml::Table = std::fs::read_to_string(crate_path("config/demo.toml")).unwrap().parse().unwrap();
+    let card = &mut config["enrich"]["entities"].as_array_mut().unwrap()[0];
+    card.as_table_mut().unwrap().insert(
+        "session".into(),
+        toml::toml! { gap_s = 2
+        max_distinct = 4 }
+        .into(),
+    );
+    let config_file = dir.path().join("config.toml");
+    std::fs::write(&config_file, toml::to_string(&config).unwrap()).unwrap();
+    // The demo manifest with the four session values as inputs (vectorized, not scored).
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(crate_path("models/demo/manifest.json")).unwrap()).unwrap();
+    for v in ["events", "duration_s", "since_start_s", "distinct"] {
+        manifest["inputs"].as_array_mut().unwrap().push(serde_json::json!({
+            "name": format!("session_{v}"), "source": format!("session:card.{v}"), "kind": "number", "missing": {"default": -1.0}
+        }));
+    }
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::write(model.join("manifest.json"), manifest.to_string()).unwrap();
+    std::fs::copy(crate_path("models/demo/model.onnx"), model.join("model.onnx")).unwrap();
+
+    // 300 cards over 4,000 events and ~40 s of event time: a busy card's events come well
+    // inside the 2 s gap, a rare card's far outside it, so sessions both continue and end.
+    // Every 50th event is 1.5 s early (out of order, inside the demo's 60 s lateness), every
+    // other 50th 90 s early (late, not applied, unless the card's first event).
+    let mut g = Generator::new(5, 300, 1_764_000_000_000);
+    let mut lines = String::new();
+    for i in 0..4_000 {
+        let mut v: serde_json::Value = serde_json::from_slice(&g.next_event().to_json()).unwrap();
+        let shift = match i % 50 {
+            24 => 1_500,
+            49 => 90_000,
+            _ => 0,
+        };
+        v["event_time"] = (v["event_time"].as_i64().unwrap() - shift).into();
+        lines.push_str(&v.to_string());
+        lines.push('\n');
+    }
+    let file = dir.path().join("events.jsonl");
+    std::fs::write(&file, lines).unwrap();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_verdict"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["vectorize", "--config"])
+        .arg(&config_file)
+        .arg("--model")
+        .arg(&model)
+        .arg("--events")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let service: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let py = Command::new("python3")
+        .arg(crate_path("ops/model/features.py"))
+        .arg(model.join("manifest.json"))
+        .arg(&config_file)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
+    let python: Vec<Vec<serde_json::Value>> =
+        String::from_utf8(py.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(service.len(), 4_000);
+    assert_eq!(python.len(), 4_000);
+    let width = manifest["inputs"].as_array().unwrap().len();
+    let (mut continued, mut opened, mut capped) = (0, 0, 0);
+    for (s, p) in service.iter().zip(&python) {
+        assert!(s.get("error").is_none(), "{s}");
+        let row: Vec<serde_json::Value> = serde_json::from_value(s["row"].clone()).unwrap();
+        assert_eq!(row.len(), width);
+        assert!(
+            row.len() == p.len() && row.iter().zip(p).all(|(x, y)| same_cell(x, y)),
+            "line {}: verdict {row:?}\n python {p:?}",
+            s["line"]
+        );
+        let events = row[width - 4].as_f64().unwrap();
+        if events > 0.0 {
+            continued += 1;
+        } else {
+            opened += 1;
+        }
+        capped += usize::from(row[width - 1].as_f64().unwrap() == 4.0);
+    }
+    eprintln!("{continued} events continued a session, {opened} opened one, {capped} saw the distinct cap");
+    assert!(continued > 500 && opened > 500, "{continued} continued, {opened} opened");
+    assert!(capped > 0, "some sessions reach max_distinct");
+}

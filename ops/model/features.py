@@ -121,7 +121,7 @@ def _to_lane(v, lane: str, col: dict):
     return f32(float(v))
 
 
-ENRICHED_PREFIXES = ("window:", "feature:")
+ENRICHED_PREFIXES = ("window:", "session:", "feature:")
 
 
 def enriched_value(col: dict, enriched: dict) -> float:
@@ -255,6 +255,34 @@ def warm_up_ms(enrich: dict) -> int:
     return longest * 1000
 
 
+class SessionState:
+    """Mirrors src/enrich/window/session.rs: the entity's current session, which an event more
+    than `gap` after the session's latest event ends (a new one starts)."""
+
+    def __init__(self):
+        self.start: int | None = None
+        self.last: int | None = None
+        self.events = 0
+        self.values: set[str] = set()
+
+    def _continues(self, t: int, gap: int) -> bool:
+        return self.last is not None and t <= self.last + gap
+
+    def seen(self, t: int, gap: int):
+        """(events, duration ms, ms since start, distinct) before an event at t; zeros when it opens a session."""
+        if not self._continues(t, gap):
+            return 0, 0, 0, 0
+        return self.events, self.last - self.start, max(t - self.start, 0), len(self.values)
+
+    def apply(self, t: int, distinct, gap: int, cap: int) -> None:
+        if self._continues(t, gap):
+            self.start, self.last, self.events = min(self.start, t), max(self.last, t), self.events + 1
+        else:
+            self.start, self.last, self.events, self.values = t, t, 1, set()
+        if distinct and len(self.values) < cap:
+            self.values.add(distinct)
+
+
 class WindowFeatures:
     """Window values each event sees (before itself), exactly as verdict computes them.
     Online features (`feature:`) are not known offline: they come out missing."""
@@ -263,6 +291,13 @@ class WindowFeatures:
         self.enrich = enrich
         self.lateness = int(enrich.get("allowed_lateness_s", 60)) * 1000
         self.states: dict[tuple[str, str], dict[int, EntityState]] = {}
+        self.sessions: dict[tuple[str, str], SessionState] = {}
+        self.newest: dict[tuple[str, str], int] = {}
+
+    def __setstate__(self, state: dict) -> None:
+        """A pickle of an older version (no sessions) loads with empty session state."""
+        self.__dict__.update({"sessions": {}, "newest": {}})
+        self.__dict__.update(state)
 
     def warm(self, event: dict) -> None:
         """Adds the event to the windows without computing what it sees (a warm-up)."""
@@ -273,25 +308,45 @@ class WindowFeatures:
         t = event.get("event_time")
         for e in self.enrich.get("entities", []):
             windows = e.get("windows", [])
-            if not windows:
+            session = e.get("session")
+            if not windows and not session:
                 continue
             ident = lookup(event, e["key"])
             if ident is _MISSING or ident is None:
                 continue
-            # Each window has its bucket width (default: the entity's); windows of one width
-            # share a bucket series, kept as long as its longest window needs.
-            default_s = int(e.get("bucket_s", 60))
-            widths = [int(w.get("bucket_s", default_s)) * 1000 for w in windows]
-            sizes = [int(w["size_s"]) * 1000 for w in windows]
-            retention = {b: max(s for s, wb in zip(sizes, widths) if wb == b) + self.lateness + b for b in widths}
-            series = self.states.setdefault((e["name"], str(ident)), {b: EntityState() for b in retention})
-            if values:
-                self._values(out, e, windows, series, sizes, widths, t)
+            key = (e["name"], str(ident))
             value = _num(lookup(event, e["value_field"])) if e.get("value_field") else None
             dv = lookup(event, e["distinct_field"]) if e.get("distinct_field") else None
             dv = str(dv) if isinstance(dv, (str, int)) and not isinstance(dv, bool) else None
-            for bucket, one in series.items():
-                one.apply(t, value, dv, bucket, retention[bucket], self.lateness)
+            newest = self.newest.get(key)
+            late = newest is not None and t < newest - self.lateness
+            if windows:
+                # Each window has its bucket width (default: the entity's); windows of one width
+                # share a bucket series, kept as long as its longest window needs.
+                default_s = int(e.get("bucket_s", 60))
+                widths = [int(w.get("bucket_s", default_s)) * 1000 for w in windows]
+                sizes = [int(w["size_s"]) * 1000 for w in windows]
+                retention = {b: max(s for s, wb in zip(sizes, widths) if wb == b) + self.lateness + b for b in widths}
+                series = self.states.setdefault(key, {b: EntityState() for b in retention})
+                if values:
+                    self._values(out, e, windows, series, sizes, widths, t)
+                for bucket, one in series.items():
+                    one.apply(t, value, dv, bucket, retention[bucket], self.lateness)
+            if session:
+                gap = int(session["gap_s"]) * 1000
+                ss = self.sessions.setdefault(key, SessionState())
+                if values:
+                    n, duration, since_start, distinct = ss.seen(t, gap)
+                    prefix = f"session:{e['name']}."
+                    out[prefix + "events"] = float(n)
+                    out[prefix + "duration_s"] = duration / 1000.0
+                    out[prefix + "since_start_s"] = since_start / 1000.0
+                    out[prefix + "distinct"] = float(distinct)
+                if not late:
+                    # An empty value is no value (as in verdict).
+                    ss.apply(t, dv or None, gap, int(session.get("max_distinct", 1000)))
+            if not late:
+                self.newest[key] = t if newest is None else max(newest, t)
         return out
 
     @staticmethod

@@ -195,3 +195,36 @@ windows = [{ name = "1h", size_s = 3600, bucket_s = 300 }]
     let cfg = load_str(ok).expect("valid widths");
     assert_eq!(cfg.enrich.entities[0].widths_s().collect::<Vec<_>>(), vec![60, 3600]);
 }
+
+#[test]
+fn session_windows_are_checked_all_at_once_and_a_session_alone_is_an_entity_with_state() {
+    let toml = r#"
+[decode.fields]
+entity_key = "user_id"
+[model]
+dir = "models/demo"
+[[enrich.entities]]
+name = "user"
+key = "user_id"
+session = { gap_s = 0, max_distinct = 0 }
+[[enrich.entities]]
+name = "page"
+key = "page_id"
+ownership = "shared"
+session = { gap_s = 60 }
+"#;
+    let joined = load_str(toml).unwrap_err().join("\n");
+    for want in [
+        "enrich.entities[0].session.gap_s: must be > 0",
+        "enrich.entities[0].session.max_distinct: must be > 0",
+        "enrich.entities[1].session: session windows are for partition-owned entities",
+    ] {
+        assert!(joined.contains(want), "missing {want:?} in:\n{joined}");
+    }
+    let ok = "[decode.fields]\nentity_key = \"user_id\"\n[model]\ndir = \"models/demo\"\n[[enrich.entities]]\nname = \"user\"\nkey = \"user_id\"\nsession = { gap_s = 1800 }\n";
+    let cfg = load_str(ok).expect("a session window alone");
+    let user = &cfg.enrich.entities[0];
+    assert_eq!(user.session.as_ref().map(|s| (s.gap_s, s.max_distinct)), Some((1800, 1000)));
+    assert!(user.has_state() && user.state_width() == 4);
+    assert!(cfg.enrich.has_owned_windows());
+}

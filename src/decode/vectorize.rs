@@ -12,7 +12,7 @@ pub use crate::core::rows::{RowMut, Rows};
 use crate::error::DeadLetterReason;
 
 /// Prefixes of column sources produced by the enrich stage rather than read from the event.
-pub const ENRICHED_PREFIXES: [&str; 2] = ["window:", "feature:"];
+pub const ENRICHED_PREFIXES: [&str; 3] = ["window:", "session:", "feature:"];
 
 /// The manifest's input columns, compiled once.
 #[derive(Debug, Clone)]

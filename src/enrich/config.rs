@@ -139,6 +139,28 @@ pub struct EntityConfig {
     /// `feature_view:feature` names); unset: verdict's own hashes. README "Using Feast".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub feast: Option<super::feast::FeastSource>,
+    /// A session window (partition-owned entities): activity since the entity's current
+    /// session started, a session ending after `gap_s` without events. README "Enrichment: windows and online features".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionConfig>,
+}
+
+/// A session window: the entity's events since its session started, where a session ends
+/// after `gap_s` of event time without events.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Inactivity gap (s): an event more than this after the entity's latest one opens a
+    /// new session.
+    pub gap_s: u64,
+    /// Distinct values of the entity's `distinct_field` a session counts at most (the
+    /// count stops there; it bounds a session's memory).
+    #[serde(default = "default_max_distinct")]
+    pub max_distinct: u32,
+}
+
+fn default_max_distinct() -> u32 {
+    1_000
 }
 
 impl Default for EntityConfig {
@@ -158,6 +180,7 @@ impl Default for EntityConfig {
             features: vec!["chargebacks_90d".into(), "avg_amount_30d".into()],
             max_feature_age_s: 7 * 86_400,
             feast: None,
+            session: None,
         }
     }
 }
@@ -179,10 +202,26 @@ pub struct WindowConfig {
     pub bucket_s: Option<u64>,
 }
 
+/// Session values per entity with a session window: events, duration, time since start,
+/// distinct values.
+pub const SESSION_VALUES: usize = 4;
+
 impl EntityConfig {
     /// Each window's bucket width (s), in window order.
     pub fn widths_s(&self) -> impl Iterator<Item = u64> + '_ {
         self.windows.iter().map(|w| w.bucket_s.unwrap_or(self.bucket_s))
+    }
+
+    /// Whether the entity keeps event state (sliding windows or a session window).
+    pub fn has_state(&self) -> bool {
+        !self.windows.is_empty() || self.session.is_some()
+    }
+
+    /// How many values its windows produce: 6 per sliding window and `since_last_s` (when
+    /// it has any), then its session values; its online features come after them.
+    pub fn state_width(&self) -> usize {
+        let windows = if self.windows.is_empty() { 0 } else { self.windows.len() * 6 + 1 };
+        windows + if self.session.is_some() { SESSION_VALUES } else { 0 }
     }
 }
 
@@ -205,9 +244,7 @@ impl EnrichConfig {
         self.entities
             .iter()
             .enumerate()
-            .filter(|(_, ent)| {
-                ent.ownership == Ownership::Partition && !ent.windows.is_empty() && ent.key != record_key
-            })
+            .filter(|(_, ent)| ent.ownership == Ownership::Partition && ent.has_state() && ent.key != record_key)
             .map(|(i, ent)| {
                 format!(
                     "enrich.entities[{i}].ownership: '{}' is partition-owned, so its key ('{}') must be the field the \
@@ -222,7 +259,7 @@ impl EnrichConfig {
     /// Whether any entity keeps partition-owned windows.
     pub fn has_owned_windows(&self) -> bool {
         self.backend != Backend::Off
-            && self.entities.iter().any(|e| e.ownership == Ownership::Partition && !e.windows.is_empty())
+            && self.entities.iter().any(|e| e.ownership == Ownership::Partition && e.has_state())
     }
 
     /// Whether any entity keeps shared windows.
@@ -276,6 +313,21 @@ impl EnrichConfig {
                 if w.size_s == 0 || (width > 0 && w.size_s % width != 0) {
                     let of = if w.bucket_s.is_some() { "the window's bucket_s" } else { "bucket_s" };
                     e.push(format!("{p}.windows[{j}].size_s: must be a positive multiple of {of} ({width})"));
+                }
+            }
+            if let Some(session) = &ent.session {
+                if session.gap_s == 0 {
+                    e.push(format!("{p}.session.gap_s: must be > 0"));
+                }
+                if session.max_distinct == 0 {
+                    e.push(format!("{p}.session.max_distinct: must be > 0"));
+                }
+                if ent.ownership == Ownership::Shared {
+                    e.push(format!(
+                        "{p}.session: session windows are for partition-owned entities (one partition sees \
+                         all of the entity's events, in order); '{}' is shared",
+                        ent.name
+                    ));
                 }
             }
             if let Some(feast) = &ent.feast {

@@ -7,6 +7,8 @@
 //!
 //! * `window:{entity}.{window}.{count|sum|avg|min|max|distinct}` — before the event;
 //! * `window:{entity}.since_last_s` — seconds since the entity's previous event;
+//! * `session:{entity}.{events|duration_s|since_start_s|distinct}` — its current session
+//!   before the event (entities with a session window, `window/session.rs`);
 //! * `feature:{entity}.{name}` — online feature from Redis (missing or stale → the column's
 //!   missing policy, recorded in the decision's `defaults_used`).
 //!
@@ -43,7 +45,7 @@ pub use window::{EntityState, Update, WindowSpec};
 
 use cache::{FeatureCache, Generations, StateCache, Tokens};
 use plan::{compare_and_set, group, knows_values};
-use reply::{count, write_cached, write_seen, ReplyReader};
+use reply::{count, write_cached, write_seen, write_session, ReplyReader};
 
 pub use crate::core::event::{EntityInput, EntityPaths};
 use crate::core::field::FieldPath;
@@ -169,6 +171,9 @@ pub struct Enricher {
 
 const AGGS: [&str; 6] = ["count", "sum", "avg", "min", "max", "distinct"];
 
+/// A session window's values, in output order (`reply::write_session`).
+const SESSION_AGGS: [&str; config::SESSION_VALUES] = ["events", "duration_s", "since_start_s", "distinct"];
+
 impl Enricher {
     /// Builds the enricher and connects to its store by its URL alone, without `[redis]`
     /// security settings (tests, tools); the service uses [`Enricher::connect`].
@@ -194,6 +199,11 @@ impl Enricher {
             }
             if !e.windows.is_empty() {
                 names.push(format!("window:{}.since_last_s", e.name));
+            }
+            if e.session.is_some() {
+                for a in SESSION_AGGS {
+                    names.push(format!("session:{}.{a}", e.name));
+                }
             }
             for f in &e.features {
                 names.push(format!("feature:{}.{f}", e.name));
@@ -269,7 +279,7 @@ impl Enricher {
         self.entities
             .iter()
             .enumerate()
-            .filter(|(_, e)| e.cfg.ownership == Ownership::Partition && !e.cfg.windows.is_empty())
+            .filter(|(_, e)| e.cfg.ownership == Ownership::Partition && e.cfg.has_state())
             .map(|(index, e)| owned::OwnedEntity {
                 index,
                 name: e.cfg.name.clone(),
@@ -370,6 +380,10 @@ impl Enricher {
                         count(&mut stats, seen.applied, seen.late);
                         let e = &self.entities[g.entity_idx];
                         write_seen(&mut out[ev * width + e.first..], &seen.windows, seen.since_last_ms);
+                        if e.cfg.session.is_some() {
+                            let at = ev * width + e.first + e.cfg.state_width() - config::SESSION_VALUES;
+                            write_session(&mut out[at..], &seen.session);
+                        }
                     }
                 }
             }

@@ -102,7 +102,7 @@ pub(super) fn group<'a>(entities: &'a [Entity], reqs: &'a [Request<'a>]) -> Vec<
                     entity: &e.cfg.name,
                     id,
                     spec: &e.spec,
-                    windows: !e.cfg.windows.is_empty(),
+                    windows: e.cfg.has_state(),
                     features: &e.cfg.features,
                     all_features: &e.cfg.features,
                     max_age_ms: i64::try_from(e.cfg.max_feature_age_s).unwrap_or(i64::MAX).saturating_mul(1000),

@@ -66,6 +66,15 @@ pub(super) fn count(stats: &mut BatchStats, applied: bool, late: bool) {
     }
 }
 
+/// Writes an event's session values (events, duration_s, since_start_s, distinct) at the
+/// entity's session offset (after its sliding windows' values).
+pub(super) fn write_session(slot: &mut [Option<f64>], s: &window::SessionSeen) {
+    slot[0] = Some(s.events as f64);
+    slot[1] = Some(s.duration_ms as f64 / 1000.0);
+    slot[2] = Some(s.since_start_ms as f64 / 1000.0);
+    slot[3] = Some(s.distinct as f64);
+}
+
 /// Writes one event's window values (6 per window, then since_last) at the entity's offset.
 pub(super) fn write_seen(slot: &mut [Option<f64>], windows: &[window::WindowAggs], since_last_ms: Option<i64>) {
     let mut i = 0;
@@ -98,7 +107,7 @@ pub(super) fn write_features(
     width: usize,
     out: &mut [Option<f64>],
 ) {
-    let first = e.first + if e.cfg.windows.is_empty() { 0 } else { e.cfg.windows.len() * 6 + 1 };
+    let first = e.first + e.cfg.state_width();
     for &ev in events {
         out[ev * width + first..ev * width + first + values.len()].copy_from_slice(values);
     }
@@ -133,7 +142,7 @@ fn parse_reply(
     if reply.len() < nf {
         return Err(short(nf));
     }
-    let feature_first = e.first + if e.cfg.windows.is_empty() { 0 } else { e.cfg.windows.len() * 6 + 1 };
+    let feature_first = e.first + e.cfg.state_width();
     if g.cached.is_some() {
         write_cached(g, e, width, out);
     } else {

@@ -22,7 +22,8 @@
 //! in Redis as a msgpack blob (`msgpack.rs`), fenced per source partition and followed
 //! from the script's answers (`shared.rs`). Partition-owned entities are applied here with
 //! [`EntityState::apply_owned`] (`owned.rs`, no fence) and checkpointed as deltas of a
-//! Redis hash (`delta.rs`). Buckets are kept sorted in a deque (`buckets.rs`).
+//! Redis hash (`delta.rs`). Buckets are kept sorted in a deque (`buckets.rs`). A
+//! partition-owned entity can also keep a session window (`session.rs`).
 
 use std::collections::HashMap;
 
@@ -34,11 +35,13 @@ mod exact;
 mod msgpack;
 mod owned;
 mod running;
+mod session;
 mod shared;
 
 use buckets::{Bucket, Buckets};
 pub use delta::Delta;
 pub use owned::OwnedSeen;
+pub use session::{SessionSeen, SessionSpec};
 
 /// A window state or a store reply this code cannot follow (a protocol error).
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +88,8 @@ pub struct WindowSpec {
     window_series: Vec<usize>,
     /// Per series, finest first.
     series: Vec<Series>,
+    /// The entity's session window, if it has one.
+    pub session: Option<SessionSpec>,
 }
 
 /// One bucket series: its width, how long its buckets are kept, and how many that is.
@@ -132,7 +137,13 @@ impl WindowSpec {
                 Series { width, retention, most }
             })
             .collect();
-        Self { bucket_ms: widths[0], sizes_ms, lateness_ms, window_series, series }
+        Self { bucket_ms: widths[0], sizes_ms, lateness_ms, window_series, series, session: None }
+    }
+
+    /// The same spec with a session window.
+    pub fn with_session(mut self, session: SessionSpec) -> Self {
+        self.session = Some(session);
+        self
     }
 
     /// The spec for a config in seconds, one width for all windows; values beyond the i64
@@ -144,12 +155,31 @@ impl WindowSpec {
     /// The spec of an entity's windows, each with its own width.
     pub fn of_entity(e: &super::config::EntityConfig, lateness_s: u64) -> Self {
         let widths: Vec<i64> = e.widths_s().map(ms).collect();
-        Self::with_widths(e.windows.iter().map(|w| ms(w.size_s)).collect(), &widths, ms(lateness_s))
+        let spec = Self::with_widths(e.windows.iter().map(|w| ms(w.size_s)).collect(), &widths, ms(lateness_s));
+        match &e.session {
+            Some(s) => spec.with_session(SessionSpec {
+                gap_ms: ms(s.gap_s),
+                max_distinct: usize::try_from(s.max_distinct).unwrap_or(usize::MAX),
+            }),
+            None => spec,
+        }
     }
 
-    /// How long state must be kept: the longest series retention (also the Redis TTL).
+    /// How long state must be kept: the longest series retention, and with a session the
+    /// gap plus lateness (a later event opens a new session); also the Redis TTL.
     pub fn retention_ms(&self) -> i64 {
-        self.series.iter().map(|s| s.retention).max().unwrap_or(0)
+        let session = self.session.map_or(0, |s| s.gap_ms.saturating_add(self.lateness_ms));
+        self.series.iter().map(|s| s.retention).max().unwrap_or(0).max(session)
+    }
+
+    /// How many values the sliding windows produce per event (6 per window and
+    /// `since_last_s`; none without windows): the session's values come after them.
+    pub fn window_values(&self) -> usize {
+        if self.sizes_ms.is_empty() {
+            0
+        } else {
+            self.sizes_ms.len() * 6 + 1
+        }
     }
 
     /// Whether every window uses one width (the shared path's requirement).
@@ -234,6 +264,9 @@ pub struct Seen {
     pub late: bool,
     /// Applying it expired the entity's oldest buckets.
     pub pruned: bool,
+    /// Its session before it (zeros without a session window; kept in process only: the
+    /// shared path's Redis state has no sessions, which config validation keeps there).
+    pub session: SessionSeen,
 }
 
 /// Window state of one entity. Equality covers what is pending for the next delta too.
@@ -256,6 +289,8 @@ pub struct EntityState {
     running: running::Running,
     /// At or below the finest bucket of every distinct value (a cache).
     values_floor: Floor,
+    /// The current session (entities with a session window).
+    session: Option<session::Session>,
 }
 
 /// A lower bound on the distinct values' buckets: when the oldest series bucket is still
@@ -351,7 +386,11 @@ impl EntityState {
         let replay = self.fence.get(u.fence_key).is_some_and(|&f| u.offset <= f);
         let late = !replay && self.is_late(spec, u.time_ms);
         let applied = !replay && !late;
+        let session = spec.session.map(|s| self.session_seen(&s, u.time_ms)).unwrap_or_default();
         let pruned = applied && self.add(spec, u.time_ms, u.value, u.distinct, prior);
+        if let (Some(s), true) = (&spec.session, applied) {
+            self.session_add(s, u.time_ms, u.distinct);
+        }
         if !replay {
             match self.fence.get_mut(u.fence_key) {
                 Some(f) => *f = u.offset,
@@ -360,7 +399,7 @@ impl EntityState {
                 }
             }
         }
-        Seen { windows, since_last_ms, applied, late, pruned }
+        Seen { windows, since_last_ms, applied, late, pruned, session }
     }
 
     /// Time since the newest applied event, for an event at `t`.
@@ -384,6 +423,14 @@ impl EntityState {
         distinct: Option<&str>,
         prior: Option<Option<i64>>,
     ) -> bool {
+        if spec.sizes_ms.is_empty() {
+            // A session window alone: no buckets, only the newest time (for lateness).
+            if self.newest_ms.is_none_or(|n| t > n) {
+                self.newest_ms = Some(t);
+                self.track.newest_changed();
+            }
+            return false;
+        }
         let start = bucket_start(t, spec.bucket());
         if self.coarse.len() + 1 < spec.series.len() {
             self.coarse.resize_with(spec.series.len() - 1, Buckets::default);

@@ -12,6 +12,8 @@
 //! - `features.ENTITY.NAME`: an online feature (`feature:ENTITY.NAME` in the manifest);
 //! - `windows.ENTITY["10m"].count` (or `.sum .avg .min .max .distinct`),
 //!   `windows.ENTITY.since_last_s`: window aggregates (before the current event);
+//! - `sessions.ENTITY.events` (or `.duration_s .since_start_s .distinct`): the entity's
+//!   session before the current event;
 //! - `lists.NAME`: a named list, only on the right of `in`.
 //!
 //! A value that is absent (missing field, no previous event, missing feature) is `null`.

@@ -10,7 +10,7 @@ use super::ack::{Checkpoints, Mark};
 use super::slot::{Entry, Held, Slot};
 use super::store::{entity_key, Store};
 use super::Partitions;
-use crate::enrich::reply::write_seen;
+use crate::enrich::reply::{write_seen, write_session};
 use crate::enrich::window::{EntityState, WindowAggs};
 use crate::enrich::{EnrichError, Request};
 use crate::envelope::{AfterAck, Turn};
@@ -234,6 +234,10 @@ impl OwnedWindows {
                     entry.state.aggregates_running(&e.spec, req.time_ms, &mut self.aggs);
                     let since = entry.state.newest_ms().map(|n| req.time_ms.saturating_sub(n).max(0));
                     write_seen(&mut out.values[r * out.width + e.first..], &self.aggs, since);
+                    if let Some(s) = &e.spec.session {
+                        let at = r * out.width + e.first + e.spec.window_values();
+                        write_session(&mut out.values[at..], &entry.state.session_seen(s, req.time_ms));
+                    }
                     continue;
                 }
                 let seen = entry.state.apply_owned(&e.spec, req.time_ms, input.value, distinct, &mut self.aggs);
@@ -246,6 +250,10 @@ impl OwnedWindows {
                     applied.late += 1;
                 }
                 write_seen(&mut out.values[r * out.width + e.first..], &self.aggs, seen.since_last_ms);
+                if e.spec.session.is_some() {
+                    let at = r * out.width + e.first + e.spec.window_values();
+                    write_session(&mut out.values[at..], &seen.session);
+                }
             }
             held.clock_ms = Some(held.clock_ms.map_or(req.time_ms, |c| c.max(req.time_ms)));
         }

@@ -121,7 +121,7 @@ impl Partitions {
             let layouts: Vec<(&str, bool)> = cfg
                 .entities
                 .iter()
-                .filter(|e| !e.windows.is_empty())
+                .filter(|e| e.has_state())
                 .map(|e| (e.name.as_str(), e.ownership == super::Ownership::Partition))
                 .collect();
             store.check_layout(&cfg.key_prefix, &layouts)?;

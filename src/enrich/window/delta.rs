@@ -11,6 +11,8 @@
 //! * `b<width>:<start>` → a bucket of the series of that width (ms), same bytes; fields of a
 //!   width the config no longer has are not loaded (and are deleted by the next delta).
 //! * `d:<value>` → start of the value's latest bucket in the finest series, decimal ASCII.
+//! * `s` → the entity's session (`session.rs`): start, last (i64), events (u64), little
+//!   endian, then each distinct value as a u32 length and its bytes; rewritten whole.
 //!
 //! Tracking costs what changed, not the history: a bucket or value is listed once, when it
 //! first changes after a delta (its `dirty` flag says it is listed); expired buckets and
@@ -32,6 +34,8 @@ pub(super) struct Tracking {
     /// Never records (an in-process state that is not checkpointed).
     never: bool,
     newest: bool,
+    /// The session changed.
+    session: bool,
     /// The hash has the finest width (`w`) of this state's spec.
     pub(super) width_stored: bool,
     /// (series, start) of buckets flagged dirty, each once.
@@ -78,6 +82,11 @@ impl Tracking {
         self.newest |= self.on;
     }
 
+    /// The session changed.
+    pub(super) fn session_changed(&mut self) {
+        self.session |= self.on;
+    }
+
     /// Bucket `start` of series `k` expired.
     pub(super) fn bucket_dropped(&mut self, k: usize, start: i64) {
         if self.on {
@@ -94,6 +103,7 @@ impl Tracking {
 
     fn is_empty(&self) -> bool {
         !self.newest
+            && !self.session
             && self.stale.is_empty()
             && self.buckets.is_empty()
             && self.values.is_empty()
@@ -246,6 +256,16 @@ impl EntityState {
                 out.set.push((f, val));
             }
         }
+        if std::mem::take(&mut track.session) {
+            let mut val = out.buffer();
+            if self.encode_session(&mut val) {
+                let f = out.field(b"s", |_| {});
+                out.set.push((f, val));
+            } else {
+                out.spare.push(val);
+            }
+        }
+        let track = &mut self.track;
         if !track.width_stored && !out.is_empty() {
             track.width_stored = true;
             let f = out.field(b"w", |_| {});
@@ -273,6 +293,9 @@ impl EntityState {
             match name {
                 b"n" => st.newest_ms = Some(parse_i64(v).ok_or(bad("field n (newest)"))?),
                 b"w" => width = Some(parse_i64(v).ok_or(bad("field w (finest width)"))?),
+                b"s" if spec.session.is_some() => {
+                    st.session = Some(super::session::decode_session(v).ok_or(bad("field s (session)"))?)
+                }
                 [b'b', rest @ ..] if rest.contains(&b':') => {
                     let colon = rest.iter().position(|&c| c == b':').expect("contains ':'");
                     let (w, start) = (&rest[..colon], &rest[colon + 1..]);

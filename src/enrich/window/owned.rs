@@ -2,7 +2,7 @@
 //! replays restart from a checkpoint of it, so there is no fence, and nothing is allocated
 //! per event (a distinct value's key once, the first time the entity sees it).
 
-use super::{EntityState, WindowAggs, WindowSpec};
+use super::{EntityState, SessionSeen, WindowAggs, WindowSpec};
 
 /// What an event saw of a partition-owned state and what happened to it; its windows go to
 /// the caller's buffer.
@@ -14,6 +14,8 @@ pub struct OwnedSeen {
     pub applied: bool,
     /// Dropped as later than the allowed lateness.
     pub late: bool,
+    /// Its session before it (zeros without a session window).
+    pub session: SessionSeen,
 }
 
 impl EntityState {
@@ -33,9 +35,13 @@ impl EntityState {
         self.aggregates_running(spec, time_ms, out);
         let since_last_ms = self.since_last(time_ms);
         let late = self.is_late(spec, time_ms);
+        let session = spec.session.map(|s| self.session_seen(&s, time_ms)).unwrap_or_default();
         if !late {
             self.add(spec, time_ms, value, distinct, None);
+            if let Some(s) = &spec.session {
+                self.session_add(s, time_ms, distinct);
+            }
         }
-        OwnedSeen { since_last_ms, applied: !late, late }
+        OwnedSeen { since_last_ms, applied: !late, late, session }
     }
 }

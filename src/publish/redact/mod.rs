@@ -33,7 +33,7 @@ use crate::core::manifest::{InputColumn, Lane};
 pub const DLQ_REDACTED: &str = "verdict.dlq.redacted";
 
 /// Enriched model-input sources: not event fields, so not redacted here.
-const ENRICHED: [&str; 2] = ["window:", "feature:"];
+const ENRICHED: [&str; 3] = ["window:", "session:", "feature:"];
 
 /// The redaction configuration is wrong: every problem, each naming its key.
 #[derive(Debug, thiserror::Error)]

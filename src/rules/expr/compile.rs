@@ -35,13 +35,14 @@ pub enum CompileError {
     /// A name that is not score, event, features, windows or lists.
     #[error(
         "unknown name '{0}' (use score, event.<path>, features.<entity>.<name>, \
-         windows.<entity>[\"<window>\"].<agg>, windows.<entity>.since_last_s, lists.<name>)"
+         windows.<entity>[\"<window>\"].<agg>, windows.<entity>.since_last_s, sessions.<entity>.<value>, \
+         lists.<name>)"
     )]
     UnknownName(String),
     /// A feature or window aggregate the enricher does not provide.
     #[error("unknown {what} '{name}'")]
     UnknownEnriched {
-        /// "feature" or "window aggregate".
+        /// "feature", "window aggregate" or "session value".
         what: &'static str,
         /// The name without its `feature:` / `window:` prefix.
         name: String,
@@ -151,6 +152,7 @@ impl Compiler<'_> {
             "windows" if segs.len() == 3 || segs.len() == 4 => {
                 self.enriched(format!("window:{}", segs[1..].join(".")), "window aggregate")
             }
+            "sessions" if segs.len() == 3 => self.enriched(format!("session:{}.{}", segs[1], segs[2]), "session value"),
             "lists" => Err(CompileError::ListOutsideIn(joined)),
             _ => Err(CompileError::UnknownName(joined)),
         }

@@ -5,7 +5,11 @@ use super::*;
 fn names() -> Names {
     Names {
         event_paths: vec![],
-        enriched: vec!["window:card.10m.count".into(), "feature:card.chargebacks_90d".into()],
+        enriched: vec![
+            "window:card.10m.count".into(),
+            "feature:card.chargebacks_90d".into(),
+            "session:user.events".into(),
+        ],
         lists: vec!["deny".into()],
     }
 }
@@ -21,7 +25,7 @@ fn eval(src: &str, fields: &[(&str, FieldValue)], score: f64) -> Result<FieldVal
     }
     let deny: Arc<HashSet<String>> = Arc::new(["c-1".to_string(), "42".to_string()].into_iter().collect());
     let lists = [deny];
-    let enriched = [Some(7.0), None];
+    let enriched = [Some(7.0), None, Some(3.0)];
     let scope = Scope { score, fields: &values, enriched: &enriched, lists: &lists };
     node.eval(&scope).map(|v| match v {
         Val::Null => FieldValue::Null,
@@ -70,6 +74,7 @@ fn every_operator() {
     assert!(t("event.country > 'A'"));
     assert!(t("windows.card['10m'].count == 7.0"));
     assert!(t("features.card.chargebacks_90d == null"));
+    assert!(t("sessions.user.events == 3.0"));
 }
 
 #[test]
@@ -88,6 +93,7 @@ fn unknown_names_are_rejected_with_the_name() {
     for (src, needle) in [
         ("features.card.nope > 1", "unknown feature 'card.nope'"),
         ("windows.card['5m'].count > 1", "unknown window aggregate 'card.5m.count'"),
+        ("sessions.user.pages > 1", "unknown session value 'user.pages'"),
         ("event.x in lists.allow", "unknown list 'allow'"),
         ("amount > 1", "unknown name 'amount'"),
         ("lists.deny", "only be used on the right of `in`"),
