@@ -197,6 +197,7 @@ fn decision(hits: bool) -> Decision {
         rules_version: Arc::from(if hits { "9f2c4e1a7b3d5f60" } else { "" }),
         review_priority: if hits { Some(40) } else { None },
         fallback: false,
+        top: Vec::new(),
     }
 }
 
@@ -246,6 +247,7 @@ fn main() {
             action: Action::Approve,
         }),
         redelivery: false,
+        top: Default::default(),
     };
     let cases: &'static [Case] = Box::leak(Box::new(cases));
     println!(

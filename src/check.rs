@@ -102,7 +102,9 @@ pub fn check(cfg: &Config, known: &[String]) -> Vec<String> {
     if !cfg.rules.file.is_empty() && !has("rules") {
         match &names {
             Some(names) => {
-                if let Err(errors) = verdict::rules::RuleSet::load(std::path::Path::new(&cfg.rules.file), names) {
+                let classes = spec.as_ref().map(|s| &s.manifest.classes[..]).unwrap_or_default();
+                let names = verdict::rules::readable_names(names, classes);
+                if let Err(errors) = verdict::rules::RuleSet::load(std::path::Path::new(&cfg.rules.file), &names) {
                     out.extend(errors.into_iter().map(|e| format!("rules.file: {e}")));
                 }
             }

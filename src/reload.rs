@@ -132,6 +132,9 @@ struct Specs(Arc<ModelSpec>, Option<Arc<ModelSpec>>, Option<Arc<ModelSpec>>);
 pub struct ModelReloader {
     cfg: ModelConfig,
     enriched: Vec<String>,
+    /// The serving model's classes (a multi-output model's; empty otherwise): a new version
+    /// must keep them.
+    classes: Vec<String>,
     slots: Arc<ModelSlots>,
     metrics: Arc<Metrics>,
     serving: Mutex<(String, String)>,
@@ -182,9 +185,12 @@ impl ModelReloader {
         for r in ["applied", "rejected"] {
             metrics.model_reloads.with_label_values(&[r]);
         }
+        // The serving model was loaded from this directory a moment ago: its classes.
+        let classes = ModelSpec::from_config(cfg).map(|s| s.manifest.classes).unwrap_or_default();
         Self {
             cfg: cfg.clone(),
             enriched: enriched.to_vec(),
+            classes,
             slots,
             metrics,
             serving: Mutex::new((name.to_string(), version.to_string())),
@@ -346,6 +352,13 @@ impl ModelReloader {
     #[allow(clippy::type_complexity)]
     fn load(&self) -> Result<(Vec<ModelBundle>, String, String, String), ScoreError> {
         let spec = Arc::new(ModelSpec::from_config(&self.cfg)?);
+        if spec.manifest.classes != self.classes {
+            return Err(ScoreError::Mismatch(format!(
+                "its classes {:?} differ from the serving model's {:?}: rules (scores.<class>) and decision \
+                 records name them, so a restart is needed to change them",
+                spec.manifest.classes, self.classes
+            )));
+        }
         let vectorizer =
             Vectorizer::new(&spec.manifest, &self.enriched).map_err(|e| ScoreError::Mismatch(e.to_string()))?;
         let env = crate::score::init_runtime(self.cfg.ort_library.as_deref())?;

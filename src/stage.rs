@@ -110,6 +110,10 @@ pub struct StagedBatch {
     pub checked: Option<(Instant, Duration)>,
     /// Per decoded event, the model's score (NaN when late) (Score).
     pub scores: Vec<f32>,
+    /// A multi-output model's classes (empty for a one-score model) (Score).
+    pub classes: Arc<crate::core::decision::Classes>,
+    /// Per decoded event, `classes.len()` class scores (NaN when late) (Score).
+    pub class_scores: Vec<f32>,
     /// Per decoded event, the shadow model's score if it scored it (Score).
     pub shadow_scores: Vec<Option<f32>>,
     /// Name and version of the shadow model that scored (Score).
@@ -150,6 +154,8 @@ impl StagedBatch {
             late: Vec::new(),
             checked: None,
             scores: Vec::new(),
+            classes: Arc::default(),
+            class_scores: Vec::new(),
             shadow_scores: Vec::new(),
             shadow_model: None,
             trial_scores: Vec::new(),
@@ -177,6 +183,7 @@ impl StagedBatch {
         self.late.clear();
         self.checked = None;
         self.scores.clear();
+        self.class_scores.clear();
         self.shadow_scores.clear();
         self.shadow_model = None;
         self.trial_scores.clear();
@@ -231,6 +238,12 @@ impl StagedBatch {
     /// Whether event `i` (batch order, not decoded order) is a re-decision.
     pub fn is_redelivered(&self, i: usize) -> bool {
         self.redelivered.get(i).copied().unwrap_or(false)
+    }
+
+    /// Decoded event `k`'s class scores (a multi-output model; empty otherwise).
+    pub fn class_row(&self, k: usize) -> &[f32] {
+        let w = self.classes.len();
+        self.class_scores.get(k * w..(k + 1) * w).unwrap_or(&[])
     }
 
     /// Whether decoded event `k` is decided without the model.

@@ -65,6 +65,8 @@ pub struct Offline {
     decide: Option<Decide>,
     vectorizer: Vectorizer,
     enriched_names: Vec<String>,
+    /// What rules can read besides event fields (enrichment names, then class scores).
+    rule_names: Vec<String>,
     staged: StagedBatch,
     rules: Arc<LiveRules>,
     topic: Arc<str>,
@@ -97,6 +99,7 @@ impl Offline {
         }
         let enricher = Enricher::new(&enrich_cfg)?;
         let enriched_names = enricher.names().to_vec();
+        let rule_names = crate::rules::readable_names(&enriched_names, &spec.manifest.classes);
         let vectorizer = Vectorizer::new(&spec.manifest, enricher.names()).map_err(OfflineError::Columns)?;
         let mut schemas = LocalSchemas::load(&cfg.decode.avro_schemas).map_err(OfflineError::Schemas)?;
         if let Some((id, schema)) = extra {
@@ -127,6 +130,7 @@ impl Offline {
             decide: None,
             vectorizer,
             enriched_names,
+            rule_names,
             staged: StagedBatch::new(rows.clone()),
             rules: Arc::new(LiveRules { lists: empty.initial_lists.clone(), set: Arc::new(empty) }),
             topic: Arc::from("offline"),
@@ -256,7 +260,8 @@ fn offline_for(cfg: &Config, score: bool, schema: Option<apache_avro::Schema>) -
 }
 
 /// Reads the events in `events` (JSON lines or an Avro container file), writes one JSON
-/// object per event to `out`: `{"line", "event_id", "row": [..] (null = NaN), "score"?}` or
+/// object per event to `out`: `{"line", "event_id", "row": [..] (null = NaN), "score"?,
+/// "classes"?}` (a multi-output model's class scores, in its class order) or
 /// `{"line", "error", "reason"}` (`line` counts records in a container file).
 pub fn run(cfg: &Config, events: &Path, score: bool, out: &mut dyn Write) -> Result<(), OfflineError> {
     let (payloads, schema) = payloads(events)?;
@@ -274,6 +279,9 @@ pub fn run(cfg: &Config, events: &Path, score: bool, out: &mut dyn Write) -> Res
                 });
                 if let Some(&s) = b.scores.first() {
                     obj["score"] = serde_json::json!(s);
+                }
+                if !b.classes.is_empty() {
+                    obj["classes"] = serde_json::json!(b.class_row(0));
                 }
                 obj
             }
@@ -298,7 +306,7 @@ pub fn check_rules(
         None => (Vec::new(), None),
     };
     let mut off = offline_for(cfg, events.is_some(), schema)?;
-    let set = match RuleSet::load(rules, off.enriched_names()) {
+    let set = match RuleSet::load(rules, &off.rule_names) {
         Ok(s) => s,
         Err(errors) => {
             writeln!(out, "{} problem(s) in {}:", errors.len(), rules.display())?;

@@ -264,3 +264,40 @@ fn session_window_values_equal_the_python_reference_bit_for_bit() {
     assert!(continued > 500 && opened > 500, "{continued} continued, {opened} opened");
     assert!(capped > 0, "some sessions reach max_distinct");
 }
+
+/// A multi-output model (`tests/data/multi-output`: a softmax over five classes) scores every
+/// class exactly as onnxruntime in Python does, as f32 bits; the event's score is the best.
+#[test]
+fn a_multi_output_models_class_scores_equal_onnxruntime_python_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.jsonl");
+    let mut g = Generator::new(17, 2_000, 1_764_000_000_000);
+    let lines: String = (0..2_000).map(|_| String::from_utf8(g.next_event().to_json()).unwrap() + "\n").collect();
+    std::fs::write(&file, lines).unwrap();
+    let service = vectorize("tests/data/multi-output", &file);
+    let py = Command::new("python3")
+        .arg(crate_path("ops/model/features.py"))
+        .arg(crate_path("tests/data/multi-output/manifest.json"))
+        .arg(crate_path("config/demo.toml"))
+        .arg(&file)
+        .arg("--score")
+        .output()
+        .unwrap();
+    assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
+    let python: Vec<serde_json::Value> =
+        String::from_utf8(py.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!((service.len(), python.len()), (2_000, 2_000));
+    let mut best = [0usize; 5];
+    for (s, p) in service.iter().zip(&python) {
+        let ours: Vec<f32> = serde_json::from_value(s["classes"].clone()).unwrap();
+        let theirs: Vec<f64> = serde_json::from_value(p["classes"].clone()).unwrap();
+        assert_eq!(ours.len(), 5, "line {}: {s}", s["line"]);
+        for (a, b) in ours.iter().zip(&theirs) {
+            assert_eq!(a.to_bits(), (*b as f32).to_bits(), "line {}: class scores {ours:?} vs {theirs:?}", s["line"]);
+        }
+        let top = ours.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        assert_eq!((s["score"].as_f64().unwrap() as f32).to_bits(), top.to_bits(), "the score is the best class's");
+        best[ours.iter().position(|&x| x == top).unwrap()] += 1;
+    }
+    assert!(best.iter().filter(|&&n| n > 0).count() >= 4, "the classes take turns: {best:?}");
+}

@@ -369,7 +369,8 @@ class WindowFeatures:
 def main(argv: list[str]) -> None:
     """python3 features.py MANIFEST.json CONFIG.toml EVENTS.jsonl [--score [--per-row]]: one JSON row per
     event (null for NaN; ints for int64 columns, strings for string columns), computed as
-    verdict computes them; with --score, {"row", "score"}
+    verdict computes them; with --score, {"row", "score"} (and "classes", every class score, for a
+    multi-output model)
     where the score comes from onnxruntime (one intra-op thread, like verdict)."""
     import os
     import tomllib
@@ -378,7 +379,7 @@ def main(argv: list[str]) -> None:
         enrich = tomllib.load(f).get("enrich")
     events = [json.loads(line) for line in open(argv[3]) if line.strip()]
     out = rows(events, manifest, enrich)
-    scores = None
+    scores = classes = None
     if "--score" in argv:
         import numpy as np
         import onnxruntime as ort
@@ -394,10 +395,21 @@ def main(argv: list[str]) -> None:
                                     for i in range(len(out))])
         else:
             probs = sess.run([manifest["output_name"]], graph_feed(out, manifest))[0]
-        scores = probs[:, manifest.get("positive_index", 1)] if probs.ndim == 2 and probs.shape[1] > 1 else probs.reshape(-1)
+        if manifest.get("classes"):
+            # A multi-output model: every class score; the decision's score is the best.
+            classes = probs
+            scores = probs.max(axis=1)
+        else:
+            classes = None
+            scores = probs[:, manifest.get("positive_index", 1)] if probs.ndim == 2 and probs.shape[1] > 1 else probs.reshape(-1)
     for i, row in enumerate(out):
         r = [None if isinstance(v, float) and math.isnan(v) else v for v in row]
-        print(json.dumps(r if scores is None else {"row": r, "score": float(scores[i])}))
+        if scores is None:
+            print(json.dumps(r))
+        elif classes is None:
+            print(json.dumps({"row": r, "score": float(scores[i])}))
+        else:
+            print(json.dumps({"row": r, "score": float(scores[i]), "classes": [float(c) for c in classes[i]]}))
 
 
 if __name__ == "__main__":

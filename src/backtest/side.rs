@@ -97,7 +97,7 @@ impl Side {
         let scorer = OnnxScorer::load(&spec, init_runtime(cfg.model.ort_library.as_deref())?)?.0;
         let score = Score::new(scorer, rows.clone(), metrics.clone(), Abort::default());
         let set = match rules {
-            Some(p) => RuleSet::load(p, enriched)
+            Some(p) => RuleSet::load(p, &crate::rules::readable_names(enriched, &spec.manifest.classes))
                 .map_err(|e| BacktestError::Rules(format!("{}: {}", p.display(), e.join("; "))))?,
             None => RuleSet::empty(),
         };

@@ -37,9 +37,22 @@ pub struct Manifest {
     pub graph_inputs: Vec<GraphInput>,
     /// Graph output holding probabilities.
     pub output_name: String,
-    /// Column of `output_name` that is the positive-class probability (ignored for 1-D outputs).
+    /// Column of `output_name` that is the positive-class probability (ignored for 1-D outputs
+    /// and for multi-output models).
     #[serde(default = "one")]
     pub positive_index: usize,
+    /// A multi-output model: the names of `output_name`'s columns, in order (content
+    /// categories, items, offers), one score each. The decision's score is then the highest
+    /// of them, the record carries the `top_k` best at or above `min_score`, and rules read
+    /// each as `scores.<name>`. Empty: one positive-class probability.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<String>,
+    /// Multi-output models: how many of the best classes a decision carries (1: argmax).
+    #[serde(default = "one")]
+    pub top_k: usize,
+    /// Multi-output models: a class is carried only with at least this score.
+    #[serde(default)]
+    pub min_score: f32,
     /// Execution providers in order of preference, e.g. `["tensorrt","cuda","cpu"]`.
     #[serde(default = "cpu_only")]
     pub execution_providers: Vec<String>,
@@ -317,7 +330,33 @@ impl Manifest {
         if self.execution_providers.is_empty() {
             p.push("execution_providers: at least one is required".into());
         }
+        p.extend(self.class_problems());
         p.extend(super::test_vector::problems(self));
+        p
+    }
+
+    /// A multi-output model's classes: unique names usable in rules (`scores.<name>`), and a
+    /// `top_k` / `min_score` that can be met.
+    fn class_problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (i, c) in self.classes.iter().enumerate() {
+            if c.is_empty() || !c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') {
+                p.push(format!("classes[{i}] ('{c}'): use letters, digits, '_' and '-' only"));
+            }
+            if !seen.insert(c.as_str()) {
+                p.push(format!("classes[{i}] ('{c}'): named twice"));
+            }
+        }
+        if self.classes.len() > usize::from(u16::MAX) {
+            p.push(format!("classes: {} are more than {}", self.classes.len(), u16::MAX));
+        }
+        if !self.classes.is_empty() && (self.top_k == 0 || self.top_k > self.classes.len()) {
+            p.push(format!("top_k: {} must be between 1 and the {} classes", self.top_k, self.classes.len()));
+        }
+        if !self.min_score.is_finite() {
+            p.push("min_score: must be a finite number".into());
+        }
         p
     }
 

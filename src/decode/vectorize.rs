@@ -357,4 +357,21 @@ mod tests {
             assert!(p.contains(needle), "missing '{needle}' in:\n{p}");
         }
     }
+
+    #[test]
+    fn class_mistakes_are_all_listed() {
+        let mut m = typed();
+        m.classes = vec!["sports".into(), "sports".into(), "a.b".into()];
+        m.top_k = 4;
+        m.min_score = f32::NAN;
+        let p = m.problems().join("\n");
+        for needle in [
+            "classes[1] ('sports'): named twice",
+            "classes[2] ('a.b'): use letters, digits",
+            "top_k: 4 must be between 1 and the 3 classes",
+            "min_score: must be a finite number",
+        ] {
+            assert!(p.contains(needle), "missing '{needle}' in:\n{p}");
+        }
+    }
 }

@@ -144,7 +144,7 @@ impl Parts {
         let enriched_names = enricher.names().to_vec();
         let rules = RulesHandle::load_on(
             &cfg.rules,
-            &enriched_names,
+            &crate::rules::readable_names(&enriched_names, &spec.manifest.classes),
             (&cfg.enrich.redis_url, cfg.enrich.redis_cluster),
             &cfg.redis,
             metrics.clone(),

@@ -29,7 +29,7 @@ use config::PublishConfig;
 
 pub use acker::{Acker, Completed, OffsetStore};
 pub use delivery::Deliveries;
-pub use record::{DecisionRecord, DefaultsUsed};
+pub use record::{DecisionRecord, DefaultsUsed, Top};
 
 /// Header naming the stage that rejected a dead-lettered message.
 pub const DLQ_STAGE: &str = "verdict.dlq.stage";

@@ -55,6 +55,41 @@ pub struct DecisionRecord<'a> {
     /// written only when true, to keep records small; Avro always carries it.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub redelivery: bool,
+    /// A multi-output model's best classes with their scores, best first (JSON: written only
+    /// for such models).
+    #[serde(skip_serializing_if = "Top::is_empty")]
+    pub top: Top<'a>,
+}
+
+/// A decision's best classes (`Decision::top`) by name: `[{"class": …, "score": …}, …]`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Top<'a> {
+    /// The model's class names.
+    pub names: &'a [String],
+    /// (class index, score), best first.
+    pub picks: &'a [(u16, f32)],
+}
+
+impl Top<'_> {
+    /// Whether no class was chosen (or the model has one score).
+    pub fn is_empty(&self) -> bool {
+        self.picks.is_empty()
+    }
+
+    fn entries(&self) -> impl Iterator<Item = (&str, f32)> + '_ {
+        self.picks.iter().map(|&(c, s)| (self.names.get(usize::from(c)).map_or("", String::as_str), s))
+    }
+}
+
+impl Serialize for Top<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Ranked<'b> {
+            class: &'b str,
+            score: f32,
+        }
+        s.collect_seq(self.entries().map(|(class, score)| Ranked { class, score }))
+    }
 }
 
 /// A shadow (challenger) model's score and would-be action: recorded, never acted on.
@@ -305,6 +340,14 @@ impl DecisionRecord<'_> {
         }
         buf.push(u8::from(self.decision.fallback));
         buf.push(u8::from(self.redelivery));
+        if !self.top.is_empty() {
+            zigzag(buf, self.top.picks.len() as i64);
+            for (class, score) in self.top.entries() {
+                string(buf, class);
+                buf.extend_from_slice(&f64::from(score).to_le_bytes());
+            }
+        }
+        zigzag(buf, 0);
     }
 
     /// Appends the JSON encoding to `buf`.
@@ -335,6 +378,7 @@ mod tests {
             rules_version: "0123456789abcdef".into(),
             review_priority: Some(-7),
             fallback: false,
+            top: Vec::new(),
         }
     }
 
@@ -361,6 +405,7 @@ mod tests {
             aggregates: (&AGG, &[Some(3.0), None]),
             shadow: Some(ShadowVerdict { model: "challenger", version: "7", score: 0.25, action: Action::Approve }),
             redelivery: false,
+            top: Top::default(),
         }
     }
 
@@ -463,13 +508,45 @@ mod tests {
         let schema = schema_file();
         let fields = read_fields(&schema, &schema, &avro[5..]);
         assert_eq!(field(&fields, "redelivery"), Some(Value::Boolean(true)));
-        assert_eq!(fields.last().unwrap().0, "redelivery", "appended after every older field");
+        assert_eq!(fields[fields.len() - 2].0, "redelivery", "appended after every older field, before top");
         assert_eq!(field(&fields, "fallback"), Some(Value::Boolean(false)));
 
         let mut json = Vec::new();
         r.write_json(&mut json);
         let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(v["redelivery"], true);
+    }
+
+    #[test]
+    fn a_multi_output_decision_carries_its_top_classes_by_name_and_older_readers_skip_them() {
+        let mut d = decision();
+        d.top = vec![(2, 0.5), (0, 0.25)];
+        let names: Vec<String> = ["sports", "news", "music"].map(String::from).into();
+        let r = DecisionRecord { top: Top { names: &names, picks: &d.top }, ..record(&d) };
+        let mut json = Vec::new();
+        r.write_json(&mut json);
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v["top"], serde_json::json!([{"class": "music", "score": 0.5}, {"class": "sports", "score": 0.25}]));
+        let mut avro = Vec::new();
+        r.write_avro(100, &mut avro);
+        let schema = schema_file();
+        let fields = read_fields(&schema, &schema, &avro[5..]);
+        let ranked = |c: &str, s: f64| {
+            Value::Record(vec![("class".into(), Value::String(c.into())), ("score".into(), Value::Double(s))])
+        };
+        assert_eq!(field(&fields, "top"), Some(Value::Array(vec![ranked("music", 0.5), ranked("sports", 0.25)])));
+        // A consumer holding the schema before `top` reads the record without it.
+        let mut before: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string("schemas/decision.avsc").unwrap()).unwrap();
+        before["fields"].as_array_mut().unwrap().retain(|f| f["name"] != "top");
+        let old = apache_avro::Schema::parse_str(&before.to_string()).unwrap();
+        let fields = read_fields(&schema, &old, &avro[5..]);
+        assert_eq!(field(&fields, "top"), None);
+        assert_eq!(field(&fields, "redelivery"), Some(Value::Boolean(false)));
+        // A one-score model's JSON record has no `top`; its Avro record an empty one.
+        let mut json = Vec::new();
+        record(&decision()).write_json(&mut json);
+        assert!(!String::from_utf8(json).unwrap().contains("\"top\""));
     }
 
     #[test]

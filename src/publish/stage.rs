@@ -14,7 +14,7 @@ use tracing::Level;
 
 use super::config::{DecisionFormat, RefusedPolicy};
 use super::limits::Class;
-use super::record::{DefaultsUsed, Inputs, ShadowVerdict};
+use super::record::{DefaultsUsed, Inputs, ShadowVerdict, Top};
 use super::redact::Records;
 use super::{decision_headers_with, DecisionRecord, Deliveries, PublishError, Publisher};
 use crate::backoff::Backoff;
@@ -178,6 +178,7 @@ impl Publish {
             aggregates,
             shadow,
             redelivery: b.is_redelivered(i),
+            top: Top { names: &b.classes.names, picks: &b.decisions[k].top },
         };
         self.buf.clear();
         match o.format {
@@ -393,6 +394,7 @@ mod tests {
             rules_version: "".into(),
             review_priority: Some(50),
             fallback: false,
+            top: Vec::new(),
         }
     }
 

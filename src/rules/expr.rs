@@ -14,6 +14,7 @@
 //!   `windows.ENTITY.since_last_s`: window aggregates (before the current event);
 //! - `sessions.ENTITY.events` (or `.duration_s .since_start_s .distinct`): the entity's
 //!   session before the current event;
+//! - `scores.CLASS`: a multi-output model's score of that class;
 //! - `lists.NAME`: a named list, only on the right of `in`.
 //!
 //! A value that is absent (missing field, no previous event, missing feature) is `null`.
@@ -56,6 +57,10 @@ impl FieldValue {
         }
     }
 }
+
+/// Prefix of a multi-output model's class scores among the names rules can read (after the
+/// enrichment names): `scores.sports` reads `score:sports`.
+pub const CLASS_SCORE: &str = "score:";
 
 /// What a condition reads for one event.
 pub struct Scope<'a> {

@@ -19,6 +19,15 @@ pub use set::{RuleSet, RulesOutcome};
 
 use config::DecideConfig;
 
+/// The names rules can read besides event fields: the enrichment names, then a multi-output
+/// model's class scores (`score:<class>`, read as `scores.<class>`), in the order the decide
+/// stage lays out each event's values.
+pub fn readable_names(enriched: &[String], classes: &[String]) -> Vec<String> {
+    let mut names = enriched.to_vec();
+    names.extend(classes.iter().map(|c| format!("{}{c}", expr::CLASS_SCORE)));
+    names
+}
+
 /// Score bands: below `review_at` approve, below `decline_at` review, else decline.
 #[derive(Debug, Clone)]
 pub struct ThresholdBands {
@@ -75,6 +84,7 @@ impl ThresholdBands {
             rules_version: Arc::from(""),
             review_priority: None,
             fallback: false,
+            top: Vec::new(),
         }
     }
 

@@ -22,12 +22,15 @@ pub struct Decide {
     out: RulesOutcome,
     /// How often each rule of the batch's snapshot fired in the last batch.
     fired: Vec<u64>,
+    /// A multi-output model's event: its enrichment values, then its class scores (what
+    /// rules read as `scores.<class>`, after the enrichment names).
+    scope_values: Vec<Option<f64>>,
 }
 
 impl Decide {
     /// With the score bands (`decide.*`).
     pub fn new(bands: ThresholdBands, metrics: Arc<Metrics>) -> Self {
-        Self { bands, scored: None, metrics, out: RulesOutcome::default(), fired: Vec::new() }
+        Self { bands, scored: None, metrics, out: RulesOutcome::default(), fired: Vec::new(), scope_values: Vec::new() }
     }
 
     /// Hands every event decided with the model to `scored`.
@@ -66,8 +69,20 @@ impl Stage for Decide {
             if late {
                 m.fallback_decisions.inc();
             }
-            let scope =
-                Scope { score: f64::from(score), fields: &d.fields, enriched: b.enriched_row(k), lists: &live.lists };
+            let classes = b.class_row(k);
+            if !classes.is_empty() {
+                b.classes.top(classes, &mut decision.top);
+            }
+            let enriched = if classes.is_empty() || set.rules.is_empty() {
+                b.enriched_row(k)
+            } else {
+                self.scope_values.clear();
+                self.scope_values.extend_from_slice(b.enriched_row(k));
+                self.scope_values.resize(b.enriched_width, None);
+                self.scope_values.extend(classes.iter().map(|&s| (!s.is_nan()).then_some(f64::from(s))));
+                &self.scope_values
+            };
+            let scope = Scope { score: f64::from(score), fields: &d.fields, enriched, lists: &live.lists };
             if !set.rules.is_empty() {
                 let out = &mut self.out;
                 set.decide(decision.action, &scope, out, &mut self.fired);

@@ -16,6 +16,11 @@ pub struct OnnxScorer {
     feeds: Vec<Feed>,
     output_name: String,
     positive_index: usize,
+    /// Multi-output models: the classes (empty: one positive-class score).
+    classes: std::sync::Arc<crate::core::decision::Classes>,
+    /// Multi-output models: every class score of the last [`OnnxScorer::score`] call, one
+    /// row of `classes.len()` per scored row.
+    class_out: Vec<f32>,
     /// Layout of the rows this model takes (width, int64 and string columns).
     layout: (usize, usize, usize),
     chunk_rows: usize,
@@ -64,6 +69,12 @@ impl OnnxScorer {
             feeds: m.feeds().iter().map(|g| Feed::new(m, g, &lanes)).collect(),
             output_name: m.output_name.clone(),
             positive_index: m.positive_index,
+            classes: std::sync::Arc::new(crate::core::decision::Classes {
+                names: m.classes.clone(),
+                top_k: m.top_k,
+                min_score: m.min_score,
+            }),
+            class_out: Vec::new(),
             layout: (empty.width(), empty.int_width(), empty.text_width()),
             chunk_rows: spec.chunk_rows.max(1),
             execution_provider: ep,
@@ -132,6 +143,15 @@ impl OnnxScorer {
         }
         let mut out = Vec::with_capacity(rows.len());
         self.score(&rows, &mut out)?;
+        let k = self.classes.len().max(1);
+        if let Some(i) = self.class_out.iter().position(|s| !s.is_finite() || *s < 0.0 || *s > 1.0) {
+            return Err(ScoreError::Mismatch(format!(
+                "warm-up score {} of class '{}' for {} is not a probability in [0, 1]",
+                self.class_out[i],
+                self.classes.names[i % k],
+                what[i / k]
+            )));
+        }
         // Once more, and with one row, for the costs per call and per row (the first run
         // pays one-time set-up).
         let t = std::time::Instant::now();
@@ -199,10 +219,14 @@ impl OnnxScorer {
         let (mut together, mut alone) = (Vec::with_capacity(n), Vec::with_capacity(n));
         self.chunk_rows = n;
         let r = self.score(&rows, &mut together);
+        // Multi-output models: every class score is compared, not only each row's best.
+        let together_classes = std::mem::take(&mut self.class_out);
         self.chunk_rows = 1;
         let r = r.and_then(|_| self.score(&rows, &mut alone));
         self.chunk_rows = keep;
         r?;
+        together.extend_from_slice(&together_classes);
+        alone.extend_from_slice(&self.class_out);
         let diff = together.iter().zip(&alone).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         let same = together.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits());
         Ok((!same).then_some(diff))
@@ -220,15 +244,20 @@ impl OnnxScorer {
         let (mut together, mut alone) = (Vec::with_capacity(n), Vec::with_capacity(n));
         let mut one = self.empty_rows();
         let mut r = self.score(&rows, &mut together);
+        let mut together_classes = std::mem::take(&mut self.class_out);
+        let mut alone_classes: Vec<Vec<f32>> = Vec::with_capacity(n);
         for k in (0..n).rev() {
             // Last row first: a row's place in the call differs from its place together.
             one.clear();
             one.push_copy(&rows, k);
             r = r.and_then(|_| self.score(&one, &mut alone));
+            alone_classes.push(self.class_out.clone());
         }
         self.pad_calls = keep;
         r?;
         alone.reverse();
+        alone.extend(alone_classes.into_iter().rev().flatten());
+        together.append(&mut together_classes);
         Ok(together.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()))
     }
 
@@ -285,7 +314,19 @@ impl OnnxScorer {
         self.layout.0
     }
 
-    /// Scores `rows`, appending one probability per row to `out`.
+    /// A multi-output model's classes (empty for a one-score model).
+    pub fn classes(&self) -> &std::sync::Arc<crate::core::decision::Classes> {
+        &self.classes
+    }
+
+    /// A multi-output model's class scores from the last [`OnnxScorer::score`] call:
+    /// `classes().len()` per scored row (empty for a one-score model).
+    pub fn class_scores(&self) -> &[f32] {
+        &self.class_out
+    }
+
+    /// Scores `rows`, appending one probability per row to `out` (a multi-output model's
+    /// best class score; every class score in [`OnnxScorer::class_scores`]).
     pub fn score(&mut self, rows: &Rows, out: &mut Vec<f32>) -> Result<(), ScoreError> {
         if (rows.width(), rows.int_width(), rows.text_width()) != self.layout {
             return Err(ScoreError::Mismatch(format!(
@@ -294,6 +335,7 @@ impl OnnxScorer {
                 self.layout
             )));
         }
+        self.class_out.clear();
         let mut r0 = 0;
         while r0 < rows.len() {
             let n = self.chunk_rows.min(rows.len() - r0);
@@ -303,9 +345,10 @@ impl OnnxScorer {
                 padded.clear();
                 (r0..r0 + n).for_each(|k| padded.push_copy(rows, k));
                 (n..self.chunk_rows).for_each(|_| padded.push_copy(rows, r0));
-                let before = out.len();
+                let (before, classes_before) = (out.len(), self.class_out.len());
                 let run = self.run_chunk(&padded, 0, self.chunk_rows, out);
                 out.truncate(before + n);
+                self.class_out.truncate(classes_before + n * self.classes.len());
                 self.padded = padded;
                 run
             } else {
@@ -328,7 +371,15 @@ impl OnnxScorer {
         }
         let outputs = session.run(inputs)?;
         let (shape, data) = outputs[self.output_name.as_str()].try_extract_tensor::<f32>()?;
-        if shape.len() == 2 && shape[1] > 1 {
+        let k = self.classes.len();
+        if k > 0 {
+            // Every class score kept; the row's score is its best (the first, on a tie).
+            let rows = data.get(..n * k).ok_or_else(|| {
+                ort::Error::new(format!("output '{}' has shape {shape:?}, expected [{n}, {k}]", self.output_name))
+            })?;
+            self.class_out.extend_from_slice(rows);
+            out.extend(rows.chunks_exact(k).map(|r| r.iter().copied().fold(f32::NEG_INFINITY, f32::max)));
+        } else if shape.len() == 2 && shape[1] > 1 {
             let cols = shape[1] as usize;
             out.extend((0..n).map(|r| data[r * cols + self.positive_index]));
         } else {

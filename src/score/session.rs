@@ -163,6 +163,15 @@ pub(super) fn check_io(session: &Session, m: &Manifest) -> Result<(), ScoreError
         ));
     };
     match output.dtype() {
+        ValueType::Tensor { ty: TensorElementType::Float32, shape, .. } if !m.classes.is_empty() => {
+            let k = m.classes.len();
+            if shape.len() != 2 || (shape[1] >= 0 && shape[1] as usize != k) {
+                return mismatch(format!(
+                    "output '{}' has shape {shape:?}; the manifest names {k} classes, so it must be [rows, {k}]",
+                    m.output_name
+                ));
+            }
+        }
         ValueType::Tensor { ty: TensorElementType::Float32, shape, .. } => {
             if shape.len() == 2 && shape[1] > 1 && m.positive_index >= shape[1] as usize {
                 return mismatch(format!(

@@ -207,6 +207,21 @@ impl Score {
             b.scores
                 .extend(b.late.iter().map(|&l| if l { f32::NAN } else { *live.next().expect("a score per live row") }));
         }
+        // A multi-output model's class scores, NaN for the late rows.
+        if !Arc::ptr_eq(&b.classes, self.scorer.classes()) {
+            b.classes = self.scorer.classes().clone();
+        }
+        let k = b.classes.len();
+        if k > 0 {
+            let mut live = self.scorer.class_scores().chunks_exact(k);
+            b.class_scores.clear();
+            for late in (0..b.scores.len()).map(|r| any_late && b.late[r]) {
+                match late {
+                    true => b.class_scores.extend(std::iter::repeat_n(f32::NAN, k)),
+                    false => b.class_scores.extend_from_slice(live.next().expect("class scores per live row")),
+                }
+            }
+        }
         Ok(())
     }
 

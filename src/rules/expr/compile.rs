@@ -5,7 +5,7 @@
 use cel::common::ast::{operators as op, Expr, LiteralValue};
 use cel::IdedExpr;
 
-use super::{Arith, ArithOp, Cmp, CmpOp, Const, ConstVal, Names, Node, Scope, Src, StrFn, StrOp, Val};
+use super::{Arith, ArithOp, Cmp, CmpOp, Const, ConstVal, Names, Node, Scope, Src, StrFn, StrOp, Val, CLASS_SCORE};
 
 /// Why a condition did not compile; the message names the unknown name or the unsupported
 /// construct.
@@ -36,13 +36,13 @@ pub enum CompileError {
     #[error(
         "unknown name '{0}' (use score, event.<path>, features.<entity>.<name>, \
          windows.<entity>[\"<window>\"].<agg>, windows.<entity>.since_last_s, sessions.<entity>.<value>, \
-         lists.<name>)"
+         scores.<class>, lists.<name>)"
     )]
     UnknownName(String),
     /// A feature or window aggregate the enricher does not provide.
     #[error("unknown {what} '{name}'")]
     UnknownEnriched {
-        /// "feature", "window aggregate" or "session value".
+        /// "feature", "window aggregate", "session value" or "class score".
         what: &'static str,
         /// The name without its `feature:` / `window:` prefix.
         name: String,
@@ -152,6 +152,7 @@ impl Compiler<'_> {
             "windows" if segs.len() == 3 || segs.len() == 4 => {
                 self.enriched(format!("window:{}", segs[1..].join(".")), "window aggregate")
             }
+            "scores" if segs.len() == 2 => self.enriched(format!("{CLASS_SCORE}{}", segs[1]), "class score"),
             "sessions" if segs.len() == 3 => self.enriched(format!("session:{}.{}", segs[1], segs[2]), "session value"),
             "lists" => Err(CompileError::ListOutsideIn(joined)),
             _ => Err(CompileError::UnknownName(joined)),
