@@ -71,6 +71,10 @@ enum Command {
         /// the run starts with full windows (a day is ~9.1M events).
         #[arg(long, default_value_t = 0.0)]
         warm_hours: f64,
+        /// `fraud` (card transactions, config/demo.toml) or `clickstream` (page views in user
+        /// sessions scored by the next-category model, config/clickstream.toml; JSON only).
+        #[arg(long, value_enum, default_value_t = ScenarioArg::Fraud)]
+        scenario: ScenarioArg,
     },
     /// Check a config as `run` would before consuming (model, schemas, rules, every Kafka
     /// client property); prints every problem and exits 2 if any.
@@ -119,7 +123,7 @@ enum Command {
     /// repeated), in one pass; writes what would change as OUT.json and a self-contained
     /// OUT.html (see README "Backtest").
     Backtest(Box<BacktestArgs>),
-    /// Write synthetic transactions as JSON lines (training data with --labels).
+    /// Write synthetic events as JSON lines: transactions, or a clickstream (training data with --labels).
     Generate {
         /// Number of events.
         #[arg(long, default_value_t = 100_000)]
@@ -127,10 +131,22 @@ enum Command {
         /// Generator seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Include the ground-truth `label` field.
+        /// Include the ground truth: the fraud `label`, or a click's `next_category`.
         #[arg(long)]
         labels: bool,
+        /// `fraud` (card transactions) or `clickstream` (page views in user sessions).
+        #[arg(long, value_enum, default_value_t = ScenarioArg::Fraud)]
+        scenario: ScenarioArg,
     },
+}
+
+/// The synthetic events of `demo` and `generate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ScenarioArg {
+    /// Card transactions.
+    Fraud,
+    /// Page views and clicks in user sessions.
+    Clickstream,
 }
 
 #[derive(clap::Args)]
@@ -231,8 +247,30 @@ fn broken_pipe(e: &anyhow::Error) -> bool {
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config } => run(config),
-        Command::Demo { config, log_file, events, rate, partitions, bad_fraction, avro, redis, cards, warm_hours } => {
-            let mut cfg = exit_on_problems(config::load_demo(&paths(&config)));
+        Command::Demo {
+            config,
+            log_file,
+            events,
+            rate,
+            partitions,
+            bad_fraction,
+            avro,
+            redis,
+            cards,
+            warm_hours,
+            scenario,
+        } => {
+            let scenario = match scenario {
+                ScenarioArg::Fraud => demo::Scenario::Fraud,
+                ScenarioArg::Clickstream => demo::Scenario::Clickstream,
+            };
+            if avro && scenario == demo::Scenario::Clickstream {
+                anyhow::bail!("--avro: the clickstream scenario sends JSON only");
+            }
+            let mut cfg = exit_on_problems(match scenario {
+                demo::Scenario::Fraud => config::load_demo(&paths(&config)),
+                demo::Scenario::Clickstream => config::load_clickstream_demo(&paths(&config)),
+            });
             if let Some(url) = redis {
                 cfg.enrich.backend = verdict::enrich::Backend::Redis;
                 cfg.enrich.redis_url = url;
@@ -240,7 +278,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let log_path = log_file.unwrap_or_else(|| std::env::temp_dir().join("verdict-demo.log"));
             let log = DemoLog::init(&log_path, &cfg.telemetry.log_format, &log_filter(&cfg.telemetry.log_level))
                 .with_context(|| format!("creating the log file {}", log_path.display()))?;
-            let warm_events = (warm_hours.max(0.0) * 3_600_000.0 / demo::MEAN_STEP_MS) as u64;
+            let warm_events = (warm_hours.max(0.0) * 3_600_000.0 / scenario.mean_step_ms()) as u64;
             let opts = DemoOptions {
                 events,
                 rate,
@@ -249,6 +287,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 avro,
                 cards: cards.max(1),
                 warm_events,
+                scenario,
                 ..DemoOptions::default()
             };
             eprintln!(
@@ -304,16 +343,30 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Backtest(args) => backtest(*args),
-        Command::Generate { count, seed, labels } => {
-            let mut g = Generator::new(seed, 50_000, 1_764_000_000_000);
-            if labels {
-                g = g.with_labels();
-            }
+        Command::Generate { count, seed, labels, scenario } => {
             let out = std::io::stdout();
             let mut out = std::io::BufWriter::new(out.lock());
-            for _ in 0..count {
-                out.write_all(&g.next_event().to_json())?;
-                out.write_all(b"\n")?;
+            match scenario {
+                ScenarioArg::Fraud => {
+                    let mut g = Generator::new(seed, 50_000, 1_764_000_000_000);
+                    if labels {
+                        g = g.with_labels();
+                    }
+                    for _ in 0..count {
+                        out.write_all(&g.next_event().to_json())?;
+                        out.write_all(b"\n")?;
+                    }
+                }
+                ScenarioArg::Clickstream => {
+                    let mut g = demo::clickstream::ClickGenerator::new(seed, 20_000, 1_764_000_000_000);
+                    if labels {
+                        g = g.with_labels();
+                    }
+                    for _ in 0..count {
+                        out.write_all(&g.next_event().to_json())?;
+                        out.write_all(b"\n")?;
+                    }
+                }
             }
             out.flush()?;
             Ok(())

@@ -136,3 +136,39 @@ fn a_new_version_with_other_classes_is_refused_and_one_with_the_same_classes_ser
     assert!(reloader.check().is_some(), "the same classes: applied");
     assert_eq!(m.model_reloads.with_label_values(&["applied"]).get(), 1);
 }
+
+/// The README's personalization example, as written: the configuration loads (every problem
+/// but the model directory and rules file, which live in the user's deployment), the
+/// manifest is valid and the configured entity provides every enriched input it names, and
+/// the rules compile against the session values and class scores.
+#[test]
+fn the_readme_personalization_example_is_consistent() {
+    let readme = std::fs::read_to_string(crate_path("README.md")).unwrap();
+    let section = &readme[readme.find("### Personalization").expect("the section")..];
+    let block = |lang: &str, nth: usize| -> String {
+        let fence = format!("```{lang}\n");
+        let start = section.match_indices(&fence).nth(nth).expect("the code block").0 + fence.len();
+        section[start..start + section[start..].find("```").unwrap()].to_string()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("personalization.toml");
+    std::fs::write(&file, block("toml", 0)).unwrap();
+    let cfg = match verdict::config::load_files(&[file.as_path()]) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            let other: Vec<&String> =
+                e.0.iter().filter(|p| !p.contains("model") && !p.contains("rules.file")).collect();
+            assert!(other.is_empty(), "the README config has problems: {other:?}");
+            let text = std::fs::read_to_string(&file).unwrap().replace("models/next-category", "models/demo");
+            std::fs::write(&file, text.replace("rules/personalization.toml", "")).unwrap();
+            verdict::config::load_files(&[file.as_path()]).unwrap()
+        }
+    };
+    assert_eq!(cfg.enrich.entities[0].session.as_ref().map(|s| s.gap_s), Some(1800));
+    let enricher = verdict::enrich::Enricher::new(&cfg.enrich).unwrap();
+    let manifest: verdict::score::Manifest = serde_json::from_str(&block("json", 0)).unwrap();
+    assert!(manifest.problems().is_empty(), "{:?}", manifest.problems());
+    verdict::decode::Vectorizer::new(&manifest, enricher.names()).expect("the entity provides every enriched input");
+    let names = verdict::rules::readable_names(enricher.names(), &manifest.classes);
+    verdict::rules::RuleSet::parse(block("toml", 1).as_bytes(), dir.path(), &names).expect("the rules compile");
+}

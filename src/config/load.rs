@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::{tracked, Config, ConfigErrors, DEFAULTS_TOML, DEMO_TOML};
+use super::{tracked, Config, ConfigErrors, CLICKSTREAM_TOML, DEFAULTS_TOML, DEMO_TOML};
 
 /// Loads defaults → `file` → environment (`VERDICT__…`), then validates.
 pub fn load(file: Option<&Path>) -> Result<Config, ConfigErrors> {
@@ -26,6 +26,21 @@ pub fn load_files(files: &[&Path]) -> Result<Config, ConfigErrors> {
 /// validates: what `verdict demo` runs with.
 pub fn load_demo(files: &[&Path]) -> Result<Config, ConfigErrors> {
     checked(load_layers(&[DEFAULTS_TOML, DEMO_TOML], files, std::env::vars().collect()))
+}
+
+/// Loads defaults → the clickstream demo's configuration ([`CLICKSTREAM_TOML`]) → `files` →
+/// environment, then validates.
+pub fn load_clickstream_demo(files: &[&Path]) -> Result<Config, ConfigErrors> {
+    checked(load_layers(&[DEFAULTS_TOML, CLICKSTREAM_TOML], files, std::env::vars().collect()))
+}
+
+/// The clickstream demo's configuration (defaults → [`CLICKSTREAM_TOML`]), unvalidated,
+/// without the environment (paths relative to the repository): tests start from it.
+pub fn clickstream() -> Config {
+    match load_layers(&[DEFAULTS_TOML, CLICKSTREAM_TOML], &[], HashMap::new()) {
+        Loaded { config: Some(cfg), problems } if problems.is_empty() => cfg,
+        Loaded { problems, .. } => panic!("config/clickstream.toml is invalid: {}", problems.join("; ")),
+    }
 }
 
 /// The demo's configuration (defaults → [`DEMO_TOML`]), unvalidated, without the

@@ -24,7 +24,9 @@ mod verbatim;
 
 use serde::{Deserialize, Serialize};
 
-pub use load::{checked, demo, load, load_demo, load_files, load_layers, load_with_env, Loaded};
+pub use load::{
+    checked, clickstream, demo, load, load_clickstream_demo, load_demo, load_files, load_layers, load_with_env, Loaded,
+};
 pub use tracked::is_secret_key;
 
 pub use crate::consume::config::{BatchConfig, KafkaConfig};
@@ -45,6 +47,11 @@ pub const DEFAULTS_TOML: &str = include_str!("../../config/defaults.toml");
 /// schema, `card` entity and the bundled model. Layered over [`DEFAULTS_TOML`] by
 /// `verdict demo`, [`load_demo`] and [`demo`].
 pub const DEMO_TOML: &str = include_str!("../../config/demo.toml");
+
+/// The clickstream demo's configuration (`config/clickstream.toml`): page views keyed by
+/// user, the user's session and sliding windows, the next-category model. Layered over
+/// [`DEFAULTS_TOML`] by `verdict demo --scenario clickstream` and [`load_clickstream_demo`].
+pub const CLICKSTREAM_TOML: &str = include_str!("../../config/clickstream.toml");
 
 /// Root of the configuration tree.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -2,6 +2,7 @@
 //! synthetic transactions, the bundled model — with live progress and a summary.
 //! The end-to-end benchmark drives the same code.
 
+pub mod clickstream;
 pub mod generator;
 pub mod log;
 pub mod mock;
@@ -43,6 +44,61 @@ pub struct DemoOptions {
     /// starts with full windows (the generator's event time advances 9.5 ms per event on
     /// average: a day is ~9.1M events).
     pub warm_events: u64,
+    /// Card transactions (fraud) or page views (clickstream personalization).
+    pub scenario: Scenario,
+}
+
+/// What the demo's events are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scenario {
+    /// Card transactions (`Generator`), `config/demo.toml`, the fraud model.
+    #[default]
+    Fraud,
+    /// Page views and clicks in user sessions (`clickstream::ClickGenerator`, JSON only),
+    /// `config/clickstream.toml`, the next-category model.
+    Clickstream,
+}
+
+impl Scenario {
+    /// The mean event-time step between two generated events (ms).
+    pub fn mean_step_ms(self) -> f64 {
+        match self {
+            Scenario::Fraud => MEAN_STEP_MS,
+            Scenario::Clickstream => clickstream::MEAN_STEP_MS,
+        }
+    }
+}
+
+/// The demo's event source.
+pub enum Source {
+    /// Card transactions.
+    Fraud(Generator),
+    /// A clickstream.
+    Clicks(clickstream::ClickGenerator),
+}
+
+impl Source {
+    /// `entities` cards or users from `start_ms`.
+    pub fn new(scenario: Scenario, seed: u64, entities: u64, start_ms: i64) -> Self {
+        match scenario {
+            Scenario::Fraud => Source::Fraud(Generator::new(seed, entities, start_ms)),
+            Scenario::Clickstream => Source::Clicks(clickstream::ClickGenerator::new(seed, entities, start_ms)),
+        }
+    }
+
+    /// The next event's record key and payload (Avro only for transactions).
+    pub fn next(&mut self, avro: Option<&apache_avro::writer::datum::GenericDatumWriter<'_>>) -> (Vec<u8>, Vec<u8>) {
+        match self {
+            Source::Fraud(g) => {
+                let tx = g.next_event();
+                (tx.card_id.clone().into_bytes(), encode(&tx, avro))
+            }
+            Source::Clicks(g) => {
+                let c = g.next_event();
+                (c.user_id.clone().into_bytes(), c.to_json())
+            }
+        }
+    }
 }
 
 impl Default for DemoOptions {
@@ -58,6 +114,7 @@ impl Default for DemoOptions {
             seed: 42,
             cards: 50_000,
             warm_events: 0,
+            scenario: Scenario::Fraud,
         }
     }
 }
@@ -169,8 +226,13 @@ pub fn encode(tx: &Transaction, avro: Option<&apache_avro::writer::datum::Generi
 /// stays below that, inside `decode.event_time_max_ahead_ms` (a day). A long demo (a soak)
 /// dead-lettered every event past the first ~9M as `bad_event_time` otherwise.
 pub fn first_event_time(events: u64, now_ms: i64) -> i64 {
+    first_event_time_at(events, now_ms, MEAN_STEP_MS)
+}
+
+/// [`first_event_time`] for events `mean_step_ms` apart on average.
+pub fn first_event_time_at(events: u64, now_ms: i64, mean_step_ms: f64) -> i64 {
     const HORIZON_MS: i64 = 23 * 3_600_000;
-    let span = (events as f64 * MEAN_STEP_MS) as i64;
+    let span = (events as f64 * mean_step_ms) as i64;
     now_ms - (span - HORIZON_MS).max(0)
 }
 
@@ -194,7 +256,7 @@ pub fn produce(
     topic: &str,
     opts: &DemoOptions,
     stop: &AtomicBool,
-    gen: &mut Generator,
+    gen: &mut Source,
     (count, rate): (u64, u64),
     decided: Option<&dyn Fn() -> u64>,
 ) -> u64 {
@@ -220,11 +282,11 @@ pub fn produce(
                 continue;
             }
         }
-        let tx = gen.next_event();
+        let (key, payload) = gen.next(writer.as_ref());
         if bad_every > 0 && sent % bad_every == bad_every - 1 {
-            mock.produce(topic, None, tx.card_id.as_bytes(), &malformed(sent / bad_every));
+            mock.produce(topic, None, &key, &malformed(sent / bad_every));
         } else {
-            mock.produce(topic, None, tx.card_id.as_bytes(), &encode(&tx, writer.as_ref()));
+            mock.produce(topic, None, &key, &payload);
         }
         sent += 1;
     }
@@ -242,7 +304,8 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
 
     let all_events = opts.warm_events + opts.events;
     let now = crate::publish::acker::wall_clock_ms();
-    let mut gen = Generator::new(opts.seed, opts.cards, first_event_time(all_events, now));
+    let first = first_event_time_at(all_events, now, opts.scenario.mean_step_ms());
+    let mut gen = Source::new(opts.scenario, opts.seed, opts.cards, first);
     // A warm-up is produced as fast as the pipeline decides it (never preloaded).
     let warm_events = if opts.preload { 0 } else { opts.warm_events };
     if opts.preload {

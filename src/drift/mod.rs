@@ -97,6 +97,10 @@ pub struct DriftRecord {
     pub features: Vec<FeatureDrift>,
     /// The score.
     pub score: FeatureDrift,
+    /// A multi-output model's class scores, named by class (empty otherwise); in warnings
+    /// and alerts as `class:<name>`.
+    #[serde(default)]
+    pub classes: Vec<FeatureDrift>,
     /// Decisions by action.
     pub actions: BTreeMap<String, i64>,
     /// Dead letters by reason.
@@ -140,6 +144,8 @@ impl DriftRecord {
         let (fs, ss) = w.stats(b);
         let features: Vec<FeatureDrift> = w.features.iter().zip(&fs).map(|(m, s)| FeatureDrift::new(m, s)).collect();
         let score = FeatureDrift::new(&w.score, &ss);
+        let classes: Vec<FeatureDrift> =
+            w.classes.iter().zip(&w.class_stats(b)).map(|(m, s)| FeatureDrift::new(m, s)).collect();
         let level = |psi: f64| {
             if psi > cfg.psi_alert {
                 2
@@ -150,7 +156,10 @@ impl DriftRecord {
             }
         };
         let all = || features.iter().chain(std::iter::once(&score));
-        let named = |l: u8| all().filter(|f| level(f.psi) == l).map(|f| f.name.clone()).collect();
+        let named = |l: u8| -> Vec<String> {
+            let inputs = all().filter(|f| level(f.psi) == l).map(|f| f.name.clone());
+            inputs.chain(classes.iter().filter(|f| level(f.psi) == l).map(|f| format!("class:{}", f.name))).collect()
+        };
         let actions = [Action::Approve, Action::Review, Action::Decline]
             .iter()
             .map(|a| (a.label().to_string(), w.actions[*a as usize] as i64))
@@ -166,6 +175,7 @@ impl DriftRecord {
             alerts: named(2),
             features,
             score,
+            classes,
             actions,
             dead_letters: w.dead_letters.iter().map(|(k, v)| (k.clone(), *v as i64)).collect(),
             labels: None,
@@ -178,6 +188,7 @@ impl DriftRecord {
         Window {
             features: self.features.iter().map(FeatureDrift::moments).collect(),
             score: self.score.moments(),
+            classes: self.classes.iter().map(FeatureDrift::moments).collect(),
             actions: [idx(Action::Approve), idx(Action::Review), idx(Action::Decline)],
             dead_letters: self.dead_letters.iter().map(|(k, v)| (k.clone(), (*v).max(0) as u64)).collect(),
             events: self.events.max(0) as u64,
@@ -271,12 +282,16 @@ pub struct DriftRecorder {
 }
 
 impl DriftRecorder {
-    /// Observes a batch: its model rows (values and texts), their scores and actions, and
-    /// dead letters.
-    pub fn observe(&self, rows: &Rows, scores: &[f32], actions: &[Action], dead: &[&str]) {
+    /// Observes a batch: its model rows (values and texts), their scores and actions, a
+    /// multi-output model's class scores (`classes` per row; empty otherwise), and dead
+    /// letters.
+    pub fn observe(&self, rows: &Rows, scores: &[f32], classes: (&[f32], usize), actions: &[Action], dead: &[&str]) {
         let mut w = self.window.lock();
         for ((k, &s), &a) in (0..rows.len()).zip(scores).zip(actions) {
             w.observe_texts(&self.baseline, rows.values_row(k), rows.texts_row(k), s, a as usize);
+            if let Some(row) = classes.0.get(k * classes.1..(k + 1) * classes.1).filter(|r| !r.is_empty()) {
+                w.observe_classes(&self.baseline, row);
+            }
         }
         for r in dead {
             w.dead_letter(r);
@@ -318,6 +333,7 @@ mod tests {
                 mean: f64::NAN,
                 std: f64::NAN,
             },
+            classes: Vec::new(),
         };
         let mut w = Window::new(&b);
         w.observe(&b, &[0.5], 0.1, 0);
@@ -332,5 +348,60 @@ mod tests {
         assert_eq!(back.window(), w);
         let file = crate::decode::parse_schema_file(std::path::Path::new("schemas/drift.avsc")).unwrap();
         assert_eq!(file, schema);
+    }
+
+    /// A multi-output model's class scores drift per class: counted on each class's
+    /// baseline, named in alerts as `class:<name>`, carried through Avro and merged across
+    /// instances; a record without classes (an older writer) reads as none.
+    #[test]
+    fn class_scores_drift_per_class_and_round_trip() {
+        let schema = Schema::parse_str(SCHEMA).unwrap();
+        let class = |name: &str, expected: Vec<f64>| FeatureBaseline {
+            name: name.into(),
+            edges: vec![0.0, 0.5, 1.0],
+            categories: None,
+            expected,
+            default: None,
+            mean: f64::NAN,
+            std: f64::NAN,
+        };
+        let b = Baseline {
+            features: Vec::new(),
+            score: class("score", vec![0.0, 0.0, 0.5, 0.5, 0.0]),
+            classes: vec![class("sports", vec![0.0, 0.0, 0.9, 0.1, 0.0]), class("news", vec![0.0, 0.0, 0.5, 0.5, 0.0])],
+        };
+        let (mut w1, mut w2) = (Window::new(&b), Window::new(&b));
+        for i in 0..100 {
+            // Sports moves from mostly low to mostly high; news keeps its split.
+            let sports = if i % 10 == 0 { 0.2 } else { 0.8 };
+            let news = if i % 2 == 0 { 0.25 } else { 0.75 };
+            let w = if i < 50 { &mut w1 } else { &mut w2 };
+            w.observe(&b, &[], 0.8, 0);
+            w.observe_classes(&b, &[sports, news]);
+        }
+        w2.observe_classes(&b, &[f32::NAN, f32::NAN]);
+        let id = Identity { model: "m".into(), model_version: "1".into(), instance: "i-1".into() };
+        let cfg = DriftConfig::default();
+        let rec = DriftRecord::build(&id, &b, &w1, 1, 2, &cfg);
+        assert_eq!(rec.classes.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["sports", "news"]);
+        assert!(rec.alerts.contains(&"class:sports".to_string()), "{:?} / {:?}", rec.alerts, rec.classes);
+        assert!(!rec.alerts.iter().chain(&rec.warnings).any(|n| n == "class:news"), "{:?}", rec.classes[1]);
+        assert_eq!(rec.classes[0].counts.iter().sum::<i64>(), 50);
+        let bytes = rec.to_avro(&schema, 7).unwrap();
+        assert_eq!(DriftRecord::from_avro(&schema, &bytes).unwrap(), rec);
+        let other = DriftRecord::build(&Identity { instance: "i-2".into(), ..id }, &b, &w2, 1, 2, &cfg);
+        let merged = DriftRecord::merge(&[rec.clone(), other], &b, &cfg).unwrap();
+        assert_eq!(merged.classes[0].counts.iter().sum::<i64>(), 101);
+        assert_eq!(merged.classes[0].counts[0], 1, "NaN (decided without the model) counts as absent");
+        // A reader of this schema reads records written before `classes` as having none.
+        let mut before: serde_json::Value = serde_json::from_str(SCHEMA).unwrap();
+        before["fields"].as_array_mut().unwrap().retain(|f| f["name"] != "classes");
+        let old = Schema::parse_str(&before.to_string()).unwrap();
+        let plain = DriftRecord { classes: Vec::new(), ..rec };
+        let old_bytes = plain.to_avro(&old, 7).unwrap();
+        let r = apache_avro::reader::datum::GenericDatumReader::builder(&old).reader_schema(&schema).build().unwrap();
+        let v = r.read_value(&mut &old_bytes[5..]).unwrap();
+        let back: DriftRecord = apache_avro::from_value(&v).unwrap();
+        assert!(back.classes.is_empty());
     }
 }

@@ -43,7 +43,7 @@ impl Stage for Drift {
                 Outcome::Decided(_) => None,
             })
             .collect();
-        self.recorder.observe(&b.rows, &b.scores, &self.actions, &dead);
+        self.recorder.observe(&b.rows, &b.scores, (&b.class_scores, b.classes.len()), &self.actions, &dead);
         self.metrics.stage_seconds.with_label_values(&["drift"]).observe(t.elapsed().as_secs_f64());
         Ok(())
     }

@@ -143,6 +143,9 @@ pub struct Baseline {
     pub features: Vec<FeatureBaseline>,
     /// The score.
     pub score: FeatureBaseline,
+    /// A multi-output model's class scores, in class order (empty when the model has one
+    /// score, or its baseline has no `classes`).
+    pub classes: Vec<FeatureBaseline>,
 }
 
 /// The manifest's baseline is malformed (what is missing or wrong, and where).
@@ -163,7 +166,19 @@ impl Baseline {
         }
         let score = b.get("score").ok_or_else(|| missing("'score' missing"))?;
         let score = FeatureBaseline::from_json("score", score, None, None)?;
-        Ok(Some(Self { features, score }))
+        // A multi-output model's per-class score distributions, when its baseline has them.
+        let classes = match b.get("classes") {
+            Some(per_class) if !m.classes.is_empty() => m
+                .classes
+                .iter()
+                .map(|c| {
+                    let v = per_class.get(c).ok_or_else(|| missing(&format!("classes: no entry for class '{c}'")))?;
+                    FeatureBaseline::from_json(c, v, None, None)
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => Vec::new(),
+        };
+        Ok(Some(Self { features, score, classes }))
     }
 }
 
@@ -298,6 +313,8 @@ pub struct Window {
     pub features: Vec<Moments>,
     /// The score.
     pub score: Moments,
+    /// A multi-output model's class scores (as many as the baseline has classes).
+    pub classes: Vec<Moments>,
     /// Decisions by action: approve, review, decline.
     pub actions: [u64; 3],
     /// Dead letters by reason code.
@@ -312,6 +329,7 @@ impl Window {
         Self {
             features: b.features.iter().map(|f| Moments::new(f.buckets())).collect(),
             score: Moments::new(b.score.buckets()),
+            classes: b.classes.iter().map(|c| Moments::new(c.buckets())).collect(),
             actions: [0; 3],
             dead_letters: Default::default(),
             events: 0,
@@ -337,6 +355,15 @@ impl Window {
         self.events += 1;
     }
 
+    /// Observes one decided event's class scores (a multi-output model; NaN scores, of an
+    /// event decided without the model, count as absent).
+    #[inline]
+    pub fn observe_classes(&mut self, b: &Baseline, scores: &[f32]) {
+        for ((m, cb), &s) in self.classes.iter_mut().zip(&b.classes).zip(scores) {
+            m.observe(cb, f64::from(s), &[]);
+        }
+    }
+
     /// Counts a dead letter.
     pub fn dead_letter(&mut self, reason: &str) {
         *self.dead_letters.entry(reason.to_string()).or_default() += 1;
@@ -348,6 +375,9 @@ impl Window {
             a.merge(b);
         }
         self.score.merge(&o.score);
+        for (a, b) in self.classes.iter_mut().zip(&o.classes) {
+            a.merge(b);
+        }
         for (a, b) in self.actions.iter_mut().zip(o.actions) {
             *a += b;
         }
@@ -355,6 +385,11 @@ impl Window {
             *self.dead_letters.entry(k.clone()).or_default() += v;
         }
         self.events += o.events;
+    }
+
+    /// Statistics per class score (a multi-output model's).
+    pub fn class_stats(&self, b: &Baseline) -> Vec<FeatureStats> {
+        self.classes.iter().zip(&b.classes).map(|(m, cb)| m.stats(cb)).collect()
     }
 
     /// Statistics per feature and for the score.
@@ -462,7 +497,7 @@ mod tests {
 
     #[test]
     fn merged_windows_equal_one_window_over_the_union() {
-        let b = Baseline { features: vec![fb()], score: fb() };
+        let b = Baseline { features: vec![fb()], score: fb(), classes: Vec::new() };
         let (mut a, mut c, mut all) = (Window::new(&b), Window::new(&b), Window::new(&b));
         for i in 0..500 {
             let v = (i % 9) as f32 * 0.5 - 1.0;
