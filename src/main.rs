@@ -621,6 +621,13 @@ fn print_demo_summary(r: &DemoReport) {
         r.decided, r.actions[0], r.actions[1], r.actions[2]
     );
     println!("dead-lettered       {}", r.dead_lettered);
+    let missing = r.produced.saturating_sub(r.decided + r.dead_lettered);
+    if missing > 0 {
+        println!(
+            "not decided         {missing}  (the in-process mock cluster keeps ~5 MiB per partition: a backlog past \
+             it at --rate loses the oldest events; a lower --rate or more --partitions keep them)"
+        );
+    }
     println!("elapsed             {:.2} s", r.elapsed.as_secs_f64());
     println!("throughput          {:.0} events/s", r.events_per_sec());
     println!("latency p50         {:.3} ms", r.latency_us[0] as f64 / 1e3);

@@ -286,6 +286,25 @@ fn demo_with_an_event_count_finishes_and_reports_throughput_and_p99() {
 }
 
 #[test]
+fn demo_at_full_speed_decides_every_event_even_past_the_mocks_retention() {
+    // One partition keeps ~5 MiB (~20,000 page views): 300,000 produced as fast as possible
+    // must not run that far ahead of the pipeline.
+    let out = verdict()
+        .args(["demo", "--scenario", "clickstream", "--events", "300000", "--rate", "0", "--partitions", "1"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let count = |label: &str| -> u64 {
+        let line = stdout.lines().find(|l| l.starts_with(label)).unwrap_or_else(|| panic!("{label}: {stdout}"));
+        line.split_whitespace().nth(if label == "events produced" { 2 } else { 1 }).unwrap().parse().unwrap()
+    };
+    assert_eq!(count("events produced"), 300_000);
+    assert_eq!(count("decisions") + count("dead-lettered"), 300_000, "{stdout}");
+    assert!(!stdout.contains("not decided"), "{stdout}");
+}
+
+#[test]
 fn demo_at_a_rate_reports_latency_without_its_first_second_too() {
     // 6,000 events at 3,000/s: about the second half is decided after the warm-up.
     let out = verdict().args(["demo", "--events", "6000", "--rate", "3000"]).output().unwrap();

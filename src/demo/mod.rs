@@ -240,9 +240,10 @@ pub fn first_event_time_at(events: u64, now_ms: i64, mean_step_ms: f64) -> i64 {
 /// event time are 3,600,000 / this.
 pub const MEAN_STEP_MS: f64 = 9.5;
 
-/// How far an unpaced warm-up may run ahead of the decided events: the mock cluster keeps
-/// only the last ~5 MiB of each partition, so a larger backlog would lose events.
-const WARM_AHEAD: u64 = 20_000;
+/// How far unpaced production (a warm-up, or a run at `--rate 0`) may run ahead of the
+/// decided events, per input partition: the mock cluster keeps only the last ~5 MiB of each
+/// partition (~15,000 JSON transactions), so a larger backlog would lose events.
+const AHEAD_PER_PARTITION: u64 = 5_000;
 
 /// Events decided or dead-lettered so far.
 fn decided(m: &Metrics) -> u64 {
@@ -250,7 +251,7 @@ fn decided(m: &Metrics) -> u64 {
 }
 
 /// Produces `count` events from `gen` (at `rate` events/s if not 0) into `topic`; with
-/// `decided`, never more than [`WARM_AHEAD`] ahead of what it counts.
+/// `decided`, never more than [`AHEAD_PER_PARTITION`] per partition ahead of what it counts.
 pub fn produce(
     mock: &MockKafka,
     topic: &str,
@@ -271,7 +272,7 @@ pub fn produce(
     let start = Instant::now();
     let mut sent = 0;
     while sent < count && !stop.load(Ordering::Relaxed) {
-        if decided.is_some_and(|d| sent > d() + WARM_AHEAD) {
+        if decided.is_some_and(|d| sent > d() + AHEAD_PER_PARTITION * opts.partitions.max(1) as u64) {
             std::thread::sleep(Duration::from_millis(1));
             continue;
         }
@@ -335,7 +336,9 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
             while so_far() < warm && !s.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            warm + produce(&m, &t, &o, &s, &mut gen, (o.events, o.rate), None)
+            // As fast as the pipeline goes: no further ahead than the mock cluster keeps.
+            let bound: Option<&dyn Fn() -> u64> = if o.rate == 0 { Some(&so_far) } else { None };
+            warm + produce(&m, &t, &o, &s, &mut gen, (o.events, o.rate), bound)
         });
         let thread = "demo-producer".to_string();
         producer = Some(spawned.map_err(|source| crate::pipeline::SpawnError { thread, source })?);
