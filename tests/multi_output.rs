@@ -172,3 +172,29 @@ fn the_readme_personalization_example_is_consistent() {
     let names = verdict::rules::readable_names(enricher.names(), &manifest.classes);
     verdict::rules::RuleSet::parse(block("toml", 1).as_bytes(), dir.path(), &names).expect("the rules compile");
 }
+
+/// Events past their deadline are decided without the model: a multi-output model's
+/// decisions then carry no classes (their class scores are NaN), the fallback action, and
+/// `fallback: true`.
+#[test]
+fn a_multi_output_models_deadline_fallbacks_carry_no_classes() {
+    let (mock, mut cfg) = mock_setup(2);
+    cfg.model.dir = crate_path("tests/data/multi-output");
+    cfg.publish.format = DecisionFormat::Json;
+    // Produced before the pipeline starts: every event is older than 1 ms when scored.
+    cfg.decide.deadline_ms = 1;
+    produce_transactions(&mock, "events", 500, 62, None);
+    let m = Metrics::new();
+    let p = Pipeline::start(&cfg, m.clone()).unwrap();
+    wait_for("every event decided", Duration::from_secs(60), || handled(&m) >= 500);
+    assert!(p.shutdown(Duration::from_secs(30)).clean);
+    let decisions = mock.read_all("decisions", IDLE);
+    assert_eq!(decisions.len(), 500);
+    for d in &decisions {
+        let v: serde_json::Value = serde_json::from_slice(&d.payload).unwrap();
+        assert_eq!(v["fallback"], true, "{v}");
+        assert!(v.get("top").is_none(), "a decision without the model has no classes: {v}");
+        assert_eq!(v["action"], cfg.decide.fallback_action.as_str(), "{v}");
+    }
+    assert_eq!(m.fallback_decisions.get(), 500);
+}
