@@ -91,11 +91,13 @@ impl Source {
         match self {
             Source::Fraud(g) => {
                 let tx = g.next_event();
-                (tx.card_id.clone().into_bytes(), encode(&tx, avro))
+                let payload = encode(&tx, avro);
+                (tx.card_id.into_bytes(), payload)
             }
             Source::Clicks(g) => {
                 let c = g.next_event();
-                (c.user_id.clone().into_bytes(), c.to_json())
+                let payload = c.to_json();
+                (c.user_id.into_bytes(), payload)
             }
         }
     }
