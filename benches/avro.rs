@@ -188,7 +188,7 @@ fn decision(hits: bool) -> Decision {
         Vec::new()
     };
     Decision {
-        action: if hits { Action::Review } else { Action::Approve },
+        action: if hits { Action::REVIEW } else { Action::APPROVE },
         action_name: None,
         reason: Arc::from(if hits { "card_velocity" } else { "score_below_review_threshold" }),
         score: 0.013989568,
@@ -244,7 +244,7 @@ fn main() {
             model: "demo-fraud-mlp",
             version: "1",
             score: 0.052,
-            action: Action::Approve,
+            action: Action::APPROVE,
         }),
         redelivery: false,
         top: Default::default(),

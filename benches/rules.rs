@@ -56,7 +56,8 @@ fn rules_file() -> String {
 
 fn bench(c: &mut Criterion) {
     let enriched: Vec<String> = ENRICHED.iter().map(|s| s.to_string()).collect();
-    let set = RuleSet::parse(rules_file().as_bytes(), std::path::Path::new("."), &enriched).expect("valid rules");
+    let set = RuleSet::parse(rules_file().as_bytes(), std::path::Path::new("."), &enriched, &Default::default())
+        .expect("valid rules");
     assert_eq!(set.rules.len(), 50);
     let mut g = verdict::demo::Generator::new(3, 20_000, 1_764_000_000_000);
     let events: Vec<(Vec<FieldValue>, Vec<Option<f64>>, f64)> = (0..10_000)
@@ -86,8 +87,8 @@ fn bench(c: &mut Criterion) {
             let mut declined = 0u32;
             for (fields, values, score) in &events {
                 let scope = Scope { score: *score, fields, enriched: values, lists: &set.initial_lists };
-                set.decide(Action::Approve, &scope, &mut out, &mut fired);
-                declined += u32::from(out.action == Action::Decline);
+                set.decide(Action::APPROVE, &scope, &mut out, &mut fired);
+                declined += u32::from(out.action == Action::DECLINE);
             }
             black_box(declined)
         })

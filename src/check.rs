@@ -104,7 +104,11 @@ pub fn check(cfg: &Config, known: &[String]) -> Vec<String> {
             Some(names) => {
                 let classes = spec.as_ref().map(|s| &s.manifest.classes[..]).unwrap_or_default();
                 let names = verdict::rules::readable_names(names, classes);
-                if let Err(errors) = verdict::rules::RuleSet::load(std::path::Path::new(&cfg.rules.file), &names) {
+                if let Err(errors) = verdict::rules::RuleSet::load(
+                    std::path::Path::new(&cfg.rules.file),
+                    &names,
+                    &cfg.decide.vocabulary().unwrap_or_default(),
+                ) {
                     out.extend(errors.into_iter().map(|e| format!("rules.file: {e}")));
                 }
             }

@@ -87,6 +87,13 @@ enum Command {
         #[arg(long)]
         online: bool,
     },
+    /// Print the decision records' Avro schema for a config's actions (`decide.actions`):
+    /// what to register when verdict does not register it (no `decode.schema_registry.url`).
+    DecisionSchema {
+        /// TOML config file(s), layered as for `run`.
+        #[arg(long, short)]
+        config: Vec<PathBuf>,
+    },
     /// Print the model input rows (and optionally scores) verdict builds for events in a
     /// JSON-lines file or an Avro object container file, one JSON object per event: the data
     /// scientist's parity tool. Windows are computed in process (memory semantics, events in
@@ -323,6 +330,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 cfg.kafka.group_id,
                 cfg.model.dir.display()
             );
+            Ok(())
+        }
+        Command::DecisionSchema { config } => {
+            let loaded = config::load_layers(&[config::DEFAULTS_TOML], &paths(&config), std::env::vars().collect());
+            let Some(cfg) = loaded.config else { exit_with(&loaded.problems) };
+            match cfg.decide.vocabulary() {
+                Ok(actions) => println!("{}", verdict::decode::registry::decision_schema(&actions)),
+                Err(problems) => exit_with(&problems),
+            }
             Ok(())
         }
         Command::Vectorize { model, events, config, score } => {
@@ -616,10 +632,8 @@ fn print_demo_summary(r: &DemoReport) {
     if r.warm > 0 {
         println!("warm-up             {} events decided before the timed run (not in throughput)", r.warm);
     }
-    println!(
-        "decisions           {}  (approve {}, review {}, decline {})",
-        r.decided, r.actions[0], r.actions[1], r.actions[2]
-    );
+    let counts: Vec<String> = r.actions.iter().map(|(a, n)| format!("{a} {n}")).collect();
+    println!("decisions           {}  ({})", r.decided, counts.join(", "));
     println!("dead-lettered       {}", r.dead_lettered);
     let missing = r.produced.saturating_sub(r.decided + r.dead_lettered);
     if missing > 0 {

@@ -119,7 +119,7 @@ impl ModelSlots {
 struct Guarded {
     rollout: Arc<Rollout>,
     /// Review and decline thresholds (agreement of band actions).
-    bands: (f32, f32),
+    bands: Arc<[f32]>,
     /// The serving version, the candidate, the previous version in the watch.
     specs: Mutex<Specs>,
 }
@@ -202,8 +202,8 @@ impl ModelReloader {
     }
 
     /// A reloader whose new versions go through `rollout` (`model.rollout.mode = "guarded"`)
-    /// against `serving`, the version serving now; `bands` are the review and decline
-    /// thresholds.
+    /// against `serving`, the version serving now; `bands` are the decision vocabulary's band
+    /// boundaries (`Actions::thresholds`).
     pub fn guarded(
         cfg: &ModelConfig,
         enriched: &[String],
@@ -211,7 +211,7 @@ impl ModelReloader {
         metrics: Arc<Metrics>,
         serving: Arc<ModelSpec>,
         rollout: Arc<Rollout>,
-        bands: (f32, f32),
+        bands: Arc<[f32]>,
     ) -> Arc<Self> {
         let (name, version) = (serving.manifest.name.clone(), serving.manifest.version.clone());
         let mut me = Self::unguarded(cfg, enriched, slots, metrics, &name, &version);
@@ -301,7 +301,7 @@ impl ModelReloader {
                 epoch,
                 share,
                 observed,
-                g.bands,
+                g.bands.clone(),
             ))))
         });
         Some(self.slots.offer(trials))

@@ -306,7 +306,7 @@ pub fn check_rules(
         None => (Vec::new(), None),
     };
     let mut off = offline_for(cfg, events.is_some(), schema)?;
-    let set = match RuleSet::load(rules, &off.rule_names) {
+    let set = match RuleSet::load(rules, &off.rule_names, &cfg.decide.actions()) {
         Ok(s) => s,
         Err(errors) => {
             writeln!(out, "{} problem(s) in {}:", errors.len(), rules.display())?;

@@ -1,7 +1,7 @@
 //! `verdict backtest` end to end: the report's numbers against an independent computation
 //! from the decision records `verdict check-rules` prints for each side, an identical
 //! candidate, a lower review threshold, several candidates in one pass against one-candidate
-//! runs, and the HTML page in headless Chromium.
+//! runs, named actions, and the HTML page in headless Chromium.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -11,6 +11,9 @@ use serde_json::Value;
 
 #[path = "backtest/candidates.rs"]
 mod candidates;
+
+#[path = "backtest/actions.rs"]
+mod actions;
 
 const EVENTS: &str = "3000";
 

@@ -72,7 +72,7 @@ fn windows(
         edit(&mut v);
         let (_, score) = off.next(first + i, &serde_json::to_vec(&v).unwrap()).unwrap().unwrap();
         let w = out.last_mut().unwrap();
-        w.observe_texts(b, off.row.values(), off.row.texts(), score.unwrap(), 0);
+        w.observe_texts(b, off.row.values(), off.row.texts(), score.unwrap(), verdict::rules::Action::APPROVE);
         if w.events as usize == WINDOW && i + 1 < n {
             out.push(Window::new(b));
         }
@@ -231,7 +231,7 @@ fn records_of_two_instances_merge_into_the_statistics_of_their_union() {
         let tx = g.next_event();
         let (_, score) = off.next(i, &tx.to_json()).unwrap().unwrap();
         let w = if tx.card_id.as_bytes()[tx.card_id.len() - 1].is_multiple_of(2) { &mut a } else { &mut c };
-        w.observe(&b, off.row.values(), score.unwrap(), 0);
+        w.observe(&b, off.row.values(), score.unwrap(), verdict::rules::Action::APPROVE);
     }
     let drift = DriftConfig::default();
     let rec = |w: &Window, inst: &str| {

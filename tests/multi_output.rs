@@ -170,7 +170,8 @@ fn the_readme_personalization_example_is_consistent() {
     assert!(manifest.problems().is_empty(), "{:?}", manifest.problems());
     verdict::decode::Vectorizer::new(&manifest, enricher.names()).expect("the entity provides every enriched input");
     let names = verdict::rules::readable_names(enricher.names(), &manifest.classes);
-    verdict::rules::RuleSet::parse(block("toml", 1).as_bytes(), dir.path(), &names).expect("the rules compile");
+    verdict::rules::RuleSet::parse(block("toml", 1).as_bytes(), dir.path(), &names, &cfg.decide.actions())
+        .expect("the rules compile");
 }
 
 /// Events past their deadline are decided without the model: a multi-output model's

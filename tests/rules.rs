@@ -227,7 +227,14 @@ fn redis_lists_refresh_and_keep_their_entries_when_redis_is_down() {
     .unwrap();
     let cfg = verdict::config::RulesConfig { file: path.to_str().unwrap().into(), ..Default::default() };
     let m = Metrics::new();
-    let h = verdict::rules::RulesHandle::load(&cfg, &[], &redis.url(), &Default::default(), m.clone()).unwrap();
+    let h = verdict::rules::RulesHandle::load(
+        &cfg,
+        (&[], Default::default()),
+        &redis.url(),
+        &Default::default(),
+        m.clone(),
+    )
+    .unwrap();
     let entries = |h: &verdict::rules::RulesHandle| {
         let mut v: Vec<String> = h.current().lists[0].iter().cloned().collect();
         v.sort();

@@ -129,7 +129,7 @@ fn a_wrong_redis_password_is_reported_as_such_and_never_shown() {
     };
     let (sink, _writer) = verdict::drift::labels::spawn_writer(store, 16, m.clone()).unwrap();
     for i in 0..3 {
-        sink.keep(&format!("tx-{i}"), 0.5, verdict::rules::Action::Approve);
+        sink.keep(&format!("tx-{i}"), 0.5, verdict::rules::Action::APPROVE);
         std::thread::sleep(Duration::from_millis(150));
     }
     wait_for("the writer to give up on the events", Duration::from_secs(10), || {

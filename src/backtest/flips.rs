@@ -92,10 +92,10 @@ impl Ord for Ranked {
 
 /// One candidate's decisions against the baseline's.
 pub struct Comparison {
-    /// Events per (baseline action, candidate action).
-    pub flips: [[u64; 3]; 3],
-    /// Value per (baseline action, candidate action).
-    pub flip_amount: [[f64; 3]; 3],
+    /// Events per (baseline action, candidate action), by vocabulary index.
+    pub flips: Vec<Vec<u64>>,
+    /// Value per (baseline action, candidate action), by vocabulary index.
+    pub flip_amount: Vec<Vec<f64>>,
     /// Hits per rule id (either side) on events whose action changed.
     pub flipped_rules: HashMap<Arc<str>, u64>,
     top: BinaryHeap<Reverse<Ranked>>,
@@ -103,11 +103,11 @@ pub struct Comparison {
 }
 
 impl Comparison {
-    /// Keeps the `top_n` flips with the largest score change.
-    pub fn new(top_n: usize) -> Self {
+    /// Keeps the `top_n` flips with the largest score change; `actions` is the vocabulary's size.
+    pub fn new(top_n: usize, actions: usize) -> Self {
         Self {
-            flips: [[0; 3]; 3],
-            flip_amount: [[0.0; 3]; 3],
+            flips: vec![vec![0; actions]; actions],
+            flip_amount: vec![vec![0.0; actions]; actions],
             flipped_rules: HashMap::new(),
             top: BinaryHeap::new(),
             top_n,
@@ -116,9 +116,11 @@ impl Comparison {
 
     /// Counts one event as the baseline and this candidate decided it.
     pub fn add(&mut self, e: &Seen<'_>, base: &Decision, cand: &Decision) {
-        let (a, b) = (base.action as usize, cand.action as usize);
-        self.flips[a][b] += 1;
-        self.flip_amount[a][b] += e.value;
+        let (a, b) = (base.action.index(), cand.action.index());
+        if let Some(n) = self.flips.get_mut(a).and_then(|r| r.get_mut(b)) {
+            *n += 1;
+            self.flip_amount[a][b] += e.value;
+        }
         if base.action == cand.action {
             return;
         }
@@ -149,7 +151,8 @@ impl Comparison {
 
     /// Events whose action changed, and their value.
     pub fn flipped(&self) -> (u64, f64) {
-        let off_diagonal = (0..3).flat_map(|a| (0..3).map(move |b| (a, b))).filter(|(a, b)| a != b);
+        let n = self.flips.len();
+        let off_diagonal = (0..n).flat_map(|a| (0..n).map(move |b| (a, b))).filter(|(a, b)| a != b);
         off_diagonal.fold((0, 0.0), |(n, v), (a, b)| (n + self.flips[a][b], v + self.flip_amount[a][b]))
     }
 

@@ -34,10 +34,10 @@ pub struct SideStats {
     pub hist: Vec<[u64; BINS]>,
     /// Value (amount) per (label class, score bin).
     pub amount_hist: Vec<[f64; BINS]>,
-    /// Events per (label class, action).
-    pub actions: [[u64; 3]; CLASSES],
-    /// Value per (label class, action).
-    pub action_amount: [[f64; 3]; CLASSES],
+    /// Events per (label class, action by vocabulary index).
+    pub actions: [Vec<u64>; CLASSES],
+    /// Value per (label class, action by vocabulary index).
+    pub action_amount: [Vec<f64>; CLASSES],
     /// Sum of (score − label)² over labelled events.
     pub brier_sum: f64,
     /// Per reliability bin: labelled events, sum of scores, frauds.
@@ -47,27 +47,36 @@ pub struct SideStats {
 }
 
 impl Default for SideStats {
+    /// For the default approve / review / decline vocabulary.
     fn default() -> Self {
+        Self::new(3)
+    }
+}
+
+impl SideStats {
+    /// Empty, for a vocabulary of `actions` actions.
+    pub fn new(actions: usize) -> Self {
         Self {
             hist: vec![[0; BINS]; CLASSES],
             amount_hist: vec![[0.0; BINS]; CLASSES],
-            actions: [[0; 3]; CLASSES],
-            action_amount: [[0.0; 3]; CLASSES],
+            actions: std::array::from_fn(|_| vec![0; actions]),
+            action_amount: std::array::from_fn(|_| vec![0.0; actions]),
             brier_sum: 0.0,
             reliability: [(0, 0.0, 0); RELIABILITY_BINS],
             rule_hits: HashMap::new(),
         }
     }
-}
 
-impl SideStats {
     /// Counts one decided event of `class` with `value`.
     fn add(&mut self, class: usize, value: f64, d: &Decision) {
         let b = bin(d.score);
         self.hist[class][b] += 1;
         self.amount_hist[class][b] += value;
-        self.actions[class][d.action as usize] += 1;
-        self.action_amount[class][d.action as usize] += value;
+        let a = d.action.index();
+        if let (Some(n), Some(v)) = (self.actions[class].get_mut(a), self.action_amount[class].get_mut(a)) {
+            *n += 1;
+            *v += value;
+        }
         if class < 2 && !d.score.is_nan() {
             let s = f64::from(d.score);
             self.brier_sum += (s - class as f64).powi(2);
@@ -98,11 +107,12 @@ pub struct Accumulator {
 }
 
 impl Accumulator {
-    /// For `candidates` candidates, each keeping the `top_n` flips with the largest score change.
-    pub fn new(candidates: usize, top_n: usize) -> Self {
+    /// For `candidates` candidates deciding with a vocabulary of `actions` actions, each
+    /// keeping the `top_n` flips with the largest score change.
+    pub fn new(candidates: usize, top_n: usize, actions: usize) -> Self {
         Self {
-            sides: vec![SideStats::default(); candidates + 1],
-            comparisons: (0..candidates).map(|_| Comparison::new(top_n)).collect(),
+            sides: vec![SideStats::new(actions); candidates + 1],
+            comparisons: (0..candidates).map(|_| Comparison::new(top_n, actions)).collect(),
             events: 0,
             dead: BTreeMap::new(),
             range: None,
@@ -129,19 +139,15 @@ impl Accumulator {
         *self.dead.entry(reason).or_default() += 1;
     }
 
-    /// Actions per side, summed over label classes.
-    pub fn action_totals(&self, side: usize) -> [u64; 3] {
-        let mut t = [0; 3];
-        for c in &self.sides[side].actions {
-            for (t, n) in t.iter_mut().zip(c) {
-                *t += n;
-            }
-        }
-        t
+    /// Actions per side (by vocabulary index), summed over label classes.
+    pub fn action_totals(&self, side: usize) -> Vec<u64> {
+        let s = &self.sides[side];
+        (0..s.actions[0].len()).map(|a| s.actions.iter().map(|c| c[a]).sum()).collect()
     }
 }
 
-/// Whether an action sends the event away from approval (review or decline: "caught").
+/// Whether an action sends the event away from the least severe one (approval): review or
+/// decline by default, "caught" in precision and recall.
 pub fn flagged(a: Action) -> bool {
-    a != Action::Approve
+    a.index() != 0
 }

@@ -8,7 +8,6 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
-use super::report_json::ACTIONS;
 use super::svg::{esc, histogram, line_chart, Series};
 
 /// Colours by side: baseline blue, the first candidate orange, then the others.
@@ -88,7 +87,9 @@ pub fn render(r: &Value) -> String {
         );
     }
     h.push_str("</ul>");
-    side_table(&mut h, &sides);
+    let actions: Vec<&str> =
+        r["actions"].as_array().map_or(Vec::new(), |a| a.iter().filter_map(Value::as_str).collect());
+    side_table(&mut h, &sides, &actions);
     charts(&mut h, &sides);
     cost_table(&mut h, &sides, prov);
     for (k, c) in cands.iter().enumerate() {
@@ -108,13 +109,15 @@ pub fn render(r: &Value) -> String {
 
 fn flip_matrix(h: &mut String, f: &Value) {
     h.push_str("<h3>Decision flips (baseline rows × candidate columns): events / value</h3><table><tr><th class=\"l\">baseline \\ candidate</th>");
-    for a in ACTIONS {
-        let _ = write!(h, "<th>{a}</th>");
+    let actions: Vec<&str> =
+        f["actions"].as_array().map_or(Vec::new(), |a| a.iter().filter_map(Value::as_str).collect());
+    for a in &actions {
+        let _ = write!(h, "<th>{}</th>", esc(a));
     }
     h.push_str("</tr>");
-    for (i, a) in ACTIONS.iter().enumerate() {
-        let _ = write!(h, "<tr><th class=\"l\">{a}</th>");
-        for j in 0..3 {
+    for (i, a) in actions.iter().enumerate() {
+        let _ = write!(h, "<tr><th class=\"l\">{}</th>", esc(a));
+        for j in 0..actions.len() {
             let class = if i == j { "same" } else { "flip" };
             let _ = write!(h, "<td class=\"{class}\">{} / {}</td>", num(&f["counts"][i][j]), num(&f["amounts"][i][j]));
         }
@@ -132,22 +135,26 @@ fn side_header(h: &mut String, first: &str, sides: &[&Value]) {
     h.push_str("</tr>");
 }
 
-fn side_table(h: &mut String, sides: &[&Value]) {
+/// Each side's figures; `actions` are the vocabulary's names, least severe first.
+fn side_table(h: &mut String, sides: &[&Value], actions: &[&str]) {
     h.push_str("<h2>At each side's thresholds</h2>");
     side_header(h, "figure", sides);
-    let rows: [(&str, &str, bool); 11] = [
-        ("approve", "/actions/approve", false),
-        ("review", "/actions/review", false),
-        ("decline", "/actions/decline", false),
+    let counts: Vec<(String, String)> = actions.iter().map(|a| (esc(a), format!("/actions/{a}"))).collect();
+    let trio = actions == ["approve", "review", "decline"];
+    let caught =
+        if trio { "review + decline".to_string() } else { format!("not {}", actions.first().map_or("", |a| a)) };
+    let (precision, recall) = (format!("precision ({caught})"), format!("recall ({caught})"));
+    let mut rows: Vec<(&str, &str, bool)> = counts.iter().map(|(l, p)| (l.as_str(), p.as_str(), false)).collect();
+    rows.extend([
         ("review rate", "/review_rate", true),
         ("decline rate", "/decline_rate", true),
-        ("precision (review + decline)", "/precision", true),
-        ("recall (review + decline)", "/recall", true),
+        (precision.as_str(), "/precision", true),
+        (recall.as_str(), "/recall", true),
         ("fraud value caught", "/fraud_amount_caught", false),
         ("fraud value in total", "/fraud_amount_total", false),
         ("Brier score", "/brier", false),
         ("expected cost per 1,000 events", "/cost/per_1000_events", false),
-    ];
+    ]);
     for (label, ptr, is_pct) in rows {
         let _ = write!(h, "<tr><td class=\"l\">{label}</td>");
         for s in sides {

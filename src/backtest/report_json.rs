@@ -12,20 +12,24 @@ use serde_json::{json, Value};
 use super::metrics::{Accumulator, SideStats, BINS};
 use super::run::Outcomes;
 use super::Options;
-use crate::core::decision::Action;
+use crate::core::decision::Actions;
 
-/// Action names in matrix order.
-pub const ACTIONS: [&str; 3] = ["approve", "review", "decline"];
-
-/// The whole report.
+/// The whole report. `actions` lists the vocabulary in matrix order (every side decides with
+/// the same one).
 pub fn build(out: &Outcomes, opts: &Options) -> Value {
     let acc = &out.acc;
+    let vocabulary = &out.sides[0].actions;
+    let names = vocabulary.names();
     let decided: u64 = acc.sides[0].actions.iter().flatten().sum();
     let labelled: u64 = (0..2).map(|c| acc.sides[0].actions[c].iter().sum::<u64>()).sum();
     let span_h = acc.range.map_or(0.0, |[a, b]| (b.1 - a.1).max(0) as f64 / 3.6e6);
     let cap_share = capacity_share(opts, span_h, labelled);
-    let sides: Vec<Value> =
-        out.sides.iter().zip(&acc.sides).map(|(s, st)| side(&s.name, st, decided, labelled, opts, cap_share)).collect();
+    let sides: Vec<Value> = out
+        .sides
+        .iter()
+        .zip(&acc.sides)
+        .map(|(s, st)| side(&s.name, st, (decided, labelled), opts, cap_share, vocabulary))
+        .collect();
     let candidates: Vec<Value> = acc
         .comparisons
         .iter()
@@ -37,7 +41,7 @@ pub fn build(out: &Outcomes, opts: &Options) -> Value {
                 "side": k + 1,
                 "flipped": flipped,
                 "flipped_amount": flipped_amount,
-                "flips": {"actions": ACTIONS, "counts": c.flips, "amounts": c.flip_amount},
+                "flips": {"actions": names, "counts": c.flips, "amounts": c.flip_amount},
                 "rules": rules(acc, k),
                 "top_flips": c.top_flips(),
             })
@@ -46,6 +50,7 @@ pub fn build(out: &Outcomes, opts: &Options) -> Value {
     let first = candidates.first().cloned().unwrap_or(Value::Null);
     let time = |ms: i64| jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default();
     json!({
+        "actions": names,
         "summary": {
             "events": acc.events,
             "decided": decided,
@@ -101,41 +106,65 @@ fn ratio(a: f64, b: f64) -> Value {
     }
 }
 
-/// One side's figures.
-fn side(name: &str, s: &SideStats, decided: u64, labelled: u64, opts: &Options, cap_share: f64) -> Value {
-    let totals: Vec<u64> = (0..3).map(|a| s.actions.iter().map(|c| c[a]).sum()).collect();
-    let amounts: Vec<f64> = (0..3).map(|a| s.action_amount.iter().map(|c| c[a]).sum()).collect();
-    let (ap, rv, dc) = (Action::Approve as usize, Action::Review as usize, Action::Decline as usize);
+/// One side's figures. Precision and recall count an event as caught when its action is not
+/// the vocabulary's first (least severe) one; the cost model and the threshold search are
+/// the approve / review / decline ones (null with named actions).
+fn side(
+    name: &str,
+    s: &SideStats,
+    (decided, labelled): (u64, u64),
+    opts: &Options,
+    cap_share: f64,
+    actions: &Actions,
+) -> Value {
+    let n = actions.len();
+    let totals: Vec<u64> = (0..n).map(|a| s.actions.iter().map(|c| c[a]).sum()).collect();
+    let amounts: Vec<f64> = (0..n).map(|a| s.action_amount.iter().map(|c| c[a]).sum()).collect();
+    let by_name = |v: Vec<Value>| -> serde_json::Map<String, Value> {
+        actions.names().into_iter().map(str::to_string).zip(v).collect()
+    };
     let d = decided as f64;
+    // (events, value) of label class `c` flagged: any action but the least severe.
+    let flagged = |c: usize| -> (f64, f64) {
+        ((1..n).map(|a| s.actions[c][a] as f64).sum(), (1..n).map(|a| s.action_amount[c][a]).sum())
+    };
     let fraud = s.actions[1].iter().sum::<u64>() as f64;
-    let caught = (s.actions[1][rv] + s.actions[1][dc]) as f64;
-    let flagged_labelled = (s.actions[0][rv] + s.actions[0][dc]) as f64 + caught;
+    let (caught, caught_amount) = flagged(1);
+    let flagged_labelled = flagged(0).0 + caught;
     let fraud_amount: f64 = s.action_amount[1].iter().sum();
-    let c = &opts.costs;
-    let missed = s.action_amount[1][ap] * c.missed_fraud_factor;
-    let false_declines = s.actions[0][dc] as f64 * c.false_decline;
-    let reviews = (s.actions[0][rv] + s.actions[1][rv]) as f64 * c.review;
-    let per_1000 = |x: f64| ratio(x * 1000.0, labelled as f64);
+    let reviewed: u64 = actions.all().iter().filter(|a| a.is_review()).map(|a| totals[a.index()]).sum();
     let labels = labelled > 0;
-    json!({
-        "name": name,
-        "actions": {"approve": totals[ap], "review": totals[rv], "decline": totals[dc]},
-        "action_amounts": {"approve": amounts[ap], "review": amounts[rv], "decline": amounts[dc]},
-        "review_rate": ratio(totals[rv] as f64, d),
-        "decline_rate": ratio(totals[dc] as f64, d),
-        "precision": if labels { ratio(caught, flagged_labelled) } else { Value::Null },
-        "recall": if labels { ratio(caught, fraud) } else { Value::Null },
-        "fraud_amount_caught": if labels { json!(s.action_amount[1][rv] + s.action_amount[1][dc]) } else { Value::Null },
-        "fraud_amount_total": if labels { json!(fraud_amount) } else { Value::Null },
-        "brier": if labels { ratio(s.brier_sum, labelled as f64) } else { Value::Null },
-        "cost": if labels { json!({
+    let trio = actions.is_fraud();
+    let (ap, rv, dc) = (0, 1, 2);
+    let cost = if labels && trio {
+        let c = &opts.costs;
+        let missed = s.action_amount[1][ap] * c.missed_fraud_factor;
+        let false_declines = s.actions[0][dc] as f64 * c.false_decline;
+        let reviews = (s.actions[0][rv] + s.actions[1][rv]) as f64 * c.review;
+        let per_1000 = |x: f64| ratio(x * 1000.0, labelled as f64);
+        json!({
             "missed_fraud": missed,
             "false_declines": false_declines,
             "reviews": reviews,
             "total": missed + false_declines + reviews,
             "per_1000_events": per_1000(missed + false_declines + reviews),
-        }) } else { Value::Null },
-        "best_thresholds": if labels { best_thresholds(s, labelled, opts, cap_share) } else { Value::Null },
+        })
+    } else {
+        Value::Null
+    };
+    json!({
+        "name": name,
+        "actions": by_name(totals.iter().map(|t| json!(t)).collect()),
+        "action_amounts": by_name(amounts.iter().map(|a| json!(a)).collect()),
+        "review_rate": ratio(reviewed as f64, d),
+        "decline_rate": if trio { ratio(totals[dc] as f64, d) } else { Value::Null },
+        "precision": if labels { ratio(caught, flagged_labelled) } else { Value::Null },
+        "recall": if labels { ratio(caught, fraud) } else { Value::Null },
+        "fraud_amount_caught": if labels { json!(caught_amount) } else { Value::Null },
+        "fraud_amount_total": if labels { json!(fraud_amount) } else { Value::Null },
+        "brier": if labels { ratio(s.brier_sum, labelled as f64) } else { Value::Null },
+        "cost": cost,
+        "best_thresholds": if labels && trio { best_thresholds(s, labelled, opts, cap_share) } else { Value::Null },
         "histogram": {"bins": BINS, "legit": s.hist[0].to_vec(), "fraud": s.hist[1].to_vec(), "unlabelled": s.hist[2].to_vec()},
         "curve": if labels { curve(s) } else { json!([]) },
         "reliability": s.reliability.iter().map(|&(n, sum, pos)| json!({

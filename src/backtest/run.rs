@@ -85,6 +85,18 @@ pub fn run(opts: &Options, base: &Config, cands: &[Candidate]) -> Result<Outcome
         .iter()
         .map(|(name, cfg, rules)| Side::load(name, cfg, *rules, &enriched, &schemas, enrich_paths.clone()))
         .collect::<Result<Vec<_>, _>>()?;
+    // Flips pair actions by position: every side decides with the baseline's vocabulary.
+    for s in &sides[1..] {
+        if s.actions.names() != sides[0].actions.names() {
+            return Err(BacktestError::Mismatch(format!(
+                "candidate '{}' decides with the actions ({}), the baseline with ({}): decide.actions must name the \
+                 same actions in the same order on every side",
+                s.name,
+                s.actions.names().join(", "),
+                sides[0].actions.names().join(", ")
+            )));
+        }
+    }
     // The fields the decoder extracts: the baseline's rule fields first (its slots), then each
     // candidate's, the value field and the label field.
     let mut union: Vec<String> = sides[0].rule_paths().to_vec();
@@ -125,7 +137,7 @@ pub fn run(opts: &Options, base: &Config, cands: &[Candidate]) -> Result<Outcome
     let decoders =
         Decoders { base: sides[0].decode.take().expect("a side loads with its decoder"), extra: Vec::new(), enrich };
     let decoders = layouts(decoders, &mut sides);
-    let mut acc = Accumulator::new(sides.len() - 1, opts.top_n);
+    let mut acc = Accumulator::new(sides.len() - 1, opts.top_n, sides[0].actions.len());
     let mut progress = Progress::new();
     let mut saved_fields: Vec<Vec<FieldValue>> = Vec::new();
     // Two threads: one reads, decodes and enriches the next batch while the other scores and

@@ -54,6 +54,8 @@ pub struct Side {
     pub score: Score,
     /// The decide stage with its bands.
     pub decide: Decide,
+    /// Its decision vocabulary (`decide.actions`).
+    pub actions: Arc<crate::core::decision::Actions>,
     /// Its rules snapshot, stamped on the batch before it decides.
     pub rules: Arc<LiveRules>,
     /// Per rule slot, its field's index among the decoded fields (None: the same order).
@@ -89,6 +91,7 @@ impl Side {
         schemas: &Arc<LocalSchemas>,
         enrich_paths: Vec<crate::core::event::EntityPaths>,
     ) -> Result<Self, BacktestError> {
+        let actions = Arc::new(cfg.decide.actions());
         let spec = ModelSpec::from_config(&cfg.model)?;
         let vectorizer = Vectorizer::new(&spec.manifest, enriched).map_err(BacktestError::Columns)?;
         let decoder = Decoder::new(&cfg.decode, schemas.clone(), vectorizer.clone(), enrich_paths);
@@ -97,7 +100,7 @@ impl Side {
         let scorer = OnnxScorer::load(&spec, init_runtime(cfg.model.ort_library.as_deref())?)?.0;
         let score = Score::new(scorer, rows.clone(), metrics.clone(), Abort::default());
         let set = match rules {
-            Some(p) => RuleSet::load(p, &crate::rules::readable_names(enriched, &spec.manifest.classes))
+            Some(p) => RuleSet::load(p, &crate::rules::readable_names(enriched, &spec.manifest.classes), &actions)
                 .map_err(|e| BacktestError::Rules(format!("{}: {}", p.display(), e.join("; "))))?,
             None => RuleSet::empty(),
         };
@@ -117,7 +120,8 @@ impl Side {
             name: name.to_string(),
             decode: Some((Decode::new(decoder, metrics.clone()), Fill::new(vectorizer, metrics.clone()))),
             score,
-            decide: Decide::new(ThresholdBands::new(&cfg.decide), metrics),
+            decide: Decide::new(ThresholdBands::of(actions.clone()), metrics),
+            actions,
             rules: Arc::new(LiveRules { set: Arc::new(set), lists }),
             field_map: None,
             layout: None,

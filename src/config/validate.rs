@@ -127,11 +127,10 @@ impl Config {
             }
         }
         let in_range = |v: f64| (0.0..=1.0).contains(&v);
-        if !["approve", "review", "decline"].contains(&self.decide.fallback_action.as_str()) {
-            e.push(format!(
-                "decide.fallback_action: expected approve, review or decline, got '{}'",
-                self.decide.fallback_action
-            ));
+        if in_range(d.review_at) && in_range(d.decline_at) && d.review_at <= d.decline_at {
+            if let Err(problems) = d.vocabulary() {
+                e.extend(problems);
+            }
         }
         if !(0.0..=1.0).contains(&self.model.shadow_sample) {
             e.push(format!("model.shadow_sample: must be within [0, 1], got {}", self.model.shadow_sample));

@@ -1,6 +1,6 @@
-//! The decision vocabulary: what happens to an event ([`Action`]), which rules fired
-//! ([`RuleHit`]), the whole outcome ([`Decision`]) and a multi-output model's classes
-//! ([`Classes`]).
+//! One event's outcome: what happens to it ([`Action`], one of the configured [`Actions`],
+//! defined in [`super::actions`]), which rules fired ([`RuleHit`]), the whole outcome
+//! ([`Decision`]) and a multi-output model's classes ([`Classes`]).
 //!
 //! In `core` because the decide stage makes decisions and the publish and drift stages
 //! record them; neither should need the rules engine to name one.
@@ -9,33 +9,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-/// What happens to the event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    /// Let it through.
-    Approve,
-    /// Send to a human; also published to the review topic.
-    Review,
-    /// Block it.
-    Decline,
-}
-
-impl Action {
-    /// Lowercase label (metrics, JSON).
-    pub fn label(self) -> &'static str {
-        match self {
-            Action::Approve => "approve",
-            Action::Review => "review",
-            Action::Decline => "decline",
-        }
-    }
-
-    /// Index in the Avro `Action` enum symbols.
-    pub fn avro_index(self) -> i64 {
-        self as i64
-    }
-}
+pub use super::actions::{Action, ActionSpec, Actions, MAX_ACTIONS};
 
 /// Whether a rule acts or is only recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -56,7 +30,7 @@ pub struct RuleHit {
     pub reason: Arc<str>,
     /// Enforce or monitor.
     pub mode: RuleMode,
-    /// The rule's action (approve / review / decline or its custom name).
+    /// The rule's action (a vocabulary action's name, or its custom name).
     pub action: Arc<str>,
 }
 

@@ -11,8 +11,10 @@
 //! * [`clock`]: the wall clock.
 //! * [`event`]: the decoded event, its decode error, and the entity inputs and paths that
 //!   pass between decode and enrich.
-//! * [`decision`]: the decision vocabulary (action, rule hits, decision) the decide stage
-//!   makes and publish and drift record.
+//! * [`actions`]: the configured actions (approve / review / decline by default), their score
+//!   bands and the fallback action.
+//! * [`decision`]: the outcome of one event (its action, rule hits, decision, a multi-output
+//!   model's classes) the decide stage makes and publish and drift record.
 //! * [`kafka`]: the Kafka connection, topics and client overrides (consume and publish).
 //! * [`redis`]: the `[redis]` security settings and the one function that makes a Redis
 //!   client from a URL and them (enrich, rules and drift connect through it).
@@ -26,6 +28,7 @@
 //! Nothing here imports a stage, `config` or a top module (`tests/layers.rs` checks it):
 //! types flow down.
 
+pub mod actions;
 pub mod clock;
 pub mod decision;
 pub mod delivery;

@@ -130,8 +130,8 @@ pub struct DemoReport {
     pub decided: u64,
     /// Dead-lettered.
     pub dead_lettered: u64,
-    /// Approve / review / decline counts.
-    pub actions: [u64; 3],
+    /// Decisions per action of the configured vocabulary, least severe first.
+    pub actions: Vec<(&'static str, u64)>,
     /// From pipeline start (or first produce) to the last decision.
     pub elapsed: Duration,
     /// Poll → acknowledged latency quantiles (µs): p50, p99, p99.9.
@@ -315,6 +315,7 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
         produce(&mock, &topic, opts, &stop, &mut gen, (opts.events, 0), None);
     }
     let metrics = Metrics::new();
+    let vocabulary = cfg.decide.vocabulary().unwrap_or_default().all().to_vec();
     let mut start = Instant::now();
     let cost_at = |m: &Metrics| (process_cpu_seconds(), m.counted("decode", "ok"));
     let mut cost_start = cost_at(&metrics);
@@ -393,16 +394,16 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
         if opts.progress && last_progress.elapsed() >= Duration::from_secs(1) {
             let h = metrics.reset_latencies();
             let rate = (n - last.1) as f64 / last.0.elapsed().as_secs_f64();
+            let counts: Vec<String> =
+                vocabulary.iter().map(|a| format!("{} {}", a.label(), metrics.counted("decide", a.label()))).collect();
             eprintln!(
-                "{:>6.1}s  decided {:>9}  {:>9.0} ev/s  p50 {:>7.2} ms  p99 {:>7.2} ms  approve {} review {} decline {}  dead-letter {}",
+                "{:>6.1}s  decided {:>9}  {:>9.0} ev/s  p50 {:>7.2} ms  p99 {:>7.2} ms  {}  dead-letter {}",
                 start.elapsed().as_secs_f64(),
                 n,
                 rate,
                 h.value_at_quantile(0.5) as f64 / 1e3,
                 h.value_at_quantile(0.99) as f64 / 1e3,
-                metrics.counted("decide", "approve"),
-                metrics.counted("decide", "review"),
-                metrics.counted("decide", "decline"),
+                counts.join(" "),
                 metrics.counted("decode", "dead_letter"),
             );
             all.add(&h).expect("same histogram bounds");
@@ -441,11 +442,7 @@ pub fn run(mut cfg: Config, opts: &DemoOptions) -> Result<DemoReport, StartError
         produced,
         decided: metrics.counted("decode", "ok"),
         dead_lettered: metrics.counted("decode", "dead_letter"),
-        actions: [
-            metrics.counted("decide", "approve"),
-            metrics.counted("decide", "review"),
-            metrics.counted("decide", "decline"),
-        ],
+        actions: vocabulary.iter().map(|a| (a.label(), metrics.counted("decide", a.label()))).collect(),
         elapsed: finished_at,
         latency_us: qs.map(|x| all.value_at_quantile(x)),
         event_latency_ms: qs.map(|x| all_ev.value_at_quantile(x)),

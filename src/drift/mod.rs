@@ -24,7 +24,7 @@ pub use categories::{Categories, CategorySource};
 pub use publisher::DriftPublisher;
 pub use stats::{Baseline, BaselineError, FeatureBaseline, FeatureStats, Moments, Window};
 
-use crate::core::decision::Action;
+use crate::core::decision::{Action, Actions};
 use crate::core::rows::Rows;
 use config::DriftConfig;
 
@@ -160,10 +160,7 @@ impl DriftRecord {
             let inputs = all().filter(|f| level(f.psi) == l).map(|f| f.name.clone());
             inputs.chain(classes.iter().filter(|f| level(f.psi) == l).map(|f| format!("class:{}", f.name))).collect()
         };
-        let actions = [Action::Approve, Action::Review, Action::Decline]
-            .iter()
-            .map(|a| (a.label().to_string(), w.actions[*a as usize] as i64))
-            .collect();
+        let actions = w.actions.iter().map(|(a, n)| (a.clone(), *n as i64)).collect();
         Self {
             model: id.model.clone(),
             model_version: id.model_version.clone(),
@@ -184,12 +181,11 @@ impl DriftRecord {
 
     /// The window this record counts (to merge records of several instances).
     pub fn window(&self) -> Window {
-        let idx = |a: Action| self.actions.get(a.label()).copied().unwrap_or(0).max(0) as u64;
         Window {
             features: self.features.iter().map(FeatureDrift::moments).collect(),
             score: self.score.moments(),
             classes: self.classes.iter().map(FeatureDrift::moments).collect(),
-            actions: [idx(Action::Approve), idx(Action::Review), idx(Action::Decline)],
+            actions: self.actions.iter().map(|(a, n)| (a.clone(), (*n).max(0) as u64)).collect(),
             dead_letters: self.dead_letters.iter().map(|(k, v)| (k.clone(), (*v).max(0) as u64)).collect(),
             events: self.events.max(0) as u64,
         }
@@ -244,15 +240,17 @@ impl DriftRecord {
 pub struct DriftMonitor {
     baseline: Arc<Baseline>,
     windows: Vec<Arc<Mutex<Window>>>,
+    /// The vocabulary's action names: every window's record counts each (0 when none).
+    actions: Vec<&'static str>,
     /// Label statistics of the current window, when labels are joined.
     pub labels: Option<(Arc<Mutex<labels::LabelStats>>, Vec<f64>)>,
 }
 
 impl DriftMonitor {
-    /// One window per worker.
-    pub fn new(baseline: Baseline, workers: usize) -> Self {
+    /// One window per worker; records count decisions by the actions of `actions`.
+    pub fn new(baseline: Baseline, workers: usize, actions: &Actions) -> Self {
         let windows = (0..workers).map(|_| Arc::new(Mutex::new(Window::new(&baseline)))).collect();
-        Self { baseline: Arc::new(baseline), windows, labels: None }
+        Self { baseline: Arc::new(baseline), windows, actions: actions.names(), labels: None }
     }
 
     /// Worker `i`'s recorder.
@@ -266,6 +264,7 @@ impl DriftMonitor {
 
     fn take(&self) -> Window {
         let mut all = Window::new(&self.baseline);
+        all.actions.extend(self.actions.iter().map(|a| (a.to_string(), 0)));
         for w in &self.windows {
             let taken = std::mem::replace(&mut *w.lock(), Window::new(&self.baseline));
             all.merge(&taken);
@@ -288,7 +287,7 @@ impl DriftRecorder {
     pub fn observe(&self, rows: &Rows, scores: &[f32], classes: (&[f32], usize), actions: &[Action], dead: &[&str]) {
         let mut w = self.window.lock();
         for ((k, &s), &a) in (0..rows.len()).zip(scores).zip(actions) {
-            w.observe_texts(&self.baseline, rows.values_row(k), rows.texts_row(k), s, a as usize);
+            w.observe_texts(&self.baseline, rows.values_row(k), rows.texts_row(k), s, a);
             if let Some(row) = classes.0.get(k * classes.1..(k + 1) * classes.1).filter(|r| !r.is_empty()) {
                 w.observe_classes(&self.baseline, row);
             }
@@ -336,8 +335,8 @@ mod tests {
             classes: Vec::new(),
         };
         let mut w = Window::new(&b);
-        w.observe(&b, &[0.5], 0.1, 0);
-        w.observe(&b, &[-1.0], 0.7, 1);
+        w.observe(&b, &[0.5], 0.1, Action::APPROVE);
+        w.observe(&b, &[-1.0], 0.7, Action::REVIEW);
         w.dead_letter("malformed");
         let id = Identity { model: "m".into(), model_version: "1".into(), instance: "i-1".into() };
         let rec = DriftRecord::build(&id, &b, &w, 1, 2, &DriftConfig::default());
@@ -376,7 +375,7 @@ mod tests {
             let sports = if i % 10 == 0 { 0.2 } else { 0.8 };
             let news = if i % 2 == 0 { 0.25 } else { 0.75 };
             let w = if i < 50 { &mut w1 } else { &mut w2 };
-            w.observe(&b, &[], 0.8, 0);
+            w.observe(&b, &[], 0.8, Action::APPROVE);
             w.observe_classes(&b, &[sports, news]);
         }
         w2.observe_classes(&b, &[f32::NAN, f32::NAN]);

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::categories::{Categories, CategorySource};
+use crate::core::decision::Action;
 use crate::core::manifest::{InputColumn, Lane, Manifest};
 
 /// Smoothing for empty buckets in PSI (both sides), so one empty bucket is not infinite.
@@ -315,8 +316,8 @@ pub struct Window {
     pub score: Moments,
     /// A multi-output model's class scores (as many as the baseline has classes).
     pub classes: Vec<Moments>,
-    /// Decisions by action: approve, review, decline.
-    pub actions: [u64; 3],
+    /// Decisions by action name.
+    pub actions: std::collections::BTreeMap<String, u64>,
     /// Dead letters by reason code.
     pub dead_letters: std::collections::BTreeMap<String, u64>,
     /// Decided events.
@@ -330,28 +331,33 @@ impl Window {
             features: b.features.iter().map(|f| Moments::new(f.buckets())).collect(),
             score: Moments::new(b.score.buckets()),
             classes: b.classes.iter().map(|c| Moments::new(c.buckets())).collect(),
-            actions: [0; 3],
+            actions: Default::default(),
             dead_letters: Default::default(),
             events: 0,
         }
     }
 
-    /// Observes one decided event: its model row, score and action index (a model without
+    /// Observes one decided event: its model row, score and action (a model without
     /// string columns; see [`Window::observe_texts`]).
     #[inline]
-    pub fn observe(&mut self, b: &Baseline, row: &[f32], score: f32, action: usize) {
+    pub fn observe(&mut self, b: &Baseline, row: &[f32], score: f32, action: Action) {
         self.observe_texts(b, row, &[], score, action);
     }
 
     /// Observes one decided event: its model row's `f32` values and texts (string columns),
-    /// score and action index.
+    /// score and action.
     #[inline]
-    pub fn observe_texts(&mut self, b: &Baseline, row: &[f32], texts: &[String], score: f32, action: usize) {
+    pub fn observe_texts(&mut self, b: &Baseline, row: &[f32], texts: &[String], score: f32, action: Action) {
         for ((m, fb), &v) in self.features.iter_mut().zip(&b.features).zip(row) {
             m.observe(fb, f64::from(v), texts);
         }
         self.score.observe(&b.score, f64::from(score), &[]);
-        self.actions[action.min(2)] += 1;
+        match self.actions.get_mut(action.label()) {
+            Some(n) => *n += 1,
+            None => {
+                self.actions.insert(action.label().to_string(), 1);
+            }
+        }
         self.events += 1;
     }
 
@@ -378,8 +384,8 @@ impl Window {
         for (a, b) in self.classes.iter_mut().zip(&o.classes) {
             a.merge(b);
         }
-        for (a, b) in self.actions.iter_mut().zip(o.actions) {
-            *a += b;
+        for (k, v) in &o.actions {
+            *self.actions.entry(k.clone()).or_default() += v;
         }
         for (k, v) in &o.dead_letters {
             *self.dead_letters.entry(k.clone()).or_default() += v;
@@ -502,8 +508,9 @@ mod tests {
         for i in 0..500 {
             let v = (i % 9) as f32 * 0.5 - 1.0;
             let w = if i % 2 == 0 { &mut a } else { &mut c };
-            w.observe(&b, &[v], v / 4.0, i % 3);
-            all.observe(&b, &[v], v / 4.0, i % 3);
+            let action = [Action::APPROVE, Action::REVIEW, Action::DECLINE][i % 3];
+            w.observe(&b, &[v], v / 4.0, action);
+            all.observe(&b, &[v], v / 4.0, action);
         }
         a.dead_letter("malformed");
         all.dead_letter("malformed");

@@ -144,7 +144,7 @@ impl Parts {
         let enriched_names = enricher.names().to_vec();
         let rules = RulesHandle::load_on(
             &cfg.rules,
-            &crate::rules::readable_names(&enriched_names, &spec.manifest.classes),
+            (&crate::rules::readable_names(&enriched_names, &spec.manifest.classes), Arc::new(cfg.decide.actions())),
             (&cfg.enrich.redis_url, cfg.enrich.redis_cluster),
             &cfg.redis,
             metrics.clone(),
@@ -164,7 +164,7 @@ impl Parts {
             instance: crate::drift::instance_id(&cfg.drift),
             metrics: metrics.clone(),
         };
-        let observed = Arc::new(crate::rollout::Observed::new(vec![cfg.decide.review_at, cfg.decide.decline_at]));
+        let observed = Arc::new(crate::rollout::Observed::new(cfg.decide.actions().thresholds()));
         let rollout = Arc::new(Rollout::new(cfg.model.rollout.clone(), cfg.drift.psi_alert, observed, transitions));
         Ok(Self {
             spec,
@@ -203,10 +203,10 @@ fn start_drift(cfg: &Config, parts: &Parts, workers: usize, threads: &mut Thread
         }
         _ => return Ok(none),
     };
-    let mut monitor = DriftMonitor::new(baseline, workers);
+    let mut monitor = DriftMonitor::new(baseline, workers, &cfg.decide.actions());
     let mut scored = None;
     if !cfg.drift.labels_topic.is_empty() {
-        let thresholds = vec![cfg.decide.review_at, cfg.decide.decline_at];
+        let thresholds = cfg.decide.actions().thresholds();
         let stats = Arc::new(parking_lot::Mutex::new(LabelStats::new(&thresholds)));
         let store = LabelStore {
             redis_url: cfg.enrich.redis_url.clone(),
@@ -272,8 +272,12 @@ fn register_schemas(cfg: &Config) -> Result<Option<Config>, StartError> {
         review: &cfg.kafka.review_topic,
         drift: cfg.drift.enabled.then_some(cfg.drift.topic.as_str()),
     };
-    let (decision, drift) = registry::register_outputs(reg, topics, crate::drift::SCHEMA)
-        .map_err(|e| StartError::Registry(Scrubbed::new(e, &Secrets::of(cfg))))?;
+    let (decision, drift) = registry::register_outputs(
+        reg,
+        topics,
+        (&registry::decision_schema(&cfg.decide.actions()), crate::drift::SCHEMA),
+    )
+    .map_err(|e| StartError::Registry(Scrubbed::new(e, &Secrets::of(cfg))))?;
     let mut cfg = cfg.clone();
     cfg.publish.decision_schema_id = decision;
     cfg.publish.drift_schema_id = drift.unwrap_or(cfg.publish.drift_schema_id);
@@ -352,7 +356,7 @@ fn start_watchers(
     let models = match cfg.model.rollout.mode {
         RolloutMode::Immediate => ModelReloader::new(&cfg.model, enriched, slots, metrics, name, version),
         RolloutMode::Guarded => {
-            let bands = (cfg.decide.review_at as f32, cfg.decide.decline_at as f32);
+            let bands = cfg.decide.actions().thresholds().iter().map(|&t| t as f32).collect();
             let serving = Arc::new(parts.spec.clone());
             ModelReloader::guarded(&cfg.model, enriched, slots, metrics, serving, parts.rollout.clone(), bands)
         }

@@ -364,7 +364,7 @@ mod tests {
 
     fn decision() -> Decision {
         Decision {
-            action: Action::Review,
+            action: Action::REVIEW,
             action_name: Some("step_up".into()),
             reason: "huge_amount".into(),
             score: 0.625,
@@ -403,7 +403,7 @@ mod tests {
             defaults_used: DefaultsUsed { names: &NAMES, columns: &[1] },
             features: Inputs::numbers(&NAMES, &[1.5, -1.0]),
             aggregates: (&AGG, &[Some(3.0), None]),
-            shadow: Some(ShadowVerdict { model: "challenger", version: "7", score: 0.25, action: Action::Approve }),
+            shadow: Some(ShadowVerdict { model: "challenger", version: "7", score: 0.25, action: Action::APPROVE }),
             redelivery: false,
             top: Top::default(),
         }

@@ -207,7 +207,7 @@ impl Publish {
             Sent::Queued => {}
             Sent::Refused(e) => return self.refused_output(pending, ev, &e),
         }
-        if action == Action::Review {
+        if action.is_review() {
             let headers = || decision_headers_with(event_id, &self.outputs.model_version, priority);
             match self.retry(|| self.publisher.send(&self.outputs.review, key, &self.buf, Some(headers()), pending))? {
                 Sent::Queued => {}
@@ -385,7 +385,7 @@ mod tests {
 
     fn review() -> Decision {
         Decision {
-            action: Action::Review,
+            action: Action::REVIEW,
             action_name: None,
             reason: "r".into(),
             score: 0.5,

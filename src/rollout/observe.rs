@@ -56,7 +56,7 @@ pub struct BatchObservation<'a> {
 }
 
 impl Observed {
-    /// Empty tallies; labels are counted at `thresholds` (review and decline).
+    /// Empty tallies; labels are counted at `thresholds` (the band boundaries).
     pub fn new(thresholds: Vec<f64>) -> Self {
         let tally = Tally::new(0, false, None, &thresholds);
         Self { tally: Mutex::new(tally), thresholds }

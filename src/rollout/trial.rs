@@ -29,8 +29,8 @@ pub struct Trial {
     pub threshold: u64,
     /// Where it reports.
     pub observed: Arc<Observed>,
-    /// Review and decline thresholds (band actions compared for agreement).
-    pub bands: (f32, f32),
+    /// The band boundaries (`Actions::thresholds`; band actions compared for agreement).
+    pub bands: Arc<[f32]>,
     rows: Option<Rows>,
     scores: Vec<f32>,
     serving: Vec<f32>,
@@ -61,7 +61,7 @@ impl Trial {
         epoch: u64,
         share: f64,
         observed: Arc<Observed>,
-        bands: (f32, f32),
+        bands: Arc<[f32]>,
     ) -> Self {
         let threshold = if share >= 1.0 { u64::MAX } else { (share.max(0.0) * u64::MAX as f64) as u64 };
         Self {
@@ -89,7 +89,7 @@ impl Trial {
     }
 
     fn band(&self, s: f32) -> u8 {
-        u8::from(s >= self.bands.0) + u8::from(s >= self.bands.1)
+        self.bands.iter().map(|&t| u8::from(s >= t)).sum()
     }
 
     /// Scores the share of `b`'s scored rows into `b.trial_scores` and reports the batch;

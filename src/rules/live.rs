@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::RulesConfig;
 use super::set::{read_list, ListSpec, RuleSet};
+use super::Actions;
 use crate::core::redis::RedisConfig;
 use crate::telemetry::Metrics;
 
@@ -71,6 +72,7 @@ pub struct RulesHandle {
     current: RwLock<Arc<LiveRules>>,
     path: Option<PathBuf>,
     enriched: Vec<String>,
+    actions: Arc<Actions>,
     redis_url: String,
     security: RedisConfig,
     cluster: bool,
@@ -88,30 +90,31 @@ impl crate::envelope::RulesSource for RulesHandle {
 
 impl RulesHandle {
     /// Loads the configured rules file (or bands only when none); an invalid file fails
-    /// start-up with every problem. `enriched` are the enrichment names rules may use;
-    /// `redis_set` lists are read from `cfg.redis_url`, else `default_redis`, with `security`.
+    /// start-up with every problem. `enriched` are the enrichment names rules may use,
+    /// `actions` the vocabulary they choose from; `redis_set` lists are read from
+    /// `cfg.redis_url`, else `default_redis`, with `security`.
     pub fn load(
         cfg: &RulesConfig,
-        enriched: &[String],
+        (enriched, actions): (&[String], Arc<Actions>),
         default_redis: &str,
         security: &RedisConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, InvalidRules> {
-        Self::load_on(cfg, enriched, (default_redis, false), security, metrics)
+        Self::load_on(cfg, (enriched, actions), (default_redis, false), security, metrics)
     }
 
     /// [`load`](Self::load), with `default_redis` a URL and whether it (and `cfg.redis_url`)
     /// names seed nodes of a Redis Cluster (`enrich.redis_cluster`).
     pub fn load_on(
         cfg: &RulesConfig,
-        enriched: &[String],
+        (enriched, actions): (&[String], Arc<Actions>),
         (default_redis, cluster): (&str, bool),
         security: &RedisConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, InvalidRules> {
         let path = (!cfg.file.is_empty()).then(|| PathBuf::from(&cfg.file));
         let set = match &path {
-            Some(p) => RuleSet::load(p, enriched).map_err(InvalidRules)?,
+            Some(p) => RuleSet::load(p, enriched, &actions).map_err(InvalidRules)?,
             None => RuleSet::empty(),
         };
         let redis_url = if cfg.redis_url.is_empty() { default_redis.to_string() } else { cfg.redis_url.clone() };
@@ -120,6 +123,7 @@ impl RulesHandle {
             current: RwLock::new(Arc::new(LiveRules { set: Arc::new(set), lists })),
             path,
             enriched: enriched.to_vec(),
+            actions,
             redis_url,
             security: security.clone(),
             cluster,
@@ -154,7 +158,7 @@ impl RulesHandle {
         };
         let dir = path.parent().unwrap_or(std::path::Path::new("."));
         // Parsing is cheap (a file of rules); its hash covers list files too.
-        match RuleSet::parse(&text, dir, &self.enriched) {
+        match RuleSet::parse(&text, dir, &self.enriched, &self.actions) {
             Ok(set) => {
                 let now = self.current();
                 if set.version != now.set.version {

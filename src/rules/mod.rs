@@ -13,7 +13,7 @@ pub mod stage;
 
 use std::sync::Arc;
 
-pub use crate::core::decision::{Action, Decision, RuleHit, RuleMode};
+pub use crate::core::decision::{Action, Actions, Decision, RuleHit, RuleMode};
 pub use live::{LiveRules, RulesHandle};
 pub use set::{RuleSet, RulesOutcome};
 
@@ -28,12 +28,13 @@ pub fn readable_names(enriched: &[String], classes: &[String]) -> Vec<String> {
     names
 }
 
-/// Score bands: below `review_at` approve, below `decline_at` review, else decline.
+/// Score bands of the decision vocabulary: each score gets the action whose band it falls in
+/// (by default below `review_at` approve, below `decline_at` review, else decline).
 #[derive(Debug, Clone)]
 pub struct ThresholdBands {
-    review_at: f32,
-    decline_at: f32,
-    reasons: [Arc<str>; 3],
+    actions: Arc<Actions>,
+    /// Reason code per action (by vocabulary index).
+    reasons: Vec<Arc<str>>,
     fallback: (Action, Arc<str>),
 }
 
@@ -47,37 +48,38 @@ pub const REASON_REVIEW: &str = "score_in_review_band";
 /// Reason code: score at or above the decline threshold.
 pub const REASON_DECLINE: &str = "score_above_decline_threshold";
 
+/// Reason code prefix of a named vocabulary's band: `score_band_<action>`.
+pub const REASON_BAND: &str = "score_band_";
+
 impl ThresholdBands {
-    /// Bands from config (validated: `review_at <= decline_at`).
+    /// Bands of `cfg`'s vocabulary (validated when the config was loaded).
     pub fn new(cfg: &DecideConfig) -> Self {
-        Self {
-            review_at: cfg.review_at as f32,
-            decline_at: cfg.decline_at as f32,
-            reasons: [REASON_LOW.into(), REASON_REVIEW.into(), REASON_DECLINE.into()],
-            fallback: (
-                match cfg.fallback_action.as_str() {
-                    "approve" => Action::Approve,
-                    "decline" => Action::Decline,
-                    _ => Action::Review,
-                },
-                REASON_FALLBACK.into(),
-            ),
-        }
+        Self::of(Arc::new(cfg.actions()))
+    }
+
+    /// Bands of a vocabulary.
+    pub fn of(actions: Arc<Actions>) -> Self {
+        let reasons = if actions.is_fraud() {
+            vec![REASON_LOW.into(), REASON_REVIEW.into(), REASON_DECLINE.into()]
+        } else {
+            actions.all().iter().map(|a| format!("{REASON_BAND}{}", a.label()).into()).collect()
+        };
+        let fallback = (actions.fallback(), REASON_FALLBACK.into());
+        Self { actions, reasons, fallback }
+    }
+
+    /// The vocabulary.
+    pub fn actions(&self) -> &Arc<Actions> {
+        &self.actions
     }
 
     /// The band decision for one score.
     pub fn decide(&self, score: f32) -> Decision {
-        let action = if score >= self.decline_at {
-            Action::Decline
-        } else if score >= self.review_at {
-            Action::Review
-        } else {
-            Action::Approve
-        };
+        let action = self.actions.band(score);
         Decision {
             action,
             action_name: None,
-            reason: self.reasons[action as usize].clone(),
+            reason: self.reasons[action.index()].clone(),
             score,
             rule_hits: Vec::new(),
             rule_errors: 0,
@@ -105,10 +107,13 @@ mod tests {
     #[test]
     fn bands_are_half_open_at_each_threshold() {
         let b = ThresholdBands::new(&DecideConfig { review_at: 0.5, decline_at: 0.9, ..Default::default() });
-        assert_eq!(b.decide(0.49).action, Action::Approve);
-        assert_eq!(b.decide(0.5).action, Action::Review);
-        assert_eq!(b.decide(0.8999).action, Action::Review);
-        assert_eq!(b.decide(0.9).action, Action::Decline);
+        assert_eq!(b.decide(0.49).action, Action::APPROVE);
+        assert_eq!(b.decide(0.5).action, Action::REVIEW);
+        assert_eq!(b.decide(0.8999).action, Action::REVIEW);
+        assert_eq!(b.decide(0.9).action, Action::DECLINE);
         assert_eq!(&*b.decide(0.95).reason, REASON_DECLINE);
+        let b = ThresholdBands::new(&DecideConfig { review_at: 0.7, decline_at: 0.7, ..Default::default() });
+        assert_eq!(b.decide(0.7).action, Action::DECLINE, "an empty review band reviews nothing");
+        assert_eq!(b.fallback().action, Action::REVIEW);
     }
 }

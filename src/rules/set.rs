@@ -16,7 +16,7 @@
 //! id = "deny-listed-card"
 //! description = "Card on the deny list"
 //! condition = "event.card_id in lists.deny_cards"
-//! action = "decline"               # approve | review | decline | a custom name (with `outcome`)
+//! action = "decline"               # an action of decide.actions, or a custom name (with `outcome`)
 //! reason = "card_deny_listed"
 //! priority = 100
 //! mode = "enforce"                 # or monitor: recorded, never acting
@@ -24,7 +24,8 @@
 //!
 //! Conflict resolution: the threshold bands act as a rule with priority 0. Among the
 //! enforce rules that fired and the band, the highest priority wins; on equal priority the
-//! most severe action (decline > review > approve); then the earlier rule in the file.
+//! most severe action (later in `decide.actions`; decline > review > approve by default);
+//! then the earlier rule in the file.
 //!
 //! `load` reads and validates the file; this file holds the compiled set and applies it.
 
@@ -50,9 +51,9 @@ pub struct Rule {
     /// Its condition source.
     pub source: String,
     condition: Node,
-    /// Base action (routing, severity).
+    /// Its vocabulary action (routing, severity).
     pub action: Action,
-    /// The action's name: approve/review/decline or a custom one.
+    /// The action's name: the vocabulary action's, or a custom one (with `outcome`).
     pub action_name: Arc<str>,
     /// Reason code.
     pub reason: Arc<str>,
@@ -93,15 +94,6 @@ pub struct RulesOutcome {
     pub errors: u32,
 }
 
-fn parse_action(s: &str) -> Option<Action> {
-    match s {
-        "approve" => Some(Action::Approve),
-        "review" => Some(Action::Review),
-        "decline" => Some(Action::Decline),
-        _ => None,
-    }
-}
-
 impl RuleSet {
     /// Applies the rules to one event whose band decision is `band`. `fired[i]` counts the
     /// hits of rule `i` (callers add them to metrics once per batch).
@@ -136,7 +128,7 @@ impl RuleSet {
         if let Some(r) = best.2 {
             out.action = r.action;
             out.reason = Some(r.reason.clone());
-            if parse_action(&r.action_name).is_none() {
+            if r.action_name.as_ref() != r.action.label() {
                 out.action_name = Some(r.action_name.clone());
             }
         }
@@ -158,7 +150,7 @@ impl RuleSet {
 
 impl Default for RulesOutcome {
     fn default() -> Self {
-        Self { action: Action::Approve, action_name: None, reason: None, hits: Vec::new(), errors: 0 }
+        Self { action: Action::APPROVE, action_name: None, reason: None, hits: Vec::new(), errors: 0 }
     }
 }
 

@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use super::expr::Scope;
 use super::{RuleMode, RulesOutcome, ThresholdBands};
-use crate::core::decision::Action;
 use crate::stage::{ScoredEvents, Stage, StageFailure, StagedBatch};
 use crate::telemetry::Metrics;
 
@@ -25,12 +24,22 @@ pub struct Decide {
     /// A multi-output model's event: its enrichment values, then its class scores (what
     /// rules read as `scores.<class>`, after the enrichment names).
     scope_values: Vec<Option<f64>>,
+    /// Decisions per action (vocabulary index) in the last batch.
+    counts: Vec<u64>,
 }
 
 impl Decide {
     /// With the score bands (`decide.*`).
     pub fn new(bands: ThresholdBands, metrics: Arc<Metrics>) -> Self {
-        Self { bands, scored: None, metrics, out: RulesOutcome::default(), fired: Vec::new(), scope_values: Vec::new() }
+        Self {
+            bands,
+            scored: None,
+            metrics,
+            out: RulesOutcome::default(),
+            fired: Vec::new(),
+            scope_values: Vec::new(),
+            counts: Vec::new(),
+        }
     }
 
     /// Hands every event decided with the model to `scored`.
@@ -57,7 +66,10 @@ impl Stage for Decide {
         let set = &live.set;
         self.fired.clear();
         self.fired.resize(set.rules.len(), 0);
-        let (mut counts, mut rule_errors) = ([0u64; 3], 0u64);
+        let actions = self.bands.actions().clone();
+        self.counts.clear();
+        self.counts.resize(actions.len(), 0);
+        let mut rule_errors = 0u64;
         let mut decisions = std::mem::take(&mut b.decisions);
         let mut shadow_actions = std::mem::take(&mut b.shadow_actions);
         decisions.clear();
@@ -96,8 +108,9 @@ impl Stage for Decide {
                 rule_errors += u64::from(out.errors);
             }
             decision.rules_version = set.version.clone();
-            if decision.action == Action::Review {
-                decision.review_priority = Some(set.review_priority(&scope));
+            if decision.action.is_review() {
+                let fixed = actions.review_priority(decision.action);
+                decision.review_priority = Some(fixed.unwrap_or_else(|| set.review_priority(&scope)));
             }
             let shadow = b.shadow_scores.get(k).copied().flatten().map(|s| {
                 let band = self.bands.decide(s).action;
@@ -114,7 +127,7 @@ impl Stage for Decide {
                 action
             });
             shadow_actions.push(shadow);
-            counts[decision.action as usize] += 1;
+            self.counts[decision.action.index()] += 1;
             if let (Some(s), false) = (&self.scored, decision.fallback) {
                 let trial = b.trial_scores.get(k).copied().flatten().map(|t| (t, b.trial_epoch));
                 s.keep_with_trial(&d.event_id, score, decision.action, trial);
@@ -123,8 +136,8 @@ impl Stage for Decide {
         }
         b.decisions = decisions;
         b.shadow_actions = shadow_actions;
-        for a in [Action::Approve, Action::Review, Action::Decline] {
-            m.count("decide", a.label(), counts[a as usize]);
+        for (a, &n) in actions.all().iter().zip(&self.counts) {
+            m.count("decide", a.label(), n);
         }
         for (r, &n) in set.rules.iter().zip(&self.fired) {
             if n > 0 {

@@ -77,7 +77,14 @@ impl RedisCluster {
     /// Starts and joins the six nodes; returns once every node says `cluster_state:ok`.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
+        // Six distinct ports: a port released by one probe can be handed out again by the next.
+        let mut ports: Vec<u16> = Vec::new();
+        while ports.len() < 6 {
+            let p = free_port();
+            if !ports.contains(&p) {
+                ports.push(p);
+            }
+        }
         let children = ports
             .iter()
             .map(|p| {

@@ -26,6 +26,21 @@ use super::{LocalSchemas, SchemaErrors, SchemaSource};
 /// The decision record schema (`schemas/decision.avsc`), registered at start-up.
 pub const DECISION_SCHEMA: &str = include_str!("../../../schemas/decision.avsc");
 
+/// The decision record schema for a vocabulary: `schemas/decision.avsc` as written for
+/// approve / review / decline, else with its `Action` enum's symbols replaced by the
+/// configured actions in order (so a record's action index is the action's position).
+pub fn decision_schema(actions: &crate::core::decision::Actions) -> String {
+    if actions.is_fraud() {
+        return DECISION_SCHEMA.to_string();
+    }
+    let mut schema: serde_json::Value = serde_json::from_str(DECISION_SCHEMA).expect("decision.avsc is JSON");
+    let fields = schema["fields"].as_array_mut().expect("decision.avsc has fields");
+    let action = fields.iter_mut().find(|f| f["name"] == "action").expect("decision.avsc has an action field");
+    action["type"]["symbols"] = serde_json::json!(actions.names());
+    action["doc"] = serde_json::json!("The decision: one of decide.actions, least severe first.");
+    serde_json::to_string_pretty(&schema).expect("a JSON value serializes")
+}
+
 /// Why the schema source could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -72,21 +87,21 @@ pub struct OutputTopics<'a> {
     pub drift: Option<&'a str>,
 }
 
-/// Registers the decision schema (under the decisions and review topics' subjects) and the
-/// drift schema; returns the registry's ids (decision, drift). Registering a schema already
+/// Registers the decision schema ([`decision_schema`] of the configured actions, under the
+/// decisions and review topics' subjects) and the drift schema; returns the registry's ids (decision, drift). Registering a schema already
 /// registered returns its id; an incompatible one fails with the registry's message.
 pub fn register_outputs(
     cfg: &SchemaRegistryConfig,
     topics: OutputTopics<'_>,
-    drift_schema: &str,
+    (decision_schema, drift_schema): (&str, &str),
 ) -> Result<(u32, Option<u32>), RegistryError> {
     let client = RegistryClient::new(cfg)?;
     let s = cfg.subject_strategy;
-    let decision = client.register(&subject(s, topics.decisions, "verdict.Decision"), DECISION_SCHEMA)?;
+    let decision = client.register(&subject(s, topics.decisions, "verdict.Decision"), decision_schema)?;
     if !topics.review.is_empty() && topics.review != topics.decisions {
         // The review copy carries the decision's bytes and id; the subject is registered so
         // that its compatibility is checked like the decisions topic's.
-        client.register(&subject(s, topics.review, "verdict.Decision"), DECISION_SCHEMA)?;
+        client.register(&subject(s, topics.review, "verdict.Decision"), decision_schema)?;
     }
     let drift = match topics.drift {
         Some(t) => Some(client.register(&subject(s, t, "verdict.DriftRecord"), drift_schema)?),

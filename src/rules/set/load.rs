@@ -8,7 +8,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{parse_action, read_list, Rule, RuleSet};
+use super::{read_list, Rule, RuleSet};
+use crate::core::decision::Actions;
 use crate::rules::expr::{compile, Names};
 use crate::rules::RuleMode;
 
@@ -49,7 +50,7 @@ struct RuleSpec {
     description: String,
     condition: String,
     action: String,
-    /// For a custom action: the base action it routes as.
+    /// For a custom action: the vocabulary action it routes as.
     outcome: Option<String>,
     reason: String,
     #[serde(default)]
@@ -64,14 +65,15 @@ fn enforce() -> String {
 
 impl RuleSet {
     /// Loads and validates a rules file; every problem is reported at once.
-    /// `enriched` are the enrichment names available (`window:…`, `feature:…`).
-    pub fn load(path: &Path, enriched: &[String]) -> Result<Self, Vec<String>> {
+    /// `enriched` are the enrichment names available (`window:…`, `feature:…`); `actions`
+    /// the decision vocabulary its rules choose from.
+    pub fn load(path: &Path, enriched: &[String], actions: &Actions) -> Result<Self, Vec<String>> {
         let text = std::fs::read(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
-        Self::parse(&text, path.parent().unwrap_or(Path::new(".")), enriched)
+        Self::parse(&text, path.parent().unwrap_or(Path::new(".")), enriched, actions)
     }
 
     /// Validates rules file contents; file lists are resolved against `dir`.
-    pub fn parse(text: &[u8], dir: &Path, enriched: &[String]) -> Result<Self, Vec<String>> {
+    pub fn parse(text: &[u8], dir: &Path, enriched: &[String], actions: &Actions) -> Result<Self, Vec<String>> {
         let text = std::str::from_utf8(text).map_err(|_| vec!["rules file is not UTF-8".to_string()])?;
         let spec: FileSpec = toml::from_str(text).map_err(|e| vec![format!("rules file: {e}")])?;
         let mut errors = Vec::new();
@@ -127,23 +129,25 @@ impl RuleSet {
                     None
                 }
             };
-            let action = match (parse_action(&r.action), r.outcome.as_deref()) {
+            let known = || actions.names().join(", ");
+            let action = match (actions.by_name(&r.action), r.outcome.as_deref()) {
                 (Some(a), None) => Some(a),
                 (Some(_), Some(_)) => {
                     errors.push(format!("{at}: outcome is only for custom actions"));
                     None
                 }
-                (None, Some(o)) => match parse_action(o) {
+                (None, Some(o)) => match actions.by_name(o) {
                     Some(a) if !r.action.is_empty() => Some(a),
                     _ => {
-                        errors.push(format!("{at}: outcome '{o}' (expected approve, review or decline)"));
+                        errors.push(format!("{at}: outcome '{o}' (expected one of {})", known()));
                         None
                     }
                 },
                 (None, None) => {
                     errors.push(format!(
-                        "{at}: action '{}' is custom: give its outcome (approve, review or decline)",
-                        r.action
+                        "{at}: action '{}' is not one of decide.actions ({}): add it there, or give its outcome",
+                        r.action,
+                        known()
                     ));
                     None
                 }

@@ -9,7 +9,7 @@ const ENRICHED: &[&str] = &["window:card.10m.count", "window:card.since_last_s",
 
 fn load(text: &str) -> Result<RuleSet, Vec<String>> {
     let enriched: Vec<String> = ENRICHED.iter().map(|s| s.to_string()).collect();
-    RuleSet::parse(text.as_bytes(), Path::new("."), &enriched)
+    RuleSet::parse(text.as_bytes(), Path::new("."), &enriched, &crate::core::decision::Actions::default())
 }
 
 fn decide(set: &RuleSet, band: Action, amount: f64, card: &str, score: f64) -> RulesOutcome {
@@ -80,8 +80,8 @@ reason = "never"
 #[test]
 fn bands_decide_when_no_rule_fires() {
     let s = load(RULES).unwrap();
-    let o = decide(&s, Action::Approve, 10.0, "c-1", 0.1);
-    assert_eq!((o.action, o.reason.is_none()), (Action::Approve, true));
+    let o = decide(&s, Action::APPROVE, 10.0, "c-1", 0.1);
+    assert_eq!((o.action, o.reason.is_none()), (Action::APPROVE, true));
     assert_eq!(o.hits.iter().map(|h| &*h.id).collect::<Vec<_>>(), ["watch"]);
     assert_eq!(o.errors, 1, "the broken rule is counted, not fired");
 }
@@ -89,32 +89,32 @@ fn bands_decide_when_no_rule_fires() {
 #[test]
 fn monitor_rules_are_recorded_but_never_act() {
     let s = load(RULES).unwrap();
-    let o = decide(&s, Action::Approve, 10.0, "c-1", 0.1);
+    let o = decide(&s, Action::APPROVE, 10.0, "c-1", 0.1);
     let watch = o.hits.iter().find(|h| &*h.id == "watch").unwrap();
     assert_eq!(watch.mode, RuleMode::Monitor);
-    assert_eq!(o.action, Action::Approve, "a priority-1000 monitor decline does not act");
+    assert_eq!(o.action, Action::APPROVE, "a priority-1000 monitor decline does not act");
 }
 
 #[test]
 fn higher_priority_wins_then_severity() {
     let s = load(RULES).unwrap();
     // deny (100, decline) beats allow (50, approve) and the band.
-    let o = decide(&s, Action::Approve, 10.0, "c-bad", 0.1);
-    assert_eq!((o.action, o.reason.as_deref()), (Action::Decline, Some("deny_listed")));
+    let o = decide(&s, Action::APPROVE, 10.0, "c-bad", 0.1);
+    assert_eq!((o.action, o.reason.as_deref()), (Action::DECLINE, Some("deny_listed")));
     // allow (50) overrides a band decline (priority 0).
-    let o = decide(&s, Action::Decline, 10.0, "c-vip", 0.99);
-    assert_eq!((o.action, o.reason.as_deref()), (Action::Approve, Some("allow_listed")));
+    let o = decide(&s, Action::DECLINE, 10.0, "c-vip", 0.99);
+    assert_eq!((o.action, o.reason.as_deref()), (Action::APPROVE, Some("allow_listed")));
     // big (priority 0, review) escalates an approve band: equal priority, more severe.
-    let o = decide(&s, Action::Approve, 2000.0, "c-1", 0.1);
-    assert_eq!((o.action, o.reason.as_deref()), (Action::Review, Some("large_amount")));
+    let o = decide(&s, Action::APPROVE, 2000.0, "c-1", 0.1);
+    assert_eq!((o.action, o.reason.as_deref()), (Action::REVIEW, Some("large_amount")));
     // ...but does not downgrade a decline band at the same priority.
-    let o = decide(&s, Action::Decline, 2000.0, "c-1", 0.95);
-    assert_eq!((o.action, o.reason), (Action::Decline, None));
+    let o = decide(&s, Action::DECLINE, 2000.0, "c-1", 0.95);
+    assert_eq!((o.action, o.reason), (Action::DECLINE, None));
     // huge (10) beats big (0); its custom action routes as review.
-    let o = decide(&s, Action::Approve, 6000.0, "c-1", 0.1);
+    let o = decide(&s, Action::APPROVE, 6000.0, "c-1", 0.1);
     assert_eq!(
         (o.action, o.action_name.as_deref(), o.reason.as_deref()),
-        (Action::Review, Some("step_up"), Some("huge_amount"))
+        (Action::REVIEW, Some("step_up"), Some("huge_amount"))
     );
     assert_eq!(o.hits.len(), 3, "big, huge and watch all recorded: {:?}", o.hits);
 }
@@ -123,9 +123,9 @@ fn higher_priority_wins_then_severity() {
 fn every_action_kind() {
     let s = load(RULES).unwrap();
     for (band, amount, card, want) in [
-        (Action::Approve, 10.0, "c-bad", Action::Decline),
-        (Action::Approve, 2000.0, "c-1", Action::Review),
-        (Action::Review, 10.0, "c-vip", Action::Approve),
+        (Action::APPROVE, 10.0, "c-bad", Action::DECLINE),
+        (Action::APPROVE, 2000.0, "c-1", Action::REVIEW),
+        (Action::REVIEW, 10.0, "c-vip", Action::APPROVE),
     ] {
         assert_eq!(decide(&s, band, amount, card, 0.5).action, want, "{card} {amount}");
     }
@@ -158,7 +158,7 @@ mode = "shadow"
         "rule 'r1': duplicate id",
         "rule 'r1': reason is empty",
         "mode 'shadow'",
-        "action 'smite' is custom",
+        "action 'smite' is not one of decide.actions (approve, review, decline)",
         "unknown list 'nope'",
     ] {
         assert!(errs.contains(needle), "missing '{needle}' in:\n{errs}");
