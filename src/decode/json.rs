@@ -62,7 +62,7 @@ impl PathTrie {
 
     /// Parses `text` (checked UTF-8, see [`super::json_check`]), keeping only the trie's paths.
     pub fn extract<'de>(&self, text: &'de str) -> Result<JsonFields<'de>, serde_json::Error> {
-        let mut out = JsonFields { slots: vec![Slot::Missing; self.slots] };
+        let mut out = JsonFields { slots: smallvec::smallvec![Slot::Missing; self.slots] };
         let mut de = serde_json::Deserializer::from_str(text);
         NodeSeed { trie: self, node: 0, out: &mut out.slots }.deserialize(&mut de)?;
         de.end()?;
@@ -85,8 +85,12 @@ enum Slot<'de> {
 /// The extracted fields of one JSON event.
 #[derive(Debug)]
 pub struct JsonFields<'de> {
-    slots: Vec<Slot<'de>>,
+    /// On the stack for up to `INLINE_SLOTS` extracted paths: no allocation per event.
+    slots: smallvec::SmallVec<[Slot<'de>; INLINE_SLOTS]>,
 }
+
+/// Extracted paths kept without a heap allocation (more spill to the heap).
+const INLINE_SLOTS: usize = 24;
 
 impl Fields for JsonFields<'_> {
     fn field(&self, path: &FieldPath) -> Field<'_> {

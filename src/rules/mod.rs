@@ -36,6 +36,8 @@ pub struct ThresholdBands {
     /// Reason code per action (by vocabulary index).
     reasons: Vec<Arc<str>>,
     fallback: (Action, Arc<str>),
+    /// The empty rules version of a band decision (cloned: no allocation per event).
+    unversioned: Arc<str>,
 }
 
 /// Reason code: decided without the model because the event's deadline had passed.
@@ -65,7 +67,7 @@ impl ThresholdBands {
             actions.all().iter().map(|a| format!("{REASON_BAND}{}", a.label()).into()).collect()
         };
         let fallback = (actions.fallback(), REASON_FALLBACK.into());
-        Self { actions, reasons, fallback }
+        Self { actions, reasons, fallback, unversioned: Arc::from("") }
     }
 
     /// The vocabulary.
@@ -83,7 +85,7 @@ impl ThresholdBands {
             score,
             rule_hits: Vec::new(),
             rule_errors: 0,
-            rules_version: Arc::from(""),
+            rules_version: self.unversioned.clone(),
             review_priority: None,
             fallback: false,
             top: Vec::new(),
