@@ -106,7 +106,7 @@ fn main() {
         let inputs: Vec<[EntityInput; 1]> = (0..batch)
             .map(|k| {
                 let id = 1_000_000 + (b * batch + k) * 7919 % entities;
-                [EntityInput { id: Some(id.to_string()), ..EntityInput::default() }]
+                [EntityInput { id: Some(id.to_string().into()), ..EntityInput::default() }]
             })
             .collect();
         let reqs: Vec<Request<'_>> = inputs

@@ -37,11 +37,14 @@ pub struct Envelope<T> {
     pub payload: T,
 }
 
+/// A record key as consumed: inline up to 24 bytes (entity ids: no heap allocation).
+pub type Key = smallvec::SmallVec<[u8; 24]>;
+
 /// A message as consumed: bytes owned, nothing interpreted yet.
 #[derive(Debug, Clone, Default)]
 pub struct RawMessage {
     /// Message key.
-    pub key: Option<Vec<u8>>,
+    pub key: Option<Key>,
     /// Message payload.
     pub payload: Option<Vec<u8>>,
     /// Message headers, copied so a dead-letter record can carry them on.

@@ -292,7 +292,11 @@ fn redis_windows_equal_the_in_process_ones_event_by_event_across_expiry_lateness
             let hour = (t - 1_764_000_000_000) / 3_600_000;
             let merchant = format!("m-{}", hour * 10 + rng.random_range(0..40));
             let value = rng.random_bool(0.9).then(|| f64::from(rng.random_range(1..100_000)) / 100.0);
-            batch.push((offset, time, vec![EntityInput { id: Some(card), value, distinct: Some(merchant) }]));
+            batch.push((
+                offset,
+                time,
+                vec![EntityInput { id: Some(card.into()), value, distinct: Some(merchant.into()) }],
+            ));
             offset += 1;
         }
         batches.push(batch);

@@ -125,7 +125,7 @@ fn read_counted(cfg: &EnrichConfig, which: usize, ids: &[String]) -> (Vec<String
             .iter()
             .map(|id| {
                 let mut e = vec![EntityInput::default(), EntityInput::default()];
-                e[which].id = Some(id.clone());
+                e[which].id = Some(id.as_str().into());
                 e
             })
             .collect();

@@ -325,7 +325,7 @@ fn count(
             _ => 0.0,
         };
         let label = match (labels, label_slot) {
-            (Some(l), _) => l.get(&d.event_id).copied(),
+            (Some(l), _) => l.get(d.event_id.as_str()).copied(),
             (None, Some(s)) => match d.fields.get(s) {
                 Some(FieldValue::Num(x)) => Some(u8::from(*x >= 0.5)),
                 Some(FieldValue::Bool(x)) => Some(u8::from(*x)),

@@ -31,7 +31,8 @@ pub use context::VerdictContext;
 pub use control::Control;
 
 use crate::envelope::{
-    Batch, BatchLimit, Envelope, GenerationSource, OffsetStore, Origin, PartitionTurns, RawMessage, RulesSource, Turn,
+    Batch, BatchLimit, Envelope, GenerationSource, Key, OffsetStore, Origin, PartitionTurns, RawMessage, RulesSource,
+    Turn,
 };
 use crate::telemetry::Metrics;
 use config::{BatchConfig, KafkaConfig};
@@ -233,7 +234,11 @@ impl ConsumeLoop {
             origin: Origin { topic: intern(topics, m.topic()), partition: m.partition(), offset: m.offset() },
             received_at: Instant::now(),
             timestamp_ms: m.timestamp().to_millis(),
-            payload: RawMessage { key: m.key().map(<[u8]>::to_vec), payload: m.payload().map(<[u8]>::to_vec), headers },
+            payload: RawMessage {
+                key: m.key().map(Key::from_slice),
+                payload: m.payload().map(<[u8]>::to_vec),
+                headers,
+            },
         }
     }
 

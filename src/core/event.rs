@@ -25,17 +25,21 @@ impl StageError for DecodeError {
     }
 }
 
+/// An id or key read from an event: held inline up to 24 bytes (no heap allocation per
+/// event for the ids real events carry), a `&str` wherever it is read.
+pub type Id = compact_str::CompactString;
+
 /// Identity of a decoded event; its model row is written into the batch matrix.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecodedEvent {
     /// Unique event id.
-    pub event_id: String,
+    pub event_id: Id,
     /// Entity key (decisions are keyed by it).
-    pub entity_key: String,
+    pub entity_key: Id,
     /// Event time, ms since epoch.
     pub event_time_ms: i64,
     /// Per configured entity: id, value and distinct fields for the enrich stage.
-    pub entities: Vec<EntityInput>,
+    pub entities: Entities,
     /// The event fields the rules read, in `decode::Decoder::set_rule_paths` order.
     pub fields: Vec<FieldValue>,
 }
@@ -45,15 +49,21 @@ pub struct DecodedEvent {
 /// dead-letters larger ones (`non_finite`, naming the field).
 pub const WINDOW_VALUE_LIMIT: f64 = 1e288;
 
+/// Inline [`EntityInput`]s per event (no heap allocation for up to this many entities).
+const INLINE_ENTITIES: usize = 2;
+
+/// An event's [`EntityInput`]s, one per configured entity, in config order.
+pub type Entities = smallvec::SmallVec<[EntityInput; INLINE_ENTITIES]>;
+
 /// What the decoder extracts per event, per entity.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EntityInput {
     /// Entity id (None: the event has no such entity; its values are missing).
-    pub id: Option<String>,
+    pub id: Option<Id>,
     /// The value field: finite, at most [`WINDOW_VALUE_LIMIT`] in magnitude.
     pub value: Option<f64>,
     /// The distinct field.
-    pub distinct: Option<String>,
+    pub distinct: Option<Id>,
 }
 
 /// Between the parts of a composite entity id ([`EntityPaths::more_keys`]).

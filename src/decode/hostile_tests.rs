@@ -192,7 +192,7 @@ fn a_composite_id_joins_its_parts_and_is_missing_without_one() {
     };
     let d = decoder_with(&cfg, vec![entity]);
     let e = decode(&d, &event(NOW, r#","zone":{"id":"z1"},"driver_id":1001"#)).unwrap();
-    assert_eq!(e.entities[0].id, Some(format!("z1{KEY_SEPARATOR}1001")));
+    assert_eq!(e.entities[0].id.as_deref(), Some(format!("z1{KEY_SEPARATOR}1001").as_str()));
     let e = decode(&d, &event(NOW, r#","zone":{"id":"z1"}"#)).unwrap();
     assert_eq!(e.entities[0].id, None, "a part is missing: no entity");
 }

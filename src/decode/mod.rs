@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::Schema;
+use compact_str::ToCompactString;
 
 pub use column::{ColumnError, ColumnErrors};
 pub use config::{DecodeConfig, FieldMapping, PayloadFormat};
@@ -35,7 +36,7 @@ pub use schemas::{parse_schema_file, LocalSchemas, SchemaErrors, SchemaFileError
 pub use vectorize::{RowMut, Rows, Vectorizer};
 
 pub use crate::core::event::{DecodeError, DecodedEvent};
-use crate::core::event::{EntityInput, EntityPaths, KEY_SEPARATOR, WINDOW_VALUE_LIMIT};
+use crate::core::event::{EntityInput, EntityPaths, Id, KEY_SEPARATOR, WINDOW_VALUE_LIMIT};
 use crate::core::field::field_value;
 use crate::error::DeadLetterReason;
 
@@ -335,18 +336,18 @@ fn entity_input(event: &dyn Fields, p: &EntityPaths) -> Result<EntityInput, Deco
         _ => None,
     };
     let distinct = match p.distinct.as_ref().map(|d| (d, event.field(d))) {
-        Some((_, Field::Str(s))) => Some(s.to_string()),
-        Some((_, Field::Int(i))) => Some(i.to_string()),
+        Some((_, Field::Str(s))) => Some(Id::from(s)),
+        Some((_, Field::Int(i))) => Some(i.to_compact_string()),
         Some((d, Field::Blocked { depth, found })) => return Err(blocked(d, depth, found)),
         _ => None,
     };
     Ok(EntityInput { id, value, distinct })
 }
 
-fn identity(f: Field<'_>, path: &FieldPath) -> Result<String, DecodeError> {
+fn identity(f: Field<'_>, path: &FieldPath) -> Result<Id, DecodeError> {
     match f {
-        Field::Str(s) if !s.is_empty() => Ok(s.to_string()),
-        Field::Int(i) => Ok(i.to_string()),
+        Field::Str(s) if !s.is_empty() => Ok(Id::from(s)),
+        Field::Int(i) => Ok(i.to_compact_string()),
         Field::Missing | Field::Null | Field::Str(_) => {
             Err(err(DeadLetterReason::MissingField, format!("field '{}' is missing", path.as_str())))
         }

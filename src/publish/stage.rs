@@ -373,12 +373,11 @@ mod tests {
     }
 
     fn decided(id: &str) -> Outcome {
-        let event_id = id.to_string();
         Outcome::Decided(DecodedEvent {
-            event_id,
+            event_id: id.into(),
             entity_key: "card-1".into(),
             event_time_ms: 0,
-            entities: Vec::new(),
+            entities: Default::default(),
             fields: Vec::new(),
         })
     }
