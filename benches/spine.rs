@@ -27,6 +27,7 @@
 //!     BENCH_CHECKPOINT_MS=250 cargo bench --bench spine                 # enrich.checkpoint_interval_ms
 //!     BENCH_CHECKPOINT_ENTITIES=64 cargo bench --bench spine            # enrich.checkpoint_max_entities
 //!     BENCH_PRODUCE_LINGER_MS=20 cargo bench --bench spine              # offered-rate producer's linger
+//!     BENCH_COMPRESSION=none cargo bench --bench spine                  # kafka.compression (default lz4)
 //!
 //! Phases, one pipeline on one mock cluster for all of them (BENCH_PHASES picks
 //! `throughput`, `latency` or both; the default):
@@ -189,6 +190,9 @@ fn config() -> Config {
     }
     cfg.enrich.checkpoint_interval_ms = env_u64("BENCH_CHECKPOINT_MS", cfg.enrich.checkpoint_interval_ms);
     cfg.enrich.checkpoint_max_entities = env_u64("BENCH_CHECKPOINT_ENTITIES", cfg.enrich.checkpoint_max_entities);
+    if let Ok(compression) = std::env::var("BENCH_COMPRESSION") {
+        cfg.kafka.compression = compression;
+    }
     if let Ok(linger) = std::env::var("BENCH_LINGER_MS") {
         cfg.kafka.producer.insert("linger.ms".into(), linger);
     }
