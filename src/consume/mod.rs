@@ -309,18 +309,19 @@ impl ConsumeLoop {
     /// Messages of partitions revoked while they sat in the partial batch are dropped:
     /// their offsets were never stored, so the partitions' new owner reads them again.
     fn drop_revoked(&mut self, events: &mut Vec<Envelope<RawMessage>>) {
-        // A partition fenced earlier and assigned to this member again is claimed anew: fetch it.
+        // A newly assigned partition is fetched, whatever paused it while it was ours before:
+        // librdkafka keeps an application pause across revocation and re-assignment, so a
+        // partition fenced (or paused for back-pressure) and revoked, then given back to this
+        // member, would otherwise never be fetched again. Resuming an unpaused partition is a
+        // no-op (librdkafka ≥ 2.6). While the queue is full, `resume` does it later.
         let assigned = self.consumer.context().take_assigned();
-        if !assigned.is_empty() && !self.fenced.is_empty() {
-            let mut tpl = rdkafka::TopicPartitionList::new();
-            self.fenced.retain(|(t, p)| {
-                let again = assigned.iter().any(|(at, ap)| ap == p && **t == **at);
-                if again {
+        if !assigned.is_empty() {
+            self.fenced.retain(|(t, p)| !assigned.iter().any(|(at, ap)| ap == p && **t == **at));
+            if !self.paused {
+                let mut tpl = rdkafka::TopicPartitionList::new();
+                for (t, p) in &assigned {
                     tpl.add_partition(t, *p);
                 }
-                !again
-            });
-            if tpl.count() > 0 && !self.paused {
                 let _ = self.consumer.resume(&tpl);
             }
         }
