@@ -28,6 +28,7 @@
 //!     BENCH_CHECKPOINT_ENTITIES=64 cargo bench --bench spine            # enrich.checkpoint_max_entities
 //!     BENCH_PRODUCE_LINGER_MS=20 cargo bench --bench spine              # offered-rate producer's linger
 //!     BENCH_COMPRESSION=none cargo bench --bench spine                  # kafka.compression (default lz4)
+//!     BENCH_CONSUMER=fetch.queue.backoff.ms=1000 cargo bench --bench spine  # kafka.consumer overrides
 //!
 //! Phases, one pipeline on one mock cluster for all of them (BENCH_PHASES picks
 //! `throughput`, `latency` or both; the default):
@@ -192,6 +193,13 @@ fn config() -> Config {
     cfg.enrich.checkpoint_max_entities = env_u64("BENCH_CHECKPOINT_ENTITIES", cfg.enrich.checkpoint_max_entities);
     if let Ok(compression) = std::env::var("BENCH_COMPRESSION") {
         cfg.kafka.compression = compression;
+    }
+    // librdkafka consumer properties, `key=value,key=value` (`kafka.consumer` overrides).
+    if let Ok(props) = std::env::var("BENCH_CONSUMER") {
+        for kv in props.split(',').filter(|s| !s.is_empty()) {
+            let (k, v) = kv.split_once('=').expect("BENCH_CONSUMER: key=value,...");
+            cfg.kafka.consumer.insert(k.into(), v.into());
+        }
     }
     if let Ok(linger) = std::env::var("BENCH_LINGER_MS") {
         cfg.kafka.producer.insert("linger.ms".into(), linger);

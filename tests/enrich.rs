@@ -443,16 +443,44 @@ fn value(values: &[(String, Option<f64>)], name: &str) -> Option<f64> {
 
 #[test]
 fn the_readme_feature_hash_is_read_and_a_hash_without_braces_is_counted_and_named() {
+    // An Enricher alone (no pipeline, no partition claimed): the shared path, whose
+    // features the window script reads with the entity's window update.
+    the_readme_hash(true);
+}
+
+#[test]
+fn features_of_partition_owned_entities_are_read_without_the_script_with_the_same_values() {
+    // The enricher of the features of entities whose windows are partition-owned (what the
+    // pipeline's workers run): plain HMGETs, no script call, the same values and warnings.
+    let redis = the_readme_hash(false);
+    let mut conn = redis.conn();
+    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut conn).unwrap();
+    let calls = |cmd: &str| {
+        info.lines()
+            .find(|l| l.starts_with(&format!("cmdstat_{cmd}:")))
+            .and_then(|l| l.split(&[':', '=', ','][..]).nth(2))
+            .map_or(0, |n| n.parse::<u64>().unwrap())
+    };
+    assert_eq!(calls("evalsha"), 0, "no script call: {info}");
+    assert_eq!(calls("hmget"), 5, "one HMGET per read: {info}");
+}
+
+/// The README's feature hash read as written; a hash under another key, and a string at the
+/// key, read as no hash (counted, the first one named in a warning); a stale hash gives no
+/// features but its age. `shared`: through the window script, else plain reads.
+fn the_readme_hash(shared: bool) -> RedisServer {
     let redis = RedisServer::start();
     let mut cfg = verdict::enrich::EnrichConfig {
         backend: verdict::enrich::Backend::Redis,
         redis_url: redis.url(),
         ..Default::default()
     };
-    // An Enricher alone (no pipeline, no partition claimed): the shared path.
-    share_entities(&mut cfg);
+    if shared {
+        share_entities(&mut cfg);
+    }
     let m = Metrics::new();
-    let mut enricher = verdict::enrich::Enricher::new(&cfg).unwrap().with_metrics(&m);
+    let part = if shared { verdict::enrich::Part::All } else { verdict::enrich::Part::Features };
+    let mut enricher = verdict::enrich::Enricher::new(&cfg).unwrap().for_part(part).with_metrics(&m);
     let missing = || m.guards.feature_hash_missing.with_label_values(&["card"]).get();
 
     // The README's example line, run as written.
@@ -501,6 +529,24 @@ fn the_readme_feature_hash_is_read_and_a_hash_without_braces_is_counted_and_name
     let values = enrich_card(&mut enricher, "c2000", 3);
     assert_eq!(value(&values, "feature:card.chargebacks_90d"), None, "defaults");
     assert_eq!(missing(), 3);
+
+    // Written longer ago than `max_feature_age_s`: stale, so defaults; the age says how old.
+    let max_age_s = cfg.entities[0].max_feature_age_s as i64;
+    let then = verdict::publish::acker::wall_clock_ms() - (max_age_s + 30) * 1000;
+    let _: () = redis::cmd("HSET")
+        .arg("verdict:f:card:{c3000}")
+        .arg("chargebacks_90d")
+        .arg(7)
+        .arg("_ts")
+        .arg(then)
+        .query(&mut redis.conn())
+        .unwrap();
+    let values = enrich_card(&mut enricher, "c3000", 4);
+    assert_eq!(value(&values, "feature:card.chargebacks_90d"), None, "stale: defaults");
+    let age = value(&values, "feature:card.age_s").expect("a dated hash has an age");
+    assert!((max_age_s as f64 + 30.0..max_age_s as f64 + 35.0).contains(&age), "age {age}");
+    assert_eq!(missing(), 3, "a stale hash is there");
+    redis
 }
 
 #[test]

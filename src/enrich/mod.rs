@@ -23,6 +23,7 @@
 mod cache;
 pub mod config;
 pub mod feast;
+mod hashes;
 pub mod owned;
 mod plan;
 pub mod redis;
@@ -99,6 +100,8 @@ struct Entity {
     first: usize,
     /// Its features' reader when they live in a Feast online store.
     feast: Option<feast::FeastReader>,
+    /// The fields of its feature hash read without the script: its features, then `_ts`.
+    hash_fields: Vec<Vec<u8>>,
 }
 
 /// Which entities an [`Enricher`] serves.
@@ -167,6 +170,8 @@ pub struct Enricher {
     per_group: bool,
     missing: redis::MissingHashes,
     part: Part,
+    /// Redis key prefix (`enrich.key_prefix`).
+    key_prefix: String,
 }
 
 const AGGS: [&str; 6] = ["count", "sum", "avg", "min", "max", "distinct"];
@@ -214,7 +219,8 @@ impl Enricher {
             }
             let spec = WindowSpec::of_entity(e, cfg.allowed_lateness_s);
             let feast = e.feast.as_ref().map(|f| feast::FeastReader::new(f, &e.features, e.max_feature_age_s));
-            entities.push(Entity { cfg: e.clone(), spec, first, feast });
+            let hash_fields = hashes::fields(&e.features);
+            entities.push(Entity { cfg: e.clone(), spec, first, feast, hash_fields });
         }
         let store = match cfg.backend {
             Backend::Off => Store::Off,
@@ -260,6 +266,7 @@ impl Enricher {
             per_group: cfg.redis_cluster,
             missing,
             part: Part::All,
+            key_prefix: cfg.key_prefix.clone(),
         })
     }
 
@@ -401,15 +408,17 @@ impl Enricher {
                         }
                     }
                 }
-                // Feast-layout features: an HMGET each, in the same pipeline as the script.
+                // Feast-layout features, and those of entities without windows in Redis: an
+                // HMGET each, in the same pipeline as the script.
                 let reads = feast::take_reads(&self.entities, &mut groups);
+                let plain = hashes::take_reads(&self.key_prefix, &mut groups);
                 // A group with nothing left to ask Redis is served from the cache alone.
                 let (ask, local): (Vec<_>, Vec<_>) =
                     groups.into_iter().partition(|g| g.windows || !g.features.is_empty());
                 for g in &local {
                     write_cached(g, &self.entities[g.entity_idx], width, out);
                 }
-                if !ask.is_empty() || !reads.is_empty() {
+                if !ask.is_empty() || !reads.is_empty() || !plain.is_empty() {
                     let now = crate::core::clock::wall_clock_ms();
                     let mut ask = ask;
                     for g in ask.iter_mut().filter(|g| g.windows) {
@@ -430,13 +439,22 @@ impl Enricher {
                         }
                     }
                     let calls = |groups: &[Group<'_>]| if self.per_group { groups.len() as u64 } else { 1 };
-                    let hmgets = feast::commands(&self.entities, &reads);
-                    let (reply, feast_replies) = store.run(&ask, now, self.per_group, &hmgets)?;
+                    let mut hmgets = feast::commands(&self.entities, &reads);
+                    let n_feast = hmgets.len();
+                    hmgets.extend(hashes::commands(&self.entities, &plain));
+                    let (reply, replies) = store.run(&ask, now, self.per_group, &hmgets)?;
                     stats.round_trips = 1;
                     stats.commands = if ask.is_empty() { 0 } else { calls(&ask) } + hmgets.len() as u64;
                     self.missing.clear();
-                    let cache = self.cache.as_mut();
-                    feast::write(&self.entities, reads, &feast_replies, now, width, out, cache, &mut self.missing);
+                    if replies.len() != hmgets.len() {
+                        let n = hmgets.len();
+                        return Err(EnrichError::Protocol(format!("{} HMGET replies, {n} expected", replies.len())));
+                    }
+                    let (feast_replies, plain_replies) = replies.split_at(n_feast.min(replies.len()));
+                    let mut sink =
+                        hashes::Sink { width, out: &mut *out, cache: self.cache.as_mut(), missing: &mut self.missing };
+                    feast::write(&self.entities, reads, feast_replies, now, &mut sink);
+                    hashes::write(&self.entities, plain, plain_replies, now, &mut sink);
                     let mut read = ReplyReader {
                         entities: &self.entities,
                         now,
@@ -447,7 +465,7 @@ impl Enricher {
                         missing: &mut self.missing,
                     };
                     let mut again = read.reply(&mut ask, &reply, out, &mut stats)?;
-                    read.missing.report(&ask);
+                    read.missing.report();
                     // Copies Redis no longer matched (another instance wrote meanwhile): a
                     // second round trip has the script apply those groups' events.
                     if !again.is_empty() {

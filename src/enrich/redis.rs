@@ -144,17 +144,17 @@ impl RedisStore {
         for (key, fields) in hmgets {
             pipe.cmd("HMGET").arg(*key).arg(*fields);
         }
+        // Each command's error comes back in its place: a feature key holding another type
+        // (written by hand) is no hash, as the script's `pcall` reads it, not a failed batch.
+        pipe.ignore_errors();
         for attempt in 0..2 {
             let mut conn = self.conn.clone();
             let timeout = self.timeout;
-            let reply = self
-                .rt
-                .block_on(async { tokio::time::timeout(timeout, conn.query_pipe::<Vec<Vec<Vec<u8>>>>(&pipe)).await });
-            match reply {
-                Ok(Ok(mut r)) => {
-                    let hashes = r.split_off(chunks.len().min(r.len()));
-                    return Ok((r.into_iter().flatten().collect(), hashes));
-                }
+            let reply = self.rt.block_on(async {
+                tokio::time::timeout(timeout, conn.query_pipe::<Vec<redis::RedisResult<Vec<Vec<u8>>>>>(&pipe)).await
+            });
+            match reply.map(|r| r.and_then(|r| split_replies(r, chunks.len()))) {
+                Ok(Ok(replies)) => return Ok(replies),
                 Ok(Err(e)) if e.code() == Some("NOSCRIPT") && attempt == 0 => {
                     // Redis restarted or flushed its script cache, or a replica was promoted
                     // (scripts are not replicated): load it again (its SHA1 depends only on
@@ -173,6 +173,22 @@ impl RedisStore {
         }
         Err(EnrichError::Unavailable("script could not be loaded".into()))
     }
+}
+
+/// The script replies (concatenated) and the `HMGET` replies of one pipeline: a script's
+/// error is the batch's; an `HMGET` on a key of another type reads as no hash.
+fn split_replies(r: Vec<redis::RedisResult<Vec<Vec<u8>>>>, scripts: usize) -> redis::RedisResult<ScriptAndHashes> {
+    let mut script = Vec::new();
+    let mut hashes = Vec::with_capacity(r.len().saturating_sub(scripts));
+    for (i, reply) in r.into_iter().enumerate() {
+        match reply {
+            Ok(v) if i < scripts => script.extend(v),
+            Ok(v) => hashes.push(v),
+            Err(e) if i >= scripts && e.code() == Some("WRONGTYPE") => hashes.push(Vec::new()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((script, hashes))
 }
 
 impl RedisStore {
@@ -222,8 +238,8 @@ pub struct MissingHashes {
     /// Per entity type: its name, first feature, warning kind and counter.
     entities: Vec<(String, String, String, Option<IntCounter>)>,
     /// Per entity type, in the current batch: reads that found no hash, and the first
-    /// such group's index.
-    batch: Vec<(u64, usize)>,
+    /// such entity's id.
+    batch: Vec<(u64, String)>,
     log: LogRate,
     /// Per entity type: its ids are redacted from the outputs (`publish.redact`), so the
     /// warning shows the key without the id.
@@ -241,7 +257,7 @@ impl MissingHashes {
                 (name.to_string(), first, format!("no online-feature hash for entity {name}"), None)
             })
             .collect();
-        let batch = vec![(0, 0); entities.len()];
+        let batch = vec![(0, String::new()); entities.len()];
         let hidden = vec![false; entities.len()];
         let feast = vec![None; entities.len()];
         let log = LogRate::new("enrich", MISSING_WINDOW, None);
@@ -276,20 +292,21 @@ impl MissingHashes {
         self.log.count_in(metrics);
     }
 
-    /// Notes that group `index` of the batch, of entity type `entity`, found no hash.
-    pub fn note(&mut self, entity: usize, index: usize) {
+    /// Notes that entity `id` of entity type `entity` has no hash (the batch's first such id
+    /// is kept for the warning).
+    pub fn note(&mut self, entity: usize, id: &str) {
         let b = &mut self.batch[entity];
         if b.0 == 0 {
-            b.1 = index;
+            b.1.clear();
+            b.1.push_str(id);
         }
         b.0 += 1;
     }
 
-    /// Counts and tells the batch's missing hashes (`groups`: the batch's groups as noted),
-    /// and starts the next batch.
-    pub fn report(&mut self, groups: &[Group<'_>]) {
+    /// Counts and tells the batch's missing hashes, and starts the next batch.
+    pub fn report(&mut self) {
         for (i, b) in self.batch.iter_mut().enumerate() {
-            let (n, first) = std::mem::take(b);
+            let n = std::mem::take(&mut b.0);
             if n == 0 {
                 continue;
             }
@@ -310,8 +327,8 @@ impl MissingHashes {
                 }
                 continue;
             }
-            if let (true, Some(g)) = (self.log.admit(Level::WARN, kind), groups.get(first)) {
-                let id = if self.hidden[i] { "<redacted>" } else { g.id };
+            if self.log.admit(Level::WARN, kind) {
+                let id = if self.hidden[i] { "<redacted>" } else { b.1.as_str() };
                 let key = feature_key(&self.prefix, entity, id);
                 tracing::warn!(
                     entity = %entity,
@@ -326,7 +343,7 @@ impl MissingHashes {
 
     /// Forgets a batch that failed half-way.
     pub fn clear(&mut self) {
-        self.batch.iter_mut().for_each(|b| *b = (0, 0));
+        self.batch.iter_mut().for_each(|b| b.0 = 0);
     }
 }
 

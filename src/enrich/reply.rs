@@ -32,13 +32,13 @@ impl ReplyReader<'_> {
     ) -> Result<Vec<Group<'a>>, EnrichError> {
         let mut at = 0;
         let mut again = Vec::new();
-        for (i, g) in groups.iter_mut().enumerate() {
+        for g in groups.iter_mut() {
             let e = &self.entities[g.entity_idx];
             let rest = &reply[at.min(reply.len())..];
             let (used, stored) = parse_reply(g, e, rest, self.now, self.width, out, stats, self.states.as_deref_mut())?;
             // Features read and no `_ts`: no hash at the key (or one verdict cannot date).
             if !g.features.is_empty() && rest[g.features.len()].is_empty() {
-                self.missing.note(g.entity_idx, i);
+                self.missing.note(g.entity_idx, g.id);
             }
             if let (Some(cache), false) = (self.cache.as_deref_mut(), g.features.is_empty()) {
                 let values = reply[at..at + g.features.len() + 1].iter().map(|v| number(v)).collect();
@@ -114,7 +114,7 @@ pub(super) fn write_features(
 }
 
 /// A number in a script reply ('' or anything else: None).
-fn number(v: &[u8]) -> Option<f64> {
+pub(super) fn number(v: &[u8]) -> Option<f64> {
     std::str::from_utf8(v).ok().and_then(|s| s.parse::<f64>().ok())
 }
 

@@ -16,15 +16,11 @@ pub mod config;
 pub mod key;
 pub mod value;
 
-use std::sync::Arc;
-
 pub use config::{FeastSource, JoinKeyConfig, KeyType, ViewAge};
 use key::JoinKey;
 
-use super::cache::FeatureCache;
+use super::hashes::Sink;
 use super::plan::Group;
-use super::redis::MissingHashes;
-use super::reply::write_features;
 use super::Entity;
 use crate::core::event::KEY_SEPARATOR;
 
@@ -153,38 +149,20 @@ pub(super) fn commands<'a>(entities: &'a [Entity], reads: &'a [Read]) -> Vec<(&'
         .collect()
 }
 
-/// Writes the reads' values for their events into `out` (and the feature cache), from
-/// the `HMGET` replies in [`commands`] order; an entity Feast has no row for (no view's
-/// `_ts`) is noted in `missing`.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn write(
-    entities: &[Entity],
-    reads: Vec<Read>,
-    replies: &[Vec<Vec<u8>>],
-    now_ms: i64,
-    width: usize,
-    out: &mut [Option<f64>],
-    mut cache: Option<&mut FeatureCache>,
-    missing: &mut MissingHashes,
-) {
+/// Writes the reads' values for their events (and into the feature cache), from the `HMGET`
+/// replies in [`commands`] order; an entity Feast has no row for (no view's `_ts`) is noted
+/// as missing.
+pub(super) fn write(entities: &[Entity], reads: Vec<Read>, replies: &[Vec<Vec<u8>>], now_ms: i64, to: &mut Sink<'_>) {
     let mut replies = replies.iter();
     for r in reads {
         let e = &entities[r.entity_idx];
         let Some(reader) = &e.feast else { continue };
-        let values = match r.key {
+        let mut values = match r.key {
             Some(_) => replies.next().map_or_else(Vec::new, |reply| reader.values(reply, now_ms)),
             None => Vec::new(),
         };
-        let mut values = values;
         values.resize(reader.view_of.len() + 1, None);
-        if values.last() == Some(&None) {
-            missing.note(r.entity_idx, 0);
-        }
-        let values = Arc::new(values);
-        write_features(&values, &r.events, e, width, out);
-        if let Some(cache) = cache.as_deref_mut() {
-            cache.insert(r.cache_key, values);
-        }
+        to.serve(e, r.entity_idx, &r.events, values, r.cache_key);
     }
 }
 
