@@ -302,20 +302,25 @@ fn a_paused_instance_whose_partitions_moved_is_fenced_and_nothing_is_double_coun
     wait_for("the survivor checkpointing", Duration::from_secs(30), || b.checkpoints("written") >= written + 2);
     a.signal("-CONT");
     wait_for("the zombie's checkpoint writes refused", Duration::from_secs(30), || a.checkpoints("fenced") > 0);
+    // Then the survivor leaves, so every partition goes to the zombie, the ones it was fenced
+    // on (and paused) included. librdkafka keeps an application pause across revocation and
+    // re-assignment: unless the consume loop resumes what it is given, those partitions would
+    // be owned and never fetched, and their events below never decided.
+    let survivor_fenced = b.checkpoints("fenced");
+    b.terminate();
+    wait_for("the zombie owning every partition", Duration::from_secs(60), || a.partitions() == PARTITIONS as u64);
     let events = stream.finish();
-    s.wait_all_decided(&events, Duration::from_secs(120), &[&a, &b]);
+    s.wait_all_decided(&events, Duration::from_secs(120), &[&a]);
     let committed = wait_or_fail_later("everything committed", Duration::from_secs(30), || {
         s.committed_total() == events.len() as i64
     });
     let (fenced, zombie_written) = (a.checkpoints("fenced"), a.checkpoints("written"));
-    let survivor_fenced = b.checkpoints("fenced");
     a.terminate();
-    b.terminate();
     let r = check_redecisions(&events, &s.tail.settled_rows());
     eprintln!(
         "zombie: owned {a_partitions} of {PARTITIONS} partitions when stopped; they moved {moved_after:?} later; \
          after SIGCONT {fenced} checkpoint writes fenced ({zombie_written} written in all), survivor fenced \
-         {survivor_fenced}; {} events, {} decided again ({} extra decisions, {} flagged), all equal to the first",
+         {survivor_fenced}, then left, and the zombie decided every partition; {} events, {} decided again ({} extra decisions, {} flagged), all equal to the first",
         events.len(),
         r.events,
         r.copies,
