@@ -450,7 +450,7 @@ impl Enricher {
                         let n = hmgets.len();
                         return Err(EnrichError::Protocol(format!("{} HMGET replies, {n} expected", replies.len())));
                     }
-                    let (feast_replies, plain_replies) = replies.split_at(n_feast.min(replies.len()));
+                    let (feast_replies, plain_replies) = replies.split_at(n_feast);
                     let mut sink =
                         hashes::Sink { width, out: &mut *out, cache: self.cache.as_mut(), missing: &mut self.missing };
                     feast::write(&self.entities, reads, feast_replies, now, &mut sink);
