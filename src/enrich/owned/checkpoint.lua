@@ -35,15 +35,11 @@ for p = 1, np do
     local nset = tonumber(ARGV[a])
     a = a + 1
     if mine then
+      -- ARGV slices straight into the calls (no table per call); CHUNK bounds Lua's stack.
       local j = 0
       while j < nset do
         local n = math.min(CHUNK, nset - j)
-        local args = {}
-        for m = 0, n - 1 do
-          args[#args + 1] = ARGV[a + 2 * (j + m)]
-          args[#args + 1] = ARGV[a + 2 * (j + m) + 1]
-        end
-        redis.call('HSET', key, unpack(args))
+        redis.call('HSET', key, unpack(ARGV, a + 2 * j, a + 2 * (j + n) - 1))
         j = j + n
       end
     end
@@ -54,16 +50,11 @@ for p = 1, np do
       local j = 0
       while j < ndel do
         local n = math.min(CHUNK, ndel - j)
-        local args = {}
-        for m = 0, n - 1 do
-          args[#args + 1] = ARGV[a + j + m]
-        end
-        redis.call('HDEL', key, unpack(args))
+        redis.call('HDEL', key, unpack(ARGV, a + j, a + j + n - 1))
         j = j + n
       end
-      if redis.call('EXISTS', key) == 1 then
-        redis.call('PEXPIRE', key, ttl)
-      end
+      -- A key whose last field was just deleted is gone: PEXPIRE leaves it so.
+      redis.call('PEXPIRE', key, ttl)
     end
     a = a + ndel
   end
