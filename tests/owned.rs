@@ -502,6 +502,38 @@ fn past_max_entities_checkpointed_cards_are_let_go_and_read_back_from_redis_exac
     assert_windows_exact(&redis, &events);
 }
 
+#[test]
+fn memory_backend_lets_the_least_recently_seen_cards_go_at_the_bound_and_the_busiest_keeps_its_windows() {
+    // The in-process backend with a bound far below the cards in the stream: each partition
+    // lets go of its least recently seen cards after every batch, down to its share, counted;
+    // the busiest card, seen in nearly every batch, is never let go, so its last decision's
+    // 24 h count is every earlier event of it (an evicted card's windows would restart).
+    let (mock, mut cfg) = mock_setup(4);
+    json_with_aggregates(&mut cfg);
+    cfg.enrich.max_entities = 400;
+    cfg.batch.max_events = 64;
+    let tail = DecisionTail::start(mock.bootstrap(), "decisions");
+    let mut gen = verdict::demo::Generator::new(47, 20_000, 1_764_000_000_000);
+    let events = produce_from(&mock, "events", &mut gen, 12_000, None);
+    let m = Metrics::new();
+    let p = Pipeline::start(&cfg, m.clone()).unwrap();
+    wait_for("every decision", Duration::from_secs(90), || tail.all_decided(&events));
+    let (held, evicted) = (m.state.entities.get(), m.state.evictions.with_label_values(&["bound"]).get());
+    let mut per_card: std::collections::HashMap<&str, u64> = Default::default();
+    for e in &events {
+        *per_card.entry(e.card_id.as_str()).or_default() += 1;
+    }
+    eprintln!("memory backend, bound 400: {} cards, {evicted} let go, {held} held", per_card.len());
+    assert!(held <= 400, "{held} cards held with a bound of 400");
+    assert!(evicted as usize + 400 >= per_card.len(), "{evicted} let go of {} cards", per_card.len());
+    let (busiest, n) = per_card.iter().max_by_key(|(_, n)| **n).map(|(c, n)| (*c, *n)).unwrap();
+    let rows = tail.settled_rows();
+    let last = rows.iter().filter(|r| r.entity_key == busiest).max_by_key(|r| r.source_offset).unwrap();
+    let count = last.aggregates.iter().find(|(k, _)| k == "window:card.24h.count").map(|(_, v)| f64::from_bits(*v));
+    assert_eq!(count, Some((n - 1) as f64), "{busiest} ({n} events): its last decision's 24 h count");
+    assert!(p.shutdown(Duration::from_secs(30)).clean);
+}
+
 /// A card's session as the events define it (`window/session.rs`): (events, duration ms,
 /// distinct merchants) of the session its last event is in, in production order (one
 /// partition per card, the generator's times never go back).

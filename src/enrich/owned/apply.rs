@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use hashlink::linked_hash_map::RawEntryMut;
 use tokio_util::sync::CancellationToken;
 
 use super::ack::{Checkpoints, Mark};
@@ -208,17 +209,16 @@ impl OwnedWindows {
             for e in self.parts.entities() {
                 let input = &req.entities[e.index];
                 let Some(id) = input.id.as_deref() else { continue };
-                let map = &mut held.entities[e.index];
-                let entry = match map.get_mut(id) {
-                    Some(entry) => entry,
-                    None => {
-                        // Memory backend (nothing to read), or an entity first seen in this batch.
+                let entry = match held.entities[e.index].raw_entry_mut().from_key(id) {
+                    RawEntryMut::Occupied(mut o) => {
+                        o.to_back();
+                        o.into_mut()
+                    }
+                    // Memory backend (nothing to read), or an entity first seen in this batch.
+                    RawEntryMut::Vacant(v) => {
                         added += 1;
-                        map.entry(id.to_string()).or_insert(Entry {
-                            state: EntityState::default(),
-                            seen: 0,
-                            sealed_in: 0,
-                        })
+                        let entry = Entry { state: EntityState::default(), seen: 0, sealed_in: 0 };
+                        v.insert(id.to_string(), entry).1
                     }
                 };
                 entry.seen = held.tick;
@@ -262,7 +262,7 @@ impl OwnedWindows {
     }
 
     /// After a partition's events: a checkpoint when due (Redis), the acknowledged offset
-    /// otherwise; entities let go when due.
+    /// otherwise; then entities are let go ([`Held::trim`]).
     fn after(&mut self, slot: &Arc<Slot>, held: &mut Held, flush: bool) {
         let due = flush || held.due(self.parts.interval, self.parts.max_dirty);
         if self.store.is_some() {
@@ -278,10 +278,6 @@ impl OwnedWindows {
                         last: sealed.last,
                     });
                 }
-                if flush || held.trim_due(self.parts.interval, self.parts.budget()) {
-                    let durable = slot.durable_seal.load(std::sync::atomic::Ordering::SeqCst);
-                    held.trim(&self.parts.entities, self.parts.budget(), Some(durable), &self.parts.metrics);
-                }
             } else if let (Some(claim), Some(last)) = (held.claim, held.last_offset) {
                 let write = super::store::Write {
                     key: slot.key.clone(),
@@ -291,11 +287,13 @@ impl OwnedWindows {
                 };
                 self.marks.push(Mark { slot: slot.clone(), write, seal: None, last });
             }
-        } else if due {
-            held.mark_sealed();
-            if flush || held.trim_due(self.parts.interval, self.parts.budget()) {
-                held.trim(&self.parts.entities, self.parts.budget(), None, &self.parts.metrics);
+            let durable = slot.durable_seal.load(std::sync::atomic::Ordering::SeqCst);
+            held.trim(&self.parts.entities, self.parts.budget(), Some(durable), &self.parts.metrics);
+        } else {
+            if due {
+                held.mark_sealed();
             }
+            held.trim(&self.parts.entities, self.parts.budget(), None, &self.parts.metrics);
         }
     }
 }

@@ -1,11 +1,12 @@
 //! One partition's state: its entities, its turn (batches apply in consume order), where
 //! its checkpoint stands, and sealing the changes since the last checkpoint.
 
-use std::collections::HashMap;
+use std::hash::RandomState;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hashlink::LinkedHashMap;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
 
@@ -35,6 +36,15 @@ pub struct Slot {
     pub(super) durable_seal: AtomicU64,
 }
 
+/// A partition's entities of one configured type: id → state, least recently seen first
+/// (an event moves its entity to the back), so letting go of the least recently seen costs
+/// what is let go, not a walk of every entity held.
+pub(super) type Entities = LinkedHashMap<String, Entry, RandomState>;
+
+/// Entities that cannot go yet (changed since the last durable checkpoint) that one trim
+/// moves to the back before it gives up: a trim costs at most this beyond what it lets go.
+const TRIM_SKIP: usize = 64;
+
 /// An entity's state in memory.
 pub(super) struct Entry {
     pub(super) state: EntityState,
@@ -49,19 +59,16 @@ pub(super) struct Held {
     next: u64,
     /// The claim (Redis): epoch, checkpoint offset, acknowledged offset.
     pub(super) claim: Option<Claim>,
-    /// Per configured entity index: id → state.
-    pub(super) entities: Vec<HashMap<String, Entry>>,
+    /// Per configured entity index: its entities, least recently seen first.
+    pub(super) entities: Vec<Entities>,
     /// Highest source offset applied.
     pub(super) last_offset: Option<i64>,
     pub(super) last_seal: Instant,
     /// The entities changed since the last seal (entity index, id), each once.
     pub(super) dirty: Vec<(usize, String)>,
-    /// When entities were last let go ([`Held::trim`] runs at most once an interval).
-    last_trim: Instant,
-    /// The last trim could not get down to its target (too few entities durable yet): wait
-    /// for the interval before walking again.
-    trim_short: bool,
     seals: u64,
+    /// One entity's changes while sealing (its buffers reused from entity to entity).
+    delta: Delta,
     /// Newest event time applied (ms).
     pub(super) clock_ms: Option<i64>,
     /// Batches applied.
@@ -88,13 +95,12 @@ impl Slot {
             state: Mutex::new(Held {
                 next: 0,
                 claim,
-                entities: (0..entities).map(|_| HashMap::new()).collect(),
+                entities: (0..entities).map(|_| Entities::with_hasher(RandomState::new())).collect(),
                 last_offset: None,
                 last_seal: Instant::now(),
                 dirty: Vec::new(),
-                last_trim: Instant::now(),
-                trim_short: false,
                 seals: 0,
+                delta: Delta::default(),
                 clock_ms: None,
                 tick: 0,
                 applied_below: None,
@@ -147,7 +153,7 @@ impl Slot {
 
 impl Held {
     pub(super) fn entity_count(&self) -> usize {
-        self.entities.iter().map(HashMap::len).sum()
+        self.entities.iter().map(Entities::len).sum()
     }
 
     /// Seals the changes since the last seal into a checkpoint at the offset after the last
@@ -165,10 +171,10 @@ impl Held {
             if !entry.state.is_dirty() {
                 continue;
             }
-            let mut d = Delta::default();
-            entry.state.take_delta(&e.spec, &mut d);
+            self.delta.clear();
+            entry.state.take_delta(&e.spec, &mut self.delta);
             entry.sealed_in = self.seals;
-            writes.push(EntityWrite { key: entity_key(&slot.key, &e.name, &id), set: d.set, del: d.del });
+            writes.push(EntityWrite::new(entity_key(&slot.key, &e.name, &id), &self.delta));
         }
         Some(Sealed {
             write: Write {
@@ -201,64 +207,64 @@ impl Held {
         self.dirty.len() >= max_dirty || self.last_seal.elapsed() >= interval
     }
 
-    /// Whether to let entities go now: once an interval (a checkpoint sealed early, by its
-    /// size, does not walk every entity again), or at once when more than an eighth over
-    /// `budget` (a trim goes down to 7/8 of it, so walks stay rare).
-    pub(super) fn trim_due(&mut self, interval: Duration, budget: usize) -> bool {
-        let over = !self.trim_short && self.entity_count() > budget + budget / 8;
-        let due = over || self.last_trim.elapsed() >= interval;
-        if due {
-            self.last_trim = Instant::now();
-        }
-        due
-    }
-
-    /// Lets go of entities whose windows have all expired, then of the least recently seen
-    /// past `budget`; with Redis only those whose state is durable there (read again on
-    /// their next event). Returns how many are held now.
+    /// Lets go of entities from the least recently seen end: those whose windows have all
+    /// expired, then the least recently seen past `budget`; with Redis only those whose state
+    /// is durable there (read again on their next event). Runs after every batch: it costs
+    /// what it lets go plus at most [`TRIM_SKIP`] entities that cannot go yet (moved to the
+    /// back, as if seen: they are looked at again once the rest has had its turn).
     pub(super) fn trim(&mut self, entities: &[OwnedEntity], budget: usize, durable: Option<u64>, m: &Metrics) {
         let before = self.entity_count();
         let evictable = |e: &Entry| !e.state.is_dirty() && durable.is_none_or(|d| e.sealed_in <= d);
+        let mut skips = 0;
         if let Some(clock) = self.clock_ms {
             let mut expired = 0u64;
             for e in entities {
                 let horizon = clock.saturating_sub(e.spec.retention_ms());
-                self.entities[e.index].retain(|_, entry| {
-                    let keep = !evictable(entry) || entry.state.newest_ms().is_none_or(|n| n >= horizon);
-                    expired += u64::from(!keep);
-                    keep
-                });
+                let map = &mut self.entities[e.index];
+                while let Some((_, front)) = map.front() {
+                    if !evictable(front) {
+                        if skips == TRIM_SKIP {
+                            break;
+                        }
+                        skips += 1;
+                        let (id, entry) = map.pop_front().expect("a front entry");
+                        map.insert(id, entry);
+                    } else if front.state.newest_ms().is_some_and(|n| n < horizon) {
+                        map.pop_front();
+                        expired += 1;
+                    } else {
+                        // Seen more recently than anything behind it (roughly: event times
+                        // and arrival agree within the lateness), so not expired either.
+                        break;
+                    }
+                }
             }
             if expired > 0 {
                 m.state.evictions.with_label_values(&["expired"]).inc_by(expired);
             }
         }
-        let held = self.entity_count();
-        self.trim_short = false;
-        if held > budget {
-            // Down to 7/8 of the budget, so the next trims do not each walk every entity to
-            // let a handful go; only the chosen ids are copied.
-            let target = budget - budget / 8;
-            let mut candidates: Vec<(u64, usize, &String)> = Vec::new();
-            for e in entities {
-                for (id, entry) in &self.entities[e.index] {
-                    if evictable(entry) {
-                        candidates.push((entry.seen, e.index, id));
-                    }
-                }
+        let mut bound = 0u64;
+        while self.entity_count() > budget && skips < TRIM_SKIP {
+            // The least recently seen front over the configured entity types.
+            let Some(index) = entities
+                .iter()
+                .filter_map(|e| self.entities[e.index].front().map(|(_, f)| (f.seen, e.index)))
+                .min()
+                .map(|(_, index)| index)
+            else {
+                break;
+            };
+            let map = &mut self.entities[index];
+            let (id, entry) = map.pop_front().expect("a front entry");
+            if evictable(&entry) {
+                bound += 1;
+            } else {
+                skips += 1;
+                map.insert(id, entry);
             }
-            let n = (held - target).min(candidates.len());
-            self.trim_short = n < held - target;
-            if n > 0 {
-                candidates.select_nth_unstable(n - 1);
-                let chosen: Vec<(usize, String)> =
-                    candidates.drain(..n).map(|(_, index, id)| (index, id.clone())).collect();
-                drop(candidates);
-                for (index, id) in chosen {
-                    self.entities[index].remove(&id);
-                }
-                m.state.evictions.with_label_values(&["bound"]).inc_by(n as u64);
-            }
+        }
+        if bound > 0 {
+            m.state.evictions.with_label_values(&["bound"]).inc_by(bound);
         }
         let after = self.entity_count();
         m.state.entities.add(after as i64 - before as i64);
