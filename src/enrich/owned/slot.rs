@@ -233,8 +233,8 @@ impl Held {
                         map.pop_front();
                         expired += 1;
                     } else {
-                        // Seen more recently than anything behind it (roughly: event times
-                        // and arrival agree within the lateness), so not expired either.
+                        // The least recently seen has not expired, so (as far as event
+                        // times follow arrival, within the lateness) nothing behind it has.
                         break;
                     }
                 }
