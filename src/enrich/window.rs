@@ -278,8 +278,8 @@ pub struct EntityState {
     coarse: Vec<Buckets>,
     /// Distinct value → the most recent bucket it was seen in. Values of up to 24 bytes
     /// (merchant ids, device ids) are held inline: no allocation per value.
-    last_bucket: HashMap<CompactString, Slot>,
-    fence: HashMap<String, i64>,
+    last_bucket: HashMap<CompactString, i64>,
+    fence: Fence,
     newest_ms: Option<i64>,
     /// When `window.lua` last pushed the Redis key's expiry back (its field `x`, ms).
     expiry_pushed_ms: Option<i64>,
@@ -290,8 +290,12 @@ pub struct EntityState {
     /// At or below the finest bucket of every distinct value (a cache).
     values_floor: Floor,
     /// The current session (entities with a session window).
-    session: Option<session::Session>,
+    session: Option<Box<session::Session>>,
 }
+
+/// Source partition (`topic/partition`) → the last offset applied from it: shared states
+/// only (a partition-owned state has no fence), so boxed and made on first use.
+type Fence = Option<Box<HashMap<String, i64>>>;
 
 /// A lower bound on the distinct values' buckets: when the oldest series bucket is still
 /// at or below it, a prune has no value to let go and skips the walk over them. A cache:
@@ -309,15 +313,6 @@ impl PartialEq for Floor {
     fn eq(&self, _: &Self) -> bool {
         true
     }
-}
-
-/// A distinct value's most recent bucket.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Slot {
-    /// Its start in the finest series (a coarser series' bucket is the one holding it).
-    bucket: i64,
-    /// Its bucket changed since the last delta (only when the state tracks deltas).
-    dirty: bool,
 }
 
 impl EntityState {
@@ -374,7 +369,7 @@ impl EntityState {
 
     /// The start of the latest bucket of distinct value `v`, as far as this copy knows.
     pub fn distinct_bucket(&self, v: &str) -> Option<i64> {
-        self.last_bucket.get(v).map(|s| s.bucket)
+        self.last_bucket.get(v).copied()
     }
 
     /// `prior`: None keeps distinct values here; Some(x) takes the value's previous bucket
@@ -383,7 +378,7 @@ impl EntityState {
         let mut windows = vec![WindowAggs::default(); spec.sizes_ms.len()];
         self.aggregates_running(spec, u.time_ms, &mut windows);
         let since_last_ms = self.since_last(u.time_ms);
-        let replay = self.fence.get(u.fence_key).is_some_and(|&f| u.offset <= f);
+        let replay = self.fence.as_ref().and_then(|f| f.get(u.fence_key)).is_some_and(|&f| u.offset <= f);
         let late = !replay && self.is_late(spec, u.time_ms);
         let applied = !replay && !late;
         let session = spec.session.map(|s| self.session_seen(&s, u.time_ms)).unwrap_or_default();
@@ -392,10 +387,11 @@ impl EntityState {
             self.session_add(s, u.time_ms, u.distinct);
         }
         if !replay {
-            match self.fence.get_mut(u.fence_key) {
+            let fence = self.fence.get_or_insert_with(Box::default);
+            match fence.get_mut(u.fence_key) {
                 Some(f) => *f = u.offset,
                 None => {
-                    self.fence.insert(u.fence_key.to_string(), u.offset);
+                    fence.insert(u.fence_key.to_string(), u.offset);
                 }
             }
         }
@@ -513,10 +509,10 @@ impl EntityState {
             };
             if !held(values_floor.0) {
                 let mut floor = i64::MAX;
-                last_bucket.retain(|v, slot| {
-                    let keep = held(slot.bucket);
+                last_bucket.retain(|v, &mut bucket| {
+                    let keep = held(bucket);
                     if keep {
-                        floor = floor.min(slot.bucket);
+                        floor = floor.min(bucket);
                     } else {
                         track.value_dropped(v);
                     }
@@ -558,21 +554,16 @@ impl EntityState {
     /// Moves distinct value `d` to bucket `to` unless it is in a later one already (adding
     /// it if new: the only allocation, once per value); returns its bucket before.
     fn move_value(&mut self, d: &str, to: i64) -> Option<i64> {
-        let Some(slot) = self.last_bucket.get_mut(d) else {
+        let Some(bucket) = self.last_bucket.get_mut(d) else {
             self.values_floor.0 = self.values_floor.0.min(to);
-            let (key, mut slot) = (CompactString::from(d), Slot { bucket: to, dirty: false });
-            self.track.value_changed(&key, &mut slot);
-            self.last_bucket.insert(key, slot);
+            self.track.value_changed(d);
+            self.last_bucket.insert(CompactString::from(d), to);
             return None;
         };
-        let old = slot.bucket;
+        let old = *bucket;
         if to > old {
-            slot.bucket = to;
-            // The key (a clone: inline up to 24 bytes) is needed only the first time the value moves per delta.
-            if self.track.on() && !slot.dirty {
-                let key = self.last_bucket.get_key_value(d).map(|(k, _)| k.clone()).expect("present");
-                self.track.value_changed(&key, self.last_bucket.get_mut(d).expect("present"));
-            }
+            *bucket = to;
+            self.track.value_changed(d);
         }
         Some(old)
     }

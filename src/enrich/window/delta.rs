@@ -14,21 +14,24 @@
 //! * `s` → the entity's session (`session.rs`): start, last (i64), events (u64), little
 //!   endian, then each distinct value as a u32 length and its bytes; rewritten whole.
 //!
-//! Tracking costs what changed, not the history: a bucket or value is listed once, when it
-//! first changes after a delta (its `dirty` flag says it is listed); expired buckets and
-//! values are listed as they go.
+//! Tracking costs what changed, not the history: a bucket is listed once, when it first
+//! changes after a delta (its `dirty` flag says it is listed); a value each time it moves to
+//! a later bucket (once per bucket at most), deduplicated when the delta is taken; expired
+//! buckets and values are listed as they go.
 
 use compact_str::CompactString;
 use std::io::Write as _;
 
-use super::{Bucket, Buckets, EntityState, Slot, StateError, WindowSpec};
+use super::{Bucket, Buckets, EntityState, StateError, WindowSpec};
 
 /// The length of a `b:` field's value.
 const BUCKET_LEN: usize = 41;
 
 /// What changed in a state since its last delta. Off (nothing recorded) until the state is
-/// used as partition-owned, so the shared path pays a branch per change.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// used as partition-owned, so the shared path pays a branch per change. The lists are
+/// boxed and made on the first change: a state that never records (the `memory` backend,
+/// shared states) holds 16 bytes of this, not ~150.
+#[derive(Debug, Clone, Default)]
 pub(super) struct Tracking {
     on: bool,
     /// Never records (an in-process state that is not checkpointed).
@@ -38,9 +41,15 @@ pub(super) struct Tracking {
     session: bool,
     /// The hash has the finest width (`w`) of this state's spec.
     pub(super) width_stored: bool,
+    lists: Option<Box<Lists>>,
+}
+
+/// The changed buckets and values since the last delta; their buffers are kept for the next.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Lists {
     /// (series, start) of buckets flagged dirty, each once.
     buckets: Vec<(usize, i64)>,
-    /// Values flagged dirty, each once per flagging.
+    /// Values new or moved to a later bucket (a value may be listed more than once).
     values: Vec<CompactString>,
     /// (series, start) of expired buckets.
     dropped_buckets: Vec<(usize, i64)>,
@@ -50,30 +59,49 @@ pub(super) struct Tracking {
     stale: Vec<Vec<u8>>,
 }
 
+impl Lists {
+    fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+            && self.values.is_empty()
+            && self.dropped_buckets.is_empty()
+            && self.dropped_values.is_empty()
+            && self.stale.is_empty()
+    }
+}
+
+/// Equal when the same things are pending: no lists and empty lists are the same.
+impl PartialEq for Tracking {
+    fn eq(&self, o: &Self) -> bool {
+        let empty = Lists::default();
+        let lists = |t: &Tracking| t.lists.as_deref().map_or(&empty, |l| l).clone();
+        (self.on, self.never, self.newest, self.session, self.width_stored)
+            == (o.on, o.never, o.newest, o.session, o.width_stored)
+            && lists(self) == lists(o)
+    }
+}
+
 impl Tracking {
     /// Starts recording changes.
     pub(super) fn start(&mut self) {
         self.on = !self.never;
     }
 
-    /// Whether changes are recorded.
-    pub(super) fn on(&self) -> bool {
-        self.on
+    fn lists(&mut self) -> &mut Lists {
+        self.lists.get_or_insert_with(Box::default)
     }
 
     /// Bucket `start` (`b`) of series `k` changed.
     pub(super) fn bucket_changed(&mut self, k: usize, start: i64, b: &mut Bucket) {
         if self.on && !b.dirty {
             b.dirty = true;
-            self.buckets.push((k, start));
+            self.lists().buckets.push((k, start));
         }
     }
 
-    /// Value `key` (`slot`) is new or moved to another bucket.
-    pub(super) fn value_changed(&mut self, key: &CompactString, slot: &mut Slot) {
-        if self.on && !slot.dirty {
-            slot.dirty = true;
-            self.values.push(key.clone());
+    /// Value `key` is new or moved to a later bucket.
+    pub(super) fn value_changed(&mut self, key: &str) {
+        if self.on {
+            self.lists().values.push(CompactString::from(key));
         }
     }
 
@@ -90,25 +118,19 @@ impl Tracking {
     /// Bucket `start` of series `k` expired.
     pub(super) fn bucket_dropped(&mut self, k: usize, start: i64) {
         if self.on {
-            self.dropped_buckets.push((k, start));
+            self.lists().dropped_buckets.push((k, start));
         }
     }
 
     /// Value `key` expired (its bucket did).
     pub(super) fn value_dropped(&mut self, key: &CompactString) {
         if self.on {
-            self.dropped_values.push(key.clone());
+            self.lists().dropped_values.push(key.clone());
         }
     }
 
     fn is_empty(&self) -> bool {
-        !self.newest
-            && !self.session
-            && self.stale.is_empty()
-            && self.buckets.is_empty()
-            && self.values.is_empty()
-            && self.dropped_buckets.is_empty()
-            && self.dropped_values.is_empty()
+        !self.newest && !self.session && self.lists.as_ref().is_none_or(|l| l.is_empty())
     }
 }
 
@@ -211,21 +233,23 @@ impl EntityState {
                 _ => coarse.get(k - 1).unwrap_or(&super::buckets::EMPTY),
             }
         };
-        out.del.append(&mut track.stale);
+        let mut none = Lists::default();
+        let lists = track.lists.as_deref_mut().unwrap_or(&mut none);
+        out.del.append(&mut lists.stale);
         // Expired, unless there again (then it is dirty and set below).
-        for (k, s) in track.dropped_buckets.drain(..) {
+        for (k, s) in lists.dropped_buckets.drain(..) {
             if !series(k).contains(s) {
                 let f = out.field(b"b", |f| bucket_field(f, spec, k, s));
                 out.del.push(f);
             }
         }
-        for v in track.dropped_values.drain(..) {
+        for v in lists.dropped_values.drain(..) {
             if !last_bucket.contains_key(&v) {
                 let f = out.field(b"d:", |f| f.extend_from_slice(v.as_bytes()));
                 out.del.push(f);
             }
         }
-        for (k, s) in track.buckets.drain(..) {
+        for (k, s) in lists.buckets.drain(..) {
             let b = match k {
                 0 => buckets.get_mut(s),
                 _ => coarse.get_mut(k - 1).and_then(|c| c.get_mut(s)),
@@ -239,12 +263,16 @@ impl EntityState {
                 out.set.push((f, val));
             }
         }
-        for v in track.values.drain(..) {
-            if let Some(slot) = last_bucket.get_mut(&v).filter(|s| s.dirty) {
-                slot.dirty = false;
+        // A value that moved twice since the last delta is listed twice: set once.
+        if lists.values.len() > 1 {
+            lists.values.sort_unstable();
+            lists.values.dedup();
+        }
+        for v in lists.values.drain(..) {
+            if let Some(&bucket) = last_bucket.get(&v) {
                 let f = out.field(b"d:", |f| f.extend_from_slice(v.as_bytes()));
                 let mut val = out.buffer();
-                decimal(&mut val, slot.bucket);
+                decimal(&mut val, bucket);
                 out.set.push((f, val));
             }
         }
@@ -294,7 +322,7 @@ impl EntityState {
                 b"n" => st.newest_ms = Some(parse_i64(v).ok_or(bad("field n (newest)"))?),
                 b"w" => width = Some(parse_i64(v).ok_or(bad("field w (finest width)"))?),
                 b"s" if spec.session.is_some() => {
-                    st.session = Some(super::session::decode_session(v).ok_or(bad("field s (session)"))?)
+                    st.session = Some(Box::new(super::session::decode_session(v).ok_or(bad("field s (session)"))?))
                 }
                 [b'b', rest @ ..] if rest.contains(&b':') => {
                     let colon = rest.iter().position(|&c| c == b':').expect("contains ':'");
@@ -334,11 +362,13 @@ impl EntityState {
             let held = st.buckets.contains(bucket)
                 || st.coarse.iter().zip(spec.coarse_widths()).any(|(c, w)| c.contains(super::bucket_start(bucket, w)));
             if held {
-                st.last_bucket.insert(CompactString::from(value), Slot { bucket, dirty: false });
+                st.last_bucket.insert(CompactString::from(value), bucket);
             }
         }
         st.track.width_stored = width == Some(spec.bucket());
-        st.track.stale = stale;
+        if !stale.is_empty() {
+            st.track.lists().stale = stale;
+        }
         st.track.start();
         Ok(st)
     }

@@ -11,11 +11,15 @@
 //! the accumulator overflowed, and the caller falls back to a plain walk (see
 //! [`window_sum`]).
 
+/// The partials of an [`ExactSum`].
+type Partials = smallvec::SmallVec<[f64; 3]>;
+
 /// An exact sum of finite doubles plus counts of the non-finite ones.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct ExactSum {
-    /// Non-overlapping partials, increasing magnitude; their exact sum is the total.
-    partials: Vec<f64>,
+    /// Non-overlapping partials, increasing magnitude; their exact sum is the total. Money
+    /// amounts leave one to three: held inline (no allocation per window).
+    partials: Partials,
     pos_inf: u32,
     neg_inf: u32,
     nan: u32,
@@ -73,7 +77,7 @@ fn counted(n: u32, sign: i32) -> u32 {
 }
 
 /// CPython `math_fsum`'s inner loop for one finite `x`; false on intermediate overflow.
-fn add_partial(p: &mut Vec<f64>, mut x: f64) -> bool {
+fn add_partial(p: &mut Partials, mut x: f64) -> bool {
     let mut i = 0;
     for j in 0..p.len() {
         let mut y = p[j];

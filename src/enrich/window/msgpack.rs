@@ -46,7 +46,8 @@ impl EntityState {
                 (Some("f"), Value::Map(fences)) => {
                     for (fk, off) in fences {
                         let fk = fk.as_str().ok_or_else(|| bad("fence key"))?;
-                        st.fence.insert(fk.to_string(), int(off).ok_or_else(|| bad("fence"))?);
+                        let off = int(off).ok_or_else(|| bad("fence"))?;
+                        st.fence.get_or_insert_with(Box::default).insert(fk.to_string(), off);
                     }
                 }
                 (Some("n"), Value::Boolean(false)) => {}
@@ -80,8 +81,9 @@ impl EntityState {
             w::write_uint(out, u64::from(b.last_of)).expect(VEC);
         }
         w::write_str(out, "f").expect(VEC);
-        w::write_map_len(out, self.fence.len() as u32).expect(VEC);
-        for (k, &off) in &self.fence {
+        let fence = self.fence.as_deref();
+        w::write_map_len(out, fence.map_or(0, |f| f.len()) as u32).expect(VEC);
+        for (k, &off) in fence.into_iter().flatten() {
             w::write_str(out, k).expect(VEC);
             w::write_sint(out, off).expect(VEC);
         }

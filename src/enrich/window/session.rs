@@ -87,11 +87,12 @@ impl EntityState {
                 s.last = s.last.max(t);
                 s.events += 1;
             }
-            other => {
-                let mut values = other.take().map(|s| s.values).unwrap_or_default();
-                values.clear();
-                *other = Some(Session { start: t, last: t, events: 1, values });
+            Some(s) => {
+                s.values.clear();
+                let values = std::mem::take(&mut s.values);
+                **s = Session { start: t, last: t, events: 1, values };
             }
+            none => *none = Some(Box::new(Session { start: t, last: t, events: 1, values: Default::default() })),
         }
         let s = self.session.as_mut().expect("set above");
         if let Some(d) = distinct.filter(|d| !d.is_empty()) {

@@ -1,7 +1,7 @@
 //! The shared path's side of a state: following the Redis script's answers, the key's
 //! expiry, and distinct values learnt from an older copy.
 
-use super::{EntityState, Seen, Slot, StateError, Update, WindowSpec};
+use super::{EntityState, Seen, StateError, Update, WindowSpec};
 
 impl EntityState {
     /// After a batch changed the state at `now_ms`: whether the Redis key's expiry is due to
@@ -19,12 +19,11 @@ impl EntityState {
     /// bucket is still here. A copy's values are assumptions the store checks before it
     /// stores a compare and set, so stale ones only cost a conflict.
     pub fn learn_distinct(&mut self, older: &EntityState) {
-        for (v, slot) in &older.last_bucket {
-            if self.buckets.contains(slot.bucket) && !self.last_bucket.contains_key(v) {
-                self.values_floor.0 = self.values_floor.0.min(slot.bucket);
-                let mut mine = Slot { bucket: slot.bucket, dirty: false };
-                self.track.value_changed(v, &mut mine);
-                self.last_bucket.insert(v.clone(), mine);
+        for (v, &bucket) in &older.last_bucket {
+            if self.buckets.contains(bucket) && !self.last_bucket.contains_key(v) {
+                self.values_floor.0 = self.values_floor.0.min(bucket);
+                self.track.value_changed(v);
+                self.last_bucket.insert(v.clone(), bucket);
             }
         }
     }
