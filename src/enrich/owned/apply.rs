@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use compact_str::CompactString;
 use hashlink::linked_hash_map::RawEntryMut;
 use tokio_util::sync::CancellationToken;
 
@@ -71,7 +72,7 @@ pub struct OwnedWindows {
     parts: Arc<Partitions>,
     store: Option<Store>,
     aggs: Vec<WindowAggs>,
-    missing: Vec<(usize, String)>,
+    missing: Vec<(usize, CompactString)>,
     keys: Vec<String>,
     marks: Vec<Mark>,
 }
@@ -165,7 +166,7 @@ impl OwnedWindows {
             for &r in events.which {
                 if let Some(id) = events.reqs[r].entities[e.index].id.as_deref() {
                     if !map.contains_key(id) && !self.missing.iter().any(|(i, m)| *i == e.index && m == id) {
-                        self.missing.push((e.index, id.to_string()));
+                        self.missing.push((e.index, CompactString::from(id)));
                         self.keys.push(entity_key(&slot.key, &e.name, id));
                     }
                 }
@@ -218,7 +219,7 @@ impl OwnedWindows {
                     RawEntryMut::Vacant(v) => {
                         added += 1;
                         let entry = Entry { state: EntityState::default(), seen: 0, sealed_in: 0 };
-                        v.insert(id.to_string(), entry).1
+                        v.insert(CompactString::from(id), entry).1
                     }
                 };
                 entry.seen = held.tick;
@@ -242,7 +243,7 @@ impl OwnedWindows {
                 }
                 let seen = entry.state.apply_owned(&e.spec, req.time_ms, input.value, distinct, &mut self.aggs);
                 if !was_dirty && entry.state.is_dirty() {
-                    held.dirty.push((e.index, id.to_string()));
+                    held.dirty.push((e.index, CompactString::from(id)));
                 }
                 if seen.applied {
                     applied.applied += 1;

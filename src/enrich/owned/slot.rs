@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use compact_str::CompactString;
 use hashlink::LinkedHashMap;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
@@ -39,7 +40,7 @@ pub struct Slot {
 /// A partition's entities of one configured type: id → state, least recently seen first
 /// (an event moves its entity to the back), so letting go of the least recently seen costs
 /// what is let go, not a walk of every entity held.
-pub(super) type Entities = LinkedHashMap<String, Entry, RandomState>;
+pub(super) type Entities = LinkedHashMap<CompactString, Entry, RandomState>;
 
 /// Entities that cannot go yet (changed since the last durable checkpoint) that one trim
 /// moves to the back before it gives up: a trim costs at most this beyond what it lets go.
@@ -65,7 +66,7 @@ pub(super) struct Held {
     pub(super) last_offset: Option<i64>,
     pub(super) last_seal: Instant,
     /// The entities changed since the last seal (entity index, id), each once.
-    pub(super) dirty: Vec<(usize, String)>,
+    pub(super) dirty: Vec<(usize, CompactString)>,
     seals: u64,
     /// One entity's changes while sealing (its buffers reused from entity to entity).
     delta: Delta,
