@@ -73,10 +73,9 @@ impl Lists {
 impl PartialEq for Tracking {
     fn eq(&self, o: &Self) -> bool {
         let empty = Lists::default();
-        let lists = |t: &Tracking| t.lists.as_deref().map_or(&empty, |l| l).clone();
         (self.on, self.never, self.newest, self.session, self.width_stored)
             == (o.on, o.never, o.newest, o.session, o.width_stored)
-            && lists(self) == lists(o)
+            && self.lists.as_deref().unwrap_or(&empty) == o.lists.as_deref().unwrap_or(&empty)
     }
 }
 
