@@ -26,6 +26,41 @@ fn free_port() -> u16 {
     }
 }
 
+/// Starts one cluster node on `port`, in its own directory under `dir`: a replica's initial
+/// sync lands in `dump.rdb` before it is loaded, and nodes sharing one directory could load
+/// each other's snapshots (a replica holding another master's keys).
+fn start_node(dir: &std::path::Path, port: u16) -> Child {
+    let own = dir.join(port.to_string());
+    std::fs::create_dir_all(&own).unwrap();
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+        .args(["--cluster-node-timeout", "2000", "--repl-diskless-sync-delay", "0", "--dir"])
+        .arg(&own)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server (scripts/test.sh installs it)")
+}
+
+/// Waits (up to 10 s) until `child` answers on `port`; false when it exited first (the port
+/// was taken) or another process answers there.
+fn node_is(child: &mut Child, port: u16) -> bool {
+    let began = std::time::Instant::now();
+    while began.elapsed() < Duration::from_secs(10) {
+        if child.try_wait().ok().flatten().is_some() {
+            return false;
+        }
+        let pid = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .and_then(|c| c.get_connection())
+            .and_then(|mut c| redis::cmd("INFO").arg("server").query::<String>(&mut c));
+        if let Ok(info) = pid {
+            return info.lines().any(|l| l.trim() == format!("process_id:{}", child.id()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
 fn node_conn(port: u16) -> redis::Connection {
     redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap().get_connection().unwrap()
 }
@@ -77,39 +112,27 @@ impl RedisCluster {
     /// Starts and joins the six nodes; returns once every node says `cluster_state:ok`.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        // Six distinct ports: a port released by one probe can be handed out again by the next.
-        let mut ports: Vec<u16> = Vec::new();
+        // A probed port can be taken by another test's node before this one binds it (the
+        // tests of a binary run in parallel): a node that exits, or a port answered by
+        // another process, is started again on another port.
+        let (mut ports, mut children): (Vec<u16>, Vec<Child>) = (Vec::new(), Vec::new());
+        let began = std::time::Instant::now();
         while ports.len() < 6 {
+            assert!(began.elapsed() < Duration::from_secs(30), "could not start six cluster nodes in 30 s");
             let p = free_port();
-            if !ports.contains(&p) {
+            if ports.contains(&p) {
+                continue;
+            }
+            let mut child = start_node(dir.path(), p);
+            if node_is(&mut child, p) {
                 ports.push(p);
+                children.push(child);
+            } else {
+                let _ = child.kill();
+                let _ = child.wait();
             }
         }
-        let children = ports
-            .iter()
-            .map(|p| {
-                let port = p.to_string();
-                // Each node its own directory: a replica's initial sync lands in
-                // `dump.rdb` before it is loaded, and six nodes sharing one directory could
-                // load each other's snapshots (a replica holding another master's keys).
-                let own = dir.path().join(&port);
-                std::fs::create_dir(&own).unwrap();
-                Command::new("redis-server")
-                    .args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                    .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
-                    .args(["--cluster-node-timeout", "2000", "--repl-diskless-sync-delay", "0", "--dir"])
-                    .arg(&own)
-                    .stdout(Stdio::null())
-                    .spawn()
-                    .expect("redis-server (scripts/test.sh installs it)")
-            })
-            .collect();
         let cluster = Self { children, ports, _dir: dir };
-        for &p in &cluster.ports {
-            wait_for("a cluster node to accept connections", Duration::from_secs(10), || {
-                redis::Client::open(format!("redis://127.0.0.1:{p}/")).and_then(|c| c.get_connection()).is_ok()
-            });
-        }
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")))
