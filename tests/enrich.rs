@@ -108,6 +108,12 @@ fn redis_outage_under_degraded_marks_decisions_degraded() {
     redis.freeze(true);
     wait_for("all decided despite the outage", Duration::from_secs(60), || handled(&m) >= 5_000);
     redis.freeze(false);
+    // While Redis does not answer, one call a second tries it (the breaker): the batches do
+    // not each wait out `enrich.timeout_ms` for their features and their partitions' windows.
+    let enrich = m.stage_seconds.with_label_values(&["enrich"]);
+    let mean = enrich.get_sample_sum() / enrich.get_sample_count() as f64;
+    let timeout = cfg.enrich.timeout_ms as f64 / 1000.0;
+    assert!(mean < timeout, "{mean:.3} s in the enrich stage per batch, timeout {timeout} s");
     assert!(p.shutdown(Duration::from_secs(30)).clean);
     let decisions = json_decisions(&mock);
     assert_eq!(decisions.len(), 5_000);

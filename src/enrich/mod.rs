@@ -17,9 +17,11 @@
 //!
 //! Files: `plan.rs` (groups, compare-and-set planning), `reply.rs` (the script reply
 //! protocol), `cache.rs` (state copies, feature cache, version tokens), [`redis`] (the
-//! store), [`feast`] (features read from a Feast online store's layout), [`window`] (window
-//! state), [`turnstile`] (one batch at a time), [`config`].
+//! store), [`breaker`] (calls refused at once while Redis is down), [`feast`] (features read
+//! from a Feast online store's layout), [`window`] (window state), [`turnstile`] (one batch
+//! at a time), [`config`].
 
+pub mod breaker;
 mod cache;
 pub mod config;
 pub mod feast;
@@ -268,6 +270,14 @@ impl Enricher {
             part: Part::All,
             key_prefix: cfg.key_prefix.clone(),
         })
+    }
+
+    /// Shares `breaker` (the pipeline's view of its Redis) with this enricher's connection.
+    pub fn with_breaker(mut self, breaker: &Arc<breaker::Breaker>) -> Self {
+        if let Store::Redis(s) = &mut self.store {
+            s.share_breaker(breaker.clone());
+        }
+        self
     }
 
     /// Serves only `part` of the entities.

@@ -18,6 +18,7 @@ use std::time::Duration;
 use prometheus::IntCounter;
 use tracing::Level;
 
+use super::breaker::Breaker;
 use super::{EnrichError, Group};
 use crate::core::redis::{AsyncConnection, RedisConfig};
 use crate::lograte::LogRate;
@@ -39,6 +40,8 @@ pub struct RedisStore {
     sha: String,
     prefix: String,
     timeout: Duration,
+    /// Shared with the pipeline's other connections to this Redis ([`RedisStore::share_breaker`]).
+    breaker: Arc<Breaker>,
 }
 
 /// What [`RedisStore::run`] returns: the script replies, then one reply per `HMGET`.
@@ -83,7 +86,8 @@ impl RedisStore {
             .block_on(async { tokio::time::timeout(timeout * 3, client.connect_async(cfg, timeout)).await })
             .map_err(|_| EnrichError::Unavailable(format!("connecting to {shown}: timed out")))?
             .map_err(|e| EnrichError::Unavailable(format!("connecting to {shown}: {}", redis_error(&e))))?;
-        let mut store = Self { rt, conn, client, sha: String::new(), prefix: prefix.to_string(), timeout };
+        let mut store =
+            Self { rt, conn, client, sha: String::new(), prefix: prefix.to_string(), timeout, breaker: Arc::default() };
         store.sha = store.load_script()?;
         Ok(store)
     }
@@ -103,7 +107,26 @@ impl RedisStore {
     /// with the `hmgets` (key, fields) of Feast-layout features after them, and returns the
     /// script replies concatenated in group order (bytes: window states are msgpack) and
     /// one reply per `HMGET` (a field Redis does not have: empty).
+    /// While the breaker is open, fails at once.
     pub fn run(
+        &mut self,
+        groups: &[Group<'_>],
+        now_ms: i64,
+        per_group: bool,
+        hmgets: &[(&[u8], &[Vec<u8>])],
+    ) -> Result<ScriptAndHashes, EnrichError> {
+        self.breaker.check()?;
+        let result = self.run_unchecked(groups, now_ms, per_group, hmgets);
+        self.breaker.record(&result);
+        result
+    }
+
+    /// Shares `breaker` (the pipeline's view of this Redis) instead of this store's own.
+    pub fn share_breaker(&mut self, breaker: Arc<Breaker>) {
+        self.breaker = breaker;
+    }
+
+    fn run_unchecked(
         &mut self,
         groups: &[Group<'_>],
         now_ms: i64,

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::breaker::Breaker;
 use super::owned::{OwnedWindows, Partitions};
 use super::stage::EnrichParts;
 use super::{Backend, EnrichConfig, EnrichError, Enricher, FailurePolicy, Ownership, Part, Turnstile};
@@ -25,6 +26,8 @@ pub struct EnrichSetup {
     cfg: EnrichConfig,
     security: RedisConfig,
     metrics: Arc<Metrics>,
+    /// Whether Redis answers, shared by every connection of the stage.
+    breaker: Arc<Breaker>,
     /// Key paths of the entities whose ids are not logged ([`Enricher::hide_ids`]).
     hidden_ids: Vec<String>,
 }
@@ -43,13 +46,14 @@ impl EnrichSetup {
         }
         let width = enricher.names().len();
         let hidden_ids = enricher.hidden_ids();
-        let partitions = Partitions::new(cfg, security, enricher.owned_entities(), metrics.clone())?;
+        let breaker = Arc::new(Breaker::default());
+        let partitions = Partitions::new(cfg, security, enricher.owned_entities(), metrics.clone(), &breaker)?;
         let features = cfg.backend == Backend::Redis
             && cfg
                 .entities
                 .iter()
                 .any(|e| !e.features.is_empty() && (e.ownership != Ownership::Shared || e.windows.is_empty()));
-        let shared = enricher.for_part(Part::Shared);
+        let shared = enricher.with_breaker(&breaker).for_part(Part::Shared);
         let shared = shared.serves_any().then(|| Arc::new(Turnstile::new(shared)));
         Ok(Some(Self {
             policy: cfg.on_failure,
@@ -60,6 +64,7 @@ impl EnrichSetup {
             cfg: cfg.clone(),
             security: security.clone(),
             metrics: metrics.clone(),
+            breaker,
             hidden_ids,
         }))
     }
@@ -68,7 +73,8 @@ impl EnrichSetup {
     /// the partition-owned state.
     pub fn worker_parts(&self) -> Result<EnrichParts, EnrichError> {
         let features = if self.features {
-            let reader = Enricher::connect(&self.cfg, &self.security)?.with_metrics(&self.metrics);
+            let reader =
+                Enricher::connect(&self.cfg, &self.security)?.with_metrics(&self.metrics).with_breaker(&self.breaker);
             Some(reader.hide_ids(|key| self.hidden_ids.iter().any(|h| h == key)).for_part(Part::Features))
         } else {
             None

@@ -36,6 +36,7 @@ pub use apply::OwnedWindows;
 pub use slot::Slot;
 pub use store::{Claim, Store};
 
+use super::breaker::Breaker;
 use super::config::{Backend, EnrichConfig};
 use super::window::{EntityState, WindowSpec};
 use super::EnrichError;
@@ -67,6 +68,7 @@ struct RedisTarget {
     security: RedisConfig,
     timeout: Duration,
     cluster: bool,
+    breaker: Arc<Breaker>,
 }
 
 /// Every partition this instance holds, with their state.
@@ -100,12 +102,14 @@ pub struct Partitions {
 
 impl Partitions {
     /// The owned state of `cfg`'s partition-owned entities (`entities`, from the enricher),
-    /// None when there are none. With Redis, checks which layout holds each entity's state.
+    /// None when there are none. With Redis, checks which layout holds each entity's state;
+    /// `breaker` is shared with the pipeline's other connections to that Redis.
     pub fn new(
         cfg: &EnrichConfig,
         security: &RedisConfig,
         entities: Vec<OwnedEntity>,
         metrics: Arc<Metrics>,
+        breaker: &Arc<Breaker>,
     ) -> Result<Option<Arc<Self>>, EnrichError> {
         if entities.is_empty() || cfg.backend == Backend::Off {
             return Ok(None);
@@ -115,9 +119,10 @@ impl Partitions {
             security: security.clone(),
             timeout: Duration::from_millis(cfg.timeout_ms),
             cluster: cfg.redis_cluster,
+            breaker: breaker.clone(),
         });
         if let Some(r) = &redis {
-            let mut store = Store::new(&r.url, &r.security, r.timeout, r.cluster)?;
+            let mut store = Store::new(&r.url, &r.security, r.timeout, r.cluster, r.breaker.clone())?;
             let layouts: Vec<(&str, bool)> = cfg
                 .entities
                 .iter()
@@ -160,7 +165,10 @@ impl Partitions {
 
     /// A connection of this state's Redis (one per thread that uses it).
     fn store(&self) -> Result<Option<Store>, EnrichError> {
-        self.redis.as_ref().map(|r| Store::new(&r.url, &r.security, r.timeout, r.cluster)).transpose()
+        self.redis
+            .as_ref()
+            .map(|r| Store::new(&r.url, &r.security, r.timeout, r.cluster, r.breaker.clone()))
+            .transpose()
     }
 
     /// The partition's slot, made (unclaimed) if it has none.
@@ -281,10 +289,12 @@ impl PartitionResume for Partitions {
         // A few quick tries: the rebalance callback must not hold the consumer for long. If
         // Redis does not answer, the partition starts from its committed offset (stored only
         // up to durable checkpoints) and the enrich stage claims it on its first batch, as
-        // `enrich.on_failure` says (pause: wait; degraded: decide without its windows).
+        // `enrich.on_failure` says (pause: wait; degraded: decide without its windows). While
+        // Redis is known to be down (the breaker is open) no more tries: a rebalance of many
+        // partitions must not wait a timeout for each.
         let claim = match &self.redis {
             None => None,
-            Some(_) => {
+            Some(target) => {
                 let mut guard = self.consume_store.lock();
                 let key = store::partition_key(&self.prefix, &topic, partition);
                 let mut claim = None;
@@ -302,9 +312,10 @@ impl PartitionResume for Partitions {
                             claim = Some(c);
                             break;
                         }
-                        Err(e) if attempt == 2 => {
+                        Err(e) if attempt == 2 || target.breaker.is_open() => {
                             tracing::warn!(%topic, partition, error = %e,
                                 "partition state not claimed at assignment; its first batch claims it");
+                            break;
                         }
                         Err(_) => {
                             if !crate::backoff::sleep_unless(Duration::from_millis(100), abort) {

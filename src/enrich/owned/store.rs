@@ -12,10 +12,12 @@
 //! * `{prefix}:layout` — per entity type, which layout writes its state (`partition`
 //!   or `shared`), so two layouts never write the same entity.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::RedisResult;
 
+use super::super::breaker::Breaker;
 use super::super::redis::{classify, redis_error};
 use super::super::EnrichError;
 use crate::core::redis::{Client, Connection, RedisConfig};
@@ -133,12 +135,20 @@ pub struct Store {
     shown: String,
     checkpoint: redis::Script,
     claim: redis::Script,
+    breaker: Arc<Breaker>,
 }
 
 impl Store {
     /// A store for `url` with `security`'s TLS and credentials (not connected yet); with
-    /// `cluster`, for the Redis Cluster whose seed nodes `url` lists.
-    pub fn new(url: &str, security: &RedisConfig, timeout: Duration, cluster: bool) -> Result<Self, EnrichError> {
+    /// `cluster`, for the Redis Cluster whose seed nodes `url` lists; `breaker` is shared by
+    /// every connection to that Redis.
+    pub fn new(
+        url: &str,
+        security: &RedisConfig,
+        timeout: Duration,
+        cluster: bool,
+        breaker: Arc<Breaker>,
+    ) -> Result<Self, EnrichError> {
         let shown = crate::redact::redis_url(url).into_owned();
         let client =
             Client::new("enrich.redis_url", url, security, cluster).map_err(|e| EnrichError::Config(e.to_string()))?;
@@ -149,11 +159,23 @@ impl Store {
             shown,
             checkpoint: redis::Script::new(CHECKPOINT_SCRIPT),
             claim: redis::Script::new(CLAIM_SCRIPT),
+            breaker,
         })
     }
 
-    /// Runs `f` on the connection; a failure drops it (the next call reconnects).
+    /// Runs `f` on the connection (at once an error while the breaker is open); a failure
+    /// drops the connection (the next call reconnects).
     fn call<T>(&mut self, f: impl FnOnce(&mut Connection, &Self) -> RedisResult<T>) -> Result<T, EnrichError> {
+        self.breaker.check()?;
+        let result = self.call_unchecked(f);
+        self.breaker.record(&result);
+        result
+    }
+
+    fn call_unchecked<T>(
+        &mut self,
+        f: impl FnOnce(&mut Connection, &Self) -> RedisResult<T>,
+    ) -> Result<T, EnrichError> {
         if self.conn.is_none() {
             let conn = self
                 .client
