@@ -51,6 +51,10 @@ impl Session {
         let redis = (cfg.enrich.backend == verdict::enrich::Backend::Redis).then(|| {
             redis::Client::open(cfg.enrich.redis_url.as_str()).and_then(|c| c.get_connection()).expect("Redis for INFO")
         });
+        // The mock's producer client has found its broker (the topics are made): its threads,
+        // the mock's and this one are the bench's, not the pipeline's.
+        std::thread::sleep(Duration::from_millis(200));
+        super::threads::mark_bench_threads();
         let metrics = Metrics::new();
         let pipeline = Pipeline::start(&cfg, metrics.clone()).expect("pipeline");
         let joined = Instant::now();
