@@ -96,6 +96,38 @@ fn redis_outage_under_pause_loses_nothing_and_keeps_windows_exact() {
 }
 
 #[test]
+fn connections_redis_closes_are_made_again_without_a_failure_or_a_lost_event() {
+    // Redis closes connections that sat idle when it restarts, fails over or meets a proxy's
+    // idle timeout. Such a call is made once more on a new connection: neither an outage (no
+    // failure counted, readiness kept) nor, two in a row, a reason to stop calling Redis.
+    let redis = RedisServer::start();
+    let (mock, mut cfg) = mock_setup(4);
+    with_redis(&mut cfg, &redis);
+    let stream = Stream::start(mock.bootstrap(), 0, 12_000, 2_000, 27);
+    let m = Metrics::new();
+    let p = Pipeline::start(&cfg, m.clone()).unwrap();
+    wait_for("some decisions", Duration::from_secs(60), || handled(&m) >= 1_000);
+    let mut admin = redis.conn();
+    let mut killed = 0;
+    for _ in 0..4 {
+        // Every connection but this one: the workers' feature readers, the consume thread's
+        // and the acker's state connections.
+        let n: u64 = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal").query(&mut admin).unwrap();
+        killed += n;
+        std::thread::sleep(Duration::from_millis(1_200));
+    }
+    let events = stream.finish();
+    wait_for("all decided", Duration::from_secs(60), || handled(&m) >= 12_000);
+    assert!(p.shutdown(Duration::from_secs(30)).clean);
+    assert!(killed >= 8, "the test closed the pipeline's connections ({killed})");
+    assert_eq!(m.enrich_failures.get(), 0, "a closed connection is not a failed batch");
+    assert_eq!(m.degraded_events.get(), 0);
+    let ids = id_counts(&decode_decisions(&mock.read_all("decisions", IDLE)));
+    assert!(events.iter().all(|e| ids.contains_key(&e.event_id)));
+    assert_windows_exact(&redis, &events);
+}
+
+#[test]
 fn redis_outage_under_degraded_marks_decisions_degraded() {
     let redis = RedisServer::start();
     let (mock, mut cfg) = mock_setup(4);

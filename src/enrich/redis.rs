@@ -170,7 +170,8 @@ impl RedisStore {
         // Each command's error comes back in its place: a feature key holding another type
         // (written by hand) is no hash, as the script's `pcall` reads it, not a failed batch.
         pipe.ignore_errors();
-        for attempt in 0..2 {
+        let (mut reloaded, mut resent) = (false, false);
+        loop {
             let mut conn = self.conn.clone();
             let timeout = self.timeout;
             let reply = self.rt.block_on(async {
@@ -178,13 +179,18 @@ impl RedisStore {
             });
             match reply.map(|r| r.and_then(|r| split_replies(r, chunks.len()))) {
                 Ok(Ok(replies)) => return Ok(replies),
-                Ok(Err(e)) if e.code() == Some("NOSCRIPT") && attempt == 0 => {
+                Ok(Err(e)) if e.code() == Some("NOSCRIPT") && !reloaded => {
+                    reloaded = true;
                     // Redis restarted or flushed its script cache, or a replica was promoted
                     // (scripts are not replicated): load it again (its SHA1 depends only on
                     // its text, so the pipeline is re-sent unchanged; on a cluster the calls
                     // that did run are re-sent too, which their replay fences make harmless).
                     self.sha = self.load_script()?;
                 }
+                // A connection Redis closed while it sat idle (a restart, a proxy's idle
+                // timeout) is not an outage: the connection manager reconnects and the
+                // pipeline is sent once more (reads, and script calls behind replay fences).
+                Ok(Err(e)) if !resent && e.is_connection_dropped() && !e.is_timeout() => resent = true,
                 Ok(Err(e)) => {
                     if crate::core::redis::is_cluster_error(&e) {
                         self.reconnect();
@@ -194,7 +200,6 @@ impl RedisStore {
                 Err(_) => return Err(EnrichError::Unavailable(format!("no reply within {timeout:?}"))),
             }
         }
-        Err(EnrichError::Unavailable("script could not be loaded".into()))
     }
 }
 

@@ -165,31 +165,35 @@ impl Store {
 
     /// Runs `f` on the connection (at once an error while the breaker is open); a failure
     /// drops the connection (the next call reconnects).
-    fn call<T>(&mut self, f: impl FnOnce(&mut Connection, &Self) -> RedisResult<T>) -> Result<T, EnrichError> {
+    fn call<T>(&mut self, f: impl Fn(&mut Connection, &Self) -> RedisResult<T>) -> Result<T, EnrichError> {
         self.breaker.check()?;
         let result = self.call_unchecked(f);
         self.breaker.record(&result);
         result
     }
 
-    fn call_unchecked<T>(
-        &mut self,
-        f: impl FnOnce(&mut Connection, &Self) -> RedisResult<T>,
-    ) -> Result<T, EnrichError> {
-        if self.conn.is_none() {
-            let conn = self
-                .client
-                .connect(self.timeout)
-                .map_err(|e| EnrichError::Unavailable(format!("connecting to {}: {}", self.shown, redis_error(&e))))?;
-            self.conn = Some(conn);
-        }
-        let mut conn = self.conn.take().expect("connected above");
-        match f(&mut conn, self) {
-            Ok(v) => {
+    /// A connection Redis closed while it sat idle (Redis restarted, a proxy's idle timeout)
+    /// is not an outage: the call is made once more on a new connection. (Each call is safe
+    /// to repeat: reads, a claim's new epoch, checkpoints of absolute values behind their fence.)
+    fn call_unchecked<T>(&mut self, f: impl Fn(&mut Connection, &Self) -> RedisResult<T>) -> Result<T, EnrichError> {
+        let mut retried = false;
+        loop {
+            let fresh = self.conn.is_none();
+            if fresh {
+                let conn = self.client.connect(self.timeout).map_err(|e| {
+                    EnrichError::Unavailable(format!("connecting to {}: {}", self.shown, redis_error(&e)))
+                })?;
                 self.conn = Some(conn);
-                Ok(v)
             }
-            Err(e) => Err(classify(&e)),
+            let mut conn = self.conn.take().expect("connected above");
+            match f(&mut conn, self) {
+                Ok(v) => {
+                    self.conn = Some(conn);
+                    return Ok(v);
+                }
+                Err(e) if !fresh && !retried && e.is_connection_dropped() && !e.is_timeout() => retried = true,
+                Err(e) => return Err(classify(&e)),
+            }
         }
     }
 
