@@ -337,10 +337,10 @@ impl EntityState {
                 continue; // a negative size: an empty window
             }
             for b in buckets.range(first, t) {
-                a.count += b.count;
+                a.count += b.count();
                 a.min = min_opt(a.min, b.min());
                 a.max = max_opt(a.max, b.max());
-                a.distinct += u64::from(b.last_of);
+                a.distinct += u64::from(b.last_of());
             }
             a.sum = exact::window_sum(|| buckets.range(first, t).map(|b| b.sum));
         }
@@ -439,7 +439,7 @@ impl EntityState {
             let newest = at + 1 == series.len();
             let b = series.at(at);
             let old_sum = b.sum;
-            b.count += 1;
+            b.count_one();
             if let Some(v) = value {
                 b.sum += v;
                 b.see(v);
@@ -532,12 +532,12 @@ impl EntityState {
             return;
         };
         if delta < 0 {
-            if b.last_of > 0 {
+            if b.last_of() > 0 {
                 running.distinct_moved(k, start, -1);
             }
-            b.last_of = b.last_of.saturating_sub(1);
+            b.value_left();
         } else {
-            b.last_of = b.last_of.saturating_add(1);
+            b.value_joined();
             running.distinct_moved(k, start, 1);
         }
         track.bucket_changed(k, start, b);
@@ -571,7 +571,7 @@ impl EntityState {
     /// Totals over the retained buckets of the series that holds the most events (the one
     /// kept longest): (count, sum, distinct values) — what tests compare.
     pub fn totals(&self) -> (u64, f64, u64) {
-        let count = |b: &Buckets| b.iter().map(|(_, b)| b.count).sum::<u64>();
+        let count = |b: &Buckets| b.iter().map(|(_, b)| b.count()).sum::<u64>();
         let most = std::iter::once(&self.buckets).chain(&self.coarse).max_by_key(|b| count(b)).expect("one series");
         let s = exact::window_sum(|| most.iter().map(|(_, b)| b.sum));
         (count(most), s, self.last_bucket.len() as u64)

@@ -6,31 +6,35 @@
 
 use std::collections::VecDeque;
 
-/// One bucket's aggregates: 40 bytes (48 with its start), since an entity holds up to
-/// `retention / bucket` of them (1,442 for a day of one-minute buckets).
+/// One bucket's aggregates: 32 bytes (40 with its start), since an entity holds up to
+/// `retention / bucket` of them (1,442 for a day of one-minute buckets). A bucket counts up
+/// to `u32::MAX` events and `2^31 - 1` distinct values (more saturates).
 #[derive(Debug, Clone)]
 pub(super) struct Bucket {
-    pub(super) count: u64,
+    count: u32,
+    /// Distinct values whose most recent bucket is this one (the low 31 bits), and whether
+    /// the bucket changed since the last delta was taken ([`DIRTY`]; only when the state
+    /// tracks deltas).
+    marks: u32,
     pub(super) sum: f64,
     /// Minimum and maximum value; NaN while no event carried one (window values are finite).
     lo: f64,
     hi: f64,
-    /// Distinct values whose most recent bucket is this one.
-    pub(super) last_of: u32,
-    /// Changed since the last delta was taken (only when the state tracks deltas).
-    pub(super) dirty: bool,
 }
+
+/// The bit of [`Bucket::marks`] that says the bucket is listed for the next delta.
+const DIRTY: u32 = 1 << 31;
 
 impl Default for Bucket {
     fn default() -> Self {
-        Self { count: 0, sum: 0.0, lo: f64::NAN, hi: f64::NAN, last_of: 0, dirty: false }
+        Self { count: 0, marks: 0, sum: 0.0, lo: f64::NAN, hi: f64::NAN }
     }
 }
 
 impl PartialEq for Bucket {
     fn eq(&self, o: &Self) -> bool {
-        (self.count, self.sum.to_bits(), self.min(), self.max(), self.last_of, self.dirty)
-            == (o.count, o.sum.to_bits(), o.min(), o.max(), o.last_of, o.dirty)
+        (self.count, self.sum.to_bits(), self.min(), self.max(), self.marks)
+            == (o.count, o.sum.to_bits(), o.min(), o.max(), o.marks)
     }
 }
 
@@ -38,7 +42,56 @@ impl Bucket {
     /// A bucket from its stored parts.
     pub(super) fn with(count: u64, sum: f64, min_max: Option<(f64, f64)>, last_of: u64) -> Self {
         let (lo, hi) = min_max.unwrap_or((f64::NAN, f64::NAN));
-        Self { count, sum, lo, hi, last_of: u32::try_from(last_of).unwrap_or(u32::MAX), dirty: false }
+        Self {
+            count: u32::try_from(count).unwrap_or(u32::MAX),
+            marks: u32::try_from(last_of).unwrap_or(u32::MAX).min(DIRTY - 1),
+            sum,
+            lo,
+            hi,
+        }
+    }
+
+    /// Events counted in the bucket.
+    pub(super) fn count(&self) -> u64 {
+        u64::from(self.count)
+    }
+
+    /// Counts one more event.
+    pub(super) fn count_one(&mut self) {
+        self.count = self.count.saturating_add(1);
+    }
+
+    /// Distinct values whose most recent bucket is this one.
+    pub(super) fn last_of(&self) -> u32 {
+        self.marks & !DIRTY
+    }
+
+    /// One more distinct value has this bucket as its most recent.
+    pub(super) fn value_joined(&mut self) {
+        if self.last_of() < DIRTY - 1 {
+            self.marks += 1;
+        }
+    }
+
+    /// A distinct value moved on to a later bucket.
+    pub(super) fn value_left(&mut self) {
+        if self.last_of() > 0 {
+            self.marks -= 1;
+        }
+    }
+
+    /// Changed since the last delta was taken.
+    pub(super) fn is_dirty(&self) -> bool {
+        self.marks & DIRTY != 0
+    }
+
+    /// Marks the bucket listed for the next delta (true) or written (false).
+    pub(super) fn set_dirty(&mut self, dirty: bool) {
+        if dirty {
+            self.marks |= DIRTY;
+        } else {
+            self.marks &= !DIRTY;
+        }
     }
 
     /// The least value, None when no event carried one.

@@ -91,8 +91,8 @@ impl Tracking {
 
     /// Bucket `start` (`b`) of series `k` changed.
     pub(super) fn bucket_changed(&mut self, k: usize, start: i64, b: &mut Bucket) {
-        if self.on && !b.dirty {
-            b.dirty = true;
+        if self.on && !b.is_dirty() {
+            b.set_dirty(true);
             self.lists().buckets.push((k, start));
         }
     }
@@ -182,11 +182,11 @@ fn decimal(out: &mut Vec<u8>, n: i64) {
 }
 
 fn encode_bucket(out: &mut Vec<u8>, b: &Bucket) {
-    out.extend_from_slice(&b.count.to_le_bytes());
+    out.extend_from_slice(&b.count().to_le_bytes());
     out.extend_from_slice(&b.sum.to_bits().to_le_bytes());
     out.extend_from_slice(&b.min().unwrap_or(0.0).to_bits().to_le_bytes());
     out.extend_from_slice(&b.max().unwrap_or(0.0).to_bits().to_le_bytes());
-    out.extend_from_slice(&u64::from(b.last_of).to_le_bytes());
+    out.extend_from_slice(&u64::from(b.last_of()).to_le_bytes());
     out.push(u8::from(b.min().is_some()));
 }
 
@@ -254,8 +254,8 @@ impl EntityState {
                 _ => coarse.get_mut(k - 1).and_then(|c| c.get_mut(s)),
             };
             // Gone (expired) or listed twice: nothing to set.
-            if let Some(b) = b.filter(|b| b.dirty) {
-                b.dirty = false;
+            if let Some(b) = b.filter(|b| b.is_dirty()) {
+                b.set_dirty(false);
                 let f = out.field(b"b", |f| bucket_field(f, spec, k, s));
                 let mut val = out.buffer();
                 encode_bucket(&mut val, b);

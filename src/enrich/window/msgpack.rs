@@ -73,12 +73,12 @@ impl EntityState {
         for (start, b) in self.buckets.iter() {
             w::write_array_len(out, 7).expect(VEC);
             w::write_sint(out, start).expect(VEC);
-            w::write_uint(out, b.count).expect(VEC);
+            w::write_uint(out, b.count()).expect(VEC);
             w::write_f64(out, b.sum).expect(VEC);
             w::write_bool(out, b.min().is_some()).expect(VEC);
             w::write_f64(out, b.min().unwrap_or(0.0)).expect(VEC);
             w::write_f64(out, b.max().unwrap_or(0.0)).expect(VEC);
-            w::write_uint(out, u64::from(b.last_of)).expect(VEC);
+            w::write_uint(out, u64::from(b.last_of())).expect(VEC);
         }
         w::write_str(out, "f").expect(VEC);
         let fence = self.fence.as_deref();

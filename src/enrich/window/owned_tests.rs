@@ -252,7 +252,7 @@ fn from_fields_sorts_buckets_ignores_strangers_and_expired_values_and_names_bad_
         vec![(b"b:120", &b2), (b"zz", b"?"), (b"b:60", &b1), (b"d:x", b"60"), (b"d:gone", b"0"), (b"n", b"130")];
     let spec = WindowSpec::new(60, vec![600], 0);
     let st = EntityState::from_fields(&spec, fields).expect("valid");
-    assert_eq!(st.buckets.iter().map(|(s, b)| (s, b.count)).collect::<Vec<_>>(), vec![(60, 1), (120, 2)]);
+    assert_eq!(st.buckets.iter().map(|(s, b)| (s, b.count())).collect::<Vec<_>>(), vec![(60, 1), (120, 2)]);
     assert_eq!((st.distinct_bucket("x"), st.distinct_bucket("gone"), st.newest_ms()), (Some(60), None, Some(130)));
     assert!(!st.is_dirty());
     for (f, v, named) in [

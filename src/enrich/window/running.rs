@@ -146,15 +146,15 @@ impl Window {
     }
 
     fn enter(&mut self, b: &Bucket) {
-        self.count += b.count;
+        self.count += b.count();
         self.sum.add(b.sum);
-        self.distinct += u64::from(b.last_of);
+        self.distinct += u64::from(b.last_of());
     }
 
     fn leave(&mut self, b: &Bucket) {
-        self.count = self.count.saturating_sub(b.count);
+        self.count = self.count.saturating_sub(b.count());
         self.sum.sub(b.sum);
-        self.distinct = self.distinct.saturating_sub(u64::from(b.last_of));
+        self.distinct = self.distinct.saturating_sub(u64::from(b.last_of()));
     }
 
     /// Moves the edge to `edge`: buckets between the two leave (forward) or enter (back).

@@ -108,6 +108,6 @@ fn spec_from_seconds_saturates_instead_of_wrapping() {
 }
 
 #[test]
-fn a_bucket_with_its_start_takes_48_bytes_as_the_readme_counts() {
-    assert_eq!(std::mem::size_of::<(i64, super::buckets::Bucket)>(), 48);
+fn a_bucket_with_its_start_takes_40_bytes_as_the_readme_counts() {
+    assert_eq!(std::mem::size_of::<(i64, super::buckets::Bucket)>(), 40);
 }
