@@ -3,7 +3,12 @@
 //! borrowed from the payload unless they contain escapes.
 //!
 //! Paths are compiled into a trie once per decoder; each path owns a slot, and
-//! [`JsonFields`] answers [`Fields::field`] by slot index.
+//! [`JsonFields`] answers [`Fields::field`] by slot index. A hand-written scanner
+//! (`scan.rs`) fills the slots for the payloads producers almost always send, and gives up
+//! on anything else (an escape in a string, a long integer, an error): serde_json then
+//! parses it, giving the same fields or the error to report.
+
+mod scan;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -15,6 +20,8 @@ use super::fields::{Field, FieldPath, Fields};
 #[derive(Debug, Default, Clone)]
 struct Node {
     children: Vec<(String, usize)>,
+    /// Each child's key as the scanner compares it first: its length and first 16 bytes.
+    tags: Vec<(usize, [u64; 2])>,
     /// Every slot this path fills (one path may serve several roles, e.g. entity key and window key).
     slots: Vec<usize>,
     /// Path segments from the root to this node (the root is 0).
@@ -57,11 +64,24 @@ impl PathTrie {
             }
             slots = slots.max(path.slot() + 1);
         }
+        for node in &mut nodes {
+            node.tags = node.children.iter().map(|(k, _)| (k.len(), scan::tag(k.as_bytes()))).collect();
+        }
         Self { nodes, slots }
     }
 
     /// Parses `text` (checked UTF-8, see [`super::json_check`]), keeping only the trie's paths.
     pub fn extract<'de>(&self, text: &'de str) -> Result<JsonFields<'de>, serde_json::Error> {
+        let mut out = JsonFields { slots: smallvec::smallvec![Slot::Missing; self.slots] };
+        match scan::extract(self, text, &mut out.slots) {
+            Some(()) => Ok(out),
+            None => self.extract_serde(text),
+        }
+    }
+
+    /// [`PathTrie::extract`] by serde_json alone: any JSON, and the error when it is not
+    /// (the scanner's fallback; `benches/decode.rs` compares the two).
+    pub fn extract_serde<'de>(&self, text: &'de str) -> Result<JsonFields<'de>, serde_json::Error> {
         let mut out = JsonFields { slots: smallvec::smallvec![Slot::Missing; self.slots] };
         let mut de = serde_json::Deserializer::from_str(text);
         NodeSeed { trie: self, node: 0, out: &mut out.slots }.deserialize(&mut de)?;
