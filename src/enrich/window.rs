@@ -278,7 +278,7 @@ pub struct EntityState {
     coarse: Vec<Buckets>,
     /// Distinct value → the most recent bucket it was seen in. Values of up to 24 bytes
     /// (merchant ids, device ids) are held inline: no allocation per value.
-    last_bucket: HashMap<CompactString, i64>,
+    last_bucket: Values,
     fence: Fence,
     newest_ms: Option<i64>,
     /// When `window.lua` last pushed the Redis key's expiry back (its field `x`, ms).
@@ -292,6 +292,10 @@ pub struct EntityState {
     /// The current session (entities with a session window).
     session: Option<Box<session::Session>>,
 }
+
+/// Distinct values by name, hashed by foldhash (seeded per map, as hashbrown's default):
+/// a short id hashes in a few nanoseconds, where SipHash took ~20 on every event.
+type Values = HashMap<CompactString, i64, foldhash::fast::RandomState>;
 
 /// Source partition (`topic/partition`) → the last offset applied from it: shared states
 /// only (a partition-owned state has no fence), so boxed and made on first use.
