@@ -3,7 +3,7 @@
 //! [`FAST_DEPTH`] deep). On anything else it gives up (None) and the caller parses the
 //! payload again with serde_json, which then gives the same fields or the error. So it
 //! accepts only what serde_json accepts, and fills the slots exactly as the serde path
-//! does: the tests below compare the two on generated and mutated payloads.
+//! does: its tests (`scan_tests.rs`) compare the two on generated and mutated payloads.
 //!
 //! Numbers follow serde_json's rules: an integer is an `Int` (`-0` is the float `-0.0`); a
 //! fraction or exponent makes a correctly rounded `Float` (std's parser, as serde_json's
