@@ -172,9 +172,8 @@ impl<'de> Scan<'de> {
             return None;
         }
         self.i = end + 1;
-        let n = end - start;
         // The quotes are ASCII, so both ends are character boundaries.
-        Some(&self.text[start..start + n])
+        Some(&self.text[start..end])
     }
 
     /// Digits from here; how many.
