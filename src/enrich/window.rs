@@ -27,8 +27,6 @@
 
 use std::collections::HashMap;
 
-use compact_str::CompactString;
-
 mod buckets;
 mod delta;
 mod exact;
@@ -276,8 +274,8 @@ pub struct EntityState {
     buckets: Buckets,
     /// The coarser series, in width order (empty while every window uses one width).
     coarse: Vec<Buckets>,
-    /// Distinct value → the most recent bucket it was seen in. Values of up to 24 bytes
-    /// (merchant ids, device ids) are held inline: no allocation per value.
+    /// Distinct value (its [`value_key`]) → the most recent bucket it was seen in: 16 bytes
+    /// per value whatever its length, no allocation per value.
     last_bucket: Values,
     fence: Fence,
     newest_ms: Option<i64>,
@@ -293,9 +291,18 @@ pub struct EntityState {
     session: Option<Box<session::Session>>,
 }
 
-/// Distinct values by name, hashed by foldhash (seeded per map, as hashbrown's default):
-/// a short id hashes in a few nanoseconds, where SipHash took ~20 on every event.
-type Values = HashMap<CompactString, i64, foldhash::fast::RandomState>;
+/// Distinct values by their 64-bit [`value_key`], placed in the table by foldhash seeded
+/// per map (as hashbrown's default), so crafted values cannot pile up in one probe chain.
+type Values = HashMap<u64, i64, foldhash::fast::RandomState>;
+
+/// A distinct value's key: the xxh3-64 hash of its bytes (seed 0, a specified function:
+/// the same on every machine and version, as the checkpoint's `h:` fields need). Two
+/// values count as one only if their hashes collide: for `n` values in a window about
+/// `n² / 2^65` (1e-16 for 40 values), far below any other source of error, but values
+/// crafted to collide would count once: see the README's window semantics.
+pub fn value_key(v: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(v.as_bytes())
+}
 
 /// Source partition (`topic/partition`) → the last offset applied from it: shared states
 /// only (a partition-owned state has no fence), so boxed and made on first use.
@@ -373,7 +380,7 @@ impl EntityState {
 
     /// The start of the latest bucket of distinct value `v`, as far as this copy knows.
     pub fn distinct_bucket(&self, v: &str) -> Option<i64> {
-        self.last_bucket.get(v).copied()
+        self.last_bucket.get(&value_key(v)).copied()
     }
 
     /// `prior`: None keeps distinct values here; Some(x) takes the value's previous bucket
@@ -513,7 +520,7 @@ impl EntityState {
             };
             if !held(values_floor.0) {
                 let mut floor = i64::MAX;
-                last_bucket.retain(|v, &mut bucket| {
+                last_bucket.retain(|&v, &mut bucket| {
                     let keep = held(bucket);
                     if keep {
                         floor = floor.min(bucket);
@@ -556,18 +563,19 @@ impl EntityState {
     }
 
     /// Moves distinct value `d` to bucket `to` unless it is in a later one already (adding
-    /// it if new: the only allocation, once per value); returns its bucket before.
+    /// it if new); returns its bucket before.
     fn move_value(&mut self, d: &str, to: i64) -> Option<i64> {
-        let Some(bucket) = self.last_bucket.get_mut(d) else {
+        let key = value_key(d);
+        let Some(bucket) = self.last_bucket.get_mut(&key) else {
             self.values_floor.0 = self.values_floor.0.min(to);
-            self.track.value_changed(d);
-            self.last_bucket.insert(CompactString::from(d), to);
+            self.track.value_changed(key);
+            self.last_bucket.insert(key, to);
             return None;
         };
         let old = *bucket;
         if to > old {
             *bucket = to;
-            self.track.value_changed(d);
+            self.track.value_changed(key);
         }
         Some(old)
     }

@@ -8,7 +8,7 @@
 //!   `offset` (where the checkpointed state stands: resume here), `acked` (every event
 //!   below it has a published decision), `layout`;
 //! * `{prefix}:po:{topic/partition}:{entity}:{id}` — an entity's window fields (`n`,
-//!   `b:<start>`, `d:<value>`: see `window`), expiring after the longest window;
+//!   `b:<start>`, `h:<key>`: see `window`), expiring after the longest window;
 //! * `{prefix}:layout` — per entity type, which layout writes its state (`partition`
 //!   or `shared`), so two layouts never write the same entity.
 

@@ -10,19 +10,22 @@
 //!   min/max present).
 //! * `b<width>:<start>` → a bucket of the series of that width (ms), same bytes; fields of a
 //!   width the config no longer has are not loaded (and are deleted by the next delta).
-//! * `d:<value>` → start of the value's latest bucket in the finest series, decimal ASCII.
+//! * `h:<key>` → start of a distinct value's latest bucket in the finest series, decimal
+//!   ASCII; `<key>` is the value's [`value_key`] (xxh3-64 of its bytes) as 8 bytes, big
+//!   endian (binary: a day of a busy card's values costs Redis 8 bytes each, not 16 as hex).
+//!   Earlier versions wrote `d:<value>` (the value itself): such fields are read as the
+//!   value's key and replaced by its `h:` field in the next delta.
 //! * `s` → the entity's session (`session.rs`): start, last (i64), events (u64), little
 //!   endian, then each distinct value as a u32 length and its bytes; rewritten whole.
 //!
 //! Tracking costs what changed, not the history: a bucket is listed once, when it first
-//! changes after a delta (its `dirty` flag says it is listed); a value each time it moves to
+//! changes after a delta (its `dirty` flag says it is listed); a value's key each time it moves to
 //! a later bucket (once per bucket at most), deduplicated when the delta is taken; expired
 //! buckets and values are listed as they go.
 
-use compact_str::CompactString;
 use std::io::Write as _;
 
-use super::{Bucket, Buckets, EntityState, StateError, WindowSpec};
+use super::{value_key, Bucket, Buckets, EntityState, StateError, WindowSpec};
 
 /// The length of a `b:` field's value.
 const BUCKET_LEN: usize = 41;
@@ -49,12 +52,12 @@ pub(super) struct Tracking {
 struct Lists {
     /// (series, start) of buckets flagged dirty, each once.
     buckets: Vec<(usize, i64)>,
-    /// Values new or moved to a later bucket (a value may be listed more than once).
-    values: Vec<CompactString>,
+    /// Keys of values new or moved to a later bucket (a value may be listed more than once).
+    values: Vec<u64>,
     /// (series, start) of expired buckets.
     dropped_buckets: Vec<(usize, i64)>,
-    /// Expired values.
-    dropped_values: Vec<CompactString>,
+    /// Keys of expired values.
+    dropped_values: Vec<u64>,
     /// Fields found in the hash that the spec cannot use (another width): deleted next.
     stale: Vec<Vec<u8>>,
 }
@@ -97,10 +100,10 @@ impl Tracking {
         }
     }
 
-    /// Value `key` is new or moved to a later bucket.
-    pub(super) fn value_changed(&mut self, key: &str) {
+    /// The value of `key` is new or moved to a later bucket.
+    pub(super) fn value_changed(&mut self, key: u64) {
         if self.on {
-            self.lists().values.push(CompactString::from(key));
+            self.lists().values.push(key);
         }
     }
 
@@ -121,10 +124,10 @@ impl Tracking {
         }
     }
 
-    /// Value `key` expired (its bucket did).
-    pub(super) fn value_dropped(&mut self, key: &CompactString) {
+    /// The value of `key` expired (its bucket did).
+    pub(super) fn value_dropped(&mut self, key: u64) {
         if self.on {
-            self.lists().dropped_values.push(key.clone());
+            self.lists().dropped_values.push(key);
         }
     }
 
@@ -204,6 +207,16 @@ fn decode_bucket(v: &[u8]) -> Option<Bucket> {
     ))
 }
 
+/// A value's field name after its `h:`: its key, 8 bytes big endian.
+fn value_field(f: &mut Vec<u8>, key: u64) {
+    f.extend_from_slice(&key.to_be_bytes());
+}
+
+/// The key of an `h:` field's name.
+fn parse_key(v: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(v.try_into().ok()?))
+}
+
 fn parse_i64(v: &[u8]) -> Option<i64> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
@@ -234,6 +247,7 @@ impl EntityState {
         };
         let mut none = Lists::default();
         let lists = track.lists.as_deref_mut().unwrap_or(&mut none);
+        let had_stale = !lists.stale.is_empty();
         out.del.append(&mut lists.stale);
         // Expired, unless there again (then it is dirty and set below).
         for (k, s) in lists.dropped_buckets.drain(..) {
@@ -244,7 +258,7 @@ impl EntityState {
         }
         for v in lists.dropped_values.drain(..) {
             if !last_bucket.contains_key(&v) {
-                let f = out.field(b"d:", |f| f.extend_from_slice(v.as_bytes()));
+                let f = out.field(b"h:", |f| value_field(f, v));
                 out.del.push(f);
             }
         }
@@ -269,7 +283,7 @@ impl EntityState {
         }
         for v in lists.values.drain(..) {
             if let Some(&bucket) = last_bucket.get(&v) {
-                let f = out.field(b"d:", |f| f.extend_from_slice(v.as_bytes()));
+                let f = out.field(b"h:", |f| value_field(f, v));
                 let mut val = out.buffer();
                 decimal(&mut val, bucket);
                 out.set.push((f, val));
@@ -292,6 +306,12 @@ impl EntityState {
                 out.spare.push(val);
             }
         }
+        if had_stale {
+            // A stale field's name can be set again (a bucket start under the new width):
+            // the script deletes after it sets, so it must not delete that one.
+            let Delta { set, del, .. } = out;
+            del.retain(|d| !set.iter().any(|(f, _)| f == d));
+        }
         let track = &mut self.track;
         if !track.width_stored && !out.is_empty() {
             track.width_stored = true;
@@ -313,9 +333,10 @@ impl EntityState {
         let bad = StateError::Bad;
         let mut st = EntityState::default();
         let mut series: Vec<Vec<(i64, Bucket)>> = vec![Vec::new(); spec.series.len()];
-        let mut values = Vec::new();
+        let mut values: Vec<(u64, i64)> = Vec::new();
         let mut width = None;
         let mut stale = Vec::new();
+        let mut legacy = Vec::new();
         for (name, v) in fields {
             match name {
                 b"n" => st.newest_ms = Some(parse_i64(v).ok_or(bad("field n (newest)"))?),
@@ -340,9 +361,15 @@ impl EntityState {
                         None => stale.push(name.to_vec()),
                     }
                 }
+                [b'h', b':', key @ ..] => {
+                    let key = parse_key(key).ok_or(bad("field h:<key> (8 bytes)"))?;
+                    values.push((key, parse_i64(v).ok_or(bad("field h:<key> (its bucket)"))?));
+                }
                 [b'd', b':', value @ ..] => {
+                    // An earlier version's field: read as its key, replaced by the next delta.
                     let value = std::str::from_utf8(value).map_err(|_| bad("field d:<value> (not UTF-8)"))?;
-                    values.push((value, parse_i64(v).ok_or(bad("field d:<value> (its bucket)"))?));
+                    values.push((value_key(value), parse_i64(v).ok_or(bad("field d:<value> (its bucket)"))?));
+                    legacy.push(name.to_vec());
                 }
                 _ => {}
             }
@@ -351,24 +378,36 @@ impl EntityState {
         let fine = std::mem::take(&mut series[0]);
         if width.is_some_and(|w| w != spec.bucket()) {
             stale.extend(fine.iter().map(|(s, _)| format!("b:{s}").into_bytes()));
-            stale.extend(values.drain(..).map(|(v, _)| format!("d:{v}").into_bytes()));
+            stale.extend(values.drain(..).map(|(v, _)| {
+                let mut f = b"h:".to_vec();
+                value_field(&mut f, v);
+                f
+            }));
         } else {
             st.buckets = Buckets::from_unsorted(fine);
         }
         st.coarse = series.into_iter().skip(1).map(Buckets::from_unsorted).collect();
         st.last_bucket.reserve(values.len());
-        for (value, bucket) in values {
+        for (key, bucket) in values {
             let held = st.buckets.contains(bucket)
                 || st.coarse.iter().zip(spec.coarse_widths()).any(|(c, w)| c.contains(super::bucket_start(bucket, w)));
             if held {
-                st.last_bucket.insert(CompactString::from(value), bucket);
+                // A value under both names (an earlier version wrote beside this one): its later bucket.
+                let b = st.last_bucket.entry(key).or_insert(bucket);
+                *b = (*b).max(bucket);
             }
         }
         st.track.width_stored = width == Some(spec.bucket());
+        // `d:<value>` fields go; the values still held are written as `h:` fields instead.
+        let rewrite: Vec<u64> = if legacy.is_empty() { Vec::new() } else { st.last_bucket.keys().copied().collect() };
+        stale.append(&mut legacy);
         if !stale.is_empty() {
             st.track.lists().stale = stale;
         }
         st.track.start();
+        for key in rewrite {
+            st.track.value_changed(key);
+        }
         Ok(st)
     }
 }

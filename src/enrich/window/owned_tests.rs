@@ -10,6 +10,11 @@ use super::*;
 
 type Model = HashMap<Vec<u8>, Vec<u8>>;
 
+/// The `h:` field name of distinct value `v`.
+fn h(v: &str) -> Vec<u8> {
+    [&b"h:"[..], &value_key(v).to_be_bytes()].concat()
+}
+
 /// One event: time, value, distinct value.
 type Event = (i64, Option<f64>, Option<String>);
 
@@ -103,7 +108,7 @@ fn fields_of(st: &EntityState, spec: &WindowSpec) -> Vec<Vec<u8>> {
     for (c, w) in st.coarse.iter().zip(spec.coarse_widths()) {
         f.extend(c.iter().map(|(s, _)| format!("b{w}:{s}").into_bytes()));
     }
-    f.extend(st.last_bucket.keys().map(|v| format!("d:{v}").into_bytes()));
+    f.extend(st.last_bucket.keys().map(|&v| [&b"h:"[..], &v.to_be_bytes()].concat()));
     f.extend(st.newest_ms.map(|_| b"n".to_vec()));
     f.extend(st.track.width_stored.then(|| b"w".to_vec()));
     f.sort();
@@ -185,7 +190,7 @@ fn a_delta_is_exactly_the_changed_fields() {
         set,
         vec![
             (b"b:60000".to_vec(), bucket),
-            (b"d:m".to_vec(), b"60000".to_vec()),
+            (h("m"), b"60000".to_vec()),
             (b"n".to_vec(), b"62000".to_vec()),
             (b"w".to_vec(), b"60000".to_vec()),
         ]
@@ -198,7 +203,7 @@ fn a_delta_is_exactly_the_changed_fields() {
     // Far ahead: the old bucket and its value expire; a bucket without values has no min/max.
     st.apply_owned(&spec, 10_000_000, None, None, &mut out);
     st.take_delta(&spec, &mut delta);
-    assert_eq!(delta.del, vec![b"b:60000".to_vec(), b"d:m".to_vec()]);
+    assert_eq!(delta.del, vec![b"b:60000".to_vec(), h("m")]);
     let b = &delta.set.iter().find(|(f, _)| f == b"b:9960000").expect("new bucket").1;
     assert_eq!((b.len(), b[0], b[40]), (41, 1, 0));
 }
@@ -248,8 +253,9 @@ fn from_fields_sorts_buckets_ignores_strangers_and_expired_values_and_names_bad_
         v
     };
     let (b2, b1) = (bucket(2), bucket(1));
+    let (x, gone) = (h("x"), h("gone"));
     let fields: Vec<(&[u8], &[u8])> =
-        vec![(b"b:120", &b2), (b"zz", b"?"), (b"b:60", &b1), (b"d:x", b"60"), (b"d:gone", b"0"), (b"n", b"130")];
+        vec![(b"b:120", &b2), (b"zz", b"?"), (b"b:60", &b1), (&x, b"60"), (&gone, b"0"), (b"n", b"130")];
     let spec = WindowSpec::new(60, vec![600], 0);
     let st = EntityState::from_fields(&spec, fields).expect("valid");
     assert_eq!(st.buckets.iter().map(|(s, b)| (s, b.count())).collect::<Vec<_>>(), vec![(60, 1), (120, 2)]);
@@ -258,6 +264,9 @@ fn from_fields_sorts_buckets_ignores_strangers_and_expired_values_and_names_bad_
     for (f, v, named) in [
         (&b"b:60"[..], &b"short"[..], "b:"),
         (b"b:sixty", &b1, "b:"),
+        (&x, b"later", "h:"),
+        (b"h:0123", b"60", "h:"),
+        (b"h:0123456789", b"60", "h:"),
         (b"d:x", b"later", "d:"),
         (b"d:\xff", b"60", "d:"),
         (b"n", b"", "n"),
@@ -291,7 +300,7 @@ fn coarse_series_checkpoint_under_their_width_and_a_changed_width_is_not_loaded(
     st.take_delta(&spec, &mut delta);
     let mut names: Vec<&[u8]> = delta.set.iter().map(|(f, _)| f.as_slice()).collect();
     names.sort();
-    assert_eq!(names, vec![&b"b3600000:3600000"[..], b"b:3660000", b"d:m", b"n", b"w"]);
+    assert_eq!(names, vec![&b"b3600000:3600000"[..], b"b:3660000", &h("m"), b"n", b"w"]);
     let back = EntityState::from_fields(&spec, delta.set.iter().map(|(f, v)| (f.as_slice(), v.as_slice())));
     assert_eq!(back.expect("own fields"), st);
     // Read under other widths (finest 30 s, the day in 2-hour buckets): no bucket and no
@@ -306,6 +315,80 @@ fn coarse_series_checkpoint_under_their_width_and_a_changed_width_is_not_loaded(
     back.take_delta(&other, &mut delta);
     let mut del = delta.del.clone();
     del.sort();
-    assert_eq!(del, vec![b"b3600000:3600000".to_vec(), b"b:3660000".to_vec(), b"d:m".to_vec()]);
+    assert_eq!(del, vec![b"b3600000:3600000".to_vec(), b"b:3660000".to_vec(), h("m")]);
     assert!(delta.set.iter().any(|(f, v)| f == b"w" && v == b"30000"), "{:?}", delta.set);
+}
+
+#[test]
+fn a_field_set_again_under_a_new_width_is_not_deleted_with_the_stale_ones() {
+    // Written under 60 s buckets, read under 30 s: bucket 3,660,000 is stale, then an event
+    // lands in the 30 s bucket of that same start. The script deletes after it sets, so the
+    // delta must not list the name as both.
+    let (old, new) = (WindowSpec::new(60_000, vec![600_000], 0), WindowSpec::new(30_000, vec![600_000], 0));
+    let (mut st, mut delta) = (EntityState::default(), Delta::default());
+    let mut out = [WindowAggs::default()];
+    st.apply_owned(&old, 3_661_000, Some(2.0), Some("m"), &mut out);
+    st.take_delta(&old, &mut delta);
+    let fields = delta.set.clone();
+    let mut back =
+        EntityState::from_fields(&new, fields.iter().map(|(f, v)| (f.as_slice(), v.as_slice()))).expect("own fields");
+    back.apply_owned(&new, 3_662_000, Some(5.0), Some("m"), &mut out);
+    delta.clear();
+    back.take_delta(&new, &mut delta);
+    let set: Vec<&[u8]> = delta.set.iter().map(|(f, _)| f.as_slice()).collect();
+    assert!(set.contains(&&b"b:3660000"[..]) && set.contains(&h("m").as_slice()), "{set:?}");
+    assert!(delta.del.iter().all(|d| !set.contains(&d.as_slice())), "set {set:?}, deleted {:?}", delta.del);
+}
+
+#[test]
+fn an_earlier_versions_value_fields_are_read_and_rewritten_under_their_key() {
+    // `d:<value>` fields (before values were held as keys): read, then the next delta
+    // deletes every one of them and writes the values still held as `h:` fields. A value
+    // under both names keeps its later bucket.
+    let bucket = |count: u64| {
+        let mut v = count.to_le_bytes().to_vec();
+        v.extend_from_slice(&[0; 32]);
+        v.push(0);
+        v
+    };
+    let (b1, b2) = (bucket(1), bucket(2));
+    let y = h("y");
+    let fields: Vec<(&[u8], &[u8])> = vec![
+        (b"w", b"60"),
+        (b"b:60", &b1),
+        (b"b:120", &b2),
+        (b"d:x", b"60"),
+        (b"d:gone", b"0"),
+        (b"d:y", b"60"),
+        (&y, b"120"),
+    ];
+    let spec = WindowSpec::new(60, vec![600], 0);
+    let mut st = EntityState::from_fields(&spec, fields).expect("valid");
+    assert_eq!(
+        (st.distinct_bucket("x"), st.distinct_bucket("y"), st.distinct_bucket("gone")),
+        (Some(60), Some(120), None)
+    );
+    assert!(st.is_dirty(), "the old fields are to be replaced");
+    let mut delta = Delta::default();
+    st.take_delta(&spec, &mut delta);
+    let mut del = delta.del.clone();
+    del.sort();
+    assert_eq!(del, vec![b"d:gone".to_vec(), b"d:x".to_vec(), b"d:y".to_vec()]);
+    let mut set = delta.set.clone();
+    set.sort();
+    let mut want = vec![(h("x"), b"60".to_vec()), (h("y"), b"120".to_vec())];
+    want.sort();
+    assert_eq!(set, want);
+    // Read back from what is stored after that delta: the same state, nothing pending.
+    let mut stored: Model = fields_map(&[(b"w", b"60"), (b"b:60", &b1), (b"b:120", &b2), (&y, b"120")]);
+    for (f, v) in &delta.set {
+        stored.insert(f.clone(), v.clone());
+    }
+    let back = rebuild(&spec, &stored);
+    assert!(!back.is_dirty());
+    assert_eq!((back.distinct_bucket("x"), back.distinct_bucket("y")), (Some(60), Some(120)));
+}
+
+fn fields_map(fields: &[(&[u8], &[u8])]) -> Model {
+    fields.iter().map(|&(f, v)| (f.to_vec(), v.to_vec())).collect()
 }

@@ -19,11 +19,11 @@ impl EntityState {
     /// bucket is still here. A copy's values are assumptions the store checks before it
     /// stores a compare and set, so stale ones only cost a conflict.
     pub fn learn_distinct(&mut self, older: &EntityState) {
-        for (v, &bucket) in &older.last_bucket {
-            if self.buckets.contains(bucket) && !self.last_bucket.contains_key(v) {
+        for (&v, &bucket) in &older.last_bucket {
+            if self.buckets.contains(bucket) && !self.last_bucket.contains_key(&v) {
                 self.values_floor.0 = self.values_floor.0.min(bucket);
                 self.track.value_changed(v);
-                self.last_bucket.insert(v.clone(), bucket);
+                self.last_bucket.insert(v, bucket);
             }
         }
     }
