@@ -111,6 +111,9 @@ impl Bucket {
     }
 }
 
+/// The fewest buckets a series' deque grows by.
+const GROW: usize = 4;
+
 /// Buckets sorted by start, each start at most once.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct Buckets(VecDeque<(i64, Bucket)>);
@@ -130,15 +133,17 @@ impl Buckets {
     }
 
     /// Index of the bucket starting at `start`, created empty if it is not there. `most`:
-    /// how many buckets the entity can hold (retention / width): the deque grows by
-    /// doubling, but never past that, so a full day of buckets holds no unused half.
+    /// how many buckets the entity can hold (retention / width): the deque grows by an
+    /// eighth (at least [`GROW`] buckets), never past that, so at most an eighth of it or
+    /// three buckets are unused (doubling left a quarter of a card's buckets unused on
+    /// average), and a copy on growth still costs O(1) per bucket.
     pub(super) fn slot(&mut self, start: i64, most: usize) -> usize {
         match self.find(start) {
             Ok(i) => i,
             Err(i) => {
                 let len = self.0.len();
                 if len == self.0.capacity() && len < most {
-                    self.0.reserve_exact(len.max(4).min(most - len));
+                    self.0.reserve_exact((len / 8).max(GROW).min(most - len));
                 }
                 self.0.insert(i, (start, Bucket::default()));
                 i
@@ -213,6 +218,11 @@ impl Buckets {
             }
             gone(*s, b);
             self.0.pop_front();
+        }
+        // An entity gone quiet gives back what it no longer fills.
+        let len = self.0.len();
+        if self.0.capacity() >= len + 2 * (len / 8).max(GROW) {
+            self.0.shrink_to(len + (len / 8).max(GROW));
         }
     }
 
