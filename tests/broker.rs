@@ -470,7 +470,7 @@ fn sigkill_x5_mid_stream_redecides_identically_and_windows_stay_exact() {
         r.copies
     );
     assert!(checked.iter().all(|(checkpointed, _, _)| *checkpointed > 0), "a kill found no checkpoint: {checked:?}");
-    assert_eq!(layout(&mut c.redis.conn(), "card").as_deref(), Some("partition"));
+    assert_eq!(layout(&mut c.redis.conn(), "card").as_deref(), Some("partition-v2"));
     assert_windows_exact(&c.redis, &events);
     committed.unwrap();
 }

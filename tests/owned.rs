@@ -211,7 +211,7 @@ fn five_crashes_mid_stream_redecide_identically_and_checkpoints_hold_the_input_b
     // again; the rest (in flight at the crash) are not. Some of each over five crashes.
     assert!(r.flagged > 0, "no re-decision flagged redelivery");
     assert!(redelivered >= r.flagged as u64, "every flagged record was counted ({redelivered} < {})", r.flagged);
-    assert_eq!(layout(&mut redis.conn(), "card").as_deref(), Some("partition"));
+    assert_eq!(layout(&mut redis.conn(), "card").as_deref(), Some("partition-v2"));
     assert_windows_exact(&redis, &events);
 }
 
@@ -277,7 +277,7 @@ fn a_shared_entity_alongside_a_partition_owned_one_stays_exact_after_a_crash() {
         r.copies
     );
     let mut conn = redis.conn();
-    assert_eq!(layout(&mut conn, "card").as_deref(), Some("partition"));
+    assert_eq!(layout(&mut conn, "card").as_deref(), Some("partition-v2"));
     assert_eq!(layout(&mut conn, "merchant").as_deref(), Some("shared"));
     assert_windows_exact(&redis, &events);
     let merchants = reference_by(events.iter().map(|e| (e.merchant_id.as_str(), e.amount, e.card_id.as_str())));
@@ -407,6 +407,31 @@ fn a_claim_redis_lost_stops_the_pipeline_with_the_partition_named_and_a_restart_
     wait_all_decided(&mock, &tail, &redis, &cfg.kafka.group_id, &events, &[&m2], Duration::from_secs(90));
     assert!(again.shutdown(Duration::from_secs(30)).clean);
     eprintln!("lost claim: {failure}");
+}
+
+#[test]
+fn start_up_refuses_another_layouts_entity_and_takes_over_an_earlier_builds_partition_layout() {
+    let redis = RedisServer::start();
+    let (_mock, mut cfg) = mock_setup(2);
+    with_redis(&mut cfg, &redis);
+    let mut conn = redis.conn();
+    let record = |conn: &mut redis::Connection, v: &str| {
+        let _: () = redis::cmd("HSET").arg("verdict:layout").arg("card").arg(v).query(conn).unwrap();
+    };
+    // Recorded as shared: two layouts must never write one entity.
+    record(&mut conn, "shared");
+    let err = Pipeline::start(&cfg, Metrics::new()).err().expect("refused").to_string();
+    assert!(
+        err.contains("entity 'card'") && err.contains("'shared' layout") && err.contains("verdict:layout"),
+        "{err}"
+    );
+    assert_eq!(layout(&mut conn, "card").as_deref(), Some("shared"), "a refusal changes nothing");
+    // Recorded by a build before distinct values were held as keys: taken over, and recorded
+    // under the new name, which such a build refuses at start-up.
+    record(&mut conn, "partition");
+    let p = Pipeline::start(&cfg, Metrics::new()).expect("an earlier build's partition layout is read");
+    assert_eq!(layout(&mut conn, "card").as_deref(), Some("partition-v2"));
+    assert!(p.shutdown(Duration::from_secs(30)).clean);
 }
 
 #[test]

@@ -111,7 +111,7 @@ fn partition_owned_checkpoints_are_restored_after_a_restart_on_a_redis_cluster()
     let standalone = RedisServer::start();
     cluster.copy_into(&standalone);
     let mut conn = standalone.conn();
-    assert_eq!(layout(&mut conn, "card").as_deref(), Some("partition"));
+    assert_eq!(layout(&mut conn, "card").as_deref(), Some("partition-v2"));
     let (checkpointed, _, cards) = assert_checkpoints_match_inputs(&mut conn, || read_inputs(&mock, "events"), 4);
     assert_eq!(checkpointed, 4, "every partition checkpointed on the cluster");
     assert!(cards > 0);

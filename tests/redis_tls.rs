@@ -136,7 +136,7 @@ fn over_tls_with_the_readme_acl_user_windows_and_features_are_exact_and_nothing_
     }
     assert!(denied_seen > 0);
     assert_eq!(m.rules_list_refreshes.with_label_values(&["error"]).get(), 0);
-    assert_eq!(layout(&mut admin, "card").as_deref(), Some("partition"));
+    assert_eq!(layout(&mut admin, "card").as_deref(), Some("partition-v2"));
     assert_eq!(layout(&mut admin, "merchant").as_deref(), Some("shared"));
     assert_entity_exact(&mut admin, "card", &reference_totals(&events));
     let merchants = reference_by(events.iter().map(|e| (e.merchant_id.as_str(), e.amount, e.card_id.as_str())));

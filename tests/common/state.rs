@@ -31,7 +31,7 @@ pub fn stored_blob_totals(conn: &mut redis::Connection, entity: &str, id: &str) 
 /// Partitions tried when reading a partition-owned entity's state.
 pub const MAX_PARTITIONS: i32 = 16;
 
-/// Which layout writes `entity`'s state (`HGET verdict:layout <entity>`): `partition`,
+/// Which layout writes `entity`'s state (`HGET verdict:layout <entity>`): `partition-v2`,
 /// `shared`, or None before any instance recorded one.
 pub fn layout(conn: &mut redis::Connection, entity: &str) -> Option<String> {
     redis::cmd("HGET").arg("verdict:layout").arg(entity).query(conn).unwrap()
@@ -39,7 +39,7 @@ pub fn layout(conn: &mut redis::Connection, entity: &str) -> Option<String> {
 
 /// An entity's (count, sum, distinct) in Redis, from whichever layout `verdict:layout` names.
 pub fn stored_entity_totals(conn: &mut redis::Connection, entity: &str, id: &str) -> (u64, f64, u64) {
-    if layout(conn, entity).as_deref() == Some("partition") {
+    if layout(conn, entity).as_deref() == Some("partition-v2") {
         partition_totals(conn, entity, id, MAX_PARTITIONS)
     } else {
         stored_blob_totals(conn, entity, id)
@@ -90,7 +90,7 @@ pub fn assert_entity_exact(conn: &mut redis::Connection, entity: &str, reference
     let layout = layout(conn, entity);
     for (id, (count, sum, distinct)) in reference {
         let (c, s, d) = match layout.as_deref() {
-            Some("partition") => partition_totals(conn, entity, id, MAX_PARTITIONS),
+            Some("partition-v2") => partition_totals(conn, entity, id, MAX_PARTITIONS),
             _ => stored_blob_totals(conn, entity, id),
         };
         assert_eq!(c, *count, "{entity} {id} ({layout:?} layout): window count");

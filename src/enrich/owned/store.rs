@@ -9,8 +9,8 @@
 //!   below it has a published decision), `layout`;
 //! * `{prefix}:po:{topic/partition}:{entity}:{id}` — an entity's window fields (`n`,
 //!   `b:<start>`, `h:<key>`: see `window`), expiring after the longest window;
-//! * `{prefix}:layout` — per entity type, which layout writes its state (`partition`
-//!   or `shared`), so two layouts never write the same entity.
+//! * `{prefix}:layout` — per entity type, which layout writes its state
+//!   ([`PARTITION_LAYOUT`] or `shared`), so two layouts never write the same entity.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +22,12 @@ use super::super::redis::{classify, redis_error};
 use super::super::EnrichError;
 use crate::core::redis::{Client, Connection, RedisConfig};
 use crate::enrich::window::Delta;
+
+/// The layout record of a partition-owned entity. `partition`, what builds before
+/// 2026-12-06 recorded (distinct values as `d:<value>` fields), is taken over: this build
+/// reads those fields and rewrites them, and records this name, which those builds refuse
+/// at start-up (they ignore `h:` fields, so they would undercount distinct values).
+pub const PARTITION_LAYOUT: &str = "partition-v2";
 
 /// The checkpoint script (see its header for KEYS and ARGV).
 pub const CHECKPOINT_SCRIPT: &str = include_str!("checkpoint.lua");
@@ -294,15 +300,26 @@ impl Store {
     /// Start-up: which layout holds each entity type's state (`{prefix}:layout`). An entity
     /// recorded under the other layout, or a partition-owned entity with state in the
     /// shared layout (written by an earlier verdict, which records nothing), is refused:
-    /// two layouts must never write one entity. Records the layout of each entity otherwise.
+    /// two layouts must never write one entity. Records the layout of each entity otherwise
+    /// (a partition-owned entity recorded by an earlier build is recorded anew).
     pub fn check_layout(&mut self, prefix: &str, entities: &[(&str, bool)]) -> Result<(), EnrichError> {
         let layout_key = format!("{prefix}:layout");
         let mut problems = Vec::new();
         for &(entity, owned) in entities {
-            let want = if owned { "partition" } else { "shared" };
+            let want = if owned { PARTITION_LAYOUT } else { "shared" };
             let have: Option<String> = self.call(|c, _| redis::cmd("HGET").arg(&layout_key).arg(entity).query(c))?;
             match have.as_deref() {
                 Some(h) if h == want => continue,
+                Some("partition") if owned => {
+                    tracing::warn!(
+                        entity,
+                        key = %layout_key,
+                        "partition-owned state recorded by a build before 2026-12-06: its checkpoints are read and \
+                         rewritten as entities change; builds before 2026-12-06 now refuse to start on this Redis"
+                    );
+                    self.call(|c, _| redis::cmd("HSET").arg(&layout_key).arg(entity).arg(want).query::<i64>(c))?;
+                    continue;
+                }
                 Some(h) => problems.push(format!(
                     "entity '{entity}': Redis holds its window state in the '{h}' layout ({layout_key} {entity}), \
                      and this config makes it '{want}'-owned; stop every instance of the other layout and delete \
