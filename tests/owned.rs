@@ -422,7 +422,7 @@ fn start_up_refuses_another_layouts_entity_and_takes_over_an_earlier_builds_part
     record(&mut conn, "shared");
     let err = Pipeline::start(&cfg, Metrics::new()).err().expect("refused").to_string();
     assert!(
-        err.contains("entity 'card'") && err.contains("'shared' layout") && err.contains("verdict:layout"),
+        err.contains("entity 'card'") && err.contains("'shared' layout") && err.contains("partition-owned"),
         "{err}"
     );
     assert_eq!(layout(&mut conn, "card").as_deref(), Some("shared"), "a refusal changes nothing");

@@ -322,8 +322,9 @@ impl Store {
                 }
                 Some(h) => problems.push(format!(
                     "entity '{entity}': Redis holds its window state in the '{h}' layout ({layout_key} {entity}), \
-                     and this config makes it '{want}'-owned; stop every instance of the other layout and delete \
-                     that state (or wait for it to expire after the longest window) before changing ownership"
+                     and this config makes it {}-owned; stop every instance of the other layout and delete \
+                     that state (or wait for it to expire after the longest window) before changing ownership",
+                    if owned { "partition" } else { "shared" }
                 )),
                 None if owned => {
                     let pattern = format!("{prefix}:win:{entity}:*");
