@@ -10,6 +10,14 @@ use super::*;
 
 type Model = HashMap<Vec<u8>, Vec<u8>>;
 
+/// A `b:` field's value: `count` events, no sum, no min/max, no distinct values.
+fn bucket(count: u64) -> Vec<u8> {
+    let mut v = count.to_le_bytes().to_vec();
+    v.extend_from_slice(&[0; 32]);
+    v.push(0);
+    v
+}
+
 /// The `h:` field name of distinct value `v`.
 fn h(v: &str) -> Vec<u8> {
     [&b"h:"[..], &value_key(v).to_be_bytes()].concat()
@@ -246,12 +254,6 @@ fn the_shared_path_tracks_nothing() {
 
 #[test]
 fn from_fields_sorts_buckets_ignores_strangers_and_expired_values_and_names_bad_fields() {
-    let bucket = |count: u64| {
-        let mut v = count.to_le_bytes().to_vec();
-        v.extend_from_slice(&[0; 32]);
-        v.push(0);
-        v
-    };
     let (b2, b1) = (bucket(2), bucket(1));
     let (x, gone) = (h("x"), h("gone"));
     let fields: Vec<(&[u8], &[u8])> =
@@ -345,12 +347,6 @@ fn an_earlier_versions_value_fields_are_read_and_rewritten_under_their_key() {
     // `d:<value>` fields (before values were held as keys): read, then the next delta
     // deletes every one of them and writes the values still held as `h:` fields. A value
     // under both names keeps its later bucket.
-    let bucket = |count: u64| {
-        let mut v = count.to_le_bytes().to_vec();
-        v.extend_from_slice(&[0; 32]);
-        v.push(0);
-        v
-    };
     let (b1, b2) = (bucket(1), bucket(2));
     let y = h("y");
     let fields: Vec<(&[u8], &[u8])> = vec![
