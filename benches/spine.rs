@@ -5,6 +5,7 @@
 //!     BENCH_EVENTS=300000 BENCH_RATE=50000 BENCH_SECONDS=10 cargo bench --bench spine
 //!     BENCH_ENRICH=redis://127.0.0.1:6379/ cargo bench --bench spine   # windows in Redis
 //!     BENCH_ENRICH=off cargo bench --bench spine                        # no enrichment
+//!     BENCH_FEATURES_REDIS=redis://127.0.0.1:6380/ …                    # features from another Redis
 //!     BENCH_RULES=ops/rules/fraud.toml cargo bench --bench spine        # with business rules
 //!     BENCH_DRIFT=off cargo bench --bench spine                         # no drift statistics
 //!     BENCH_SHADOW=models/demo cargo bench --bench spine                # + a shadow model on every event
@@ -171,6 +172,10 @@ fn config() -> Config {
             cfg.enrich.redis_url = url.to_string();
         }
         _ => {}
+    }
+    // Online features from a second Redis (`enrich.features_redis_url`).
+    if let Ok(url) = std::env::var("BENCH_FEATURES_REDIS") {
+        cfg.enrich.features_redis_url = url;
     }
     cfg.batch.score_budget_us = env_u64("BENCH_BUDGET_US", 0);
     if let Ok(dir) = std::env::var("BENCH_SHADOW") {

@@ -56,15 +56,16 @@ pub fn check(cfg: &Config, known: &[String]) -> Vec<String> {
     let names = {
         let mut enrich = cfg.enrich.clone();
         if enrich.backend == Backend::Redis {
-            // The client as `run` builds it: the URL, the [redis] files read and their PEM parsed.
-            let client = verdict::core::redis::Client::new(
-                "enrich.redis_url",
-                &enrich.redis_url,
-                &cfg.redis,
-                enrich.redis_cluster,
-            );
-            if let (false, Err(e)) = (has("enrich.redis_url") || has("redis."), client) {
-                out.push(e.to_string());
+            // The clients as `run` builds them: the URL, the [redis] files read and their PEM parsed.
+            let mut urls = vec![("enrich.redis_url", &enrich.redis_url)];
+            if enrich.features_apart() {
+                urls.push(("enrich.features_redis_url", &enrich.features_redis_url));
+            }
+            for (key, url) in urls {
+                let client = verdict::core::redis::Client::new(key, url, &cfg.redis, enrich.redis_cluster);
+                if let (false, Err(e)) = (has(key) || has("redis."), client) {
+                    out.push(e.to_string());
+                }
             }
             enrich.backend = Backend::Memory;
         }

@@ -222,15 +222,7 @@ fn feature_reads_and_window_updates_cost_one_round_trip_per_batch() {
     with_redis(&mut cfg, &redis);
     share_entities(&mut cfg.enrich);
     produce_transactions(&mock, "events", 10_000, 26, None);
-    let mut conn = redis.conn();
-    let evalsha_calls = |c: &mut redis::Connection| -> u64 {
-        let info: String = redis::cmd("INFO").arg("commandstats").query(c).unwrap();
-        info.lines()
-            .find(|l| l.starts_with("cmdstat_evalsha:"))
-            .and_then(|l| l.split(&[':', '=', ','][..]).nth(2))
-            .map_or(0, |n| n.parse().unwrap())
-    };
-    let before = evalsha_calls(&mut conn);
+    let before = redis_calls(&redis, "evalsha");
     let m = Metrics::new();
     let p = Pipeline::start(&cfg, m.clone()).unwrap();
     wait_for("all decided", Duration::from_secs(60), || handled(&m) >= 10_000);
@@ -238,7 +230,7 @@ fn feature_reads_and_window_updates_cost_one_round_trip_per_batch() {
     let batches = m.stage_seconds.with_label_values(&["enrich"]).get_sample_count();
     let round_trips = m.enrich_round_trips.get();
     assert_eq!(round_trips, batches, "one round trip per enriched batch");
-    let calls = evalsha_calls(&mut conn) - before;
+    let calls = redis_calls(&redis, "evalsha") - before;
     assert_eq!(calls, m.enrich_commands.get(), "Redis saw exactly the script calls verdict sent");
     assert_eq!(calls, round_trips, "one script call per batch (standalone Redis), none per event");
     let (hits, misses) =
@@ -491,16 +483,8 @@ fn features_of_partition_owned_entities_are_read_without_the_script_with_the_sam
     // The enricher of the features of entities whose windows are partition-owned (what the
     // pipeline's workers run): plain HMGETs, no script call, the same values and warnings.
     let redis = the_readme_hash(false);
-    let mut conn = redis.conn();
-    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut conn).unwrap();
-    let calls = |cmd: &str| {
-        info.lines()
-            .find(|l| l.starts_with(&format!("cmdstat_{cmd}:")))
-            .and_then(|l| l.split(&[':', '=', ','][..]).nth(2))
-            .map_or(0, |n| n.parse::<u64>().unwrap())
-    };
-    assert_eq!(calls("evalsha"), 0, "no script call: {info}");
-    assert_eq!(calls("hmget"), 5, "one HMGET per read: {info}");
+    assert_eq!(redis_calls(&redis, "evalsha"), 0, "no script call");
+    assert_eq!(redis_calls(&redis, "hmget"), 5, "one HMGET per read");
 }
 
 /// The README's feature hash read as written; a hash under another key, and a string at the
@@ -631,4 +615,64 @@ fn a_key_of_the_wrong_type_dead_letters_its_batches_instead_of_pausing_for_ever(
     assert!(dead.len() < events.len() / 2, "only the batches touching the bad key: {} dead", dead.len());
     assert_eq!(m.dead_letters.with_label_values(&["internal_error"]).get(), dlq.len() as u64);
     assert_eq!(mock.committed(&cfg.kafka.group_id, "events", 4).iter().sum::<i64>(), events.len() as i64);
+}
+
+#[test]
+fn online_features_come_from_their_own_redis_and_the_windows_go_to_the_other() {
+    // `enrich.features_redis_url`: a feature store's Redis, read only, apart from the state
+    // store. The same card has a decoy hash in the state store: a value from it would show.
+    for ownership in [verdict::enrich::Ownership::Partition, verdict::enrich::Ownership::Shared] {
+        let (state, store) = (RedisServer::start(), RedisServer::start());
+        let (mock, mut cfg) = mock_setup(2);
+        with_redis(&mut cfg, &state);
+        cfg.enrich.features_redis_url = store.url();
+        if ownership == verdict::enrich::Ownership::Shared {
+            share_entities(&mut cfg.enrich);
+        }
+        cfg.publish.format = verdict::config::DecisionFormat::Json;
+        let events = produce_transactions(&mock, "events", 1_500, 25, Some(0));
+        let mut seeded: Vec<String> = events.iter().map(|e| e.card_id.clone()).collect();
+        seeded.sort();
+        seeded.dedup();
+        seeded.truncate(40);
+        let now = verdict::publish::acker::wall_clock_ms();
+        for (i, card) in seeded.iter().enumerate() {
+            let key = verdict::enrich::redis::feature_key("verdict", "card", card);
+            for (server, value) in [(&store, i + 1), (&state, 1_000 + i)] {
+                let _: () = redis::cmd("HSET")
+                    .arg(&key)
+                    .arg("chargebacks_90d")
+                    .arg(value)
+                    .arg("_ts")
+                    .arg(now)
+                    .query(&mut server.conn())
+                    .unwrap();
+            }
+        }
+        for server in [&state, &store] {
+            let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut server.conn()).unwrap();
+        }
+        let m = Metrics::new();
+        let p = Pipeline::start(&cfg, m.clone()).unwrap();
+        wait_for("all decided", Duration::from_secs(60), || handled(&m) >= 1_500);
+        assert!(p.shutdown(Duration::from_secs(30)).clean);
+        let decisions = json_decisions(&mock);
+        assert_eq!(decisions.len(), 1_500, "{ownership:?}");
+        let mut from_store = 0;
+        for d in &decisions {
+            let card = d["entity_key"].as_str().unwrap();
+            let expected = seeded.iter().position(|c| c == card).map_or(0.0, |i| (i + 1) as f64);
+            assert_eq!(d["features"]["card_chargebacks_90d"], expected, "{ownership:?}: {d}");
+            from_store += usize::from(expected > 0.0);
+        }
+        assert!(from_store >= 40, "{ownership:?}: {from_store} decisions with a seeded card");
+        // The feature store was only read; the window state went to the state store alone.
+        assert!(redis_calls(&store, "hmget") > 0, "{ownership:?}");
+        for cmd in ["evalsha", "eval", "hset", "hdel", "script|load"] {
+            assert_eq!(redis_calls(&store, cmd), 0, "{ownership:?}: {cmd} on the feature store");
+        }
+        let keys: u64 = redis::cmd("DBSIZE").query(&mut store.conn()).unwrap();
+        assert_eq!(keys, 40, "{ownership:?}: nothing but the feature hashes in the feature store");
+        assert!(redis_calls(&state, "evalsha") > 0, "{ownership:?}: windows written to the state store");
+    }
 }

@@ -71,7 +71,8 @@ pub struct Config {
     pub decide: DecideConfig,
     /// Business rules over the event, features, windows and score; reloaded live.
     pub rules: RulesConfig,
-    /// TLS and ACL credentials for every Redis URL (`enrich.redis_url`, `rules.redis_url`).
+    /// TLS and ACL credentials for every Redis URL (`enrich.redis_url`, `enrich.features_redis_url`,
+    /// `rules.redis_url`).
     pub redis: RedisConfig,
     /// Drift statistics against the model's training baseline.
     pub drift: DriftConfig,

@@ -8,7 +8,7 @@ impl Secrets {
     /// The secrets of `cfg`.
     pub fn of(cfg: &Config) -> Self {
         let mut values = Vec::new();
-        for urls in [&cfg.enrich.redis_url, &cfg.rules.redis_url] {
+        for urls in [&cfg.enrich.redis_url, &cfg.enrich.features_redis_url, &cfg.rules.redis_url] {
             // A Redis Cluster's seed nodes: a comma-separated list, one password each.
             values.extend(crate::core::redis::seed_urls(urls).flat_map(crate::redact::url_password));
         }

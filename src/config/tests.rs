@@ -228,3 +228,27 @@ session = { gap_s = 60 }
     assert!(user.has_state() && user.state_width() == 4);
     assert!(cfg.enrich.has_owned_windows());
 }
+
+#[test]
+fn a_feature_store_url_is_checked_with_the_others_and_its_password_is_a_secret() {
+    let base = "[model]\ndir = \"models/demo\"\n[enrich]\n";
+    let errs = load_str(&format!("{base}features_redis_url = \"redis://f:6379/\"\n")).unwrap_err().join("\n");
+    assert!(
+        errs.contains("enrich.features_redis_url: 'redis://f:6379/' is set, but online features are read only with backend = \"redis\""),
+        "{errs}"
+    );
+    let errs = load_str(&format!(
+        "{base}backend = \"redis\"\nfeatures_redis_url = \"http://f:6379/\"\nredis_url = \"redis://a,redis://b\"\n"
+    ))
+    .unwrap_err();
+    let joined = errs.join("\n");
+    assert!(joined.contains("enrich.features_redis_url: 'http://f:6379/' is not a redis:// URL"), "{joined}");
+    assert!(joined.contains("enrich.redis_url: lists 2 URLs"), "every problem at once: {joined}");
+    let cfg =
+        load_str(&format!("{base}backend = \"redis\"\nfeatures_redis_url = \"redis://ml:s3cret-feature@f:6379/\"\n"))
+            .unwrap();
+    assert!(cfg.enrich.features_apart());
+    assert_eq!(cfg.enrich.for_features().redis_url, "redis://ml:s3cret-feature@f:6379/");
+    let scrubbed = crate::redact::Secrets::of(&cfg).scrub("auth s3cret-feature refused");
+    assert!(!scrubbed.contains("s3cret-feature"), "{scrubbed}");
+}

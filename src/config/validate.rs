@@ -93,6 +93,9 @@ impl Config {
         if !self.rules.redis_url.is_empty() {
             redis_urls.push(("rules.redis_url", self.rules.redis_url.as_str()));
         }
+        if !self.enrich.features_redis_url.is_empty() {
+            redis_urls.push(("enrich.features_redis_url", self.enrich.features_redis_url.as_str()));
+        }
         let seeds: Vec<(&str, &str)> = redis_urls
             .iter()
             .flat_map(|&(key, urls)| crate::core::redis::seed_urls(urls).map(move |url| (key, url)))

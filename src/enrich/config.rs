@@ -33,6 +33,11 @@ pub struct EnrichConfig {
     /// Redis URL for the `redis` backend; with `redis_cluster`, one or more seed nodes of the
     /// cluster, comma-separated.
     pub redis_url: String,
+    /// Redis the online features are read from when they live apart from the window state
+    /// (a feature store's Redis: Feast's online store, a feature pipeline's); empty:
+    /// `redis_url`. Read only (`HMGET`); `[redis]` TLS and credentials and `redis_cluster`
+    /// apply to it too. Checkpoint writes then never hold up a feature read.
+    pub features_redis_url: String,
     /// `pause` or `degraded`.
     pub on_failure: FailurePolicy,
     /// Prefix of every Redis key verdict writes or reads.
@@ -80,6 +85,7 @@ impl Default for EnrichConfig {
         Self {
             backend: Backend::Memory,
             redis_url: "redis://127.0.0.1:6379/".into(),
+            features_redis_url: String::new(),
             on_failure: FailurePolicy::Pause,
             key_prefix: "verdict".into(),
             allowed_lateness_s: 60,
@@ -236,6 +242,21 @@ impl EnrichConfig {
         }
     }
 
+    /// Whether online features are read from their own Redis (`features_redis_url` set to
+    /// another URL than `redis_url`).
+    pub fn features_apart(&self) -> bool {
+        !self.features_redis_url.is_empty() && self.features_redis_url != self.redis_url
+    }
+
+    /// The config of the online-feature reader: `redis_url` is the features' Redis.
+    pub fn for_features(&self) -> Self {
+        let mut cfg = self.clone();
+        if self.features_apart() {
+            cfg.redis_url = self.features_redis_url.clone();
+        }
+        cfg
+    }
+
     /// Partition-owned entities with windows must be keyed by the record key's source
     /// (`entity_key`: `decode.fields.entity_key`); every problem, naming the keys.
     pub fn validate_ownership(&self, entity_key: &str) -> Vec<String> {
@@ -273,6 +294,14 @@ impl EnrichConfig {
         let mut e = Vec::new();
         if self.backend == Backend::Redis && !self.redis_url.starts_with("redis") {
             e.push(format!("enrich.redis_url: '{}' is not a redis:// URL", crate::redact::redis_url(&self.redis_url)));
+        }
+        if !self.features_redis_url.is_empty() {
+            let shown = crate::redact::redis_url(&self.features_redis_url);
+            if self.backend != Backend::Redis {
+                e.push(format!("enrich.features_redis_url: '{shown}' is set, but online features are read only with backend = \"redis\""));
+            } else if !self.features_redis_url.starts_with("redis") {
+                e.push(format!("enrich.features_redis_url: '{shown}' is not a redis:// URL"));
+            }
         }
         if self.timeout_ms == 0 {
             e.push("enrich.timeout_ms: must be > 0".into());

@@ -119,12 +119,14 @@ pub enum Part {
 }
 
 impl Part {
-    /// Whether `e` is served, and whether its windows are.
-    fn serves(self, e: &EntityConfig) -> (bool, bool) {
+    /// Whether `e` is served, and whether its windows are. With the features in their own
+    /// Redis (`features_apart`), the feature readers serve every entity's features and the
+    /// shared windows' script reads none.
+    fn serves(self, e: &EntityConfig, features_apart: bool) -> (bool, bool) {
         let shared = e.ownership == Ownership::Shared && !e.windows.is_empty();
         match self {
             Part::All => (true, true),
-            Part::Features => (!shared && !e.features.is_empty(), false),
+            Part::Features => ((!shared || features_apart) && !e.features.is_empty(), false),
             Part::Shared => (shared, true),
         }
     }
@@ -172,6 +174,8 @@ pub struct Enricher {
     per_group: bool,
     missing: redis::MissingHashes,
     part: Part,
+    /// Online features live in their own Redis (`enrich.features_redis_url`).
+    features_apart: bool,
     /// Redis key prefix (`enrich.key_prefix`).
     key_prefix: String,
 }
@@ -190,6 +194,24 @@ impl Enricher {
 
     /// Builds the enricher and connects to its store with `redis`' TLS and credentials.
     pub fn connect(cfg: &EnrichConfig, redis: &RedisConfig) -> Result<Self, EnrichError> {
+        Self::open(cfg, redis, false)
+    }
+
+    /// A worker's online-feature reader ([`Part::Features`]): connected to the features'
+    /// Redis (`enrich.features_redis_url`, else `enrich.redis_url`), for `HMGET`s only
+    /// when that is a Redis of its own.
+    pub fn connect_features(cfg: &EnrichConfig, redis: &RedisConfig) -> Result<Self, EnrichError> {
+        let reader = if cfg.features_apart() {
+            let mut e = Self::open(&cfg.for_features(), redis, true)?;
+            e.features_apart = true;
+            e
+        } else {
+            Self::open(cfg, redis, false)?
+        };
+        Ok(reader.for_part(Part::Features))
+    }
+
+    fn open(cfg: &EnrichConfig, redis: &RedisConfig, features_only: bool) -> Result<Self, EnrichError> {
         let problems = cfg.validate();
         if !problems.is_empty() {
             return Err(EnrichError::Config(problems.join("; ")));
@@ -235,13 +257,16 @@ impl Enricher {
                         .build(),
                 )
             }
-            Backend::Redis => Store::Redis(Box::new(redis::RedisStore::connect(
-                &cfg.redis_url,
-                redis,
-                &cfg.key_prefix,
-                Duration::from_millis(cfg.timeout_ms),
-                cfg.redis_cluster,
-            )?)),
+            Backend::Redis => {
+                let key = if features_only { "enrich.features_redis_url" } else { "enrich.redis_url" };
+                Store::Redis(Box::new(redis::RedisStore::connect(
+                    (key, &cfg.redis_url),
+                    redis,
+                    &cfg.key_prefix,
+                    Duration::from_millis(cfg.timeout_ms),
+                    (cfg.redis_cluster, features_only),
+                )?))
+            }
         };
         let cache = (cfg.backend == Backend::Redis && cfg.cache_capacity > 0).then(|| FeatureCache {
             map: Generations::new(cfg.cache_capacity),
@@ -268,6 +293,7 @@ impl Enricher {
             per_group: cfg.redis_cluster,
             missing,
             part: Part::All,
+            features_apart: cfg.features_apart(),
             key_prefix: cfg.key_prefix.clone(),
         })
     }
@@ -288,7 +314,7 @@ impl Enricher {
 
     /// Whether this enricher has anything to do for its part.
     pub fn serves_any(&self) -> bool {
-        self.entities.iter().any(|e| self.part.serves(&e.cfg).0)
+        self.entities.iter().any(|e| self.part.serves(&e.cfg, self.features_apart).0)
     }
 
     /// The entities whose windows are partition-owned, with where their values go.
@@ -375,11 +401,15 @@ impl Enricher {
         if self.entities.is_empty() || reqs.is_empty() {
             return Ok(stats);
         }
-        let part = self.part;
+        let (part, apart) = (self.part, self.features_apart);
         let mut groups = group(&self.entities, reqs);
         groups.retain_mut(|g| {
-            let (served, windows) = part.serves(&self.entities[g.entity_idx].cfg);
+            let (served, windows) = part.serves(&self.entities[g.entity_idx].cfg, apart);
             g.windows &= windows;
+            if part == Part::Shared && apart {
+                // The feature readers read them from the features' Redis.
+                g.features = &[];
+            }
             served && (g.windows || !g.features.is_empty())
         });
         match &mut self.store {

@@ -59,13 +59,15 @@ pub fn feature_key(prefix: &str, entity: &str, id: &str) -> String {
 
 impl RedisStore {
     /// Connects (reconnecting by itself; TLS and credentials from `security`; to the Redis
-    /// Cluster whose seed nodes `url` lists with `cluster`) and loads the script.
+    /// Cluster whose seed nodes `url` lists with `cluster`) and loads the script, unless
+    /// the connection only reads online features (`reads_only`: a feature store's Redis,
+    /// whose ACL need not allow scripts). `key` names the URL's setting in messages.
     pub fn connect(
-        url: &str,
+        (key, url): (&'static str, &str),
         security: &RedisConfig,
         prefix: &str,
         timeout: Duration,
-        cluster: bool,
+        (cluster, reads_only): (bool, bool),
     ) -> Result<Self, EnrichError> {
         let rt = Arc::new(
             tokio::runtime::Builder::new_current_thread()
@@ -75,7 +77,7 @@ impl RedisStore {
         );
         // The URL may carry a password: only its redacted form goes into messages.
         let shown = crate::redact::redis_url(url);
-        let client = crate::core::redis::Client::new("enrich.redis_url", url, security, cluster)
+        let client = crate::core::redis::Client::new(key, url, security, cluster)
             .map_err(|e| EnrichError::Config(e.to_string()))?;
         let cfg = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -88,7 +90,9 @@ impl RedisStore {
             .map_err(|e| EnrichError::Unavailable(format!("connecting to {shown}: {}", redis_error(&e))))?;
         let mut store =
             Self { rt, conn, client, sha: String::new(), prefix: prefix.to_string(), timeout, breaker: Arc::default() };
-        store.sha = store.load_script()?;
+        if !reads_only {
+            store.sha = store.load_script()?;
+        }
         Ok(store)
     }
 

@@ -26,8 +26,9 @@ pub struct EnrichSetup {
     cfg: EnrichConfig,
     security: RedisConfig,
     metrics: Arc<Metrics>,
-    /// Whether Redis answers, shared by every connection of the stage.
-    breaker: Arc<Breaker>,
+    /// Whether the features' Redis answers: the pipeline's breaker for its Redis, or one
+    /// of their own when they live apart (`features_redis_url`).
+    features_breaker: Arc<Breaker>,
     /// Key paths of the entities whose ids are not logged ([`Enricher::hide_ids`]).
     hidden_ids: Vec<String>,
 }
@@ -49,10 +50,12 @@ impl EnrichSetup {
         let breaker = Arc::new(Breaker::default());
         let partitions = Partitions::new(cfg, security, enricher.owned_entities(), metrics.clone(), &breaker)?;
         let features = cfg.backend == Backend::Redis
-            && cfg
-                .entities
-                .iter()
-                .any(|e| !e.features.is_empty() && (e.ownership != Ownership::Shared || e.windows.is_empty()));
+            && cfg.entities.iter().any(|e| {
+                !e.features.is_empty()
+                    && (e.ownership != Ownership::Shared || e.windows.is_empty() || cfg.features_apart())
+            });
+        // Two Redis servers fail apart: one breaker each.
+        let features_breaker = if cfg.features_apart() { Arc::default() } else { breaker.clone() };
         let shared = enricher.with_breaker(&breaker).for_part(Part::Shared);
         let shared = shared.serves_any().then(|| Arc::new(Turnstile::new(shared)));
         Ok(Some(Self {
@@ -64,18 +67,19 @@ impl EnrichSetup {
             cfg: cfg.clone(),
             security: security.clone(),
             metrics: metrics.clone(),
-            breaker,
+            features_breaker,
             hidden_ids,
         }))
     }
 
-    /// A worker's own parts: a feature reader (its own Redis connection) and a handle on
-    /// the partition-owned state.
+    /// A worker's own parts: a feature reader (its own connection to the features' Redis)
+    /// and a handle on the partition-owned state.
     pub fn worker_parts(&self) -> Result<EnrichParts, EnrichError> {
         let features = if self.features {
-            let reader =
-                Enricher::connect(&self.cfg, &self.security)?.with_metrics(&self.metrics).with_breaker(&self.breaker);
-            Some(reader.hide_ids(|key| self.hidden_ids.iter().any(|h| h == key)).for_part(Part::Features))
+            let reader = Enricher::connect_features(&self.cfg, &self.security)?
+                .with_metrics(&self.metrics)
+                .with_breaker(&self.features_breaker);
+            Some(reader.hide_ids(|key| self.hidden_ids.iter().any(|h| h == key)))
         } else {
             None
         };

@@ -256,6 +256,15 @@ impl Drop for RedisServer {
     }
 }
 
+/// Calls of `cmd` (lower case, as `INFO commandstats` names it) the server has answered.
+pub fn redis_calls(redis: &RedisServer, cmd: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut redis.conn()).unwrap();
+    info.lines()
+        .find(|l| l.starts_with(&format!("cmdstat_{cmd}:")))
+        .and_then(|l| l.split(&[':', '=', ','][..]).nth(2))
+        .map_or(0, |n| n.parse::<u64>().unwrap())
+}
+
 /// Config using Redis for enrichment.
 pub fn with_redis(cfg: &mut Config, redis: &RedisServer) {
     cfg.enrich.backend = verdict::enrich::Backend::Redis;
