@@ -212,3 +212,29 @@ fn a_pipeline_model_with_string_and_int64_inputs_decides_and_dead_letters_bad_va
     let dev = recs.iter().flat_map(|r| &r.features).find(|f| f.name == "device_type").unwrap();
     assert!(dev.default_rate > 0.0 && dev.default_rate < 1.0, "{dev:?}");
 }
+
+#[test]
+fn events_deleted_by_retention_before_they_were_read_show_as_an_offset_reset() {
+    // The mock cluster keeps ~5 MiB per partition: 1,000 events decided and committed, then
+    // 100,000 more while verdict is down push its committed position out of the log.
+    let (mock, cfg) = mock_setup(1);
+    produce_events(&mock, "events", 0, 1_000, 11);
+    let m1 = Metrics::new();
+    let p = Pipeline::start(&cfg, m1.clone()).unwrap();
+    wait_for("1k decisions", Duration::from_secs(60), || handled(&m1) >= 1_000);
+    assert!(p.shutdown(Duration::from_secs(30)).clean);
+    assert_eq!(mock.committed(&cfg.kafka.group_id, "events", 1), [1_000]);
+    produce_events(&mock, "events", 1_000, 100_000, 12);
+    let retained = mock.read_all("events", IDLE);
+    let earliest = retained.first().map_or(0, |m| m.offset);
+    assert!(earliest > 1_000, "retention deleted the committed position (the log starts at {earliest})");
+
+    let m2 = Metrics::new();
+    let p = Pipeline::start(&cfg, m2.clone()).unwrap();
+    wait_for("the retained events decided", Duration::from_secs(90), || handled(&m2) >= retained.len() as u64);
+    assert!(p.shutdown(Duration::from_secs(30)).clean);
+    assert_eq!(handled(&m2), retained.len() as u64, "every retained event once, from the log's start");
+    let series = "verdict_consumer_offset_resets_total{partition=\"0\",topic=\"events\"}";
+    assert_eq!(metric(&m2.render(), series), 1, "{series}: the skipped events are reported");
+    assert_eq!(metric(&m1.render(), series), 0);
+}

@@ -114,6 +114,10 @@ impl ClientContext for VerdictContext {
     }
 
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if let (RDKafkaLogLevel::Warning, "OFFSET", Some((topic, partition))) = (level, fac, offset_reset(log_message))
+        {
+            self.metrics.offset_resets.with_label_values(&[topic, partition]).inc();
+        }
         self.logs.log(level, fac, log_message);
     }
 
@@ -264,4 +268,16 @@ fn default_rebalance(
         tracing::warn!(error = %e, "applying the rebalance");
     }
     ctx.post_rebalance(consumer, &rebalance);
+}
+
+/// The topic and partition of librdkafka's warning that a position outside the log was
+/// reset (`auto.offset.reset`): `"[thrd:main]: <topic> [<partition>]: offset reset (at offset
+/// 12 …) to …"`. It is the only report of events skipped that way: librdkafka raises no error
+/// for it. (A topic name has no spaces or brackets.)
+pub(crate) fn offset_reset(message: &str) -> Option<(&str, &str)> {
+    let (head, _) = message.split_once("]: offset reset (at ")?;
+    let (before, partition) = head.rsplit_once(" [")?;
+    let topic = before.rsplit(' ').next()?;
+    let digits = !partition.is_empty() && partition.bytes().all(|b| b.is_ascii_digit());
+    (digits && !topic.is_empty()).then_some((topic, partition))
 }

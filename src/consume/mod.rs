@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{SendTimeoutError, Sender};
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 
@@ -87,6 +87,11 @@ pub fn consumer_config(
     }
     for (k, v) in &cfg.consumer {
         cc.set(k, v);
+    }
+    // librdkafka's warnings are emitted whatever verdict's log level: an offset reset is
+    // counted from its warning (`verdict_consumer_offset_resets_total`).
+    if (cc.log_level as i32) < RDKafkaLogLevel::Warning as i32 {
+        cc.set_log_level(RDKafkaLogLevel::Warning);
     }
     Ok(cc)
 }

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub queue_depth: IntGaugeVec,
     /// See [`CONSUMER_LAG`].
     pub consumer_lag: IntGaugeVec,
+    /// See [`OFFSET_RESETS`].
+    pub offset_resets: IntCounterVec,
     /// See [`PARTITIONS_ASSIGNED`].
     pub partitions_assigned: IntGauge,
     /// See [`MODEL_INFO`].
@@ -176,6 +178,11 @@ impl Metrics {
         let consumer_lag =
             IntGaugeVec::new(Opts::new(CONSUMER_LAG, "Messages behind the high watermark"), &["topic", "partition"])
                 .unwrap();
+        let offset_resets = IntCounterVec::new(
+            Opts::new(OFFSET_RESETS, "Positions outside the log moved to the earliest offset"),
+            &["topic", "partition"],
+        )
+        .unwrap();
         let partitions_assigned = IntGauge::new(PARTITIONS_ASSIGNED, "Partitions assigned to this instance").unwrap();
         let model_info =
             IntGaugeVec::new(Opts::new(MODEL_INFO, "The serving model"), &["model", "version", "execution_provider"])
@@ -292,7 +299,7 @@ impl Metrics {
         registry.register(Box::new(feature_cache.clone())).unwrap();
         registry.register(Box::new(state_store_up.clone())).unwrap();
 
-        for c in [&events, &dead_letters, &ep_fallbacks, &commits] {
+        for c in [&events, &dead_letters, &ep_fallbacks, &commits, &offset_resets] {
             registry.register(Box::new(c.clone())).unwrap();
         }
         for g in [&queue_depth, &consumer_lag, &model_info] {
@@ -323,6 +330,7 @@ impl Metrics {
             batch_events,
             queue_depth,
             consumer_lag,
+            offset_resets,
             partitions_assigned,
             model_info,
             ep_fallbacks,

@@ -17,6 +17,10 @@ pub const BATCH_EVENTS: &str = "verdict_batch_events";
 pub const QUEUE_DEPTH: &str = "verdict_queue_depth";
 /// `verdict_consumer_lag{topic,partition}`: messages behind the high watermark.
 pub const CONSUMER_LAG: &str = "verdict_consumer_lag";
+/// `verdict_consumer_offset_resets_total{topic,partition}`: times a partition's position
+/// was outside its log and `auto.offset.reset` moved it to the earliest offset (the events
+/// between were deleted by retention before verdict read them, or the topic was recreated).
+pub const OFFSET_RESETS: &str = "verdict_consumer_offset_resets_total";
 /// `verdict_partitions_assigned`: partitions this instance owns.
 pub const PARTITIONS_ASSIGNED: &str = "verdict_partitions_assigned";
 /// `verdict_model_info{model,version,execution_provider}`: 1 for the serving model.
