@@ -128,6 +128,30 @@ fn connections_redis_closes_are_made_again_without_a_failure_or_a_lost_event() {
 }
 
 #[test]
+fn a_pipeline_to_a_redis_that_stopped_answering_gives_up_after_one_timeout() {
+    // redis-rs reads each reply of a pipeline up to the read timeout, whatever happened to
+    // the one before: a batch's 200 entity loads to a stopped Redis took 200 timeouts (60 s
+    // at 300 ms) while the batch held its partition's turn, and the pipeline stalled.
+    let redis = RedisServer::start();
+    let security = verdict::core::redis::RedisConfig::default();
+    let client = verdict::core::redis::Client::new("enrich.redis_url", &redis.url(), &security, false).unwrap();
+    let mut conn = client.connect(Duration::from_millis(300)).unwrap();
+    let mut pipe = redis::pipe();
+    for i in 0..200 {
+        pipe.cmd("HGETALL").arg(format!("verdict:none-{i}"));
+    }
+    type Hashes = Vec<Vec<(Vec<u8>, Vec<u8>)>>;
+    assert_eq!(conn.query_pipe::<Hashes>(&pipe).unwrap().len(), 200);
+    redis.freeze(true);
+    let start = std::time::Instant::now();
+    let result = conn.query_pipe::<Hashes>(&pipe);
+    let took = start.elapsed();
+    redis.freeze(false);
+    assert!(result.as_ref().is_err_and(|e| e.is_timeout()), "{result:?}");
+    assert!(took < Duration::from_secs(2), "{took:?} for one pipeline, read timeout 300 ms");
+}
+
+#[test]
 fn redis_outage_under_degraded_marks_decisions_degraded() {
     let redis = RedisServer::start();
     let (mock, mut cfg) = mock_setup(4);

@@ -106,16 +106,16 @@ impl Connection {
     /// hold keys of one slot; replies of ignored commands are kept on a cluster, so use
     /// `ignore` only with a `()` result.
     pub fn query_pipe<T: FromRedisValue>(&mut self, pipe: &Pipeline) -> RedisResult<T> {
-        match self {
-            Connection::Node(c) => pipe.query(c),
-            Connection::Cluster(c) => {
-                let mut cluster = redis::cluster::ClusterPipeline::new();
-                for cmd in pipe.cmd_iter() {
-                    cluster.add_command(cmd.clone());
-                }
-                cluster.query(c)
+        if let Connection::Cluster(c) = self {
+            let mut cluster = redis::cluster::ClusterPipeline::new();
+            for cmd in pipe.cmd_iter() {
+                cluster.add_command(cmd.clone());
             }
+            return cluster.query(c);
         }
+        // One node: through `req_packed_commands` below, which gives up at the first reply
+        // that does not come.
+        pipe.query(self)
     }
 
     /// The first key matching `pattern`, on any primary (a full `SCAN` of each: start-up only).
@@ -171,6 +171,25 @@ fn primaries(c: &mut redis::cluster::ClusterConnection) -> RedisResult<Vec<(Stri
     Ok(out)
 }
 
+/// The `count` replies of a pipeline sent to one node, read until one fails. redis-rs reads
+/// every reply whatever happened to the one before, so on a Redis that stopped answering
+/// (stopped, a network that drops packets) a pipeline of n commands took n read timeouts: a
+/// batch's n entity loads, 300 ms each, held its partition's turn for minutes and stalled the
+/// pipeline. After a failed read the connection is out of step with its replies: every caller
+/// drops it. (Error replies are replies: they are kept, as redis-rs keeps them.)
+fn replies_until_failure(c: &mut redis::Connection, cmd: &[u8], count: usize) -> RedisResult<Vec<Value>> {
+    c.send_packed_command(cmd)?;
+    let mut replies = Vec::with_capacity(count);
+    while replies.len() < count {
+        match c.recv_response()? {
+            // RESP3 push data between the replies is not one of them.
+            Value::Push { .. } => {}
+            reply => replies.push(reply),
+        }
+    }
+    Ok(replies)
+}
+
 impl ConnectionLike for Connection {
     fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
         match self {
@@ -181,6 +200,7 @@ impl ConnectionLike for Connection {
 
     fn req_packed_commands(&mut self, cmd: &[u8], offset: usize, count: usize) -> RedisResult<Vec<Value>> {
         match self {
+            Connection::Node(c) if offset == 0 => replies_until_failure(c, cmd, count),
             Connection::Node(c) => c.req_packed_commands(cmd, offset, count),
             Connection::Cluster(c) => c.req_packed_commands(cmd, offset, count),
         }
