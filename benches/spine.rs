@@ -30,6 +30,7 @@
 //!     BENCH_PRODUCE_LINGER_MS=20 cargo bench --bench spine              # offered-rate producer's linger
 //!     BENCH_COMPRESSION=none cargo bench --bench spine                  # kafka.compression (default lz4)
 //!     BENCH_CONSUMER=fetch.queue.backoff.ms=1000 cargo bench --bench spine  # kafka.consumer overrides
+//!     BENCH_HEADERS=3 cargo bench --bench spine                         # 3 headers per backlog message
 //!
 //! Phases, one pipeline on one mock cluster for all of them (BENCH_PHASES picks
 //! `throughput`, `latency` or both; the default):
@@ -62,8 +63,28 @@ mod stats;
 #[path = "spine/threads.rs"]
 mod threads;
 
-/// Rust heap allocations so far (all threads), for allocations per event.
+/// Rust heap allocations so far (all threads but the bench's own: see [`BENCH_THREAD`]), for
+/// allocations per event.
 static ALLOCS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+thread_local! {
+    /// Set on the bench's own threads (the main thread, which produces the backlogs, and the
+    /// offered-rate producer): their allocations are the load generator's, not verdict's.
+    /// Const-initialized without a destructor, so reading it never allocates.
+    static BENCH_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as the bench's own: its allocations are not counted.
+fn bench_thread() {
+    BENCH_THREAD.with(|b| b.set(true));
+}
+
+/// Counts an allocation unless the calling thread is the bench's own.
+fn count() {
+    if !BENCH_THREAD.try_with(std::cell::Cell::get).unwrap_or(false) {
+        ALLOCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 /// Which allocator the counting one forwards to: 0 not read yet, 1 mimalloc (the
 /// binary's), 2 the system's (`BENCH_ALLOCATOR=system`). Read at the first allocation, from
@@ -92,7 +113,7 @@ struct Counting;
 // counts.
 unsafe impl std::alloc::GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        count();
         // SAFETY: the caller's layout, passed on.
         unsafe {
             if system() {
@@ -113,7 +134,7 @@ unsafe impl std::alloc::GlobalAlloc for Counting {
         }
     }
     unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, new: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        count();
         // SAFETY: as allocated above, with the caller's new size.
         unsafe {
             if system() {
@@ -261,6 +282,7 @@ fn raw_ort(cfg: &Config) {
 }
 
 fn main() {
+    bench_thread();
     // `cargo bench` passes --bench; nothing else to parse. Warnings and errors go to stderr
     // (RUST_LOG overrides; the drift publisher's alerts are about the synthetic data).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

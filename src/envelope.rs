@@ -48,7 +48,7 @@ pub struct RawMessage {
     /// Message payload.
     pub payload: Option<Vec<u8>>,
     /// Message headers, copied so a dead-letter record can carry them on.
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers: Headers,
 }
 
 /// A batch handed from the consumer to a worker. `seq` orders acknowledgement.
@@ -186,5 +186,204 @@ impl Batch {
             .iter()
             .map(|e| e.timestamp_ms.unwrap_or_else(|| now_ms - e.received_at.elapsed().as_millis() as i64))
             .min()
+    }
+}
+
+/// Payload buffers (and header lists) of decided batches, handed back by the workers so that
+/// the consumer copies the next messages into them instead of allocating per message (issue
+/// 23's allocations per event). Clones share the pool; one lock per batch on each side.
+#[derive(Debug, Clone, Default)]
+pub struct Spent(Arc<Mutex<SpentPool>>);
+
+/// A message's headers as copied: (name, value) pairs.
+pub type Headers = Vec<(String, Vec<u8>)>;
+
+/// What the pool keeps, and the capacity of each kind in bytes.
+#[derive(Debug, Default)]
+struct SpentPool {
+    buffers: (Vec<Vec<u8>>, usize),
+    headers: (Vec<Headers>, usize),
+}
+
+/// Bytes a header list holds (its entries' capacities).
+fn header_bytes(h: &Headers) -> usize {
+    h.capacity() * std::mem::size_of::<(String, Vec<u8>)>()
+        + h.iter().map(|(k, v)| k.capacity() + v.capacity()).sum::<usize>()
+}
+
+impl Spent {
+    /// A buffer (or header list) larger than this is freed, not kept: a rare large message
+    /// does not keep its memory for the small ones.
+    pub const MAX_BUFFER: usize = 64 * 1024;
+    /// The most bytes of capacity the pool keeps; beyond it, spent buffers are freed.
+    pub const MAX_BYTES: usize = 16 * 1024 * 1024;
+
+    /// A worker is done with `events`: their payload buffers and header lists go to the pool
+    /// (the events keep neither).
+    pub fn give_back(&self, events: &mut [Envelope<RawMessage>]) {
+        let mut pool = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for e in events {
+            if let Some(buffer) = e.payload.payload.take() {
+                keep(&mut pool.buffers, buffer.capacity(), buffer);
+            }
+            if e.payload.headers.capacity() > 0 {
+                let headers = std::mem::take(&mut e.payload.headers);
+                keep(&mut pool.headers, header_bytes(&headers), headers);
+            }
+        }
+    }
+
+    /// Swaps `spare` (used up) with the pool's buffers, unless a worker holds the pool now
+    /// (the consumer never waits for it: it allocates instead).
+    fn take_buffers(&self, spare: &mut Vec<Vec<u8>>) {
+        if let Some(mut pool) = self.try_lock() {
+            take(&mut pool.buffers, spare);
+        }
+    }
+
+    /// Swaps `spare` (used up) with the pool's header lists, unless a worker holds the pool.
+    fn take_headers(&self, spare: &mut Vec<Headers>) {
+        if let Some(mut pool) = self.try_lock() {
+            take(&mut pool.headers, spare);
+        }
+    }
+
+    fn try_lock(&self) -> Option<std::sync::MutexGuard<'_, SpentPool>> {
+        match self.0.try_lock() {
+            Ok(pool) => Some(pool),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+}
+
+/// Keeps `item` of `size` bytes in `kind` unless it is too large or the kind is full.
+fn keep<T>(kind: &mut (Vec<T>, usize), size: usize, item: T) {
+    if size <= Spent::MAX_BUFFER && kind.1 + size <= Spent::MAX_BYTES {
+        kind.1 += size;
+        kind.0.push(item);
+    }
+}
+
+/// Swaps `spare` (used up) with what `kind` keeps.
+fn take<T>(kind: &mut (Vec<T>, usize), spare: &mut Vec<T>) {
+    debug_assert!(spare.is_empty(), "the spare ones are used up first");
+    std::mem::swap(spare, &mut kind.0);
+    kind.1 = 0;
+}
+
+/// The consumer's side of [`Spent`]: copies payloads and headers into spent buffers.
+#[derive(Debug, Default)]
+pub struct Payloads {
+    spent: Spent,
+    /// Buffers taken from the pool, not yet reused.
+    buffers: Vec<Vec<u8>>,
+    /// Header lists taken from the pool, not yet reused.
+    headers: Vec<Headers>,
+}
+
+impl Payloads {
+    /// Copies into buffers that the workers give back to `spent`.
+    pub fn new(spent: Spent) -> Self {
+        Self { spent, ..Self::default() }
+    }
+
+    /// `bytes` in a buffer of its own: a spent one when there is one, else a new one.
+    pub fn copy(&mut self, bytes: &[u8]) -> Vec<u8> {
+        if self.buffers.is_empty() {
+            self.spent.take_buffers(&mut self.buffers);
+        }
+        match self.buffers.pop() {
+            Some(mut buffer) => {
+                buffer.clear();
+                buffer.extend_from_slice(bytes);
+                buffer
+            }
+            None => bytes.to_vec(),
+        }
+    }
+
+    /// A header list to copy a message's headers into: a spent one, its entries still
+    /// holding an earlier message's headers (overwrite them in place with [`set_header`],
+    /// then truncate), or a new one.
+    pub fn headers(&mut self) -> Headers {
+        if self.headers.is_empty() {
+            self.spent.take_headers(&mut self.headers);
+        }
+        self.headers.pop().unwrap_or_default()
+    }
+}
+
+/// Writes header `n` of `into` (reusing the entry's name and value buffers when there is one).
+pub fn set_header(into: &mut Headers, n: usize, name: &str, value: &[u8]) {
+    if n == into.len() {
+        into.push((String::new(), Vec::new()));
+    }
+    let (k, v) = &mut into[n];
+    k.clear();
+    k.push_str(name);
+    v.clear();
+    v.extend_from_slice(value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(payload: Option<Vec<u8>>) -> Envelope<RawMessage> {
+        let origin = Origin { topic: Arc::from("in"), partition: 0, offset: 0 };
+        let payload = RawMessage { payload, ..RawMessage::default() };
+        Envelope { origin, received_at: Instant::now(), timestamp_ms: None, payload }
+    }
+
+    #[test]
+    fn payloads_are_copied_into_the_buffers_the_workers_gave_back() {
+        let spent = Spent::default();
+        let mut payloads = Payloads::new(spent.clone());
+        let first = b"first event, long enough".to_vec();
+        let (address, capacity) = (first.as_ptr(), first.capacity());
+        let big = vec![0u8; Spent::MAX_BUFFER + 1];
+        let mut events = vec![event(Some(first)), event(None), event(Some(big))];
+        spent.give_back(&mut events);
+        assert!(events.iter().all(|e| e.payload.payload.is_none()), "the payloads went to the pool");
+        // The small buffer is reused, with the new bytes; the large one was freed.
+        let again = payloads.copy(b"second");
+        assert_eq!(again, b"second");
+        assert_eq!((again.as_ptr(), again.capacity()), (address, capacity));
+        assert_eq!(payloads.copy(b"third"), b"third", "a new buffer when none is left");
+    }
+
+    #[test]
+    fn header_lists_are_reused_entry_by_entry() {
+        let spent = Spent::default();
+        let mut payloads = Payloads::new(spent.clone());
+        let mut first = Headers::new();
+        set_header(&mut first, 0, "traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        set_header(&mut first, 1, "source", b"pos-terminal-17");
+        let name_at = first[0].0.as_ptr();
+        let mut events = vec![event(None)];
+        events[0].payload.headers = first;
+        spent.give_back(&mut events);
+        assert!(events[0].payload.headers.is_empty());
+        // The next message has one header: the first entry's buffers are reused.
+        let mut next = payloads.headers();
+        set_header(&mut next, 0, "tp", b"x");
+        next.truncate(1);
+        assert_eq!(next, vec![("tp".to_string(), b"x".to_vec())]);
+        assert_eq!(next[0].0.as_ptr(), name_at);
+    }
+
+    #[test]
+    fn the_pool_keeps_at_most_its_byte_bound() {
+        let spent = Spent::default();
+        let n = Spent::MAX_BYTES / Spent::MAX_BUFFER + 10;
+        let mut events: Vec<_> = (0..n).map(|_| event(Some(Vec::with_capacity(Spent::MAX_BUFFER)))).collect();
+        spent.give_back(&mut events);
+        let mut spare = Vec::new();
+        spent.take_buffers(&mut spare);
+        assert_eq!(spare.len(), Spent::MAX_BYTES / Spent::MAX_BUFFER);
+        let mut again = Vec::new();
+        spent.take_buffers(&mut again);
+        assert!(again.is_empty(), "taken once");
     }
 }

@@ -136,6 +136,8 @@ pub struct StagedBatch {
     /// What the acker runs once the batch's outputs are acknowledged: the partitions'
     /// state checkpoints and acknowledged offsets (Enrich, partition-owned state).
     pub after_ack: Option<Box<dyn crate::envelope::AfterAck>>,
+    /// Where the events' payload buffers go once the batch is done (the consumer reuses them).
+    spent: Option<crate::envelope::Spent>,
 }
 
 impl StagedBatch {
@@ -166,7 +168,14 @@ impl StagedBatch {
             produced: 0,
             fault: None,
             after_ack: None,
+            spent: None,
         }
+    }
+
+    /// Gives the payload buffers of each finished batch back to `spent`.
+    pub fn with_spent(mut self, spent: crate::envelope::Spent) -> Self {
+        self.spent = Some(spent);
+        self
     }
 
     /// Takes `batch` in, clearing what the last batch left (buffers keep their capacity).
@@ -210,6 +219,9 @@ impl StagedBatch {
     /// Lets go of the batch's messages and decoded events once it is handed on (the
     /// buffers keep their capacity for the next batch).
     pub fn finish(&mut self) {
+        if let Some(spent) = &self.spent {
+            spent.give_back(&mut self.batch.events);
+        }
         self.batch.events.clear();
         self.outcomes.clear();
         self.redelivered.clear();

@@ -65,6 +65,8 @@ pub struct WorkerBuilder<'a> {
     pub queued: Option<&'a Arc<Queued>>,
     /// Scoring budget per batch.
     pub budget: Option<&'a Arc<BatchBudget>>,
+    /// Where decided batches' payload buffers go back to the consumer.
+    pub spent: &'a crate::envelope::Spent,
 }
 
 impl WorkerBuilder<'_> {
@@ -116,7 +118,7 @@ impl WorkerBuilder<'_> {
         Worker {
             durable_state: self.enricher.is_some_and(EnrichSetup::durable),
             stages,
-            staged: StagedBatch::new(rows),
+            staged: StagedBatch::new(rows).with_spent(self.spent.clone()),
             metrics: m.clone(),
             control: self.control.clone(),
             rules: self.rules.clone(),

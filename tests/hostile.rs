@@ -103,6 +103,19 @@ fn hostile_messages_are_dead_lettered_with_their_reason_and_every_good_event_is_
         }
         if !h.headers.is_empty() && h.headers.len() * 4096 > 250_000 {
             assert!(m.header(DLQ_HEADERS_DROPPED).is_some(), "{}", h.kind);
+        } else {
+            // The dead letter carries its own message's headers, no other message's (the
+            // consumer copies headers into lists reused from earlier batches).
+            let carried: Vec<(String, String)> =
+                m.headers.iter().filter(|(k, _)| !k.starts_with("verdict.")).cloned().collect();
+            let original: Vec<(String, String)> = h
+                .headers
+                .iter()
+                .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(v).into_owned()))
+                .collect();
+            if carried != original {
+                wrong.push(format!("{}: headers {carried:?}, sent {original:?}", h.kind));
+            }
         }
     }
     assert!(wrong.is_empty(), "{} of {} wrong:\n{}", wrong.len(), corpus.len(), wrong.join("\n"));

@@ -111,9 +111,17 @@ impl Session {
         let events: Vec<(Vec<u8>, Vec<u8>)> = (0..n).map(|_| feed.next()).collect();
         let cards = feed.take_cards();
         let (threads, allocs) = (super::threads::Threads::now(), super::allocs());
+        // BENCH_HEADERS=N: each message carries N headers (a trace id, a source...), which the
+        // consumer copies so that a dead letter can carry them on.
+        let header_count = super::env_u64("BENCH_HEADERS", 0) as usize;
+        let values: Vec<(String, String)> = (0..header_count)
+            .map(|i| (format!("header-{i}"), format!("{i:02}-4bf92f3577b34da6a3ce929d0e0e4736")))
+            .collect();
+        let headers: Vec<(&str, &str)> = values.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let start = Instant::now();
         for (key, payload) in &events {
-            self.mock.produce(&self.topic, None, key, payload);
+            let headers = (header_count > 0).then_some(headers.as_slice());
+            self.mock.produce_with_headers(&self.topic, None, key, payload, headers);
         }
         self.mock.flush();
         let produce_secs = start.elapsed().as_secs_f64();
@@ -141,6 +149,7 @@ impl Session {
             std::thread::Builder::new()
                 .name("bench-producer".into())
                 .spawn(move || {
+                    super::bench_thread();
                     let offer = feed::Offer { events, rate, linger_ms };
                     feed::produce_at_rate(&mock, &topic, feed, offer, &sent, &stop)
                 })

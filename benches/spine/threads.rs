@@ -89,8 +89,8 @@ impl Usage {
     }
 
     /// Prints the table: µs per event, share of a core over `secs`, switches per 1,000
-    /// events; `allocs`: Rust heap allocations in the interval (librdkafka's C allocations
-    /// are not counted).
+    /// events; `allocs`: verdict's Rust heap allocations in the interval (librdkafka's C
+    /// allocations and the bench's own threads' are not counted).
     pub fn print(&self, events: u64, secs: f64, allocs: u64) {
         let hz = ticks_per_s();
         let mut rows: Vec<(&str, usize, u64, u64)> =
@@ -98,7 +98,7 @@ impl Usage {
         rows.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| b.3.cmp(&a.3)).then_with(|| a.0.cmp(b.0)));
         let n = events.max(1) as f64;
         println!(
-            "  CPU by thread while draining (/proc/self/task; {events} events, {secs:.1} s; Rust heap allocations {:.2} per event):",
+            "  CPU by thread while draining (/proc/self/task; {events} events, {secs:.1} s; verdict's Rust heap allocations {:.2} per event):",
             allocs as f64 / n
         );
         println!(

@@ -108,12 +108,14 @@ impl OffsetStore for KafkaConsumer {
 /// Copies a message's headers. rdkafka's header iterator unwraps each name as UTF-8, and a
 /// producer can send any bytes: one such header would panic the consume thread, and the
 /// restarted process would meet the same message. Names are read lossily here instead.
-fn copy_headers(hs: &rdkafka::message::BorrowedHeaders) -> Vec<(String, Vec<u8>)> {
+/// They go into `out`, a list that may hold an earlier message's headers (their buffers are
+/// reused).
+fn copy_headers(hs: &rdkafka::message::BorrowedHeaders, mut out: crate::envelope::Headers) -> crate::envelope::Headers {
     use rdkafka::bindings as rd;
     use rdkafka::message::Headers;
     // A `BorrowedHeaders` reference is librdkafka's header-list pointer (rdkafka casts it so).
     let ptr = hs as *const rdkafka::message::BorrowedHeaders as *const rd::rd_kafka_headers_t;
-    let mut out = Vec::with_capacity(hs.count());
+    let mut n = 0;
     for idx in 0..hs.count() {
         let mut name: *const std::ffi::c_char = std::ptr::null();
         let mut value: *const std::ffi::c_void = std::ptr::null();
@@ -125,14 +127,13 @@ fn copy_headers(hs: &rdkafka::message::BorrowedHeaders) -> Vec<(String, Vec<u8>)
         }
         // SAFETY: librdkafka hands back a NUL-terminated name and `size` bytes of value, both
         // valid while the message is borrowed; they are copied before it is released.
-        let key = unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy().into_owned();
-        let value = if value.is_null() {
-            Vec::new()
-        } else {
-            unsafe { std::slice::from_raw_parts(value.cast::<u8>(), size) }.to_vec()
-        };
-        out.push((key, value));
+        let key = unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy();
+        let value =
+            if value.is_null() { &[][..] } else { unsafe { std::slice::from_raw_parts(value.cast::<u8>(), size) } };
+        crate::envelope::set_header(&mut out, n, &key, value);
+        n += 1;
     }
+    out.truncate(n);
     out
 }
 
@@ -170,6 +171,8 @@ pub struct ConsumeLoop {
     last_flush_check: Instant,
     /// Queued batches' oldest event times, for the deadline check (`decide.deadline_ms`).
     pub queued: Option<Arc<crate::envelope::Queued>>,
+    /// Copies payloads into buffers the workers gave back.
+    pub payloads: crate::envelope::Payloads,
 }
 
 impl ConsumeLoop {
@@ -204,6 +207,7 @@ impl ConsumeLoop {
             dispatched: std::collections::HashMap::new(),
             last_flush_check: Instant::now(),
             queued: None,
+            payloads: Default::default(),
         }
     }
 
@@ -244,17 +248,22 @@ impl ConsumeLoop {
 
     fn envelope(
         topics: &mut Vec<Arc<str>>,
+        payloads: &mut crate::envelope::Payloads,
         m: &rdkafka::message::BorrowedMessage<'_>,
         received_at: Instant,
     ) -> Envelope<RawMessage> {
-        let headers = m.headers().map(copy_headers).unwrap_or_default();
+        // A header section may be there and empty: no list taken for it.
+        let headers = match m.headers() {
+            Some(hs) if rdkafka::message::Headers::count(hs) > 0 => copy_headers(hs, payloads.headers()),
+            _ => Vec::new(),
+        };
         Envelope {
             origin: Origin { topic: intern(topics, m.topic()), partition: m.partition(), offset: m.offset() },
             received_at,
             timestamp_ms: m.timestamp().to_millis(),
             payload: RawMessage {
                 key: m.key().map(Key::from_slice),
-                payload: m.payload().map(<[u8]>::to_vec),
+                payload: m.payload().map(|p| payloads.copy(p)),
                 headers,
             },
         }
@@ -300,7 +309,7 @@ impl ConsumeLoop {
                     if events.is_empty() {
                         deadline = now + max_wait;
                     }
-                    events.push(Self::envelope(&mut self.topics, &m, now));
+                    events.push(Self::envelope(&mut self.topics, &mut self.payloads, &m, now));
                 }
                 Some(Err(e)) => self.consumer.context().poll_error(&e),
                 None => {}
@@ -477,7 +486,7 @@ impl ConsumeLoop {
                     let polled = self.consumer.poll(Duration::ZERO);
                     let now = Instant::now();
                     if let Some(Ok(m)) = polled {
-                        overflow.push(Self::envelope(&mut self.topics, &m, now));
+                        overflow.push(Self::envelope(&mut self.topics, &mut self.payloads, &m, now));
                     }
                     self.commit_tick(now);
                 }

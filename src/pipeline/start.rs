@@ -103,6 +103,8 @@ pub(super) struct Parts {
     pub(super) rollout: Arc<Rollout>,
     pub(super) budget: Option<Arc<BatchBudget>>,
     pub(super) queued: Option<Arc<Queued>>,
+    /// Payload buffers the workers hand back to the consumer.
+    pub(super) spent: crate::envelope::Spent,
 }
 
 impl Parts {
@@ -179,6 +181,7 @@ impl Parts {
             rollout,
             budget,
             queued,
+            spent: crate::envelope::Spent::default(),
         })
     }
 }
@@ -312,6 +315,7 @@ fn spawn_workers(
         scored: drift.scored.as_ref(),
         queued: parts.queued.as_ref(),
         budget: parts.budget.as_ref(),
+        spent: &parts.spent,
     };
     let mut workers: Vec<Worker> = Vec::with_capacity(scorers.len());
     for (i, scorer) in scorers.into_iter().enumerate() {
@@ -421,6 +425,7 @@ fn start_consume(
     .with_budget(parts.budget.clone())
     .with_turns(parts.partitions().map(|p| p as Arc<dyn crate::envelope::PartitionTurns>));
     consume_loop.queued = parts.queued.clone();
+    consume_loop.payloads = crate::envelope::Payloads::new(parts.spent.clone());
     threads.consume(move || consume_loop.run())?;
     Ok(())
 }

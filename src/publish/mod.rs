@@ -7,6 +7,7 @@
 pub mod acker;
 pub mod config;
 pub mod delivery;
+mod enqueue;
 pub mod limits;
 pub mod offsets;
 pub mod record;
@@ -20,7 +21,8 @@ use std::time::Duration;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, ThreadedProducer};
+use rdkafka::producer::ThreadedProducer;
+use rdkafka::util::IntoOpaque;
 
 use crate::core::kafka::KafkaConfig;
 use crate::envelope::{Envelope, RawMessage};
@@ -157,25 +159,27 @@ impl Publisher {
         headers: Option<OwnedHeaders>,
         opaque: delivery::Opaque,
     ) -> Result<(), PublishError> {
-        let mut record = BaseRecord::<[u8], [u8], delivery::Opaque>::with_opaque_to(topic, opaque).payload(payload);
-        if let Some(k) = key {
-            record = record.key(k);
-        }
-        if let Some(h) = headers {
-            record = record.headers(h);
-        }
+        let opaque = opaque.into_ptr();
         loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
+            let code = enqueue::topic_cstr(topic, |name| {
+                enqueue::enqueue(&self.producer, name, key, payload, headers.as_ref(), opaque)
+            });
+            let error = match code {
+                Ok(RDKafkaErrorCode::NoError) => {
+                    // librdkafka owns the headers now, and frees them with the message.
+                    std::mem::forget(headers);
+                    return Ok(());
+                }
+                Ok(RDKafkaErrorCode::QueueFull) => {
                     std::thread::sleep(Duration::from_millis(1));
+                    continue;
                 }
-                Err((error, r)) => {
-                    r.delivery_opaque.unsent();
-                    return Err(PublishError::Send { topic: topic.to_string(), error });
-                }
-            }
+                Ok(code) => KafkaError::MessageProduction(code),
+                Err(nul) => KafkaError::from(nul),
+            };
+            // SAFETY: librdkafka did not take the record, so `opaque` is still this call's.
+            unsafe { delivery::Opaque::from_ptr(opaque) }.unsent();
+            return Err(PublishError::Send { topic: topic.to_string(), error });
         }
     }
 
@@ -370,5 +374,47 @@ mod tests {
             assert_eq!(got, Some(p.to_string().as_bytes()), "{p}");
         }
         assert!(decision_headers("tx-1", "3").iter().all(|h| h.key != REVIEW_PRIORITY));
+    }
+
+    #[test]
+    fn records_arrive_with_their_key_payload_and_headers_and_a_refused_topic_is_not_counted() {
+        let mock = crate::demo::mock::MockKafka::start(1);
+        mock.create_topic("decisions", 2);
+        mock.create_topic("review", 1);
+        let cfg = KafkaConfig { brokers: mock.bootstrap().to_string(), ..KafkaConfig::default() };
+        let publisher = Publisher::new(&cfg, &PublishConfig::default(), crate::telemetry::Metrics::new()).unwrap();
+        let to = Deliveries::default();
+        // From two threads, to two topics each: the topic names are kept per thread.
+        std::thread::scope(|s| {
+            for t in 0..2 {
+                let (publisher, to) = (&publisher, &to);
+                s.spawn(move || {
+                    for i in 0..50 {
+                        let (id, payload) = (format!("tx-{t}-{i}"), format!("{{\"n\":{i}}}"));
+                        let topic = if i % 5 == 0 { "review" } else { "decisions" };
+                        let headers = decision_headers_with(&id, "7", (i % 5 == 0).then_some(i));
+                        publisher.send(topic, Some(id.as_bytes()), payload.as_bytes(), Some(headers), to).unwrap();
+                    }
+                });
+            }
+        });
+        // A name librdkafka cannot take: refused at once, and the batch does not wait for it.
+        let refused = publisher.send("bad\0topic", None, b"x", None, &to).unwrap_err();
+        assert!(matches!(refused, PublishError::Send { ref topic, .. } if topic == "bad\0topic"), "{refused}");
+        assert!(matches!(to.wait(Duration::from_secs(10)), crate::core::delivery::Waited::Done));
+        assert!(to.take_failed().is_empty());
+
+        let idle = Duration::from_millis(500);
+        let (decisions, review) = (mock.read_all("decisions", idle), mock.read_all("review", idle));
+        assert_eq!((decisions.len(), review.len()), (80, 20));
+        for m in decisions.iter().chain(&review) {
+            let id = m.header(EVENT_ID).expect("event id header").to_string();
+            assert_eq!(m.key.as_deref(), Some(id.as_bytes()));
+            let i: i64 = id.rsplit('-').next().unwrap().parse().unwrap();
+            assert_eq!(m.payload, format!("{{\"n\":{i}}}").into_bytes());
+            assert_eq!(m.header(MODEL_VERSION), Some("7"));
+            let priority = i.to_string();
+            assert_eq!(m.header(REVIEW_PRIORITY), (i % 5 == 0).then_some(priority.as_str()), "{id}");
+        }
     }
 }

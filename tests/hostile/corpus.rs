@@ -60,11 +60,14 @@ pub fn corpus(seed: u64) -> Vec<Hostile> {
     let mut g = Generator::new(seed, 1_000, 1_764_000_000_000);
     let mut out = Vec::new();
     let mut add = |kind: &'static str, payload: Vec<u8>, reason: &'static str, detail: Option<&'static str>| {
+        // 0 to 3 small headers, naming the kind: a dead letter must carry its own message's.
+        let headers =
+            (0..out.len() % 4).map(|i| (format!("trace-{i}").into_bytes(), format!("{kind}-{i}").into_bytes()));
         out.push(Hostile {
             kind,
             key: format!("hostile-{kind}").into_bytes(),
             payload,
-            headers: Vec::new(),
+            headers: headers.collect(),
             reason,
             detail,
         });
