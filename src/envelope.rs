@@ -215,7 +215,9 @@ impl Spent {
     /// A buffer (or header list) larger than this is freed, not kept: a rare large message
     /// does not keep its memory for the small ones.
     pub const MAX_BUFFER: usize = 64 * 1024;
-    /// The most bytes of capacity the pool keeps; beyond it, spent buffers are freed.
+    /// The most bytes of capacity the pool keeps of each kind (payload buffers, header
+    /// lists); beyond it, spent ones are freed. The consume thread holds at most as much
+    /// again: what it took and has not reused yet.
     pub const MAX_BYTES: usize = 16 * 1024 * 1024;
 
     /// A worker is done with `events`: their payload buffers and header lists go to the pool
