@@ -186,17 +186,11 @@ fn a_pipeline_to_a_cluster_whose_master_stopped_answering_gives_up_within_a_chun
 
     let port = cluster.master_of("card-0");
     let on_it = (0..200).filter(|i| cluster.master_of(&format!("card-{i}")) == port).count();
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query(&mut redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap().get_connection().unwrap())
-        .unwrap();
-    let pid = info.lines().find_map(|l| l.strip_prefix("process_id:")).expect("process_id").trim().to_string();
-    let signal = |s: &str| assert!(std::process::Command::new("kill").args([s, &pid]).status().unwrap().success());
-    signal("-STOP");
+    cluster.freeze(port, true);
     let start = std::time::Instant::now();
     let result = c.query_pipe::<Hashes>(&pipe);
     let took = start.elapsed();
-    signal("-CONT");
+    cluster.freeze(port, false);
     assert!(result.is_err(), "a stopped master cannot answer");
     // redis-rs alone waited one timeout per command routed to the stopped master (20.8 s for
     // 65 of 200); in chunks of 16, at most 16 timeouts (1.3 s measured).

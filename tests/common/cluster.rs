@@ -193,6 +193,15 @@ impl RedisCluster {
         redis::cluster::ClusterClient::new(seeds).unwrap().get_connection().unwrap()
     }
 
+    /// Freezes the node on `port` (SIGSTOP) so clients time out while its data survives, or
+    /// lets it go on (SIGCONT), as [`super::RedisServer::freeze`] does.
+    pub fn freeze(&self, port: u16, frozen: bool) {
+        let k = self.ports.iter().position(|&p| p == port).expect("a node of this cluster");
+        let pid = self.children[k].id().to_string();
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        assert!(Command::new("kill").args([signal, &pid]).status().unwrap().success());
+    }
+
     /// The port of the master serving `key`'s slot.
     pub fn master_of(&self, key: &str) -> u16 {
         let slot: u16 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).query(&mut node_conn(self.ports[0])).unwrap();

@@ -106,9 +106,8 @@ pub enum Connection {
 impl Connection {
     /// Runs `pipe` and returns its replies: one round trip on a node; on a cluster, one per
     /// node holding some of its keys for each `CLUSTER_CHUNK` commands (`MOVED`/`ASK` replies
-    /// followed). Each command must
-    /// hold keys of one slot; replies of ignored commands are kept on a cluster, so use
-    /// `ignore` only with a `()` result.
+    /// followed). Each command must hold keys of one slot; replies of ignored commands are
+    /// kept on a cluster, so use `ignore` only with a `()` result.
     pub fn query_pipe<T: FromRedisValue>(&mut self, pipe: &Pipeline) -> RedisResult<T> {
         if let Connection::Cluster(c) = self {
             // redis-rs reads every reply of a node's share of a pipeline, each up to the
