@@ -2,7 +2,8 @@
 //! (50,000 cards, heavy-tailed activity, ~9.1M events per day of event time) applied to
 //! `EntityState`s as the owned path does, with the demo's card windows (`config/demo.toml`:
 //! 10 m in 1-minute, 1 h in 5-minute, 24 h in 1-hour buckets) and, for comparison, the same
-//! windows all in 1-minute buckets. Heap bytes are counted by a counting allocator, each
+//! windows all in 1-minute buckets; then both again with every window computing all six
+//! aggregates (the demo's windows compute what its model and rules read). Heap bytes are counted by a counting allocator, each
 //! allocation as glibc sizes its chunk (request + 8 rounded up to 16, at least 32 bytes).
 //! Measures the state alone (map of cards included), not the process: see BENCHMARKS.md.
 //!
@@ -74,7 +75,7 @@ fn run(name: &str, card: &EntityConfig, hours: i64) {
             let h = (e.event_time - start) / 3_600_000;
             let bytes = BYTES.load(Ordering::Relaxed) - base;
             println!(
-                "{name:<28} {h:>3} h  {events:>10} events  {:>6} cards  {:>8.1} MiB  {:>6.0} B/card  {:>5.1} allocs/card  {:.2} µs/event",
+                "{name:<32} {h:>3} h  {events:>10} events  {:>6} cards  {:>8.1} MiB  {:>6.0} B/card  {:>5.1} allocs/card  {:.2} µs/event",
                 states.len(),
                 bytes as f64 / (1 << 20) as f64,
                 bytes as f64 / states.len() as f64,
@@ -108,6 +109,18 @@ fn main() {
         w.bucket_s = None;
     }
     one_width.bucket_s = 60;
+    // The same windows computing all six aggregates (`aggregates` left out): every distinct
+    // value remembered for 24 h, min and max kept in every series.
+    let mut all_six = card.clone();
+    for w in &mut all_six.windows {
+        w.aggregates = None;
+    }
+    let mut all_one_width = one_width.clone();
+    for w in &mut all_one_width.windows {
+        w.aggregates = None;
+    }
     run("demo widths (1m/5m/1h)", &card, hours);
     run("one width (1m)", &one_width, hours);
+    run("demo widths, all six aggregates", &all_six, hours);
+    run("one width, all six aggregates", &all_one_width, hours);
 }

@@ -226,7 +226,7 @@ fn a_shared_entity_alongside_a_partition_owned_one_stays_exact_after_a_crash() {
         name: "merchant".into(),
         key: "merchant_id".into(),
         ownership: verdict::enrich::Ownership::Shared,
-        windows: vec![verdict::enrich::config::WindowConfig { name: "10m".into(), size_s: 600, bucket_s: None }],
+        windows: vec![verdict::enrich::config::WindowConfig::new("10m", 600)],
         value_field: Some("amount".into()),
         distinct_field: Some("card_id".into()),
         features: Vec::new(),
@@ -280,7 +280,8 @@ fn a_shared_entity_alongside_a_partition_owned_one_stays_exact_after_a_crash() {
     assert_eq!(layout(&mut conn, "card").as_deref(), Some("partition-v2"));
     assert_eq!(layout(&mut conn, "merchant").as_deref(), Some("shared"));
     assert_windows_exact(&redis, &events);
-    let merchants = reference_by(events.iter().map(|e| (e.merchant_id.as_str(), e.amount, e.card_id.as_str())));
+    let merchants =
+        reference_by(events.iter().map(|e| (e.merchant_id.as_str(), e.amount, e.card_id.as_str(), e.event_time)));
     assert_entity_exact(&mut conn, "merchant", &merchants);
 }
 

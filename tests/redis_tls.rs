@@ -65,7 +65,7 @@ fn over_tls_with_the_readme_acl_user_windows_and_features_are_exact_and_nothing_
         name: "merchant".into(),
         key: "merchant_id".into(),
         ownership: verdict::enrich::Ownership::Shared,
-        windows: vec![verdict::enrich::config::WindowConfig { name: "10m".into(), size_s: 600, bucket_s: None }],
+        windows: vec![verdict::enrich::config::WindowConfig::new("10m", 600)],
         value_field: Some("amount".into()),
         distinct_field: Some("card_id".into()),
         ..Default::default()
@@ -139,7 +139,8 @@ fn over_tls_with_the_readme_acl_user_windows_and_features_are_exact_and_nothing_
     assert_eq!(layout(&mut admin, "card").as_deref(), Some("partition-v2"));
     assert_eq!(layout(&mut admin, "merchant").as_deref(), Some("shared"));
     assert_entity_exact(&mut admin, "card", &reference_totals(&events));
-    let merchants = reference_by(events.iter().map(|e| (e.merchant_id.as_str(), e.amount, e.card_id.as_str())));
+    let merchants =
+        reference_by(events.iter().map(|e| (e.merchant_id.as_str(), e.amount, e.card_id.as_str(), e.event_time)));
     assert_entity_exact(&mut admin, "merchant", &merchants);
     assert_eq!(server.acl_denials(), Vec::<String>::new(), "the README's ACL lacks something verdict uses");
 }

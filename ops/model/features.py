@@ -210,7 +210,11 @@ class EntityState:
             d += b[4]
         return c, math.fsum(sums), mn, mx, d
 
-    def apply(self, t: int, value, distinct, bucket: int, retention: int, lateness: int) -> bool:
+    def apply(self, t: int, value, distinct, bucket: int, retention: int, lateness: int,
+              remembered: int | None = None) -> bool:
+        """`remembered`: how long a distinct value is remembered (the series' longest window
+        that counts distinct values, plus lateness and one bucket); None: the series marks
+        no values (no window of this width counts them)."""
         if self.newest is not None and t < self.newest - lateness:
             return False
         start = (t // bucket) * bucket
@@ -220,7 +224,7 @@ class EntityState:
             b[1] += value
             b[2] = value if b[2] is None else min(b[2], value)
             b[3] = value if b[3] is None else max(b[3], value)
-        if distinct is not None:
+        if distinct is not None and remembered is not None:
             last = self.last_bucket.get(distinct)
             if last is None or last < start:
                 if last is not None and last in self.buckets:
@@ -232,8 +236,10 @@ class EntityState:
         dead = [k for k in self.buckets if k + bucket <= horizon]
         for k in dead:
             del self.buckets[k]
-        if dead:
-            self.last_bucket = {v: s for v, s in self.last_bucket.items() if s in self.buckets}
+        if remembered is not None:
+            # A value past the horizon is forgotten (its bucket keeps its mark): seen again,
+            # it joins as a new value.
+            self.last_bucket = {v: s for v, s in self.last_bucket.items() if s + bucket > self.newest - remembered}
         return True
 
 
@@ -327,11 +333,21 @@ class WindowFeatures:
                 widths = [int(w.get("bucket_s", default_s)) * 1000 for w in windows]
                 sizes = [int(w["size_s"]) * 1000 for w in windows]
                 retention = {b: max(s for s, wb in zip(sizes, widths) if wb == b) + self.lateness + b for b in widths}
+                # A partition-owned entity remembers distinct values only as long as its
+                # longest window that counts them (`aggregates`) needs; a shared one (its
+                # state kept whole by window.lua) as long as its buckets.
+                owned = e.get("ownership", "partition") == "partition"
+                counts = [not owned or "distinct" in w.get("aggregates", AGGS) for w in windows]
+                remembered = {
+                    b: max((s for s, wb, c in zip(sizes, widths, counts) if wb == b and c), default=None)
+                    for b in widths
+                }
+                remembered = {b: None if r is None else r + self.lateness + b for b, r in remembered.items()}
                 series = self.states.setdefault(key, {b: EntityState() for b in retention})
                 if values:
                     self._values(out, e, windows, series, sizes, widths, t)
                 for bucket, one in series.items():
-                    one.apply(t, value, dv, bucket, retention[bucket], self.lateness)
+                    one.apply(t, value, dv, bucket, retention[bucket], self.lateness, remembered[bucket])
             if session:
                 gap = int(session["gap_s"]) * 1000
                 ss = self.sessions.setdefault(key, SessionState())
@@ -356,12 +372,16 @@ class WindowFeatures:
         for w, size, bucket in zip(windows, sizes, widths):
             c, s, mn, mx, d = series[bucket].aggregates(t, size, bucket)
             prefix = f"window:{e['name']}.{w['name']}."
-            out[prefix + "count"] = float(c)
-            out[prefix + "sum"] = s
-            out[prefix + "avg"] = s / c if c > 0 and mn is not None else None
-            out[prefix + "min"] = mn
-            out[prefix + "max"] = mx
-            out[prefix + "distinct"] = float(d)
+            offered = {
+                "count": float(c),
+                "sum": s,
+                "avg": s / c if c > 0 and mn is not None else None,
+                "min": mn,
+                "max": mx,
+                "distinct": float(d),
+            }
+            for a in w.get("aggregates", AGGS):
+                out[prefix + a] = offered[a]
         out[f"window:{e['name']}.since_last_s"] = (
             None if st.newest is None else max(t - st.newest, 0) / 1000.0)
 

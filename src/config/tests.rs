@@ -197,6 +197,53 @@ windows = [{ name = "1h", size_s = 3600, bucket_s = 300 }]
 }
 
 #[test]
+fn window_aggregates_are_checked_all_at_once_and_offer_only_what_is_listed() {
+    let toml = r#"
+[model]
+dir = "models/demo"
+[[enrich.entities]]
+name = "card"
+key = "card_id"
+windows = [
+  { name = "10m", size_s = 600, aggregates = ["count", "median", "p99"] },
+  { name = "1h", size_s = 3600, aggregates = [] },
+  { name = "24h", size_s = 86400, aggregates = ["sum", "sum"] },
+]
+"#;
+    let joined = load_str(toml).unwrap_err().join("\n");
+    for want in [
+        "enrich.entities[0].windows[0].aggregates: unknown 'median', 'p99' (one of count, sum, avg, min, max, distinct)",
+        "enrich.entities[0].windows[1].aggregates: lists none (leave it out for all six)",
+        "enrich.entities[0].windows[2].aggregates: lists one twice",
+    ] {
+        assert!(joined.contains(want), "missing {want:?} in:\n{joined}");
+    }
+    // Offered in the canonical order whatever the listed one; a model reading one not
+    // offered is refused, naming its column and what is offered.
+    let mut cfg = crate::config::demo();
+    cfg.enrich.entities[0].windows[2].aggregates = Some(vec!["avg".into(), "count".into()]);
+    let names = crate::enrich::Enricher::new(&cfg.enrich).unwrap().names().to_vec();
+    let card: Vec<&str> = names.iter().map(String::as_str).filter(|n| n.starts_with("window:")).collect();
+    assert_eq!(
+        card,
+        [
+            "window:card.10m.count",
+            "window:card.10m.distinct",
+            "window:card.1h.sum",
+            "window:card.24h.count",
+            "window:card.24h.avg",
+            "window:card.since_last_s"
+        ]
+    );
+    cfg.enrich.entities[0].windows[2].aggregates = Some(vec!["count".into()]);
+    let names = crate::enrich::Enricher::new(&cfg.enrich).unwrap().names().to_vec();
+    let manifest = crate::score::Manifest::load(std::path::Path::new("models/demo")).unwrap();
+    let Err(refused) = crate::decode::Vectorizer::new(&manifest, &names) else { panic!("24h avg is not offered") };
+    let refused = refused.to_string();
+    assert!(refused.contains("card_24h_avg") && refused.contains("window:card.24h.avg"), "{refused}");
+}
+
+#[test]
 fn session_windows_are_checked_all_at_once_and_a_session_alone_is_an_entity_with_state() {
     let toml = r#"
 [decode.fields]

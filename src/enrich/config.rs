@@ -177,9 +177,9 @@ impl Default for EntityConfig {
             ownership: Ownership::Partition,
             bucket_s: 60,
             windows: vec![
-                WindowConfig { name: "10m".into(), size_s: 600, bucket_s: None },
-                WindowConfig { name: "1h".into(), size_s: 3600, bucket_s: None },
-                WindowConfig { name: "24h".into(), size_s: 86_400, bucket_s: None },
+                WindowConfig::new("10m", 600),
+                WindowConfig::new("1h", 3600),
+                WindowConfig::new("24h", 86_400),
             ],
             value_field: Some("amount".into()),
             distinct_field: Some("merchant_id".into()),
@@ -206,6 +206,33 @@ pub struct WindowConfig {
     /// finest, and a shared entity's windows must all use the entity's `bucket_s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket_s: Option<u64>,
+    /// The aggregates this window computes and offers (`count`, `sum`, `avg`, `min`, `max`,
+    /// `distinct`); unset: all six. A partition-owned entity keeps only what they need: no
+    /// distinct values beyond the longest window that counts them, no min/max bookkeeping
+    /// where no window reads them. A model or rule that reads one not listed is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregates: Option<Vec<String>>,
+}
+
+/// The aggregates a window can compute, in the order their values are laid out.
+pub const AGGREGATES: [&str; 6] = ["count", "sum", "avg", "min", "max", "distinct"];
+
+impl WindowConfig {
+    /// A window of `size_s` in the entity's bucket width, computing every aggregate.
+    pub fn new(name: &str, size_s: u64) -> Self {
+        Self { name: name.into(), size_s, bucket_s: None, aggregates: None }
+    }
+
+    /// The aggregates computed, as a bit set over [`AGGREGATES`] (bit `i`: `AGGREGATES[i]`);
+    /// unknown names are left out (config validation refuses them).
+    pub fn aggregate_bits(&self) -> u8 {
+        match &self.aggregates {
+            None => (1 << AGGREGATES.len()) - 1,
+            Some(names) => {
+                names.iter().filter_map(|n| AGGREGATES.iter().position(|a| a == n)).fold(0, |bits, i| bits | 1 << i)
+            }
+        }
+    }
 }
 
 /// Session values per entity with a session window: events, duration, time since start,
@@ -223,10 +250,11 @@ impl EntityConfig {
         !self.windows.is_empty() || self.session.is_some()
     }
 
-    /// How many values its windows produce: 6 per sliding window and `since_last_s` (when
+    /// How many values its windows produce: each window's aggregates and `since_last_s` (when
     /// it has any), then its session values; its online features come after them.
     pub fn state_width(&self) -> usize {
-        let windows = if self.windows.is_empty() { 0 } else { self.windows.len() * 6 + 1 };
+        let aggregates: u32 = self.windows.iter().map(|w| w.aggregate_bits().count_ones()).sum();
+        let windows = if self.windows.is_empty() { 0 } else { aggregates as usize + 1 };
         windows + if self.session.is_some() { SESSION_VALUES } else { 0 }
     }
 }
@@ -338,6 +366,21 @@ impl EnrichConfig {
                          per-window widths are for partition-owned entities",
                         ent.bucket_s
                     ));
+                }
+                if let Some(names) = &w.aggregates {
+                    let unknown: Vec<&str> =
+                        names.iter().filter(|n| !AGGREGATES.contains(&n.as_str())).map(String::as_str).collect();
+                    if !unknown.is_empty() {
+                        e.push(format!(
+                            "{p}.windows[{j}].aggregates: unknown {} (one of {})",
+                            unknown.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", "),
+                            AGGREGATES.join(", ")
+                        ));
+                    } else if names.is_empty() {
+                        e.push(format!("{p}.windows[{j}].aggregates: lists none (leave it out for all six)"));
+                    } else if names.iter().enumerate().any(|(k, n)| names[..k].contains(n)) {
+                        e.push(format!("{p}.windows[{j}].aggregates: lists one twice"));
+                    }
                 }
                 if w.size_s == 0 || (width > 0 && w.size_s % width != 0) {
                     let of = if w.bucket_s.is_some() { "the window's bucket_s" } else { "bucket_s" };

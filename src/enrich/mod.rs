@@ -180,8 +180,6 @@ pub struct Enricher {
     key_prefix: String,
 }
 
-const AGGS: [&str; 6] = ["count", "sum", "avg", "min", "max", "distinct"];
-
 /// A session window's values, in output order (`reply::write_session`).
 const SESSION_AGGS: [&str; config::SESSION_VALUES] = ["events", "duration_s", "since_start_s", "distinct"];
 
@@ -222,7 +220,8 @@ impl Enricher {
         for e in entity_cfgs {
             let first = names.len();
             for w in &e.windows {
-                for a in AGGS {
+                let bits = w.aggregate_bits();
+                for (_, a) in config::AGGREGATES.iter().enumerate().filter(|&(i, _)| bits & 1 << i != 0) {
                     names.push(format!("window:{}.{}.{a}", e.name, w.name));
                 }
             }
@@ -426,7 +425,7 @@ impl Enricher {
                         let seen = state.apply(g.spec, u);
                         count(&mut stats, seen.applied, seen.late);
                         let e = &self.entities[g.entity_idx];
-                        write_seen(&mut out[ev * width + e.first..], &seen.windows, seen.since_last_ms);
+                        write_seen(&mut out[ev * width + e.first..], &e.spec, &seen.windows, seen.since_last_ms);
                         if e.cfg.session.is_some() {
                             let at = ev * width + e.first + e.cfg.state_width() - config::SESSION_VALUES;
                             write_session(&mut out[at..], &seen.session);

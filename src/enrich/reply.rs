@@ -75,17 +75,37 @@ pub(super) fn write_session(slot: &mut [Option<f64>], s: &window::SessionSeen) {
     slot[3] = Some(s.distinct as f64);
 }
 
-/// Writes one event's window values (6 per window, then since_last) at the entity's offset.
-pub(super) fn write_seen(slot: &mut [Option<f64>], windows: &[window::WindowAggs], since_last_ms: Option<i64>) {
+/// Writes one event's window values (each window's aggregates as `spec` offers them, then
+/// since_last) at the entity's offset.
+pub(super) fn write_seen(
+    slot: &mut [Option<f64>],
+    spec: &window::WindowSpec,
+    windows: &[window::WindowAggs],
+    since_last_ms: Option<i64>,
+) {
     let mut i = 0;
-    for w in windows {
-        slot[i] = Some(w.count as f64);
-        slot[i + 1] = Some(w.sum);
-        slot[i + 2] = w.avg();
-        slot[i + 3] = w.min;
-        slot[i + 4] = w.max;
-        slot[i + 5] = Some(w.distinct as f64);
-        i += 6;
+    for (k, w) in windows.iter().enumerate() {
+        let offered = spec.outputs(k);
+        if offered == window::ALL {
+            slot[i..i + 6].copy_from_slice(&[
+                Some(w.count as f64),
+                Some(w.sum),
+                w.avg(),
+                w.min,
+                w.max,
+                Some(w.distinct as f64),
+            ]);
+            i += 6;
+            continue;
+        }
+        let values = [(window::COUNT, Some(w.count as f64)), (window::SUM, Some(w.sum)), (window::AVG, w.avg())];
+        let rest = [(window::MIN, w.min), (window::MAX, w.max), (window::DISTINCT, Some(w.distinct as f64))];
+        for (bit, v) in values.into_iter().chain(rest) {
+            if offered & bit != 0 {
+                slot[i] = v;
+                i += 1;
+            }
+        }
     }
     if !windows.is_empty() {
         slot[i] = since_last_ms.map(|ms| ms as f64 / 1000.0);
@@ -160,7 +180,7 @@ fn parse_reply(
             Some(b"=") => {
                 for (seen, &ev) in cas.seen.iter().zip(&g.events) {
                     count(stats, seen.applied, seen.late);
-                    write_seen(&mut out[ev * width + e.first..], &seen.windows, seen.since_last_ms);
+                    write_seen(&mut out[ev * width + e.first..], &e.spec, &seen.windows, seen.since_last_ms);
                 }
                 stats.state_written += 1;
                 if let Some(states) = states {
@@ -193,7 +213,7 @@ fn parse_reply(
     for ((u, &ev), status) in g.updates.iter().zip(&g.events).zip(&reply[nf + 1..expected]) {
         let seen = state.follow(g.spec, u, status).map_err(protocol(g))?;
         count(stats, seen.applied, seen.late);
-        write_seen(&mut out[ev * width + e.first..], &seen.windows, seen.since_last_ms);
+        write_seen(&mut out[ev * width + e.first..], &e.spec, &seen.windows, seen.since_last_ms);
     }
     if let Some(states) = states {
         // The script pushed the expiry back by the same rule.

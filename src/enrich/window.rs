@@ -14,7 +14,9 @@
 //!   can be kept running as buckets enter and leave (`running.rs`) and stays exact.
 //! * Distinct counts use each value's most recent bucket: a value counts in a window when
 //!   that bucket is in the window (exact for in-order streams; an out-of-order event cannot
-//!   move a value's bucket back).
+//!   move a value's bucket back). A partition-owned entity remembers a value only as long as
+//!   its longest window that counts distinct values needs (`spec.rs`); past that horizon a
+//!   value seen again joins as new, its old bucket keeping its mark.
 //! * Buckets whose end is older than `newest - longest window - lateness` are dropped,
 //!   so memory per entity is bounded by `longest window / B` buckets.
 //!
@@ -22,11 +24,13 @@
 //! in Redis as a msgpack blob (`msgpack.rs`), fenced per source partition and followed
 //! from the script's answers (`shared.rs`). Partition-owned entities are applied here with
 //! [`EntityState::apply_owned`] (`owned.rs`, no fence) and checkpointed as deltas of a
-//! Redis hash (`delta.rs`). Buckets are kept sorted in a deque (`buckets.rs`). A
-//! partition-owned entity can also keep a session window (`session.rs`).
+//! Redis hash (`delta.rs`). Buckets are kept sorted in a deque (`buckets.rs`), with their
+//! min and max only in a width whose windows read them (`bucket.rs`). A partition-owned
+//! entity can also keep a session window (`session.rs`).
 
 use std::collections::HashMap;
 
+mod bucket;
 mod buckets;
 mod delta;
 mod exact;
@@ -35,11 +39,13 @@ mod owned;
 mod running;
 mod session;
 mod shared;
+mod spec;
 
 use buckets::{Bucket, Buckets};
 pub use delta::Delta;
 pub use owned::OwnedSeen;
 pub use session::{SessionSeen, SessionSpec};
+pub use spec::{WindowSpec, ALL, AVG, COUNT, DISTINCT, MAX, MIN, SUM};
 
 /// A window state or a store reply this code cannot follow (a protocol error).
 #[derive(Debug, thiserror::Error)]
@@ -68,132 +74,6 @@ pub enum StateError {
         /// What this state computed.
         ours: String,
     },
-}
-
-/// Bucket widths, window sizes and lateness, in milliseconds. Windows of one width share a
-/// bucket series; series 0 has the finest width (`bucket_ms`), and every other width is a
-/// multiple of it (config validation), so a distinct value's finest bucket names its bucket
-/// in every series.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WindowSpec {
-    /// The finest bucket width (series 0).
-    pub bucket_ms: i64,
-    /// Window lengths, in the entity's configured order.
-    pub sizes_ms: Vec<i64>,
-    /// Allowed lateness.
-    pub lateness_ms: i64,
-    /// Per window: its series.
-    window_series: Vec<usize>,
-    /// Per series, finest first.
-    series: Vec<Series>,
-    /// The entity's session window, if it has one.
-    pub session: Option<SessionSpec>,
-}
-
-/// One bucket series: its width, how long its buckets are kept, and how many that is.
-#[derive(Debug, Clone, PartialEq)]
-struct Series {
-    /// Width, at least 1 ms.
-    width: i64,
-    /// Longest window of the series plus lateness plus one width.
-    retention: i64,
-    /// The most buckets the series can hold (`retention / width + 2`).
-    most: usize,
-}
-
-impl WindowSpec {
-    /// One width for every window.
-    pub fn new(bucket_ms: i64, sizes_ms: Vec<i64>, lateness_ms: i64) -> Self {
-        let widths = vec![bucket_ms; sizes_ms.len()];
-        Self::with_widths(sizes_ms, &widths, lateness_ms)
-    }
-
-    /// A width per window (`widths_ms[i]` for `sizes_ms[i]`; each a multiple of the finest,
-    /// as config validation ensures). No windows: one series of width 1 ms.
-    pub fn with_widths(sizes_ms: Vec<i64>, widths_ms: &[i64], lateness_ms: i64) -> Self {
-        let mut widths: Vec<i64> = widths_ms.iter().map(|&w| w.max(1)).collect();
-        widths.sort_unstable();
-        widths.dedup();
-        if widths.is_empty() {
-            widths.push(1);
-        }
-        let window_series: Vec<usize> =
-            widths_ms.iter().map(|&w| widths.binary_search(&w.max(1)).expect("every width is listed")).collect();
-        let series = widths
-            .iter()
-            .enumerate()
-            .map(|(k, &width)| {
-                let longest = sizes_ms
-                    .iter()
-                    .zip(&window_series)
-                    .filter(|&(_, &s)| s == k)
-                    .map(|(&size, _)| size)
-                    .max()
-                    .unwrap_or(0);
-                let retention = longest.saturating_add(lateness_ms).saturating_add(width);
-                let most = usize::try_from(retention / width).unwrap_or(usize::MAX).saturating_add(2);
-                Series { width, retention, most }
-            })
-            .collect();
-        Self { bucket_ms: widths[0], sizes_ms, lateness_ms, window_series, series, session: None }
-    }
-
-    /// The same spec with a session window.
-    pub fn with_session(mut self, session: SessionSpec) -> Self {
-        self.session = Some(session);
-        self
-    }
-
-    /// The spec for a config in seconds, one width for all windows; values beyond the i64
-    /// millisecond range saturate (config validation allows any positive `u64`).
-    pub fn from_seconds(bucket_s: u64, sizes_s: impl IntoIterator<Item = u64>, lateness_s: u64) -> Self {
-        Self::new(ms(bucket_s), sizes_s.into_iter().map(ms).collect(), ms(lateness_s))
-    }
-
-    /// The spec of an entity's windows, each with its own width.
-    pub fn of_entity(e: &super::config::EntityConfig, lateness_s: u64) -> Self {
-        let widths: Vec<i64> = e.widths_s().map(ms).collect();
-        let spec = Self::with_widths(e.windows.iter().map(|w| ms(w.size_s)).collect(), &widths, ms(lateness_s));
-        match &e.session {
-            Some(s) => spec.with_session(SessionSpec {
-                gap_ms: ms(s.gap_s),
-                max_distinct: usize::try_from(s.max_distinct).unwrap_or(usize::MAX),
-            }),
-            None => spec,
-        }
-    }
-
-    /// How long state must be kept: the longest series retention, and with a session the
-    /// gap plus lateness (a later event opens a new session); also the Redis TTL.
-    pub fn retention_ms(&self) -> i64 {
-        let session = self.session.map_or(0, |s| s.gap_ms.saturating_add(self.lateness_ms));
-        self.series.iter().map(|s| s.retention).max().unwrap_or(0).max(session)
-    }
-
-    /// How many values the sliding windows produce per event (6 per window and
-    /// `since_last_s`; none without windows): the session's values come after them.
-    pub fn window_values(&self) -> usize {
-        if self.sizes_ms.is_empty() {
-            0
-        } else {
-            self.sizes_ms.len() * 6 + 1
-        }
-    }
-
-    /// Whether every window uses one width (the shared path's requirement).
-    pub fn single_width(&self) -> bool {
-        self.series.len() == 1
-    }
-
-    /// The finest bucket width, at least 1 ms (a zero width is refused by config validation).
-    fn bucket(&self) -> i64 {
-        self.series[0].width
-    }
-
-    /// The widths of the series after the finest.
-    fn coarse_widths(&self) -> impl Iterator<Item = i64> + '_ {
-        self.series[1..].iter().map(|s| s.width)
-    }
 }
 
 /// Seconds to milliseconds, saturating at the i64 range.
@@ -225,12 +105,15 @@ pub struct WindowAggs {
     pub max: Option<f64>,
     /// Distinct values of the distinct field.
     pub distinct: u64,
+    /// Some event in the window carried a value (min and max are None without one, and
+    /// also where the window does not keep them).
+    pub valued: bool,
 }
 
 impl WindowAggs {
-    /// Mean value, None for an empty window.
+    /// Mean value, None for an empty window or one without values.
     pub fn avg(&self) -> Option<f64> {
-        (self.count > 0 && self.min.is_some()).then(|| self.sum / self.count as f64)
+        (self.count > 0 && self.valued).then(|| self.sum / self.count as f64)
     }
 }
 
@@ -339,7 +222,7 @@ impl EntityState {
     /// running aggregates ([`EntityState::aggregates_running`]) equal.
     pub fn aggregates_into(&self, spec: &WindowSpec, t: i64, out: &mut [WindowAggs]) {
         debug_assert_eq!(out.len(), spec.sizes_ms.len());
-        for ((a, &size), &k) in out.iter_mut().zip(&spec.sizes_ms).zip(&spec.window_series) {
+        for (i, ((a, &size), &k)) in out.iter_mut().zip(&spec.sizes_ms).zip(&spec.window_series).enumerate() {
             *a = WindowAggs::default();
             let (buckets, width) = (self.series(k), spec.series[k].width);
             // Buckets with s + B > t - size, i.e. s >= t - size - B + 1 (below i64::MIN: all of them).
@@ -349,9 +232,14 @@ impl EntityState {
             }
             for b in buckets.range(first, t) {
                 a.count += b.count();
-                a.min = min_opt(a.min, b.min());
-                a.max = max_opt(a.max, b.max());
+                a.valued |= b.valued();
                 a.distinct += u64::from(b.last_of());
+            }
+            if spec.keeps_extremes(i) {
+                for m in buckets.range_extremes(first, t) {
+                    a.min = min_opt(a.min, m.min());
+                    a.max = max_opt(a.max, m.max());
+                }
             }
             a.sum = exact::window_sum(|| buckets.range(first, t).map(|b| b.sum));
         }
@@ -446,19 +334,21 @@ impl EntityState {
             let Self { buckets, coarse, track, running, .. } = self;
             let series = series_mut(buckets, coarse, k);
             let s = bucket_start(t, sk.width);
-            let at = series.slot(s, sk.most);
+            let at = series.slot(s, sk.most, sk.extremes);
             let newest = at + 1 == series.len();
             let b = series.at(at);
-            let old_sum = b.sum;
+            let old = (b.sum, b.valued());
             b.count_one();
             if let Some(v) = value {
-                b.sum += v;
-                b.see(v);
+                b.add_value(v);
             }
+            let seen = value.and_then(|v| series.see(at, v).copied());
+            let b = series.at(at);
             track.bucket_changed(k, s, b);
-            running.bucket_changed(k, s, newest, old_sum, b);
+            running.bucket_changed(k, s, newest, old, b, seen.as_ref());
         }
         // The value's previous bucket: from the store (which keeps the map), or here.
+        let distinct = distinct.filter(|_| spec.counts_distinct());
         let previous = match (distinct, prior) {
             (Some(d), Some(p)) if !d.is_empty() => {
                 // Learn the value's bucket, so a later batch can assume it.
@@ -469,10 +359,15 @@ impl EntityState {
             _ => None,
         };
         if let Some(previous) = previous {
-            // In each series the value counts in its latest bucket: move it there.
+            // In each series that counts distinct values the value counts in its latest
+            // bucket: move it there. A bucket past the series' distinct horizon (as of the
+            // newest event before this one) no longer holds it: it joins as new.
             for (k, sk) in spec.series.iter().enumerate() {
+                let Some(remembered) = sk.distinct_retention else { continue };
                 let now = bucket_start(t, sk.width);
-                match previous.map(|p| bucket_start(p, sk.width)) {
+                let horizon = self.newest_ms.map(|n| i128::from(n) - i128::from(remembered));
+                let alive = |last: &i64| horizon.is_none_or(|h| i128::from(*last) + i128::from(sk.width) > h);
+                match previous.map(|p| bucket_start(p, sk.width)).filter(alive) {
                     Some(last) if last < now => {
                         self.distinct_moved(k, last, -1);
                         self.distinct_moved(k, now, 1);
@@ -499,26 +394,29 @@ impl EntityState {
                 continue;
             }
             // Kept: s + width > horizon, i.e. s >= horizon - width + 1.
-            series.drop_before(clamp(horizon - bucket + 1), |s, b| {
+            let keep_from = clamp(horizon - bucket + 1);
+            series.drop_before(keep_from, |s, b| {
                 track.bucket_dropped(k, s);
                 running.bucket_dropped(k, s, b);
             });
+
             pruned = true;
         }
-        if pruned {
-            // A value stays while any series still holds its bucket. Buckets leave only from
-            // the front of a series, so that is its bucket being at or after the series'
-            // oldest: O(series) per value, no search. Nothing can go while the oldest value's
-            // bucket stays (`values_floor` is at or below every value's bucket).
-            let Self { buckets, coarse, last_bucket, track, values_floor, .. } = self;
+        {
+            // A value stays while its bucket is within the distinct horizon of a series that
+            // counts distinct values (with every aggregate kept: while any series still holds
+            // its bucket): O(series) per value, no search. Nothing can go while the oldest
+            // value's bucket stays (`values_floor` is at or below every value's bucket).
+            let Self { last_bucket, track, values_floor, .. } = self;
             let held = |b: i64| {
-                buckets.first_start().is_some_and(|f| b >= f)
-                    || coarse
-                        .iter()
-                        .zip(spec.coarse_widths())
-                        .any(|(c, w)| c.first_start().is_some_and(|f| bucket_start(b, w) >= f))
+                spec.series.iter().any(|sk| {
+                    sk.distinct_retention.is_some_and(|r| {
+                        i128::from(bucket_start(b, sk.width)) + i128::from(sk.width)
+                            > i128::from(newest) - i128::from(r)
+                    })
+                })
             };
-            if !held(values_floor.0) {
+            if !last_bucket.is_empty() && !held(values_floor.0) {
                 let mut floor = i64::MAX;
                 last_bucket.retain(|&v, &mut bucket| {
                     let keep = held(bucket);

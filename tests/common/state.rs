@@ -59,22 +59,42 @@ fn card_spec() -> verdict::enrich::WindowSpec {
     verdict::enrich::WindowSpec::of_entity(&verdict::config::demo().enrich.entities[0], 60)
 }
 
-/// Reference (count, sum, distinct values) per entity id.
-pub type Reference = HashMap<String, (u64, f64, std::collections::HashSet<String>)>;
+/// What a reference entity saw: event count, value sum, each distinct value's latest event
+/// time, and its newest event time.
+#[derive(Debug, Default, Clone)]
+pub struct Ref {
+    pub count: u64,
+    pub sum: f64,
+    pub seen: HashMap<String, i64>,
+    pub newest: i64,
+}
+
+impl Ref {
+    /// The distinct values a partition-owned entity of `spec` still remembers as of its
+    /// newest event (those within the horizon of a window that counts them).
+    pub fn remembered(&self, spec: &verdict::enrich::WindowSpec) -> u64 {
+        self.seen.values().filter(|&&t| spec.remembers(t, self.newest)).count() as u64
+    }
+}
+
+/// Reference per entity id.
+pub type Reference = HashMap<String, Ref>;
 
 /// Reference totals per card from the produced events.
 pub fn reference_totals(events: &[verdict::demo::Transaction]) -> Reference {
-    reference_by(events.iter().map(|e| (e.card_id.as_str(), e.amount, e.merchant_id.as_str())))
+    reference_by(events.iter().map(|e| (e.card_id.as_str(), e.amount, e.merchant_id.as_str(), e.event_time)))
 }
 
-/// Reference totals from (entity id, value, distinct value) triples.
-pub fn reference_by<'a>(items: impl Iterator<Item = (&'a str, f64, &'a str)>) -> Reference {
+/// Reference totals from (entity id, value, distinct value, event time) items.
+pub fn reference_by<'a>(items: impl Iterator<Item = (&'a str, f64, &'a str, i64)>) -> Reference {
     let mut m = Reference::new();
-    for (id, value, distinct) in items {
-        let r = m.entry(id.to_string()).or_default();
-        r.0 += 1;
-        r.1 += value;
-        r.2.insert(distinct.to_string());
+    for (id, value, distinct, t) in items {
+        let r = m.entry(id.to_string()).or_insert_with(|| Ref { newest: i64::MIN, ..Ref::default() });
+        r.count += 1;
+        r.sum += value;
+        r.newest = r.newest.max(t);
+        let last = r.seen.entry(distinct.to_string()).or_insert(t);
+        *last = (*last).max(t);
     }
     m
 }
@@ -85,17 +105,21 @@ pub fn assert_windows_exact(redis: &RedisServer, events: &[verdict::demo::Transa
     assert_entity_exact(&mut redis.conn(), "card", &reference_totals(events));
 }
 
-/// Asserts that Redis holds exactly `reference` for every id of `entity`.
+/// Asserts that Redis holds exactly `reference` for every id of `entity`: every distinct
+/// value in the shared blob, the ones the demo card's windows remember in partition-owned
+/// checkpoints.
 pub fn assert_entity_exact(conn: &mut redis::Connection, entity: &str, reference: &Reference) {
     let layout = layout(conn, entity);
-    for (id, (count, sum, distinct)) in reference {
-        let (c, s, d) = match layout.as_deref() {
-            Some("partition-v2") => partition_totals(conn, entity, id, MAX_PARTITIONS),
-            _ => stored_blob_totals(conn, entity, id),
+    let spec = card_spec();
+    for (id, r) in reference {
+        let ((c, s, d), distinct) = match layout.as_deref() {
+            Some("partition-v2") => (partition_totals(conn, entity, id, MAX_PARTITIONS), r.remembered(&spec)),
+            _ => (stored_blob_totals(conn, entity, id), r.seen.len() as u64),
         };
-        assert_eq!(c, *count, "{entity} {id} ({layout:?} layout): window count");
+        let (count, sum) = (r.count, r.sum);
+        assert_eq!(c, count, "{entity} {id} ({layout:?} layout): window count");
         assert!((s - sum).abs() <= 1e-6 * sum.abs().max(1.0), "{entity} {id} ({layout:?} layout): sum {s} vs {sum}");
-        assert_eq!(d, distinct.len() as u64, "{entity} {id} ({layout:?} layout): distinct values");
+        assert_eq!(d, distinct, "{entity} {id} ({layout:?} layout): distinct values");
     }
 }
 
@@ -134,6 +158,8 @@ pub struct InputEvent {
     pub card: String,
     pub amount: f64,
     pub merchant: String,
+    /// Event time (ms).
+    pub time_ms: i64,
 }
 
 /// Reads `topic` back up to each partition's high watermark at the time of the call (a
@@ -176,6 +202,7 @@ pub fn read_inputs(client: &verdict::demo::KafkaClient, topic: &str) -> Vec<Inpu
                     card: v["card_id"].as_str().unwrap().to_string(),
                     amount: v["amount"].as_f64().unwrap(),
                     merchant: v["merchant_id"].as_str().unwrap().to_string(),
+                    time_ms: v["event_time"].as_i64().unwrap(),
                 });
             }
             Some(Err(e)) => panic!("reading {topic}: {e}"),
@@ -261,7 +288,7 @@ pub fn assert_checkpoints_match_inputs(
             inputs
                 .iter()
                 .filter(|e| e.partition == p as i32 && e.offset < below)
-                .map(|e| (e.card.as_str(), e.amount, e.merchant.as_str())),
+                .map(|e| (e.card.as_str(), e.amount, e.merchant.as_str(), e.time_ms)),
         );
         let ids: std::collections::HashSet<&str> =
             reference.keys().map(String::as_str).chain(states.keys().map(String::as_str)).collect();
@@ -275,7 +302,8 @@ pub fn assert_checkpoints_match_inputs(
                 .unwrap()
                 .totals()
             });
-            let (count, sum, distinct) = reference.get(id).map_or((0, 0.0, 0), |r| (r.0, r.1, r.2.len() as u64));
+            let (count, sum, distinct) =
+                reference.get(id).map_or((0, 0.0, 0), |r| (r.count, r.sum, r.remembered(&spec)));
             assert_eq!(c, count, "partition {p} (checkpoint {offset:?}): card {id}: window count");
             assert!(
                 (s - sum).abs() <= 1e-6 * sum.abs().max(1.0),

@@ -234,7 +234,7 @@ impl OwnedWindows {
                     // Already in the checkpointed state: read, not applied twice.
                     entry.state.aggregates_running(&e.spec, req.time_ms, &mut self.aggs);
                     let since = entry.state.newest_ms().map(|n| req.time_ms.saturating_sub(n).max(0));
-                    write_seen(&mut out.values[r * out.width + e.first..], &self.aggs, since);
+                    write_seen(&mut out.values[r * out.width + e.first..], &e.spec, &self.aggs, since);
                     if let Some(s) = &e.spec.session {
                         let at = r * out.width + e.first + e.spec.window_values();
                         write_session(&mut out.values[at..], &entry.state.session_seen(s, req.time_ms));
@@ -250,7 +250,7 @@ impl OwnedWindows {
                 } else if seen.late {
                     applied.late += 1;
                 }
-                write_seen(&mut out.values[r * out.width + e.first..], &self.aggs, seen.since_last_ms);
+                write_seen(&mut out.values[r * out.width + e.first..], &e.spec, &self.aggs, seen.since_last_ms);
                 if e.spec.session.is_some() {
                     let at = r * out.width + e.first + e.spec.window_values();
                     write_session(&mut out.values[at..], &seen.session);

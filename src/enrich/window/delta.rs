@@ -25,6 +25,7 @@
 
 use std::io::Write as _;
 
+use super::buckets::MinMax;
 use super::{value_key, Bucket, Buckets, EntityState, StateError, WindowSpec};
 
 /// The length of a `b:` field's value.
@@ -184,27 +185,30 @@ fn decimal(out: &mut Vec<u8>, n: i64) {
     write!(out, "{n}").expect(VEC);
 }
 
-fn encode_bucket(out: &mut Vec<u8>, b: &Bucket) {
+/// A bucket's field value: count, sum, min, max, distinct count (8 bytes each, little
+/// endian), then a flag byte: bit 0, min and max are there (some event carried a value,
+/// and the series keeps them); bit 1, some event carried a value but min and max are not
+/// kept (zeros in their place).
+fn encode_bucket(out: &mut Vec<u8>, b: &Bucket, m: Option<&MinMax>) {
+    let m = m.filter(|m| m.min().is_some());
     out.extend_from_slice(&b.count().to_le_bytes());
     out.extend_from_slice(&b.sum.to_bits().to_le_bytes());
-    out.extend_from_slice(&b.min().unwrap_or(0.0).to_bits().to_le_bytes());
-    out.extend_from_slice(&b.max().unwrap_or(0.0).to_bits().to_le_bytes());
+    out.extend_from_slice(&m.and_then(MinMax::min).unwrap_or(0.0).to_bits().to_le_bytes());
+    out.extend_from_slice(&m.and_then(MinMax::max).unwrap_or(0.0).to_bits().to_le_bytes());
     out.extend_from_slice(&u64::from(b.last_of()).to_le_bytes());
-    out.push(u8::from(b.min().is_some()));
+    out.push(u8::from(m.is_some()) | u8::from(b.valued() && m.is_none()) << 1);
 }
 
-fn decode_bucket(v: &[u8]) -> Option<Bucket> {
+/// A bucket and, when stored, its min and max.
+fn decode_bucket(v: &[u8]) -> Option<(Bucket, Option<MinMax>)> {
     if v.len() != BUCKET_LEN {
         return None;
     }
     let word = |i: usize| u64::from_le_bytes(v[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
     let has = v[40] & 1 == 1;
-    Some(Bucket::with(
-        word(0),
-        f64::from_bits(word(1)),
-        has.then(|| (f64::from_bits(word(2)), f64::from_bits(word(3)))),
-        word(4),
-    ))
+    let valued = has || v[40] & 2 == 2;
+    let m = has.then(|| MinMax::with(f64::from_bits(word(2)), f64::from_bits(word(3))));
+    Some((Bucket::with(word(0), f64::from_bits(word(1)), valued, word(4)), m))
 }
 
 /// A value's field name after its `h:`: its key, 8 bytes big endian.
@@ -264,15 +268,15 @@ impl EntityState {
         }
         for (k, s) in lists.buckets.drain(..) {
             let b = match k {
-                0 => buckets.get_mut(s),
-                _ => coarse.get_mut(k - 1).and_then(|c| c.get_mut(s)),
+                0 => buckets.get_mut_with(s),
+                _ => coarse.get_mut(k - 1).and_then(|c| c.get_mut_with(s)),
             };
             // Gone (expired) or listed twice: nothing to set.
-            if let Some(b) = b.filter(|b| b.is_dirty()) {
+            if let Some((b, m)) = b.filter(|(b, _)| b.is_dirty()) {
                 b.set_dirty(false);
                 let f = out.field(b"b", |f| bucket_field(f, spec, k, s));
                 let mut val = out.buffer();
-                encode_bucket(&mut val, b);
+                encode_bucket(&mut val, b, m);
                 out.set.push((f, val));
             }
         }
@@ -332,7 +336,7 @@ impl EntityState {
     ) -> Result<EntityState, StateError> {
         let bad = StateError::Bad;
         let mut st = EntityState::default();
-        let mut series: Vec<Vec<(i64, Bucket)>> = vec![Vec::new(); spec.series.len()];
+        let mut series: Vec<Vec<(i64, Bucket, Option<MinMax>)>> = vec![Vec::new(); spec.series.len()];
         let mut values: Vec<(u64, i64)> = Vec::new();
         let mut width = None;
         let mut stale = Vec::new();
@@ -348,7 +352,7 @@ impl EntityState {
                     let colon = rest.iter().position(|&c| c == b':').expect("contains ':'");
                     let (w, start) = (&rest[..colon], &rest[colon + 1..]);
                     let start = parse_i64(start).ok_or(bad("field b:<start> or b<width>:<start> (its start)"))?;
-                    let bucket = decode_bucket(v).ok_or(bad("field b:<start> or b<width>:<start> (41 bytes)"))?;
+                    let (bucket, m) = decode_bucket(v).ok_or(bad("field b:<start> or b<width>:<start> (41 bytes)"))?;
                     let k = match w {
                         [] => Some(0),
                         w => {
@@ -357,7 +361,7 @@ impl EntityState {
                         }
                     };
                     match k {
-                        Some(k) => series[k].push((start, bucket)),
+                        Some(k) => series[k].push((start, bucket, m)),
                         None => stale.push(name.to_vec()),
                     }
                 }
@@ -377,20 +381,23 @@ impl EntityState {
         // Finest buckets and values of another finest width cannot be used: delete them.
         let fine = std::mem::take(&mut series[0]);
         if width.is_some_and(|w| w != spec.bucket()) {
-            stale.extend(fine.iter().map(|(s, _)| format!("b:{s}").into_bytes()));
+            stale.extend(fine.iter().map(|(s, _, _)| format!("b:{s}").into_bytes()));
             stale.extend(values.drain(..).map(|(v, _)| {
                 let mut f = b"h:".to_vec();
                 value_field(&mut f, v);
                 f
             }));
         } else {
-            st.buckets = Buckets::from_unsorted(fine);
+            st.buckets = Buckets::from_unsorted(fine, spec.series[0].extremes);
         }
-        st.coarse = series.into_iter().skip(1).map(Buckets::from_unsorted).collect();
+        st.coarse = (series.into_iter().enumerate().skip(1))
+            .map(|(k, all)| Buckets::from_unsorted(all, spec.series[k].extremes))
+            .collect();
         st.last_bucket.reserve(values.len());
         for (key, bucket) in values {
-            let held = st.buckets.contains(bucket)
-                || st.coarse.iter().zip(spec.coarse_widths()).any(|(c, w)| c.contains(super::bucket_start(bucket, w)));
+            let held = (spec.series.iter().enumerate())
+                .filter(|(_, sk)| sk.distinct_retention.is_some())
+                .any(|(k, sk)| st.series(k).contains(super::bucket_start(bucket, sk.width)));
             if held {
                 // A value under both names (an earlier version wrote beside this one): its later bucket.
                 let b = st.last_bucket.entry(key).or_insert(bucket);

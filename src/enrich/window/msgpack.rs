@@ -1,6 +1,7 @@
 //! The entity state as `window.lua` keeps it in Redis: msgpack `{b, f, n, x}` (buckets,
 //! fences, newest event, last expiry push), read back and written the same way.
 
+use super::buckets::MinMax;
 use super::{Bucket, EntityState, StateError};
 
 impl EntityState {
@@ -29,18 +30,21 @@ impl EntityState {
                         }
                         let has = f[3].as_bool().ok_or_else(|| bad("bucket flag"))?;
                         let start = int(&f[0]).ok_or_else(|| bad("bucket start"))?;
-                        let min_max = if has {
-                            Some((num(&f[4]).ok_or_else(|| bad("min"))?, num(&f[5]).ok_or_else(|| bad("max"))?))
-                        } else {
-                            None
+                        let m = match has {
+                            true => Some(MinMax::with(
+                                num(&f[4]).ok_or_else(|| bad("min"))?,
+                                num(&f[5]).ok_or_else(|| bad("max"))?,
+                            )),
+                            false => None,
                         };
                         let bucket = Bucket::with(
                             int(&f[1]).ok_or_else(|| bad("count"))? as u64,
                             num(&f[2]).ok_or_else(|| bad("sum"))?,
-                            min_max,
+                            has,
                             int(&f[6]).ok_or_else(|| bad("distinct count"))?.max(0) as u64,
                         );
-                        st.buckets.insert(start, bucket);
+                        // A shared entity keeps every aggregate (its min and max too).
+                        st.buckets.insert(start, bucket, m, true);
                     }
                 }
                 (Some("f"), Value::Map(fences)) => {
@@ -70,14 +74,15 @@ impl EntityState {
         w::write_map_len(out, 3 + u32::from(self.expiry_pushed_ms.is_some())).expect(VEC);
         w::write_str(out, "b").expect(VEC);
         w::write_array_len(out, self.buckets.len() as u32).expect(VEC);
-        for (start, b) in self.buckets.iter() {
+        for (start, b, m) in self.buckets.iter_all() {
+            let m = m.filter(|m| m.min().is_some());
             w::write_array_len(out, 7).expect(VEC);
             w::write_sint(out, start).expect(VEC);
             w::write_uint(out, b.count()).expect(VEC);
             w::write_f64(out, b.sum).expect(VEC);
-            w::write_bool(out, b.min().is_some()).expect(VEC);
-            w::write_f64(out, b.min().unwrap_or(0.0)).expect(VEC);
-            w::write_f64(out, b.max().unwrap_or(0.0)).expect(VEC);
+            w::write_bool(out, m.is_some()).expect(VEC);
+            w::write_f64(out, m.and_then(MinMax::min).unwrap_or(0.0)).expect(VEC);
+            w::write_f64(out, m.and_then(MinMax::max).unwrap_or(0.0)).expect(VEC);
             w::write_uint(out, u64::from(b.last_of())).expect(VEC);
         }
         w::write_str(out, "f").expect(VEC);

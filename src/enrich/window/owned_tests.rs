@@ -34,12 +34,16 @@ fn bits(w: &[WindowAggs]) -> Vec<Bits> {
     w.iter().map(|a| (a.count, a.sum.to_bits(), a.min.map(f64::to_bits), a.max.map(f64::to_bits), a.distinct)).collect()
 }
 
-/// A spec in milliseconds small enough that random steps expire buckets and run late.
+/// A spec in milliseconds small enough that random steps expire buckets and run late; half
+/// of its windows offer every aggregate, the others some (their state trimmed to them).
 fn small_spec() -> impl Strategy<Value = WindowSpec> {
-    let windows = prop::collection::vec((1i64..=12, widths()), 1..4);
+    let offered = prop_oneof![Just(super::ALL), 1u8..=super::ALL];
+    let windows = prop::collection::vec((1i64..=12, widths(), offered), 1..4);
     (prop_oneof![Just(1i64), Just(1_000), Just(7_000), Just(60_000)], windows, 0i64..=3).prop_map(|(b, ks, late)| {
-        let widths: Vec<i64> = ks.iter().map(|&(_, m)| m as i64 * b).collect();
-        WindowSpec::with_widths(ks.iter().zip(&widths).map(|(&(k, _), &w)| k * w).collect(), &widths, late * b)
+        let widths: Vec<i64> = ks.iter().map(|&(_, m, _)| m as i64 * b).collect();
+        let offered: Vec<u8> = ks.iter().map(|&(_, _, o)| o).collect();
+        WindowSpec::with_widths(ks.iter().zip(&widths).map(|(&(k, _, _), &w)| k * w).collect(), &widths, late * b)
+            .with_aggregates(&offered, true)
     })
 }
 
@@ -113,7 +117,7 @@ fn rebuild(spec: &WindowSpec, model: &Model) -> EntityState {
 /// The model holds exactly the state's fields: nothing pruned or dropped lingers.
 fn fields_of(st: &EntityState, spec: &WindowSpec) -> Vec<Vec<u8>> {
     let mut f: Vec<Vec<u8>> = st.buckets.iter().map(|(s, _)| format!("b:{s}").into_bytes()).collect();
-    for (c, w) in st.coarse.iter().zip(spec.coarse_widths()) {
+    for (c, w) in st.coarse.iter().zip(spec.series[1..].iter().map(|s| s.width)) {
         f.extend(c.iter().map(|(s, _)| format!("b{w}:{s}").into_bytes()));
     }
     f.extend(st.last_bucket.keys().map(|&v| [&b"h:"[..], &v.to_be_bytes()].concat()));

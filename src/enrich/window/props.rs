@@ -167,3 +167,57 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// A partition-owned entity whose windows offer only some aggregates keeps less state
+    /// (distinct values only as long as the windows that count them need, min/max only
+    /// where read), and what it offers is what the whole state gives, bit for bit, for
+    /// every event within the allowed lateness.
+    #[test]
+    fn windows_that_offer_fewer_aggregates_give_the_same_values(
+        bucket_s in 1u64..=600,
+        ks in prop::collection::vec((1u64..=30, widths(), 1u8..=ALL), 1..4),
+        lateness_s in 0u64..=1_800,
+        events in prop::collection::vec(
+            (
+                0i64..3_600_000,
+                prop_oneof![1 => (-1e6f64..1e6).prop_map(Some), 2 => Just(None)],
+                prop::option::of("[a-h]"),
+            ),
+            1..300,
+        ),
+    ) {
+        let widths: Vec<i64> = ks.iter().map(|&(_, m, _)| (m * bucket_s * 1000) as i64).collect();
+        let sizes: Vec<i64> = ks.iter().zip(&widths).map(|(&(k, _, _), &w)| k as i64 * w).collect();
+        let offered: Vec<u8> = ks.iter().map(|&(_, _, o)| o).collect();
+        let full = WindowSpec::with_widths(sizes.clone(), &widths, lateness_s as i64 * 1000);
+        let trimmed = full.clone().with_aggregates(&offered, true);
+        let (mut whole, mut lean) = (EntityState::default(), EntityState::default());
+        let mut want = vec![WindowAggs::default(); sizes.len()];
+        let mut got = want.clone();
+        let mut t = 1_700_000_000_000i64;
+        for (i, (dt, value, distinct)) in events.iter().enumerate() {
+            // Mostly forward, every fifth event back (some beyond the lateness).
+            t = if i % 5 == 4 { t - dt / 4 } else { t + dt / 10 };
+            let seen = whole.apply_owned(&full, t, *value, distinct.as_deref(), &mut want);
+            lean.apply_owned(&trimmed, t, *value, distinct.as_deref(), &mut got);
+            if seen.late {
+                continue;
+            }
+            for (k, (w, g)) in want.iter().zip(&got).enumerate() {
+                let o = offered[k];
+                let bits = |x: Option<f64>| x.map(f64::to_bits);
+                if o & COUNT != 0 { prop_assert_eq!(w.count, g.count, "count, event {}", i); }
+                if o & SUM != 0 { prop_assert_eq!(w.sum.to_bits(), g.sum.to_bits(), "sum, event {}", i); }
+                if o & AVG != 0 { prop_assert_eq!(bits(w.avg()), bits(g.avg()), "avg, event {}", i); }
+                if o & MIN != 0 { prop_assert_eq!(bits(w.min), bits(g.min), "min, event {}", i); }
+                if o & MAX != 0 { prop_assert_eq!(bits(w.max), bits(g.max), "max, event {}", i); }
+                if o & DISTINCT != 0 { prop_assert_eq!(w.distinct, g.distinct, "distinct, event {}", i); }
+            }
+        }
+        // Never more distinct values remembered than the whole state.
+        prop_assert!(lean.last_bucket.len() <= whole.last_bucket.len());
+    }
+}

@@ -14,7 +14,7 @@
 
 use smallvec::SmallVec;
 
-use super::buckets::{Bucket, Buckets};
+use super::buckets::{Bucket, Buckets, MinMax};
 use super::exact::{window_sum, ExactSum};
 use super::{clamp, WindowAggs, WindowSpec};
 
@@ -27,22 +27,32 @@ struct Window {
     count: u64,
     sum: ExactSum,
     distinct: u64,
-    /// Increasing values from the front: the front is the minimum.
-    min: Extremes,
-    /// Decreasing values from the front: the front is the maximum.
-    max: Extremes,
+    /// Buckets in the window in which some event carried a value (`avg` needs one).
+    valued: u64,
+    /// The min and max deques, for a window that offers either (others keep none: 112
+    /// bytes less per window).
+    extremes: Option<Box<Monotonic>>,
     /// A bucket other than the newest changed its min or max: rebuild the deques.
     extremes_stale: bool,
+}
+
+/// A window's min and max deques.
+#[derive(Debug, Clone, Default)]
+struct Monotonic {
+    /// Increasing values from the front: the front is the minimum.
+    min: Deque,
+    /// Decreasing values from the front: the front is the maximum.
+    max: Deque,
 }
 
 /// A monotonic deque of (bucket start, value), front first. Over random values it holds
 /// about ln(buckets in the window) entries: three inline cover most windows, so a card's
 /// windows allocate nothing for it (a `VecDeque` was 32 bytes plus an 80-byte chunk, six
 /// per card). Popping the front shifts the rest: a few entries.
-type Extremes = SmallVec<[(i64, f64); 3]>;
+type Deque = SmallVec<[(i64, f64); 3]>;
 
 /// Drops the entries before bucket `edge` from the front of `d`.
-fn drop_front_before(d: &mut Extremes, edge: i64) {
+fn drop_front_before(d: &mut Deque, edge: i64) {
     let n = d.iter().take_while(|&&(s, _)| s < edge).count();
     if n > 0 {
         d.drain(..n);
@@ -86,8 +96,12 @@ impl Running {
         t: i64,
         out: &mut [WindowAggs],
     ) {
-        if self.0.len() != spec.sizes_ms.len() || self.0.iter().zip(&spec.window_series).any(|(w, &k)| w.series != k) {
-            self.0 = spec.window_series.iter().map(|&k| Window::build(pick(fine, coarse, k), i64::MAX, k)).collect();
+        let differs =
+            |(i, (w, &k)): (usize, (&Window, &usize))| w.series != k || w.extremes.is_some() != spec.keeps_extremes(i);
+        if self.0.len() != spec.sizes_ms.len() || self.0.iter().zip(&spec.window_series).enumerate().any(differs) {
+            self.0 = (spec.window_series.iter().enumerate())
+                .map(|(i, &k)| Window::build(pick(fine, coarse, k), i64::MAX, k, spec.keeps_extremes(i)))
+                .collect();
         }
         for ((w, a), &size) in self.0.iter_mut().zip(out.iter_mut()).zip(&spec.sizes_ms) {
             let Some(edge) = edge_of(spec.series[w.series].width, size, t) else {
@@ -101,18 +115,29 @@ impl Running {
     }
 
     /// An event changed the bucket of series `k` starting at `start` (`newest`: the last
-    /// bucket), whose sum was `old_sum` before.
-    pub(super) fn bucket_changed(&mut self, k: usize, start: i64, newest: bool, old_sum: f64, b: &Bucket) {
+    /// bucket), whose sum was `old_sum` before (`was_valued`: it had a value before);
+    /// `seen`: its min and max, when a value changed them in a series that keeps them.
+    pub(super) fn bucket_changed(
+        &mut self,
+        k: usize,
+        start: i64,
+        newest: bool,
+        (old_sum, was_valued): (f64, bool),
+        b: &Bucket,
+        seen: Option<&MinMax>,
+    ) {
+        let valued = u64::from(!was_valued && b.valued());
         for w in self.0.iter_mut().filter(|w| w.series == k && start >= w.edge) {
             w.count += 1;
+            w.valued += valued;
             if old_sum.to_bits() != b.sum.to_bits() {
                 w.sum.sub(old_sum);
                 w.sum.add(b.sum);
             }
-            if newest {
-                w.push_extremes(start, b);
-            } else {
-                w.extremes_stale = true;
+            match (seen, w.extremes.as_deref_mut()) {
+                (Some(m), Some(x)) if newest => x.push(start, m),
+                (Some(_), Some(_)) => w.extremes_stale = true,
+                _ => {}
             }
         }
     }
@@ -136,8 +161,8 @@ impl Running {
 
 impl Window {
     /// The aggregates of the buckets starting at or after `edge`, built by a walk.
-    fn build(buckets: &Buckets, edge: i64, series: usize) -> Self {
-        let mut w = Window { series, edge, ..Window::default() };
+    fn build(buckets: &Buckets, edge: i64, series: usize, extremes: bool) -> Self {
+        let mut w = Window { series, edge, extremes: extremes.then(Box::default), ..Window::default() };
         for b in buckets.range(edge, i64::MAX) {
             w.enter(b);
         }
@@ -149,12 +174,14 @@ impl Window {
         self.count += b.count();
         self.sum.add(b.sum);
         self.distinct += u64::from(b.last_of());
+        self.valued += u64::from(b.valued());
     }
 
     fn leave(&mut self, b: &Bucket) {
         self.count = self.count.saturating_sub(b.count());
         self.sum.sub(b.sum);
         self.distinct = self.distinct.saturating_sub(u64::from(b.last_of()));
+        self.valued = self.valued.saturating_sub(u64::from(b.valued()));
     }
 
     /// Moves the edge to `edge`: buckets between the two leave (forward) or enter (back).
@@ -164,8 +191,10 @@ impl Window {
                 self.leave(b);
             }
             self.edge = edge;
-            drop_front_before(&mut self.min, edge);
-            drop_front_before(&mut self.max, edge);
+            if let Some(x) = &mut self.extremes {
+                drop_front_before(&mut x.min, edge);
+                drop_front_before(&mut x.max, edge);
+            }
         } else if edge < self.edge {
             for b in buckets.range(edge, self.edge - 1) {
                 self.enter(b);
@@ -175,27 +204,14 @@ impl Window {
         }
     }
 
-    /// The newest bucket's min or max may have improved: drop what it beats, then add it.
-    fn push_extremes(&mut self, start: i64, b: &Bucket) {
-        if let Some(v) = b.min() {
-            while self.min.last().is_some_and(|&(s, x)| x >= v || s == start) {
-                self.min.pop();
-            }
-            self.min.push((start, v));
-        }
-        if let Some(v) = b.max() {
-            while self.max.last().is_some_and(|&(s, x)| x <= v || s == start) {
-                self.max.pop();
-            }
-            self.max.push((start, v));
-        }
-    }
-
+    /// Rebuilds the min and max deques from the series' min/max at or after the edge.
     fn rebuild_extremes(&mut self, buckets: &Buckets) {
-        self.min.clear();
-        self.max.clear();
-        for (s, b) in buckets.iter_from(self.edge) {
-            self.push_extremes(s, b);
+        if let Some(x) = &mut self.extremes {
+            x.min.clear();
+            x.max.clear();
+            for (s, m) in buckets.extremes_from(self.edge) {
+                x.push(s, m);
+            }
         }
         self.extremes_stale = false;
     }
@@ -218,9 +234,28 @@ impl Window {
         WindowAggs {
             count: self.count,
             sum,
-            min: self.min.first().map(|&(_, v)| v),
-            max: self.max.first().map(|&(_, v)| v),
+            min: self.extremes.as_ref().and_then(|x| x.min.first()).map(|&(_, v)| v),
+            max: self.extremes.as_ref().and_then(|x| x.max.first()).map(|&(_, v)| v),
             distinct: self.distinct,
+            valued: self.valued > 0,
+        }
+    }
+}
+
+impl Monotonic {
+    /// The newest bucket's min or max may have improved: drop what it beats, then add it.
+    fn push(&mut self, start: i64, b: &MinMax) {
+        if let Some(v) = b.min() {
+            while self.min.last().is_some_and(|&(s, x)| x >= v || s == start) {
+                self.min.pop();
+            }
+            self.min.push((start, v));
+        }
+        if let Some(v) = b.max() {
+            while self.max.last().is_some_and(|&(s, x)| x <= v || s == start) {
+                self.max.pop();
+            }
+            self.max.push((start, v));
         }
     }
 }

@@ -108,6 +108,28 @@ fn spec_from_seconds_saturates_instead_of_wrapping() {
 }
 
 #[test]
-fn a_bucket_with_its_start_takes_40_bytes_as_the_readme_counts() {
-    assert_eq!(std::mem::size_of::<(i64, super::buckets::Bucket)>(), 40);
+fn a_bucket_with_its_start_takes_24_bytes_or_40_with_its_min_max_as_the_readme_counts() {
+    use super::buckets::{Bucket, Buckets, MinMax};
+    assert_eq!(std::mem::size_of::<(i64, Bucket)>(), 24);
+    assert_eq!(std::mem::size_of::<(i64, Bucket, MinMax)>(), 40);
+    assert!(std::mem::size_of::<Buckets>() <= 40);
+}
+
+/// A window whose valued events have all left offers no `avg` (as with every aggregate
+/// kept), though events without a value remain; trimmed state keeps no min/max for it.
+#[test]
+fn avg_is_none_once_every_valued_event_left_the_window_without_min_or_max_kept() {
+    let spec = WindowSpec::new(60_000, vec![120_000], 0).with_aggregates(&[COUNT | AVG], true);
+    let mut st = EntityState::default();
+    let mut out = vec![WindowAggs::default(); 1];
+    let t0 = 1_700_000_000_000 - 1_700_000_000_000 % 60_000;
+    for (dt, v) in [(0, Some(1.0)), (1_000, Some(2.0)), (60_000, None), (120_000, None), (190_000, None)] {
+        st.apply_owned(&spec, t0 + dt, v, None, &mut out);
+    }
+    // At t0 + 190 s the window holds the buckets from t0 + 60 s on: three events, none valued.
+    assert_eq!((out[0].count, out[0].avg(), out[0].min), (2, None, None));
+    st.apply_owned(&spec, t0 + 200_000, Some(4.0), None, &mut out);
+    st.apply_owned(&spec, t0 + 201_000, None, None, &mut out);
+    // Before the event at 201 s: the 60, 120, 190 and 200 s events, one valued.
+    assert_eq!((out[0].count, out[0].avg(), out[0].min), (4, Some(1.0), None));
 }
