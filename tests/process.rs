@@ -26,6 +26,7 @@ fn run_serves_metrics_and_readiness_and_sigterm_commits_everything() {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(["run", "--config", "config/demo.toml"])
         .env_remove("RUST_LOG")
+        .env_remove("MIMALLOC_ALLOW_THP")
         .env("VERDICT__KAFKA__BROKERS", mock.bootstrap())
         .env("VERDICT__KAFKA__GROUP_ID", &cfg.kafka.group_id)
         .env("VERDICT__KAFKA__COMMIT_INTERVAL_MS", "200")
@@ -43,6 +44,12 @@ fn run_serves_metrics_and_readiness_and_sigterm_commits_everything() {
     wait_for("/readyz 200", Duration::from_secs(60), || http_get(port, "/readyz").is_some_and(|(c, _)| c == 200));
     let (_, ready) = http_get(port, "/readyz").unwrap();
     assert!(ready.contains("\"execution_provider\":\"cpu\""), "{ready}");
+    // Transparent huge pages are off for the process: mimalloc asks for them on its arenas,
+    // ~40 MiB more resident with 50,000 cards' windows (BENCHMARKS.md, issue 24).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    if let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) {
+        assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+    }
     wait_for("5000 decisions in /metrics", Duration::from_secs(60), || {
         http_get(port, "/metrics")
             .is_some_and(|(_, b)| metric(&b, "verdict_events_total{outcome=\"ok\",stage=\"decode\"}") >= 5_000)
