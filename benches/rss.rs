@@ -18,7 +18,8 @@
 //! Knobs: RSS_CARDS (50000), RSS_WARM_HOURS (24), RSS_RATE (30000), RSS_SECONDS (120),
 //! RSS_PARTITIONS (4), RSS_SAMPLE_S (10), RSS_CONFIG (a config layer over the demo's),
 //! RSS_BIN (the verdict binary; default: this build's). The child's log goes to
-//! `target/rss-verdict.log`.
+//! `target/rss-verdict.log`; at the end its entity gauges and eviction counts are read from
+//! its `/metrics`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -75,14 +76,14 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// The layer that points the child at the mock cluster (as `demo::use_mock` does in process).
-fn cluster_layer(bootstrap: &str, dir: &Path) -> PathBuf {
+fn cluster_layer(bootstrap: &str, port: u16, dir: &Path) -> PathBuf {
     let path = dir.join("rss-cluster.toml");
     let mut f = std::fs::File::create(&path).expect("cluster layer");
     writeln!(
         f,
         "[kafka]\nbrokers = \"{bootstrap}\"\n[kafka.consumer]\n\"fetch.wait.max.ms\" = \"5\"\n\
          \"socket.nagle.disable\" = \"true\"\n[kafka.producer]\n\"socket.nagle.disable\" = \"true\"\n\
-         [telemetry]\nlisten = \"127.0.0.1:0\""
+         [telemetry]\nlisten = \"127.0.0.1:{port}\""
     )
     .expect("cluster layer");
     path
@@ -120,7 +121,8 @@ fn main() {
     let mock = Arc::new(MockKafka::start(1));
     demo::create_topics(&mock, &cfg, partitions);
     let target = root.join("target");
-    layers.push(cluster_layer(mock.bootstrap(), &target));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+    layers.push(cluster_layer(mock.bootstrap(), port, &target));
     let log = std::fs::File::create(target.join("rss-verdict.log")).expect("child log");
     let mut cmd = Command::new(&bin);
     cmd.current_dir(root).arg("run").stdout(Stdio::null()).stderr(log);
@@ -227,5 +229,24 @@ fn main() {
         lo as f64 / 1024.0,
         hi as f64 / 1024.0
     );
+    // What the child's /metrics says of its entities (held, let go) and outcomes.
+    for line in scrape(port).lines() {
+        let shown = ["verdict_state_entities", "verdict_window_evictions_total", "verdict_state_loads_total"];
+        if shown.iter().any(|m| line.starts_with(m)) || line.starts_with("verdict_events_total{outcome=\"dead_letter\"")
+        {
+            println!("  {line}");
+        }
+    }
     drop(child);
+}
+
+/// The child's `/metrics` text (empty if it does not answer).
+fn scrape(port: u16) -> String {
+    use std::io::Read;
+    let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let mut body = String::new();
+    let _ = conn.read_to_string(&mut body);
+    body
 }
