@@ -221,7 +221,8 @@ impl Enricher {
             let first = names.len();
             for w in &e.windows {
                 let bits = w.aggregate_bits();
-                for (_, a) in config::AGGREGATES.iter().enumerate().filter(|&(i, _)| bits & 1 << i != 0) {
+                let offered = config::AGGREGATES.iter().enumerate().filter(|&(i, _)| bits & 1 << i != 0);
+                for a in offered.map(|(_, a)| a) {
                     names.push(format!("window:{}.{}.{a}", e.name, w.name));
                 }
             }

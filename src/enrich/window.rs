@@ -428,6 +428,12 @@ impl EntityState {
                     keep
                 });
                 values_floor.0 = floor;
+                // A burst's table gives back what it no longer fills: hashbrown only grows,
+                // so each entity would keep room for the most values it ever remembered.
+                let len = last_bucket.len();
+                if last_bucket.capacity() > 4 * len.max(4) {
+                    last_bucket.shrink_to(2 * len);
+                }
             }
         }
         pruned

@@ -48,7 +48,7 @@ pub(super) struct Tracking {
     lists: Option<Box<Lists>>,
 }
 
-/// The changed buckets and values since the last delta; their buffers are kept for the next.
+/// The changed buckets and values since the last delta (dropped with it).
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Lists {
     /// (series, start) of buckets flagged dirty, each once.
@@ -317,6 +317,10 @@ impl EntityState {
             del.retain(|d| !set.iter().any(|(f, _)| f == d));
         }
         let track = &mut self.track;
+        // The lists go with the delta: an entity that changes again gets new ones. Kept, every
+        // entity held kept room for the most it ever changed between two checkpoints (50,000
+        // cards: 6–15 MiB more RSS; BENCHMARKS.md, "verdict's own memory").
+        track.lists = None;
         if !track.width_stored && !out.is_empty() {
             track.width_stored = true;
             let f = out.field(b"w", |_| {});

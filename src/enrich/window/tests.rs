@@ -133,3 +133,19 @@ fn avg_is_none_once_every_valued_event_left_the_window_without_min_or_max_kept()
     // Before the event at 201 s: the 60, 120, 190 and 200 s events, one valued.
     assert_eq!((out[0].count, out[0].avg(), out[0].min), (4, Some(1.0), None));
 }
+
+#[test]
+fn a_burst_of_distinct_values_gives_back_its_room_once_they_are_forgotten() {
+    let spec = WindowSpec::new(60_000, vec![120_000], 0).with_aggregates(&[COUNT | DISTINCT], true);
+    let mut st = EntityState::default();
+    let mut out = vec![WindowAggs::default(); 1];
+    let t0 = 1_700_000_000_000 - 1_700_000_000_000 % 60_000;
+    for i in 0..500 {
+        st.apply_owned(&spec, t0 + i, None, Some(&format!("m-{i}")), &mut out);
+    }
+    assert!(st.last_bucket.capacity() >= 500);
+    // Past the horizon only the latest value is remembered: the table shrinks to fit.
+    st.apply_owned(&spec, t0 + 600_000, None, Some("m-late"), &mut out);
+    assert_eq!((out[0].count, st.last_bucket.len()), (0, 1));
+    assert!(st.last_bucket.capacity() < 16, "capacity {}", st.last_bucket.capacity());
+}
