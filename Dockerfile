@@ -13,7 +13,7 @@ ENV CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=symbols
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches \
  && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
- && for b in spine rules avro window state_memory feast decode; do echo 'fn main() {}' > "benches/$b.rs"; done \
+ && for b in spine rules avro window state_memory feast decode rss; do echo 'fn main() {}' > "benches/$b.rs"; done \
  && cargo build --release --bin verdict \
  && rm -rf src benches
 COPY src src
