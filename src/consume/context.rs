@@ -33,6 +33,8 @@ pub struct VerdictContext {
     assigned: AtomicI64,
     logs: KafkaLogs,
     resume: Mutex<Option<Arc<dyn PartitionResume>>>,
+    /// verdict's fetch queue, which newly assigned partitions are forwarded to.
+    fetch: std::sync::OnceLock<Arc<super::fetch::Fetch>>,
 }
 
 impl VerdictContext {
@@ -47,7 +49,18 @@ impl VerdictContext {
             newly_assigned: Mutex::new(Vec::new()),
             assigned: AtomicI64::new(0),
             resume: Mutex::new(None),
+            fetch: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The consumer's fetch queue (set once, when the consumer is created).
+    pub fn set_fetch(&self, fetch: Arc<super::fetch::Fetch>) {
+        let _ = self.fetch.set(fetch);
+    }
+
+    /// The consumer's fetch queue.
+    pub fn fetch(&self) -> Option<&Arc<super::fetch::Fetch>> {
+        self.fetch.get()
     }
 
     /// Partition-owned state to claim on assignment (and resume from its checkpoint) and
@@ -152,6 +165,13 @@ impl ConsumerContext for VerdictContext {
     /// right after an assignment is refused while the partition is not yet fetching).
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
+            // Forwarded before they are assigned: none of their messages reaches the
+            // consumer's own queue first (see `fetch`).
+            if let Some(fetch) = self.fetch() {
+                for e in tpl.elements() {
+                    fetch.route(e.topic(), e.partition());
+                }
+            }
             if let Some(resume) = self.resume() {
                 let abort = self.abort_token();
                 for (topic, partition) in list(tpl) {

@@ -13,9 +13,12 @@
 //! nothing is buffered beyond librdkafka's bounded prefetch) and resumed once the batch
 //! is taken.
 
+mod client;
 pub mod config;
 mod context;
 mod control;
+mod fetch;
+mod incoming;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,119 +26,25 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{SendTimeoutError, Sender};
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 
+pub use client::{commit_stored, consumer_config, create_consumer};
 pub use context::VerdictContext;
 pub use control::Control;
 
-use crate::envelope::{
-    Batch, BatchLimit, Envelope, GenerationSource, Key, OffsetStore, Origin, PartitionTurns, RawMessage, RulesSource,
-    Turn,
-};
+use crate::envelope::{Batch, BatchLimit, Envelope, GenerationSource, PartitionTurns, RawMessage, RulesSource, Turn};
 use crate::telemetry::Metrics;
-use config::{BatchConfig, KafkaConfig};
+use config::BatchConfig;
 
 /// How long a full worker queue may block the consumer before its partitions are paused.
 const PAUSE_AFTER: Duration = Duration::from_millis(250);
 
+/// The consumer's own queue is served at least this often, even when its callback did not
+/// wake the consume thread.
+const SERVE_EVERY: Duration = Duration::from_millis(100);
+
 /// The consumer type verdict uses.
 pub type KafkaConsumer = BaseConsumer<VerdictContext>;
-
-/// Creates the group consumer and subscribes to the input topics.
-pub fn create_consumer(
-    cfg: &KafkaConfig,
-    stats_interval_ms: u64,
-    metrics: Arc<Metrics>,
-    in_flight: Arc<AtomicUsize>,
-) -> Result<Arc<KafkaConsumer>, rdkafka::error::KafkaError> {
-    let cc = consumer_config(cfg, stats_interval_ms)
-        .map_err(|e| rdkafka::error::KafkaError::ClientCreation(e.to_string()))?;
-    let consumer: KafkaConsumer = cc.create_with_context(VerdictContext::new(metrics, in_flight))?;
-    let topics: Vec<&str> = cfg.input_topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&topics)?;
-    Ok(Arc::new(consumer))
-}
-
-/// The consumer's librdkafka properties: verdict's own, `[kafka.security]` (its secret files
-/// read now), then `kafka.consumer` overrides. `check-config` validates them (no connection).
-pub fn consumer_config(
-    cfg: &KafkaConfig,
-    stats_interval_ms: u64,
-) -> Result<ClientConfig, crate::core::kafka_security::SecurityError> {
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &cfg.brokers)
-        .set("group.id", &cfg.group_id)
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
-        // librdkafka stops fetching a partition while its prefetch queue is over
-        // `queued.max.messages.kbytes` and looks again only `fetch.queue.backoff.ms` later
-        // (1,000 ms by default). A consumer catching up on a backlog (after a restart, a
-        // rebalance, an outage) fills the queue faster than it decides, then drains it and
-        // idles for the rest of that second: the spine bench's backlog drain spent 44% of its
-        // time waiting so (119k events/s, 230k with these two). A 16 MiB queue is still
-        // ~60,000 events of prefetch; look again after 10 ms.
-        .set("queued.max.messages.kbytes", "16384")
-        .set("fetch.queue.backoff.ms", "10")
-        .set("statistics.interval.ms", stats_interval_ms.to_string());
-    for (k, v) in cfg.security.properties()? {
-        cc.set(k, v);
-    }
-    for (k, v) in &cfg.consumer {
-        cc.set(k, v);
-    }
-    // librdkafka's warnings are emitted whatever verdict's log level: an offset reset is
-    // counted from its warning (`verdict_consumer_offset_resets_total`).
-    if (cc.log_level as i32) < RDKafkaLogLevel::Warning as i32 {
-        cc.set_log_level(RDKafkaLogLevel::Warning);
-    }
-    Ok(cc)
-}
-
-impl OffsetStore for KafkaConsumer {
-    fn store(&self, topic: &str, partition: i32, offset: i64) {
-        // Fails only when the partition was revoked meanwhile: its new owner re-reads it.
-        if let Err(e) = self.store_offset(topic, partition, offset) {
-            tracing::debug!(topic, partition, offset, error = %e, "offset not stored (partition revoked?)");
-        }
-    }
-}
-
-/// Copies a message's headers. rdkafka's header iterator unwraps each name as UTF-8, and a
-/// producer can send any bytes: one such header would panic the consume thread, and the
-/// restarted process would meet the same message. Names are read lossily here instead.
-/// They go into `out`, a list that may hold an earlier message's headers (their buffers are
-/// reused).
-fn copy_headers(hs: &rdkafka::message::BorrowedHeaders, mut out: crate::envelope::Headers) -> crate::envelope::Headers {
-    use rdkafka::bindings as rd;
-    use rdkafka::message::Headers;
-    // A `BorrowedHeaders` reference is librdkafka's header-list pointer (rdkafka casts it so).
-    let ptr = hs as *const rdkafka::message::BorrowedHeaders as *const rd::rd_kafka_headers_t;
-    let mut n = 0;
-    for idx in 0..hs.count() {
-        let mut name: *const std::ffi::c_char = std::ptr::null();
-        let mut value: *const std::ffi::c_void = std::ptr::null();
-        let mut size = 0usize;
-        // SAFETY: `ptr` is the live header list of the borrowed message; idx < count.
-        let err = unsafe { rd::rd_kafka_header_get_all(ptr, idx, &mut name, &mut value, &mut size) };
-        if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || name.is_null() {
-            continue;
-        }
-        // SAFETY: librdkafka hands back a NUL-terminated name and `size` bytes of value, both
-        // valid while the message is borrowed; they are copied before it is released.
-        let key = unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy();
-        let value =
-            if value.is_null() { &[][..] } else { unsafe { std::slice::from_raw_parts(value.cast::<u8>(), size) } };
-        crate::envelope::set_header(&mut out, n, &key, value);
-        n += 1;
-    }
-    out.truncate(n);
-    out
-}
 
 /// How the consume loop ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,6 +82,18 @@ pub struct ConsumeLoop {
     pub queued: Option<Arc<crate::envelope::Queued>>,
     /// Copies payloads into buffers the workers gave back.
     pub payloads: crate::envelope::Payloads,
+    /// The fetch queue (None if librdkafka refused one: then `poll` returns every message).
+    reader: Option<fetch::Reader>,
+    /// When the consumer's queue is served next even if its callback did not fire.
+    serve_due: Instant,
+}
+
+impl Drop for ConsumeLoop {
+    fn drop(&mut self) {
+        // The fetch queue goes first: a consumer destroyed while its messages wait there
+        // would wait for them forever (librdkafka's broker threads hold the partitions).
+        self.reader.take();
+    }
 }
 
 impl ConsumeLoop {
@@ -187,6 +108,8 @@ impl ConsumeLoop {
         in_flight: Arc<AtomicUsize>,
         control: Arc<Control>,
     ) -> Self {
+        // Opened before the consumer's first poll: no partition is assigned yet.
+        let reader = consumer.context().fetch().and_then(fetch::Fetch::open);
         Self {
             consumer,
             batch_cfg,
@@ -208,6 +131,8 @@ impl ConsumeLoop {
             last_flush_check: Instant::now(),
             queued: None,
             payloads: Default::default(),
+            reader,
+            serve_due: Instant::now(),
         }
     }
 
@@ -243,30 +168,53 @@ impl ConsumeLoop {
             return;
         }
         self.last_commit = now;
-        commit_async(&self.consumer);
+        client::commit_async(&self.consumer);
     }
 
-    fn envelope(
-        topics: &mut Vec<Arc<str>>,
-        payloads: &mut crate::envelope::Payloads,
-        m: &rdkafka::message::BorrowedMessage<'_>,
-        received_at: Instant,
-    ) -> Envelope<RawMessage> {
-        // A header section may be there and empty: no list taken for it.
-        let headers = match m.headers() {
-            Some(hs) if rdkafka::message::Headers::count(hs) > 0 => copy_headers(hs, payloads.headers()),
-            _ => Vec::new(),
+    /// One poll. Serves the consumer's queue first when it has something (rebalances, commit
+    /// results, errors, statistics, and messages of any partition not forwarded to the fetch
+    /// queue), at least every `SERVE_EVERY`; then waits up to `timeout` for a message on the
+    /// fetch queue. Messages go to `out`. `last` is the clock as last read; returns it read
+    /// after the poll.
+    fn poll_into(&mut self, timeout: Duration, out: &mut Vec<Envelope<RawMessage>>, last: Instant) -> Instant {
+        let Some(reader) = &self.reader else {
+            let polled = self.consumer.poll(timeout);
+            let now = Instant::now();
+            match polled {
+                Some(Ok(m)) => out.push(incoming::envelope(&mut self.topics, &mut self.payloads, &m, now)),
+                Some(Err(e)) => self.consumer.context().poll_error(&e),
+                None => {}
+            }
+            return now;
         };
-        Envelope {
-            origin: Origin { topic: intern(topics, m.topic()), partition: m.partition(), offset: m.offset() },
-            received_at,
-            timestamp_ms: m.timestamp().to_millis(),
-            payload: RawMessage {
-                key: m.key().map(Key::from_slice),
-                payload: m.payload().map(|p| payloads.copy(p)),
-                headers,
-            },
+        let mut timeout = timeout;
+        if reader.take_pending() || last >= self.serve_due {
+            self.serve_due = last + SERVE_EVERY;
+            // Each `poll` handles one event; what librdkafka queued meanwhile is served too
+            // (its callback fires only when the queue stops being empty).
+            for _ in 0..64 {
+                match self.consumer.poll(Duration::ZERO) {
+                    Some(Ok(m)) => {
+                        out.push(incoming::envelope(&mut self.topics, &mut self.payloads, &m, last));
+                        timeout = Duration::ZERO;
+                    }
+                    Some(Err(e)) => self.consumer.context().poll_error(&e),
+                    None => {}
+                }
+                if reader.main_len() == 0 {
+                    break;
+                }
+            }
         }
+        let fetched = reader.next(timeout);
+        let now = Instant::now();
+        if let Some(m) = fetched {
+            match m.error() {
+                Some(e) => self.consumer.context().poll_error(&e),
+                None => out.push(incoming::envelope(&mut self.topics, &mut self.payloads, &m, now)),
+            }
+        }
+        now
     }
 
     /// Polls, batches and dispatches until stopped. Returns how it ended.
@@ -299,20 +247,12 @@ impl ConsumeLoop {
                 let left = deadline.saturating_duration_since(now);
                 Duration::from_millis(left.as_micros().div_ceil(1000) as u64)
             };
-            let polled = self.consumer.poll(timeout);
+            let was_empty = events.is_empty();
             // One clock read per message for everything here (the clock is not free: on
-            // this project's VMs it was a fifth of this thread's time when read five times;
-            // rust-rdkafka and librdkafka read it four more times per poll).
-            now = Instant::now();
-            match polled {
-                Some(Ok(m)) => {
-                    if events.is_empty() {
-                        deadline = now + max_wait;
-                    }
-                    events.push(Self::envelope(&mut self.topics, &mut self.payloads, &m, now));
-                }
-                Some(Err(e)) => self.consumer.context().poll_error(&e),
-                None => {}
+            // this project's VMs it was a fifth of this thread's time when read five times).
+            now = self.poll_into(timeout, &mut events, now);
+            if was_empty && !events.is_empty() {
+                deadline = now + max_wait;
             }
             self.commit_tick(now);
             self.drop_revoked(&mut events);
@@ -483,11 +423,7 @@ impl ConsumeLoop {
                     }
                     self.pause();
                     // Keep serving rebalances and the poll-interval deadline while paused.
-                    let polled = self.consumer.poll(Duration::ZERO);
-                    let now = Instant::now();
-                    if let Some(Ok(m)) = polled {
-                        overflow.push(Self::envelope(&mut self.topics, &mut self.payloads, &m, now));
-                    }
+                    let now = self.poll_into(Duration::ZERO, overflow, Instant::now());
                     self.commit_tick(now);
                 }
                 Err(SendTimeoutError::Disconnected(_)) => return false,
@@ -525,55 +461,6 @@ impl ConsumeLoop {
             self.paused = false;
             self.metrics.paused.set(0);
             tracing::info!("worker queue has room; partitions resumed");
-        }
-    }
-}
-
-/// Shares one `Arc<str>` per topic name, so envelopes clone a pointer, not a string.
-fn intern(topics: &mut Vec<Arc<str>>, name: &str) -> Arc<str> {
-    if let Some(t) = topics.iter().find(|t| &***t == name) {
-        return t.clone();
-    }
-    let t: Arc<str> = Arc::from(name);
-    topics.push(t.clone());
-    t
-}
-
-/// Commits the stored offsets without waiting; the result comes back on the consumer's own
-/// queue, where `poll` hands it to `VerdictContext::commit_callback` (counted in
-/// `verdict_commits_total`). `commit_consumer_state(CommitMode::Async)` calls
-/// `rd_kafka_commit` without a reply queue, and librdkafka then reports a manual commit
-/// only to an `offset_commit_cb`, which rust-rdkafka does not set: no interval commit was
-/// ever counted.
-fn commit_async(consumer: &KafkaConsumer) {
-    use rdkafka::bindings as rd;
-    let rk = consumer.client().native_ptr();
-    // SAFETY: `rk` is the live consumer's handle. The queue handle is a new reference to
-    // the consumer queue (owned by `rk`), released right after the commit is queued: the
-    // commit's reply keeps its own reference to the queue.
-    let err = unsafe {
-        let queue = rd::rd_kafka_queue_get_consumer(rk);
-        if queue.is_null() {
-            return;
-        }
-        let err = rd::rd_kafka_commit_queue(rk, std::ptr::null(), queue, None, std::ptr::null_mut());
-        rd::rd_kafka_queue_destroy(queue);
-        err
-    };
-    if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-        tracing::debug!(error = ?err, "interval commit not sent");
-    }
-}
-
-/// Commits stored offsets synchronously (shutdown).
-pub fn commit_stored(consumer: &KafkaConsumer, metrics: &Metrics) {
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) => metrics.commits.with_label_values(&["ok"]).inc(),
-        // Nothing stored since the last commit is not a failure.
-        Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-        Err(e) => {
-            metrics.commits.with_label_values(&["error"]).inc();
-            tracing::warn!(error = %e, "final commit failed");
         }
     }
 }
