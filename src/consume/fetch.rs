@@ -204,9 +204,11 @@ impl Fetched {
             e => Some(rdkafka::error::KafkaError::MessageConsumption(e.into())),
         }
     }
+}
 
+impl super::incoming::Incoming for Fetched {
     /// Its topic's name (empty if librdkafka gives none, or it is not UTF-8).
-    pub fn topic(&self) -> &str {
+    fn topic(&self) -> &str {
         let rkt = self.raw().rkt;
         if rkt.is_null() {
             return "";
@@ -216,17 +218,17 @@ impl Fetched {
     }
 
     /// Its partition.
-    pub fn partition(&self) -> i32 {
+    fn partition(&self) -> i32 {
         self.raw().partition
     }
 
     /// Its offset.
-    pub fn offset(&self) -> i64 {
+    fn offset(&self) -> i64 {
         self.raw().offset
     }
 
     /// Its timestamp in ms (create or log-append time), None when not set.
-    pub fn timestamp_ms(&self) -> Option<i64> {
+    fn timestamp_ms(&self) -> Option<i64> {
         let mut kind = rd::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
         // SAFETY: live message; `kind` is written by librdkafka.
         let ts = unsafe { rd::rd_kafka_message_timestamp(self.0.as_ptr(), &mut kind) };
@@ -234,21 +236,21 @@ impl Fetched {
     }
 
     /// Its key, if any.
-    pub fn key(&self) -> Option<&[u8]> {
+    fn key(&self) -> Option<&[u8]> {
         let m = self.raw();
         // SAFETY: `key_len` bytes at `key`, valid while the message lives.
         (!m.key.is_null()).then(|| unsafe { std::slice::from_raw_parts(m.key.cast::<u8>(), m.key_len) })
     }
 
     /// Its payload, if any.
-    pub fn payload(&self) -> Option<&[u8]> {
+    fn payload(&self) -> Option<&[u8]> {
         let m = self.raw();
         // SAFETY: `len` bytes at `payload`, valid while the message lives.
         (!m.payload.is_null()).then(|| unsafe { std::slice::from_raw_parts(m.payload.cast::<u8>(), m.len) })
     }
 
     /// Its header list, if it has one (valid while the message lives).
-    pub fn headers(&self) -> Option<*const rd::rd_kafka_headers_t> {
+    fn headers(&self) -> Option<*const rd::rd_kafka_headers_t> {
         let mut h: *mut rd::rd_kafka_headers_t = std::ptr::null_mut();
         // SAFETY: live message; `h` is written by librdkafka and owned by the message.
         let err = unsafe { rd::rd_kafka_message_headers(self.0.as_ptr(), &mut h) };

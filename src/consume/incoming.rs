@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use rdkafka::message::Message;
 
-use super::fetch;
 use crate::envelope::{Envelope, Key, Origin, RawMessage};
 
 /// Copies a message's headers (librdkafka's list `ptr`, valid while the message is held).
@@ -54,30 +53,6 @@ pub(super) trait Incoming {
     fn payload(&self) -> Option<&[u8]>;
     /// Its header list, when it has headers.
     fn headers(&self) -> Option<*const rdkafka::bindings::rd_kafka_headers_t>;
-}
-
-impl Incoming for fetch::Fetched {
-    fn topic(&self) -> &str {
-        fetch::Fetched::topic(self)
-    }
-    fn partition(&self) -> i32 {
-        fetch::Fetched::partition(self)
-    }
-    fn offset(&self) -> i64 {
-        fetch::Fetched::offset(self)
-    }
-    fn timestamp_ms(&self) -> Option<i64> {
-        fetch::Fetched::timestamp_ms(self)
-    }
-    fn key(&self) -> Option<&[u8]> {
-        fetch::Fetched::key(self)
-    }
-    fn payload(&self) -> Option<&[u8]> {
-        fetch::Fetched::payload(self)
-    }
-    fn headers(&self) -> Option<*const rdkafka::bindings::rd_kafka_headers_t> {
-        fetch::Fetched::headers(self)
-    }
 }
 
 impl Incoming for rdkafka::message::BorrowedMessage<'_> {
