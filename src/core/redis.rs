@@ -117,6 +117,13 @@ fn refusal<'a>(key: &'a str, url: &'a str) -> impl Fn(redis::RedisError) -> Clie
     }
 }
 
+/// TCP settings of every Redis connection verdict makes: `TCP_NODELAY` (redis-rs leaves
+/// Nagle's algorithm on, so a command written in more than one segment could wait for the
+/// acknowledgement of the one before; most Redis clients turn it off).
+pub(crate) fn tcp_settings() -> redis::io::tcp::TcpSettings {
+    redis::io::tcp::TcpSettings::default().set_nodelay(true)
+}
+
 /// `url`'s connection settings with `cfg`'s credentials and TLS mode applied, and the TLS
 /// files `cfg` names (None: none named).
 fn prepared(
@@ -134,7 +141,7 @@ fn prepared(
     if let Some(password) = cfg.password()? {
         settings = settings.set_password(password);
     }
-    info = info.set_redis_settings(settings);
+    info = info.set_redis_settings(settings).set_tcp_settings(tcp_settings());
     let redis::ConnectionAddr::TcpTls { host, port, insecure, .. } = info.addr().clone() else {
         return Ok((info, None));
     };

@@ -47,7 +47,7 @@ impl Client {
             nodes.push(info);
             certificates = certificates.or(certs);
         }
-        let mut builder = redis::cluster::ClusterClientBuilder::new(nodes);
+        let mut builder = redis::cluster::ClusterClientBuilder::new(nodes).tcp_settings(super::tcp_settings());
         if let Some(c) = certificates {
             builder = builder.certs(c);
         }

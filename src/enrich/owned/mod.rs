@@ -16,13 +16,15 @@
 //!   entity states read on first touch, as of the checkpoint: a replayed event sees what it
 //!   saw the first time, and its decision says `redelivery` when it was published before.
 //!
-//! Files: `store.rs` (Redis I/O and scripts), `apply.rs` (a worker's part), `ack.rs` (the
-//! acker's part), `slot.rs` (one partition's state and turn).
+//! Files: `store.rs` (Redis I/O and scripts), `writes.rs` (a checkpoint's entity writes in
+//! the Redis protocol), `apply.rs` (a worker's part), `ack.rs` (the acker's part), `slot.rs`
+//! (one partition's state and turn).
 
 mod ack;
 pub mod apply;
 mod slot;
 pub mod store;
+pub mod writes;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;

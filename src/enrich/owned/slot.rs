@@ -11,7 +11,8 @@ use hashlink::LinkedHashMap;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
 
-use super::store::{entity_key, partition_key, Claim, EntityWrite, Write};
+use super::store::{partition_key, Claim, Write};
+use super::writes::EntityWrites;
 use super::OwnedEntity;
 use crate::enrich::window::{Delta, EntityState};
 use crate::telemetry::Metrics;
@@ -70,6 +71,8 @@ pub(super) struct Held {
     seals: u64,
     /// One entity's changes while sealing (its buffers reused from entity to entity).
     delta: Delta,
+    /// The last checkpoint's entities and the bytes of their keys and arguments.
+    sealed_size: (usize, usize, usize),
     /// Newest event time applied (ms).
     pub(super) clock_ms: Option<i64>,
     /// Batches applied.
@@ -102,6 +105,7 @@ impl Slot {
                 dirty: Vec::new(),
                 seals: 0,
                 delta: Delta::default(),
+                sealed_size: (0, 0, 0),
                 clock_ms: None,
                 tick: 0,
                 applied_below: None,
@@ -164,7 +168,10 @@ impl Held {
         let last = self.last_offset?;
         self.seals += 1;
         self.last_seal = Instant::now();
-        let mut writes = Vec::with_capacity(self.dirty.len());
+        // Room for as many bytes per entity as the last checkpoint took (no copying as the
+        // buffers grow: they are the largest this partition allocates).
+        let per = |bytes: usize| bytes / self.sealed_size.0.max(1) * self.dirty.len() * 9 / 8;
+        let mut writes = EntityWrites::with_capacity(per(self.sealed_size.1), per(self.sealed_size.2));
         for (index, id) in self.dirty.drain(..) {
             let Some(e) = entities.iter().find(|e| e.index == index) else { continue };
             // A dirty entity is never let go, so it is still held.
@@ -175,8 +182,10 @@ impl Held {
             self.delta.clear();
             entry.state.take_delta(&e.spec, &mut self.delta);
             entry.sealed_in = self.seals;
-            writes.push(EntityWrite::new(entity_key(&slot.key, &e.name, &id), &self.delta));
+            let set = self.delta.set.iter().map(|(f, v)| (f.as_slice(), v.as_slice()));
+            writes.push(&[&slot.key, &e.name, &id], set, self.delta.del.iter().map(Vec::as_slice));
         }
+        self.sealed_size = (writes.len(), writes.keys().len(), writes.args().len());
         Some(Sealed {
             write: Write {
                 key: slot.key.clone(),

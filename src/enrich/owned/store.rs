@@ -15,13 +15,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::RedisResult;
+use redis::{ConnectionLike, RedisResult, Value};
 
 use super::super::breaker::Breaker;
 use super::super::redis::{classify, redis_error};
 use super::super::EnrichError;
+use super::writes::{self, EntityWrites};
 use crate::core::redis::{Client, Connection, RedisConfig};
-use crate::enrich::window::Delta;
 
 /// The layout record of a partition-owned entity. `partition`, what builds before
 /// 2026-12-06 recorded (distinct values as `d:<value>` fields), is taken over: this build
@@ -67,57 +67,19 @@ pub struct Write {
     pub epoch: u64,
     /// Acknowledged offset.
     pub acked: i64,
-    /// Resume offset and the entities' changed fields (key, set, delete).
-    pub checkpoint: Option<(i64, Vec<EntityWrite>)>,
-}
-
-/// One entity's changed fields in a checkpoint, packed (three allocations however many
-/// fields): the fields to set, name then value, then the fields to delete, back to back.
-#[derive(Debug, Clone, Default)]
-pub struct EntityWrite {
-    /// The entity's key.
-    pub key: String,
-    bytes: Vec<u8>,
-    /// Where each piece ends in `bytes`.
-    ends: Vec<u32>,
-    /// Fields set (the first `2 * set` pieces).
-    set: usize,
-}
-
-impl EntityWrite {
-    /// The writes of `delta` to `key`.
-    pub fn new(key: String, delta: &Delta) -> Self {
-        let set = delta.set.iter().flat_map(|(f, v)| [f, v]);
-        let pieces = || set.clone().chain(&delta.del);
-        let mut bytes = Vec::with_capacity(pieces().map(Vec::len).sum());
-        let mut ends = Vec::with_capacity(2 * delta.set.len() + delta.del.len());
-        for p in pieces() {
-            bytes.extend_from_slice(p);
-            ends.push(u32::try_from(bytes.len()).expect("a checkpoint entity under 4 GiB"));
-        }
-        Self { key, bytes, ends, set: delta.set.len() }
-    }
-
-    fn piece(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        &self.bytes[start..self.ends[i] as usize]
-    }
-
-    /// Fields written: (name, value).
-    pub fn set(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> + '_ {
-        (0..self.set).map(|i| (self.piece(2 * i), self.piece(2 * i + 1)))
-    }
-
-    /// Fields deleted.
-    pub fn del(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
-        (2 * self.set..self.ends.len()).map(|i| self.piece(i))
-    }
+    /// Resume offset and the entities' changed fields.
+    pub checkpoint: Option<(i64, EntityWrites)>,
 }
 
 impl Write {
     /// Hash fields the write changes.
     pub fn fields(&self) -> u64 {
-        self.checkpoint.as_ref().map_or(0, |(_, es)| es.iter().map(|e| (e.ends.len() - e.set) as u64).sum())
+        self.checkpoint.as_ref().map_or(0, |(_, es)| es.fields())
+    }
+
+    /// The entities written (none without a checkpoint).
+    fn entities(&self) -> Option<&EntityWrites> {
+        self.checkpoint.as_ref().map(|(_, es)| es)
     }
 }
 
@@ -142,6 +104,37 @@ pub struct Store {
     checkpoint: redis::Script,
     claim: redis::Script,
     breaker: Arc<Breaker>,
+}
+
+/// One checkpoint script call writing `call`, in the Redis protocol: the entities' keys and
+/// arguments copied once from where sealing encoded them, into a buffer of the exact size.
+fn script_call(sha: &str, call: &[&Write], ttl_ms: i64) -> Vec<u8> {
+    let entities = |w: &Write| w.entities().map_or(0, EntityWrites::len);
+    let keys: usize = call.iter().map(|w| 1 + entities(w)).sum();
+    let args: usize = call.iter().map(|w| 4 + w.entities().map_or(0, EntityWrites::arg_count)).sum();
+    let bulk_bytes: usize = call.iter().map(|w| w.entities().map_or(0, EntityWrites::bytes)).sum();
+    let mut out = Vec::with_capacity(128 + bulk_bytes + call.iter().map(|w| 128 + w.key.len()).sum::<usize>());
+    writes::array(&mut out, 3 + keys + 2 + args);
+    writes::bulk(&mut out, b"EVALSHA");
+    writes::bulk(&mut out, sha.as_bytes());
+    writes::bulk_int(&mut out, keys as i64);
+    for w in call {
+        writes::bulk(&mut out, w.key.as_bytes());
+        out.extend_from_slice(w.entities().map_or(&[][..], EntityWrites::keys));
+    }
+    writes::bulk_int(&mut out, ttl_ms);
+    writes::bulk_int(&mut out, call.len() as i64);
+    for w in call {
+        writes::bulk_int(&mut out, entities(w) as i64);
+        writes::bulk_int(&mut out, w.epoch as i64);
+        match &w.checkpoint {
+            Some((offset, _)) => writes::bulk_int(&mut out, *offset),
+            None => writes::bulk(&mut out, b""),
+        }
+        writes::bulk_int(&mut out, w.acked);
+        out.extend_from_slice(w.entities().map_or(&[][..], EntityWrites::args));
+    }
+    out
 }
 
 impl Store {
@@ -232,51 +225,26 @@ impl Store {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
-        let replies: Vec<Vec<String>> = self.call(|c, s| {
-            let mut pipe = redis::pipe();
-            let calls: Vec<&[&Write]> = if per_partition { writes.chunks(1).collect() } else { vec![writes] };
-            for call in calls {
-                let mut cmd = redis::cmd("EVALSHA");
-                let keys: usize = call.iter().map(|w| 1 + w.checkpoint.as_ref().map_or(0, |(_, es)| es.len())).sum();
-                cmd.arg(s.checkpoint.get_hash()).arg(keys);
-                for w in call {
-                    cmd.arg(&w.key);
-                    for e in w.checkpoint.iter().flat_map(|(_, es)| es) {
-                        cmd.arg(&e.key);
+        let calls: Vec<&[&Write]> = if per_partition { writes.chunks(1).collect() } else { vec![writes] };
+        let sha = self.checkpoint.get_hash().to_string();
+        let replies: Vec<Vec<String>> = self.call(|c, _| {
+            let mut replies = Vec::with_capacity(calls.len());
+            for call in &calls {
+                let cmd = script_call(&sha, call, ttl_ms);
+                // A NOSCRIPT reply (first use, Redis restarted, a replica promoted) loads the
+                // script (on a cluster: on every primary) and the call is sent again: the
+                // writes are absolute values, so repeating is safe. (A cluster routes the
+                // call by its first key, the partition's.)
+                let reply = match c.req_packed_command(&cmd).and_then(Value::extract_error) {
+                    Err(e) if e.code() == Some("NOSCRIPT") => {
+                        redis::cmd("SCRIPT").arg("LOAD").arg(CHECKPOINT_SCRIPT).query::<String>(c)?;
+                        c.req_packed_command(&cmd).and_then(Value::extract_error)
                     }
-                }
-                cmd.arg(ttl_ms).arg(call.len());
-                for w in call {
-                    let entities = w.checkpoint.as_ref().map_or(&[][..], |(_, es)| es.as_slice());
-                    cmd.arg(entities.len()).arg(w.epoch);
-                    match &w.checkpoint {
-                        Some((offset, _)) => cmd.arg(*offset),
-                        None => cmd.arg(""),
-                    };
-                    cmd.arg(w.acked);
-                    for e in entities {
-                        cmd.arg(e.set().len());
-                        for (f, v) in e.set() {
-                            cmd.arg(f).arg(v);
-                        }
-                        cmd.arg(e.del().len());
-                        for f in e.del() {
-                            cmd.arg(f);
-                        }
-                    }
-                }
-                pipe.add_command(cmd);
+                    r => r,
+                }?;
+                replies.push(redis::from_redis_value::<Vec<String>>(reply)?);
             }
-            // A NOSCRIPT reply (first use, Redis restarted, a replica promoted) loads the
-            // script (on a cluster: on every primary) and the pipeline is sent again: the
-            // writes are absolute values, so repeating is safe.
-            match c.query_pipe::<Vec<Vec<String>>>(&pipe) {
-                Err(e) if e.code() == Some("NOSCRIPT") => {
-                    redis::cmd("SCRIPT").arg("LOAD").arg(CHECKPOINT_SCRIPT).query::<String>(c)?;
-                    c.query_pipe::<Vec<Vec<String>>>(&pipe)
-                }
-                r => r,
-            }
+            Ok(replies)
         })?;
         let replies: Vec<String> = replies.into_iter().flatten().collect();
         if replies.len() != writes.len() {
@@ -360,21 +328,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_entity_write_packs_its_fields_and_gives_them_back_in_order() {
-        let mut d = Delta::default();
-        d.set.push((b"b:60000".to_vec(), vec![7; 41]));
-        d.set.push((b"n".to_vec(), Vec::new()));
-        d.del.push(b"d:merchant-1".to_vec());
-        let e = EntityWrite::new("k".into(), &d);
-        let set: Vec<(&[u8], &[u8])> = e.set().collect();
-        assert_eq!(set, vec![(&b"b:60000"[..], &[7u8; 41][..]), (&b"n"[..], &b""[..])]);
-        assert_eq!(e.del().collect::<Vec<_>>(), vec![&b"d:merchant-1"[..]]);
-        let w = Write {
-            checkpoint: Some((5, vec![e, EntityWrite::new("empty".into(), &Delta::default())])),
-            ..Write::default()
-        };
-        assert_eq!(w.fields(), 3);
-        let (_, es) = w.checkpoint.as_ref().unwrap();
-        assert_eq!((es[1].set().len(), es[1].del().len()), (0, 0));
+    fn a_checkpoint_call_is_the_command_redis_rs_would_pack() {
+        let mut es = EntityWrites::default();
+        let set: Vec<(&[u8], &[u8])> = vec![(b"b:60000", &[7; 41]), (b"n", b"12")];
+        es.push(&["v:po:{t/0}", "card", "c1"], set.into_iter(), [&b"h:9"[..]].into_iter());
+        es.push(&["v:po:{t/0}", "card", "c2"], std::iter::empty(), std::iter::empty());
+        let with = Write { key: "v:po:{t/0}".into(), epoch: 4, acked: 11, checkpoint: Some((11, es)) };
+        let without = Write { key: "v:po:{t/1}".into(), epoch: 2, acked: 7, checkpoint: None };
+        assert_eq!((with.fields(), without.fields()), (3, 0));
+        let call = [&with, &without];
+        let sent = script_call("abc", &call, 3_600_000);
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg("abc").arg(4).arg("v:po:{t/0}").arg("v:po:{t/0}:card:c1").arg("v:po:{t/0}:card:c2");
+        cmd.arg("v:po:{t/1}").arg(3_600_000).arg(2);
+        cmd.arg(2).arg(4).arg(11).arg(11).arg(2).arg("b:60000").arg(&[7u8; 41][..]).arg("n").arg("12");
+        cmd.arg(1).arg("h:9").arg(0).arg(0);
+        cmd.arg(0).arg(2).arg("").arg(7);
+        assert_eq!(String::from_utf8_lossy(&sent), String::from_utf8_lossy(&cmd.get_packed_command()));
     }
 }
