@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::{ConnectionLike, RedisResult, Value};
+use redis::{ConnectionLike, RedisResult};
 
 use super::super::breaker::Breaker;
 use super::super::redis::{classify, redis_error};
@@ -137,6 +137,19 @@ fn script_call(sha: &str, call: &[&Write], ttl_ms: i64) -> Vec<u8> {
     out
 }
 
+/// Runs `f`; a NOSCRIPT reply (first use, Redis restarted, a replica promoted) loads the
+/// checkpoint script (on a cluster: on every primary) and runs `f` again: the writes are
+/// absolute values, so repeating is safe.
+fn with_script<T>(c: &mut Connection, f: impl Fn(&mut Connection) -> RedisResult<T>) -> RedisResult<T> {
+    match f(c) {
+        Err(e) if e.code() == Some("NOSCRIPT") => {
+            redis::cmd("SCRIPT").arg("LOAD").arg(CHECKPOINT_SCRIPT).query::<String>(c)?;
+            f(c)
+        }
+        r => r,
+    }
+}
+
 impl Store {
     /// A store for `url` with `security`'s TLS and credentials (not connected yet); with
     /// `cluster`, for the Redis Cluster whose seed nodes `url` lists; `breaker` is shared by
@@ -225,27 +238,26 @@ impl Store {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
-        let calls: Vec<&[&Write]> = if per_partition { writes.chunks(1).collect() } else { vec![writes] };
         let sha = self.checkpoint.get_hash().to_string();
-        let replies: Vec<Vec<String>> = self.call(|c, _| {
-            let mut replies = Vec::with_capacity(calls.len());
-            for call in &calls {
-                let cmd = script_call(&sha, call, ttl_ms);
-                // A NOSCRIPT reply (first use, Redis restarted, a replica promoted) loads the
-                // script (on a cluster: on every primary) and the call is sent again: the
-                // writes are absolute values, so repeating is safe. (A cluster routes the
-                // call by its first key, the partition's.)
-                let reply = match c.req_packed_command(&cmd).and_then(Value::extract_error) {
-                    Err(e) if e.code() == Some("NOSCRIPT") => {
-                        redis::cmd("SCRIPT").arg("LOAD").arg(CHECKPOINT_SCRIPT).query::<String>(c)?;
-                        c.req_packed_command(&cmd).and_then(Value::extract_error)
-                    }
-                    r => r,
-                }?;
-                replies.push(redis::from_redis_value::<Vec<String>>(reply)?);
+        let replies: Vec<Vec<String>> = if per_partition {
+            // Redis Cluster: a script call per partition (its own slot), as commands of one
+            // pipeline, so that each node gets its share in one round trip per chunk and each
+            // call is routed by its first key, the partition's. The encoded call is read back
+            // into a command: its arguments are copied once more, in cluster mode only.
+            let mut pipe = redis::pipe();
+            for call in writes.chunks(1) {
+                let mut cmd = redis::cmd("EVALSHA");
+                for arg in writes::command_args(&script_call(&sha, call, ttl_ms)).skip(1) {
+                    cmd.arg(arg);
+                }
+                pipe.add_command(cmd);
             }
-            Ok(replies)
-        })?;
+            self.call(|c, _| with_script(c, |c| c.query_pipe::<Vec<Vec<String>>>(&pipe)))?
+        } else {
+            let cmd = script_call(&sha, writes, ttl_ms);
+            let reply = self.call(|c, _| with_script(c, |c| c.req_packed_command(&cmd)?.extract_error()))?;
+            vec![redis::from_redis_value::<Vec<String>>(reply).map_err(|e| EnrichError::Protocol(e.to_string()))?]
+        };
         let replies: Vec<String> = replies.into_iter().flatten().collect();
         if replies.len() != writes.len() {
             return Err(EnrichError::Protocol(format!(

@@ -49,6 +49,12 @@ pub fn bulk_strings(buf: &[u8]) -> impl Iterator<Item = &[u8]> + '_ {
     })
 }
 
+/// The arguments of `command` (as [`array`] and [`bulk`] write a command), its name first.
+pub fn command_args(command: &[u8]) -> impl Iterator<Item = &[u8]> + '_ {
+    let body = command.iter().position(|&b| b == b'\n').map_or(&[][..], |eol| &command[eol + 1..]);
+    bulk_strings(body)
+}
+
 /// A checkpoint's entity writes: the entities' keys (the script's KEYS after the
 /// partition's), and for each entity the number of fields it sets, their names and values,
 /// the number it deletes and their names (its ARGV after the partition's four values).
@@ -160,6 +166,18 @@ mod tests {
         }
         let packed = cmd.get_packed_command();
         assert!(packed.ends_with(w.args()), "{:?}", String::from_utf8_lossy(&packed));
+    }
+
+    #[test]
+    fn a_commands_arguments_are_read_back_in_order() {
+        let mut cmd = Vec::new();
+        array(&mut cmd, 3);
+        bulk(&mut cmd, b"EVALSHA");
+        bulk(&mut cmd, b"a\r\nb");
+        bulk_int(&mut cmd, -7);
+        let args: Vec<&[u8]> = command_args(&cmd).collect();
+        assert_eq!(args, vec![&b"EVALSHA"[..], b"a\r\nb", b"-7"]);
+        assert_eq!(command_args(b"").count(), 0);
     }
 
     #[test]
