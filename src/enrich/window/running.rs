@@ -147,8 +147,7 @@ impl Running {
 
     /// A distinct value left (`-1`) or joined (`+1`) the bucket of series `k` starting at
     /// `start`.
-    pub(super) fn distinct_moved(&mut self, k: usize, start: i64, delta: i64) {
-        let delta = delta.clamp(-1, 1) as i32;
+    pub(super) fn distinct_moved(&mut self, k: usize, start: i64, delta: i32) {
         for w in self.0.iter_mut().filter(|w| w.series() == k && start >= w.edge) {
             w.distinct = w.distinct.saturating_add_signed(delta);
         }
