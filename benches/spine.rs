@@ -31,6 +31,7 @@
 //!     BENCH_COMPRESSION=none cargo bench --bench spine                  # kafka.compression (default lz4)
 //!     BENCH_CONSUMER=fetch.queue.backoff.ms=1000 cargo bench --bench spine  # kafka.consumer overrides
 //!     BENCH_HEADERS=3 cargo bench --bench spine                         # 3 headers per backlog message
+//!     BENCH_ALLOC_SITES=97 cargo bench --bench spine                    # where allocations come from
 //!
 //! Phases, one pipeline on one mock cluster for all of them (BENCH_PHASES picks
 //! `throughput`, `latency` or both; the default):
@@ -54,6 +55,8 @@
 //! fields per checkpoint, Redis write time), state loads, entities touched per checkpoint
 //! interval and, with Redis, Redis's own command times and CPU.
 
+#[path = "spine/alloc_sites.rs"]
+mod alloc_sites;
 #[path = "spine/feed.rs"]
 mod feed;
 #[path = "spine/session.rs"]
@@ -82,7 +85,7 @@ fn bench_thread() {
 /// Counts an allocation unless the calling thread is the bench's own.
 fn count() {
     if !BENCH_THREAD.try_with(std::cell::Cell::get).unwrap_or(false) {
-        ALLOCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        alloc_sites::counted(ALLOCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     }
 }
 

@@ -193,7 +193,15 @@ impl Batch {
 /// the consumer copies the next messages into them instead of allocating per message (issue
 /// 23's allocations per event). Clones share the pool; one lock per batch on each side.
 #[derive(Debug, Clone, Default)]
-pub struct Spent(Arc<Mutex<SpentPool>>);
+pub struct Spent {
+    pool: Arc<Mutex<SpentPool>>,
+    /// The poll times of acknowledged batches' events (read by the acker for latency).
+    pub received: crate::core::pool::VecPool<Instant>,
+    /// The Kafka timestamps of acknowledged batches' decided events.
+    pub timestamps: crate::core::pool::VecPool<i64>,
+    /// Decided batches' partition turns.
+    pub turns: crate::core::pool::VecPool<Turn>,
+}
 
 /// A message's headers as copied: (name, value) pairs.
 pub type Headers = Vec<(String, Vec<u8>)>;
@@ -203,6 +211,8 @@ pub type Headers = Vec<(String, Vec<u8>)>;
 struct SpentPool {
     buffers: (Vec<Vec<u8>>, usize),
     headers: (Vec<Headers>, usize),
+    /// Emptied batch lists (their capacity kept for the consumer's next batches).
+    lists: Vec<Vec<Envelope<RawMessage>>>,
 }
 
 /// Bytes a header list holds (its entries' capacities).
@@ -223,7 +233,7 @@ impl Spent {
     /// A worker is done with `events`: their payload buffers and header lists go to the pool
     /// (the events keep neither).
     pub fn give_back(&self, events: &mut [Envelope<RawMessage>]) {
-        let mut pool = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
         for e in events {
             if let Some(buffer) = e.payload.payload.take() {
                 keep(&mut pool.buffers, buffer.capacity(), buffer);
@@ -231,6 +241,27 @@ impl Spent {
             if e.payload.headers.capacity() > 0 {
                 let headers = std::mem::take(&mut e.payload.headers);
                 keep(&mut pool.headers, header_bytes(&headers), headers);
+            }
+        }
+    }
+
+    /// The most emptied batch lists the pool keeps (a list of more than
+    /// [`Spent::MAX_LIST`] entries is freed instead).
+    pub const MAX_LISTS: usize = 64;
+    /// The longest batch list (in entries) the pool keeps.
+    pub const MAX_LIST: usize = 65_536;
+
+    /// A worker is done with a batch: its payload buffers and header lists go to the pool as
+    /// in [`Spent::give_back`], and so does the emptied list itself (`events` is left empty,
+    /// without capacity), for the consumer's next batch (no allocation per batch).
+    pub fn give_back_batch(&self, events: &mut Vec<Envelope<RawMessage>>) {
+        self.give_back(events);
+        events.clear();
+        let list = std::mem::take(events);
+        if list.capacity() > 0 && list.capacity() <= Self::MAX_LIST {
+            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.lists.len() < Self::MAX_LISTS {
+                pool.lists.push(list);
             }
         }
     }
@@ -250,8 +281,16 @@ impl Spent {
         }
     }
 
+    /// Swaps `spare` (used up) with the pool's batch lists, unless a worker holds the pool.
+    fn take_lists(&self, spare: &mut Vec<Vec<Envelope<RawMessage>>>) {
+        if let Some(mut pool) = self.try_lock() {
+            debug_assert!(spare.is_empty(), "the spare ones are used up first");
+            std::mem::swap(spare, &mut pool.lists);
+        }
+    }
+
     fn try_lock(&self) -> Option<std::sync::MutexGuard<'_, SpentPool>> {
-        match self.0.try_lock() {
+        match self.pool.try_lock() {
             Ok(pool) => Some(pool),
             Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
             Err(std::sync::TryLockError::WouldBlock) => None,
@@ -282,6 +321,8 @@ pub struct Payloads {
     buffers: Vec<Vec<u8>>,
     /// Header lists taken from the pool, not yet reused.
     headers: Vec<Headers>,
+    /// Batch lists taken from the pool, not yet reused.
+    lists: Vec<Vec<Envelope<RawMessage>>>,
 }
 
 impl Payloads {
@@ -303,6 +344,23 @@ impl Payloads {
             }
             None => bytes.to_vec(),
         }
+    }
+
+    /// Where the workers hand spent lists back.
+    pub fn spent(&self) -> &Spent {
+        &self.spent
+    }
+
+    /// An empty list for a batch of up to `capacity` events: a spent one when there is one
+    /// (grown if it is shorter), else a new one.
+    pub fn list(&mut self, capacity: usize) -> Vec<Envelope<RawMessage>> {
+        if self.lists.is_empty() {
+            self.spent.take_lists(&mut self.lists);
+        }
+        let mut list = self.lists.pop().unwrap_or_default();
+        debug_assert!(list.is_empty(), "spent lists are emptied before they are kept");
+        list.reserve(capacity);
+        list
     }
 
     /// A header list to copy a message's headers into: a spent one, its entries still

@@ -172,6 +172,11 @@ impl StagedBatch {
         }
     }
 
+    /// Where finished batches' buffers go back (None: they are freed).
+    pub fn spent(&self) -> Option<&crate::envelope::Spent> {
+        self.spent.as_ref()
+    }
+
     /// Gives the payload buffers of each finished batch back to `spent`.
     pub fn with_spent(mut self, spent: crate::envelope::Spent) -> Self {
         self.spent = Some(spent);
@@ -219,10 +224,13 @@ impl StagedBatch {
     /// Lets go of the batch's messages and decoded events once it is handed on (the
     /// buffers keep their capacity for the next batch).
     pub fn finish(&mut self) {
-        if let Some(spent) = &self.spent {
-            spent.give_back(&mut self.batch.events);
+        match &self.spent {
+            Some(spent) => {
+                spent.give_back_batch(&mut self.batch.events);
+                spent.turns.give(std::mem::take(&mut self.batch.turns));
+            }
+            None => self.batch.events.clear(),
         }
-        self.batch.events.clear();
         self.outcomes.clear();
         self.redelivered.clear();
         self.decisions.clear();

@@ -265,8 +265,15 @@ impl Worker {
     fn complete(&mut self, result: Result<(), StageFailure>) -> Option<Completed> {
         let b = &mut self.staged;
         let failed = |why: String| self.metrics.guards.fail(why);
-        let timestamps = match result {
-            Ok(()) => b.decided().filter_map(|(ev, _)| ev.timestamp_ms).collect(),
+        // The acker hands both lists back once it has read them (no allocation per batch).
+        let events = b.batch.events.len();
+        let (mut timestamps, mut received) = match b.spent() {
+            Some(s) => (s.timestamps.take(events), s.received.take(events)),
+            None => (Vec::new(), Vec::new()),
+        };
+        received.extend(b.batch.events.iter().map(|e| e.received_at));
+        match result {
+            Ok(()) => timestamps.extend(b.decided().filter_map(|(ev, _)| ev.timestamp_ms)),
             Err(StageFailure::Aborted) => return None,
             Err(StageFailure::Stop(why)) => {
                 failed(why);
@@ -282,9 +289,8 @@ impl Worker {
                     Err(_) => return None,
                 }
                 b.checked = None;
-                Vec::new()
             }
-        };
+        }
         Some(Completed {
             seq: b.batch.seq,
             // With checkpointed partition state, offsets come from the checkpoints (after_ack).
@@ -295,7 +301,7 @@ impl Worker {
             },
             after_ack: b.after_ack.take(),
             deliveries: std::mem::take(&mut b.pending),
-            received: b.batch.events.iter().map(|e| e.received_at).collect(),
+            received,
             timestamps,
             checked: b.checked,
         })

@@ -119,6 +119,7 @@ impl Session {
             .collect();
         let headers: Vec<(&str, &str)> = values.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let start = Instant::now();
+        super::alloc_sites::start();
         for (key, payload) in &events {
             let headers = (header_count > 0).then_some(headers.as_slice());
             self.mock.produce_with_headers(&self.topic, None, key, payload, headers);
@@ -129,6 +130,7 @@ impl Session {
         let ok = self.wait_decided();
         let secs = start.elapsed().as_secs_f64();
         let (usage, allocs) = (threads.until(&super::threads::Threads::now()), super::allocs() - allocs);
+        super::alloc_sites::stop_and_print();
         assert!(ok, "backlog not drained (the mock keeps ~5 MiB per partition: use a smaller BENCH_EVENTS)");
         Drained { events: n, secs, produce_secs, cards, usage, allocs }
     }

@@ -220,7 +220,7 @@ impl ConsumeLoop {
     /// Polls, batches and dispatches until stopped. Returns how it ended.
     pub fn run(mut self) -> Exit {
         let max_wait = Duration::from_millis(self.batch_cfg.max_wait_ms);
-        let mut events: Vec<Envelope<RawMessage>> = Vec::with_capacity(self.batch_cfg.max_events);
+        let mut events: Vec<Envelope<RawMessage>> = self.payloads.list(self.batch_cfg.max_events);
         let mut deadline = Instant::now();
         // The clock as read after the last poll: the next poll's timeout is counted from it
         // (the loop's own work since is microseconds; after a dispatch that leaves a partial
@@ -261,7 +261,8 @@ impl ConsumeLoop {
             }
             let max_events = self.budget.as_ref().map_or(self.batch_cfg.max_events, |b| b.max_events());
             if events.len() >= max_events || (!events.is_empty() && now >= deadline) {
-                let batch = std::mem::replace(&mut events, Vec::with_capacity(self.batch_cfg.max_events));
+                let next = self.payloads.list(self.batch_cfg.max_events);
+                let batch = std::mem::replace(&mut events, next);
                 let mut overflow = Vec::new();
                 if !self.dispatch(batch, &mut overflow) {
                     return Exit::Abort;
@@ -369,13 +370,15 @@ impl ConsumeLoop {
     /// The batch's turn in each of its partitions' order, in first-seen order.
     fn turns(&self, events: &[Envelope<RawMessage>]) -> Vec<Turn> {
         let Some(source) = &self.turns else { return Vec::new() };
-        let mut seen: Vec<(&Arc<str>, i32)> = Vec::new();
+        let mut seen: smallvec::SmallVec<[(&Arc<str>, i32); 16]> = smallvec::SmallVec::new();
         for e in events {
             if !seen.iter().any(|(t, p)| *p == e.origin.partition && ***t == *e.origin.topic) {
                 seen.push((&e.origin.topic, e.origin.partition));
             }
         }
-        seen.into_iter().filter_map(|(t, p)| source.next_turn(t, p)).collect()
+        let mut turns = self.payloads.spent().turns.take(seen.len());
+        turns.extend(seen.into_iter().filter_map(|(t, p)| source.next_turn(t, p)));
+        turns
     }
 
     /// Hands a batch to the workers, pausing the partitions while the queue is full.

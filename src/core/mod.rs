@@ -38,6 +38,7 @@ pub mod kafka;
 pub mod kafka_security;
 pub mod manifest;
 pub mod output;
+pub mod pool;
 pub mod redis;
 pub mod rows;
 pub mod test_vector;

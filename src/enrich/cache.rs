@@ -5,9 +5,19 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use compact_str::CompactString;
 
 use super::window::EntityState;
+
+/// An entity in verdict's caches: (configured entity index, id). Ids of up to 24 bytes are
+/// held inline (no allocation per key).
+pub(super) type EntityKey = (usize, CompactString);
+
+/// An entity's online feature values as read (its features in config order, then `_ts`), in
+/// one allocation shared by the events of a batch and the cache.
+pub(super) type FeatureValues = Arc<[Option<f64>]>;
 
 /// Version tokens: this process's random prefix and a counter, so a token names one write
 /// by one writer (a compare and set must not mistake another instance's write for its own).
@@ -42,8 +52,8 @@ pub(super) struct CachedState {
 /// the capacity, the previous one (everything not used since) is dropped. Cheaper than a
 /// concurrent cache on this path, where every entity of every batch is looked up.
 pub(super) struct Generations<V> {
-    current: HashMap<(usize, String), V>,
-    previous: HashMap<(usize, String), V>,
+    current: HashMap<EntityKey, V>,
+    previous: HashMap<EntityKey, V>,
     half: usize,
     /// The thread freeing the last dropped generation: joined before the next one, and on drop.
     freeing: Option<std::thread::JoinHandle<()>>,
@@ -55,12 +65,12 @@ impl<V: Send + 'static> Generations<V> {
     }
 
     /// Removes and returns the entry.
-    pub(super) fn take(&mut self, key: &(usize, String)) -> Option<V> {
+    pub(super) fn take(&mut self, key: &EntityKey) -> Option<V> {
         self.current.remove(key).or_else(|| self.previous.remove(key))
     }
 
     /// The entry, moved into the current generation.
-    pub(super) fn get(&mut self, key: &(usize, String)) -> Option<&V> {
+    pub(super) fn get(&mut self, key: &EntityKey) -> Option<&V> {
         if !self.current.contains_key(key) {
             let v = self.previous.remove(key)?;
             self.put(key.clone(), v);
@@ -68,18 +78,30 @@ impl<V: Send + 'static> Generations<V> {
         self.current.get(key)
     }
 
-    pub(super) fn put(&mut self, key: (usize, String), value: V) {
+    pub(super) fn put(&mut self, key: EntityKey, value: V) {
         if self.current.len() >= self.half && !self.current.contains_key(&key) {
-            let dropped = std::mem::replace(&mut self.previous, std::mem::take(&mut self.current));
-            if dropped.len() > 1000 {
-                // Freeing tens of thousands of states takes milliseconds: not in the turnstile.
-                // (If no thread can be started, `dropped` is freed here.)
-                let _ = self.freeing.take().map(std::thread::JoinHandle::join);
-                self.freeing = std::thread::Builder::new().spawn(move || drop(dropped)).ok();
-            }
+            self.turn();
         }
         self.previous.remove(&key);
         self.current.insert(key, value);
+    }
+
+    /// Drops the previous generation (everything not used since the last turn); the current
+    /// one becomes the previous.
+    fn turn(&mut self) {
+        let dropped = std::mem::replace(&mut self.previous, std::mem::take(&mut self.current));
+        if dropped.len() > 1000 {
+            // Freeing tens of thousands of states takes milliseconds: not in the turnstile.
+            // (If no thread can be started, `dropped` is freed here.)
+            let _ = self.freeing.take().map(std::thread::JoinHandle::join);
+            self.freeing = std::thread::Builder::new().spawn(move || drop(dropped)).ok();
+        }
+    }
+
+    /// Entries held in both generations.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
     }
 }
 
@@ -93,19 +115,37 @@ impl<V> Drop for Generations<V> {
 pub(super) type StateCache = Generations<CachedState>;
 
 /// Online feature vectors read from Redis, with when they were read: used for `ttl`.
+///
+/// The generations also turn every `ttl`: what the dropped generation holds was read at
+/// least one `ttl` ago (a lookup moves an entry without renewing it), so only expired
+/// entries go, and the cache holds what was read in the last two `ttl`s, not
+/// `cache_capacity` entries that mostly expired (issue 24: ~12 MiB at 50,000 cards, where
+/// a card's events came further apart than the 1 s default).
 pub(super) struct FeatureCache {
-    pub(super) map: Generations<(std::time::Instant, Arc<Vec<Option<f64>>>)>,
-    pub(super) ttl: Duration,
+    map: Generations<(Instant, FeatureValues)>,
+    ttl: Duration,
+    /// When the generations last turned for age.
+    turned: Instant,
 }
 
 impl FeatureCache {
-    pub(super) fn get(&mut self, key: &(usize, String)) -> Option<Arc<Vec<Option<f64>>>> {
+    /// At most `capacity` entries, each served for `ttl` after it was read.
+    pub(super) fn new(capacity: u64, ttl: Duration) -> Self {
+        Self { map: Generations::new(capacity), ttl, turned: Instant::now() }
+    }
+
+    pub(super) fn get(&mut self, key: &EntityKey) -> Option<FeatureValues> {
         let ttl = self.ttl;
         self.map.get(key).filter(|(at, _)| at.elapsed() < ttl).map(|(_, v)| v.clone())
     }
 
-    pub(super) fn insert(&mut self, key: (usize, String), values: Arc<Vec<Option<f64>>>) {
-        self.map.put(key, (std::time::Instant::now(), values));
+    pub(super) fn insert(&mut self, key: EntityKey, values: FeatureValues) {
+        let now = Instant::now();
+        if now.duration_since(self.turned) >= self.ttl {
+            self.map.turn();
+            self.turned = now;
+        }
+        self.map.put(key, (now, values));
     }
 }
 
@@ -113,8 +153,8 @@ impl FeatureCache {
 mod tests {
     use super::*;
 
-    fn key(i: usize) -> (usize, String) {
-        (0, format!("card-{i}"))
+    fn key(i: usize) -> EntityKey {
+        (0, compact_str::format_compact!("card-{i}"))
     }
 
     #[test]
@@ -136,11 +176,28 @@ mod tests {
 
     #[test]
     fn cached_features_expire_after_their_ttl() {
-        let mut c = FeatureCache { map: Generations::new(100), ttl: Duration::from_millis(50) };
-        c.insert(key(1), Arc::new(vec![Some(1.0), None]));
-        assert_eq!(c.get(&key(1)).as_deref(), Some(&vec![Some(1.0), None]));
+        let mut c = FeatureCache::new(100, Duration::from_millis(50));
+        c.insert(key(1), Arc::from(vec![Some(1.0), None]));
+        assert_eq!(c.get(&key(1)).as_deref(), Some(&[Some(1.0), None][..]));
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(c.get(&key(1)), None);
+    }
+
+    #[test]
+    fn the_feature_cache_lets_go_of_expired_entries_and_keeps_live_ones() {
+        let ttl = Duration::from_millis(40);
+        let mut c = FeatureCache::new(1_000_000, ttl);
+        for i in 0..500 {
+            c.insert(key(i), Arc::from(vec![Some(i as f64)]));
+        }
+        std::thread::sleep(ttl + Duration::from_millis(5));
+        c.insert(key(1000), Arc::from(vec![None])); // turns: the 500 are the previous generation
+        assert_eq!(c.map.len(), 501, "nothing dropped at the first turn");
+        std::thread::sleep(ttl + Duration::from_millis(5));
+        c.insert(key(1001), Arc::from(vec![None])); // turns again: the 500, all expired, go
+        assert_eq!(c.map.len(), 2, "far under the capacity: only what was read in the last two ttls");
+        assert_eq!(c.get(&key(1000)), None, "expired (read over one ttl ago), though still held");
+        assert_eq!(c.get(&key(1001)).as_deref(), Some(&[None][..]), "read just now: served");
     }
 
     #[test]

@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use super::cache::FeatureCache;
+use super::cache::{EntityKey, FeatureCache, FeatureValues};
 use super::plan::Group;
 use super::redis::{feature_key, MissingHashes};
 use super::reply::{number, write_features};
@@ -22,7 +22,7 @@ use super::Entity;
 pub(super) struct Read {
     entity_idx: usize,
     events: Vec<usize>,
-    cache_key: (usize, String),
+    cache_key: EntityKey,
     id_key: String,
     max_age_ms: i64,
 }
@@ -98,12 +98,12 @@ impl Sink<'_> {
         entity_idx: usize,
         events: &[usize],
         values: Vec<Option<f64>>,
-        cache_key: (usize, String),
+        cache_key: EntityKey,
     ) {
         if values.last() == Some(&None) {
             self.missing.note(entity_idx, &cache_key.1);
         }
-        let values = Arc::new(values);
+        let values: FeatureValues = Arc::from(values);
         write_features(&values, events, e, self.width, self.out);
         if let Some(cache) = self.cache.as_deref_mut() {
             cache.insert(cache_key, values);

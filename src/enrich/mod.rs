@@ -46,7 +46,7 @@ pub use setup::EnrichSetup;
 pub use turnstile::Turnstile;
 pub use window::{EntityState, Update, WindowSpec};
 
-use cache::{FeatureCache, Generations, StateCache, Tokens};
+use cache::{EntityKey, FeatureCache, StateCache, Tokens};
 use plan::{compare_and_set, group, knows_values};
 use reply::{count, write_cached, write_seen, write_session, ReplyReader};
 
@@ -134,7 +134,7 @@ impl Part {
 
 enum Store {
     Off,
-    Memory(moka::sync::Cache<(usize, String), Arc<Mutex<EntityState>>>),
+    Memory(moka::sync::Cache<EntityKey, Arc<Mutex<EntityState>>>),
     Redis(Box<redis::RedisStore>),
 }
 
@@ -268,10 +268,8 @@ impl Enricher {
                 )?))
             }
         };
-        let cache = (cfg.backend == Backend::Redis && cfg.cache_capacity > 0).then(|| FeatureCache {
-            map: Generations::new(cfg.cache_capacity),
-            ttl: Duration::from_millis(cfg.cache_ttl_ms.max(1)),
-        });
+        let cache = (cfg.backend == Backend::Redis && cfg.cache_capacity > 0)
+            .then(|| FeatureCache::new(cfg.cache_capacity, Duration::from_millis(cfg.cache_ttl_ms.max(1))));
         let states = (cfg.backend == Backend::Redis && cfg.state_cache_capacity > 0)
             .then(|| StateCache::new(cfg.state_cache_capacity));
         let mut missing = redis::MissingHashes::new(

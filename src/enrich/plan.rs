@@ -3,9 +3,8 @@
 //! applied to that copy ahead of time so Redis only compares and sets ([`CompareAndSet`]).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use super::cache::CachedState;
+use super::cache::{CachedState, EntityKey, FeatureValues};
 use super::window::{self, EntityState, Update, WindowSpec};
 use super::{Entity, Request};
 
@@ -30,9 +29,9 @@ pub struct Group<'a> {
     pub(super) events: Vec<usize>,
     pub(super) entity_idx: usize,
     /// (entity index, id): the key of the entity's state and features in verdict's caches.
-    pub(super) key: (usize, String),
+    pub(super) key: EntityKey,
     /// Online features served from the in-process cache (then `features` is empty).
-    pub(super) cached: Option<Arc<Vec<Option<f64>>>>,
+    pub(super) cached: Option<FeatureValues>,
     /// The batch applied to verdict's copy of the window state, sent as a compare and set.
     pub cas: Option<Box<CompareAndSet>>,
     /// The version token Redis gets when it stores this group's state.
@@ -109,7 +108,7 @@ pub(super) fn group<'a>(entities: &'a [Entity], reqs: &'a [Request<'a>]) -> Vec<
                     updates: Vec::new(),
                     events: Vec::new(),
                     entity_idx: ei,
-                    key: (ei, id.to_string()),
+                    key: (ei, compact_str::CompactString::new(id)),
                     cached: None,
                     cas: None,
                     token: String::new(),

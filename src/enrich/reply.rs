@@ -2,8 +2,6 @@
 //! features, then '=' / 'x' for a compare and set, or the state before the batch and one
 //! status per event) into the batch's values, the feature cache and the state copies.
 
-use std::sync::Arc;
-
 use super::cache::{CachedState, FeatureCache, StateCache, Tokens};
 use super::plan::Group;
 use super::window::{self, EntityState};
@@ -41,8 +39,9 @@ impl ReplyReader<'_> {
                 self.missing.note(g.entity_idx, g.id);
             }
             if let (Some(cache), false) = (self.cache.as_deref_mut(), g.features.is_empty()) {
-                let values = reply[at..at + g.features.len() + 1].iter().map(|v| number(v)).collect();
-                cache.insert(g.key.clone(), Arc::new(values));
+                let values: super::cache::FeatureValues =
+                    reply[at..at + g.features.len() + 1].iter().map(|v| number(v)).collect();
+                cache.insert(g.key.clone(), values);
             }
             at += used;
             if !stored {

@@ -78,6 +78,23 @@ pub struct Enrich {
     local_turns: Vec<Turn>,
     /// Per request: a re-decision.
     redelivered: Vec<bool>,
+    /// Per decoded event: its partition's index in `fence_keys` (kept from batch to batch).
+    keys: Vec<usize>,
+    /// The last batch's request list, emptied: its allocation is the next batch's.
+    requests: Vec<Request<'static>>,
+}
+
+/// An empty request list in `spare`'s allocation, for requests that borrow a batch (an
+/// in-place collect of an emptied list: same element layout, so no new allocation).
+fn recycled<'a>(mut spare: Vec<Request<'static>>) -> Vec<Request<'a>> {
+    spare.clear();
+    spare.into_iter().collect()
+}
+
+/// `used` emptied, to be [`recycled`] by the next batch.
+fn emptied(mut used: Vec<Request<'_>>) -> Vec<Request<'static>> {
+    used.clear();
+    used.into_iter().map(|_| unreachable!("the list is empty")).collect()
 }
 
 impl Enrich {
@@ -93,6 +110,8 @@ impl Enrich {
             which: Vec::new(),
             local_turns: Vec::new(),
             redelivered: Vec::new(),
+            keys: Vec::new(),
+            requests: Vec::new(),
         }
     }
 
@@ -203,22 +222,36 @@ impl Enrich {
         keys: &[usize],
         out: &mut [Option<f64>],
     ) -> (Result<bool, StageFailure>, Option<Box<dyn AfterAck>>) {
-        let reqs: Vec<Request<'_>> = batch
-            .events
-            .iter()
-            .zip(outcomes)
-            .filter_map(|(ev, o)| match o {
-                Outcome::Decided(d) => Some((ev, d)),
-                Outcome::Dead(_) => None,
-            })
-            .zip(keys)
-            .map(|((ev, d), &key)| Request {
-                fence_key: &fence_keys[key].2,
-                offset: ev.origin.offset,
-                time_ms: d.event_time_ms,
-                entities: &d.entities,
-            })
-            .collect();
+        let mut reqs = recycled(std::mem::take(&mut self.requests));
+        reqs.extend(
+            batch
+                .events
+                .iter()
+                .zip(outcomes)
+                .filter_map(|(ev, o)| match o {
+                    Outcome::Decided(d) => Some((ev, d)),
+                    Outcome::Dead(_) => None,
+                })
+                .zip(keys)
+                .map(|((ev, d), &key)| Request {
+                    fence_key: &fence_keys[key].2,
+                    offset: ev.origin.offset,
+                    time_ms: d.event_time_ms,
+                    entities: &d.entities,
+                }),
+        );
+        let result = self.enrich_requests(batch, &reqs, out);
+        self.requests = emptied(reqs);
+        result
+    }
+
+    /// [`Enrich::enrich_all`] for the batch's requests (one per decoded event).
+    fn enrich_requests(
+        &mut self,
+        batch: &crate::envelope::Batch,
+        reqs: &[Request<'_>],
+        out: &mut [Option<f64>],
+    ) -> (Result<bool, StageFailure>, Option<Box<dyn AfterAck>>) {
         let ctx = Ctx { policy: self.policy, metrics: &self.metrics, abort: &self.abort };
         let part = |name: &str, since: Instant| {
             self.metrics.enrich_part_seconds.with_label_values(&[name]).observe(since.elapsed().as_secs_f64())
@@ -226,7 +259,7 @@ impl Enrich {
         let t = Instant::now();
         let features = match self.parts.features.as_mut() {
             Some(f) => {
-                let r = with_policy(&ctx, out, |out| f.enrich_into(&reqs, out));
+                let r = with_policy(&ctx, out, |out| f.enrich_into(reqs, out));
                 part("features", t);
                 r
             }
@@ -242,7 +275,7 @@ impl Enrich {
         // Partition-owned windows take each partition's turn; shared windows then wait for the
         // batch's turn in sequence order (never the other way round: no cycle).
         let t = Instant::now();
-        let (owned, after_ack) = self.owned(&batch.turns, &reqs, out);
+        let (owned, after_ack) = self.owned(&batch.turns, reqs, out);
         if self.parts.owned.is_some() {
             self.metrics.enrich_part_seconds.with_label_values(&["owned"]).observe(t.elapsed().as_secs_f64());
         }
@@ -259,7 +292,7 @@ impl Enrich {
             let ctx = Ctx { policy: self.policy, metrics: &self.metrics, abort: &self.abort };
             let t = Instant::now();
             let r = shared.run(batch.seq, self.abort.token(), |enricher| {
-                with_policy(&ctx, out, |out| enricher.enrich_into(&reqs, out))
+                with_policy(&ctx, out, |out| enricher.enrich_into(reqs, out))
             });
             self.metrics.enrich_part_seconds.with_label_values(&["shared"]).observe(t.elapsed().as_secs_f64());
             match r {
@@ -447,7 +480,8 @@ impl Stage for Enrich {
 
     fn run(&mut self, b: &mut StagedBatch) -> Result<(), StageFailure> {
         let t = Instant::now();
-        let mut keys = Vec::with_capacity(b.decided_count());
+        let mut keys = std::mem::take(&mut self.keys);
+        keys.clear();
         for (ev, _) in b.decided() {
             keys.push(self.fence_key(&ev.origin.topic, ev.origin.partition));
         }
@@ -458,6 +492,7 @@ impl Stage for Enrich {
         out.resize(b.decided_count() * self.parts.width, None);
         let (result, after_ack) = self.enrich_all(&b.batch, &b.outcomes, &fence_keys, &keys, &mut out);
         self.fence_keys = fence_keys;
+        self.keys = keys;
         b.enriched = out;
         b.after_ack = after_ack;
         let degraded = result?;

@@ -396,7 +396,8 @@ fn start_acker(
         threads.metrics().clone(),
         abort.clone(),
         Refusals { policy: cfg.publish.on_refused, dead_letter_topic: cfg.kafka.dead_letter_topic.clone() },
-    );
+    )
+    .with_spent(parts.spent.clone());
     threads.acker("verdict-acker", move || acker.run())?;
     threads.acker("verdict-offsets", move || offsets.run(store_rx, abort))?;
     Ok(())

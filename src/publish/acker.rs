@@ -60,6 +60,8 @@ pub struct Acker {
     abort: CancellationToken,
     refused: Refusals,
     log: crate::lograte::LogRate,
+    /// Where batches' latency lists go back to the workers (None: they are freed).
+    spent: Option<crate::envelope::Spent>,
 }
 
 /// What to do with outputs the broker refuses for good.
@@ -85,7 +87,13 @@ impl Acker {
         refused: Refusals,
     ) -> Self {
         let log = crate::lograte::LogRate::new("publish", crate::lograte::WINDOW, Some(&metrics));
-        Self { rx, offsets, to_store, publisher, metrics, abort, refused, log }
+        Self { rx, offsets, to_store, publisher, metrics, abort, refused, log, spent: None }
+    }
+
+    /// Hands each acknowledged batch's latency lists back to the workers through `spent`.
+    pub fn with_spent(mut self, spent: crate::envelope::Spent) -> Self {
+        self.spent = Some(spent);
+        self
     }
 
     /// Runs until the channel closes (all workers done) or the pipeline aborts.
@@ -114,6 +122,10 @@ impl Acker {
                     let beyond = now.duration_since(at).saturating_sub(predicted).as_secs_f64();
                     let r = &self.metrics.deadline_reserve;
                     r.set(beyond.max(r.get() * RESERVE_DECAY));
+                }
+                if let Some(spent) = &self.spent {
+                    spent.received.give(batch.received);
+                    spent.timestamps.give(batch.timestamps);
                 }
                 let acked = Acked { offsets: batch.offsets, after_ack: batch.after_ack };
                 if !self.offsets.hand_on(acked, &self.to_store) {

@@ -6,6 +6,7 @@ use ort::session::SessionInputValue;
 use ort::value::{Tensor, TensorRef};
 
 use super::manifest::{self, Manifest, TensorType};
+use super::raw::Input;
 use crate::core::rows::Rows;
 
 /// One graph input: the lane indices of its columns, and a buffer for gathering them when
@@ -77,6 +78,30 @@ impl Feed {
                 }
             }
         }
+    }
+
+    /// This feed's data for rows `r0..r0 + n` and its shape, for a call through the C API
+    /// ([`super::raw`]); None for a string input.
+    pub(super) fn raw<'a>(&'a self, rows: &'a Rows, r0: usize, n: usize) -> Option<(Input<'a>, [i64; 2])> {
+        let shape = [n as i64, self.cols.len() as i64];
+        Some(match (self.ty, self.whole_lane) {
+            (TensorType::Float32, true) => {
+                let w = rows.width();
+                (Input::F32(&rows.values()[r0 * w..(r0 + n) * w]), shape)
+            }
+            (TensorType::Float32, false) => (Input::F32(&self.floats[..]), shape),
+            (TensorType::Int64, true) => {
+                let w = rows.int_width();
+                (Input::I64(&rows.ints()[r0 * w..(r0 + n) * w]), shape)
+            }
+            (TensorType::Int64, false) => (Input::I64(&self.ints[..]), shape),
+            (TensorType::String, _) => return None,
+        })
+    }
+
+    /// Whether this feed is a string input (fed through the `ort` crate's path).
+    pub(super) fn is_text(&self) -> bool {
+        self.ty == TensorType::String
     }
 
     pub(super) fn value<'a>(&'a self, rows: &'a Rows, r0: usize, n: usize) -> ort::Result<SessionInputValue<'a>> {

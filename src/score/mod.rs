@@ -14,6 +14,7 @@ pub use crate::core::manifest;
 pub mod stage;
 
 mod feed;
+mod raw;
 mod runtime;
 mod scorer;
 mod session;

@@ -31,6 +31,9 @@ pub struct OnnxScorer {
     pad_calls: bool,
     /// The padded call's rows.
     padded: Rows,
+    /// Calls through the C API (no Rust allocation per call); None when an input is a
+    /// string tensor, which goes through the `ort` crate.
+    raw: Option<super::raw::RawRun>,
 }
 
 impl OnnxScorer {
@@ -64,9 +67,17 @@ impl OnnxScorer {
         check_io(&session, m)?;
         let lanes = m.lanes();
         let empty = Rows::for_manifest(m);
+        let feeds: Vec<Feed> = m.feeds().iter().map(|g| Feed::new(m, g, &lanes)).collect();
+        let raw = match feeds.iter().any(Feed::is_text) {
+            true => None,
+            false => Some(
+                super::raw::RawRun::new(feeds.iter().map(|f| f.name.as_str()), &m.output_name)
+                    .map_err(|e| ScoreError::Load(e.to_string()))?,
+            ),
+        };
         let mut scorer = Self {
             session,
-            feeds: m.feeds().iter().map(|g| Feed::new(m, g, &lanes)).collect(),
+            feeds,
             output_name: m.output_name.clone(),
             positive_index: m.positive_index,
             classes: std::sync::Arc::new(crate::core::decision::Classes {
@@ -81,6 +92,7 @@ impl OnnxScorer {
             cost_us: (0.0, 0.0),
             pad_calls: false,
             padded: empty,
+            raw,
         };
         if spec.chunk_rows == 0 {
             scorer.chunk_rows = scorer.calibrate()?;
@@ -361,30 +373,45 @@ impl OnnxScorer {
     }
 
     fn run_chunk(&mut self, rows: &Rows, r0: usize, n: usize, out: &mut Vec<f32>) -> ort::Result<()> {
-        let Self { session, feeds, .. } = self;
+        let Self { session, feeds, raw, output_name, positive_index, class_out, classes, .. } = self;
         for f in feeds.iter_mut() {
             f.gather(rows, r0, n);
+        }
+        let k = classes.len();
+        let mut read = |shape: &[i64], data: &[f32]| -> ort::Result<()> {
+            if k > 0 {
+                // Every class score kept; the row's score is its best (the first, on a tie).
+                let rows = data.get(..n * k).ok_or_else(|| {
+                    ort::Error::new(format!("output '{output_name}' has shape {shape:?}, expected [{n}, {k}]"))
+                })?;
+                class_out.extend_from_slice(rows);
+                out.extend(rows.chunks_exact(k).map(|r| r.iter().copied().fold(f32::NEG_INFINITY, f32::max)));
+            } else if shape.len() == 2 && shape[1] > 1 {
+                let cols = shape[1] as usize;
+                if *positive_index >= cols || data.len() < n * cols {
+                    return Err(ort::Error::new(format!(
+                        "output '{output_name}' has shape {shape:?}, expected [{n}, > {positive_index}]"
+                    )));
+                }
+                out.extend((0..n).map(|r| data[r * cols + *positive_index]));
+            } else {
+                let scores = data.get(..n).ok_or_else(|| {
+                    ort::Error::new(format!("output '{output_name}' has shape {shape:?}, expected {n} rows"))
+                })?;
+                out.extend_from_slice(scores);
+            }
+            Ok(())
+        };
+        if let Some(raw) = raw {
+            let inputs: smallvec::SmallVec<[_; 4]> = feeds.iter().filter_map(|f| f.raw(rows, r0, n)).collect();
+            return raw.run(session, &inputs, read);
         }
         let mut inputs: Vec<(&str, SessionInputValue<'_>)> = Vec::with_capacity(feeds.len());
         for f in feeds.iter() {
             inputs.push((f.name.as_str(), f.value(rows, r0, n)?));
         }
         let outputs = session.run(inputs)?;
-        let (shape, data) = outputs[self.output_name.as_str()].try_extract_tensor::<f32>()?;
-        let k = self.classes.len();
-        if k > 0 {
-            // Every class score kept; the row's score is its best (the first, on a tie).
-            let rows = data.get(..n * k).ok_or_else(|| {
-                ort::Error::new(format!("output '{}' has shape {shape:?}, expected [{n}, {k}]", self.output_name))
-            })?;
-            self.class_out.extend_from_slice(rows);
-            out.extend(rows.chunks_exact(k).map(|r| r.iter().copied().fold(f32::NEG_INFINITY, f32::max)));
-        } else if shape.len() == 2 && shape[1] > 1 {
-            let cols = shape[1] as usize;
-            out.extend((0..n).map(|r| data[r * cols + self.positive_index]));
-        } else {
-            out.extend_from_slice(&data[..n]);
-        }
-        Ok(())
+        let (shape, data) = outputs[output_name.as_str()].try_extract_tensor::<f32>()?;
+        read(&shape[..], data)
     }
 }

@@ -19,6 +19,7 @@ pub mod value;
 pub use config::{FeastSource, JoinKeyConfig, KeyType, ViewAge};
 use key::JoinKey;
 
+use super::cache::EntityKey;
 use super::hashes::Sink;
 use super::plan::Group;
 use super::Entity;
@@ -116,7 +117,7 @@ impl FeastReader {
 pub(super) struct Read {
     entity_idx: usize,
     events: Vec<usize>,
-    cache_key: (usize, String),
+    cache_key: EntityKey,
     /// None: the id cannot be a Feast key of this type (every feature missing).
     pub(super) key: Option<Vec<u8>>,
 }

@@ -1,0 +1,77 @@
+//! Emptied vectors handed back by the thread that read them to the thread that fills them,
+//! so a per-batch list keeps its allocation from batch to batch (issue 23: no heap
+//! allocation per event or per batch in steady state).
+
+use std::sync::{Arc, Mutex};
+
+/// A bounded pool of emptied `Vec<T>`s; clones share it.
+#[derive(Debug)]
+pub struct VecPool<T>(Arc<Mutex<Vec<Vec<T>>>>);
+
+impl<T> Clone for VecPool<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T> Default for VecPool<T> {
+    fn default() -> Self {
+        Self(Arc::new(Mutex::new(Vec::new())))
+    }
+}
+
+impl<T> VecPool<T> {
+    /// The most vectors the pool keeps; more are freed.
+    pub const MAX_KEPT: usize = 64;
+    /// The largest capacity (in entries) a kept vector may have.
+    pub const MAX_LEN: usize = 65_536;
+
+    /// An empty vector with room for `capacity` entries: a kept one when there is one.
+    pub fn take(&self, capacity: usize) -> Vec<T> {
+        let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default();
+        v.reserve(capacity);
+        v
+    }
+
+    /// `v` is read: emptied and kept for a later [`VecPool::take`] (unless the pool is full
+    /// or `v` is very large).
+    pub fn give(&self, mut v: Vec<T>) {
+        v.clear();
+        if v.capacity() == 0 || v.capacity() > Self::MAX_LEN {
+            return;
+        }
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() < Self::MAX_KEPT {
+            kept.push(v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vector_given_back_is_taken_again_with_its_allocation() {
+        let pool: VecPool<u64> = VecPool::default();
+        let mut v = pool.take(100);
+        v.extend(0..100);
+        let at = v.as_ptr();
+        pool.clone().give(v);
+        let again = pool.take(50);
+        assert!(again.is_empty());
+        assert_eq!(again.as_ptr(), at, "the same allocation");
+        let fresh = pool.take(10);
+        assert!(fresh.capacity() >= 10, "none kept: a new one");
+    }
+
+    #[test]
+    fn the_pool_keeps_a_bounded_number() {
+        let pool: VecPool<u8> = VecPool::default();
+        for _ in 0..VecPool::<u8>::MAX_KEPT + 10 {
+            pool.give(Vec::with_capacity(8));
+        }
+        pool.give(Vec::with_capacity(VecPool::<u8>::MAX_LEN + 1));
+        assert_eq!(pool.0.lock().unwrap().len(), VecPool::<u8>::MAX_KEPT);
+    }
+}
