@@ -201,6 +201,8 @@ pub struct Spent {
     pub timestamps: crate::core::pool::VecPool<i64>,
     /// Decided batches' partition turns.
     pub turns: crate::core::pool::VecPool<Turn>,
+    /// Decided batches' event lists, emptied.
+    pub lists: crate::core::pool::VecPool<Envelope<RawMessage>>,
 }
 
 /// A message's headers as copied: (name, value) pairs.
@@ -211,8 +213,6 @@ pub type Headers = Vec<(String, Vec<u8>)>;
 struct SpentPool {
     buffers: (Vec<Vec<u8>>, usize),
     headers: (Vec<Headers>, usize),
-    /// Emptied batch lists (their capacity kept for the consumer's next batches).
-    lists: Vec<Vec<Envelope<RawMessage>>>,
 }
 
 /// Bytes a header list holds (its entries' capacities).
@@ -245,25 +245,12 @@ impl Spent {
         }
     }
 
-    /// The most emptied batch lists the pool keeps (a list of more than
-    /// [`Spent::MAX_LIST`] entries is freed instead).
-    pub const MAX_LISTS: usize = 64;
-    /// The longest batch list (in entries) the pool keeps.
-    pub const MAX_LIST: usize = 65_536;
-
     /// A worker is done with a batch: its payload buffers and header lists go to the pool as
     /// in [`Spent::give_back`], and so does the emptied list itself (`events` is left empty,
     /// without capacity), for the consumer's next batch (no allocation per batch).
     pub fn give_back_batch(&self, events: &mut Vec<Envelope<RawMessage>>) {
         self.give_back(events);
-        events.clear();
-        let list = std::mem::take(events);
-        if list.capacity() > 0 && list.capacity() <= Self::MAX_LIST {
-            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-            if pool.lists.len() < Self::MAX_LISTS {
-                pool.lists.push(list);
-            }
-        }
+        self.lists.give(std::mem::take(events));
     }
 
     /// Swaps `spare` (used up) with the pool's buffers, unless a worker holds the pool now
@@ -278,14 +265,6 @@ impl Spent {
     fn take_headers(&self, spare: &mut Vec<Headers>) {
         if let Some(mut pool) = self.try_lock() {
             take(&mut pool.headers, spare);
-        }
-    }
-
-    /// Swaps `spare` (used up) with the pool's batch lists, unless a worker holds the pool.
-    fn take_lists(&self, spare: &mut Vec<Vec<Envelope<RawMessage>>>) {
-        if let Some(mut pool) = self.try_lock() {
-            debug_assert!(spare.is_empty(), "the spare ones are used up first");
-            std::mem::swap(spare, &mut pool.lists);
         }
     }
 
@@ -321,8 +300,6 @@ pub struct Payloads {
     buffers: Vec<Vec<u8>>,
     /// Header lists taken from the pool, not yet reused.
     headers: Vec<Headers>,
-    /// Batch lists taken from the pool, not yet reused.
-    lists: Vec<Vec<Envelope<RawMessage>>>,
 }
 
 impl Payloads {
@@ -349,18 +326,6 @@ impl Payloads {
     /// Where the workers hand spent lists back.
     pub fn spent(&self) -> &Spent {
         &self.spent
-    }
-
-    /// An empty list for a batch of up to `capacity` events: a spent one when there is one
-    /// (grown if it is shorter), else a new one.
-    pub fn list(&mut self, capacity: usize) -> Vec<Envelope<RawMessage>> {
-        if self.lists.is_empty() {
-            self.spent.take_lists(&mut self.lists);
-        }
-        let mut list = self.lists.pop().unwrap_or_default();
-        debug_assert!(list.is_empty(), "spent lists are emptied before they are kept");
-        list.reserve(capacity);
-        list
     }
 
     /// A header list to copy a message's headers into: a spent one, its entries still

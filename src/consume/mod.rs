@@ -220,7 +220,7 @@ impl ConsumeLoop {
     /// Polls, batches and dispatches until stopped. Returns how it ended.
     pub fn run(mut self) -> Exit {
         let max_wait = Duration::from_millis(self.batch_cfg.max_wait_ms);
-        let mut events: Vec<Envelope<RawMessage>> = self.payloads.list(self.batch_cfg.max_events);
+        let mut events: Vec<Envelope<RawMessage>> = self.payloads.spent().lists.try_take(self.batch_cfg.max_events);
         let mut deadline = Instant::now();
         // The clock as read after the last poll: the next poll's timeout is counted from it
         // (the loop's own work since is microseconds; after a dispatch that leaves a partial
@@ -261,7 +261,7 @@ impl ConsumeLoop {
             }
             let max_events = self.budget.as_ref().map_or(self.batch_cfg.max_events, |b| b.max_events());
             if events.len() >= max_events || (!events.is_empty() && now >= deadline) {
-                let next = self.payloads.list(self.batch_cfg.max_events);
+                let next = self.payloads.spent().lists.try_take(self.batch_cfg.max_events);
                 let batch = std::mem::replace(&mut events, next);
                 let mut overflow = Vec::new();
                 if !self.dispatch(batch, &mut overflow) {
@@ -376,7 +376,7 @@ impl ConsumeLoop {
                 seen.push((&e.origin.topic, e.origin.partition));
             }
         }
-        let mut turns = self.payloads.spent().turns.take(seen.len());
+        let mut turns = self.payloads.spent().turns.try_take(seen.len());
         turns.extend(seen.into_iter().filter_map(|(t, p)| source.next_turn(t, p)));
         turns
     }

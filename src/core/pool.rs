@@ -33,6 +33,19 @@ impl<T> VecPool<T> {
         v
     }
 
+    /// As [`VecPool::take`], but never waits: while another thread holds the pool, a new
+    /// vector (the consume thread never waits for a worker).
+    pub fn try_take(&self, capacity: usize) -> Vec<T> {
+        let kept = match self.0.try_lock() {
+            Ok(mut kept) => kept.pop(),
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().pop(),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        let mut v = kept.unwrap_or_default();
+        v.reserve(capacity);
+        v
+    }
+
     /// `v` is read: emptied and kept for a later [`VecPool::take`] (unless the pool is full
     /// or `v` is very large).
     pub fn give(&self, mut v: Vec<T>) {
@@ -61,7 +74,7 @@ mod tests {
         let again = pool.take(50);
         assert!(again.is_empty());
         assert_eq!(again.as_ptr(), at, "the same allocation");
-        let fresh = pool.take(10);
+        let fresh = pool.try_take(10);
         assert!(fresh.capacity() >= 10, "none kept: a new one");
     }
 

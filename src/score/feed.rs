@@ -104,24 +104,20 @@ impl Feed {
         self.ty == TensorType::String
     }
 
+    /// This feed's tensor for rows `r0..r0 + n` through the `ort` crate (string inputs take it).
     pub(super) fn value<'a>(&'a self, rows: &'a Rows, r0: usize, n: usize) -> ort::Result<SessionInputValue<'a>> {
-        let k = self.cols.len();
-        Ok(match (self.ty, self.whole_lane) {
-            (TensorType::Float32, true) => {
-                let w = rows.width();
-                TensorRef::from_array_view(([n, k], &rows.values()[r0 * w..(r0 + n) * w]))?.into()
+        Ok(match self.raw(rows, r0, n) {
+            Some((Input::F32(data), [n, k])) => TensorRef::from_array_view(([n as usize, k as usize], data))?.into(),
+            Some((Input::I64(data), [n, k])) => TensorRef::from_array_view(([n as usize, k as usize], data))?.into(),
+            None => {
+                let k = self.cols.len();
+                if self.whole_lane {
+                    let w = rows.text_width();
+                    Tensor::from_string_array(([n, k], &rows.texts()[r0 * w..(r0 + n) * w]))?.into()
+                } else {
+                    Tensor::from_string_array(([n, k], &self.texts[..n * k]))?.into()
+                }
             }
-            (TensorType::Float32, false) => TensorRef::from_array_view(([n, k], &self.floats[..]))?.into(),
-            (TensorType::Int64, true) => {
-                let w = rows.int_width();
-                TensorRef::from_array_view(([n, k], &rows.ints()[r0 * w..(r0 + n) * w]))?.into()
-            }
-            (TensorType::Int64, false) => TensorRef::from_array_view(([n, k], &self.ints[..]))?.into(),
-            (TensorType::String, true) => {
-                let w = rows.text_width();
-                Tensor::from_string_array(([n, k], &rows.texts()[r0 * w..(r0 + n) * w]))?.into()
-            }
-            (TensorType::String, false) => Tensor::from_string_array(([n, k], &self.texts[..n * k]))?.into(),
         })
     }
 }
