@@ -66,27 +66,64 @@ mod stats;
 #[path = "spine/threads.rs"]
 mod threads;
 
-/// Rust heap allocations so far (all threads but the bench's own: see [`BENCH_THREAD`]), for
+/// Rust heap allocations so far (all threads but the bench's own: see [`KIND`]), for
 /// allocations per event.
 static ALLOCS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// Of [`ALLOCS`], those on verdict's worker threads (`verdict-worker-N`: the stages, per
+/// event and per batch), apart from the threads that allocate per interval or per report
+/// (drift, statistics, the producer's delivery reports).
+static WORKER_ALLOCS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A thread's kind, for counting: not known yet, the bench's own, a worker, any other of
+/// verdict's.
+const UNKNOWN: u8 = 0;
+const BENCH: u8 = 2;
+const WORKER: u8 = 3;
+const OTHER: u8 = 4;
+
 thread_local! {
-    /// Set on the bench's own threads (the main thread, which produces the backlogs, and the
-    /// offered-rate producer): their allocations are the load generator's, not verdict's.
-    /// Const-initialized without a destructor, so reading it never allocates.
-    static BENCH_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The calling thread's kind. Set to BENCH on the bench's own threads (the main thread,
+    /// which produces the backlogs, and the offered-rate producer): their allocations are
+    /// the load generator's, not verdict's. Const-initialized without a destructor, so
+    /// reading it never allocates.
+    static KIND: std::cell::Cell<u8> = const { std::cell::Cell::new(UNKNOWN) };
 }
 
 /// Marks the calling thread as the bench's own: its allocations are not counted.
 fn bench_thread() {
-    BENCH_THREAD.with(|b| b.set(true));
+    KIND.with(|b| b.set(BENCH));
+}
+
+/// The calling thread's kind from its name (`prctl`, which does not allocate).
+fn thread_kind() -> u8 {
+    let mut name = [0u8; 16];
+    // SAFETY: PR_GET_NAME writes at most 16 bytes (NUL included) into the buffer.
+    let ok = unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) } == 0;
+    if ok && name.starts_with(b"verdict-worker") {
+        WORKER
+    } else {
+        OTHER
+    }
 }
 
 /// Counts an allocation unless the calling thread is the bench's own.
 fn count() {
-    if !BENCH_THREAD.try_with(std::cell::Cell::get).unwrap_or(false) {
-        alloc_sites::counted(ALLOCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let kind = match KIND.try_with(std::cell::Cell::get).unwrap_or(OTHER) {
+        UNKNOWN => {
+            let k = thread_kind();
+            let _ = KIND.try_with(|c| c.set(k));
+            k
+        }
+        k => k,
+    };
+    if kind == BENCH {
+        return;
     }
+    if kind == WORKER {
+        WORKER_ALLOCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    alloc_sites::counted(ALLOCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
 }
 
 /// Which allocator the counting one forwards to: 0 not read yet, 1 mimalloc (the
@@ -152,9 +189,12 @@ unsafe impl std::alloc::GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
-/// Allocations (and reallocations) so far.
-fn allocs() -> u64 {
-    ALLOCS.load(std::sync::atomic::Ordering::Relaxed)
+/// Allocations (and reallocations) so far: all of verdict's, and those on its workers.
+fn allocs() -> threads::Allocs {
+    threads::Allocs {
+        all: ALLOCS.load(std::sync::atomic::Ordering::Relaxed),
+        workers: WORKER_ALLOCS.load(std::sync::atomic::Ordering::Relaxed),
+    }
 }
 
 use std::path::Path;
@@ -286,6 +326,7 @@ fn raw_ort(cfg: &Config) {
 
 fn main() {
     bench_thread();
+    verdict::heap::tune();
     // `cargo bench` passes --bench; nothing else to parse. Warnings and errors go to stderr
     // (RUST_LOG overrides; the drift publisher's alerts are about the synthetic data).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -354,7 +395,7 @@ fn main() {
         let before = s.snapshot();
         let (mut events, mut secs, mut touched) = (0u64, 0.0, 0.0);
         let cpu = process_cpu_seconds();
-        let (mut usage, mut allocs) = (threads::Usage::default(), 0u64);
+        let (mut usage, mut allocs) = (threads::Usage::default(), threads::Allocs::default());
         let t = Instant::now();
         loop {
             let d = s.drain(chunk);
@@ -370,7 +411,7 @@ fn main() {
             let group = (rate * s.interval_ms() as f64 / 1000.0) as usize;
             touched += feed::distinct_per_group(&d.cards, group) * d.secs;
             usage.add(&d.usage);
-            allocs += d.allocs;
+            allocs = allocs + d.allocs;
             events += d.events;
             secs += d.secs;
             if secs >= drain_secs {

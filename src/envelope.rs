@@ -203,6 +203,10 @@ pub struct Spent {
     pub turns: crate::core::pool::VecPool<Turn>,
     /// Decided batches' event lists, emptied.
     pub lists: crate::core::pool::VecPool<Envelope<RawMessage>>,
+    /// Acknowledged batches' delivery counters (each clean: nothing counted, nothing holds it).
+    pub deliveries: crate::core::pool::Pool<crate::core::delivery::Deliveries>,
+    /// Stored batches' offset lists.
+    pub offsets: crate::core::pool::VecPool<Origin>,
 }
 
 /// A message's headers as copied: (name, value) pairs.

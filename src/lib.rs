@@ -30,6 +30,7 @@
 //! * [`rollout`]: guarded rollout of a new version (candidate, promotion, watch, rollback).
 //! * [`redact`]: secrets (Redis passwords, secret librdkafka properties) masked in logs and errors.
 //! * [`lograte`]: repeated errors logged once per window with a count.
+//! * [`heap`]: the Rust heap allocator's settings (freed pages given back at once).
 //! * [`watchdog`]: the stall watchdog behind `/readyz` (work waiting, nothing acknowledged).
 
 #![warn(missing_docs)]
@@ -47,6 +48,7 @@ pub mod envelope;
 pub mod error;
 #[doc(hidden)]
 pub mod fault;
+pub mod heap;
 pub mod lograte;
 pub mod pipeline;
 pub mod publish;

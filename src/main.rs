@@ -239,6 +239,7 @@ struct BacktestArgs {
 
 fn main() -> anyhow::Result<()> {
     no_huge_pages();
+    verdict::heap::tune();
     match dispatch(Cli::parse()) {
         // The reader of stdout went away (`verdict generate | head`): what was asked for is
         // written as far as anyone reads it; not an error.

@@ -203,7 +203,9 @@ impl StagedBatch {
         self.trial_scores.clear();
         self.decisions.clear();
         self.shadow_actions.clear();
-        self.pending = Default::default();
+        if !self.pending.is_clean() {
+            self.pending = self.spent.as_ref().map(|s| s.deliveries.get()).unwrap_or_default();
+        }
         self.produced = 0;
         self.fault = None;
         self.after_ack = None;

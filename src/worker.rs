@@ -291,16 +291,20 @@ impl Worker {
                 b.checked = None;
             }
         }
+        // The next batch's delivery counter and this one's offset list: kept ones (no
+        // allocation per batch). With checkpointed partition state, offsets come from the
+        // checkpoints (after_ack).
+        let fresh = b.spent().map(|s| s.deliveries.get()).unwrap_or_default();
+        let offsets = if self.durable_state && !b.batch.turns.is_empty() {
+            Vec::new()
+        } else {
+            max_offsets(b.spent().map(|s| s.offsets.take(4)).unwrap_or_default(), &b.batch.events)
+        };
         Some(Completed {
             seq: b.batch.seq,
-            // With checkpointed partition state, offsets come from the checkpoints (after_ack).
-            offsets: if self.durable_state && !b.batch.turns.is_empty() {
-                Vec::new()
-            } else {
-                max_offsets(&b.batch.events)
-            },
+            offsets,
             after_ack: b.after_ack.take(),
-            deliveries: std::mem::take(&mut b.pending),
+            deliveries: std::mem::replace(&mut b.pending, fresh),
             received,
             timestamps,
             checked: b.checked,
@@ -382,9 +386,9 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "panic with a non-text payload".to_string())
 }
 
-/// Highest offset per (topic, partition) among `events`.
-pub fn max_offsets(events: &[Envelope<RawMessage>]) -> Vec<Origin> {
-    let mut out: Vec<Origin> = Vec::new();
+/// Highest offset per (topic, partition) among `events`, into `out` (emptied first).
+pub fn max_offsets(mut out: Vec<Origin>, events: &[Envelope<RawMessage>]) -> Vec<Origin> {
+    out.clear();
     for e in events {
         match out.iter_mut().find(|o| o.partition == e.origin.partition && o.topic == e.origin.topic) {
             Some(o) => o.offset = o.offset.max(e.origin.offset),

@@ -44,6 +44,8 @@ pub fn stop_and_print() {
         return;
     }
     let stacks = std::mem::take(&mut *STACKS.lock().unwrap_or_else(|p| p.into_inner()));
+    // BENCH_ALLOC_DEPTH: frames kept per stack (8 unless set).
+    let depth = super::env_u64("BENCH_ALLOC_DEPTH", 8) as usize;
     let mut sites: HashMap<String, usize> = HashMap::new();
     for s in &stacks {
         let text = s.to_string();
@@ -52,7 +54,7 @@ pub fn stop_and_print() {
             .map(str::trim)
             .filter(|l| l.starts_with("at ") && !l.contains("/rustc/") && !l.contains("alloc_sites.rs"))
             .filter(|l| !l.contains("benches/spine.rs"))
-            .take(8)
+            .take(depth)
             .collect();
         *sites.entry(frames.join("\n      ")).or_default() += 1;
     }

@@ -39,7 +39,7 @@ pub struct Drained {
     /// CPU and context switches per thread group while draining.
     pub usage: super::threads::Usage,
     /// Rust heap allocations while draining.
-    pub allocs: u64,
+    pub allocs: super::threads::Allocs,
 }
 
 impl Session {

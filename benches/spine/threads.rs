@@ -91,15 +91,16 @@ impl Usage {
     /// Prints the table: µs per event, share of a core over `secs`, switches per 1,000
     /// events; `allocs`: verdict's Rust heap allocations in the interval (librdkafka's C
     /// allocations and the bench's own threads' are not counted).
-    pub fn print(&self, events: u64, secs: f64, allocs: u64) {
+    pub fn print(&self, events: u64, secs: f64, allocs: Allocs) {
         let hz = ticks_per_s();
         let mut rows: Vec<(&str, usize, u64, u64)> =
             self.0.iter().map(|(n, &(c, t, s))| (n.as_str(), c, t, s)).collect();
         rows.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| b.3.cmp(&a.3)).then_with(|| a.0.cmp(b.0)));
         let n = events.max(1) as f64;
         println!(
-            "  CPU by thread while draining (/proc/self/task; {events} events, {secs:.1} s; verdict's Rust heap allocations {:.2} per event):",
-            allocs as f64 / n
+            "  CPU by thread while draining (/proc/self/task; {events} events, {secs:.1} s; verdict's Rust heap allocations {:.3} per event, {:.3} of them on the workers):",
+            allocs.all as f64 / n,
+            allocs.workers as f64 / n
         );
         println!(
             "    {:<28} {:>7} {:>8} {:>10} {:>8} {:>16}",
@@ -166,4 +167,27 @@ fn fold(name: &str) -> String {
         }
     }
     out
+}
+
+/// Rust heap allocations counted: all of verdict's threads', and its workers' alone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Allocs {
+    /// Every thread but the bench's own.
+    pub all: u64,
+    /// The `verdict-worker-N` threads.
+    pub workers: u64,
+}
+
+impl std::ops::Add for Allocs {
+    type Output = Allocs;
+    fn add(self, o: Allocs) -> Allocs {
+        Allocs { all: self.all + o.all, workers: self.workers + o.workers }
+    }
+}
+
+impl std::ops::Sub for Allocs {
+    type Output = Allocs;
+    fn sub(self, o: Allocs) -> Allocs {
+        Allocs { all: self.all - o.all, workers: self.workers - o.workers }
+    }
 }

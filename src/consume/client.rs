@@ -78,6 +78,67 @@ impl OffsetStore for KafkaConsumer {
     }
 }
 
+/// The group consumer's offset store through one librdkafka topic handle per topic, kept for
+/// the consumer's life: rust-rdkafka's `store_offset` makes a C string and a topic handle on
+/// every call (per partition per batch; issue 23's allocations per batch).
+pub struct ConsumerOffsets {
+    consumer: Arc<KafkaConsumer>,
+    topics: parking_lot::Mutex<Vec<(Box<str>, TopicHandle)>>,
+}
+
+/// A librdkafka topic handle of the consumer (`rd_kafka_topic_new`), destroyed on drop.
+struct TopicHandle(*mut rdkafka::bindings::rd_kafka_topic_t);
+
+// SAFETY: librdkafka's topic handles are thread-safe; this one is only read after creation.
+unsafe impl Send for TopicHandle {}
+
+impl ConsumerOffsets {
+    /// Stores offsets into `consumer`'s offset store (committed by its interval commits).
+    pub fn new(consumer: Arc<KafkaConsumer>) -> Self {
+        Self { consumer, topics: parking_lot::Mutex::new(Vec::new()) }
+    }
+}
+
+impl OffsetStore for ConsumerOffsets {
+    fn store(&self, topic: &str, partition: i32, offset: i64) {
+        use rdkafka::bindings as rd;
+        let mut topics = self.topics.lock();
+        let rkt = match topics.iter().find(|(t, _)| &**t == topic) {
+            Some((_, h)) => h.0,
+            None => {
+                let Ok(name) = std::ffi::CString::new(topic) else { return };
+                // SAFETY: the consumer's handle is live (held by `self`); the name is a
+                // NUL-terminated copy; no topic configuration is passed.
+                let rkt = unsafe {
+                    rd::rd_kafka_topic_new(self.consumer.client().native_ptr(), name.as_ptr(), std::ptr::null_mut())
+                };
+                if rkt.is_null() {
+                    tracing::debug!(topic, partition, offset, "offset not stored (no topic handle)");
+                    return;
+                }
+                topics.push((topic.into(), TopicHandle(rkt)));
+                rkt
+            }
+        };
+        // SAFETY: `rkt` is a live topic handle of this consumer (destroyed only on drop).
+        let err = unsafe { rd::rd_kafka_offset_store(rkt, partition, offset) };
+        // Fails only when the partition was revoked meanwhile: its new owner re-reads it.
+        if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            tracing::debug!(topic, partition, offset, error = ?err, "offset not stored (partition revoked?)");
+        }
+    }
+}
+
+impl Drop for ConsumerOffsets {
+    fn drop(&mut self) {
+        for (_, h) in self.topics.get_mut().drain(..) {
+            // SAFETY: created by `rd_kafka_topic_new` on the consumer `self` still holds,
+            // destroyed once.
+            unsafe { rdkafka::bindings::rd_kafka_topic_destroy(h.0) };
+        }
+    }
+}
+
 /// Commits the stored offsets without waiting; the result comes back on the consumer's own
 /// queue, where `poll` hands it to `VerdictContext::commit_callback` (counted in
 /// `verdict_commits_total`). `commit_consumer_state(CommitMode::Async)` calls

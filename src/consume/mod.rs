@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{SendTimeoutError, Sender};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-pub use client::{commit_stored, consumer_config, create_consumer};
+pub use client::{commit_stored, consumer_config, create_consumer, ConsumerOffsets};
 pub use context::VerdictContext;
 pub use control::Control;
 

@@ -64,6 +64,14 @@ impl Deliveries {
         std::mem::take(&mut *self.0.failed.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// Whether a new batch can count in this: nothing else holds it (every delivery report
+    /// has let go of it) and it counts nothing outstanding or failed.
+    pub fn is_clean(&mut self) -> bool {
+        Arc::get_mut(&mut self.0).is_some_and(|c| {
+            *c.outstanding.get_mut() == 0 && c.failed.get_mut().unwrap_or_else(|p| p.into_inner()).is_empty()
+        })
+    }
+
     /// Counts a record about to be sent and returns its delivery opaque.
     pub fn add(&self) -> Opaque {
         self.0.outstanding.fetch_add(1, Ordering::AcqRel);

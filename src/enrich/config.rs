@@ -96,7 +96,7 @@ impl Default for EnrichConfig {
             redis_cluster: false,
             record_key: String::new(),
             checkpoint_interval_ms: 1_000,
-            checkpoint_max_entities: 4_096,
+            checkpoint_max_entities: 2_048,
             max_entities: 1_000_000,
             entities: vec![EntityConfig::default()],
         }

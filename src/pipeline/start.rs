@@ -385,7 +385,9 @@ fn start_acker(
     in_flight: &Arc<AtomicUsize>,
     threads: &mut Threads,
 ) -> Result<(), StartError> {
-    let offsets = Offsets::new(consumer.clone(), threads.metrics().clone(), in_flight.clone());
+    let store = Arc::new(crate::consume::ConsumerOffsets::new(consumer.clone()));
+    let offsets =
+        Offsets::new(store, threads.metrics().clone(), in_flight.clone()).with_spent(parts.spent.offsets.clone());
     let (store_tx, store_rx) = crossbeam_channel::bounded(offsets::QUEUE);
     let abort = threads.control().abort_token().clone();
     let acker = Acker::new(

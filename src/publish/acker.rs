@@ -105,7 +105,7 @@ impl Acker {
             self.metrics.queue_depth.with_label_values(&["unacked"]).set(self.rx.len() as i64);
             waiting.insert(done.seq, done);
             while let Some(batch) = waiting.remove(&next_seq) {
-                if !self.await_deliveries(batch.deliveries) || self.abort.is_cancelled() {
+                if !self.await_deliveries(&batch.deliveries) || self.abort.is_cancelled() {
                     return; // aborted: nothing further is stored
                 }
                 // The decisions are acknowledged: that is the batch's latency. Its offsets
@@ -126,6 +126,10 @@ impl Acker {
                 if let Some(spent) = &self.spent {
                     spent.received.give(batch.received);
                     spent.timestamps.give(batch.timestamps);
+                    let mut deliveries = batch.deliveries;
+                    if deliveries.is_clean() {
+                        spent.deliveries.put(deliveries);
+                    }
                 }
                 let acked = Acked { offsets: batch.offsets, after_ack: batch.after_ack };
                 if !self.offsets.hand_on(acked, &self.to_store) {
@@ -139,8 +143,8 @@ impl Acker {
     /// Waits for every delivery report of the batch, then settles its failures. False if the
     /// batch's offsets must not be stored (aborted, or a refused output under
     /// `on_refused = "stop"`, or a fatal producer error).
-    fn await_deliveries(&mut self, deliveries: Deliveries) -> bool {
-        if !self.wait(&deliveries) {
+    fn await_deliveries(&mut self, deliveries: &Deliveries) -> bool {
+        if !self.wait(deliveries) {
             return false;
         }
         deliveries.take_failed().into_iter().all(|(error, msg)| self.settle(error, msg, true))

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 use tokio_util::sync::CancellationToken;
 
+use crate::core::pool::VecPool;
 use crate::envelope::{AfterAck, OffsetStore, Origin};
 use crate::telemetry::Metrics;
 
@@ -35,12 +36,20 @@ pub struct Offsets {
     in_flight: Arc<AtomicUsize>,
     /// Batches sent to the offset thread and not yet stored.
     queued: Arc<AtomicUsize>,
+    /// Where stored offset lists go back to the workers (None: freed).
+    spent: Option<VecPool<Origin>>,
 }
 
 impl Offsets {
     /// Offsets stored into `store`; `in_flight` counts dispatched, not yet stored, batches.
     pub fn new(store: Arc<dyn OffsetStore>, metrics: Arc<Metrics>, in_flight: Arc<AtomicUsize>) -> Self {
-        Self { store, metrics, in_flight, queued: Arc::new(AtomicUsize::new(0)) }
+        Self { store, metrics, in_flight, queued: Arc::new(AtomicUsize::new(0)), spent: None }
+    }
+
+    /// Hands each stored batch's offset list back to the workers through `spent`.
+    pub fn with_spent(mut self, spent: VecPool<Origin>) -> Self {
+        self.spent = Some(spent);
+        self
     }
 
     /// Hands an acknowledged batch on: stored at once when it needs nothing made durable and
@@ -48,7 +57,7 @@ impl Offsets {
     /// False if the offset thread has gone (the pipeline is aborting).
     pub fn hand_on(&self, acked: Acked, tx: &Sender<Acked>) -> bool {
         if acked.after_ack.is_none() && self.queued.load(Ordering::SeqCst) == 0 {
-            self.store(&acked.offsets);
+            self.store(acked.offsets);
             return true;
         }
         self.queued.fetch_add(1, Ordering::SeqCst);
@@ -68,14 +77,17 @@ impl Offsets {
             if abort.is_cancelled() {
                 return; // aborted: nothing further is stored
             }
-            self.store(&offsets);
+            self.store(offsets);
             self.queued.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
-    fn store(&self, offsets: &[Origin]) {
-        for o in offsets {
+    fn store(&self, offsets: Vec<Origin>) {
+        for o in &offsets {
             self.store.store(&o.topic, o.partition, o.offset);
+        }
+        if let Some(spent) = &self.spent {
+            spent.give(offsets);
         }
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         self.metrics.guards.last_progress.set(super::acker::wall_clock_ms() as f64 / 1e3);

@@ -32,9 +32,9 @@ use super::{value_key, Bucket, Buckets, EntityState, StateError, WindowSpec};
 const BUCKET_LEN: usize = 41;
 
 /// What changed in a state since its last delta. Off (nothing recorded) until the state is
-/// used as partition-owned, so the shared path pays a branch per change. The lists are
-/// boxed and made on the first change: a state that never records (the `memory` backend,
-/// shared states) holds 16 bytes of this, not ~150.
+/// used as partition-owned, so the shared path pays a branch per change. The changes are
+/// one boxed list made on the first change and handed back with the delta: a state that
+/// never records (the `memory` backend, shared states) holds 16 bytes of this.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Tracking {
     on: bool,
@@ -48,38 +48,85 @@ pub(super) struct Tracking {
     lists: Option<Box<Lists>>,
 }
 
-/// The changed buckets and values since the last delta (dropped with it).
-#[derive(Debug, Clone, Default, PartialEq)]
-struct Lists {
-    /// (series, start) of buckets flagged dirty, each once.
-    buckets: Vec<(usize, i64)>,
-    /// Keys of values new or moved to a later bucket (a value may be listed more than once).
-    values: Vec<u64>,
-    /// (series, start) of expired buckets.
-    dropped_buckets: Vec<(usize, i64)>,
-    /// Keys of expired values.
-    dropped_values: Vec<u64>,
-    /// Fields found in the hash that the spec cannot use (another width): deleted next.
-    stale: Vec<Vec<u8>>,
+/// One change since the last delta: 16 bytes.
+#[derive(Debug, Clone, PartialEq)]
+enum Change {
+    /// Bucket (series, start) was flagged dirty (listed once).
+    Bucket(u32, i64),
+    /// The value of this key is new or moved to a later bucket (maybe listed more than once).
+    Value(u64),
+    /// Bucket (series, start) expired.
+    DroppedBucket(u32, i64),
+    /// The value of this key expired.
+    DroppedValue(u64),
+    /// A field found in the hash that the spec cannot use (another width): deleted next.
+    /// Boxed to keep every change at 16 bytes (a stale field is rare: after a width change).
+    #[allow(clippy::box_collection)]
+    Stale(Box<Vec<u8>>),
 }
 
-impl Lists {
-    fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
-            && self.values.is_empty()
-            && self.dropped_buckets.is_empty()
-            && self.dropped_values.is_empty()
-            && self.stale.is_empty()
+const _: () = assert!(std::mem::size_of::<Change>() == 16);
+
+/// The changes since the last delta, in the order they happened: most entities change a
+/// handful of things between two checkpoints, held in the box itself (one allocation of ~104
+/// bytes; it was a box of five lists, three or four allocations and ~250 bytes per changed
+/// entity). Boxes come from, and go back to, a per-thread pool ([`SPARE`]).
+type Lists = smallvec::SmallVec<[Change; 6]>;
+
+/// The most emptied boxes a thread keeps for the next changed entities.
+const SPARE_MAX: usize = 8192;
+
+thread_local! {
+    /// Emptied change boxes of this thread (sealing and applying run on the same workers):
+    /// in steady state an entity that changes takes one made for an earlier one.
+    // The boxes themselves are what is reused: an entity holds one, and takes it as is.
+    #[allow(clippy::vec_box)]
+    static SPARE: std::cell::RefCell<Vec<Box<Lists>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A box for a changed entity's list: an emptied one when this thread has one.
+fn spare_box() -> Box<Lists> {
+    SPARE.with(|s| s.borrow_mut().pop()).unwrap_or_default()
+}
+
+/// Empties `b` and keeps it for [`spare_box`] (a list that outgrew the box lets go of its
+/// overflow; past [`SPARE_MAX`] the box is freed).
+fn give_back(mut b: Box<Lists>) {
+    if b.spilled() {
+        *b = Lists::new();
+    } else {
+        b.clear();
     }
+    SPARE.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < SPARE_MAX {
+            s.push(b);
+        }
+    });
 }
 
-/// Equal when the same things are pending: no lists and empty lists are the same.
+/// Equal when the same things are pending: no list and an empty list are the same, and
+/// changes of different kinds may interleave in any order.
 impl PartialEq for Tracking {
     fn eq(&self, o: &Self) -> bool {
-        let empty = Lists::default();
+        fn all(t: &Tracking) -> &[Change] {
+            t.lists.as_deref().map_or(&[][..], |l| &l[..])
+        }
+        let (a, b) = (all(self), all(o));
+        let kind = |k: u8| {
+            move |c: &&Change| {
+                k == match c {
+                    Change::Bucket(..) => 0,
+                    Change::Value(_) => 1,
+                    Change::DroppedBucket(..) => 2,
+                    Change::DroppedValue(_) => 3,
+                    Change::Stale(_) => 4,
+                }
+            }
+        };
         (self.on, self.never, self.newest, self.session, self.width_stored)
             == (o.on, o.never, o.newest, o.session, o.width_stored)
-            && self.lists.as_deref().unwrap_or(&empty) == o.lists.as_deref().unwrap_or(&empty)
+            && (0..5).all(|k| a.iter().filter(kind(k)).eq(b.iter().filter(kind(k))))
     }
 }
 
@@ -89,22 +136,22 @@ impl Tracking {
         self.on = !self.never;
     }
 
-    fn lists(&mut self) -> &mut Lists {
-        self.lists.get_or_insert_with(Box::default)
+    fn record(&mut self, c: Change) {
+        self.lists.get_or_insert_with(spare_box).push(c);
     }
 
     /// Bucket `start` (`b`) of series `k` changed.
     pub(super) fn bucket_changed(&mut self, k: usize, start: i64, b: &mut Bucket) {
         if self.on && !b.is_dirty() {
             b.set_dirty(true);
-            self.lists().buckets.push((k, start));
+            self.record(Change::Bucket(series_u32(k), start));
         }
     }
 
     /// The value of `key` is new or moved to a later bucket.
     pub(super) fn value_changed(&mut self, key: u64) {
         if self.on {
-            self.lists().values.push(key);
+            self.record(Change::Value(key));
         }
     }
 
@@ -121,20 +168,30 @@ impl Tracking {
     /// Bucket `start` of series `k` expired.
     pub(super) fn bucket_dropped(&mut self, k: usize, start: i64) {
         if self.on {
-            self.lists().dropped_buckets.push((k, start));
+            self.record(Change::DroppedBucket(series_u32(k), start));
         }
     }
 
     /// The value of `key` expired (its bucket did).
     pub(super) fn value_dropped(&mut self, key: u64) {
         if self.on {
-            self.lists().dropped_values.push(key);
+            self.record(Change::DroppedValue(key));
         }
     }
 
     fn is_empty(&self) -> bool {
         !self.newest && !self.session && self.lists.as_ref().is_none_or(|l| l.is_empty())
     }
+
+    /// Where the change list is (tests: the pool hands the same box on).
+    #[cfg(test)]
+    pub(super) fn list_at(&self) -> Option<*const ()> {
+        self.lists.as_deref().map(|l| l as *const Lists as *const ())
+    }
+}
+
+fn series_u32(k: usize) -> u32 {
+    u32::try_from(k).expect("fewer bucket series than windows, far under 2^32")
 }
 
 /// Redis hash writes that bring a checkpoint up to date: fields to set and fields to delete.
@@ -147,6 +204,8 @@ pub struct Delta {
     pub del: Vec<Vec<u8>>,
     /// Emptied buffers, for the next fields.
     pub(super) spare: Vec<Vec<u8>>,
+    /// The value keys of one entity's delta, sorted and deduplicated there.
+    values: Vec<u64>,
 }
 
 impl Delta {
@@ -249,24 +308,44 @@ impl EntityState {
                 _ => coarse.get(k - 1).unwrap_or(&super::buckets::EMPTY),
             }
         };
-        let mut none = Lists::default();
-        let lists = track.lists.as_deref_mut().unwrap_or(&mut none);
-        let had_stale = !lists.stale.is_empty();
-        out.del.append(&mut lists.stale);
+        let mut lists = track.lists.take();
+        let changes: &mut [Change] = lists.as_deref_mut().map_or(&mut [], |l| &mut l[..]);
+        let mut had_stale = false;
+        for c in changes.iter_mut() {
+            if let Change::Stale(f) = c {
+                had_stale = true;
+                out.del.push(std::mem::take(&mut **f));
+            }
+        }
         // Expired, unless there again (then it is dirty and set below).
-        for (k, s) in lists.dropped_buckets.drain(..) {
-            if !series(k).contains(s) {
-                let f = out.field(b"b", |f| bucket_field(f, spec, k, s));
-                out.del.push(f);
+        for c in changes.iter() {
+            if let &Change::DroppedBucket(k, s) = c {
+                let k = k as usize;
+                if !series(k).contains(s) {
+                    let f = out.field(b"b", |f| bucket_field(f, spec, k, s));
+                    out.del.push(f);
+                }
             }
         }
-        for v in lists.dropped_values.drain(..) {
-            if !last_bucket.contains_key(&v) {
-                let f = out.field(b"h:", |f| value_field(f, v));
-                out.del.push(f);
+        for c in changes.iter() {
+            if let &Change::DroppedValue(v) = c {
+                if !last_bucket.contains_key(&v) {
+                    let f = out.field(b"h:", |f| value_field(f, v));
+                    out.del.push(f);
+                }
             }
         }
-        for (k, s) in lists.buckets.drain(..) {
+        let mut values = std::mem::take(&mut out.values);
+        values.clear();
+        for c in changes.iter() {
+            let (k, s) = match *c {
+                Change::Bucket(k, s) => (k as usize, s),
+                Change::Value(v) => {
+                    values.push(v);
+                    continue;
+                }
+                _ => continue,
+            };
             let b = match k {
                 0 => buckets.get_mut_with(s),
                 _ => coarse.get_mut(k - 1).and_then(|c| c.get_mut_with(s)),
@@ -280,12 +359,15 @@ impl EntityState {
                 out.set.push((f, val));
             }
         }
-        // A value that moved twice since the last delta is listed twice: set once.
-        if lists.values.len() > 1 {
-            lists.values.sort_unstable();
-            lists.values.dedup();
+        if let Some(l) = lists {
+            give_back(l);
         }
-        for v in lists.values.drain(..) {
+        // A value that moved twice since the last delta is listed twice: set once.
+        if values.len() > 1 {
+            values.sort_unstable();
+            values.dedup();
+        }
+        for &v in &values {
             if let Some(&bucket) = last_bucket.get(&v) {
                 let f = out.field(b"h:", |f| value_field(f, v));
                 let mut val = out.buffer();
@@ -293,6 +375,7 @@ impl EntityState {
                 out.set.push((f, val));
             }
         }
+        out.values = values;
         if std::mem::take(&mut track.newest) {
             if let Some(n) = *newest_ms {
                 let f = out.field(b"n", |_| {});
@@ -317,10 +400,10 @@ impl EntityState {
             del.retain(|d| !set.iter().any(|(f, _)| f == d));
         }
         let track = &mut self.track;
-        // The lists go with the delta: an entity that changes again gets new ones. Kept, every
-        // entity held kept room for the most it ever changed between two checkpoints (50,000
-        // cards: 6–15 MiB more RSS; BENCHMARKS.md, "verdict's own memory").
-        track.lists = None;
+        // The list went back to the pool with the delta: an entity that changes again takes
+        // one. Kept per entity, every entity held kept room for the most it ever changed
+        // between two checkpoints (50,000 cards: 6–15 MiB more RSS; BENCHMARKS.md,
+        // "verdict's own memory").
         if !track.width_stored && !out.is_empty() {
             track.width_stored = true;
             let f = out.field(b"w", |_| {});
@@ -412,10 +495,10 @@ impl EntityState {
         // `d:<value>` fields go; the values still held are written as `h:` fields instead.
         let rewrite: Vec<u64> = if legacy.is_empty() { Vec::new() } else { st.last_bucket.keys().copied().collect() };
         stale.append(&mut legacy);
-        if !stale.is_empty() {
-            st.track.lists().stale = stale;
-        }
         st.track.start();
+        for f in stale {
+            st.track.record(Change::Stale(Box::new(f)));
+        }
         for key in rewrite {
             st.track.value_changed(key);
         }

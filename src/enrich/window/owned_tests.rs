@@ -181,6 +181,22 @@ proptest! {
 }
 
 #[test]
+fn a_changed_entitys_list_is_reused_after_its_delta() {
+    let spec = WindowSpec::new(60_000, vec![600_000], 60_000);
+    let (mut st, mut delta) = (EntityState::default(), Delta::default());
+    let mut out = [WindowAggs::default()];
+    st.apply_owned(&spec, 61_000, Some(2.5), Some("m"), &mut out);
+    let first = st.track.list_at().expect("a list of changes");
+    st.take_delta(&spec, &mut delta);
+    assert_eq!(st.track.list_at(), None, "handed back with the delta");
+    // The next entity changed on this thread takes it: no allocation per changed entity.
+    let mut other = EntityState::default();
+    other.apply_owned(&spec, 121_000, Some(1.0), Some("n"), &mut out);
+    assert_eq!(other.track.list_at(), Some(first));
+    assert!(other.is_dirty());
+}
+
+#[test]
 fn a_delta_is_exactly_the_changed_fields() {
     let spec = WindowSpec::new(60_000, vec![600_000], 60_000);
     let (mut st, mut delta) = (EntityState::default(), Delta::default());
