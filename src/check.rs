@@ -55,9 +55,12 @@ pub fn check(cfg: &Config, known: &[String]) -> Vec<String> {
     // already reported has taken its default here; a failure then only repeats it.
     let names = {
         let mut enrich = cfg.enrich.clone();
-        if enrich.backend == Backend::Redis {
+        if enrich.reads_features() {
             // The clients as `run` builds them: the URL, the [redis] files read and their PEM parsed.
-            let mut urls = vec![("enrich.redis_url", &enrich.redis_url)];
+            let mut urls = Vec::new();
+            if enrich.backend == Backend::Redis {
+                urls.push(("enrich.redis_url", &enrich.redis_url));
+            }
             if enrich.features_apart() {
                 urls.push(("enrich.features_redis_url", &enrich.features_redis_url));
             }

@@ -659,20 +659,8 @@ fn online_features_come_from_their_own_redis_and_the_windows_go_to_the_other() {
         seeded.sort();
         seeded.dedup();
         seeded.truncate(40);
-        let now = verdict::publish::acker::wall_clock_ms();
-        for (i, card) in seeded.iter().enumerate() {
-            let key = verdict::enrich::redis::feature_key("verdict", "card", card);
-            for (server, value) in [(&store, i + 1), (&state, 1_000 + i)] {
-                let _: () = redis::cmd("HSET")
-                    .arg(&key)
-                    .arg("chargebacks_90d")
-                    .arg(value)
-                    .arg("_ts")
-                    .arg(now)
-                    .query(&mut server.conn())
-                    .unwrap();
-            }
-        }
+        seed_chargebacks(&mut store.conn(), &seeded, |i| i + 1);
+        seed_chargebacks(&mut state.conn(), &seeded, |i| 1_000 + i);
         for server in [&state, &store] {
             let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut server.conn()).unwrap();
         }
@@ -698,5 +686,56 @@ fn online_features_come_from_their_own_redis_and_the_windows_go_to_the_other() {
         let keys: u64 = redis::cmd("DBSIZE").query(&mut store.conn()).unwrap();
         assert_eq!(keys, 40, "{ownership:?}: nothing but the feature hashes in the feature store");
         assert!(redis_calls(&state, "evalsha") > 0, "{ownership:?}: windows written to the state store");
+    }
+}
+
+#[test]
+fn windows_in_process_read_online_features_from_a_feature_store_redis() {
+    // `backend = "memory"` with `enrich.features_redis_url`: windows in process (not durable),
+    // online features read from the feature store's Redis, which sees only `HMGET`s.
+    for ownership in [verdict::enrich::Ownership::Partition, verdict::enrich::Ownership::Shared] {
+        let store = RedisServer::start();
+        let (mock, mut cfg) = mock_setup(2);
+        cfg.enrich.backend = verdict::enrich::Backend::Memory;
+        cfg.enrich.features_redis_url = store.url();
+        if ownership == verdict::enrich::Ownership::Shared {
+            share_entities(&mut cfg.enrich);
+        }
+        cfg.publish.format = verdict::config::DecisionFormat::Json;
+        let events = produce_transactions(&mock, "events", 1_500, 26, Some(0));
+        let mut seeded: Vec<String> = events.iter().map(|e| e.card_id.clone()).collect();
+        seeded.sort();
+        seeded.dedup();
+        seeded.truncate(40);
+        seed_chargebacks(&mut store.conn(), &seeded, |i| i + 1);
+        let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut store.conn()).unwrap();
+        let m = Metrics::new();
+        let p = Pipeline::start(&cfg, m.clone()).unwrap();
+        wait_for("all decided", Duration::from_secs(60), || handled(&m) >= 1_500);
+        assert!(p.shutdown(Duration::from_secs(30)).clean);
+        let decisions = json_decisions(&mock);
+        assert_eq!(decisions.len(), 1_500, "{ownership:?}");
+        let (mut from_store, mut per_card) = (0, std::collections::HashMap::<&str, u64>::new());
+        for d in &decisions {
+            let card = d["entity_key"].as_str().unwrap();
+            let expected = seeded.iter().position(|c| c == card).map_or(0.0, |i| (i + 1) as f64);
+            assert_eq!(d["features"]["card_chargebacks_90d"], expected, "{ownership:?}: {d}");
+            from_store += usize::from(expected > 0.0);
+            *per_card.entry(card).or_default() += 1;
+        }
+        assert!(from_store >= 40, "{ownership:?}: {from_store} decisions with a seeded card");
+        // The windows are kept in process: a card's later events see its earlier ones.
+        let busiest = per_card.values().max().copied().unwrap_or(0);
+        let max_count = decisions.iter().filter_map(|d| d["features"]["card_24h_count"].as_f64()).fold(0.0, f64::max);
+        assert!(
+            busiest >= 2 && max_count >= 1.0,
+            "{ownership:?}: busiest card {busiest} events, max count {max_count}"
+        );
+        assert!(redis_calls(&store, "hmget") > 0, "{ownership:?}");
+        for cmd in ["evalsha", "eval", "hset", "hdel", "script|load", "hgetall"] {
+            assert_eq!(redis_calls(&store, cmd), 0, "{ownership:?}: {cmd} on the feature store");
+        }
+        let keys: u64 = redis::cmd("DBSIZE").query(&mut store.conn()).unwrap();
+        assert_eq!(keys, 40, "{ownership:?}: nothing but the feature hashes in the feature store");
     }
 }

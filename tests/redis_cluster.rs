@@ -42,23 +42,12 @@ fn shared_windows_and_online_features_are_exact_on_a_redis_cluster_across_a_cras
         }
     }
     let mut conn = cluster.conn();
-    let now = verdict::publish::acker::wall_clock_ms();
     let masters: std::collections::HashSet<u16> = seeded
         .iter()
         .map(|card| cluster.master_of(&verdict::enrich::redis::feature_key("verdict", "card", card)))
         .collect();
     assert_eq!(masters.len(), 3, "the seeded cards' hashes live on every master");
-    for (i, card) in seeded.iter().enumerate() {
-        let key = verdict::enrich::redis::feature_key("verdict", "card", card);
-        let _: () = redis::cmd("HSET")
-            .arg(&key)
-            .arg("chargebacks_90d")
-            .arg(i + 1)
-            .arg("_ts")
-            .arg(now)
-            .query(&mut conn)
-            .unwrap();
-    }
+    seed_chargebacks(&mut conn, &seeded, |i| i + 1);
     let m1 = Metrics::new();
     let first = Pipeline::start(&cfg, m1.clone()).unwrap();
     wait_for("part of the stream", Duration::from_secs(60), || handled(&m1) >= 3_000);

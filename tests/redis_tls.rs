@@ -74,24 +74,13 @@ fn over_tls_with_the_readme_acl_user_windows_and_features_are_exact_and_nothing_
 
     // Online features for 50 cards and a deny list in a Redis set, written as the admin.
     let mut admin = server.admin();
-    let now = verdict::publish::acker::wall_clock_ms();
     let mut seeded: Vec<String> = Vec::new();
     for e in &events {
         if seeded.len() < 50 && !seeded.contains(&e.card_id) {
             seeded.push(e.card_id.clone());
         }
     }
-    for (i, card) in seeded.iter().enumerate() {
-        let key = verdict::enrich::redis::feature_key("verdict", "card", card);
-        let _: () = redis::cmd("HSET")
-            .arg(&key)
-            .arg("chargebacks_90d")
-            .arg(i + 1)
-            .arg("_ts")
-            .arg(now)
-            .query(&mut admin)
-            .unwrap();
-    }
+    seed_chargebacks(&mut admin, &seeded, |i| i + 1);
     let denied = events.last().unwrap().card_id.clone();
     let _: () = redis::cmd("SADD").arg("verdict:list:deny").arg(&denied).query(&mut admin).unwrap();
     let rules = tempfile::NamedTempFile::new().unwrap();

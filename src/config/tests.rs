@@ -279,11 +279,22 @@ session = { gap_s = 60 }
 #[test]
 fn a_feature_store_url_is_checked_with_the_others_and_its_password_is_a_secret() {
     let base = "[model]\ndir = \"models/demo\"\n[enrich]\n";
-    let errs = load_str(&format!("{base}features_redis_url = \"redis://f:6379/\"\n")).unwrap_err().join("\n");
+    let errs = load_str(&format!("{base}backend = \"off\"\nfeatures_redis_url = \"redis://f:6379/\"\n"))
+        .unwrap_err()
+        .join("\n");
     assert!(
-        errs.contains("enrich.features_redis_url: 'redis://f:6379/' is set, but online features are read only with backend = \"redis\""),
+        errs.contains(
+            "enrich.features_redis_url: 'redis://f:6379/' is set, but backend = \"off\" reads no online features"
+        ),
         "{errs}"
     );
+    // Windows in process, online features from a feature store's Redis.
+    let cfg = load_str(&format!("{base}backend = \"memory\"\nfeatures_redis_url = \"redis://f:6379/\"\n")).unwrap();
+    assert!(cfg.enrich.features_apart() && cfg.enrich.reads_features());
+    let reader = cfg.enrich.for_features();
+    assert_eq!((reader.backend, reader.redis_url.as_str()), (crate::enrich::Backend::Redis, "redis://f:6379/"));
+    let errs = load_str(&format!("{base}backend = \"memory\"\nfeatures_redis_url = \"f:6379\"\n")).unwrap_err();
+    assert!(errs.join("\n").contains("enrich.features_redis_url: 'f:6379' is not a redis:// URL"), "{errs:?}");
     let errs = load_str(&format!(
         "{base}backend = \"redis\"\nfeatures_redis_url = \"http://f:6379/\"\nredis_url = \"redis://a,redis://b\"\n"
     ))

@@ -114,6 +114,10 @@ impl<V> Drop for Generations<V> {
 /// Verdict's copies of window states.
 pub(super) type StateCache = Generations<CachedState>;
 
+/// A [`FeatureCache`] shared by the workers' feature readers (locked once per batch for its
+/// lookups and once for what it read).
+pub(super) type SharedFeatureCache = Arc<parking_lot::Mutex<FeatureCache>>;
+
 /// Online feature vectors read from Redis, with when they were read: used for `ttl`.
 ///
 /// The generations also turn every `ttl`: what the dropped generation holds was read at

@@ -36,7 +36,8 @@ pub struct EnrichConfig {
     /// Redis the online features are read from when they live apart from the window state
     /// (a feature store's Redis: Feast's online store, a feature pipeline's); empty:
     /// `redis_url`. Read only (`HMGET`); `[redis]` TLS and credentials and `redis_cluster`
-    /// apply to it too. Checkpoint writes then never hold up a feature read.
+    /// apply to it too. Checkpoint writes then never hold up a feature read. With the
+    /// `memory` backend, the one Redis verdict reads (windows in process, features from here).
     pub features_redis_url: String,
     /// `pause` or `degraded`.
     pub on_failure: FailurePolicy,
@@ -271,18 +272,26 @@ impl EnrichConfig {
     }
 
     /// Whether online features are read from their own Redis (`features_redis_url` set to
-    /// another URL than `redis_url`).
+    /// another URL than `redis_url`, or set with the windows in process).
     pub fn features_apart(&self) -> bool {
-        !self.features_redis_url.is_empty() && self.features_redis_url != self.redis_url
+        !self.features_redis_url.is_empty()
+            && (self.backend == Backend::Memory || self.features_redis_url != self.redis_url)
     }
 
-    /// The config of the online-feature reader: `redis_url` is the features' Redis.
+    /// The config of the online-feature reader: a Redis backend whose `redis_url` is the
+    /// features' Redis.
     pub fn for_features(&self) -> Self {
         let mut cfg = self.clone();
         if self.features_apart() {
             cfg.redis_url = self.features_redis_url.clone();
+            cfg.backend = Backend::Redis;
         }
         cfg
+    }
+
+    /// Whether the workers read online features (from `redis_url`, or `features_redis_url`).
+    pub fn reads_features(&self) -> bool {
+        self.backend == Backend::Redis || (self.backend == Backend::Memory && self.features_apart())
     }
 
     /// Partition-owned entities with windows must be keyed by the record key's source
@@ -325,8 +334,10 @@ impl EnrichConfig {
         }
         if !self.features_redis_url.is_empty() {
             let shown = crate::redact::redis_url(&self.features_redis_url);
-            if self.backend != Backend::Redis {
-                e.push(format!("enrich.features_redis_url: '{shown}' is set, but online features are read only with backend = \"redis\""));
+            if self.backend == Backend::Off {
+                e.push(format!(
+                    "enrich.features_redis_url: '{shown}' is set, but backend = \"off\" reads no online features"
+                ));
             } else if !self.features_redis_url.starts_with("redis") {
                 e.push(format!("enrich.features_redis_url: '{shown}' is not a redis:// URL"));
             }

@@ -46,7 +46,7 @@ pub use setup::EnrichSetup;
 pub use turnstile::Turnstile;
 pub use window::{EntityState, Update, WindowSpec};
 
-use cache::{EntityKey, FeatureCache, StateCache, Tokens};
+use cache::{EntityKey, FeatureCache, SharedFeatureCache, StateCache, Tokens};
 use plan::{compare_and_set, group, knows_values};
 use reply::{count, write_cached, write_seen, write_session, ReplyReader};
 
@@ -168,7 +168,7 @@ pub struct Enricher {
     entities: Vec<Entity>,
     names: Vec<String>,
     store: Store,
-    cache: Option<FeatureCache>,
+    cache: Option<SharedFeatureCache>,
     states: Option<StateCache>,
     tokens: Tokens,
     per_group: bool,
@@ -268,8 +268,10 @@ impl Enricher {
                 )?))
             }
         };
-        let cache = (cfg.backend == Backend::Redis && cfg.cache_capacity > 0)
-            .then(|| FeatureCache::new(cfg.cache_capacity, Duration::from_millis(cfg.cache_ttl_ms.max(1))));
+        let cache = (cfg.backend == Backend::Redis && cfg.cache_capacity > 0).then(|| {
+            let cache = FeatureCache::new(cfg.cache_capacity, Duration::from_millis(cfg.cache_ttl_ms.max(1)));
+            Arc::new(Mutex::new(cache))
+        });
         let states = (cfg.backend == Backend::Redis && cfg.state_cache_capacity > 0)
             .then(|| StateCache::new(cfg.state_cache_capacity));
         let mut missing = redis::MissingHashes::new(
@@ -294,6 +296,16 @@ impl Enricher {
             features_apart: cfg.features_apart(),
             key_prefix: cfg.key_prefix.clone(),
         })
+    }
+
+    /// Uses `cache` instead of its own online-feature cache (if it has one). The pipeline gives
+    /// every worker's reader the same one, so `cache_capacity` bounds them all together and a
+    /// value one worker read serves the others' batches.
+    pub(in crate::enrich) fn with_feature_cache(mut self, cache: Option<SharedFeatureCache>) -> Self {
+        if self.cache.is_some() {
+            self.cache = cache;
+        }
+        self
     }
 
     /// Shares `breaker` (the pipeline's view of its Redis) with this enricher's connection.
@@ -434,7 +446,8 @@ impl Enricher {
             }
             Store::Redis(store) => {
                 let mut groups = groups;
-                if let Some(cache) = &mut self.cache {
+                if let Some(cache) = &self.cache {
+                    let mut cache = cache.lock();
                     for g in groups.iter_mut().filter(|g| !g.features.is_empty()) {
                         match cache.get(&g.key) {
                             Some(v) => {
@@ -489,27 +502,46 @@ impl Enricher {
                         return Err(EnrichError::Protocol(format!("{} HMGET replies, {n} expected", replies.len())));
                     }
                     let (feast_replies, plain_replies) = replies.split_at(n_feast);
-                    let mut sink =
-                        hashes::Sink { width, out: &mut *out, cache: self.cache.as_mut(), missing: &mut self.missing };
-                    feast::write(&self.entities, reads, feast_replies, now, &mut sink);
-                    hashes::write(&self.entities, plain, plain_replies, now, &mut sink);
-                    let mut read = ReplyReader {
-                        entities: &self.entities,
-                        now,
-                        width,
-                        cache: self.cache.as_mut(),
-                        states: self.states.as_mut(),
-                        tokens: &mut self.tokens,
-                        missing: &mut self.missing,
+                    let mut again = {
+                        // The cache is shared by the workers' readers: locked once for the batch's values.
+                        let mut cache = self.cache.as_ref().map(|c| c.lock());
+                        let mut sink = hashes::Sink {
+                            width,
+                            out: &mut *out,
+                            cache: cache.as_deref_mut(),
+                            missing: &mut self.missing,
+                        };
+                        feast::write(&self.entities, reads, feast_replies, now, &mut sink);
+                        hashes::write(&self.entities, plain, plain_replies, now, &mut sink);
+                        let mut read = ReplyReader {
+                            entities: &self.entities,
+                            now,
+                            width,
+                            cache: cache.as_deref_mut(),
+                            states: self.states.as_mut(),
+                            tokens: &mut self.tokens,
+                            missing: &mut self.missing,
+                        };
+                        let again = read.reply(&mut ask, &reply, out, &mut stats)?;
+                        read.missing.report();
+                        again
                     };
-                    let mut again = read.reply(&mut ask, &reply, out, &mut stats)?;
-                    read.missing.report();
                     // Copies Redis no longer matched (another instance wrote meanwhile): a
-                    // second round trip has the script apply those groups' events.
+                    // second round trip has the script apply those groups' events (their
+                    // features were read in the first: `Group::retry`, so no cache here).
                     if !again.is_empty() {
                         let (reply, _) = store.run(&again, now, self.per_group, &[])?;
                         stats.round_trips += 1;
                         stats.commands += calls(&again);
+                        let mut read = ReplyReader {
+                            entities: &self.entities,
+                            now,
+                            width,
+                            cache: None,
+                            states: self.states.as_mut(),
+                            tokens: &mut self.tokens,
+                            missing: &mut self.missing,
+                        };
                         read.reply(&mut again, &reply, out, &mut stats)?;
                     }
                 }

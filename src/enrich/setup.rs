@@ -1,13 +1,14 @@
 //! Building the enrich stage: what every worker shares (the partition-owned state, the
-//! shared-windows enricher and its turnstile) and what each worker gets of its own (a
-//! feature reader with its own connection, a handle on the owned state).
+//! shared-windows enricher and its turnstile, the online-feature cache) and what each worker
+//! gets of its own (a feature reader with its own connection, a handle on the owned state).
 
 use std::sync::Arc;
 
 use super::breaker::Breaker;
+use super::cache::{FeatureCache, SharedFeatureCache};
 use super::owned::{OwnedWindows, Partitions};
 use super::stage::EnrichParts;
-use super::{Backend, EnrichConfig, EnrichError, Enricher, FailurePolicy, Ownership, Part, Turnstile};
+use super::{EnrichConfig, EnrichError, Enricher, FailurePolicy, Ownership, Part, Turnstile};
 use crate::core::redis::RedisConfig;
 use crate::telemetry::Metrics;
 
@@ -23,6 +24,8 @@ pub struct EnrichSetup {
     pub partitions: Option<Arc<Partitions>>,
     /// Online features are read by each worker.
     features: bool,
+    /// The workers' readers' one feature cache (`cache_capacity` entries in all).
+    feature_cache: Option<SharedFeatureCache>,
     cfg: EnrichConfig,
     security: RedisConfig,
     metrics: Arc<Metrics>,
@@ -49,11 +52,15 @@ impl EnrichSetup {
         let hidden_ids = enricher.hidden_ids();
         let breaker = Arc::new(Breaker::default());
         let partitions = Partitions::new(cfg, security, enricher.owned_entities(), metrics.clone(), &breaker)?;
-        let features = cfg.backend == Backend::Redis
+        let features = cfg.reads_features()
             && cfg.entities.iter().any(|e| {
                 !e.features.is_empty()
                     && (e.ownership != Ownership::Shared || e.windows.is_empty() || cfg.features_apart())
             });
+        let feature_cache = (features && cfg.cache_capacity > 0).then(|| {
+            let ttl = std::time::Duration::from_millis(cfg.cache_ttl_ms.max(1));
+            Arc::new(parking_lot::Mutex::new(FeatureCache::new(cfg.cache_capacity, ttl)))
+        });
         // Two Redis servers fail apart: one breaker each.
         let features_breaker = if cfg.features_apart() { Arc::default() } else { breaker.clone() };
         let shared = enricher.with_breaker(&breaker).for_part(Part::Shared);
@@ -64,6 +71,7 @@ impl EnrichSetup {
             shared,
             partitions,
             features,
+            feature_cache,
             cfg: cfg.clone(),
             security: security.clone(),
             metrics: metrics.clone(),
@@ -78,7 +86,8 @@ impl EnrichSetup {
         let features = if self.features {
             let reader = Enricher::connect_features(&self.cfg, &self.security)?
                 .with_metrics(&self.metrics)
-                .with_breaker(&self.features_breaker);
+                .with_breaker(&self.features_breaker)
+                .with_feature_cache(self.feature_cache.clone());
             Some(reader.hide_ids(|key| self.hidden_ids.iter().any(|h| h == key)))
         } else {
             None

@@ -348,6 +348,8 @@ fn start_watchers(
         in_flight.clone(),
     );
     threads.side("verdict-watchdog", Ends::OnStop, move |cancel| dog.run(&cancel))?;
+    threads
+        .side("verdict-heap", Ends::OnStop, |cancel| crate::heap::trim_every(crate::heap::TRIM_INTERVAL, &cancel))?;
     let meter = crate::telemetry::CostMeter::new(&cfg.cost, metrics.clone());
     threads.side("verdict-cost", Ends::OnStop, move |cancel| meter.run(&cancel))?;
     if !cfg.rules.file.is_empty() {

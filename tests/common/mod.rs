@@ -414,3 +414,15 @@ pub fn histogram(body: &str, name: &str) -> (f64, u64) {
     };
     (value("sum"), value("count") as u64)
 }
+
+/// Writes the demo model's online feature for each card as a feature pipeline would: the
+/// hash `verdict:f:card:{id}` with `chargebacks_90d = value(i)` (i: the card's index) and `_ts`
+/// now.
+pub fn seed_chargebacks(conn: &mut impl redis::ConnectionLike, cards: &[String], value: impl Fn(usize) -> usize) {
+    let now = verdict::publish::acker::wall_clock_ms();
+    for (i, card) in cards.iter().enumerate() {
+        let key = verdict::enrich::redis::feature_key("verdict", "card", card);
+        let _: () =
+            redis::cmd("HSET").arg(&key).arg("chargebacks_90d").arg(value(i)).arg("_ts").arg(now).query(conn).unwrap();
+    }
+}
