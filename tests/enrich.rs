@@ -653,38 +653,12 @@ fn online_features_come_from_their_own_redis_and_the_windows_go_to_the_other() {
         if ownership == verdict::enrich::Ownership::Shared {
             share_entities(&mut cfg.enrich);
         }
-        cfg.publish.format = verdict::config::DecisionFormat::Json;
         let events = produce_transactions(&mock, "events", 1_500, 25, Some(0));
-        let mut seeded: Vec<String> = events.iter().map(|e| e.card_id.clone()).collect();
-        seeded.sort();
-        seeded.dedup();
-        seeded.truncate(40);
-        seed_chargebacks(&mut store.conn(), &seeded, |i| i + 1);
+        let seeded = cards_to_seed(&events);
         seed_chargebacks(&mut state.conn(), &seeded, |i| 1_000 + i);
-        for server in [&state, &store] {
-            let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut server.conn()).unwrap();
-        }
-        let m = Metrics::new();
-        let p = Pipeline::start(&cfg, m.clone()).unwrap();
-        wait_for("all decided", Duration::from_secs(60), || handled(&m) >= 1_500);
-        assert!(p.shutdown(Duration::from_secs(30)).clean);
-        let decisions = json_decisions(&mock);
-        assert_eq!(decisions.len(), 1_500, "{ownership:?}");
-        let mut from_store = 0;
-        for d in &decisions {
-            let card = d["entity_key"].as_str().unwrap();
-            let expected = seeded.iter().position(|c| c == card).map_or(0.0, |i| (i + 1) as f64);
-            assert_eq!(d["features"]["card_chargebacks_90d"], expected, "{ownership:?}: {d}");
-            from_store += usize::from(expected > 0.0);
-        }
-        assert!(from_store >= 40, "{ownership:?}: {from_store} decisions with a seeded card");
+        let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut state.conn()).unwrap();
         // The feature store was only read; the window state went to the state store alone.
-        assert!(redis_calls(&store, "hmget") > 0, "{ownership:?}");
-        for cmd in ["evalsha", "eval", "hset", "hdel", "script|load"] {
-            assert_eq!(redis_calls(&store, cmd), 0, "{ownership:?}: {cmd} on the feature store");
-        }
-        let keys: u64 = redis::cmd("DBSIZE").query(&mut store.conn()).unwrap();
-        assert_eq!(keys, 40, "{ownership:?}: nothing but the feature hashes in the feature store");
+        decide_from_feature_store(&mut cfg, &mock, &store, &seeded, ownership);
         assert!(redis_calls(&state, "evalsha") > 0, "{ownership:?}: windows written to the state store");
     }
 }
@@ -701,41 +675,66 @@ fn windows_in_process_read_online_features_from_a_feature_store_redis() {
         if ownership == verdict::enrich::Ownership::Shared {
             share_entities(&mut cfg.enrich);
         }
-        cfg.publish.format = verdict::config::DecisionFormat::Json;
         let events = produce_transactions(&mock, "events", 1_500, 26, Some(0));
-        let mut seeded: Vec<String> = events.iter().map(|e| e.card_id.clone()).collect();
-        seeded.sort();
-        seeded.dedup();
-        seeded.truncate(40);
-        seed_chargebacks(&mut store.conn(), &seeded, |i| i + 1);
-        let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut store.conn()).unwrap();
-        let m = Metrics::new();
-        let p = Pipeline::start(&cfg, m.clone()).unwrap();
-        wait_for("all decided", Duration::from_secs(60), || handled(&m) >= 1_500);
-        assert!(p.shutdown(Duration::from_secs(30)).clean);
-        let decisions = json_decisions(&mock);
-        assert_eq!(decisions.len(), 1_500, "{ownership:?}");
-        let (mut from_store, mut per_card) = (0, std::collections::HashMap::<&str, u64>::new());
-        for d in &decisions {
-            let card = d["entity_key"].as_str().unwrap();
-            let expected = seeded.iter().position(|c| c == card).map_or(0.0, |i| (i + 1) as f64);
-            assert_eq!(d["features"]["card_chargebacks_90d"], expected, "{ownership:?}: {d}");
-            from_store += usize::from(expected > 0.0);
-            *per_card.entry(card).or_default() += 1;
-        }
-        assert!(from_store >= 40, "{ownership:?}: {from_store} decisions with a seeded card");
+        let seeded = cards_to_seed(&events);
+        let decisions = decide_from_feature_store(&mut cfg, &mock, &store, &seeded, ownership);
+        assert_eq!(redis_calls(&store, "hgetall"), 0, "{ownership:?}: no window state read from the feature store");
         // The windows are kept in process: a card's later events see its earlier ones.
+        let mut per_card = std::collections::HashMap::<&str, u64>::new();
+        for d in &decisions {
+            *per_card.entry(d["entity_key"].as_str().unwrap()).or_default() += 1;
+        }
         let busiest = per_card.values().max().copied().unwrap_or(0);
         let max_count = decisions.iter().filter_map(|d| d["features"]["card_24h_count"].as_f64()).fold(0.0, f64::max);
         assert!(
             busiest >= 2 && max_count >= 1.0,
             "{ownership:?}: busiest card {busiest} events, max count {max_count}"
         );
-        assert!(redis_calls(&store, "hmget") > 0, "{ownership:?}");
-        for cmd in ["evalsha", "eval", "hset", "hdel", "script|load", "hgetall"] {
-            assert_eq!(redis_calls(&store, cmd), 0, "{ownership:?}: {cmd} on the feature store");
-        }
-        let keys: u64 = redis::cmd("DBSIZE").query(&mut store.conn()).unwrap();
-        assert_eq!(keys, 40, "{ownership:?}: nothing but the feature hashes in the feature store");
     }
+}
+
+/// The first 40 cards of `events` in sorted order: those a test's feature store has values for.
+fn cards_to_seed(events: &[verdict::demo::Transaction]) -> Vec<String> {
+    let mut seeded: Vec<String> = events.iter().map(|e| e.card_id.clone()).collect();
+    seeded.sort();
+    seeded.dedup();
+    seeded.truncate(40);
+    seeded
+}
+
+/// Seeds `store` with `seeded`'s values (index + 1), decides the 1,500 events produced and
+/// checks what a feature store serves: every decision has its card's value from the store (0
+/// for a card not seeded), at least 40 of them seeded; the store saw `HMGET`s and no write or
+/// script, and holds nothing but the 40 hashes. Returns the decisions.
+fn decide_from_feature_store(
+    cfg: &mut verdict::config::Config,
+    mock: &verdict::demo::MockKafka,
+    store: &RedisServer,
+    seeded: &[String],
+    ownership: verdict::enrich::Ownership,
+) -> Vec<serde_json::Value> {
+    cfg.publish.format = verdict::config::DecisionFormat::Json;
+    seed_chargebacks(&mut store.conn(), seeded, |i| i + 1);
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut store.conn()).unwrap();
+    let m = Metrics::new();
+    let p = Pipeline::start(cfg, m.clone()).unwrap();
+    wait_for("all decided", Duration::from_secs(60), || handled(&m) >= 1_500);
+    assert!(p.shutdown(Duration::from_secs(30)).clean);
+    let decisions = json_decisions(mock);
+    assert_eq!(decisions.len(), 1_500, "{ownership:?}");
+    let mut from_store = 0;
+    for d in &decisions {
+        let card = d["entity_key"].as_str().unwrap();
+        let expected = seeded.iter().position(|c| c == card).map_or(0.0, |i| (i + 1) as f64);
+        assert_eq!(d["features"]["card_chargebacks_90d"], expected, "{ownership:?}: {d}");
+        from_store += usize::from(expected > 0.0);
+    }
+    assert!(from_store >= 40, "{ownership:?}: {from_store} decisions with a seeded card");
+    assert!(redis_calls(store, "hmget") > 0, "{ownership:?}");
+    for cmd in ["evalsha", "eval", "hset", "hdel", "script|load"] {
+        assert_eq!(redis_calls(store, cmd), 0, "{ownership:?}: {cmd} on the feature store");
+    }
+    let keys: u64 = redis::cmd("DBSIZE").query(&mut store.conn()).unwrap();
+    assert_eq!(keys, 40, "{ownership:?}: nothing but the feature hashes in the feature store");
+    decisions
 }

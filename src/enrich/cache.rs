@@ -138,6 +138,11 @@ impl FeatureCache {
         Self { map: Generations::new(capacity), ttl, turned: Instant::now() }
     }
 
+    /// A cache to share (`enrich.cache_capacity` entries, `enrich.cache_ttl_ms`).
+    pub(super) fn shared(capacity: u64, ttl_ms: u64) -> SharedFeatureCache {
+        Arc::new(parking_lot::Mutex::new(Self::new(capacity, Duration::from_millis(ttl_ms.max(1)))))
+    }
+
     pub(super) fn get(&mut self, key: &EntityKey) -> Option<FeatureValues> {
         let ttl = self.ttl;
         self.map.get(key).filter(|(at, _)| at.elapsed() < ttl).map(|(_, v)| v.clone())

@@ -268,10 +268,8 @@ impl Enricher {
                 )?))
             }
         };
-        let cache = (cfg.backend == Backend::Redis && cfg.cache_capacity > 0).then(|| {
-            let cache = FeatureCache::new(cfg.cache_capacity, Duration::from_millis(cfg.cache_ttl_ms.max(1)));
-            Arc::new(Mutex::new(cache))
-        });
+        let cache = (cfg.backend == Backend::Redis && cfg.cache_capacity > 0)
+            .then(|| FeatureCache::shared(cfg.cache_capacity, cfg.cache_ttl_ms));
         let states = (cfg.backend == Backend::Redis && cfg.state_cache_capacity > 0)
             .then(|| StateCache::new(cfg.state_cache_capacity));
         let mut missing = redis::MissingHashes::new(

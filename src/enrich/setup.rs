@@ -57,10 +57,8 @@ impl EnrichSetup {
                 !e.features.is_empty()
                     && (e.ownership != Ownership::Shared || e.windows.is_empty() || cfg.features_apart())
             });
-        let feature_cache = (features && cfg.cache_capacity > 0).then(|| {
-            let ttl = std::time::Duration::from_millis(cfg.cache_ttl_ms.max(1));
-            Arc::new(parking_lot::Mutex::new(FeatureCache::new(cfg.cache_capacity, ttl)))
-        });
+        let feature_cache =
+            (features && cfg.cache_capacity > 0).then(|| FeatureCache::shared(cfg.cache_capacity, cfg.cache_ttl_ms));
         // Two Redis servers fail apart: one breaker each.
         let features_breaker = if cfg.features_apart() { Arc::default() } else { breaker.clone() };
         let shared = enricher.with_breaker(&breaker).for_part(Part::Shared);
